@@ -1,0 +1,3 @@
+//! kubestrap: bootstrap a Kubernetes cluster into a GitOps platform.
+
+fn main() {}
