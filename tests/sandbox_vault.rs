@@ -830,3 +830,62 @@ async fn restart_seals_and_data_survives_only_with_the_shares() {
     assert_eq!(again["password"], "survives-restart");
     task.abort();
 }
+
+#[tokio::test]
+async fn kv_v1_mount_reads_lists_and_deletes() {
+    let vault = start().await;
+    let (root, _) = vault.ready().await;
+    let client = vault.client(&root);
+    t(vaultrs::sys::mount::enable(&client, "kv", "kv", None))
+        .await
+        .unwrap();
+    let mounts = t(vaultrs::sys::mount::list(&client)).await.unwrap();
+    assert_eq!(mounts["kv/"].options.as_ref().unwrap()["version"], "1");
+    let data = HashMap::from([("user", "admin")]);
+    t(vaultrs::kv1::set(&client, "kv", "team/app", &data))
+        .await
+        .unwrap();
+    let read: HashMap<String, String> = t(vaultrs::kv1::get(&client, "kv", "team/app"))
+        .await
+        .unwrap();
+    assert_eq!(read["user"], "admin");
+    let listed = t(vaultrs::kv1::list(&client, "kv", "team")).await.unwrap();
+    assert_eq!(listed.data.keys, ["app"]);
+    t(vaultrs::kv1::delete(&client, "kv", "team/app"))
+        .await
+        .unwrap();
+    let gone = t(vaultrs::kv1::get::<Value>(&client, "kv", "team/app")).await;
+    assert_eq!(api_error(gone), (404, vec![]));
+}
+
+#[tokio::test]
+async fn serve_io_speaks_http_on_any_stream() {
+    let vault = start().await;
+    // A duplex pipe stands in for a port-forward tunnel.
+    let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+    let server = vault.server.clone();
+    let serving = tokio::spawn(async move { server.serve_io(server_end).await });
+    let (mut sender, connection) = t(hyper::client::conn::http1::handshake::<
+        _,
+        http_body_util::Full<bytes::Bytes>,
+    >(hyper_util::rt::TokioIo::new(client_end)))
+    .await
+    .unwrap();
+    let driver = tokio::spawn(connection);
+    let request = hyper::Request::get("/v1/sys/seal-status")
+        .header("host", "vault")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let response = t(sender.send_request(request)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = t(http_body_util::BodyExt::collect(response.into_body()))
+        .await
+        .unwrap()
+        .to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["type"], "shamir");
+    assert_eq!(body["initialized"], false);
+    drop(sender);
+    t(driver).await.unwrap().unwrap();
+    t(serving).await.unwrap();
+}

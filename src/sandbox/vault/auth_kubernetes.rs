@@ -20,7 +20,7 @@ use super::request::{ApiRequest, Verb, string_list};
 use super::tokens::{self, DEFAULT_TTL, TokenEntry, TokenStore};
 
 /// One kubernetes auth mount's configuration, roles and identity aliases.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct KubernetesAuth {
     config: Option<Config>,
     roles: BTreeMap<String, Role>,
@@ -28,7 +28,7 @@ pub struct KubernetesAuth {
     entities: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Config {
     kubernetes_host: String,
     kubernetes_ca_cert: String,
@@ -69,7 +69,6 @@ struct Claims {
 }
 
 /// A login that passed the local checks and awaits the TokenReview.
-#[derive(Debug)]
 pub struct PendingLogin {
     mount: String,
     role_name: String,
@@ -81,6 +80,18 @@ pub struct PendingLogin {
     pub jwt: String,
     /// The audiences the review must check (the role's `audience`, if any).
     pub audiences: Vec<String>,
+}
+
+/// Never prints the JWT.
+impl std::fmt::Debug for PendingLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingLogin")
+            .field("mount", &self.mount)
+            .field("role", &self.role_name)
+            .field("kubernetes_host", &self.kubernetes_host)
+            .field("audiences", &self.audiences)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PendingLogin {

@@ -17,7 +17,7 @@ use super::request::{ApiRequest, Verb};
 const DEFAULT_MAX_VERSIONS: u64 = 10;
 
 /// One KV v2 mount's data.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct Kv2Store {
     config: Kv2Config,
     secrets: BTreeMap<String, Secret>,
@@ -30,7 +30,7 @@ struct Kv2Config {
     delete_version_after: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Secret {
     created_time: String,
     updated_time: String,
@@ -43,7 +43,7 @@ struct Secret {
     versions: BTreeMap<u64, Version>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Version {
     data: Option<Map<String, Value>>,
     created_time: String,
@@ -366,28 +366,34 @@ impl Kv2Store {
     }
 
     fn list(&self, dir: &str) -> Result<Reply, ApiError> {
-        let prefix = if dir.is_empty() || dir.ends_with('/') {
-            dir.to_string()
-        } else {
-            format!("{dir}/")
-        };
-        let mut keys: Vec<String> = self
-            .secrets
-            .keys()
-            .filter_map(|k| k.strip_prefix(&prefix))
-            .filter(|rest| !rest.is_empty())
-            .map(|rest| match rest.split_once('/') {
-                Some((folder, _)) => format!("{folder}/"),
-                None => rest.to_string(),
-            })
-            .collect();
-        keys.sort();
-        keys.dedup();
-        if keys.is_empty() {
-            return Err(ApiError::NotFound);
-        }
-        Ok(Reply::data(json!({ "keys": keys })))
+        list_under(self.secrets.keys(), dir)
     }
+}
+
+/// The `keys` of a list below `dir`: direct children, folders suffixed `/`; 404 when none.
+pub fn list_under<'a>(
+    keys: impl Iterator<Item = &'a String>,
+    dir: &str,
+) -> Result<Reply, ApiError> {
+    let prefix = if dir.is_empty() || dir.ends_with('/') {
+        dir.to_string()
+    } else {
+        format!("{dir}/")
+    };
+    let mut found: Vec<String> = keys
+        .filter_map(|k| k.strip_prefix(&prefix))
+        .filter(|rest| !rest.is_empty())
+        .map(|rest| match rest.split_once('/') {
+            Some((folder, _)) => format!("{folder}/"),
+            None => rest.to_string(),
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    if found.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Reply::data(json!({ "keys": found })))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod envelope;
 mod error;
 mod health;
 mod http;
+mod kv1;
 mod kv2;
 mod lifecycle;
 mod mounts;

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::auth_kubernetes::KubernetesAuth;
 use super::envelope::Reply;
 use super::error::ApiError;
+use super::kv1::Kv1Store;
 use super::kv2::Kv2Store;
 use super::request::{ApiRequest, Verb};
 use super::state::State;
@@ -83,7 +84,7 @@ impl MountInfo {
 }
 
 /// A secrets engine mounted by a user.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct SecretMount {
     /// The listed description.
     pub info: MountInfo,
@@ -92,16 +93,16 @@ pub struct SecretMount {
 }
 
 /// The engines the sandbox implements.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub enum SecretEngine {
-    /// KV version 1: accepted at mount time, requests answer "not implemented".
-    KvV1,
+    /// KV version 1 (unversioned).
+    KvV1(Kv1Store),
     /// KV version 2.
     KvV2(Kv2Store),
 }
 
 /// An auth method mounted by a user.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct AuthMount {
     /// The listed description.
     pub info: MountInfo,
@@ -220,7 +221,7 @@ fn enable_mount(state: &mut State, req: &ApiRequest, path: &str) -> Result<(), A
     }
     let engine = match version.as_str() {
         "2" => SecretEngine::KvV2(Kv2Store::default()),
-        "1" | "" => SecretEngine::KvV1,
+        "1" | "" => SecretEngine::KvV1(Kv1Store::default()),
         other => return Err(ApiError::bad(format!("invalid kv version {other:?}"))),
     };
     options.insert("version".into(), version);

@@ -24,7 +24,7 @@ pub enum Verb {
 }
 
 /// One request, decoded.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiRequest {
     /// The logical verb.
     pub verb: Verb,
@@ -36,6 +36,19 @@ pub struct ApiRequest {
     pub token: Option<String>,
     /// The JSON body object (empty when the body was empty).
     pub body: Map<String, Value>,
+}
+
+/// Never prints the token or body values (they may be secrets); only the body's keys.
+impl std::fmt::Debug for ApiRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiRequest")
+            .field("verb", &self.verb)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("has_token", &self.token.is_some())
+            .field("body_keys", &self.body.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl ApiRequest {
@@ -77,7 +90,14 @@ impl ApiRequest {
                 Ok(Value::Object(map)) => map,
                 Ok(Value::Null) => Map::new(),
                 Ok(_) => return Err(ApiError::bad("failed to parse JSON input: not an object")),
-                Err(e) => return Err(ApiError::bad(format!("failed to parse JSON input: {e}"))),
+                // Position only: serde's messages can quote the input, which may be a secret.
+                Err(e) => {
+                    return Err(ApiError::bad(format!(
+                        "failed to parse JSON input: invalid JSON at line {} column {}",
+                        e.line(),
+                        e.column()
+                    )));
+                }
             }
         };
         Ok(Self {

@@ -93,7 +93,8 @@ fn operation(state: &State, verb: Verb, target: &Target) -> Operation {
             let exists = match target {
                 Target::Kv(mount, sub) => match state.mounts.get(mount).map(|m| &m.engine) {
                     Some(SecretEngine::KvV2(kv)) => kv.exists(sub),
-                    _ => true,
+                    Some(SecretEngine::KvV1(kv)) => kv.exists(sub),
+                    None => true,
                 },
                 _ => true,
             };
@@ -198,9 +199,7 @@ pub async fn handle(
                 .engine
             {
                 SecretEngine::KvV2(kv) => kv.handle(req, sub)?,
-                SecretEngine::KvV1 => {
-                    return Err(ApiError::NotImplemented("the kv version 1 engine".into()));
-                }
+                SecretEngine::KvV1(kv) => kv.handle(req, sub)?,
             }
         }
     };

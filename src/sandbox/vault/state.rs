@@ -10,7 +10,7 @@ use super::policy::{Acl, DEFAULT_POLICY, Policy};
 use super::tokens::{TokenEntry, TokenStore, random_id};
 
 /// The decrypted barrier content.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct State {
     /// Reported by seal-status and health while unsealed.
     pub cluster_name: String,

@@ -134,7 +134,15 @@ impl Storage {
                 &mut data,
             )
             .map_err(|_| UnlockError::WrongKey)?;
-        serde_json::from_slice(plain).map_err(|e| UnlockError::Corrupt(e.to_string()))
+        // Position only: serde's messages can quote the (secret) plaintext.
+        serde_json::from_slice(plain).map_err(|e| {
+            UnlockError::Corrupt(format!(
+                "{:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })
     }
 
     /// Encrypts `state` with `key` and writes the file atomically (temp file, fsync, rename).

@@ -114,7 +114,7 @@ pub fn now() -> i64 {
 }
 
 /// The tokens Vault has issued.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct TokenStore {
     by_hash: BTreeMap<String, TokenEntry>,
 }
