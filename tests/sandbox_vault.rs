@@ -326,6 +326,13 @@ async fn sealed_vault_answers_503_and_health_codes() {
     assert_eq!((code, errors), (503, vec!["Vault is sealed".to_string()]));
     let (code, _) = vault.raw("GET", "/v1/sys/init", None).await;
     assert_eq!(code, 200);
+    let wrapped = t(reqwest::Client::new()
+        .get(format!("{}/v1/sys/seal-status", vault.addr))
+        .header("X-Vault-Wrap-TTL", "60s")
+        .send())
+    .await
+    .unwrap();
+    assert_eq!(wrapped.status().as_u16(), 501);
 }
 
 #[tokio::test]

@@ -455,7 +455,12 @@ pub fn prepare_login(
     let config = auth
         .config
         .as_ref()
-        .ok_or_else(|| ApiError::bad("could not load backend configuration"))?;
+        // The plugin answers this with a plain error, which Vault turns into a 500.
+        .ok_or_else(|| {
+            ApiError::Internal(
+                "could not load backend configuration; write auth/<mount>/config first".into(),
+            )
+        })?;
     let claims = decode_claims(jwt).ok_or(ApiError::PermissionDenied)?;
     if claims.expires.is_some_and(|exp| exp <= now) {
         return Err(ApiError::PermissionDenied);

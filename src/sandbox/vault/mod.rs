@@ -5,6 +5,33 @@
 //! kubestrap and its tests talk to it with vaultrs exactly as to a real Vault; the sandbox
 //! cluster serves it behind the `vault` Service through port-forward ([`VaultServer::serve_io`])
 //! and wires kubernetes-auth logins to its own TokenReview ([`TokenReviewer`]).
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use kubestrap::sandbox::vault::{ReviewError, ReviewedAccount, TokenReviewer, VaultServer};
+//! struct Review; // the sandbox answers from its TokenReview store
+//! #[async_trait::async_trait]
+//! impl TokenReviewer for Review {
+//!     async fn review(&self, _host: &str, _jwt: &str, _aud: &[String])
+//!         -> Result<ReviewedAccount, ReviewError> {
+//!         Err(ReviewError::Rejected("unknown token".into()))
+//!     }
+//! }
+//! # async fn run(tunnel: tokio::io::DuplexStream) -> Result<(), Box<dyn std::error::Error>> {
+//! let vault = VaultServer::open("sandbox/vault/storage.json".into(), Arc::new(Review))?;
+//! let mut ready = vault.subscribe(); // pod vault-0 is Ready while !sealed
+//! tokio::spawn({ let vault = vault.clone(); async move { vault.serve_io(tunnel).await } });
+//! vault.restart(); // `kubectl delete pod vault-0`: sealed again, data kept
+//! ready.wait_for(|s| s.sealed).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Caveats
+//! Every accepted write re-encrypts the whole state and fsyncs the storage file while holding
+//! the state lock (no await happens under it); fine for a sandbox's volume, not for load.
+//! Not implemented (answered with 501, never faked): KV v2 `PATCH` and `subkeys`, PGP-encrypted
+//! init output, JWT signature checks with `pem_keys`, namespace selectors, batch tokens,
+//! mount tuning, response wrapping.
 
 mod auth_kubernetes;
 mod auth_token;

@@ -186,6 +186,14 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), VaultError> {
         let path = path.to_path_buf();
         move |source| VaultError::Io { path, source }
     };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        use std::os::unix::fs::DirBuilderExt as _;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?;
+    }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("vault");
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     let mut file = fs::OpenOptions::new()
@@ -213,7 +221,7 @@ mod tests {
     #[test]
     fn barrier_round_trips_and_rejects_a_wrong_key() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("vault.json");
+        let path = dir.path().join("nested/vault.json");
         let key: RootKey = Zeroizing::new([7; 32]);
         let mut storage = Storage::open(path.clone()).unwrap();
         assert!(storage.seal_config().is_none());
