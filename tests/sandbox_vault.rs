@@ -657,10 +657,31 @@ async fn kubernetes_auth_config_role_and_login() {
     .unwrap();
     assert_eq!(role.token_ttl, 3600);
     assert_eq!(role.token_policies, ["eso-read"]);
+    // A role named `login` is a role, not the login endpoint.
+    t(vaultrs::auth::kubernetes::role::create(
+        &admin,
+        "kubernetes",
+        "login",
+        Some(
+            vaultrs::api::auth::kubernetes::requests::CreateKubernetesRoleRequest::builder()
+                .bound_service_account_names(vec!["*".to_string()])
+                .bound_service_account_namespaces(vec!["apps".to_string()]),
+        ),
+    ))
+    .await
+    .unwrap();
+    let login_role = t(vaultrs::auth::kubernetes::role::read(
+        &admin,
+        "kubernetes",
+        "login",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(login_role.bound_service_account_names, ["*"]);
     let roles = t(vaultrs::auth::kubernetes::role::list(&admin, "kubernetes"))
         .await
         .unwrap();
-    assert_eq!(roles.keys, ["eso"]);
+    assert_eq!(roles.keys, ["eso", "login"]);
 
     let good = jwt("external-secrets", "external-secrets", "uid-1");
     vault.reviewer.accounts.lock().unwrap().insert(

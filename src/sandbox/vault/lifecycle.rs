@@ -79,12 +79,21 @@ impl Core {
         }
     }
 
-    /// Writes the state through the barrier.
+    /// Writes the state through the barrier. When the write fails, the in-memory state is
+    /// reloaded from storage, so the failed change is not served as if it were kept.
     pub fn persist(&mut self) -> Result<(), ApiError> {
         match &mut self.seal {
             Seal::Unsealed { key, state } => {
                 state.tokens.purge_expired(tokens::now());
-                Ok(self.storage.persist(key, &**state)?)
+                match self.storage.persist(key, &**state) {
+                    Ok(()) => Ok(()),
+                    Err(err) => {
+                        if let Ok(on_disk) = self.storage.unlock::<State>(key) {
+                            **state = on_disk;
+                        }
+                        Err(err.into())
+                    }
+                }
             }
             Seal::Sealed(_) => Err(ApiError::Sealed),
         }

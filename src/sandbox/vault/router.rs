@@ -132,8 +132,7 @@ pub async fn handle(
         return Err(ApiError::UnsupportedOperation);
     }
     if let Some(rest) = path.strip_prefix("auth/")
-        && rest != "token/login"
-        && rest.ends_with("/login")
+        && is_login(server, rest)
     {
         return login(server, req, rest)
             .await
@@ -207,6 +206,18 @@ pub async fn handle(
         core.persist()?;
     }
     Ok((reply, mount_type))
+}
+
+/// Whether `rest` (after `auth/`) is exactly the `login` path of a user auth mount (a role
+/// named `login` is not).
+fn is_login(server: &VaultServer, rest: &str) -> bool {
+    let mut core = server.lock();
+    let Ok(state) = core.unsealed() else {
+        return false;
+    };
+    state
+        .auth_mount_of(rest)
+        .is_some_and(|(_, sub)| sub.trim_end_matches('/') == "login")
 }
 
 /// `auth/<mount>/login`: local checks under the lock, the TokenReview without it, then the

@@ -146,6 +146,8 @@ impl Storage {
     }
 
     /// Encrypts `state` with `key` and writes the file atomically (temp file, fsync, rename).
+    /// On failure the previous barrier stays current, so [`Storage::unlock`] still returns
+    /// what is on disk.
     ///
     /// # Errors
     /// [`VaultError::Io`] when writing fails; [`VaultError::Crypto`] when encryption fails.
@@ -163,15 +165,23 @@ impl Storage {
                 &mut *data,
             )
             .map_err(|_| VaultError::Crypto)?;
-        self.file.barrier = Some(SealedBarrier {
-            nonce: B64.encode(nonce),
-            ciphertext: B64.encode(data.as_slice()),
-        });
-        let bytes = serde_json::to_vec_pretty(&self.file).map_err(|e| VaultError::Corrupt {
+        let next = StorageFile {
+            format: FORMAT,
+            seal: self.file.seal,
+            barrier: Some(SealedBarrier {
+                nonce: B64.encode(nonce),
+                ciphertext: B64.encode(data.as_slice()),
+            }),
+        };
+        let bytes = serde_json::to_vec_pretty(&next).map_err(|e| VaultError::Corrupt {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
-        write_atomically(&self.path, &bytes)
+        write_atomically(&self.path, &bytes)?;
+        // Only a written barrier becomes the current one, so a failed write leaves memory
+        // describing what is on disk.
+        self.file = next;
+        Ok(())
     }
 }
 
@@ -245,6 +255,29 @@ mod tests {
             reopened.unlock::<serde_json::Value>(&wrong),
             Err(UnlockError::WrongKey)
         ));
+    }
+
+    #[test]
+    fn failed_write_keeps_the_previous_barrier() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vault.json");
+        let key: RootKey = Zeroizing::new([3; 32]);
+        let mut storage = Storage::open(path).unwrap();
+        let config = SealConfig {
+            secret_shares: 1,
+            secret_threshold: 1,
+        };
+        storage
+            .initialize(config, &key, &serde_json::json!({"v": 1}))
+            .unwrap();
+        // A directory where the temp file must go makes the write fail.
+        fs::create_dir(dir.path().join(".vault.json.tmp")).unwrap();
+        assert!(matches!(
+            storage.persist(&key, &serde_json::json!({"v": 2})),
+            Err(VaultError::Io { .. })
+        ));
+        let current: serde_json::Value = storage.unlock(&key).unwrap();
+        assert_eq!(current["v"], 1);
     }
 
     #[test]
