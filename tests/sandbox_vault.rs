@@ -554,6 +554,23 @@ async fn policies_deny_then_allow_a_non_root_token() {
     let mounts = t(vaultrs::sys::mount::list(&reader)).await;
     assert_eq!(api_error(mounts).0, 403);
 
+    let (code, body) = {
+        let resp = t(reqwest::Client::new()
+            .post(format!("{}/v1/sys/capabilities-self", vault.addr))
+            .header("Authorization", format!("Bearer {}", token.client_token))
+            .json(&json!({"paths": ["secret/data/app/db", "secret/data/other/x"]}))
+            .send())
+        .await
+        .unwrap();
+        (
+            resp.status().as_u16(),
+            t(resp.json::<Value>()).await.unwrap(),
+        )
+    };
+    assert_eq!(code, 200, "Authorization: Bearer is accepted");
+    assert_eq!(body["data"]["secret/data/app/db"], json!(["read"]));
+    assert_eq!(body["data"]["secret/data/other/x"], json!(["deny"]));
+
     let me = t(vaultrs::token::lookup_self(&reader)).await.unwrap();
     assert_eq!(me.policies, ["app-read", "default"]);
     assert!(me.ttl > 0 && me.expire_time.is_some());

@@ -57,6 +57,26 @@ impl Caps {
         self.0 & other.0 == other.0
     }
 
+    /// Capability names, sorted as Vault lists them; `["deny"]` for nothing.
+    pub fn names(self) -> Vec<&'static str> {
+        if self.contains(Self::DENY) || self == Self::default() {
+            return vec!["deny"];
+        }
+        [
+            (Self::CREATE, "create"),
+            (Self::DELETE, "delete"),
+            (Self::LIST, "list"),
+            (Self::PATCH, "patch"),
+            (Self::READ, "read"),
+            (Self::SUDO, "sudo"),
+            (Self::UPDATE, "update"),
+        ]
+        .into_iter()
+        .filter(|(cap, _)| self.contains(*cap))
+        .map(|(_, name)| name)
+        .collect()
+    }
+
     fn union(self, other: Caps) -> Caps {
         Caps(self.0 | other.0)
     }
@@ -429,6 +449,16 @@ mod tests {
         let acl = Acl::new([&a, &b]);
         assert!(acl.allows("kv/x", Operation::Read, false));
         assert!(acl.allows("kv/x", Operation::List, false));
+    }
+
+    #[test]
+    fn capability_names_are_sorted() {
+        let acl = acl(r#"path "kv/*" { capabilities = ["update", "read", "create"] }"#);
+        assert_eq!(
+            acl.capabilities("kv/a").names(),
+            ["create", "read", "update"]
+        );
+        assert_eq!(acl.capabilities("other").names(), ["deny"]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::policies::{self, Flavor};
 use super::policy::Operation;
 use super::request::{ApiRequest, Verb};
 use super::state::State;
-use super::tokens;
+use super::tokens::{self, TokenEntry};
 use super::{ReviewedAccount, VaultServer};
 
 /// How long a login waits for the TokenReview before denying.
@@ -21,6 +21,7 @@ const REVIEW_TIMEOUT: Duration = Duration::from_secs(30);
 /// Where a path leads.
 enum Target {
     Seal,
+    CapabilitiesSelf,
     Mounts(String),
     Auths(String),
     Policy(Flavor, String),
@@ -32,7 +33,11 @@ enum Target {
 impl Target {
     fn mount_type(&self) -> &'static str {
         match self {
-            Self::Seal | Self::Mounts(_) | Self::Auths(_) | Self::Policy(..) => "system",
+            Self::Seal
+            | Self::CapabilitiesSelf
+            | Self::Mounts(_)
+            | Self::Auths(_)
+            | Self::Policy(..) => "system",
             Self::Token(_) => "token",
             Self::Kubernetes(..) => "kubernetes",
             Self::Kv(..) => "kv",
@@ -51,8 +56,10 @@ fn resolve(state: &State, path: &str) -> Result<Target, ApiError> {
         .strip_prefix("sys/")
         .or((trimmed == "sys").then_some(""))
     {
-        if sys.trim_end_matches('/') == "seal" {
-            return Ok(Target::Seal);
+        match sys.trim_end_matches('/') {
+            "seal" => return Ok(Target::Seal),
+            "capabilities-self" => return Ok(Target::CapabilitiesSelf),
+            _ => {}
         }
         if let Some(rest) = rest_of("sys/mounts") {
             return Ok(Target::Mounts(rest));
@@ -180,6 +187,7 @@ pub async fn handle(
             core.seal();
             return Ok((Reply::NoContent, mount_type));
         }
+        Target::CapabilitiesSelf => capabilities_self(state, req, &entry)?,
         Target::Mounts(rest) => mounts::handle_mounts(state, req, rest)?,
         Target::Auths(rest) => mounts::handle_auth(state, req, rest)?,
         Target::Policy(flavor, name) => policies::handle(state, req, *flavor, name)?,
@@ -206,6 +214,41 @@ pub async fn handle(
         core.persist()?;
     }
     Ok((reply, mount_type))
+}
+
+/// `sys/capabilities-self`: what the caller's token may do on the given paths.
+fn capabilities_self(
+    state: &State,
+    req: &ApiRequest,
+    entry: &TokenEntry,
+) -> Result<Reply, ApiError> {
+    if req.verb != Verb::Write {
+        return Err(ApiError::UnsupportedOperation);
+    }
+    let mut paths = req.list_field("paths").unwrap_or_default();
+    if let Some(path) = req.str_field("path").filter(|p| !p.is_empty()) {
+        paths.push(path.to_string());
+    }
+    if paths.is_empty() {
+        return Err(ApiError::bad("missing paths"));
+    }
+    let acl = state.acl(entry);
+    let mut data = serde_json::Map::new();
+    let mut all: Vec<&str> = Vec::new();
+    for path in &paths {
+        let path = path.trim_start_matches('/');
+        let names = if entry.is_root() {
+            vec!["root"]
+        } else {
+            acl.capabilities(path).names()
+        };
+        all.extend(&names);
+        data.insert(path.to_string(), serde_json::json!(names));
+    }
+    all.sort_unstable();
+    all.dedup();
+    data.insert("capabilities".into(), serde_json::json!(all));
+    Ok(Reply::data(serde_json::Value::Object(data)))
 }
 
 /// Whether `rest` (after `auth/`) is exactly the `login` path of a user auth mount (a role
