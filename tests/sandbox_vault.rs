@@ -934,3 +934,74 @@ async fn serve_io_speaks_http_on_any_stream() {
     t(driver).await.unwrap().unwrap();
     t(serving).await.unwrap();
 }
+
+#[tokio::test]
+async fn create_capability_allows_only_new_secrets_and_sudo_guards_auth_methods() {
+    let vault = start().await;
+    let (root, _) = vault.ready().await;
+    let admin = vault.client(&root);
+    t(vaultrs::sys::mount::enable(&admin, "secret", "kv-v2", None))
+        .await
+        .unwrap();
+    t(vaultrs::sys::policy::set(
+        &admin,
+        "writer",
+        r#"
+        path "secret/data/drop/*" { capabilities = ["create"] }
+        path "sys/auth/*" { capabilities = ["create", "update"] }
+        "#,
+    ))
+    .await
+    .unwrap();
+    let token = t(vaultrs::token::new(
+        &admin,
+        Some(
+            vaultrs::api::token::requests::CreateTokenRequest::builder()
+                .policies(vec!["writer".to_string()]),
+        ),
+    ))
+    .await
+    .unwrap();
+    let writer = vault.client(&token.client_token);
+    t(vaultrs::kv2::set(
+        &writer,
+        "secret",
+        "drop/a",
+        &json!({"v": "1"}),
+    ))
+    .await
+    .unwrap();
+    let overwrite = t(vaultrs::kv2::set(
+        &writer,
+        "secret",
+        "drop/a",
+        &json!({"v": "2"}),
+    ))
+    .await;
+    assert_eq!(api_error(overwrite).0, 403);
+    let read = t(vaultrs::kv2::read::<Value>(&writer, "secret", "drop/a")).await;
+    assert_eq!(api_error(read).0, 403);
+    // Enabling an auth method is root-protected: without sudo it is denied.
+    let enable = t(vaultrs::sys::auth::enable(
+        &writer,
+        "kubernetes",
+        "kubernetes",
+        None,
+    ))
+    .await;
+    assert_eq!(api_error(enable).0, 403);
+    // A child token cannot carry policies its parent lacks.
+    let escalate = t(vaultrs::token::new(
+        &writer,
+        Some(
+            vaultrs::api::token::requests::CreateTokenRequest::builder()
+                .policies(vec!["root".to_string()]),
+        ),
+    ))
+    .await;
+    assert_eq!(
+        api_error(escalate).0,
+        403,
+        "writer has no auth/token/create rights"
+    );
+}

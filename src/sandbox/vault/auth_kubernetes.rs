@@ -229,12 +229,10 @@ fn parse_config(req: &ApiRequest) -> Result<Config, ApiError> {
     })
 }
 
-/// Reads a field under its `token_*` name or its deprecated alias.
-fn aliased<'a>(req: &'a ApiRequest, name: &str, alias: &str) -> Option<(&'static str, &'a Value)> {
+/// Reads a field under its `token_*` name, else its deprecated alias (which Vault upgrades).
+fn aliased<'a>(req: &'a ApiRequest, name: &str, alias: &str) -> Option<&'a Value> {
     let field = |key: &str| req.body.get(key).filter(|v| !v.is_null());
-    field(name)
-        .map(|v| ("token field", v))
-        .or_else(|| field(alias).map(|v| ("deprecated field", v)))
+    field(name).or_else(|| field(alias))
 }
 
 fn parse_role(req: &ApiRequest, existing: Option<Role>) -> Result<Role, ApiError> {
@@ -295,7 +293,7 @@ fn parse_role(req: &ApiRequest, existing: Option<Role>) -> Result<Role, ApiError
         }
         role.alias_name_source = source.to_string();
     }
-    if let Some((_, value)) = aliased(req, "token_policies", "policies") {
+    if let Some(value) = aliased(req, "token_policies", "policies") {
         role.token_policies = tokens::normalize_policies(
             &string_list(value)
                 .ok_or_else(|| ApiError::bad("\"token_policies\" must be a list of strings"))?,
@@ -312,7 +310,7 @@ fn parse_role(req: &ApiRequest, existing: Option<Role>) -> Result<Role, ApiError
             &mut role.token_explicit_max_ttl,
         ),
     ] {
-        if let Some((_, value)) = aliased(req, name, alias) {
+        if let Some(value) = aliased(req, name, alias) {
             *slot = duration::seconds(name, Some(value))?;
         }
     }
@@ -322,7 +320,7 @@ fn parse_role(req: &ApiRequest, existing: Option<Role>) -> Result<Role, ApiError
     {
         role.token_num_uses = uses;
     }
-    if let Some((_, value)) = aliased(req, "token_bound_cidrs", "bound_cidrs") {
+    if let Some(value) = aliased(req, "token_bound_cidrs", "bound_cidrs") {
         role.token_bound_cidrs = string_list(value)
             .ok_or_else(|| ApiError::bad("\"token_bound_cidrs\" must be a list of strings"))?;
     }
