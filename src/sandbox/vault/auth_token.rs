@@ -119,12 +119,120 @@ fn create(
         meta,
         creation_time: now,
         creation_ttl: ttl,
-        expire_at: (ttl > 0).then(|| now + i64::try_from(ttl).unwrap_or(i64::MAX / 2)),
-        entity_id: String::new(),
+        // A child never outlives its parent.
+        expire_at: (ttl > 0)
+            .then(|| now + i64::try_from(ttl).unwrap_or(i64::MAX / 2))
+            .map(|at| parent.expire_at.map_or(at, |parent_at| at.min(parent_at))),
+        entity_id: parent.entity_id.clone(),
         orphan: sub.starts_with("create-orphan") || req.bool_field("no_parent").unwrap_or(false),
         renewable: req.bool_field("renewable").unwrap_or(true) && ttl > 0,
         role: None,
     };
+    let entry = TokenEntry {
+        creation_ttl: entry
+            .expire_at
+            .map_or(0, |at| u64::try_from(at - now).unwrap_or(0)),
+        ..entry
+    };
     let id = state.tokens.issue(entry.clone());
     Ok(Reply::auth(entry.auth_body(&id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::Method;
+    use serde_json::json;
+
+    fn post(body: serde_json::Value) -> ApiRequest {
+        ApiRequest::decode(
+            &Method::POST,
+            "/v1/auth/token/create",
+            None,
+            None,
+            body.to_string().as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn parent(expire_at: Option<i64>) -> TokenEntry {
+        TokenEntry {
+            accessor: "a".into(),
+            policies: vec!["app".into(), "default".into()],
+            path: "auth/kubernetes/login".into(),
+            display_name: "kubernetes-ns-sa".into(),
+            meta: None,
+            creation_time: 0,
+            creation_ttl: 100,
+            expire_at,
+            entity_id: "entity-1".into(),
+            orphan: true,
+            renewable: true,
+            role: None,
+        }
+    }
+
+    #[test]
+    fn child_tokens_stay_within_their_parent() {
+        let (mut state, _) = State::initial(0);
+        let entry = parent(Some(100));
+        let caller = Caller {
+            id: "hvs.parent",
+            entry: &entry,
+        };
+        let reply = handle(
+            &mut state,
+            &post(json!({"ttl": "1h"})),
+            "create",
+            &caller,
+            10,
+        )
+        .unwrap();
+        let Reply::Envelope {
+            auth: Some(auth), ..
+        } = reply
+        else {
+            panic!("auth envelope expected");
+        };
+        assert_eq!(auth["policies"], json!(["app", "default"]));
+        assert_eq!(auth["lease_duration"], 90, "capped at the parent's expiry");
+        assert_eq!(auth["entity_id"], "entity-1");
+        let child = auth["client_token"].as_str().unwrap();
+        assert!(state.tokens.lookup(child, 99).is_some());
+        assert!(state.tokens.lookup(child, 100).is_none());
+
+        let escalate = handle(
+            &mut state,
+            &post(json!({"policies": ["admin"]})),
+            "create",
+            &caller,
+            10,
+        );
+        assert_eq!(
+            escalate,
+            Err(ApiError::bad("child policies must be subset of parent"))
+        );
+    }
+
+    #[test]
+    fn lookup_self_and_revoke_self() {
+        let (mut state, root) = State::initial(0);
+        let entry = state.tokens.lookup(&root, 5).unwrap().clone();
+        let caller = Caller {
+            id: &root,
+            entry: &entry,
+        };
+        let get = ApiRequest::decode(&Method::GET, "/v1/auth/token/lookup-self", None, None, b"")
+            .unwrap();
+        let Reply::Envelope {
+            data: Some(data), ..
+        } = handle(&mut state, &get, "lookup-self", &caller, 5).unwrap()
+        else {
+            panic!("data expected");
+        };
+        assert_eq!(data["id"], root.as_str());
+        assert_eq!(data["policies"], json!(["root"]));
+        handle(&mut state, &post(json!({})), "revoke-self", &caller, 5).unwrap();
+        assert!(state.tokens.lookup(&root, 5).is_none());
+    }
 }
