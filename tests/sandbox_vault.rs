@@ -1005,3 +1005,76 @@ async fn create_capability_allows_only_new_secrets_and_sudo_guards_auth_methods(
         "writer has no auth/token/create rights"
     );
 }
+
+#[tokio::test]
+async fn wire_shapes_match_vault() {
+    let vault = start().await;
+    let (root, _) = vault.ready().await;
+    let http = reqwest::Client::new();
+    let send = |method: &str, path: &str, body: Option<Value>| {
+        let mut req = http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", vault.addr),
+            )
+            .header("X-Vault-Token", &root);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        async move {
+            let resp = t(req.send()).await.unwrap();
+            let status = resp.status().as_u16();
+            let content_type = resp
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, content_type, t(resp.text()).await.unwrap())
+        }
+    };
+    let (status, content_type, body) = send(
+        "POST",
+        "/v1/sys/mounts/secret",
+        Some(json!({"type": "kv", "options": {"version": "2"}})),
+    )
+    .await;
+    assert_eq!((status, content_type, body.as_str()), (204, None, ""));
+
+    let (status, content_type, body) = send("GET", "/v1/sys/mounts", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body["secret/"]["options"]["version"], "2",
+        "data injected at the top"
+    );
+    assert_eq!(body["data"]["secret/"]["type"], "kv");
+    assert_eq!(body["mount_type"], "system");
+
+    let (_, _, body) = send("GET", "/v1/sys/policy", None).await;
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["policies"], json!(["default", "root"]));
+
+    let (status, _, body) = send("LIST", "/v1/secret/metadata/", None).await;
+    assert_eq!((status, body.trim()), (404, r#"{"errors":[]}"#));
+    let (status, _, body) = send("GET", "/v1/secret/metadata?list=true", None).await;
+    assert_eq!((status, body.trim()), (404, r#"{"errors":[]}"#));
+
+    let (status, _, body) = send("GET", "/v1/nothing/here", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["errors"][0],
+        "no handler for route \"nothing/here\". route entry not found."
+    );
+    let (status, _, _) = send("OPTIONS", "/v1/secret/data/x", None).await;
+    assert_eq!(status, 405);
+    let (status, _, _) = send("PATCH", "/v1/secret/data/x", Some(json!({"data": {}}))).await;
+    assert_eq!(status, 501, "not implemented is never a fake success");
+    let (status, _, body) = send("PUT", "/v1/secret/data/x", None).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"errors": ["no data provided"]})
+    );
+    let (status, _, _) = send("PUT", "/v1/secret/data/x", Some(json!("text"))).await;
+    assert_eq!(status, 400);
+}
