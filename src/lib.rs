@@ -1,1 +1,5 @@
-//! kubestrap
+//! kubestrap: bootstrap a Kubernetes cluster into a GitOps platform.
+
+pub mod kube;
+pub mod templates;
+pub mod terraform;

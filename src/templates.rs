@@ -1,0 +1,1 @@
+//! Manifest templates (placeholder, filled in below).
