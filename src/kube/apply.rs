@@ -71,21 +71,8 @@ pub enum ApplyError {
         api_version: String,
     },
     /// The API answered with an error status.
-    #[error("{object}: {operation} was rejected by the API ({code} {reason}): {message}{hint}")]
-    Api {
-        /// The object.
-        object: ObjectKey,
-        /// What was attempted: `apply`, `dry-run apply`, `get`, `create`, `discovery`.
-        operation: &'static str,
-        /// HTTP status code.
-        code: u16,
-        /// The API's machine-readable reason, e.g. `Conflict`.
-        reason: String,
-        /// The API's message.
-        message: String,
-        /// What to do next, when known (starts with `: `), else empty.
-        hint: String,
-    },
+    #[error("{0}")]
+    Api(Box<ApiRejection>),
     /// The API could not be reached or answered something that is not a Kubernetes response.
     #[error(
         "{object}: {operation} failed, the API did not answer properly: {source}: check that the cluster is up"
@@ -112,6 +99,33 @@ pub enum ApplyError {
     /// A CRD did not become Established in time.
     #[error("{0}")]
     CrdNotEstablished(#[source] Box<WaitError>),
+}
+
+/// An error status from the API about one object (boxed inside [`ApplyError::Api`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiRejection {
+    /// The object.
+    pub object: ObjectKey,
+    /// What was attempted: `apply`, `dry-run apply`, `get`, `create`, `discovery`.
+    pub operation: &'static str,
+    /// HTTP status code.
+    pub code: u16,
+    /// The API's machine-readable reason, e.g. `Conflict`.
+    pub reason: String,
+    /// The API's message.
+    pub message: String,
+    /// What to do next, when known (starts with `: `), else empty.
+    pub hint: String,
+}
+
+impl std::fmt::Display for ApiRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} was rejected by the API ({} {}): {}{}",
+            self.object, self.operation, self.code, self.reason, self.message, self.hint
+        )
+    }
 }
 
 /// How [`Applier`] writes.
@@ -395,12 +409,11 @@ impl Applier {
         e: ::kube::Error,
     ) -> ApplyError {
         let mut err = api_error(key, operation, e);
-        if let ApplyError::Api {
-            code: 409, hint, ..
-        } = &mut err
+        if let ApplyError::Api(rejection) = &mut err
+            && rejection.code == 409
             && !self.options.force
         {
-            *hint = ": another field manager owns these fields; change them there, or apply with force to take them over".to_owned();
+            rejection.hint = ": another field manager owns these fields; change them there, or apply with force to take them over".to_owned();
         }
         err
     }
@@ -467,14 +480,14 @@ fn is_unreachable(e: &::kube::Error) -> bool {
 /// Maps a kube-rs error onto [`ApplyError`], keeping the API's reason and message.
 fn api_error(key: &ObjectKey, operation: &'static str, e: ::kube::Error) -> ApplyError {
     match e {
-        ::kube::Error::Api(status) => ApplyError::Api {
+        ::kube::Error::Api(status) => ApplyError::Api(Box::new(ApiRejection {
             object: key.clone(),
             operation,
             code: status.code,
             reason: status.reason.clone(),
             message: status.message.clone(),
             hint: String::new(),
-        },
+        })),
         other => ApplyError::Transport {
             object: key.clone(),
             operation,

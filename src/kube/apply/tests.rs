@@ -30,7 +30,9 @@ fn core_discovery() -> Reply {
 }
 
 /// A mock cluster serving core kinds, CRDs, and `example.com/v1 Widget` once its CRD exists.
-fn cluster() -> (Client, Arc<Mutex<Store>>, Arc<Mutex<Vec<Recorded>>>) {
+type Log = Arc<Mutex<Vec<Recorded>>>;
+
+fn cluster() -> (Client, Arc<Mutex<Store>>, Log) {
     let store = Arc::new(Mutex::new(Store::default()));
     let s = Arc::clone(&store);
     let (client, log) = mock::client(move |method, path, query, body| {
@@ -65,10 +67,9 @@ fn cluster() -> (Client, Arc<Mutex<Store>>, Arc<Mutex<Vec<Recorded>>>) {
                 if method == "PATCH"
                     && path.contains("/customresourcedefinitions/")
                     && !query.contains("dryRun")
+                    && let Some(crd) = store.objects.get_mut(path)
                 {
-                    if let Some(crd) = store.objects.get_mut(path) {
-                        crd["status"] = json!({"conditions":[{"type":"Established","status":"True","reason":"InitialNamesAccepted"}]});
-                    }
+                    crd["status"] = json!({"conditions":[{"type":"Established","status":"True","reason":"InitialNamesAccepted"}]});
                 }
                 reply
             }
