@@ -7,6 +7,11 @@
 //! re-resolved for every new connection, so a restarted Vault pod is picked up by the next
 //! request. A broken tunnel is recorded ([`PortForward::last_error`]) and logged; the listener
 //! keeps serving. Dropping the handle stops the listener and every open tunnel.
+//!
+//! # Caveats
+//! kube-rs ends the pod-to-client direction as soon as the local client half-closes its
+//! connection (shutdown of writing), so a client must read its response before closing. HTTP
+//! clients (vaultrs, reqwest, Terraform's Vault provider, curl) do.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -98,6 +103,9 @@ pub enum PortForwardError {
         source: Box<::kube::Error>,
     },
 }
+
+/// How long a finished tunnel may take to close its WebSocket before it is abandoned.
+const JOIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Where new connections go.
 #[derive(Debug, Clone)]
@@ -284,31 +292,43 @@ async fn forward_one(
             "port-forward to pod {namespace}/{pod}:{port} gave no stream"
         ));
     };
-    let error_channel = forwarder.take_error(port);
-    let copied = tokio::io::copy_bidirectional(&mut socket, &mut upstream).await;
-    drop(upstream);
-    let pod_error = match error_channel {
-        Some(f) => f.await,
-        None => None,
+    // The pod reports a failure (e.g. nothing listens on the port) on the port's error channel
+    // and kube-rs keeps the data stream open; stop at once so the local client sees a closed
+    // connection instead of waiting forever.
+    let pod_error = async {
+        match forwarder.take_error(port) {
+            Some(f) => match f.await {
+                Some(message) => message,
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
     };
-    let joined = forwarder.join().await;
-    if let Some(message) = pod_error {
-        return Err(format!("pod {namespace}/{pod}:{port} reported: {message}"));
-    }
-    if let Err(e) = joined {
-        return Err(format!(
+    let copied = tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut socket, &mut upstream) => copied,
+        message = pod_error => {
+            forwarder.abort();
+            return Err(format!("pod {namespace}/{pod}:{port} reported: {message}"));
+        }
+    };
+    drop(upstream);
+    drop(socket);
+    // kube-rs closes the WebSocket once our side is done; a server that never answers the close
+    // must not keep this task alive.
+    let joined = match tokio::time::timeout(JOIN_TIMEOUT, forwarder.join()).await {
+        Ok(joined) => joined.map_err(|e| e.to_string()),
+        Err(_) => Ok(()),
+    };
+    match (copied, joined) {
+        // A reset by the local client is its own business, not a broken tunnel.
+        (Err(e), _) if e.kind() != std::io::ErrorKind::ConnectionReset => Err(format!(
             "port-forward to pod {namespace}/{pod}:{port} broke: {e}"
-        ));
-    }
-    // A reset by the local client is its own business, not a broken tunnel.
-    if let Err(e) = copied
-        && e.kind() != std::io::ErrorKind::ConnectionReset
-    {
-        return Err(format!(
+        )),
+        (_, Err(e)) => Err(format!(
             "port-forward to pod {namespace}/{pod}:{port} broke: {e}"
-        ));
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Resolves a Service port to `(pod, pod port)` the way kubectl does: the Service's selector
