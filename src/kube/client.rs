@@ -138,6 +138,24 @@ pub fn load_kubeconfig(flag: Option<&Path>) -> Result<Kubeconfig, ClientError> {
     merge_files(&paths)
 }
 
+/// Builds the kube-rs configuration from explicit sources instead of the process environment:
+/// `flag` as `--kubeconfig`, `env` as the value of `KUBECONFIG`, `home` as `$HOME`.
+///
+/// For callers that must not depend on the process environment (tests, or a CLI that
+/// captured and scrubbed it at start-up).
+///
+/// # Errors
+/// Any [`ClientError`] except [`ClientError::Client`].
+pub async fn config_from_sources(
+    flag: Option<&Path>,
+    env: Option<&OsStr>,
+    home: Option<&Path>,
+    context: Option<&str>,
+) -> Result<::kube::Config, ClientError> {
+    let paths = kubeconfig_paths(flag, env, home)?;
+    config_for_context(merge_files(&paths)?, context).await
+}
+
 fn merge_files(paths: &[PathBuf]) -> Result<Kubeconfig, ClientError> {
     let mut merged = Kubeconfig::default();
     for path in paths {
@@ -187,10 +205,10 @@ pub async fn config(
     context: Option<&str>,
 ) -> Result<::kube::Config, ClientError> {
     let merged = load_kubeconfig(kubeconfig)?;
-    config_from(merged, context).await
+    config_for_context(merged, context).await
 }
 
-async fn config_from(
+async fn config_for_context(
     merged: Kubeconfig,
     context: Option<&str>,
 ) -> Result<::kube::Config, ClientError> {
@@ -309,13 +327,17 @@ contexts:
         let merged = merge_files(&[a, b]).unwrap();
         // current-context and cluster "one" come from the first file.
         assert_eq!(select_context(&merged, None).unwrap(), "first");
-        let cfg = config_from(merged.clone(), None).await.unwrap();
+        let cfg = config_for_context(merged.clone(), None).await.unwrap();
         assert_eq!(cfg.cluster_url.to_string(), "https://127.0.0.1:6443/");
         assert_eq!(cfg.default_namespace, "apps");
-        let cfg = config_from(merged.clone(), Some("second")).await.unwrap();
+        let cfg = config_for_context(merged.clone(), Some("second"))
+            .await
+            .unwrap();
         assert_eq!(cfg.cluster_url.to_string(), "https://127.0.0.2:7443/");
         // "third" comes from the second file and uses the first file's cluster "one".
-        let cfg = config_from(merged.clone(), Some("third")).await.unwrap();
+        let cfg = config_for_context(merged.clone(), Some("third"))
+            .await
+            .unwrap();
         assert_eq!(cfg.cluster_url.to_string(), "https://127.0.0.1:6443/");
         let err = select_context(&merged, Some("fourth")).unwrap_err();
         assert_eq!(
