@@ -279,6 +279,22 @@ impl Applier {
             .map_err(|e| ApplyError::CrdNotEstablished(Box::new(e)))
     }
 
+    /// Parses a multi-document YAML stream and applies it (see [`Applier::apply`]).
+    ///
+    /// # Errors
+    /// A parse error or any [`ApplyError`] from applying.
+    pub async fn apply_yaml(&self, yaml: &str) -> Result<Vec<ApplyOutcome>, ApplyError> {
+        self.apply(parse_manifests(yaml)?).await
+    }
+
+    /// Parses a multi-document YAML stream and plans it (see [`Applier::plan`]).
+    ///
+    /// # Errors
+    /// A parse error or any [`ApplyError`] from planning.
+    pub async fn plan_yaml(&self, yaml: &str) -> Result<Vec<PlanOutcome>, ApplyError> {
+        self.plan(parse_manifests(yaml)?).await
+    }
+
     /// Server-side-applies one object; sends the real apply only when a dry-run shows a change.
     ///
     /// # Errors

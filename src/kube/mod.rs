@@ -8,15 +8,18 @@ pub mod apply;
 pub mod client;
 pub mod object;
 pub mod portforward;
+pub mod secret;
 pub mod wait;
 
 #[cfg(test)]
 mod mock;
 
 pub use apply::{
-    Applier, ApplyAction, ApplyError, ApplyOptions, ApplyOutcome, PlanAction, PlanOutcome,
+    ApiRejection, Applier, ApplyAction, ApplyError, ApplyOptions, ApplyOutcome, PlanAction,
+    PlanOutcome, create_secret_if_absent, parse_manifests, plan_secret_if_absent,
 };
 pub use client::{ClientError, connect, install_crypto_provider};
 pub use object::ObjectKey;
 pub use portforward::{PortForward, PortForwardError};
-pub use wait::{WaitError, WaitOptions, WaitProgress};
+pub use secret::{git_basic_auth_secret, opaque_secret};
+pub use wait::{Check, ConditionSpec, PodState, WaitError, WaitOptions, WaitProgress};
