@@ -493,6 +493,28 @@ fn is_unreachable(e: &::kube::Error) -> bool {
     matches!(e, ::kube::Error::HyperError(_) | ::kube::Error::Service(_))
 }
 
+/// The plan when no cluster can be reached at all (e.g. k3s is not installed yet, so there is no
+/// kubeconfig): every object would be created.
+///
+/// # Errors
+/// [`ApplyError::Incomplete`] for an object without type information.
+pub fn plan_offline(
+    objects: Vec<DynamicObject>,
+    reason: &str,
+) -> Result<Vec<PlanOutcome>, ApplyError> {
+    sort_for_apply(objects)
+        .iter()
+        .map(|o| {
+            Ok(PlanOutcome {
+                object: object_key(o, None)?,
+                action: PlanAction::WouldCreate {
+                    reason: reason.to_owned(),
+                },
+            })
+        })
+        .collect()
+}
+
 /// Maps a kube-rs error onto [`ApplyError`], keeping the API's reason and message.
 fn api_error(key: &ObjectKey, operation: &'static str, e: ::kube::Error) -> ApplyError {
     match e {

@@ -16,7 +16,7 @@ mod mock;
 
 pub use apply::{
     ApiRejection, Applier, ApplyAction, ApplyError, ApplyOptions, ApplyOutcome, PlanAction,
-    PlanOutcome, create_secret_if_absent, parse_manifests, plan_secret_if_absent,
+    PlanOutcome, create_secret_if_absent, parse_manifests, plan_offline, plan_secret_if_absent,
 };
 pub use client::{ClientError, connect, install_crypto_provider};
 pub use object::ObjectKey;

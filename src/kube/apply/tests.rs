@@ -388,3 +388,18 @@ async fn create_if_absent_refuses_gitops_tracking_labels() {
     assert!(!err.to_string().contains("canary"), "{err}");
     assert!(log.lock().unwrap().is_empty());
 }
+
+#[test]
+fn offline_plan_would_create_everything_in_apply_order() {
+    let plan = plan_offline(
+        parse_manifests(MANIFESTS).unwrap(),
+        "the cluster does not exist yet",
+    )
+    .unwrap();
+    let names: Vec<String> = plan.iter().map(|p| p.object.to_string()).collect();
+    assert_eq!(names, ["Namespace apps", "ConfigMap apps/settings"]);
+    assert!(plan.iter().all(|p| p.action
+        == PlanAction::WouldCreate {
+            reason: "the cluster does not exist yet".to_owned()
+        }));
+}
