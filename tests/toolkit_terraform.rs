@@ -184,8 +184,10 @@ fn workspace(real_tf: &Path) -> Workspace {
     }
 }
 
-fn variables() -> Variables {
-    let secrets = canaries()
+type Canaries = BTreeMap<&'static str, BTreeMap<&'static str, &'static str>>;
+
+fn variables_from(secrets: Canaries) -> Variables {
+    let secrets = secrets
         .into_iter()
         .map(|(path, kv)| {
             let kv = kv
@@ -206,6 +208,18 @@ fn variables() -> Variables {
     vars
 }
 
+fn variables() -> Variables {
+    variables_from(canaries())
+}
+
+fn terraform(ws: &Workspace, vault: &str) -> Terraform {
+    Terraform::with_path("terraform", &ws.module, ws.path.clone())
+        .unwrap()
+        .home(&ws.home)
+        .env("VAULT_ADDR", vault)
+        .secret_env("VAULT_TOKEN", SecretString::from(TOKEN))
+}
+
 fn every_secret() -> Vec<String> {
     let mut all: Vec<String> = canaries()
         .values()
@@ -220,11 +234,7 @@ async fn run(
     ws: &Workspace,
     vault: &str,
 ) -> (Result<(), TerraformError>, Vec<(OutputStream, String)>) {
-    let tf = Terraform::with_path("terraform", &ws.module, ws.path.clone())
-        .unwrap()
-        .home(&ws.home)
-        .env("VAULT_ADDR", vault)
-        .secret_env("VAULT_TOKEN", SecretString::from(TOKEN));
+    let tf = terraform(ws, vault);
     let mut output = Vec::new();
     let mut sink = |s: OutputStream, l: &str| output.push((s, l.to_owned()));
     let result = tokio::time::timeout(Duration::from_secs(240), async {
@@ -348,6 +358,23 @@ async fn secrets_reach_vault_through_the_pipe_and_nowhere_else() {
         "{output:#?}"
     );
     assert_eq!(log.lock().unwrap().len(), 2, "the second apply wrote again");
+
+    // plan -detailed-exitcode: nothing to do with the same values, a change with a new one,
+    // and planning writes nothing.
+    let tf = terraform(&ws, &vault);
+    let mut quiet = |_: OutputStream, _: &str| {};
+    let same = variables();
+    let plan = tokio::time::timeout(Duration::from_secs(120), tf.plan(&same, &mut quiet));
+    assert!(!plan.await.expect("plan finished").unwrap());
+    let mut rotated = canaries();
+    rotated.insert(
+        "apps/cloudflare",
+        BTreeMap::from([("token", "rotated-canary")]),
+    );
+    let rotated = variables_from(rotated);
+    let plan = tokio::time::timeout(Duration::from_secs(120), tf.plan(&rotated, &mut quiet));
+    assert!(plan.await.expect("plan finished").unwrap());
+    assert_eq!(log.lock().unwrap().len(), 2, "plan wrote to vault");
 }
 
 #[tokio::test]

@@ -64,7 +64,7 @@ pub enum TerraformError {
     /// Terraform exited unsuccessfully; `error` is its own error text (secrets redacted).
     #[error("terraform {command} failed ({status}):\n{error}")]
     Failed {
-        /// `init` or `apply`.
+        /// `init`, `plan` or `apply`.
         command: &'static str,
         /// The exit status, e.g. `exit status 1`.
         status: String,
@@ -166,8 +166,15 @@ impl Terraform {
     /// # Errors
     /// [`TerraformError::Failed`] with Terraform's error text, or a process error.
     pub async fn init(&self, sink: Sink<'_>) -> Result<(), TerraformError> {
-        self.run("init", &["init", "-input=false", "-no-color"], None, sink)
-            .await
+        self.run(
+            "init",
+            &["init", "-input=false", "-no-color"],
+            None,
+            &[0],
+            sink,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// `terraform apply -auto-approve -input=false -no-color -var-file=/dev/fd/N` with `vars`
@@ -180,18 +187,41 @@ impl Terraform {
             "apply",
             &["apply", "-auto-approve", "-input=false", "-no-color"],
             Some(vars),
+            &[0],
             sink,
         )
         .await
+        .map(|_| ())
     }
 
+    /// `terraform plan -detailed-exitcode -input=false -no-color -var-file=/dev/fd/N`: whether
+    /// an apply with `vars` would change anything (`true`), for kubestrap's own `plan`.
+    ///
+    /// # Errors
+    /// [`TerraformError::Failed`] with Terraform's error text, or a process error.
+    pub async fn plan(&self, vars: &Variables, sink: Sink<'_>) -> Result<bool, TerraformError> {
+        // -detailed-exitcode: 0 = no changes, 2 = changes present, 1 = error.
+        let code = self
+            .run(
+                "plan",
+                &["plan", "-detailed-exitcode", "-input=false", "-no-color"],
+                Some(vars),
+                &[0, 2],
+                sink,
+            )
+            .await?;
+        Ok(code == 2)
+    }
+
+    /// Runs one command; `ok` lists the exit codes that mean success. Returns the exit code.
     async fn run(
         &self,
         command: &'static str,
         args: &[&str],
         vars: Option<&Variables>,
+        ok: &[i32],
         sink: Sink<'_>,
-    ) -> Result<(), TerraformError> {
+    ) -> Result<i32, TerraformError> {
         let mut redact: Vec<&str> = self.env.iter().map(|(_, v)| v.expose_secret()).collect();
         if let Some(vars) = vars {
             redact.extend(
@@ -252,7 +282,8 @@ impl Terraform {
         let (fed, read) = tokio::join!(feeding, reading);
         let status = child.wait().await.map_err(TerraformError::Io)?;
         let stderr_lines = read?;
-        if !status.success() {
+        let code = status.code();
+        if !code.is_some_and(|c| ok.contains(&c)) {
             return Err(TerraformError::Failed {
                 command,
                 status: status.to_string(),
@@ -262,7 +293,7 @@ impl Terraform {
         // Terraform succeeded, so it read the variables; a write error would be surprising,
         // but it means the variables may not have arrived.
         fed.map_err(TerraformError::Pipe)?;
-        Ok(())
+        Ok(code.unwrap_or_default())
     }
 }
 
