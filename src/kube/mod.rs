@@ -1,0 +1,25 @@
+//! Kubernetes building blocks for the steps: connecting like kubectl, server-side apply with a
+//! dry-run plan, watch-based waits and port-forwarding.
+//!
+//! Everything here speaks the real Kubernetes API through kube-rs, so the same code runs against
+//! k3s, any conformant cluster and the sandbox. Nothing here knows about steps or playbooks.
+
+pub mod apply;
+pub mod client;
+pub mod object;
+pub mod portforward;
+pub mod secret;
+pub mod wait;
+
+#[cfg(test)]
+mod mock;
+
+pub use apply::{
+    ApiRejection, Applier, ApplyAction, ApplyError, ApplyOptions, ApplyOutcome, PlanAction,
+    PlanOutcome, create_secret_if_absent, parse_manifests, plan_offline, plan_secret_if_absent,
+};
+pub use client::{ClientError, connect, install_crypto_provider};
+pub use object::ObjectKey;
+pub use portforward::{PortForward, PortForwardError};
+pub use secret::{git_basic_auth_secret, opaque_secret};
+pub use wait::{Check, ConditionSpec, PodState, WaitError, WaitOptions, WaitProgress};

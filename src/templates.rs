@@ -1,0 +1,423 @@
+//! The manifests kubestrap applies itself, embedded in the binary, and a strict renderer.
+//!
+//! Templates live in `phases/<n>-<name>/` so they can be read and reviewed as plain YAML. A
+//! placeholder is `{{ name }}` and must sit inside a double-quoted YAML string; the value is
+//! escaped for that context, so no value can change the structure of the document. Rendering
+//! fails on a placeholder without a value and on a value no placeholder uses, so a template and
+//! its typed context cannot drift apart silently.
+//!
+//! Each template has a typed context ([`FluxSync`], [`VaultRelease`], ...) implementing
+//! [`Manifest`]; steps fill the struct and call [`Manifest::render`], then hand the YAML to
+//! [`crate::kube::apply`].
+
+use std::collections::BTreeMap;
+
+/// Why a template could not be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// A placeholder has no value in the context.
+    #[error("template {template}: no value for {{{{ {name} }}}}: add it to the template's context")]
+    Missing {
+        /// The template path, e.g. `1-infrastructure/flux-sync.yaml`.
+        template: &'static str,
+        /// The placeholder name.
+        name: String,
+    },
+    /// A context value is used by no placeholder.
+    #[error(
+        "template {template}: value {name:?} is not used by the template: remove it from the context or use it"
+    )]
+    Unused {
+        /// The template path.
+        template: &'static str,
+        /// The unused name.
+        name: String,
+    },
+    /// A placeholder is malformed or not inside a double-quoted string.
+    #[error("template {template} line {line}: {problem}")]
+    Syntax {
+        /// The template path.
+        template: &'static str,
+        /// One-based line number.
+        line: usize,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// An embedded template: its path under `phases/` and its text.
+#[derive(Debug, Clone, Copy)]
+pub struct Template {
+    /// Path under `phases/`, for messages.
+    pub path: &'static str,
+    /// The template text.
+    pub source: &'static str,
+}
+
+macro_rules! template {
+    ($path:literal) => {
+        Template {
+            path: $path,
+            source: include_str!(concat!("../phases/", $path)),
+        }
+    };
+}
+
+/// Renders `template` with `values`, escaping each value for a YAML double-quoted string.
+///
+/// # Errors
+/// [`TemplateError`] for a missing or unused value, or a malformed or unquoted placeholder.
+pub fn render(
+    template: &Template,
+    values: &[(&'static str, String)],
+) -> Result<String, TemplateError> {
+    let map: BTreeMap<&str, &str> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut used: BTreeMap<&str, bool> = map.keys().map(|k| (*k, false)).collect();
+    let mut out = String::with_capacity(template.source.len() + 256);
+    for (index, line) in template.source.split_inclusive('\n').enumerate() {
+        let syntax = |problem: String| TemplateError::Syntax {
+            template: template.path,
+            line: index + 1,
+            problem,
+        };
+        let mut rest = line;
+        let mut quotes = 0usize;
+        while let Some(start) = rest.find("{{") {
+            let before = &rest[..start];
+            quotes += count_quotes(before);
+            out.push_str(before);
+            let after = &rest[start + 2..];
+            let end = after
+                .find("}}")
+                .ok_or_else(|| syntax("`{{` without a closing `}}`".to_owned()))?;
+            let name = after[..end].trim();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err(syntax(format!("{name:?} is not a valid placeholder name")));
+            }
+            if quotes.is_multiple_of(2) {
+                return Err(syntax(format!(
+                    "{{{{ {name} }}}} must be inside a double-quoted string"
+                )));
+            }
+            let value = map.get(name).ok_or_else(|| TemplateError::Missing {
+                template: template.path,
+                name: name.to_owned(),
+            })?;
+            if let Some(u) = used.get_mut(name) {
+                *u = true;
+            }
+            escape_into(&mut out, value);
+            rest = &after[end + 2..];
+        }
+        out.push_str(rest);
+    }
+    if let Some((name, _)) = used.iter().find(|(_, u)| !**u) {
+        return Err(TemplateError::Unused {
+            template: template.path,
+            name: (*name).to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// Unescaped `"` characters, to know whether a position is inside a double-quoted string.
+fn count_quotes(s: &str) -> usize {
+    let mut n = 0;
+    let mut escaped = false;
+    for c in s.chars() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '"' if !escaped => n += 1,
+            _ => escaped = false,
+        }
+        if c != '\\' {
+            escaped = false;
+        }
+    }
+    n
+}
+
+/// Escapes for the inside of a YAML double-quoted scalar.
+fn escape_into(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A typed template context.
+pub trait Manifest {
+    /// The template this context fills.
+    const TEMPLATE: Template;
+
+    /// Placeholder name => value.
+    fn values(&self) -> Vec<(&'static str, String)>;
+
+    /// Renders the template with this context.
+    ///
+    /// # Errors
+    /// See [`render`].
+    fn render(&self) -> Result<String, TemplateError> {
+        render(&Self::TEMPLATE, &self.values())
+    }
+}
+
+/// Phase 1: the Flux sync objects `flux bootstrap` would write (`gotk-sync.yaml`): the
+/// GitRepository and Kustomization `flux-system` in `flux-system`. The Git credentials Secret
+/// is created in code (create-if-absent), not from a template.
+#[derive(Debug, Clone)]
+pub struct FluxSync {
+    /// Git URL (`https://...`).
+    pub url: String,
+    /// Branch to track.
+    pub branch: String,
+    /// Path in the repository, e.g. `./clusters/sandbox`.
+    pub path: String,
+    /// Name of the Secret with the Git credentials.
+    pub secret_name: String,
+}
+
+impl Manifest for FluxSync {
+    const TEMPLATE: Template = template!("1-infrastructure/flux-sync.yaml");
+
+    fn values(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("url", self.url.clone()),
+            ("branch", self.branch.clone()),
+            ("path", self.path.clone()),
+            ("secret_name", self.secret_name.clone()),
+        ]
+    }
+}
+
+/// Phase 1: the Vault Helm chart through Flux (namespace, HelmRepository, HelmRelease).
+#[derive(Debug, Clone)]
+pub struct VaultRelease {
+    /// Chart repository URL.
+    pub repository: String,
+    /// Pinned chart version from the playbook.
+    pub chart_version: String,
+}
+
+impl VaultRelease {
+    /// HashiCorp's chart repository.
+    pub const DEFAULT_REPOSITORY: &'static str = "https://helm.releases.hashicorp.com";
+}
+
+impl Manifest for VaultRelease {
+    const TEMPLATE: Template = template!("1-infrastructure/vault-release.yaml");
+
+    fn values(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("repository", self.repository.clone()),
+            ("chart_version", self.chart_version.clone()),
+        ]
+    }
+}
+
+/// Phase 1: the External Secrets Operator Helm chart through Flux.
+#[derive(Debug, Clone)]
+pub struct EsoRelease {
+    /// Chart repository URL.
+    pub repository: String,
+    /// Pinned chart version from the playbook (the phase 3 template pins defaults for 0.16–2.8).
+    pub chart_version: String,
+}
+
+impl EsoRelease {
+    /// The ESO project's chart repository.
+    pub const DEFAULT_REPOSITORY: &'static str = "https://charts.external-secrets.io";
+    /// The chart version the templates were written for (defaults pinned in phase 3 hold for
+    /// ESO 0.16 through 2.8).
+    pub const DEFAULT_CHART_VERSION: &'static str = "1.0.0";
+}
+
+impl Manifest for EsoRelease {
+    const TEMPLATE: Template = template!("1-infrastructure/eso-release.yaml");
+
+    fn values(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("repository", self.repository.clone()),
+            ("chart_version", self.chart_version.clone()),
+        ]
+    }
+}
+
+/// Phase 1: the auto-unsealer workload in namespace `vault`.
+///
+/// Contract with `vault.init`: the keys Secret holds one entry per unseal share named
+/// `unseal-key-<n>` (hex or base64, no trailing newline) and the root token as `root-token`,
+/// which the unsealer never mounts.
+#[derive(Debug, Clone)]
+pub struct VaultAutoUnseal {
+    /// Name of the keys Secret in namespace `vault`, e.g. `vault-init-keys`.
+    pub keys_secret: String,
+    /// The Vault image whose CLI runs the loop (same version as the server).
+    pub vault_image: String,
+    /// Address of the Vault server to unseal, e.g. `http://vault-0.vault-internal:8200`.
+    pub vault_addr: String,
+    /// Seconds between checks.
+    pub interval_seconds: u32,
+    /// How many shares to mount (the playbook's threshold): `unseal-key-0` onwards.
+    pub unseal_keys: u32,
+}
+
+impl Manifest for VaultAutoUnseal {
+    const TEMPLATE: Template = template!("1-infrastructure/vault-auto-unseal.yaml");
+
+    fn values(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("keys_secret", self.keys_secret.clone()),
+            ("vault_image", self.vault_image.clone()),
+            ("vault_addr", self.vault_addr.clone()),
+            ("interval_seconds", self.interval_seconds.to_string()),
+        ]
+    }
+
+    /// Renders the template, then lists exactly the `unseal-key-<n>` entries to mount (a list
+    /// of variable length, which plain placeholders cannot express).
+    fn render(&self) -> Result<String, TemplateError> {
+        let text = render(&Self::TEMPLATE, &self.values())?;
+        let items: Vec<serde_json::Value> = (0..self.unseal_keys)
+            .map(|i| serde_json::json!({"key": format!("unseal-key-{i}"), "path": format!("unseal-key-{i}")}))
+            .collect();
+        let mut docs = Vec::new();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let mut value =
+                serde::Deserialize::deserialize(doc).map_err(|e: serde_yaml_ng::Error| {
+                    TemplateError::Syntax {
+                        template: Self::TEMPLATE.path,
+                        line: e.location().map_or(0, |l| l.line()),
+                        problem: "the rendered template is not valid YAML".to_owned(),
+                    }
+                })?;
+            if let serde_json::Value::Object(_) = &value
+                && value["kind"] == "Deployment"
+                && let Some(volumes) = value
+                    .pointer_mut("/spec/template/spec/volumes")
+                    .and_then(serde_json::Value::as_array_mut)
+            {
+                for v in volumes.iter_mut().filter(|v| v["name"] == "keys") {
+                    v["secret"]["items"] = serde_json::Value::Array(items.clone());
+                }
+            }
+            let value: serde_json::Value = value;
+            if !value.is_null() {
+                docs.push(value);
+            }
+        }
+        let mut out = String::new();
+        for doc in docs {
+            out.push_str("---\n");
+            let yaml = serde_yaml_ng::to_string(&doc).map_err(|_| TemplateError::Syntax {
+                template: Self::TEMPLATE.path,
+                line: 0,
+                problem: "the rendered template could not be written back as YAML".to_owned(),
+            })?;
+            out.push_str(&yaml);
+        }
+        Ok(out)
+    }
+}
+
+/// Phase 1: the ClusterSecretStore on Vault with kubernetes auth, and the TokenReview grant.
+#[derive(Debug, Clone)]
+pub struct ClusterSecretStore {
+    /// Store name from the playbook.
+    pub name: String,
+    /// Vault URL as seen from ESO's pods, e.g. `http://vault.vault.svc:8200`.
+    pub vault_server: String,
+    /// KV v2 mount, e.g. `secret`.
+    pub kv_mount: String,
+    /// Kubernetes auth mount, e.g. `kubernetes`.
+    pub auth_mount: String,
+    /// Vault role bound to ESO's service account.
+    pub role: String,
+    /// ESO's namespace.
+    pub eso_namespace: String,
+    /// ESO's service account.
+    pub eso_service_account: String,
+}
+
+impl Manifest for ClusterSecretStore {
+    const TEMPLATE: Template = template!("1-infrastructure/cluster-secret-store.yaml");
+
+    fn values(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("name", self.name.clone()),
+            ("vault_server", self.vault_server.clone()),
+            ("kv_mount", self.kv_mount.clone()),
+            ("auth_mount", self.auth_mount.clone()),
+            ("role", self.role.clone()),
+            ("eso_namespace", self.eso_namespace.clone()),
+            ("eso_service_account", self.eso_service_account.clone()),
+        ]
+    }
+}
+
+/// Phase 3: the ExternalSecret that makes the Flux Git credentials from Vault, with ESO's
+/// defaulted fields pinned so GitOps sees no drift (seed 002; ESO 0.16–2.8 defaults).
+#[derive(Debug, Clone)]
+pub struct GitExternalSecret {
+    /// ExternalSecret name.
+    pub name: String,
+    /// Namespace (Flux's, `flux-system`).
+    pub namespace: String,
+    /// ClusterSecretStore name.
+    pub store_name: String,
+    /// Refresh interval as ESO writes it back, e.g. `1h`.
+    pub refresh_interval: String,
+    /// Target Secret name (what the GitRepository's `secretRef` will point to).
+    pub target_name: String,
+    /// Vault path below the KV mount, e.g. `bootstrap/github`.
+    pub vault_key: String,
+    /// Property holding the Git username.
+    pub username_property: String,
+    /// Property holding the Git password or token.
+    pub password_property: String,
+}
+
+impl Manifest for GitExternalSecret {
+    const TEMPLATE: Template = template!("3-gitauth/git-external-secret.yaml");
+
+    fn values(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("name", self.name.clone()),
+            ("namespace", self.namespace.clone()),
+            ("store_name", self.store_name.clone()),
+            ("refresh_interval", self.refresh_interval.clone()),
+            ("target_name", self.target_name.clone()),
+            ("vault_key", self.vault_key.clone()),
+            ("username_property", self.username_property.clone()),
+            ("password_property", self.password_property.clone()),
+        ]
+    }
+}
+
+/// Phase 2: the documented example Terraform module for real users (hashicorp/vault provider),
+/// embedded so the binary can hand it out; see `phases/2-secrets/README.md`.
+pub const EXAMPLE_SECRETS_MODULE: &str = include_str!("../phases/2-secrets/main.tf");
+
+/// Every embedded template, for listing and checks.
+pub const ALL: &[Template] = &[
+    FluxSync::TEMPLATE,
+    VaultRelease::TEMPLATE,
+    EsoRelease::TEMPLATE,
+    VaultAutoUnseal::TEMPLATE,
+    ClusterSecretStore::TEMPLATE,
+    GitExternalSecret::TEMPLATE,
+];
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,286 @@
+use serde_json::Value;
+
+use super::*;
+use crate::kube::apply::parse_manifests;
+
+fn flux_sync() -> FluxSync {
+    FluxSync {
+        url: "https://github.com/example/fleet".to_owned(),
+        branch: "main".to_owned(),
+        path: "./clusters/sandbox".to_owned(),
+        secret_name: "flux-system".to_owned(),
+    }
+}
+
+fn vault_auto_unseal() -> VaultAutoUnseal {
+    VaultAutoUnseal {
+        keys_secret: "vault-init-keys".to_owned(),
+        vault_image: "hashicorp/vault:1.17.2".to_owned(),
+        vault_addr: "http://vault.vault.svc:8200".to_owned(),
+        interval_seconds: 10,
+        unseal_keys: 3,
+    }
+}
+
+fn cluster_secret_store() -> ClusterSecretStore {
+    ClusterSecretStore {
+        name: "vault".to_owned(),
+        vault_server: "http://vault.vault.svc:8200".to_owned(),
+        kv_mount: "secret".to_owned(),
+        auth_mount: "kubernetes".to_owned(),
+        role: "eso".to_owned(),
+        eso_namespace: "external-secrets".to_owned(),
+        eso_service_account: "external-secrets".to_owned(),
+    }
+}
+
+fn git_external_secret() -> GitExternalSecret {
+    GitExternalSecret {
+        name: "flux-system-git".to_owned(),
+        namespace: "flux-system".to_owned(),
+        store_name: "vault".to_owned(),
+        refresh_interval: "1h".to_owned(),
+        target_name: "flux-system-git".to_owned(),
+        vault_key: "bootstrap/github".to_owned(),
+        username_property: "username".to_owned(),
+        password_property: "password".to_owned(),
+    }
+}
+
+/// Every template rendered with a sample context, as JSON objects.
+fn rendered() -> Vec<(&'static str, Vec<Value>)> {
+    let all = [
+        (FluxSync::TEMPLATE.path, flux_sync().render()),
+        (
+            VaultRelease::TEMPLATE.path,
+            VaultRelease {
+                repository: VaultRelease::DEFAULT_REPOSITORY.to_owned(),
+                chart_version: "0.28.1".to_owned(),
+            }
+            .render(),
+        ),
+        (
+            EsoRelease::TEMPLATE.path,
+            EsoRelease {
+                repository: EsoRelease::DEFAULT_REPOSITORY.to_owned(),
+                chart_version: EsoRelease::DEFAULT_CHART_VERSION.to_owned(),
+            }
+            .render(),
+        ),
+        (VaultAutoUnseal::TEMPLATE.path, vault_auto_unseal().render()),
+        (
+            ClusterSecretStore::TEMPLATE.path,
+            cluster_secret_store().render(),
+        ),
+        (
+            GitExternalSecret::TEMPLATE.path,
+            git_external_secret().render(),
+        ),
+    ];
+    assert_eq!(all.len(), ALL.len(), "a template has no rendering test");
+    all.into_iter()
+        .map(|(path, text)| {
+            let text = text.unwrap_or_else(|e| panic!("{path}: {e}"));
+            let objects = parse_manifests(&text)
+                .unwrap_or_else(|e| panic!("{path}: {e}"))
+                .into_iter()
+                .map(|o| serde_json::to_value(o).unwrap())
+                .collect();
+            (path, objects)
+        })
+        .collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+#[test]
+fn every_template_renders_into_named_objects() {
+    for (path, objects) in rendered() {
+        assert!(!objects.is_empty(), "{path} rendered no object");
+        for o in &objects {
+            for field in ["apiVersion", "kind"] {
+                assert!(
+                    o[field].as_str().is_some_and(|s| !s.is_empty()),
+                    "{path}: {o}"
+                );
+            }
+            assert!(
+                o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty()),
+                "{path}: {o}"
+            );
+        }
+    }
+}
+
+#[test]
+fn flux_sync_matches_flux_bootstrap() {
+    let all = rendered();
+    let objects = &all[0].1;
+    let repo = find(objects, "GitRepository");
+    assert_eq!(repo["metadata"]["name"], "flux-system");
+    assert_eq!(repo["metadata"]["namespace"], "flux-system");
+    assert_eq!(repo["spec"]["interval"], "1m0s");
+    assert_eq!(repo["spec"]["ref"]["branch"], "main");
+    assert_eq!(repo["spec"]["secretRef"]["name"], "flux-system");
+    let ks = find(objects, "Kustomization");
+    assert_eq!(ks["spec"]["interval"], "10m0s");
+    assert_eq!(ks["spec"]["prune"], true);
+    assert_eq!(ks["spec"]["path"], "./clusters/sandbox");
+    assert_eq!(ks["spec"]["sourceRef"]["name"], "flux-system");
+}
+
+#[test]
+fn vault_values_avoid_the_sealed_readiness_deadlock() {
+    let all = rendered();
+    let release = find(&all[1].1, "HelmRelease");
+    assert_eq!(release["spec"]["chart"]["spec"]["version"], "0.28.1");
+    let server = &release["spec"]["values"]["server"];
+    let probe = server["readinessProbe"]["path"].as_str().unwrap();
+    assert!(
+        probe.contains("sealedcode=204") && probe.contains("uninitcode=204"),
+        "{probe}"
+    );
+    assert_eq!(server["service"]["publishNotReadyAddresses"], true);
+    let eso = find(&all[2].1, "HelmRelease");
+    assert_eq!(eso["spec"]["values"]["installCRDs"], true);
+    assert_eq!(eso["spec"]["chart"]["spec"]["version"], "1.0.0");
+}
+
+#[test]
+fn unsealer_has_least_privilege_and_mounts_only_the_unseal_shares() {
+    let all = rendered();
+    let objects = &all[3].1;
+    let role = find(objects, "Role");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{"apiGroups":[""],"resources":["secrets"],"resourceNames":["vault-init-keys"],"verbs":["get"]}])
+    );
+    let deploy = find(objects, "Deployment");
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["serviceAccountName"], "vault-unsealer");
+    let items = &pod["volumes"][0]["secret"]["items"];
+    assert_eq!(items.as_array().unwrap().len(), 3);
+    assert_eq!(items[2]["key"], "unseal-key-2");
+    let script = pod["containers"][0]["args"][0].as_str().unwrap();
+    assert!(
+        script.contains("vault status") && script.contains("key=@\"$key\""),
+        "{script}"
+    );
+    assert_eq!(pod["containers"][0]["image"], "hashicorp/vault:1.17.2");
+    assert_eq!(pod["containers"][0]["env"][1]["value"], "10");
+}
+
+#[test]
+fn store_and_external_secret_shapes() {
+    let all = rendered();
+    let store = find(&all[4].1, "ClusterSecretStore");
+    let vault = &store["spec"]["provider"]["vault"];
+    assert_eq!(vault["path"], "secret");
+    assert_eq!(vault["version"], "v2");
+    assert_eq!(
+        vault["auth"]["kubernetes"]["serviceAccountRef"],
+        serde_json::json!({"name":"external-secrets","namespace":"external-secrets"})
+    );
+    let binding = find(&all[4].1, "ClusterRoleBinding");
+    assert_eq!(binding["roleRef"]["name"], "system:auth-delegator");
+
+    let es = find(&all[5].1, "ExternalSecret");
+    assert_eq!(es["apiVersion"], "external-secrets.io/v1");
+    assert_eq!(es["spec"]["refreshInterval"], "1h");
+    assert_eq!(es["spec"]["target"]["creationPolicy"], "Owner");
+    assert_eq!(es["spec"]["target"]["deletionPolicy"], "Retain");
+    let keys: Vec<&str> = es["spec"]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["secretKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["username", "password"]);
+    for d in es["spec"]["data"].as_array().unwrap() {
+        let r = &d["remoteRef"];
+        assert_eq!(r["key"], "bootstrap/github");
+        assert_eq!(r["conversionStrategy"], "Default");
+        assert_eq!(r["decodingStrategy"], "None");
+        assert_eq!(r["metadataPolicy"], "None");
+    }
+}
+
+#[test]
+fn values_are_escaped_and_cannot_change_the_structure() {
+    let mut ctx = flux_sync();
+    ctx.url = "https://example.com/a\"b\\c\nkind: Secret".to_owned();
+    let text = ctx.render().unwrap();
+    let objects = parse_manifests(&text).unwrap();
+    assert_eq!(objects.len(), 2);
+    let repo = serde_json::to_value(&objects[0]).unwrap();
+    assert_eq!(
+        repo["spec"]["url"],
+        "https://example.com/a\"b\\c\nkind: Secret"
+    );
+}
+
+const T: Template = Template {
+    path: "test.yaml",
+    source: "a: \"{{ one }}\"\nb: \"x-{{two}}-y\"\n",
+};
+
+#[test]
+fn missing_unused_and_unquoted_placeholders_fail() {
+    let ok = render(&T, &[("one", "1".into()), ("two", "2".into())]).unwrap();
+    assert_eq!(ok, "a: \"1\"\nb: \"x-2-y\"\n");
+    assert_eq!(
+        render(&T, &[("one", "1".into())]).unwrap_err().to_string(),
+        "template test.yaml: no value for {{ two }}: add it to the template's context"
+    );
+    assert_eq!(
+        render(
+            &T,
+            &[
+                ("one", "1".into()),
+                ("two", "2".into()),
+                ("three", "3".into())
+            ]
+        )
+        .unwrap_err()
+        .to_string(),
+        "template test.yaml: value \"three\" is not used by the template: remove it from the context or use it"
+    );
+    let unquoted = Template {
+        path: "u.yaml",
+        source: "a: {{ one }}\n",
+    };
+    assert_eq!(
+        render(&unquoted, &[("one", "1".into())])
+            .unwrap_err()
+            .to_string(),
+        "template u.yaml line 1: {{ one }} must be inside a double-quoted string"
+    );
+    let open = Template {
+        path: "o.yaml",
+        source: "a: \"{{ one\"\n",
+    };
+    assert!(matches!(
+        render(&open, &[("one", "1".into())]),
+        Err(TemplateError::Syntax { line: 1, .. })
+    ));
+}
+
+#[test]
+fn the_example_module_takes_the_fixture_variables() {
+    for v in [
+        "variable \"secrets\"",
+        "variable \"mount\"",
+        "vault_kv_secret_v2",
+        "sensitive   = true",
+    ] {
+        assert!(EXAMPLE_SECRETS_MODULE.contains(v), "{v}");
+    }
+}
