@@ -1,1 +1,12 @@
-//! kubestrap
+//! kubestrap: bootstrap a Kubernetes cluster into a GitOps platform (k3s, Flux, Vault, External
+//! Secrets) in five resumable phases.
+//!
+//! The library is split so that planning never does IO and acting always does:
+//! [`playbook`] reads and validates the one input file, [`engine`] turns typed steps into a
+//! phased DAG and walks it (plan or apply), [`steps`] holds the step kinds, [`secrets`] guards
+//! bootstrap secrets from capture to redaction, [`output`] renders engine events and plans, and
+//! [`cli`] is the command line with its exit codes.
+
+pub mod playbook;
+pub mod engine;
+pub mod secrets;
