@@ -10,3 +10,6 @@
 pub mod playbook;
 pub mod engine;
 pub mod secrets;
+pub mod steps;
+pub mod output;
+pub mod cli;
