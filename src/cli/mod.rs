@@ -31,6 +31,8 @@ pub fn main() -> ExitCode {
     init_tracing();
     match run(cli) {
         Ok(status) => status.into(),
+        // `kubestrap plan | head`: the reader left; not an error worth a message.
+        Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitStatus::Success.into(),
         Err(err) => {
             let text = err.to_string();
             let text = secrets::redact::global().map_or_else(|| text.clone(), |r| r.redact(&text).into_owned());

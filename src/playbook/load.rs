@@ -8,7 +8,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::error::{LineIndex, PlaybookError, PlaybookProblems, Problem};
 use super::model::{Playbook, Provider, SecretDecl};
-use super::schema::{playbook_shape, unknown_keys};
+use super::schema::{playbook_shape, strip_keys, unknown_keys};
 use super::validate::{Finding, suggest_variant, validate};
 
 /// A validated playbook with its paths resolved, ready for the engine.
@@ -53,8 +53,9 @@ impl Playbook {
         for err in &syntax {
             problems.push(problem(at(err.span()), "", first_line(err.message()), None));
         }
-        let table = root.get_ref();
-        for unknown in unknown_keys(table, &playbook_shape()) {
+        let unknown = unknown_keys(root.get_ref(), &playbook_shape());
+        let unknown_spans: Vec<_> = unknown.iter().map(|u| u.span.clone()).collect();
+        for unknown in unknown {
             let message = match unknown.suggestion {
                 Some(_) => "unknown key".to_owned(),
                 None => format!("unknown key; valid keys here: {}", unknown.valid.join(", ")),
@@ -70,7 +71,9 @@ impl Playbook {
             return Err(invalid(path, problems));
         }
 
-        let mut sections = Sections { table, lines: &lines, problems: &mut problems };
+        let mut known = root.clone();
+        strip_keys(known.get_mut(), &unknown_spans);
+        let mut sections = Sections { table: known.get_ref(), lines: &lines, problems: &mut problems };
         let cluster = sections.required("cluster");
         let flux = sections.required("flux");
         let sandbox = sections.optional("sandbox");
@@ -205,12 +208,9 @@ impl<'i> Sections<'_, 'i> {
             Ok(v) => Some(Some(v)),
             Err(err) => {
                 let message = first_line(err.message());
-                // Unknown keys were already reported, all of them, by the schema walk.
-                if !message.starts_with("unknown field") {
-                    let suggestion = variant_suggestion(&message);
-                    let pos = err.span().map(|s| self.lines.position(s.start));
-                    self.problems.push(problem(pos, key, message, suggestion));
-                }
+                let suggestion = variant_suggestion(&message);
+                let pos = err.span().map(|s| self.lines.position(s.start));
+                self.problems.push(problem(pos, key, message, suggestion));
                 None
             }
         }

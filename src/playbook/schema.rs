@@ -113,6 +113,31 @@ fn walk_value(value: &DeValue<'_>, shape: &Shape, path: &str, found: &mut Vec<Un
     }
 }
 
+/// Remove the keys at `spans` (the unknown ones) everywhere in `table`, so the typed
+/// deserialisation can go on to report the remaining problems (missing fields, wrong types).
+pub(crate) fn strip_keys(table: &mut DeTable<'_>, spans: &[std::ops::Range<usize>]) {
+    let unknown: Vec<String> =
+        table.iter().filter(|(k, _)| spans.contains(&k.span())).map(|(k, _)| k.get_ref().to_string()).collect();
+    for name in unknown {
+        table.remove(name.as_str());
+    }
+    for (_, value) in table.iter_mut() {
+        strip_value(value.get_mut(), spans);
+    }
+}
+
+fn strip_value(value: &mut DeValue<'_>, spans: &[std::ops::Range<usize>]) {
+    match value {
+        DeValue::Table(t) => strip_keys(t, spans),
+        DeValue::Array(items) => {
+            for item in items.iter_mut() {
+                strip_value(item.get_mut(), spans);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The valid key closest to `name`, if it is plausibly a typo of it.
 #[must_use]
 pub(crate) fn nearest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
