@@ -197,6 +197,12 @@ impl EventBus {
         self.lock().subscribers.push(subscriber);
     }
 
+    /// Add a subscriber that sees each event before all others: the checkpoint writer, so a
+    /// transition is durable before anything announces it.
+    pub fn subscribe_first(&self, subscriber: Box<dyn Subscriber>) {
+        self.lock().subscribers.insert(0, subscriber);
+    }
+
     /// Deliver `event` to every subscriber, in subscription order.
     pub fn emit(&self, event: &RunEvent) {
         let mut state = self.lock();

@@ -171,7 +171,7 @@ pub async fn apply(engine: &Engine<Built>, env: &RunEnv, req: &ApplyRequest) -> 
         env.emit(&RunEvent::Warning { message });
     }
     checkpoint.save(&path)?;
-    env.events.subscribe(Box::new(CheckpointWriter::new(path, checkpoint, engine)));
+    env.events.subscribe_first(Box::new(CheckpointWriter::new(path, checkpoint, engine)));
     let executor = Arc::new(ApplyExecutor { env: env.clone(), prior });
     let opts = WalkOptions { mode: RunMode::Apply, concurrency: req.concurrency, selected, known_outputs };
     Ok(walk(engine, env, executor, opts).await)

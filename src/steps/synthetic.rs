@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{
@@ -51,6 +52,10 @@ pub struct SyntheticStepSpec {
     /// Environment secrets `apply` needs.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Fail permanently with an error that quotes the value of this secret, to prove the
+    /// redaction backstop keeps it out of checkpoints and output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_with_secret: Option<String>,
     /// Retry: attempts in total.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
@@ -166,6 +171,10 @@ impl Step for SyntheticStep {
         if self.spec.sleep_ms > 0 {
             ctx.progress(format!("working for {}ms", self.spec.sleep_ms));
             tokio::time::sleep(Duration::from_millis(self.spec.sleep_ms)).await;
+        }
+        if let Some(env) = &self.spec.fail_with_secret {
+            let value = ctx.secret(env)?.expose_secret();
+            return Err(StepError::permanent(format!("upstream rejected credential {value}")));
         }
         if self.spec.fail_permanent {
             return Err(StepError::permanent(format!("synthetic step {} fails permanently", self.spec.id)));
