@@ -7,9 +7,9 @@
 //! bootstrap secrets from capture to redaction, [`output`] renders engine events and plans, and
 //! [`cli`] is the command line with its exit codes.
 
-pub mod playbook;
+pub mod cli;
 pub mod engine;
+pub mod output;
+pub mod playbook;
 pub mod secrets;
 pub mod steps;
-pub mod output;
-pub mod cli;

@@ -66,7 +66,9 @@ impl Fixture {
     }
 
     fn checkpoint(&self) -> Checkpoint {
-        Checkpoint::load(&Checkpoint::path_in(&self.cluster_dir())).unwrap().unwrap()
+        Checkpoint::load(&Checkpoint::path_in(&self.cluster_dir()))
+            .unwrap()
+            .unwrap()
     }
 
     fn log(&self) -> Vec<String> {
@@ -88,7 +90,13 @@ impl Fixture {
 fn crash_half_way_then_resume_verifies_done_steps_and_runs_the_rest() {
     let fx = Fixture::new(CHAIN);
     let mut child = Command::new(common::bin())
-        .args(["apply", "--synthetic-steps", "steps.toml", "--output", "json"])
+        .args([
+            "apply",
+            "--synthetic-steps",
+            "steps.toml",
+            "--output",
+            "json",
+        ])
         .current_dir(fx.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -103,10 +111,12 @@ fn crash_half_way_then_resume_verifies_done_steps_and_runs_the_rest() {
             }
         }
     });
-    // Kill as soon as s3 (the long step) has started: s1 and s2 are done by then.
+    // Kill while s3 (the long step) is working: s1 and s2 are done by then.
     loop {
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("child never started s3");
-        if line.contains(r#""event":"step_started","step":"s3""#) {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("child never started s3");
+        if line.contains(r#""event":"step_progress","step":"s3""#) {
             break;
         }
     }
@@ -116,27 +126,59 @@ fn crash_half_way_then_resume_verifies_done_steps_and_runs_the_rest() {
     let cp = fx.checkpoint();
     assert_eq!(cp.steps["s1"].status, StepStatus::Done);
     assert_eq!(cp.steps["s2"].status, StepStatus::Done);
-    assert_eq!(cp.steps["s3"].status, StepStatus::Running, "the killed step must show as running");
+    assert_eq!(
+        cp.steps["s3"].status,
+        StepStatus::Running,
+        "the killed step must show as running"
+    );
     assert!(!cp.steps.contains_key("s4"));
     assert_eq!(fx.log(), vec!["apply s1", "apply s2", "apply s3"]);
 
     let out = fx.apply(&["--resume", "--output", "json"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("reclaimed a stale lock left by pid"), "{stdout}");
+    assert!(
+        stdout.contains("reclaimed a stale lock left by pid"),
+        "{stdout}"
+    );
     for id in ["s1", "s2"] {
-        assert!(stdout.contains(&format!(r#""event":"step_finished","step":"{id}","status":"skipped""#)), "{stdout}");
+        assert!(
+            stdout.contains(&format!(
+                r#""event":"step_finished","step":"{id}","status":"skipped""#
+            )),
+            "{stdout}"
+        );
     }
     for id in ["s3", "s4", "s5"] {
-        assert!(stdout.contains(&format!(r#""event":"step_finished","step":"{id}","status":"done""#)), "{stdout}");
+        assert!(
+            stdout.contains(&format!(
+                r#""event":"step_finished","step":"{id}","status":"done""#
+            )),
+            "{stdout}"
+        );
     }
     let log = fx.log();
     assert_eq!(&log[3..5], &["verify s1", "verify s2"], "{log:?}");
-    assert_eq!(log.iter().filter(|l| *l == "apply s1").count(), 1, "s1 was re-applied: {log:?}");
-    assert_eq!(log.iter().filter(|l| *l == "apply s2").count(), 1, "s2 was re-applied: {log:?}");
-    assert_eq!(log.iter().filter(|l| *l == "apply s3").count(), 2, "s3 must run again: {log:?}");
+    assert_eq!(
+        log.iter().filter(|l| *l == "apply s1").count(),
+        1,
+        "s1 was re-applied: {log:?}"
+    );
+    assert_eq!(
+        log.iter().filter(|l| *l == "apply s2").count(),
+        1,
+        "s2 was re-applied: {log:?}"
+    );
+    assert_eq!(
+        log.iter().filter(|l| *l == "apply s3").count(),
+        2,
+        "s3 must run again: {log:?}"
+    );
     let cp = fx.checkpoint();
-    assert!(cp.steps.values().all(|r| r.status == StepStatus::Done), "{cp:#?}");
+    assert!(
+        cp.steps.values().all(|r| r.status == StepStatus::Done),
+        "{cp:#?}"
+    );
 }
 
 #[test]
@@ -146,10 +188,22 @@ fn resume_reapplies_a_done_step_whose_postcondition_no_longer_holds() {
     std::fs::remove_file(fx.cluster_dir().join("synthetic/done-s2")).unwrap();
     let out = fx.apply(&["--resume"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("s2: no longer holds"), "{}", common::text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("s2: no longer holds"),
+        "{}",
+        common::text(&out)
+    );
     let log = fx.log();
-    assert_eq!(log.iter().filter(|l| *l == "apply s2").count(), 2, "{log:?}");
-    assert_eq!(log.iter().filter(|l| *l == "apply s1").count(), 1, "{log:?}");
+    assert_eq!(
+        log.iter().filter(|l| *l == "apply s2").count(),
+        2,
+        "{log:?}"
+    );
+    assert_eq!(
+        log.iter().filter(|l| *l == "apply s1").count(),
+        1,
+        "{log:?}"
+    );
 }
 
 #[test]
@@ -159,7 +213,10 @@ fn a_second_run_is_refused_with_exit_3_while_the_lock_is_held() {
     let out = fx.apply(&[], &[]);
     assert_eq!(out.status.code(), Some(3), "{}", common::text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("(pid {})", std::process::id())), "{stderr}");
+    assert!(
+        stderr.contains(&format!("(pid {})", std::process::id())),
+        "{stderr}"
+    );
     assert!(fx.log().is_empty(), "nothing may run without the lock");
     drop(held);
 }
@@ -172,11 +229,27 @@ fn a_corrupt_checkpoint_exits_2_and_is_never_overwritten() {
     std::fs::write(&path, "{ this is not json").unwrap();
     for flags in [&["--resume"][..], &["--fresh"][..], &[][..]] {
         let out = fx.apply(flags, &[]);
-        assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", common::text(&out));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("is corrupt"), "{}", common::text(&out));
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{ this is not json");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{flags:?}: {}",
+            common::text(&out)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("is corrupt"),
+            "{}",
+            common::text(&out)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{ this is not json"
+        );
     }
-    let out = common::run(&["status", "--synthetic-steps", "steps.toml"], fx.path(), &[]);
+    let out = common::run(
+        &["status", "--synthetic-steps", "steps.toml"],
+        fx.path(),
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
     assert!(fx.log().is_empty());
 }
@@ -190,7 +263,11 @@ fn a_newer_checkpoint_exits_2_and_is_left_alone() {
     std::fs::write(&path, newer).unwrap();
     let out = fx.apply(&["--resume"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("format version 99, newer"), "{}", common::text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("format version 99, newer"),
+        "{}",
+        common::text(&out)
+    );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), newer);
 }
 
@@ -200,7 +277,11 @@ fn an_existing_checkpoint_without_resume_or_fresh_exits_2() {
     assert_eq!(fx.apply(&[], &[]).status.code(), Some(0));
     let out = fx.apply(&[], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --resume"), "{}", common::text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pass --resume"),
+        "{}",
+        common::text(&out)
+    );
 }
 
 #[test]
@@ -222,14 +303,26 @@ id = "uses-two"
 phase = "infrastructure"
 secrets = ["KS_TEST_TOKEN", "KS_OTHER"]
 "#;
-    let fx = Fixture::with_playbook(steps, &common::MINIMAL.replace("required = false", "required = true"));
+    let fx = Fixture::with_playbook(
+        steps,
+        &common::MINIMAL.replace("required = false", "required = true"),
+    );
     let out = fx.apply(&[], &[("KS_TEST_TOKEN", "")]);
     assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("2 required secrets are not set"), "{stderr}");
+    assert!(
+        stderr.contains("2 required secrets are not set"),
+        "{stderr}"
+    );
     assert!(stderr.contains("KS_OTHER (needed by uses-two)"), "{stderr}");
-    assert!(stderr.contains("KS_TEST_TOKEN (needed by uses-two)"), "{stderr}");
-    assert!(!fx.cluster_dir().exists(), "nothing may be written before the secrets check");
+    assert!(
+        stderr.contains("KS_TEST_TOKEN (needed by uses-two)"),
+        "{stderr}"
+    );
+    assert!(
+        !fx.cluster_dir().exists(),
+        "nothing may be written before the secrets check"
+    );
     // plan never needs secrets.
     let out = common::run(&["plan", "--synthetic-steps", "steps.toml"], fx.path(), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
@@ -251,8 +344,14 @@ phase = "secrets"
 fail_with_secret = "KS_TEST_TOKEN"
 "#;
     let fx = Fixture::new(steps);
-    let mut child = Command::new(common::bin())
-        .args(["apply", "--synthetic-steps", "steps.toml", "--output", "json"])
+    let child = Command::new(common::bin())
+        .args([
+            "apply",
+            "--synthetic-steps",
+            "steps.toml",
+            "--output",
+            "json",
+        ])
         .current_dir(fx.path())
         .env("KS_TEST_TOKEN", secret)
         .stdout(Stdio::piped())
@@ -267,10 +366,16 @@ fail_with_secret = "KS_TEST_TOKEN"
         if fx.log().iter().any(|l| l == "apply holds") {
             let environ = std::fs::read(&environ_path).unwrap();
             let environ = String::from_utf8_lossy(&environ);
-            assert!(!environ.contains(secret), "secret still in /proc/<pid>/environ");
+            assert!(
+                !environ.contains(secret),
+                "secret still in /proc/<pid>/environ"
+            );
             // /proc shows the kernel's copy of the initial environment block: the entry's
             // name stays, its value bytes were overwritten with zeros in place.
-            assert!(environ.contains("KS_TEST_TOKEN=\0\0\0"), "value not wiped in place");
+            assert!(
+                environ.contains("KS_TEST_TOKEN=\0\0\0"),
+                "value not wiped in place"
+            );
             checked = true;
             break;
         }
@@ -280,7 +385,10 @@ fail_with_secret = "KS_TEST_TOKEN"
     assert_eq!(out.status.code(), Some(1), "{}", common::text(&out));
     let all = common::text(&out);
     assert!(!all.contains(secret), "secret in output: {all}");
-    assert!(all.contains("upstream rejected credential [redacted KS_TEST_TOKEN]"), "{all}");
+    assert!(
+        all.contains("upstream rejected credential [redacted KS_TEST_TOKEN]"),
+        "{all}"
+    );
     let raw = std::fs::read_to_string(Checkpoint::path_in(&fx.cluster_dir())).unwrap();
     assert!(!raw.contains(secret), "secret in checkpoint");
     assert!(raw.contains("[redacted KS_TEST_TOKEN]"), "{raw}");
@@ -292,9 +400,18 @@ fn only_runs_the_named_step_and_names_the_dependencies_it_assumes() {
     let out = fx.apply(&["--only", "s3"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("running only s3; assuming these dependencies are done: s1 (pending), s2 (pending)"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "running only s3; assuming these dependencies are done: s1 (pending), s2 (pending)"
+        ),
+        "{stderr}"
+    );
     assert_eq!(fx.log(), vec!["apply s3"]);
     let out = fx.apply(&["--only", "s33"], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean s3?"), "{}", common::text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did you mean s3?"),
+        "{}",
+        common::text(&out)
+    );
 }

@@ -23,13 +23,27 @@ struct Tracker {
 
 impl Tracker {
     fn note(&self, id: &str, what: &'static str) {
-        self.log.lock().unwrap().push((id.to_owned(), what, Instant::now()));
+        self.log
+            .lock()
+            .unwrap()
+            .push((id.to_owned(), what, Instant::now()));
     }
     fn at(&self, id: &str, what: &str) -> Instant {
-        self.log.lock().unwrap().iter().find(|(i, w, _)| i == id && *w == what).map(|e| e.2).unwrap_or_else(|| panic!("{id} never {what}"))
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(i, w, _)| i == id && *w == what)
+            .map(|e| e.2)
+            .unwrap_or_else(|| panic!("{id} never {what}"))
     }
     fn count(&self, id: &str, what: &str) -> usize {
-        self.log.lock().unwrap().iter().filter(|(i, w, _)| i == id && *w == what).count()
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(i, w, _)| i == id && *w == what)
+            .count()
     }
 }
 
@@ -56,8 +70,15 @@ struct Probe {
 }
 
 impl Probe {
-    fn new(id: &str, ms: u64, fail: Fail, tracker: &Arc<Tracker>) -> Arc<dyn Step> {
-        Arc::new(Self { id: id.into(), sleep: Duration::from_millis(ms), fail, tracker: Arc::clone(tracker), attempts: AtomicU32::new(0), reads: None })
+    fn arc(id: &str, ms: u64, fail: Fail, tracker: &Arc<Tracker>) -> Arc<dyn Step> {
+        Arc::new(Self {
+            id: id.into(),
+            sleep: Duration::from_millis(ms),
+            fail,
+            tracker: Arc::clone(tracker),
+            attempts: AtomicU32::new(0),
+            reads: None,
+        })
     }
 }
 
@@ -95,7 +116,9 @@ impl Step for Probe {
         }
         match self.fail {
             Fail::Permanent => Err(StepError::permanent(format!("{} is broken", self.id))),
-            Fail::Transient(n) if attempt <= n => Err(StepError::transient(format!("{} blinked", self.id))),
+            Fail::Transient(n) if attempt <= n => {
+                Err(StepError::transient(format!("{} blinked", self.id)))
+            }
             _ => StepOutcome::with_outputs(true, &serde_json::json!({ "from": self.id })),
         }
     }
@@ -117,39 +140,93 @@ fn setup() -> Setup {
     let env = RunEnv::new(pb);
     let recorder = Recorder::new();
     env.events.subscribe(recorder.subscriber());
-    Setup { _dir: dir, env, recorder }
+    Setup {
+        _dir: dir,
+        env,
+        recorder,
+    }
 }
 
 async fn apply(engine: &Engine<engine::Built>, s: &Setup, concurrency: usize) -> engine::RunReport {
-    let req = ApplyRequest { checkpoint: CheckpointMode::Fresh, only: Vec::new(), concurrency };
-    tokio::time::timeout(Duration::from_secs(30), engine::apply(engine, &s.env, &req)).await.expect("run timed out").unwrap()
+    let req = ApplyRequest {
+        checkpoint: CheckpointMode::Fresh,
+        only: Vec::new(),
+        concurrency,
+    };
+    tokio::time::timeout(Duration::from_secs(30), engine::apply(engine, &s.env, &req))
+        .await
+        .expect("run timed out")
+        .unwrap()
 }
 
 #[tokio::test]
 async fn dependencies_and_the_phase_barrier_order_the_steps() {
     let t = Arc::new(Tracker::default());
     let mut e = Engine::new();
-    e.add("a", Phase::Infrastructure, &[], Probe::new("a", 60, Fail::Never, &t))
-        .add("b", Phase::Infrastructure, &["a"], Probe::new("b", 10, Fail::Never, &t))
-        .add("c", Phase::Infrastructure, &[], Probe::new("c", 120, Fail::Never, &t))
-        .add("d", Phase::Secrets, &[], Probe::new("d", 10, Fail::Never, &t))
-        .add("e", Phase::Verify, &["d"], Probe::new("e", 10, Fail::Never, &t));
+    e.add(
+        "a",
+        Phase::Infrastructure,
+        &[],
+        Probe::arc("a", 60, Fail::Never, &t),
+    )
+    .add(
+        "b",
+        Phase::Infrastructure,
+        &["a"],
+        Probe::arc("b", 10, Fail::Never, &t),
+    )
+    .add(
+        "c",
+        Phase::Infrastructure,
+        &[],
+        Probe::arc("c", 120, Fail::Never, &t),
+    )
+    .add(
+        "d",
+        Phase::Secrets,
+        &[],
+        Probe::arc("d", 10, Fail::Never, &t),
+    )
+    .add(
+        "e",
+        Phase::Verify,
+        &["d"],
+        Probe::arc("e", 10, Fail::Never, &t),
+    );
     let engine = e.seal().unwrap();
     let s = setup();
     let report = apply(&engine, &s, 4).await;
     assert_eq!(report.status, RunStatus::Succeeded);
-    assert!(t.at("b", "start") >= t.at("a", "end"), "b ran before its dependency a finished");
+    assert!(
+        t.at("b", "start") >= t.at("a", "end"),
+        "b ran before its dependency a finished"
+    );
     // d has no dependencies, yet waits for the whole infrastructure phase.
-    assert!(t.at("d", "start") >= t.at("c", "end"), "phase barrier broken");
-    assert!(t.at("d", "start") >= t.at("b", "end"), "phase barrier broken");
+    assert!(
+        t.at("d", "start") >= t.at("c", "end"),
+        "phase barrier broken"
+    );
+    assert!(
+        t.at("d", "start") >= t.at("b", "end"),
+        "phase barrier broken"
+    );
     assert!(t.at("e", "start") >= t.at("d", "end"));
     let phases: Vec<Phase> = s
         .recorder
         .events()
         .iter()
-        .filter_map(|e| if let RunEvent::PhaseStarted { phase, .. } = e { Some(*phase) } else { None })
+        .filter_map(|e| {
+            if let RunEvent::PhaseStarted { phase, .. } = e {
+                Some(*phase)
+            } else {
+                None
+            }
+        })
         .collect();
-    assert_eq!(phases, vec![Phase::Infrastructure, Phase::Secrets, Phase::Verify]);
+    assert_eq!(
+        phases,
+        vec![Phase::Infrastructure, Phase::Secrets, Phase::Verify]
+    );
 }
 
 #[tokio::test]
@@ -159,13 +236,22 @@ async fn concurrency_is_bounded_and_independent_steps_overlap() {
         let mut e = Engine::new();
         for i in 0..6 {
             let id = format!("s{i}");
-            e.add(id.as_str(), Phase::Infrastructure, &[], Probe::new(&id, 80, Fail::Never, &t));
+            e.add(
+                id.as_str(),
+                Phase::Infrastructure,
+                &[],
+                Probe::arc(&id, 80, Fail::Never, &t),
+            );
         }
         let engine = e.seal().unwrap();
         let s = setup();
         let report = apply(&engine, &s, bound).await;
         assert_eq!(report.status, RunStatus::Succeeded);
-        assert_eq!(t.max_running.load(Ordering::SeqCst), bound, "concurrency {bound}");
+        assert_eq!(
+            t.max_running.load(Ordering::SeqCst),
+            bound,
+            "concurrency {bound}"
+        );
     }
 }
 
@@ -173,11 +259,36 @@ async fn concurrency_is_bounded_and_independent_steps_overlap() {
 async fn a_failure_starts_nothing_new_lets_running_steps_finish_and_is_recorded() {
     let t = Arc::new(Tracker::default());
     let mut e = Engine::new();
-    e.add("fails", Phase::Infrastructure, &[], Probe::new("fails", 20, Fail::Permanent, &t))
-        .add("slow", Phase::Infrastructure, &[], Probe::new("slow", 200, Fail::Never, &t))
-        .add("queued", Phase::Infrastructure, &[], Probe::new("queued", 10, Fail::Never, &t))
-        .add("after", Phase::Infrastructure, &["fails"], Probe::new("after", 10, Fail::Never, &t))
-        .add("later", Phase::Secrets, &[], Probe::new("later", 10, Fail::Never, &t));
+    e.add(
+        "fails",
+        Phase::Infrastructure,
+        &[],
+        Probe::arc("fails", 20, Fail::Permanent, &t),
+    )
+    .add(
+        "slow",
+        Phase::Infrastructure,
+        &[],
+        Probe::arc("slow", 200, Fail::Never, &t),
+    )
+    .add(
+        "queued",
+        Phase::Infrastructure,
+        &[],
+        Probe::arc("queued", 10, Fail::Never, &t),
+    )
+    .add(
+        "after",
+        Phase::Infrastructure,
+        &["fails"],
+        Probe::arc("after", 10, Fail::Never, &t),
+    )
+    .add(
+        "later",
+        Phase::Secrets,
+        &[],
+        Probe::arc("later", 10, Fail::Never, &t),
+    );
     let engine = e.seal().unwrap();
     let s = setup();
     let report = apply(&engine, &s, 2).await;
@@ -185,14 +296,31 @@ async fn a_failure_starts_nothing_new_lets_running_steps_finish_and_is_recorded(
     let (step, msg) = report.root_cause.clone().unwrap();
     assert_eq!(step.unwrap().as_str(), "fails");
     assert!(msg.contains("fails is broken"));
-    assert_eq!(report.step("slow").unwrap().end, StepEnd::Done, "running step was not allowed to finish");
+    assert_eq!(
+        report.step("slow").unwrap().end,
+        StepEnd::Done,
+        "running step was not allowed to finish"
+    );
     for never in ["queued", "after", "later"] {
-        assert_eq!(t.count(never, "start"), 0, "{never} started after the failure");
+        assert_eq!(
+            t.count(never, "start"),
+            0,
+            "{never} started after the failure"
+        );
     }
-    assert_eq!(t.count("fails", "start"), 1, "permanent errors are not retried");
-    let cp = Checkpoint::load(&Checkpoint::path_in(&s.env.playbook.cluster_dir())).unwrap().unwrap();
+    assert_eq!(
+        t.count("fails", "start"),
+        1,
+        "permanent errors are not retried"
+    );
+    let cp = Checkpoint::load(&Checkpoint::path_in(&s.env.playbook.cluster_dir()))
+        .unwrap()
+        .unwrap();
     assert_eq!(cp.steps["fails"].status, StepStatus::Failed);
-    assert_eq!(cp.steps["fails"].last_error.as_deref(), Some("fails is broken"));
+    assert_eq!(
+        cp.steps["fails"].last_error.as_deref(),
+        Some("fails is broken")
+    );
     assert_eq!(cp.steps["slow"].status, StepStatus::Done);
     assert!(!cp.steps.contains_key("queued"));
 }
@@ -201,8 +329,18 @@ async fn a_failure_starts_nothing_new_lets_running_steps_finish_and_is_recorded(
 async fn transient_errors_are_retried_with_backoff() {
     let t = Arc::new(Tracker::default());
     let mut e = Engine::new();
-    e.add("flaky", Phase::Infrastructure, &[], Probe::new("flaky", 1, Fail::Transient(2), &t))
-        .add("hopeless", Phase::Secrets, &[], Probe::new("hopeless", 1, Fail::Transient(99), &t));
+    e.add(
+        "flaky",
+        Phase::Infrastructure,
+        &[],
+        Probe::arc("flaky", 1, Fail::Transient(2), &t),
+    )
+    .add(
+        "hopeless",
+        Phase::Secrets,
+        &[],
+        Probe::arc("hopeless", 1, Fail::Transient(99), &t),
+    );
     let engine = e.seal().unwrap();
     let s = setup();
     let report = apply(&engine, &s, 4).await;
@@ -219,22 +357,51 @@ async fn transient_errors_are_retried_with_backoff() {
         .collect();
     assert_eq!(delays.len(), 2);
     // Equal jitter: between half and all of 40ms, then of 80ms.
-    assert!(delays[0] >= Duration::from_millis(20) && delays[0] <= Duration::from_millis(40), "{delays:?}");
-    assert!(delays[1] >= Duration::from_millis(40) && delays[1] <= Duration::from_millis(80), "{delays:?}");
+    assert!(
+        delays[0] >= Duration::from_millis(20) && delays[0] <= Duration::from_millis(40),
+        "{delays:?}"
+    );
+    assert!(
+        delays[1] >= Duration::from_millis(40) && delays[1] <= Duration::from_millis(80),
+        "{delays:?}"
+    );
     let log = t.log.lock().unwrap().clone();
-    let starts: Vec<Instant> = log.iter().filter(|(i, w, _)| i == "flaky" && *w == "start").map(|e| e.2).collect();
-    assert!(starts[1] - starts[0] >= delays[0], "the retry did not wait for its backoff");
+    let starts: Vec<Instant> = log
+        .iter()
+        .filter(|(i, w, _)| i == "flaky" && *w == "start")
+        .map(|e| e.2)
+        .collect();
+    assert!(
+        starts[1] - starts[0] >= delays[0],
+        "the retry did not wait for its backoff"
+    );
     let hopeless = report.step("hopeless").unwrap();
     assert_eq!((hopeless.end, hopeless.attempts), (StepEnd::Failed, 3));
-    assert!(hopeless.error.as_deref().unwrap().contains("gave up after 3 attempts"));
+    assert!(
+        hopeless
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("gave up after 3 attempts")
+    );
 }
 
 #[tokio::test]
 async fn an_interrupt_stops_running_steps_and_starts_nothing_new() {
     let t = Arc::new(Tracker::default());
     let mut e = Engine::new();
-    e.add("long", Phase::Infrastructure, &[], Probe::new("long", 10_000, Fail::Never, &t))
-        .add("next", Phase::Secrets, &[], Probe::new("next", 1, Fail::Never, &t));
+    e.add(
+        "long",
+        Phase::Infrastructure,
+        &[],
+        Probe::arc("long", 10_000, Fail::Never, &t),
+    )
+    .add(
+        "next",
+        Phase::Secrets,
+        &[],
+        Probe::arc("next", 1, Fail::Never, &t),
+    );
     let engine = e.seal().unwrap();
     let s = setup();
     let token = s.env.interrupt.clone();
@@ -246,7 +413,9 @@ async fn an_interrupt_stops_running_steps_and_starts_nothing_new() {
     assert_eq!(report.status, RunStatus::Interrupted);
     assert_eq!(report.step("long").unwrap().end, StepEnd::Interrupted);
     assert_eq!(t.count("next", "start"), 0);
-    let cp = Checkpoint::load(&Checkpoint::path_in(&s.env.playbook.cluster_dir())).unwrap().unwrap();
+    let cp = Checkpoint::load(&Checkpoint::path_in(&s.env.playbook.cluster_dir()))
+        .unwrap()
+        .unwrap();
     assert_eq!(cp.steps["long"].status, StepStatus::Interrupted);
 }
 
@@ -255,7 +424,13 @@ async fn outputs_flow_to_dependents_and_resume_verifies_instead_of_reapplying() 
     let t = Arc::new(Tracker::default());
     let build = |t: &Arc<Tracker>| {
         let mut e = Engine::new();
-        e.add("a", Phase::Infrastructure, &[], Probe::new("a", 1, Fail::Never, t)).add(
+        e.add(
+            "a",
+            Phase::Infrastructure,
+            &[],
+            Probe::arc("a", 1, Fail::Never, t),
+        )
+        .add(
             "b",
             Phase::Secrets,
             &["a"],
@@ -276,7 +451,11 @@ async fn outputs_flow_to_dependents_and_resume_verifies_instead_of_reapplying() 
     // Resume with a fresh tracker: both verified, neither applied, and b's outputs still there.
     let t2 = Arc::new(Tracker::default());
     let engine = build(&t2);
-    let req = ApplyRequest { checkpoint: CheckpointMode::Resume, only: Vec::new(), concurrency: 4 };
+    let req = ApplyRequest {
+        checkpoint: CheckpointMode::Resume,
+        only: Vec::new(),
+        concurrency: 4,
+    };
     let report = engine::apply(&engine, &s.env, &req).await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded);
     for id in ["a", "b"] {
@@ -291,19 +470,28 @@ async fn outputs_flow_to_dependents_and_resume_verifies_instead_of_reapplying() 
 async fn an_existing_checkpoint_needs_resume_or_fresh() {
     let t = Arc::new(Tracker::default());
     let mut e = Engine::new();
-    e.add("a", Phase::Infrastructure, &[], Probe::new("a", 1, Fail::Never, &t));
+    e.add(
+        "a",
+        Phase::Infrastructure,
+        &[],
+        Probe::arc("a", 1, Fail::Never, &t),
+    );
     let engine = e.seal().unwrap();
     let s = setup();
     apply(&engine, &s, 1).await;
     let req = ApplyRequest::default();
     let err = engine::apply(&engine, &s.env, &req).await.unwrap_err();
-    assert!(err.to_string().contains("pass --resume to continue it or --fresh"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("pass --resume to continue it or --fresh"),
+        "{err}"
+    );
 }
 
 #[test]
 fn seal_reports_every_cycle_unknown_dependency_and_phase_inversion_at_once() {
     let t = Arc::new(Tracker::default());
-    let p = |id: &str| Probe::new(id, 0, Fail::Never, &t);
+    let p = |id: &str| Probe::arc(id, 0, Fail::Never, &t);
     let mut e = Engine::new();
     e.add("a", Phase::Infrastructure, &["b"], p("a"))
         .add("b", Phase::Infrastructure, &["a"], p("b"))
@@ -316,7 +504,11 @@ fn seal_reports_every_cycle_unknown_dependency_and_phase_inversion_at_once() {
         .add("late", Phase::Apps, &[], p("late"))
         .add("a", Phase::Apps, &[], p("a"));
     let errors = e.seal().unwrap_err();
-    let cycles: Vec<_> = errors.problems.iter().filter(|p| matches!(p, GraphProblem::Cycle { .. })).collect();
+    let cycles: Vec<_> = errors
+        .problems
+        .iter()
+        .filter(|p| matches!(p, GraphProblem::Cycle { .. }))
+        .collect();
     assert_eq!(cycles.len(), 2, "{errors}");
     assert!(errors.problems.contains(&GraphProblem::Cycle {
         steps: vec!["a".into(), "b".into()],
@@ -324,17 +516,30 @@ fn seal_reports_every_cycle_unknown_dependency_and_phase_inversion_at_once() {
     }));
     assert!(errors.problems.contains(&GraphProblem::Cycle {
         steps: vec!["c".into(), "d".into(), "e".into()],
-        edges: vec![("c".into(), "e".into()), ("d".into(), "c".into()), ("e".into(), "d".into())],
+        edges: vec![
+            ("c".into(), "e".into()),
+            ("d".into(), "c".into()),
+            ("e".into(), "d".into())
+        ],
     }));
     assert!(errors.problems.contains(&GraphProblem::UnknownDependency {
         step: "f".into(),
         dependency: "vault.intt".into(),
         suggestion: Some("vault.init".into()),
     }));
-    assert!(errors.problems.iter().any(|p| matches!(p, GraphProblem::LaterPhaseDependency { step, .. } if step.as_str() == "g")));
-    assert!(errors.problems.contains(&GraphProblem::DuplicateStep { id: "a".into() }));
+    assert!(errors.problems.iter().any(
+        |p| matches!(p, GraphProblem::LaterPhaseDependency { step, .. } if step.as_str() == "g")
+    ));
+    assert!(
+        errors
+            .problems
+            .contains(&GraphProblem::DuplicateStep { id: "a".into() })
+    );
     let text = errors.to_string();
-    assert!(text.contains("dependency cycle between c, d, e; edges: c -> e, d -> c, e -> d"), "{text}");
+    assert!(
+        text.contains("dependency cycle between c, d, e; edges: c -> e, d -> c, e -> d"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -347,7 +552,13 @@ fn the_real_registry_is_a_valid_five_phase_dag() {
         assert!(engine.phase_nodes(phase).count() > 0, "{phase} is empty");
     }
     let users = engine.secret_users();
-    assert_eq!(users["KS_TEST_TOKEN"].iter().map(|s| s.as_str()).collect::<Vec<_>>(), vec!["flux.source", "secrets.terraform"]);
+    assert_eq!(
+        users["KS_TEST_TOKEN"]
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>(),
+        vec!["flux.source", "secrets.terraform"]
+    );
 }
 
 #[tokio::test]
@@ -356,11 +567,25 @@ async fn unimplemented_steps_fail_clearly_and_permanently() {
     let pb = common::playbook_in(dir.path(), common::MINIMAL);
     let engine = kubestrap::steps::build(&pb).unwrap();
     let env = RunEnv::new(pb);
-    let req = ApplyRequest { checkpoint: CheckpointMode::Fresh, only: Vec::new(), concurrency: 4 };
+    let req = ApplyRequest {
+        checkpoint: CheckpointMode::Fresh,
+        only: Vec::new(),
+        concurrency: 4,
+    };
     let report = engine::apply(&engine, &env, &req).await.unwrap();
     assert_eq!(report.status, RunStatus::Failed);
-    assert_eq!(report.steps.len(), 1, "nothing may start after the first failure");
+    assert_eq!(
+        report.steps.len(),
+        1,
+        "nothing may start after the first failure"
+    );
     let first = &report.steps[0];
     assert_eq!((first.step.as_str(), first.attempts), ("k3s.install", 1));
-    assert!(first.error.as_deref().unwrap().contains("not implemented yet"));
+    assert!(
+        first
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("not implemented yet")
+    );
 }

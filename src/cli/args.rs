@@ -36,7 +36,12 @@ pub enum Command {
 #[derive(Debug, Args, Clone)]
 pub struct Common {
     /// The playbook.
-    #[arg(short = 'p', long = "playbook", default_value = "kubestrap.toml", value_name = "PLAYBOOK")]
+    #[arg(
+        short = 'p',
+        long = "playbook",
+        default_value = "kubestrap.toml",
+        value_name = "PLAYBOOK"
+    )]
     pub playbook: PathBuf,
     /// Kubeconfig file; wins over the playbook's and over KUBECONFIG (as with kubectl).
     #[arg(long, value_name = "FILE")]

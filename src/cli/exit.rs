@@ -103,9 +103,11 @@ impl CliError {
     #[must_use]
     pub fn exit_status(&self) -> ExitStatus {
         match self {
-            Self::Playbook(_) | Self::Graph(_) | Self::Synthetic(_) | Self::Capture(_) | Self::MissingSecrets(_) => {
-                ExitStatus::BadInput
-            }
+            Self::Playbook(_)
+            | Self::Graph(_)
+            | Self::Synthetic(_)
+            | Self::Capture(_)
+            | Self::MissingSecrets(_) => ExitStatus::BadInput,
             Self::Apply(e) => match e {
                 ApplyError::Lock(LockError::Held { .. }) => ExitStatus::Refused,
                 ApplyError::Lock(LockError::Io { .. }) => ExitStatus::StepFailed,

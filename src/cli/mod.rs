@@ -17,7 +17,8 @@ pub use args::{ApplyArgs, Cli, Command, Common, Format, PlanArgs, PlanFormat, St
 pub use exit::{CliError, ExitStatus};
 
 use crate::engine::{
-    self, ApplyRequest, Built, CheckpointMode, Engine, KubeAccess, RunEnv, RunStatus, StepId, StepStatus,
+    self, ApplyRequest, Built, CheckpointMode, Engine, KubeAccess, RunEnv, RunStatus, StepId,
+    StepStatus,
 };
 use crate::output;
 use crate::playbook::{LoadedPlaybook, Playbook};
@@ -32,10 +33,13 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(status) => status.into(),
         // `kubestrap plan | head`: the reader left; not an error worth a message.
-        Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitStatus::Success.into(),
+        Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitStatus::Success.into()
+        }
         Err(err) => {
             let text = err.to_string();
-            let text = secrets::redact::global().map_or_else(|| text.clone(), |r| r.redact(&text).into_owned());
+            let text = secrets::redact::global()
+                .map_or_else(|| text.clone(), |r| r.redact(&text).into_owned());
             eprintln!("error: {}", text.trim_end());
             err.exit_status().into()
         }
@@ -95,10 +99,16 @@ fn check_required(
     only: &[String],
 ) -> Result<(), CliError> {
     let users = engine.secret_users();
-    let mut needed: BTreeSet<&str> =
-        pb.playbook.secrets.iter().filter(|s| s.required).map(|s| s.env.as_str()).collect();
+    let mut needed: BTreeSet<&str> = pb
+        .playbook
+        .secrets
+        .iter()
+        .filter(|s| s.required)
+        .map(|s| s.env.as_str())
+        .collect();
     needed.extend(users.keys().map(String::as_str));
-    let selected: Option<BTreeSet<&str>> = (!only.is_empty()).then(|| only.iter().map(String::as_str).collect());
+    let selected: Option<BTreeSet<&str>> =
+        (!only.is_empty()).then(|| only.iter().map(String::as_str).collect());
     let mut missing = Vec::new();
     for env in needed {
         if store.contains(env) {
@@ -106,20 +116,36 @@ fn check_required(
         }
         let steps: Vec<StepId> = users
             .get(env)
-            .map(|s| s.iter().filter(|id| selected.as_ref().is_none_or(|sel| sel.contains(id.as_str()))).cloned().collect())
+            .map(|s| {
+                s.iter()
+                    .filter(|id| {
+                        selected
+                            .as_ref()
+                            .is_none_or(|sel| sel.contains(id.as_str()))
+                    })
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         if selected.is_some() && steps.is_empty() {
             continue;
         }
         missing.push((env.to_owned(), steps));
     }
-    if missing.is_empty() { Ok(()) } else { Err(CliError::MissingSecrets(missing)) }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::MissingSecrets(missing))
+    }
 }
 
 fn kube_access(common: &Common, pb: &LoadedPlaybook) -> KubeAccess {
     KubeAccess::new(
         kubeconfig_path(common, pb),
-        common.context.clone().or_else(|| pb.playbook.cluster.context.clone()),
+        common
+            .context
+            .clone()
+            .or_else(|| pb.playbook.cluster.context.clone()),
     )
 }
 
@@ -130,13 +156,17 @@ fn kubeconfig_path(common: &Common, pb: &LoadedPlaybook) -> Option<PathBuf> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(CliError::Runtime)
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
 }
 
 /// Cancel `token` on SIGINT or SIGTERM: running steps are interrupted, nothing new starts.
 fn watch_signals(token: tokio_util::sync::CancellationToken) {
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let terminated = async {
             match term.as_mut() {
                 Some(t) => {
@@ -172,7 +202,11 @@ fn plan_cmd(common: &Common, format: PlanFormat) -> Result<ExitStatus, CliError>
         PlanFormat::Dot => output::render_dot(&plan, &mut out),
     }
     .map_err(CliError::Output)?;
-    Ok(if plan.has_errors() { ExitStatus::StepFailed } else { ExitStatus::Success })
+    Ok(if plan.has_errors() {
+        ExitStatus::StepFailed
+    } else {
+        ExitStatus::Success
+    })
 }
 
 fn apply_cmd(a: &ApplyArgs) -> Result<ExitStatus, CliError> {
@@ -183,10 +217,13 @@ fn apply_cmd(a: &ApplyArgs) -> Result<ExitStatus, CliError> {
     secrets::redact::install_global(Arc::clone(&redactor));
     let kube = kube_access(&a.common, &pb);
     let rt = runtime()?;
-    let env = RunEnv::new(pb).with_kube(Arc::new(kube)).with_secrets(Arc::new(store), redactor);
+    let env = RunEnv::new(pb)
+        .with_kube(Arc::new(kube))
+        .with_secrets(Arc::new(store), redactor);
     let tty = match a.output {
         Format::Json => {
-            env.events.subscribe(Box::new(output::JsonLines::new(std::io::stdout())));
+            env.events
+                .subscribe(Box::new(output::JsonLines::new(std::io::stdout())));
             None
         }
         Format::Text if std::io::stderr().is_terminal() => {
@@ -195,7 +232,8 @@ fn apply_cmd(a: &ApplyArgs) -> Result<ExitStatus, CliError> {
             Some(p)
         }
         Format::Text => {
-            env.events.subscribe(Box::new(output::PlainLines::new(std::io::stderr())));
+            env.events
+                .subscribe(Box::new(output::PlainLines::new(std::io::stderr())));
             None
         }
     };
@@ -228,8 +266,13 @@ fn apply_cmd(a: &ApplyArgs) -> Result<ExitStatus, CliError> {
         result
     })?;
     if a.output == Format::Text {
-        let selected = if a.only.is_empty() { engine.len() } else { a.only.len() };
-        output::render_summary(&report, selected, &mut std::io::stdout().lock()).map_err(CliError::Output)?;
+        let selected = if a.only.is_empty() {
+            engine.len()
+        } else {
+            a.only.len()
+        };
+        output::render_summary(&report, selected, &mut std::io::stdout().lock())
+            .map_err(CliError::Output)?;
     }
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(match report.status {
@@ -248,38 +291,70 @@ fn status_cmd(a: &StatusArgs) -> Result<ExitStatus, CliError> {
     let report = engine::status(&engine, &env)?;
     let mut out = std::io::stdout().lock();
     let written = match a.output {
-        Format::Json => serde_json::to_writer_pretty(&mut out, &output::StatusDoc::new(&report, kubeconfig))
-            .map_err(std::io::Error::other)
-            .and_then(|()| writeln!(out)),
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &output::StatusDoc::new(&report, kubeconfig))
+                .map_err(std::io::Error::other)
+                .and_then(|()| writeln!(out))
+        }
         Format::Text => render_status_text(&report, &env, &mut out),
     };
     written.map_err(CliError::Output)?;
     Ok(ExitStatus::Success)
 }
 
-fn render_status_text(report: &engine::StatusReport, env: &RunEnv, out: &mut impl Write) -> std::io::Result<()> {
+fn render_status_text(
+    report: &engine::StatusReport,
+    env: &RunEnv,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     let path = engine::Checkpoint::path_in(&env.playbook.cluster_dir());
     if report.has_checkpoint {
-        writeln!(out, "cluster {} (checkpoint {})", report.cluster, path.display())?;
+        writeln!(
+            out,
+            "cluster {} (checkpoint {})",
+            report.cluster,
+            path.display()
+        )?;
     } else {
-        writeln!(out, "cluster {}: no checkpoint yet (nothing applied)", report.cluster)?;
+        writeln!(
+            out,
+            "cluster {}: no checkpoint yet (nothing applied)",
+            report.cluster
+        )?;
     }
     if report.playbook_changed {
-        writeln!(out, "note: the playbook changed since the checkpoint was written")?;
+        writeln!(
+            out,
+            "note: the playbook changed since the checkpoint was written"
+        )?;
     }
-    writeln!(out, "{:<16} {:<30} {:<12} ATTEMPTS", "PHASE", "STEP", "STATUS")?;
+    writeln!(
+        out,
+        "{:<16} {:<30} {:<12} ATTEMPTS",
+        "PHASE", "STEP", "STATUS"
+    )?;
     for s in &report.steps {
         let mut status = engine::status_name(s.status).to_owned();
         if s.inputs_changed {
             status.push('*');
         }
-        writeln!(out, "{:<16} {:<30} {:<12} {}", s.phase.name(), s.id, status, s.attempts)?;
+        writeln!(
+            out,
+            "{:<16} {:<30} {:<12} {}",
+            s.phase.name(),
+            s.id,
+            status,
+            s.attempts
+        )?;
         if let (StepStatus::Failed | StepStatus::Interrupted, Some(e)) = (s.status, &s.last_error) {
             writeln!(out, "{:<16} {e}", "")?;
         }
     }
     if report.steps.iter().any(|s| s.inputs_changed) {
-        writeln!(out, "* inputs changed since recorded: `apply --resume` applies it again")?;
+        writeln!(
+            out,
+            "* inputs changed since recorded: `apply --resume` applies it again"
+        )?;
     }
     Ok(())
 }

@@ -154,9 +154,17 @@ impl Checkpoint {
         let bytes = match fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(CheckpointError::Io { path: path.to_owned(), source }),
+            Err(source) => {
+                return Err(CheckpointError::Io {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
         };
-        let corrupt = |reason: String| CheckpointError::Corrupt { path: path.to_owned(), reason };
+        let corrupt = |reason: String| CheckpointError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        };
         let value: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("not JSON: {e}")))?;
         let version = value
@@ -164,9 +172,14 @@ impl Checkpoint {
             .and_then(serde_json::Value::as_u64)
             .ok_or_else(|| corrupt("no numeric \"version\" field".into()))?;
         if version > u64::from(CHECKPOINT_VERSION) {
-            return Err(CheckpointError::Newer { path: path.to_owned(), found: version });
+            return Err(CheckpointError::Newer {
+                path: path.to_owned(),
+                found: version,
+            });
         }
-        serde_json::from_value(value).map(Some).map_err(|e| corrupt(e.to_string()))
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| corrupt(e.to_string()))
     }
 
     /// Write atomically to `path`: 0700 parent directory, 0600 temp file, fsync, rename, fsync
@@ -179,7 +192,10 @@ impl Checkpoint {
             path: path.to_owned(),
             source: std::io::Error::other(e),
         })?;
-        write_atomic(path, &bytes).map_err(|source| CheckpointError::Io { path: path.to_owned(), source })
+        write_atomic(path, &bytes).map_err(|source| CheckpointError::Io {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// Steps whose recorded inputs differ from the current DAG's (inputs changed since).
@@ -187,7 +203,11 @@ impl Checkpoint {
     pub fn changed_steps(&self, engine: &Engine<Built>) -> Vec<StepId> {
         engine
             .nodes()
-            .filter(|n| self.steps.get(&n.id).is_some_and(|r| r.input_hash != n.input_hash))
+            .filter(|n| {
+                self.steps
+                    .get(&n.id)
+                    .is_some_and(|r| r.input_hash != n.input_hash)
+            })
             .map(|n| n.id.clone())
             .collect()
     }
@@ -198,7 +218,10 @@ impl Checkpoint {
 /// # Errors
 /// IO errors.
 pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let perms = fs::metadata(dir)?.permissions();
     if perms.mode() & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
@@ -209,10 +232,18 @@ pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     ensure_private_dir(dir)?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
@@ -234,7 +265,9 @@ pub struct CheckpointWriter {
 
 impl std::fmt::Debug for CheckpointWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckpointWriter").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("CheckpointWriter")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -242,31 +275,47 @@ impl CheckpointWriter {
     /// A writer continuing `checkpoint` at `path` for the steps of `engine`.
     #[must_use]
     pub fn new(path: PathBuf, checkpoint: Checkpoint, engine: &Engine<Built>) -> Self {
-        let meta = engine.nodes().map(|n| (n.id.clone(), (n.phase, n.input_hash.clone()))).collect();
-        Self { path, checkpoint, meta }
+        let meta = engine
+            .nodes()
+            .map(|n| (n.id.clone(), (n.phase, n.input_hash.clone())))
+            .collect();
+        Self {
+            path,
+            checkpoint,
+            meta,
+        }
     }
 
     fn record(&mut self, step: &StepId) -> &mut StepRecord {
-        let (phase, input_hash) = self.meta.get(step).cloned().unwrap_or((Phase::Verify, String::new()));
-        self.checkpoint.steps.entry(step.clone()).or_insert_with(|| StepRecord {
-            status: StepStatus::Pending,
-            phase,
-            input_hash,
-            attempts: 0,
-            started_at: None,
-            finished_at: None,
-            duration_ms: None,
-            changed: None,
-            outputs: serde_json::Value::Null,
-            last_error: None,
-        })
+        let (phase, input_hash) = self
+            .meta
+            .get(step)
+            .cloned()
+            .unwrap_or((Phase::Verify, String::new()));
+        self.checkpoint
+            .steps
+            .entry(step.clone())
+            .or_insert_with(|| StepRecord {
+                status: StepStatus::Pending,
+                phase,
+                input_hash,
+                attempts: 0,
+                started_at: None,
+                finished_at: None,
+                duration_ms: None,
+                changed: None,
+                outputs: serde_json::Value::Null,
+                last_error: None,
+            })
     }
 
     fn save(&mut self) -> Result<(), SubscriberError> {
         self.checkpoint.updated_at = Timestamp::now();
-        self.checkpoint
-            .save(&self.path)
-            .map_err(|e| SubscriberError(format!("{e}; the run was stopped so no work goes unrecorded")))
+        self.checkpoint.save(&self.path).map_err(|e| {
+            SubscriberError(format!(
+                "{e}; the run was stopped so no work goes unrecorded"
+            ))
+        })
     }
 }
 

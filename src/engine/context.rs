@@ -37,7 +37,10 @@ impl RunEnv {
     /// A run environment with no secrets, no subscribers and kubectl-default cluster access.
     #[must_use]
     pub fn new(playbook: LoadedPlaybook) -> Self {
-        let kube = KubeAccess::new(playbook.kubeconfig(), playbook.playbook.cluster.context.clone());
+        let kube = KubeAccess::new(
+            playbook.kubeconfig(),
+            playbook.playbook.cluster.context.clone(),
+        );
         Self {
             playbook: Arc::new(playbook),
             kube: Arc::new(kube),
@@ -88,7 +91,14 @@ impl StepContext {
         outputs: BTreeMap<StepId, serde_json::Value>,
         cancel: CancellationToken,
     ) -> Self {
-        Self { env, step, mode, outputs, started: Instant::now(), cancel }
+        Self {
+            env,
+            step,
+            mode,
+            outputs,
+            started: Instant::now(),
+            cancel,
+        }
     }
 
     /// This step's id.
@@ -123,10 +133,16 @@ impl StepContext {
     /// Permanent [`StepError`] when `dep` is not a dependency or its outputs have another shape.
     pub fn output<T: DeserializeOwned>(&self, dep: &str) -> Result<T, StepError> {
         let value = self.outputs.get(dep).ok_or_else(|| {
-            StepError::permanent(format!("step {} read outputs of {dep}, which is not one of its dependencies", self.step))
+            StepError::permanent(format!(
+                "step {} read outputs of {dep}, which is not one of its dependencies",
+                self.step
+            ))
         })?;
         serde_json::from_value(value.clone()).map_err(|e| {
-            StepError::permanent(format!("outputs of {dep} do not have the shape {} expects: {e}", self.step))
+            StepError::permanent(format!(
+                "outputs of {dep} do not have the shape {} expects: {e}",
+                self.step
+            ))
         })
     }
 
@@ -154,7 +170,9 @@ impl StepContext {
     /// Permanent [`StepError`] when it was not captured (not exported, or a `plan` run).
     pub fn secret(&self, env: &str) -> Result<&SecretString, StepError> {
         self.env.secrets.get(env).ok_or_else(|| {
-            StepError::permanent(format!("secret {env} was not captured: export it and run `kubestrap apply` again"))
+            StepError::permanent(format!(
+                "secret {env} was not captured: export it and run `kubestrap apply` again"
+            ))
         })
     }
 

@@ -206,7 +206,10 @@ impl EventBus {
     /// Deliver `event` to every subscriber, in subscription order.
     pub fn emit(&self, event: &RunEvent) {
         let mut state = self.lock();
-        let BusState { subscribers, failure } = &mut *state;
+        let BusState {
+            subscribers,
+            failure,
+        } = &mut *state;
         for s in subscribers.iter_mut() {
             if let Err(e) = s.on_event(event)
                 && failure.is_none()
@@ -242,7 +245,10 @@ impl Recorder {
     /// A copy of everything recorded so far.
     #[must_use]
     pub fn events(&self) -> Vec<RunEvent> {
-        self.events.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// A subscriber feeding this recorder.
@@ -254,7 +260,10 @@ impl Recorder {
 
 impl Subscriber for Recorder {
     fn on_event(&mut self, event: &RunEvent) -> Result<(), SubscriberError> {
-        self.events.lock().unwrap_or_else(PoisonError::into_inner).push(event.clone());
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(event.clone());
         Ok(())
     }
 }

@@ -26,7 +26,10 @@ pub(crate) struct ApplyExecutor {
 pub(crate) struct PlanExecutor;
 
 /// Run `fut` unless `ctx` is cancelled first.
-async fn or_cancelled<T>(ctx: &StepContext, fut: impl Future<Output = Result<T, StepError>>) -> Result<T, StepError> {
+async fn or_cancelled<T>(
+    ctx: &StepContext,
+    fut: impl Future<Output = Result<T, StepError>>,
+) -> Result<T, StepError> {
     tokio::select! {
         biased;
         () = ctx.cancellation().cancelled() => Err(StepError::Cancelled),
@@ -55,9 +58,16 @@ impl ApplyExecutor {
     }
 
     /// `Some(report)` when the prior result still holds.
-    async fn verify_prior(&self, node: &Node, ctx: &StepContext, started: Instant) -> Option<StepReport> {
+    async fn verify_prior(
+        &self,
+        node: &Node,
+        ctx: &StepContext,
+        started: Instant,
+    ) -> Option<StepReport> {
         let prior = self.prior.get(&node.id)?;
-        self.env.emit(&RunEvent::StepVerifying { step: node.id.clone() });
+        self.env.emit(&RunEvent::StepVerifying {
+            step: node.id.clone(),
+        });
         let reason = match or_cancelled(ctx, node.step.verify(ctx)).await {
             Ok(Verified::Holds) => {
                 let mut r = report(node, StepEnd::Skipped, started, 0);
@@ -72,7 +82,10 @@ impl ApplyExecutor {
             }
             Err(e) => format!("verification failed: {}", self.redact(&e)),
         };
-        self.env.emit(&RunEvent::StepVerifyFailed { step: node.id.clone(), reason });
+        self.env.emit(&RunEvent::StepVerifyFailed {
+            step: node.id.clone(),
+            reason,
+        });
         None
     }
 }
@@ -88,8 +101,13 @@ impl Executor for ApplyExecutor {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            self.env.emit(&RunEvent::StepStarted { step: node.id.clone(), phase: node.phase, attempt });
-            let result: Result<StepOutcome, StepError> = or_cancelled(&ctx, node.step.apply(&ctx)).await;
+            self.env.emit(&RunEvent::StepStarted {
+                step: node.id.clone(),
+                phase: node.phase,
+                attempt,
+            });
+            let result: Result<StepOutcome, StepError> =
+                or_cancelled(&ctx, node.step.apply(&ctx)).await;
             let err = match result {
                 Ok(outcome) => {
                     let mut r = report(&node, StepEnd::Done, started, attempt);
@@ -119,7 +137,12 @@ impl Executor for ApplyExecutor {
                 });
                 return r;
             };
-            self.env.emit(&RunEvent::StepRetrying { step: node.id.clone(), attempt, error: message, delay });
+            self.env.emit(&RunEvent::StepRetrying {
+                step: node.id.clone(),
+                attempt,
+                error: message,
+                delay,
+            });
             let slept = or_cancelled(&ctx, async {
                 tokio::time::sleep(delay).await;
                 Ok(())

@@ -92,21 +92,35 @@ impl fmt::Display for GraphProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::DuplicateStep { id } => write!(f, "step {id} is registered twice"),
-            Self::UnknownDependency { step, dependency, suggestion } => {
+            Self::UnknownDependency {
+                step,
+                dependency,
+                suggestion,
+            } => {
                 write!(f, "step {step} depends on unknown step {dependency}")?;
                 if let Some(s) = suggestion {
                     write!(f, " (did you mean {s}?)")?;
                 }
                 Ok(())
             }
-            Self::LaterPhaseDependency { step, phase, dependency, dependency_phase } => write!(
+            Self::LaterPhaseDependency {
+                step,
+                phase,
+                dependency,
+                dependency_phase,
+            } => write!(
                 f,
                 "step {step} (phase {phase}) depends on {dependency} from the later phase {dependency_phase}"
             ),
             Self::Cycle { steps, edges } => {
                 let names: Vec<_> = steps.iter().map(StepId::as_str).collect();
                 let edges: Vec<_> = edges.iter().map(|(a, b)| format!("{a} -> {b}")).collect();
-                write!(f, "dependency cycle between {}; edges: {}", names.join(", "), edges.join(", "))
+                write!(
+                    f,
+                    "dependency cycle between {}; edges: {}",
+                    names.join(", "),
+                    edges.join(", ")
+                )
             }
         }
     }
@@ -121,7 +135,11 @@ pub struct GraphErrors {
 
 impl fmt::Display for GraphErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "the step graph is invalid ({} problem(s)):", self.problems.len())?;
+        writeln!(
+            f,
+            "the step graph is invalid ({} problem(s)):",
+            self.problems.len()
+        )?;
         for p in &self.problems {
             writeln!(f, "  {p}")?;
         }
@@ -139,7 +157,11 @@ impl Engine<Building> {
     /// An empty DAG.
     #[must_use]
     pub fn new() -> Self {
-        Self { graph: DiGraph::new(), ids: HashMap::new(), state: Building::default() }
+        Self {
+            graph: DiGraph::new(),
+            ids: HashMap::new(),
+            state: Building::default(),
+        }
     }
 
     /// Register `step` as `id` in `phase`, after `depends_on`.
@@ -174,8 +196,12 @@ impl Engine<Building> {
     /// # Errors
     /// [`GraphErrors`] listing every problem, sorted.
     pub fn seal(mut self) -> Result<Engine<Built>, GraphErrors> {
-        let mut problems: Vec<GraphProblem> =
-            self.state.duplicates.iter().map(|id| GraphProblem::DuplicateStep { id: id.clone() }).collect();
+        let mut problems: Vec<GraphProblem> = self
+            .state
+            .duplicates
+            .iter()
+            .map(|id| GraphProblem::DuplicateStep { id: id.clone() })
+            .collect();
         let all_ids: Vec<&str> = self.graph.node_weights().map(|n| n.id.as_str()).collect();
         let mut edges = Vec::new();
         for index in self.graph.node_indices() {
@@ -206,36 +232,54 @@ impl Engine<Building> {
             self.graph.update_edge(from, to, ());
         }
         for component in tarjan_scc(&self.graph) {
-            let is_cycle = component.len() > 1
-                || self.graph.find_edge(component[0], component[0]).is_some();
+            let is_cycle =
+                component.len() > 1 || self.graph.find_edge(component[0], component[0]).is_some();
             if !is_cycle {
                 continue;
             }
             let members: BTreeSet<NodeIndex> = component.iter().copied().collect();
-            let mut steps: Vec<StepId> = component.iter().map(|&i| self.graph[i].id.clone()).collect();
+            let mut steps: Vec<StepId> = component
+                .iter()
+                .map(|&i| self.graph[i].id.clone())
+                .collect();
             steps.sort();
             let mut cycle_edges: Vec<(StepId, StepId)> = self
                 .graph
                 .edge_references()
                 .filter(|e| members.contains(&e.source()) && members.contains(&e.target()))
-                .map(|e| (self.graph[e.target()].id.clone(), self.graph[e.source()].id.clone()))
+                .map(|e| {
+                    (
+                        self.graph[e.target()].id.clone(),
+                        self.graph[e.source()].id.clone(),
+                    )
+                })
                 .collect();
             cycle_edges.sort();
-            problems.push(GraphProblem::Cycle { steps, edges: cycle_edges });
+            problems.push(GraphProblem::Cycle {
+                steps,
+                edges: cycle_edges,
+            });
         }
         if !problems.is_empty() {
             problems.sort();
             return Err(GraphErrors { problems });
         }
         let order = self.run_order();
-        Ok(Engine { graph: self.graph, ids: self.ids, state: Built { order } })
+        Ok(Engine {
+            graph: self.graph,
+            ids: self.ids,
+            state: Built { order },
+        })
     }
 
     /// Kahn's algorithm; ready nodes are taken by (phase, registration index) so the order is
     /// stable and phase-major. Only called on an acyclic graph.
     fn run_order(&self) -> Vec<NodeIndex> {
-        let mut indegree: Vec<usize> =
-            self.graph.node_indices().map(|i| self.graph.neighbors_directed(i, petgraph::Incoming).count()).collect();
+        let mut indegree: Vec<usize> = self
+            .graph
+            .node_indices()
+            .map(|i| self.graph.neighbors_directed(i, petgraph::Incoming).count())
+            .collect();
         let mut ready: BinaryHeap<Reverse<(Phase, usize)>> = self
             .graph
             .node_indices()
@@ -292,7 +336,9 @@ impl Engine<Built> {
     /// Every step that `id` depends on, directly or not, sorted.
     #[must_use]
     pub fn transitive_dependencies(&self, id: &str) -> Vec<StepId> {
-        let Some(&start) = self.ids.get(id) else { return Vec::new() };
+        let Some(&start) = self.ids.get(id) else {
+            return Vec::new();
+        };
         let mut seen = BTreeSet::new();
         let mut stack = vec![start];
         while let Some(i) = stack.pop() {
@@ -320,13 +366,21 @@ impl Engine<Built> {
     /// The critical path length given a duration per step (for benchmarks and reports): the
     /// longest chain of dependent durations, with phases as barriers.
     #[must_use]
-    pub fn critical_path(&self, duration: impl Fn(&Node) -> std::time::Duration) -> std::time::Duration {
+    pub fn critical_path(
+        &self,
+        duration: impl Fn(&Node) -> std::time::Duration,
+    ) -> std::time::Duration {
         let mut finish: HashMap<NodeIndex, std::time::Duration> = HashMap::new();
         let mut phase_start = std::time::Duration::ZERO;
         let mut total = std::time::Duration::ZERO;
         for phase in Phase::ALL {
             let mut phase_end = phase_start;
-            for &i in self.state.order.iter().filter(|&&i| self.graph[i].phase == phase) {
+            for &i in self
+                .state
+                .order
+                .iter()
+                .filter(|&&i| self.graph[i].phase == phase)
+            {
                 let start = self
                     .graph
                     .neighbors_directed(i, petgraph::Incoming)

@@ -48,13 +48,21 @@ impl KubeAccess {
     /// Access through `kubeconfig` (or kubectl's defaults when `None`) and `context`.
     #[must_use]
     pub fn new(kubeconfig: Option<PathBuf>, context: Option<String>) -> Self {
-        Self { kubeconfig, context, client: OnceCell::new() }
+        Self {
+            kubeconfig,
+            context,
+            client: OnceCell::new(),
+        }
     }
 
     /// Access through an existing client (tests, or a client built elsewhere).
     #[must_use]
     pub fn with_client(client: kube::Client) -> Self {
-        Self { kubeconfig: None, context: None, client: OnceCell::new_with(Some(client)) }
+        Self {
+            kubeconfig: None,
+            context: None,
+            client: OnceCell::new_with(Some(client)),
+        }
     }
 
     /// The kubeconfig path in use, when one was named explicitly.
@@ -77,14 +85,20 @@ impl KubeAccess {
             Some(path) => kube::config::Kubeconfig::read_from(path),
             None => kube::config::Kubeconfig::read(),
         }
-        .map_err(|source| KubeAccessError::Kubeconfig { path: self.kubeconfig.clone(), source })?;
+        .map_err(|source| KubeAccessError::Kubeconfig {
+            path: self.kubeconfig.clone(),
+            source,
+        })?;
         let options = kube::config::KubeConfigOptions {
             context: self.context.clone(),
             ..Default::default()
         };
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
-            .map_err(|source| KubeAccessError::Kubeconfig { path: self.kubeconfig.clone(), source })?;
+            .map_err(|source| KubeAccessError::Kubeconfig {
+                path: self.kubeconfig.clone(),
+                source,
+            })?;
         kube::Client::try_from(config).map_err(KubeAccessError::Client)
     }
 }

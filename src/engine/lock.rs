@@ -61,7 +61,10 @@ impl RunLock {
     /// [`LockError::Held`] while a live process holds it; [`LockError::Io`] otherwise.
     pub fn acquire(cluster_dir: &Path) -> Result<Acquired, LockError> {
         let path = cluster_dir.join(LOCK_FILE);
-        let io = |source| LockError::Io { path: path.clone(), source };
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
         ensure_private_dir(cluster_dir).map_err(io)?;
         let mut file = OpenOptions::new()
             .read(true)
@@ -76,7 +79,10 @@ impl RunLock {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let _ = file.read_to_string(&mut previous);
-                return Err(LockError::Held { path, holder: holder_pid(&previous) });
+                return Err(LockError::Held {
+                    path,
+                    holder: holder_pid(&previous),
+                });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
@@ -84,9 +90,18 @@ impl RunLock {
         let reclaimed_from = (!previous.trim().is_empty()).then(|| holder_pid(&previous));
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
-        writeln!(file, "pid={}\nstarted_at={}", std::process::id(), jiff::Timestamp::now()).map_err(io)?;
+        writeln!(
+            file,
+            "pid={}\nstarted_at={}",
+            std::process::id(),
+            jiff::Timestamp::now()
+        )
+        .map_err(io)?;
         file.sync_all().map_err(io)?;
-        Ok(Acquired { lock: Self { file, path }, reclaimed_from })
+        Ok(Acquired {
+            lock: Self { file, path },
+            reclaimed_from,
+        })
     }
 
     /// The lock file.
@@ -121,12 +136,17 @@ mod tests {
         let first = RunLock::acquire(dir.path()).unwrap();
         assert!(first.reclaimed_from.is_none());
         match RunLock::acquire(dir.path()) {
-            Err(LockError::Held { holder, .. }) => assert_eq!(holder, std::process::id().to_string()),
+            Err(LockError::Held { holder, .. }) => {
+                assert_eq!(holder, std::process::id().to_string())
+            }
             other => panic!("expected Held, got {other:?}"),
         }
         drop(first);
         let again = RunLock::acquire(dir.path()).unwrap();
-        assert!(again.reclaimed_from.is_none(), "a clean release leaves nothing to reclaim");
+        assert!(
+            again.reclaimed_from.is_none(),
+            "a clean release leaves nothing to reclaim"
+        );
     }
 
     #[test]

@@ -21,15 +21,16 @@ mod walk;
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointWriter, StepRecord, StepStatus};
 pub use context::{RunEnv, StepContext};
 pub use events::{
-    EventBus, Recorder, RunEvent, RunMode, RunStatus, StepEnd, StepReport, Subscriber, SubscriberError,
+    EventBus, Recorder, RunEvent, RunMode, RunStatus, StepEnd, StepReport, Subscriber,
+    SubscriberError,
 };
 pub use graph::{Building, Built, Engine, GraphErrors, GraphProblem, Node};
 pub use kube_access::{KubeAccess, KubeAccessError};
 pub use lock::{LockError, RunLock};
 pub use retry::RetryPolicy;
 pub use session::{
-    ApplyError, ApplyRequest, CheckpointMode, Plan, PlannedStep, StatusReport, StepState, apply, plan,
-    status, status_name,
+    ApplyError, ApplyRequest, CheckpointMode, Plan, PlannedStep, StatusReport, StepState, apply,
+    plan, status, status_name,
 };
 pub use step::{Action, BoxError, Op, Phase, Step, StepError, StepId, StepOutcome, Verified};
 pub use walk::RunReport;

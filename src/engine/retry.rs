@@ -52,7 +52,9 @@ impl RetryPolicy {
     pub fn ceiling(&self, next_attempt: u32) -> Duration {
         let exp = next_attempt.saturating_sub(2).min(31);
         let factor = self.multiplier.max(1).saturating_pow(exp);
-        self.initial_delay.saturating_mul(factor).min(self.max_delay)
+        self.initial_delay
+            .saturating_mul(factor)
+            .min(self.max_delay)
     }
 
     /// The delay before attempt `next_attempt`, or `None` when the policy says stop.
@@ -60,14 +62,24 @@ impl RetryPolicy {
     /// Jitter is "equal jitter": half the ceiling plus a random part of the other half, so
     /// concurrent retries spread out but never retry immediately.
     #[must_use]
-    pub fn delay(&self, next_attempt: u32, elapsed: Duration, rng: &mut impl Rng) -> Option<Duration> {
+    pub fn delay(
+        &self,
+        next_attempt: u32,
+        elapsed: Duration,
+        rng: &mut impl Rng,
+    ) -> Option<Duration> {
         if next_attempt > self.max_attempts {
             return None;
         }
         let ceiling = self.ceiling(next_attempt);
         let half = ceiling / 2;
         let jitter_ns = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-        let delay = half + Duration::from_nanos(if jitter_ns == 0 { 0 } else { rng.random_range(0..=jitter_ns) });
+        let delay = half
+            + Duration::from_nanos(if jitter_ns == 0 {
+                0
+            } else {
+                rng.random_range(0..=jitter_ns)
+            });
         (elapsed.saturating_add(delay) <= self.max_elapsed).then_some(delay)
     }
 }
@@ -93,21 +105,34 @@ mod tests {
 
     #[test]
     fn jittered_delay_stays_within_half_and_full_ceiling() {
-        let p = RetryPolicy { max_attempts: 10, ..RetryPolicy::default() };
+        let p = RetryPolicy {
+            max_attempts: 10,
+            ..RetryPolicy::default()
+        };
         let mut rng = StdRng::seed_from_u64(7);
         for attempt in 2..=6 {
             let d = p.delay(attempt, Duration::ZERO, &mut rng).unwrap();
-            assert!(d >= p.ceiling(attempt) / 2 && d <= p.ceiling(attempt), "{d:?}");
+            assert!(
+                d >= p.ceiling(attempt) / 2 && d <= p.ceiling(attempt),
+                "{d:?}"
+            );
         }
     }
 
     #[test]
     fn stops_after_max_attempts_or_max_elapsed() {
-        let p = RetryPolicy { max_attempts: 3, ..RetryPolicy::default() };
+        let p = RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        };
         let mut rng = StdRng::seed_from_u64(1);
         assert!(p.delay(3, Duration::ZERO, &mut rng).is_some());
         assert!(p.delay(4, Duration::ZERO, &mut rng).is_none());
         assert!(p.delay(2, p.max_elapsed, &mut rng).is_none());
-        assert!(RetryPolicy::none().delay(2, Duration::ZERO, &mut rng).is_none());
+        assert!(
+            RetryPolicy::none()
+                .delay(2, Duration::ZERO, &mut rng)
+                .is_none()
+        );
     }
 }

@@ -38,7 +38,11 @@ pub struct ApplyRequest {
 
 impl Default for ApplyRequest {
     fn default() -> Self {
-        Self { checkpoint: CheckpointMode::Default, only: Vec::new(), concurrency: 4 }
+        Self {
+            checkpoint: CheckpointMode::Default,
+            only: Vec::new(),
+            concurrency: 4,
+        }
     }
 }
 
@@ -88,14 +92,20 @@ pub enum ApplyError {
 /// # Errors
 /// [`ApplyError`] when the run cannot start; a started run always returns a [`RunReport`]
 /// (failed steps are in it).
-pub async fn apply(engine: &Engine<Built>, env: &RunEnv, req: &ApplyRequest) -> Result<RunReport, ApplyError> {
+pub async fn apply(
+    engine: &Engine<Built>,
+    env: &RunEnv,
+    req: &ApplyRequest,
+) -> Result<RunReport, ApplyError> {
     let selected = select(engine, &req.only)?;
     let cluster_dir = env.playbook.cluster_dir();
     let acquired = RunLock::acquire(&cluster_dir)?;
     let _lock = acquired.lock;
     if let Some(pid) = acquired.reclaimed_from {
         env.emit(&RunEvent::Warning {
-            message: format!("reclaimed a stale lock left by pid {pid}, which is no longer running"),
+            message: format!(
+                "reclaimed a stale lock left by pid {pid}, which is no longer running"
+            ),
         });
     }
     let path = Checkpoint::path_in(&cluster_dir);
@@ -105,17 +115,26 @@ pub async fn apply(engine: &Engine<Built>, env: &RunEnv, req: &ApplyRequest) -> 
     if let Some(cp) = &existing
         && &cp.cluster != name
     {
-        return Err(ApplyError::ClusterMismatch { path, found: cp.cluster.clone(), expected: name.clone() });
+        return Err(ApplyError::ClusterMismatch {
+            path,
+            found: cp.cluster.clone(),
+            expected: name.clone(),
+        });
     }
     let mut checkpoint = match (req.checkpoint, existing) {
         (CheckpointMode::Fresh, _) | (_, None) => {
             if req.checkpoint == CheckpointMode::Resume {
-                env.emit(&RunEvent::Warning { message: "no checkpoint to resume: starting from the first step".into() });
+                env.emit(&RunEvent::Warning {
+                    message: "no checkpoint to resume: starting from the first step".into(),
+                });
             }
             Checkpoint::new(name, fingerprint)
         }
         (CheckpointMode::Default, Some(cp)) if selected.is_none() => {
-            return Err(ApplyError::CheckpointExists { path, summary: summarize(&cp) });
+            return Err(ApplyError::CheckpointExists {
+                path,
+                summary: summarize(&cp),
+            });
         }
         (_, Some(cp)) => {
             if &cp.playbook_fingerprint != fingerprint {
@@ -123,10 +142,15 @@ pub async fn apply(engine: &Engine<Built>, env: &RunEnv, req: &ApplyRequest) -> 
                 let which = if changed.is_empty() {
                     "no recorded step's inputs changed".to_owned()
                 } else {
-                    format!("these steps' inputs changed and will be applied again: {}", join(&changed))
+                    format!(
+                        "these steps' inputs changed and will be applied again: {}",
+                        join(&changed)
+                    )
                 };
                 env.emit(&RunEvent::Warning {
-                    message: format!("the playbook changed since the checkpoint was written; {which}"),
+                    message: format!(
+                        "the playbook changed since the checkpoint was written; {which}"
+                    ),
                 });
             }
             cp
@@ -137,13 +161,20 @@ pub async fn apply(engine: &Engine<Built>, env: &RunEnv, req: &ApplyRequest) -> 
     let mut prior = HashMap::new();
     let mut known_outputs = BTreeMap::new();
     for node in engine.nodes() {
-        let Some(rec) = checkpoint.steps.get(&node.id) else { continue };
+        let Some(rec) = checkpoint.steps.get(&node.id) else {
+            continue;
+        };
         if rec.status != StepStatus::Done {
             continue;
         }
         known_outputs.insert(node.id.clone(), rec.outputs.clone());
         if rec.input_hash == node.input_hash && selected.is_none() {
-            prior.insert(node.id.clone(), PriorDone { outputs: rec.outputs.clone() });
+            prior.insert(
+                node.id.clone(),
+                PriorDone {
+                    outputs: rec.outputs.clone(),
+                },
+            );
         }
     }
     if let Some(only) = &selected {
@@ -155,12 +186,18 @@ pub async fn apply(engine: &Engine<Built>, env: &RunEnv, req: &ApplyRequest) -> 
         let described: Vec<String> = assumed
             .iter()
             .map(|d| {
-                let status = checkpoint.steps.get(d).map_or(StepStatus::Pending, |r| r.status);
+                let status = checkpoint
+                    .steps
+                    .get(d)
+                    .map_or(StepStatus::Pending, |r| r.status);
                 format!("{d} ({})", status_name(status))
             })
             .collect();
         let message = if described.is_empty() {
-            format!("running only {}; it has no dependencies", join(&only.iter().cloned().collect::<Vec<_>>()))
+            format!(
+                "running only {}; it has no dependencies",
+                join(&only.iter().cloned().collect::<Vec<_>>())
+            )
         } else {
             format!(
                 "running only {}; assuming these dependencies are done: {}",
@@ -171,9 +208,18 @@ pub async fn apply(engine: &Engine<Built>, env: &RunEnv, req: &ApplyRequest) -> 
         env.emit(&RunEvent::Warning { message });
     }
     checkpoint.save(&path)?;
-    env.events.subscribe_first(Box::new(CheckpointWriter::new(path, checkpoint, engine)));
-    let executor = Arc::new(ApplyExecutor { env: env.clone(), prior });
-    let opts = WalkOptions { mode: RunMode::Apply, concurrency: req.concurrency, selected, known_outputs };
+    env.events
+        .subscribe_first(Box::new(CheckpointWriter::new(path, checkpoint, engine)));
+    let executor = Arc::new(ApplyExecutor {
+        env: env.clone(),
+        prior,
+    });
+    let opts = WalkOptions {
+        mode: RunMode::Apply,
+        concurrency: req.concurrency,
+        selected,
+        known_outputs,
+    };
     Ok(walk(engine, env, executor, opts).await)
 }
 
@@ -205,7 +251,10 @@ impl Plan {
     /// Whether some step could not be planned.
     #[must_use]
     pub fn has_errors(&self) -> bool {
-        self.phases.iter().flat_map(|(_, s)| s).any(|s| s.error.is_some())
+        self.phases
+            .iter()
+            .flat_map(|(_, s)| s)
+            .any(|s| s.error.is_some())
     }
 }
 
@@ -237,7 +286,10 @@ pub async fn plan(engine: &Engine<Built>, env: &RunEnv, concurrency: usize) -> P
             _ => phases.push((node.phase, vec![step])),
         }
     }
-    Plan { cluster: env.playbook.playbook.cluster.name.clone(), phases }
+    Plan {
+        cluster: env.playbook.playbook.cluster.name.clone(),
+        phases,
+    }
 }
 
 /// One step's recorded state, for `status`.
@@ -293,7 +345,9 @@ pub fn status(engine: &Engine<Built>, env: &RunEnv) -> Result<StatusReport, Chec
     Ok(StatusReport {
         cluster: env.playbook.playbook.cluster.name.clone(),
         has_checkpoint: cp.is_some(),
-        playbook_changed: cp.as_ref().is_some_and(|c| c.playbook_fingerprint != env.playbook.fingerprint),
+        playbook_changed: cp
+            .as_ref()
+            .is_some_and(|c| c.playbook_fingerprint != env.playbook.fingerprint),
         steps,
     })
 }
@@ -312,7 +366,10 @@ fn select(engine: &Engine<Built>, only: &[String]) -> Result<Option<BTreeSet<Ste
                 .filter(|(s, _)| *s >= 0.8)
                 .max_by(|a, b| a.0.total_cmp(&b.0))
                 .map(|(_, c)| c.to_owned());
-            return Err(ApplyError::UnknownStep { step: step.clone(), suggestion });
+            return Err(ApplyError::UnknownStep {
+                step: step.clone(),
+                suggestion,
+            });
         }
         out.insert(StepId::new(step.clone()));
     }
@@ -325,7 +382,15 @@ fn summarize(cp: &Checkpoint) -> String {
         *counts.entry(status_name(rec.status)).or_default() += 1;
     }
     let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    format!("last written {}: {}", cp.updated_at, if parts.is_empty() { "no steps".into() } else { parts.join(", ") })
+    format!(
+        "last written {}: {}",
+        cp.updated_at,
+        if parts.is_empty() {
+            "no steps".into()
+        } else {
+            parts.join(", ")
+        }
+    )
 }
 
 /// The lowercase name of a status, as in checkpoints and JSON.
@@ -341,5 +406,8 @@ pub const fn status_name(s: StepStatus) -> &'static str {
 }
 
 fn join(ids: &[StepId]) -> String {
-    ids.iter().map(StepId::as_str).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(StepId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

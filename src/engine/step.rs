@@ -67,7 +67,13 @@ pub enum Phase {
 
 impl Phase {
     /// All phases in run order.
-    pub const ALL: [Self; 5] = [Self::Infrastructure, Self::Secrets, Self::GitAuth, Self::Apps, Self::Verify];
+    pub const ALL: [Self; 5] = [
+        Self::Infrastructure,
+        Self::Secrets,
+        Self::GitAuth,
+        Self::Apps,
+        Self::Verify,
+    ];
 
     /// Stable name used in output and checkpoints.
     #[must_use]
@@ -140,7 +146,11 @@ impl Action {
     /// An action of kind `op` on `target`.
     #[must_use]
     pub fn new(op: Op, target: impl Into<String>) -> Self {
-        Self { op, target: target.into(), detail: None }
+        Self {
+            op,
+            target: target.into(),
+            detail: None,
+        }
     }
     /// `+ target`.
     #[must_use]
@@ -189,7 +199,10 @@ impl StepOutcome {
     /// An outcome without outputs.
     #[must_use]
     pub fn new(changed: bool) -> Self {
-        Self { changed, outputs: serde_json::Value::Null }
+        Self {
+            changed,
+            outputs: serde_json::Value::Null,
+        }
     }
 
     /// An outcome with typed outputs.
@@ -258,25 +271,37 @@ impl StepError {
     /// A transient error with a message.
     #[must_use]
     pub fn transient(message: impl Into<String>) -> Self {
-        Self::Transient { message: message.into(), source: None }
+        Self::Transient {
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// A permanent error with a message.
     #[must_use]
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self::Permanent { message: message.into(), source: None }
+        Self::Permanent {
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// A transient error wrapping `source`.
     #[must_use]
     pub fn transient_from(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self::Transient { message: message.into(), source: Some(source.into()) }
+        Self::Transient {
+            message: message.into(),
+            source: Some(source.into()),
+        }
     }
 
     /// A permanent error wrapping `source`.
     #[must_use]
     pub fn permanent_from(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Self::Permanent { message: message.into(), source: Some(source.into()) }
+        Self::Permanent {
+            message: message.into(),
+            source: Some(source.into()),
+        }
     }
 
     /// Whether the retry policy may try again.

@@ -81,7 +81,10 @@ pub(crate) async fn walk<E: Executor>(
     let mut interrupted = false;
 
     for phase in Phase::ALL {
-        let nodes: Vec<&Node> = engine.phase_nodes(phase).filter(|n| is_selected(n)).collect();
+        let nodes: Vec<&Node> = engine
+            .phase_nodes(phase)
+            .filter(|n| is_selected(n))
+            .collect();
         if nodes.is_empty() {
             continue;
         }
@@ -90,12 +93,21 @@ pub(crate) async fn walk<E: Executor>(
             report.status = RunStatus::Interrupted;
             break;
         }
-        env.emit(&RunEvent::PhaseStarted { phase, steps: nodes.len() });
+        env.emit(&RunEvent::PhaseStarted {
+            phase,
+            steps: nodes.len(),
+        });
         let phase_started = Instant::now();
-        let position: HashMap<&StepId, usize> = nodes.iter().enumerate().map(|(i, n)| (&n.id, i)).collect();
+        let position: HashMap<&StepId, usize> =
+            nodes.iter().enumerate().map(|(i, n)| (&n.id, i)).collect();
         let mut waiting: Vec<usize> = nodes
             .iter()
-            .map(|n| n.depends_on.iter().filter(|d| position.contains_key(d)).count())
+            .map(|n| {
+                n.depends_on
+                    .iter()
+                    .filter(|d| position.contains_key(d))
+                    .count()
+            })
             .collect();
         let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
         for (i, n) in nodes.iter().enumerate() {
@@ -105,8 +117,10 @@ pub(crate) async fn walk<E: Executor>(
                 }
             }
         }
-        let mut ready: BinaryHeap<Reverse<usize>> =
-            (0..nodes.len()).filter(|&i| waiting[i] == 0).map(Reverse).collect();
+        let mut ready: BinaryHeap<Reverse<usize>> = (0..nodes.len())
+            .filter(|&i| waiting[i] == 0)
+            .map(Reverse)
+            .collect();
         let mut running = JoinSet::new();
         let mut task_step: HashMap<tokio::task::Id, usize> = HashMap::new();
         let mut finished = 0usize;
@@ -196,10 +210,18 @@ pub(crate) async fn walk<E: Executor>(
         let duration = phase_started.elapsed();
         let complete = finished == nodes.len() && !stopping;
         report.phases.push((phase, duration));
-        env.emit(&RunEvent::PhaseFinished { phase, duration, complete });
+        env.emit(&RunEvent::PhaseFinished {
+            phase,
+            duration,
+            complete,
+        });
         if !complete {
             if report.status == RunStatus::Succeeded {
-                report.status = if interrupted { RunStatus::Interrupted } else { RunStatus::Failed };
+                report.status = if interrupted {
+                    RunStatus::Interrupted
+                } else {
+                    RunStatus::Failed
+                };
             }
             break;
         }
@@ -208,7 +230,10 @@ pub(crate) async fn walk<E: Executor>(
         report.status = RunStatus::Interrupted;
     }
     report.duration = started.elapsed();
-    env.emit(&RunEvent::RunFinished { status: report.status, duration: report.duration });
+    env.emit(&RunEvent::RunFinished {
+        status: report.status,
+        duration: report.duration,
+    });
     if let Some(failure) = env.events.take_failure()
         && report.root_cause.is_none()
     {
@@ -228,7 +253,9 @@ fn panicked(node: &Node, err: &tokio::task::JoinError) -> StepReport {
         attempts: 1,
         duration: Duration::ZERO,
         outputs: serde_json::Value::Null,
-        error: Some(format!("step task ended abnormally ({err}); this is a bug, please report it")),
+        error: Some(format!(
+            "step task ended abnormally ({err}); this is a bug, please report it"
+        )),
         actions: Vec::new(),
     }
 }

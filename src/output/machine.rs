@@ -4,9 +4,7 @@
 
 use serde::Serialize;
 
-use crate::engine::{
-    Op, Plan, RunEvent, RunMode, RunStatus, StatusReport, StepEnd, status_name,
-};
+use crate::engine::{Op, Plan, RunEvent, RunMode, RunStatus, StatusReport, StepEnd, status_name};
 
 /// Version of every JSON document below; bumped on incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -89,14 +87,22 @@ impl<'a> PlanDoc<'a> {
                         actions: s
                             .actions
                             .iter()
-                            .map(|a| ActionDoc { op: op_name(a.op), target: &a.target, detail: a.detail.as_deref() })
+                            .map(|a| ActionDoc {
+                                op: op_name(a.op),
+                                target: &a.target,
+                                detail: a.detail.as_deref(),
+                            })
                             .collect(),
                         error: s.error.as_deref(),
                     })
                     .collect(),
             })
             .collect();
-        Self { version: FORMAT_VERSION, cluster: &plan.cluster, phases }
+        Self {
+            version: FORMAT_VERSION,
+            cluster: &plan.cluster,
+            phases,
+        }
     }
 }
 
@@ -135,7 +141,11 @@ impl<'a> StatusDoc<'a> {
             steps: report
                 .steps
                 .iter()
-                .map(|s| StatusStepDoc { id: s.id.as_str(), phase: s.phase.name(), status: status_name(s.status) })
+                .map(|s| StatusStepDoc {
+                    id: s.id.as_str(),
+                    phase: s.phase.name(),
+                    status: status_name(s.status),
+                })
                 .collect(),
         }
     }
@@ -271,7 +281,11 @@ impl<'a> EventDoc<'a> {
     #[must_use]
     pub fn new(event: &'a RunEvent) -> Self {
         match event {
-            RunEvent::RunStarted { cluster, mode, steps } => Self::RunStarted {
+            RunEvent::RunStarted {
+                cluster,
+                mode,
+                steps,
+            } => Self::RunStarted {
                 version: FORMAT_VERSION,
                 cluster,
                 mode: match mode {
@@ -280,18 +294,46 @@ impl<'a> EventDoc<'a> {
                 },
                 steps: *steps,
             },
-            RunEvent::PhaseStarted { phase, steps } => Self::PhaseStarted { phase: phase.name(), steps: *steps },
-            RunEvent::StepStarted { step, phase, attempt } => {
-                Self::StepStarted { step: step.as_str(), phase: phase.name(), attempt: *attempt }
-            }
-            RunEvent::StepVerifying { step } => Self::StepVerifying { step: step.as_str() },
-            RunEvent::StepVerifyFailed { step, reason } => Self::StepVerifyFailed { step: step.as_str(), reason },
-            RunEvent::StepProgress { step, message, elapsed } => {
-                Self::StepProgress { step: step.as_str(), message, elapsed_ms: ms(*elapsed) }
-            }
-            RunEvent::StepRetrying { step, attempt, error, delay } => {
-                Self::StepRetrying { step: step.as_str(), attempt: *attempt, error, delay_ms: ms(*delay) }
-            }
+            RunEvent::PhaseStarted { phase, steps } => Self::PhaseStarted {
+                phase: phase.name(),
+                steps: *steps,
+            },
+            RunEvent::StepStarted {
+                step,
+                phase,
+                attempt,
+            } => Self::StepStarted {
+                step: step.as_str(),
+                phase: phase.name(),
+                attempt: *attempt,
+            },
+            RunEvent::StepVerifying { step } => Self::StepVerifying {
+                step: step.as_str(),
+            },
+            RunEvent::StepVerifyFailed { step, reason } => Self::StepVerifyFailed {
+                step: step.as_str(),
+                reason,
+            },
+            RunEvent::StepProgress {
+                step,
+                message,
+                elapsed,
+            } => Self::StepProgress {
+                step: step.as_str(),
+                message,
+                elapsed_ms: ms(*elapsed),
+            },
+            RunEvent::StepRetrying {
+                step,
+                attempt,
+                error,
+                delay,
+            } => Self::StepRetrying {
+                step: step.as_str(),
+                attempt: *attempt,
+                error,
+                delay_ms: ms(*delay),
+            },
             RunEvent::StepFinished(r) => Self::StepFinished {
                 step: r.step.as_str(),
                 status: end_name(r.end),
@@ -299,13 +341,20 @@ impl<'a> EventDoc<'a> {
                 duration_ms: ms(r.duration),
                 error: r.error.as_deref(),
             },
-            RunEvent::PhaseFinished { phase, duration, complete } => {
-                Self::PhaseFinished { phase: phase.name(), duration_ms: ms(*duration), complete: *complete }
-            }
+            RunEvent::PhaseFinished {
+                phase,
+                duration,
+                complete,
+            } => Self::PhaseFinished {
+                phase: phase.name(),
+                duration_ms: ms(*duration),
+                complete: *complete,
+            },
             RunEvent::Warning { message } => Self::Warning { message },
-            RunEvent::RunFinished { status, duration } => {
-                Self::RunFinished { status: run_status_name(*status), duration_ms: ms(*duration) }
-            }
+            RunEvent::RunFinished { status, duration } => Self::RunFinished {
+                status: run_status_name(*status),
+                duration_ms: ms(*duration),
+            },
         }
     }
 }

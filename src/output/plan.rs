@@ -11,7 +11,12 @@ use crate::engine::{Op, Plan};
 #[must_use]
 pub fn totals(plan: &Plan) -> BTreeMap<Op, usize> {
     let mut out = BTreeMap::new();
-    for action in plan.phases.iter().flat_map(|(_, s)| s).flat_map(|s| &s.actions) {
+    for action in plan
+        .phases
+        .iter()
+        .flat_map(|(_, s)| s)
+        .flat_map(|s| &s.actions)
+    {
         *out.entry(action.op).or_insert(0) += 1;
     }
     out
@@ -23,11 +28,25 @@ pub fn totals(plan: &Plan) -> BTreeMap<Op, usize> {
 /// IO errors from `out`.
 pub fn render_text(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
     let steps: usize = plan.phases.iter().map(|(_, s)| s.len()).sum();
-    writeln!(out, "kubestrap plan for cluster {:?}: {steps} steps in {} phases", plan.cluster, plan.phases.len())?;
-    writeln!(out, "Markers: + create, ~ update, = unchanged, ! destructive, > run")?;
+    writeln!(
+        out,
+        "kubestrap plan for cluster {:?}: {steps} steps in {} phases",
+        plan.cluster,
+        plan.phases.len()
+    )?;
+    writeln!(
+        out,
+        "Markers: + create, ~ update, = unchanged, ! destructive, > run"
+    )?;
     for (phase, steps) in &plan.phases {
         writeln!(out)?;
-        writeln!(out, "Phase {}/5: {} ({} steps)", phase.number(), phase.name(), steps.len())?;
+        writeln!(
+            out,
+            "Phase {}/5: {} ({} steps)",
+            phase.number(),
+            phase.name(),
+            steps.len()
+        )?;
         for step in steps {
             writeln!(out)?;
             if step.depends_on.is_empty() {
@@ -77,16 +96,32 @@ pub fn render_json(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
 /// IO errors from `out`.
 pub fn render_dot(plan: &Plan, out: &mut impl Write) -> io::Result<()> {
     writeln!(out, "digraph kubestrap {{")?;
-    writeln!(out, "  label={};", quote(&format!("kubestrap plan: {}", plan.cluster)))?;
+    writeln!(
+        out,
+        "  label={};",
+        quote(&format!("kubestrap plan: {}", plan.cluster))
+    )?;
     writeln!(out, "  rankdir=LR;")?;
     writeln!(out, "  node [shape=box];")?;
     let mut edges = Vec::new();
     for (phase, steps) in &plan.phases {
-        writeln!(out, "  subgraph {} {{", quote(&format!("cluster_{}_{}", phase.number(), phase.name())))?;
-        writeln!(out, "    label={};", quote(&format!("{} {}", phase.number(), phase.name())))?;
+        writeln!(
+            out,
+            "  subgraph {} {{",
+            quote(&format!("cluster_{}_{}", phase.number(), phase.name()))
+        )?;
+        writeln!(
+            out,
+            "    label={};",
+            quote(&format!("{} {}", phase.number(), phase.name()))
+        )?;
         for step in steps {
             writeln!(out, "    {};", quote(step.id.as_str()))?;
-            edges.extend(step.depends_on.iter().map(|d| (d.as_str(), step.id.as_str())));
+            edges.extend(
+                step.depends_on
+                    .iter()
+                    .map(|d| (d.as_str(), step.id.as_str())),
+            );
         }
         writeln!(out, "  }}")?;
     }

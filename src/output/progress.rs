@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::machine::{EventDoc, end_name};
-use crate::engine::{Phase, RunEvent, RunReport, RunStatus, StepEnd, StepId, Subscriber, SubscriberError};
+use crate::engine::{
+    Phase, RunEvent, RunReport, RunStatus, StepEnd, StepId, Subscriber, SubscriberError,
+};
 
 /// Waits longer than this show their elapsed time.
 const LONG_WAIT: Duration = Duration::from_secs(5);
@@ -55,7 +57,9 @@ impl<W: Write + Send> PlainLines<W> {
 impl<W: Write + Send> Subscriber for PlainLines<W> {
     fn on_event(&mut self, event: &RunEvent) -> Result<(), SubscriberError> {
         let line = match event {
-            RunEvent::RunStarted { cluster, steps, .. } => format!("cluster {cluster}: {steps} steps"),
+            RunEvent::RunStarted { cluster, steps, .. } => {
+                format!("cluster {cluster}: {steps} steps")
+            }
             RunEvent::PhaseStarted { phase, steps } => {
                 format!("phase {}/5 {phase}: {steps} steps", phase.number())
             }
@@ -63,14 +67,30 @@ impl<W: Write + Send> Subscriber for PlainLines<W> {
                 format!("  {step}: attempt {attempt}")
             }
             RunEvent::StepStarted { step, .. } => format!("  {step}: started"),
-            RunEvent::StepVerifying { step } => format!("  {step}: verifying (done in an earlier run)"),
-            RunEvent::StepVerifyFailed { step, reason } => format!("  {step}: no longer holds ({reason}); applying again"),
-            RunEvent::StepProgress { step, message, elapsed } if *elapsed >= LONG_WAIT => {
+            RunEvent::StepVerifying { step } => {
+                format!("  {step}: verifying (done in an earlier run)")
+            }
+            RunEvent::StepVerifyFailed { step, reason } => {
+                format!("  {step}: no longer holds ({reason}); applying again")
+            }
+            RunEvent::StepProgress {
+                step,
+                message,
+                elapsed,
+            } if *elapsed >= LONG_WAIT => {
                 format!("  {step}: {message} ({})", secs(*elapsed))
             }
             RunEvent::StepProgress { step, message, .. } => format!("  {step}: {message}"),
-            RunEvent::StepRetrying { step, attempt, error, delay } => {
-                format!("  {step}: attempt {attempt} failed ({error}); retrying in {}", secs(*delay))
+            RunEvent::StepRetrying {
+                step,
+                attempt,
+                error,
+                delay,
+            } => {
+                format!(
+                    "  {step}: attempt {attempt} failed ({error}); retrying in {}",
+                    secs(*delay)
+                )
             }
             RunEvent::StepFinished(r) => {
                 let what = match (r.end, r.changed) {
@@ -83,7 +103,11 @@ impl<W: Write + Send> Subscriber for PlainLines<W> {
                     None => format!("  {}: {what} ({})", r.step, secs(r.duration)),
                 }
             }
-            RunEvent::PhaseFinished { phase, duration, complete } => format!(
+            RunEvent::PhaseFinished {
+                phase,
+                duration,
+                complete,
+            } => format!(
                 "phase {phase} {} in {}",
                 if *complete { "complete" } else { "stopped" },
                 secs(*duration)
@@ -155,9 +179,17 @@ fn draw_status(state: &mut TtyState, out: &mut impl Write) {
             }
         })
         .collect();
-    let mut line = format!("  [{}/5 {phase}] running: {}", phase.number(), parts.join(", "));
+    let mut line = format!(
+        "  [{}/5 {phase}] running: {}",
+        phase.number(),
+        parts.join(", ")
+    );
     if line.chars().count() > width {
-        line = line.chars().take(width.saturating_sub(1)).collect::<String>() + "…";
+        line = line
+            .chars()
+            .take(width.saturating_sub(1))
+            .collect::<String>()
+            + "…";
     }
     let _ = write!(out, "{line}");
     let _ = out.flush();
@@ -165,7 +197,10 @@ fn draw_status(state: &mut TtyState, out: &mut impl Write) {
 }
 
 fn terminal_width() -> usize {
-    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(100)
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(100)
 }
 
 impl Subscriber for TtyProgress {
@@ -176,7 +211,11 @@ impl Subscriber for TtyProgress {
         match event {
             RunEvent::PhaseStarted { phase, steps } => {
                 state.phase = Some(*phase);
-                let _ = writeln!(out, "\x1b[1mPhase {}/5: {phase}\x1b[0m ({steps} steps)", phase.number());
+                let _ = writeln!(
+                    out,
+                    "\x1b[1mPhase {}/5: {phase}\x1b[0m ({steps} steps)",
+                    phase.number()
+                );
             }
             RunEvent::StepStarted { step, attempt, .. } => {
                 if *attempt == 1 {
@@ -184,18 +223,32 @@ impl Subscriber for TtyProgress {
                 }
             }
             RunEvent::StepVerifying { step } => {
-                state.running.insert(step.clone(), (Instant::now(), Some("verifying".into())));
+                state
+                    .running
+                    .insert(step.clone(), (Instant::now(), Some("verifying".into())));
             }
             RunEvent::StepVerifyFailed { step, reason } => {
-                let _ = writeln!(out, "  \x1b[33m~\x1b[0m {step}: no longer holds ({reason}); applying again");
+                let _ = writeln!(
+                    out,
+                    "  \x1b[33m~\x1b[0m {step}: no longer holds ({reason}); applying again"
+                );
             }
             RunEvent::StepProgress { step, message, .. } => {
                 if let Some(entry) = state.running.get_mut(step) {
                     entry.1 = Some(message.clone());
                 }
             }
-            RunEvent::StepRetrying { step, attempt, error, delay } => {
-                let _ = writeln!(out, "  \x1b[33m↻\x1b[0m {step}: attempt {attempt} failed ({error}); retrying in {}", secs(*delay));
+            RunEvent::StepRetrying {
+                step,
+                attempt,
+                error,
+                delay,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "  \x1b[33m↻\x1b[0m {step}: attempt {attempt} failed ({error}); retrying in {}",
+                    secs(*delay)
+                );
             }
             RunEvent::StepFinished(r) => {
                 state.running.remove(&r.step);
@@ -214,7 +267,9 @@ impl Subscriber for TtyProgress {
             RunEvent::Warning { message } => {
                 let _ = writeln!(out, "\x1b[33mwarning:\x1b[0m {message}");
             }
-            RunEvent::RunStarted { .. } | RunEvent::PhaseFinished { .. } | RunEvent::RunFinished { .. } => {}
+            RunEvent::RunStarted { .. }
+            | RunEvent::PhaseFinished { .. }
+            | RunEvent::RunFinished { .. } => {}
         }
         draw_status(&mut state, &mut out);
         Ok(())
@@ -225,7 +280,11 @@ impl Subscriber for TtyProgress {
 ///
 /// # Errors
 /// IO errors from `out`.
-pub fn render_summary(report: &RunReport, total_steps: usize, out: &mut impl Write) -> io::Result<()> {
+pub fn render_summary(
+    report: &RunReport,
+    total_steps: usize,
+    out: &mut impl Write,
+) -> io::Result<()> {
     let mut changed = 0;
     let mut unchanged = 0;
     let mut failed = 0;
@@ -240,7 +299,10 @@ pub fn render_summary(report: &RunReport, total_steps: usize, out: &mut impl Wri
     }
     let not_run = total_steps.saturating_sub(report.steps.len());
     writeln!(out)?;
-    write!(out, "Summary: {changed} changed, {unchanged} unchanged, {failed} failed")?;
+    write!(
+        out,
+        "Summary: {changed} changed, {unchanged} unchanged, {failed} failed"
+    )?;
     if interrupted > 0 {
         write!(out, ", {interrupted} interrupted")?;
     }
@@ -259,10 +321,16 @@ pub fn render_summary(report: &RunReport, total_steps: usize, out: &mut impl Wri
                 Some((None, msg)) => writeln!(out, "Result: failed: {msg}")?,
                 None => writeln!(out, "Result: failed")?,
             }
-            writeln!(out, "Fix the cause, then continue with `kubestrap apply --resume`.")?;
+            writeln!(
+                out,
+                "Fix the cause, then continue with `kubestrap apply --resume`."
+            )?;
         }
         RunStatus::Interrupted => {
-            writeln!(out, "Result: interrupted; continue with `kubestrap apply --resume`.")?;
+            writeln!(
+                out,
+                "Result: interrupted; continue with `kubestrap apply --resume`."
+            )?;
         }
     }
     Ok(())

@@ -32,8 +32,10 @@ impl Playbook {
     /// [`PlaybookError::Read`] when the file cannot be read; [`PlaybookError::Invalid`] with every
     /// problem found (syntax, unknown keys, wrong types, bad values), each with file:line and key.
     pub fn load(path: &Path) -> Result<LoadedPlaybook, PlaybookError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| PlaybookError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| PlaybookError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_str_at(&text, path)
     }
 
@@ -43,8 +45,14 @@ impl Playbook {
     /// # Errors
     /// As [`Playbook::load`], minus the read error.
     pub fn from_str_at(text: &str, path: &Path) -> Result<LoadedPlaybook, PlaybookError> {
-        let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
         let lines = LineIndex::new(text);
         let mut problems = Vec::new();
         let at = |span: Option<std::ops::Range<usize>>| span.map(|s| lines.position(s.start));
@@ -73,7 +81,11 @@ impl Playbook {
 
         let mut known = root.clone();
         strip_keys(known.get_mut(), &unknown_spans);
-        let mut sections = Sections { table: known.get_ref(), lines: &lines, problems: &mut problems };
+        let mut sections = Sections {
+            table: known.get_ref(),
+            lines: &lines,
+            problems: &mut problems,
+        };
         let cluster = sections.required("cluster");
         let flux = sections.required("flux");
         let sandbox = sections.optional("sandbox");
@@ -98,7 +110,19 @@ impl Playbook {
             Some(apps),
             Some(verify),
             Some(timeouts),
-        ) = (cluster, flux, sandbox, vault, external_secrets, terraform, secrets, git_auth, apps, verify, timeouts)
+        ) = (
+            cluster,
+            flux,
+            sandbox,
+            vault,
+            external_secrets,
+            terraform,
+            secrets,
+            git_auth,
+            apps,
+            verify,
+            timeouts,
+        )
         else {
             return Err(invalid(path, problems));
         };
@@ -125,7 +149,12 @@ impl Playbook {
         if !problems.is_empty() {
             return Err(invalid(path, problems));
         }
-        Ok(LoadedPlaybook { playbook, path: path.to_owned(), dir, fingerprint })
+        Ok(LoadedPlaybook {
+            playbook,
+            path: path.to_owned(),
+            dir,
+            fingerprint,
+        })
     }
 }
 
@@ -133,7 +162,11 @@ impl LoadedPlaybook {
     /// Root of kubestrap's local state (checkpoints, locks, sandbox data).
     #[must_use]
     pub fn state_dir(&self) -> &Path {
-        self.playbook.cluster.state_dir.as_deref().unwrap_or_else(|| Path::new(".kubestrap"))
+        self.playbook
+            .cluster
+            .state_dir
+            .as_deref()
+            .unwrap_or_else(|| Path::new(".kubestrap"))
     }
 
     /// This cluster's state directory: `<state_dir>/<cluster name>`.
@@ -180,7 +213,10 @@ struct Sections<'a, 'i> {
 
 impl<'i> Sections<'_, 'i> {
     fn value(&self, key: &str) -> Option<&toml::Spanned<DeValue<'i>>> {
-        self.table.iter().find(|(k, _)| k.get_ref() == key).map(|(_, v)| v)
+        self.table
+            .iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .map(|(_, v)| v)
     }
 
     /// `Some(value)` when present and well-typed; `None` after recording a problem.
@@ -203,7 +239,9 @@ impl<'i> Sections<'_, 'i> {
 
     /// `Some(None)` when absent, `Some(Some(v))` when valid, `None` after recording a problem.
     fn optional_raw<T: DeserializeOwned>(&mut self, key: &str) -> Option<Option<T>> {
-        let Some(value) = self.value(key).cloned() else { return Some(None) };
+        let Some(value) = self.value(key).cloned() else {
+            return Some(None);
+        };
         match T::deserialize(ValueDeserializer::from(value)) {
             Ok(v) => Some(Some(v)),
             Err(err) => {
@@ -229,7 +267,12 @@ fn first_line(message: &str) -> String {
     message.lines().next().unwrap_or(message).trim().to_owned()
 }
 
-fn problem(pos: Option<(usize, usize)>, key: &str, message: impl Into<String>, suggestion: Option<String>) -> Problem {
+fn problem(
+    pos: Option<(usize, usize)>,
+    key: &str,
+    message: impl Into<String>,
+    suggestion: Option<String>,
+) -> Problem {
     Problem {
         line: pos.map(|p| p.0),
         column: pos.map(|p| p.1),
@@ -240,9 +283,12 @@ fn problem(pos: Option<(usize, usize)>, key: &str, message: impl Into<String>, s
 }
 
 fn invalid(path: &Path, mut problems: Vec<Problem>) -> PlaybookError {
-    problems.sort_by(|a, b| (a.line.unwrap_or(0), a.column).cmp(&(b.line.unwrap_or(0), b.column)));
+    problems.sort_by_key(|p| (p.line.unwrap_or(0), p.column));
     problems.dedup();
-    PlaybookError::Invalid(PlaybookProblems { path: path.to_owned(), problems })
+    PlaybookError::Invalid(PlaybookProblems {
+        path: path.to_owned(),
+        problems,
+    })
 }
 
 /// The byte span of the value at a dotted key path like `secrets[1].env`, or of its nearest
@@ -261,11 +307,15 @@ fn locate(root: &toml::Spanned<DeTable<'_>>, key: &str) -> Option<std::ops::Rang
             (None, Some(DeValue::Table(t))) => t,
             _ => break,
         };
-        let Some((k, v)) = t.iter().find(|(k, _)| k.get_ref() == name) else { break };
+        let Some((k, v)) = t.iter().find(|(k, _)| k.get_ref() == name) else {
+            break;
+        };
         best = Some(k.span());
         let mut value = v;
         if let Some(i) = index {
-            let Some(item) = value.get_ref().as_array().and_then(|a| a.get(i)) else { break };
+            let Some(item) = value.get_ref().as_array().and_then(|a| a.get(i)) else {
+                break;
+            };
             value = item;
             best = Some(item.span());
         }
@@ -281,10 +331,20 @@ fn fingerprint(pb: &Playbook) -> String {
 }
 
 fn resolve(mut pb: Playbook, dir: &Path, findings: &mut Vec<Finding>) -> Playbook {
-    let abs = |p: &Path| if p.is_absolute() { p.to_owned() } else { dir.join(p) };
+    let abs = |p: &Path| {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            dir.join(p)
+        }
+    };
     let c = &mut pb.cluster;
     c.kubeconfig = c.kubeconfig.as_deref().map(abs);
-    c.state_dir = Some(c.state_dir.as_deref().map_or_else(|| dir.join(".kubestrap"), abs));
+    c.state_dir = Some(
+        c.state_dir
+            .as_deref()
+            .map_or_else(|| dir.join(".kubestrap"), abs),
+    );
     if let Some(ssh) = &mut c.ssh {
         ssh.identity_file = ssh.identity_file.as_deref().map(abs);
     }
@@ -295,7 +355,10 @@ fn resolve(mut pb: Playbook, dir: &Path, findings: &mut Vec<Finding>) -> Playboo
             if !path.is_dir() {
                 findings.push(Finding {
                     key: "sandbox.git_repos".into(),
-                    message: format!("{url:?} maps to {}, which is not a directory", path.display()),
+                    message: format!(
+                        "{url:?} maps to {}, which is not a directory",
+                        path.display()
+                    ),
                     suggestion: None,
                 });
             }

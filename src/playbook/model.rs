@@ -177,7 +177,10 @@ impl Flux {
     #[must_use]
     pub fn install_url(&self) -> String {
         self.install_url.clone().unwrap_or_else(|| {
-            format!("https://github.com/fluxcd/flux2/releases/download/{}/install.yaml", self.version)
+            format!(
+                "https://github.com/fluxcd/flux2/releases/download/{}/install.yaml",
+                self.version
+            )
         })
     }
 }
@@ -296,7 +299,9 @@ impl SecretDecl {
     /// The Terraform variable name actually used.
     #[must_use]
     pub fn tf_var(&self) -> String {
-        self.tf_var.clone().unwrap_or_else(|| self.env.to_ascii_lowercase())
+        self.tf_var
+            .clone()
+            .unwrap_or_else(|| self.env.to_ascii_lowercase())
     }
 }
 
@@ -415,7 +420,10 @@ impl Default for ExternalSecrets {
 
 impl Default for Terraform {
     fn default() -> Self {
-        Self { dir: PathBuf::from("terraform"), binary: TerraformBinary::Terraform }
+        Self {
+            dir: PathBuf::from("terraform"),
+            binary: TerraformBinary::Terraform,
+        }
     }
 }
 
@@ -432,7 +440,10 @@ impl Default for GitAuth {
 
 impl Default for Verify {
     fn default() -> Self {
-        Self { restart_vault: false, no_bootstrap_secrets: true }
+        Self {
+            restart_vault: false,
+            no_bootstrap_secrets: true,
+        }
     }
 }
 

@@ -16,7 +16,10 @@ use super::model::{
 #[derive(Debug)]
 pub(crate) enum Shape {
     /// A table with a fixed set of keys; some keys have nested shapes.
-    Struct { fields: &'static [&'static str], children: Vec<(&'static str, Shape)> },
+    Struct {
+        fields: &'static [&'static str],
+        children: Vec<(&'static str, Shape)>,
+    },
     /// An array of tables of one shape (`[[secrets]]`).
     ArrayOf(Box<Shape>),
     /// A table with free-form keys (`git_repos`).
@@ -57,9 +60,15 @@ pub(crate) fn playbook_shape() -> Shape {
             ),
             ("flux", leaf_struct(fields_of::<Flux>())),
             ("vault", leaf_struct(fields_of::<Vault>())),
-            ("external_secrets", leaf_struct(fields_of::<ExternalSecrets>())),
+            (
+                "external_secrets",
+                leaf_struct(fields_of::<ExternalSecrets>()),
+            ),
             ("terraform", leaf_struct(fields_of::<Terraform>())),
-            ("secrets", Shape::ArrayOf(Box::new(leaf_struct(fields_of::<SecretDecl>())))),
+            (
+                "secrets",
+                Shape::ArrayOf(Box::new(leaf_struct(fields_of::<SecretDecl>()))),
+            ),
             ("git_auth", leaf_struct(fields_of::<GitAuth>())),
             ("apps", leaf_struct(fields_of::<Apps>())),
             ("verify", leaf_struct(fields_of::<Verify>())),
@@ -69,7 +78,10 @@ pub(crate) fn playbook_shape() -> Shape {
 }
 
 fn leaf_struct(fields: &'static [&'static str]) -> Shape {
-    Shape::Struct { fields, children: Vec::new() }
+    Shape::Struct {
+        fields,
+        children: Vec::new(),
+    }
 }
 
 /// Every key in `table` that `shape` does not allow, in source order.
@@ -81,10 +93,16 @@ pub(crate) fn unknown_keys(table: &DeTable<'_>, shape: &Shape) -> Vec<UnknownKey
 }
 
 fn walk_table(table: &DeTable<'_>, shape: &Shape, prefix: &str, found: &mut Vec<UnknownKey>) {
-    let Shape::Struct { fields, children } = shape else { return };
+    let Shape::Struct { fields, children } = shape else {
+        return;
+    };
     for (key, value) in table {
         let name: &str = key.get_ref();
-        let path = if prefix.is_empty() { name.to_owned() } else { format!("{prefix}.{name}") };
+        let path = if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}.{name}")
+        };
         if !fields.contains(&name) {
             found.push(UnknownKey {
                 path,
@@ -116,8 +134,11 @@ fn walk_value(value: &DeValue<'_>, shape: &Shape, path: &str, found: &mut Vec<Un
 /// Remove the keys at `spans` (the unknown ones) everywhere in `table`, so the typed
 /// deserialisation can go on to report the remaining problems (missing fields, wrong types).
 pub(crate) fn strip_keys(table: &mut DeTable<'_>, spans: &[std::ops::Range<usize>]) {
-    let unknown: Vec<String> =
-        table.iter().filter(|(k, _)| spans.contains(&k.span())).map(|(k, _)| k.get_ref().to_string()).collect();
+    let unknown: Vec<String> = table
+        .iter()
+        .filter(|(k, _)| spans.contains(&k.span()))
+        .map(|(k, _)| k.get_ref().to_string())
+        .collect();
     for name in unknown {
         table.remove(name.as_str());
     }
@@ -155,7 +176,9 @@ pub(crate) fn nearest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str>
 /// deserializer records it and stops.
 pub(crate) fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
     let mut fields: &'static [&'static str] = &[];
-    let _ = T::deserialize(FieldsProbe { fields: &mut fields });
+    let _ = T::deserialize(FieldsProbe {
+        fields: &mut fields,
+    });
     fields
 }
 
@@ -209,7 +232,10 @@ mod tests {
     #[test]
     fn fields_come_from_the_serde_derive() {
         let fields = fields_of::<SecretDecl>();
-        assert_eq!(fields, &["env", "tf_var", "vault_path", "vault_key", "required"]);
+        assert_eq!(
+            fields,
+            &["env", "tf_var", "vault_path", "vault_key", "required"]
+        );
     }
 
     #[test]
@@ -217,7 +243,10 @@ mod tests {
         let src = "[cluster]\nname = \"x\"\nprovidr = \"sandbox\"\n[vault]\nkey_shars = 3\n[[secrets]]\nenv = \"A\"\nvault_pth = \"p\"\n[bogus]\n";
         let table = toml::de::DeTable::parse(src).unwrap();
         let found = unknown_keys(table.get_ref(), &playbook_shape());
-        let paths: Vec<_> = found.iter().map(|k| (k.path.as_str(), k.suggestion)).collect();
+        let paths: Vec<_> = found
+            .iter()
+            .map(|k| (k.path.as_str(), k.suggestion))
+            .collect();
         assert_eq!(
             paths,
             vec![

@@ -14,7 +14,11 @@ pub(crate) struct Finding {
 }
 
 fn finding(key: impl Into<String>, message: impl Into<String>) -> Finding {
-    Finding { key: key.into(), message: message.into(), suggestion: None }
+    Finding {
+        key: key.into(),
+        message: message.into(),
+        suggestion: None,
+    }
 }
 
 /// Every problem with the values of `pb`.
@@ -51,7 +55,10 @@ fn cluster(pb: &Playbook, out: &mut Vec<Finding>) {
             if c.k3s_version.is_some() {
                 out.push(finding(
                     "cluster.k3s_version",
-                    format!("provider {:?} does not install k3s: remove k3s_version", c.provider.as_str()),
+                    format!(
+                        "provider {:?} does not install k3s: remove k3s_version",
+                        c.provider.as_str()
+                    ),
                 ));
             }
         }
@@ -93,8 +100,17 @@ fn cluster(pb: &Playbook, out: &mut Vec<Finding>) {
 
 fn flux(pb: &Playbook, out: &mut Vec<Finding>) {
     let f = &pb.flux;
-    if !["https://", "http://", "ssh://"].iter().any(|p| f.git_url.starts_with(p)) {
-        out.push(finding("flux.git_url", format!("{:?} is not a Git URL: use https://host/org/repo", f.git_url)));
+    if !["https://", "http://", "ssh://"]
+        .iter()
+        .any(|p| f.git_url.starts_with(p))
+    {
+        out.push(finding(
+            "flux.git_url",
+            format!(
+                "{:?} is not a Git URL: use https://host/org/repo",
+                f.git_url
+            ),
+        ));
     }
     if f.branch.trim().is_empty() {
         out.push(finding("flux.branch", "branch must not be empty"));
@@ -102,19 +118,28 @@ fn flux(pb: &Playbook, out: &mut Vec<Finding>) {
     if f.path.trim().is_empty() || f.path.starts_with('/') {
         out.push(finding(
             "flux.path",
-            format!("{:?} must be a path inside the repository, e.g. \"clusters/prod\"", f.path),
+            format!(
+                "{:?} must be a path inside the repository, e.g. \"clusters/prod\"",
+                f.path
+            ),
         ));
     }
     if let Some(sum) = &f.install_sha256
         && (sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()))
     {
-        out.push(finding("flux.install_sha256", "must be 64 hex characters (the sha256 of install.yaml)"));
+        out.push(finding(
+            "flux.install_sha256",
+            "must be 64 hex characters (the sha256 of install.yaml)",
+        ));
     }
     if let Some(url) = &f.install_url
         && !url.starts_with("https://")
         && !url.starts_with("http://")
     {
-        out.push(finding("flux.install_url", format!("{url:?} is not an http(s) URL")));
+        out.push(finding(
+            "flux.install_url",
+            format!("{url:?} is not an http(s) URL"),
+        ));
     }
     if f.interval.get().is_zero() {
         out.push(finding("flux.interval", "must be greater than zero"));
@@ -146,12 +171,21 @@ fn vault(pb: &Playbook, out: &mut Vec<Finding>) {
     if v.key_threshold == 0 || v.key_threshold > v.key_shares {
         out.push(finding(
             "vault.key_threshold",
-            format!("must be between 1 and key_shares ({}), got {}", v.key_shares, v.key_threshold),
+            format!(
+                "must be between 1 and key_shares ({}), got {}",
+                v.key_shares, v.key_threshold
+            ),
         ));
     }
-    for (key, mount) in [("vault.kv_mount", &v.kv_mount), ("vault.auth_mount", &v.auth_mount)] {
+    for (key, mount) in [
+        ("vault.kv_mount", &v.kv_mount),
+        ("vault.auth_mount", &v.auth_mount),
+    ] {
         if !is_vault_path(mount) {
-            out.push(finding(key, format!("{mount:?} is not a mount path: use e.g. \"secret\"")));
+            out.push(finding(
+                key,
+                format!("{mount:?} is not a mount path: use e.g. \"secret\""),
+            ));
         }
     }
     match (v.access, &v.address) {
@@ -159,8 +193,13 @@ fn vault(pb: &Playbook, out: &mut Vec<Finding>) {
             "vault.address",
             "access = \"address\" needs address = \"https://vault.example.com:8200\"",
         )),
-        (VaultAccess::Address, Some(a)) if !a.starts_with("https://") && !a.starts_with("http://") => {
-            out.push(finding("vault.address", format!("{a:?} is not an http(s) URL")));
+        (VaultAccess::Address, Some(a))
+            if !a.starts_with("https://") && !a.starts_with("http://") =>
+        {
+            out.push(finding(
+                "vault.address",
+                format!("{a:?} is not an http(s) URL"),
+            ));
         }
         (VaultAccess::PortForward, Some(_)) => out.push(finding(
             "vault.address",
@@ -180,7 +219,10 @@ fn names(pb: &Playbook, out: &mut Vec<Finding>) {
     ];
     for (key, value) in labels {
         if !is_dns_label(value) {
-            out.push(finding(key, format!("{value:?} is not a valid Kubernetes name (lowercase DNS label)")));
+            out.push(finding(
+                key,
+                format!("{value:?} is not a valid Kubernetes name (lowercase DNS label)"),
+            ));
         }
     }
     let subdomains = [
@@ -188,13 +230,19 @@ fn names(pb: &Playbook, out: &mut Vec<Finding>) {
         ("vault.keys_secret", &pb.vault.keys_secret),
         ("vault.eso_role", &pb.vault.eso_role),
         ("vault.eso_policy", &pb.vault.eso_policy),
-        ("external_secrets.service_account", &pb.external_secrets.service_account),
+        (
+            "external_secrets.service_account",
+            &pb.external_secrets.service_account,
+        ),
         ("external_secrets.store", &pb.external_secrets.store),
         ("git_auth.external_secret", &pb.git_auth.external_secret),
     ];
     for (key, value) in subdomains {
         if !is_dns_subdomain(value) {
-            out.push(finding(key, format!("{value:?} is not a valid Kubernetes object name")));
+            out.push(finding(
+                key,
+                format!("{value:?} is not a valid Kubernetes object name"),
+            ));
         }
     }
     if pb.git_auth.external_secret == pb.flux.bootstrap_secret {
@@ -212,15 +260,27 @@ fn secrets(pb: &Playbook, out: &mut Vec<Finding>) {
     for (i, s) in pb.secrets.iter().enumerate() {
         let at = |field: &str| format!("secrets[{i}].{field}");
         if !is_env_name(&s.env) {
-            out.push(finding(at("env"), format!("{:?} is not an environment variable name: use A-Z, 0-9 and _", s.env)));
+            out.push(finding(
+                at("env"),
+                format!(
+                    "{:?} is not an environment variable name: use A-Z, 0-9 and _",
+                    s.env
+                ),
+            ));
         } else if !envs.insert(s.env.as_str()) {
             out.push(finding(at("env"), format!("{:?} is declared twice", s.env)));
         }
         let tf_var = s.tf_var();
         if !is_identifier(&tf_var) {
-            out.push(finding(at("tf_var"), format!("{tf_var:?} is not a Terraform variable name")));
+            out.push(finding(
+                at("tf_var"),
+                format!("{tf_var:?} is not a Terraform variable name"),
+            ));
         } else if !tf_vars.insert(tf_var.clone()) {
-            out.push(finding(at("tf_var"), format!("Terraform variable {tf_var:?} is used twice")));
+            out.push(finding(
+                at("tf_var"),
+                format!("Terraform variable {tf_var:?} is used twice"),
+            ));
         }
         if !is_vault_path(&s.vault_path) {
             out.push(finding(
@@ -234,7 +294,10 @@ fn secrets(pb: &Playbook, out: &mut Vec<Finding>) {
         if !locations.insert((s.vault_path.as_str(), s.vault_key.as_str())) {
             out.push(finding(
                 at("vault_key"),
-                format!("{}#{} is already the destination of another secret", s.vault_path, s.vault_key),
+                format!(
+                    "{}#{} is already the destination of another secret",
+                    s.vault_path, s.vault_key
+                ),
             ));
         }
     }
@@ -249,13 +312,18 @@ fn apps(pb: &Playbook, out: &mut Vec<Finding>) {
         if !ok {
             out.push(finding(
                 format!("apps.kustomizations[{i}]"),
-                format!("{k:?} is not a Kustomization reference: use \"name\" or \"namespace/name\""),
+                format!(
+                    "{k:?} is not a Kustomization reference: use \"name\" or \"namespace/name\""
+                ),
             ));
         }
     }
     for (i, ns) in pb.apps.external_secret_namespaces.iter().enumerate() {
         if !is_dns_label(ns) {
-            out.push(finding(format!("apps.external_secret_namespaces[{i}]"), format!("{ns:?} is not a namespace name")));
+            out.push(finding(
+                format!("apps.external_secret_namespaces[{i}]"),
+                format!("{ns:?} is not a namespace name"),
+            ));
         }
     }
 }
@@ -285,7 +353,8 @@ pub(crate) fn suggest_variant<'a>(value: &str, variants: &[&'a str]) -> Option<&
 pub(crate) fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -296,20 +365,27 @@ pub(crate) fn is_dns_subdomain(s: &str) -> bool {
 
 fn is_env_name(s: &str) -> bool {
     let mut bytes = s.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
         && bytes.all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn is_identifier(s: &str) -> bool {
     let mut bytes = s.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn is_vault_path(s: &str) -> bool {
     !s.is_empty()
         && s.split('/').all(|seg| {
-            !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         })
 }
 

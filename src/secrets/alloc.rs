@@ -6,7 +6,10 @@
 //!
 //! This module needs `unsafe`: implementing [`GlobalAlloc`] is an unsafe trait, and wiping goes
 //! through raw pointers handed to us by the runtime. Each block says why it is sound.
-#![expect(unsafe_code, reason = "a GlobalAlloc implementation is unsafe by definition")]
+#![expect(
+    unsafe_code,
+    reason = "a GlobalAlloc implementation is unsafe by definition"
+)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 

@@ -31,7 +31,9 @@ pub struct Redactor {
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redactor").field("patterns", &self.patterns.len()).finish()
+        f.debug_struct("Redactor")
+            .field("patterns", &self.patterns.len())
+            .finish()
     }
 }
 
@@ -52,7 +54,7 @@ impl Redactor {
                 patterns.push((fragment, label.clone()));
             }
         }
-        patterns.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        patterns.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         patterns.dedup_by(|a, b| *a.0 == *b.0);
         Self { patterns }
     }
@@ -168,7 +170,10 @@ mod tests {
     fn masks_raw_hex_and_base64_forms() {
         let r = redactor(&[("GITHUB_TOKEN", "ghp_s3cretvalue123")]);
         let b64 = base64::engine::general_purpose::STANDARD.encode("ghp_s3cretvalue123");
-        let text = format!("token ghp_s3cretvalue123 b64 {b64} hex {}", hex::encode("ghp_s3cretvalue123"));
+        let text = format!(
+            "token ghp_s3cretvalue123 b64 {b64} hex {}",
+            hex::encode("ghp_s3cretvalue123")
+        );
         let out = r.redact(&text);
         assert!(!out.contains("s3cret"), "{out}");
         assert!(!out.contains(&b64[..16]), "{out}");

@@ -22,15 +22,27 @@ impl AppsReconcile {
         let ns = &p.flux.namespace;
         let mut kustomizations = vec![format!("{ns}/{}", p.flux.bootstrap_secret)];
         kustomizations.extend(p.apps.kustomizations.iter().map(|k| {
-            if k.contains('/') { k.clone() } else { format!("{ns}/{k}") }
+            if k.contains('/') {
+                k.clone()
+            } else {
+                format!("{ns}/{k}")
+            }
         }));
-        Self { kustomizations, timeout: p.timeouts.reconcile }
+        Self {
+            kustomizations,
+            timeout: p.timeouts.reconcile,
+        }
     }
 
     fn actions(&self) -> Vec<Action> {
         self.kustomizations
             .iter()
-            .map(|k| Action::run(format!("wait for Kustomization {k} Ready (timeout {})", self.timeout)))
+            .map(|k| {
+                Action::run(format!(
+                    "wait for Kustomization {k} Ready (timeout {})",
+                    self.timeout
+                ))
+            })
             .collect()
     }
 }
@@ -51,7 +63,10 @@ impl AppsSecretsSynced {
     #[must_use]
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
         let p = &pb.playbook;
-        Self { namespaces: p.apps.external_secret_namespaces.clone(), timeout: p.timeouts.secret_sync }
+        Self {
+            namespaces: p.apps.external_secret_namespaces.clone(),
+            timeout: p.timeouts.secret_sync,
+        }
     }
 
     fn actions(&self) -> Vec<Action> {
@@ -65,4 +80,3 @@ impl AppsSecretsSynced {
     }
 }
 pending_step!(AppsSecretsSynced, "apps.secrets-synced");
-

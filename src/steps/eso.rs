@@ -38,9 +38,15 @@ impl EsoInstall {
     fn actions(&self) -> Vec<Action> {
         vec![
             Action::create(format!("Namespace {}", self.namespace)),
-            Action::create(obj("HelmRepository", &self.flux_namespace, "external-secrets")).with_detail(self.chart_repo.clone()),
-            Action::create(obj("HelmRelease", &self.namespace, &self.release))
-                .with_detail(format!("chart external-secrets {}, installCRDs", self.chart_version)),
+            Action::create(obj(
+                "HelmRepository",
+                &self.flux_namespace,
+                "external-secrets",
+            ))
+            .with_detail(self.chart_repo.clone()),
+            Action::create(obj("HelmRelease", &self.namespace, &self.release)).with_detail(
+                format!("chart external-secrets {}, installCRDs", self.chart_version),
+            ),
         ]
     }
 }
@@ -62,15 +68,30 @@ impl EsoReady {
     #[must_use]
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
         let e = &pb.playbook.external_secrets;
-        Self { namespace: e.namespace.clone(), release: e.release.clone(), timeout: pb.playbook.timeouts.eso_ready }
+        Self {
+            namespace: e.namespace.clone(),
+            release: e.release.clone(),
+            timeout: pb.playbook.timeouts.eso_ready,
+        }
     }
 
     fn actions(&self) -> Vec<Action> {
         vec![
-            Action::run(format!("wait for {} Ready (timeout {})", obj("HelmRelease", &self.namespace, &self.release), self.timeout)),
-            Action::run("wait for CustomResourceDefinition clustersecretstores.external-secrets.io Established"),
-            Action::run("wait for CustomResourceDefinition externalsecrets.external-secrets.io Established"),
-            Action::run(format!("wait for {} Available", obj("Deployment", &self.namespace, &self.release))),
+            Action::run(format!(
+                "wait for {} Ready (timeout {})",
+                obj("HelmRelease", &self.namespace, &self.release),
+                self.timeout
+            )),
+            Action::run(
+                "wait for CustomResourceDefinition clustersecretstores.external-secrets.io Established",
+            ),
+            Action::run(
+                "wait for CustomResourceDefinition externalsecrets.external-secrets.io Established",
+            ),
+            Action::run(format!(
+                "wait for {} Available",
+                obj("Deployment", &self.namespace, &self.release)
+            )),
         ]
     }
 }
@@ -119,9 +140,17 @@ impl EsoStore {
         vec![
             Action::create(format!("ClusterSecretStore {}", self.store)).with_detail(format!(
                 "vault {} path {} (v2), kubernetes auth {} role {} as {}/{}",
-                self.vault_server, self.kv_mount, self.auth_mount, self.role, self.namespace, self.service_account
+                self.vault_server,
+                self.kv_mount,
+                self.auth_mount,
+                self.role,
+                self.namespace,
+                self.service_account
             )),
-            Action::run(format!("wait for ClusterSecretStore {} Ready (timeout {})", self.store, self.timeout)),
+            Action::run(format!(
+                "wait for ClusterSecretStore {} Ready (timeout {})",
+                self.store, self.timeout
+            )),
         ]
     }
 }

@@ -8,8 +8,12 @@ use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified}
 use crate::playbook::{HumanDuration, LoadedPlaybook};
 
 /// Flux's controllers, as its `install.yaml` creates them.
-const CONTROLLERS: [&str; 4] =
-    ["source-controller", "kustomize-controller", "helm-controller", "notification-controller"];
+const CONTROLLERS: [&str; 4] = [
+    "source-controller",
+    "kustomize-controller",
+    "helm-controller",
+    "notification-controller",
+];
 
 /// Flux's CRDs that later steps use.
 const CRDS: [&str; 4] = [
@@ -65,11 +69,19 @@ impl Step for FluxInstall {
             Action::run(format!("GET {}", self.install_url)).with_detail(check),
             Action::create(format!("Namespace {}", self.namespace)),
         ];
-        actions.extend(CRDS.iter().map(|c| Action::create(format!("CustomResourceDefinition {c}"))));
         actions.extend(
-            CONTROLLERS.iter().map(|c| Action::create(obj("Deployment", &self.namespace, c))),
+            CRDS.iter()
+                .map(|c| Action::create(format!("CustomResourceDefinition {c}"))),
         );
-        actions.push(Action::run(format!("server-side apply the rest of install.yaml {}", self.version)));
+        actions.extend(
+            CONTROLLERS
+                .iter()
+                .map(|c| Action::create(obj("Deployment", &self.namespace, c))),
+        );
+        actions.push(Action::run(format!(
+            "server-side apply the rest of install.yaml {}",
+            self.version
+        )));
         Ok(actions)
     }
 
@@ -95,7 +107,10 @@ impl FluxReady {
     /// From `[flux]` and `[timeouts]`.
     #[must_use]
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
-        Self { namespace: pb.playbook.flux.namespace.clone(), timeout: pb.playbook.timeouts.flux_ready }
+        Self {
+            namespace: pb.playbook.flux.namespace.clone(),
+            timeout: pb.playbook.timeouts.flux_ready,
+        }
     }
 }
 
@@ -115,7 +130,11 @@ impl Step for FluxReady {
             .map(|c| Action::run(format!("wait for CustomResourceDefinition {c} Established")))
             .collect();
         actions.extend(CONTROLLERS.iter().map(|c| {
-            Action::run(format!("wait for {} Available (timeout {})", obj("Deployment", &self.namespace, c), self.timeout))
+            Action::run(format!(
+                "wait for {} Available (timeout {})",
+                obj("Deployment", &self.namespace, c),
+                self.timeout
+            ))
         }));
         Ok(actions)
     }
@@ -192,8 +211,10 @@ impl Step for FluxSource {
                 "username {:?}, password from ${}; created only if absent, never overwritten",
                 self.git_username, self.token_env
             )),
-            Action::create(obj("GitRepository", &self.namespace, &self.name))
-                .with_detail(format!("{} branch {} every {}", self.git_url, self.branch, self.interval)),
+            Action::create(obj("GitRepository", &self.namespace, &self.name)).with_detail(format!(
+                "{} branch {} every {}",
+                self.git_url, self.branch, self.interval
+            )),
             Action::create(obj("Kustomization", &self.namespace, &self.name))
                 .with_detail(format!("path {}, prune", self.path)),
             Action::run(format!(

@@ -32,7 +32,11 @@ impl GitAuthExternalSecret {
     #[must_use]
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
         let p = &pb.playbook;
-        let from = p.git_auth.from_secret.as_deref().unwrap_or(&p.flux.token_env);
+        let from = p
+            .git_auth
+            .from_secret
+            .as_deref()
+            .unwrap_or(&p.flux.token_env);
         let decl = pb.secret(from);
         Self {
             namespace: p.flux.namespace.clone(),
@@ -95,8 +99,14 @@ impl GitAuthSwitch {
     fn actions(&self) -> Vec<Action> {
         let repo = obj("GitRepository", &self.namespace, &self.repository);
         vec![
-            Action::update(repo.clone()).with_detail(format!("spec.secretRef.name {} -> {}", self.from_secret, self.to_secret)),
-            Action::run(format!("wait for {repo} Ready with the new credentials (timeout {})", self.timeout)),
+            Action::update(repo.clone()).with_detail(format!(
+                "spec.secretRef.name {} -> {}",
+                self.from_secret, self.to_secret
+            )),
+            Action::run(format!(
+                "wait for {repo} Ready with the new credentials (timeout {})",
+                self.timeout
+            )),
         ]
     }
 }
@@ -130,7 +140,10 @@ impl GitAuthCleanup {
         if self.delete {
             vec![Action::delete(secret).with_detail("the bootstrap Git token leaves the cluster")]
         } else {
-            vec![Action::unchanged(secret).with_detail("kept: [git_auth] delete_bootstrap_secret = false")]
+            vec![
+                Action::unchanged(secret)
+                    .with_detail("kept: [git_auth] delete_bootstrap_secret = false"),
+            ]
         }
     }
 }

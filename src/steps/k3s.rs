@@ -30,7 +30,10 @@ impl K3sInstall {
         Self {
             provider: c.provider,
             k3s_version: c.k3s_version.clone(),
-            ssh_target: c.ssh.as_ref().map(|s| format!("{}@{}:{}", s.user, s.host, s.port)),
+            ssh_target: c
+                .ssh
+                .as_ref()
+                .map(|s| format!("{}@{}:{}", s.user, s.host, s.port)),
             kubeconfig: pb.kubeconfig().map(|p| p.display().to_string()),
             sandbox_dir: pb.sandbox_dir().map(|p| p.display().to_string()),
         }
@@ -55,7 +58,10 @@ impl Step for K3sInstall {
     }
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
-        let kubeconfig = self.kubeconfig.as_deref().unwrap_or("KUBECONFIG / ~/.kube/config");
+        let kubeconfig = self
+            .kubeconfig
+            .as_deref()
+            .unwrap_or("KUBECONFIG / ~/.kube/config");
         Ok(match self.provider {
             Provider::Sandbox => {
                 let dir = self.sandbox_dir.as_deref().unwrap_or("?");
@@ -66,7 +72,8 @@ impl Step for K3sInstall {
                 ]
             }
             Provider::K3sLocal => vec![
-                Action::run(self.install_command()).with_detail("skipped when k3s of this version already runs"),
+                Action::run(self.install_command())
+                    .with_detail("skipped when k3s of this version already runs"),
                 Action::create("kubeconfig /etc/rancher/k3s/k3s.yaml"),
             ],
             Provider::K3sSsh => {
@@ -74,10 +81,14 @@ impl Step for K3sInstall {
                 vec![
                     Action::run(format!("ssh {target} '{}'", self.install_command()))
                         .with_detail("skipped when k3s of this version already runs"),
-                    Action::create(format!("kubeconfig copied from {target}:/etc/rancher/k3s/k3s.yaml")),
+                    Action::create(format!(
+                        "kubeconfig copied from {target}:/etc/rancher/k3s/k3s.yaml"
+                    )),
                 ]
             }
-            Provider::Existing => vec![Action::unchanged(format!("existing cluster from {kubeconfig}"))],
+            Provider::Existing => vec![Action::unchanged(format!(
+                "existing cluster from {kubeconfig}"
+            ))],
         })
     }
 
@@ -101,7 +112,9 @@ impl K3sReady {
     /// From the playbook's `[timeouts]`.
     #[must_use]
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
-        Self { timeout: pb.playbook.timeouts.node_ready }
+        Self {
+            timeout: pb.playbook.timeouts.node_ready,
+        }
     }
 }
 
@@ -118,7 +131,10 @@ impl Step for K3sReady {
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         Ok(vec![
             Action::run("GET /readyz"),
-            Action::run(format!("wait for every Node condition Ready=True (timeout {})", self.timeout)),
+            Action::run(format!(
+                "wait for every Node condition Ready=True (timeout {})",
+                self.timeout
+            )),
         ])
     }
 

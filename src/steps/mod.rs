@@ -71,12 +71,17 @@ pub use flux::{FluxInstall, FluxReady, FluxSource};
 pub use gitauth::{GitAuthCleanup, GitAuthExternalSecret, GitAuthSwitch};
 pub use k3s::{K3sInstall, K3sReady};
 pub use terraform::{SecretsTerraform, SecretsVerify};
-pub use vault::{VaultAutoUnseal, VaultConfigure, VaultInit, VaultInstall, VaultReady, VaultUnseal};
+pub use vault::{
+    VaultAutoUnseal, VaultConfigure, VaultInit, VaultInstall, VaultReady, VaultUnseal,
+};
 pub use verify::{Cleanup, VerifyEso, VerifyFlux, VerifyNoBootstrapSecrets, VerifyVault};
 
 /// The error every unwritten operation returns: permanent, explicit, nothing changed.
 pub(crate) fn not_implemented(step: &dyn Step, operation: &'static str) -> StepError {
-    StepError::NotImplemented { step: step.kind(), operation }
+    StepError::NotImplemented {
+        step: step.kind(),
+        operation,
+    }
 }
 
 /// Serialise a step's payload (steps are plain data, so this cannot fail in practice).
@@ -90,23 +95,103 @@ pub fn register(engine: &mut Engine<Building>, pb: &LoadedPlaybook) {
     let p = pb;
     engine
         // Phase 1: infrastructure.
-        .add("k3s.install", Infrastructure, &[], Arc::new(K3sInstall::from_playbook(p)))
-        .add("k3s.ready", Infrastructure, &["k3s.install"], Arc::new(K3sReady::from_playbook(p)))
-        .add("flux.install", Infrastructure, &["k3s.ready"], Arc::new(FluxInstall::from_playbook(p)))
-        .add("flux.ready", Infrastructure, &["flux.install"], Arc::new(FluxReady::from_playbook(p)))
-        .add("flux.source", Infrastructure, &["flux.ready"], Arc::new(FluxSource::from_playbook(p)))
-        .add("vault.install", Infrastructure, &["flux.ready"], Arc::new(VaultInstall::from_playbook(p)))
-        .add("vault.ready", Infrastructure, &["vault.install"], Arc::new(VaultReady::from_playbook(p)))
-        .add("vault.init", Infrastructure, &["vault.ready"], Arc::new(VaultInit::from_playbook(p)))
-        .add("vault.unseal", Infrastructure, &["vault.init"], Arc::new(VaultUnseal::from_playbook(p)))
-        .add("vault.auto-unseal", Infrastructure, &["vault.init"], Arc::new(VaultAutoUnseal::from_playbook(p)))
-        .add("vault.configure", Infrastructure, &["vault.unseal"], Arc::new(VaultConfigure::from_playbook(p)))
-        .add("eso.install", Infrastructure, &["flux.ready"], Arc::new(EsoInstall::from_playbook(p)))
-        .add("eso.ready", Infrastructure, &["eso.install"], Arc::new(EsoReady::from_playbook(p)))
-        .add("eso.store", Infrastructure, &["eso.ready", "vault.configure"], Arc::new(EsoStore::from_playbook(p)))
+        .add(
+            "k3s.install",
+            Infrastructure,
+            &[],
+            Arc::new(K3sInstall::from_playbook(p)),
+        )
+        .add(
+            "k3s.ready",
+            Infrastructure,
+            &["k3s.install"],
+            Arc::new(K3sReady::from_playbook(p)),
+        )
+        .add(
+            "flux.install",
+            Infrastructure,
+            &["k3s.ready"],
+            Arc::new(FluxInstall::from_playbook(p)),
+        )
+        .add(
+            "flux.ready",
+            Infrastructure,
+            &["flux.install"],
+            Arc::new(FluxReady::from_playbook(p)),
+        )
+        .add(
+            "flux.source",
+            Infrastructure,
+            &["flux.ready"],
+            Arc::new(FluxSource::from_playbook(p)),
+        )
+        .add(
+            "vault.install",
+            Infrastructure,
+            &["flux.ready"],
+            Arc::new(VaultInstall::from_playbook(p)),
+        )
+        .add(
+            "vault.ready",
+            Infrastructure,
+            &["vault.install"],
+            Arc::new(VaultReady::from_playbook(p)),
+        )
+        .add(
+            "vault.init",
+            Infrastructure,
+            &["vault.ready"],
+            Arc::new(VaultInit::from_playbook(p)),
+        )
+        .add(
+            "vault.unseal",
+            Infrastructure,
+            &["vault.init"],
+            Arc::new(VaultUnseal::from_playbook(p)),
+        )
+        .add(
+            "vault.auto-unseal",
+            Infrastructure,
+            &["vault.init"],
+            Arc::new(VaultAutoUnseal::from_playbook(p)),
+        )
+        .add(
+            "vault.configure",
+            Infrastructure,
+            &["vault.unseal"],
+            Arc::new(VaultConfigure::from_playbook(p)),
+        )
+        .add(
+            "eso.install",
+            Infrastructure,
+            &["flux.ready"],
+            Arc::new(EsoInstall::from_playbook(p)),
+        )
+        .add(
+            "eso.ready",
+            Infrastructure,
+            &["eso.install"],
+            Arc::new(EsoReady::from_playbook(p)),
+        )
+        .add(
+            "eso.store",
+            Infrastructure,
+            &["eso.ready", "vault.configure"],
+            Arc::new(EsoStore::from_playbook(p)),
+        )
         // Phase 2: secrets.
-        .add("secrets.terraform", Secrets, &["vault.configure"], Arc::new(SecretsTerraform::from_playbook(p)))
-        .add("secrets.verify", Secrets, &["secrets.terraform"], Arc::new(SecretsVerify::from_playbook(p)))
+        .add(
+            "secrets.terraform",
+            Secrets,
+            &["vault.configure"],
+            Arc::new(SecretsTerraform::from_playbook(p)),
+        )
+        .add(
+            "secrets.verify",
+            Secrets,
+            &["secrets.terraform"],
+            Arc::new(SecretsVerify::from_playbook(p)),
+        )
         // Phase 3: git-auth.
         .add(
             "gitauth.external-secret",
@@ -120,9 +205,19 @@ pub fn register(engine: &mut Engine<Building>, pb: &LoadedPlaybook) {
             &["gitauth.external-secret", "flux.source"],
             Arc::new(GitAuthSwitch::from_playbook(p)),
         )
-        .add("gitauth.cleanup", GitAuth, &["gitauth.switch"], Arc::new(GitAuthCleanup::from_playbook(p)))
+        .add(
+            "gitauth.cleanup",
+            GitAuth,
+            &["gitauth.switch"],
+            Arc::new(GitAuthCleanup::from_playbook(p)),
+        )
         // Phase 4: apps.
-        .add("apps.reconcile", Apps, &["gitauth.switch"], Arc::new(AppsReconcile::from_playbook(p)))
+        .add(
+            "apps.reconcile",
+            Apps,
+            &["gitauth.switch"],
+            Arc::new(AppsReconcile::from_playbook(p)),
+        )
         .add(
             "apps.secrets-synced",
             Apps,
@@ -130,9 +225,24 @@ pub fn register(engine: &mut Engine<Building>, pb: &LoadedPlaybook) {
             Arc::new(AppsSecretsSynced::from_playbook(p)),
         )
         // Phase 5: verify.
-        .add("verify.vault", Verify, &["vault.auto-unseal"], Arc::new(VerifyVault::from_playbook(p)))
-        .add("verify.flux", Verify, &["apps.reconcile"], Arc::new(VerifyFlux::from_playbook(p)))
-        .add("verify.eso", Verify, &["apps.secrets-synced"], Arc::new(VerifyEso::from_playbook(p)))
+        .add(
+            "verify.vault",
+            Verify,
+            &["vault.auto-unseal"],
+            Arc::new(VerifyVault::from_playbook(p)),
+        )
+        .add(
+            "verify.flux",
+            Verify,
+            &["apps.reconcile"],
+            Arc::new(VerifyFlux::from_playbook(p)),
+        )
+        .add(
+            "verify.eso",
+            Verify,
+            &["apps.secrets-synced"],
+            Arc::new(VerifyEso::from_playbook(p)),
+        )
         .add(
             "verify.no-bootstrap-secrets",
             Verify,
@@ -142,7 +252,12 @@ pub fn register(engine: &mut Engine<Building>, pb: &LoadedPlaybook) {
         .add(
             "cleanup",
             Verify,
-            &["verify.vault", "verify.flux", "verify.eso", "verify.no-bootstrap-secrets"],
+            &[
+                "verify.vault",
+                "verify.flux",
+                "verify.eso",
+                "verify.no-bootstrap-secrets",
+            ],
             Arc::new(Cleanup::from_playbook(p)),
         );
 }

@@ -109,7 +109,10 @@ impl SyntheticStep {
     /// A step following `spec`.
     #[must_use]
     pub fn new(spec: SyntheticStepSpec) -> Self {
-        Self { spec, attempts: AtomicU32::new(0) }
+        Self {
+            spec,
+            attempts: AtomicU32::new(0),
+        }
     }
 
     fn dir(ctx: &StepContext) -> PathBuf {
@@ -122,15 +125,20 @@ impl SyntheticStep {
 
     fn log(&self, ctx: &StepContext, what: &str) -> Result<(), StepError> {
         let dir = Self::dir(ctx);
-        append_line(&dir, &format!("{what} {}", self.spec.id))
-            .map_err(|e| StepError::permanent_from(format!("write synthetic log in {}", dir.display()), e))
+        append_line(&dir, &format!("{what} {}", self.spec.id)).map_err(|e| {
+            StepError::permanent_from(format!("write synthetic log in {}", dir.display()), e)
+        })
     }
 }
 
 fn append_line(dir: &Path, line: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("log"))?;
-    writeln!(f, "{line}")?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("log"))?;
+    // One write call, so a SIGKILL never leaves half a line.
+    f.write_all(format!("{line}\n").as_bytes())?;
     f.sync_data()
 }
 
@@ -159,7 +167,10 @@ impl Step for SyntheticStep {
     }
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
-        Ok(vec![Action::run(format!("synthetic work for {}ms", self.spec.sleep_ms))])
+        Ok(vec![Action::run(format!(
+            "synthetic work for {}ms",
+            self.spec.sleep_ms
+        ))])
     }
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
@@ -174,18 +185,29 @@ impl Step for SyntheticStep {
         }
         if let Some(env) = &self.spec.fail_with_secret {
             let value = ctx.secret(env)?.expose_secret();
-            return Err(StepError::permanent(format!("upstream rejected credential {value}")));
+            return Err(StepError::permanent(format!(
+                "upstream rejected credential {value}"
+            )));
         }
         if self.spec.fail_permanent {
-            return Err(StepError::permanent(format!("synthetic step {} fails permanently", self.spec.id)));
+            return Err(StepError::permanent(format!(
+                "synthetic step {} fails permanently",
+                self.spec.id
+            )));
         }
         if attempt <= self.spec.fail_transient {
-            return Err(StepError::transient(format!("synthetic step {} fails transiently (attempt {attempt})", self.spec.id)));
+            return Err(StepError::transient(format!(
+                "synthetic step {} fails transiently (attempt {attempt})",
+                self.spec.id
+            )));
         }
         let marker = self.marker(ctx);
         std::fs::write(&marker, b"done\n")
             .map_err(|e| StepError::permanent_from(format!("write {}", marker.display()), e))?;
-        StepOutcome::with_outputs(true, &serde_json::json!({ "id": self.spec.id, "attempts": attempt }))
+        StepOutcome::with_outputs(
+            true,
+            &serde_json::json!({ "id": self.spec.id, "attempts": attempt }),
+        )
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
@@ -193,7 +215,9 @@ impl Step for SyntheticStep {
         Ok(if self.marker(ctx).exists() {
             Verified::Holds
         } else {
-            Verified::DoesNotHold { reason: format!("marker {} is missing", self.marker(ctx).display()) }
+            Verified::DoesNotHold {
+                reason: format!("marker {} is missing", self.marker(ctx).display()),
+            }
         })
     }
 }
@@ -202,7 +226,12 @@ impl Step for SyntheticStep {
 pub fn register(engine: &mut Engine<Building>, spec: &SyntheticSpec) {
     for s in &spec.step {
         let deps: Vec<&str> = s.depends_on.iter().map(String::as_str).collect();
-        engine.add(s.id.as_str(), s.phase, &deps, Arc::new(SyntheticStep::new(s.clone())));
+        engine.add(
+            s.id.as_str(),
+            s.phase,
+            &deps,
+            Arc::new(SyntheticStep::new(s.clone())),
+        );
     }
 }
 
@@ -211,9 +240,14 @@ pub fn register(engine: &mut Engine<Building>, spec: &SyntheticSpec) {
 /// # Errors
 /// [`SyntheticError`] for unreadable or invalid files and invalid graphs.
 pub fn build_from_file(path: &Path) -> Result<Engine<Built>, SyntheticError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SyntheticError::Read { path: path.to_owned(), source })?;
-    let spec: SyntheticSpec =
-        toml::from_str(&text).map_err(|e| SyntheticError::Parse { path: path.to_owned(), message: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|source| SyntheticError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let spec: SyntheticSpec = toml::from_str(&text).map_err(|e| SyntheticError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
     let mut engine = Engine::new();
     register(&mut engine, &spec);
     Ok(engine.seal()?)

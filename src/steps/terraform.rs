@@ -66,13 +66,25 @@ impl SecretsTerraform {
     fn actions(&self) -> Vec<Action> {
         let vars: Vec<&str> = self.secrets.iter().map(|s| s.tf_var.as_str()).collect();
         let mut actions = vec![
-            Action::run(format!("{} init -input=false -no-color (in {})", self.binary, self.dir)),
-            Action::run(format!("{} apply -auto-approve -input=false -var-file=/dev/fd/N", self.binary))
-                .with_detail(format!("variables {} through a pipe, never argv or a file", vars.join(", "))),
+            Action::run(format!(
+                "{} init -input=false -no-color (in {})",
+                self.binary, self.dir
+            )),
+            Action::run(format!(
+                "{} apply -auto-approve -input=false -var-file=/dev/fd/N",
+                self.binary
+            ))
+            .with_detail(format!(
+                "variables {} through a pipe, never argv or a file",
+                vars.join(", ")
+            )),
         ];
         actions.extend(self.secrets.iter().map(|s| {
-            Action::create(format!("Vault {}/data/{} key {}", self.kv_mount, s.vault_path, s.vault_key))
-                .with_detail(format!("from ${}", s.env))
+            Action::create(format!(
+                "Vault {}/data/{} key {}",
+                self.kv_mount, s.vault_path, s.vault_key
+            ))
+            .with_detail(format!("from ${}", s.env))
         }));
         actions
     }
@@ -92,13 +104,21 @@ impl SecretsVerify {
     /// From `[[secrets]]` and `[vault]`.
     #[must_use]
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
-        Self { kv_mount: pb.playbook.vault.kv_mount.clone(), secrets: routes(pb) }
+        Self {
+            kv_mount: pb.playbook.vault.kv_mount.clone(),
+            secrets: routes(pb),
+        }
     }
 
     fn actions(&self) -> Vec<Action> {
         self.secrets
             .iter()
-            .map(|s| Action::run(format!("GET /v1/{}/data/{} (key {} present)", self.kv_mount, s.vault_path, s.vault_key)))
+            .map(|s| {
+                Action::run(format!(
+                    "GET /v1/{}/data/{} (key {} present)",
+                    self.kv_mount, s.vault_path, s.vault_key
+                ))
+            })
             .collect()
     }
 }

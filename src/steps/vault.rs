@@ -11,7 +11,9 @@ use crate::playbook::{HumanDuration, LoadedPlaybook, VaultAccess};
 /// How a step reaches Vault's API, for plan text.
 fn reach(access: VaultAccess, namespace: &str, release: &str, address: Option<&str>) -> Action {
     match access {
-        VaultAccess::PortForward => Action::run(format!("port-forward to Service {namespace}/{release}:8200")),
+        VaultAccess::PortForward => Action::run(format!(
+            "port-forward to Service {namespace}/{release}:8200"
+        )),
         VaultAccess::Address => Action::run(format!("connect to {}", address.unwrap_or("?"))),
     }
 }
@@ -32,11 +34,21 @@ pub struct VaultEndpoint {
 impl VaultEndpoint {
     fn from_playbook(pb: &LoadedPlaybook) -> Self {
         let v = &pb.playbook.vault;
-        Self { namespace: v.namespace.clone(), release: v.release.clone(), access: v.access, address: v.address.clone() }
+        Self {
+            namespace: v.namespace.clone(),
+            release: v.release.clone(),
+            access: v.access,
+            address: v.address.clone(),
+        }
     }
 
     fn action(&self) -> Action {
-        reach(self.access, &self.namespace, &self.release, self.address.as_deref())
+        reach(
+            self.access,
+            &self.namespace,
+            &self.release,
+            self.address.as_deref(),
+        )
     }
 }
 
@@ -72,9 +84,14 @@ impl VaultInstall {
     fn actions(&self) -> Vec<Action> {
         vec![
             Action::create(format!("Namespace {}", self.namespace)),
-            Action::create(obj("HelmRepository", &self.flux_namespace, "hashicorp")).with_detail(self.chart_repo.clone()),
-            Action::create(obj("HelmRelease", &self.namespace, &self.release))
-                .with_detail(format!("chart vault {}; readiness tolerates a sealed pod", self.chart_version)),
+            Action::create(obj("HelmRepository", &self.flux_namespace, "hashicorp"))
+                .with_detail(self.chart_repo.clone()),
+            Action::create(obj("HelmRelease", &self.namespace, &self.release)).with_detail(
+                format!(
+                    "chart vault {}; readiness tolerates a sealed pod",
+                    self.chart_version
+                ),
+            ),
         ]
     }
 }
@@ -96,13 +113,24 @@ impl VaultReady {
     #[must_use]
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
         let v = &pb.playbook.vault;
-        Self { namespace: v.namespace.clone(), release: v.release.clone(), timeout: pb.playbook.timeouts.vault_ready }
+        Self {
+            namespace: v.namespace.clone(),
+            release: v.release.clone(),
+            timeout: pb.playbook.timeouts.vault_ready,
+        }
     }
 
     fn actions(&self) -> Vec<Action> {
         vec![
-            Action::run(format!("wait for {} Ready (timeout {})", obj("HelmRelease", &self.namespace, &self.release), self.timeout)),
-            Action::run(format!("wait for {} Running", obj("Pod", &self.namespace, &format!("{}-0", self.release)))),
+            Action::run(format!(
+                "wait for {} Ready (timeout {})",
+                obj("HelmRelease", &self.namespace, &self.release),
+                self.timeout
+            )),
+            Action::run(format!(
+                "wait for {} Running",
+                obj("Pod", &self.namespace, &format!("{}-0", self.release))
+            )),
             Action::run("GET /v1/sys/health (501 uninitialised or 503 sealed are expected)"),
         ]
     }
@@ -167,15 +195,25 @@ impl VaultUnseal {
     #[must_use]
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
         let v = &pb.playbook.vault;
-        Self { endpoint: VaultEndpoint::from_playbook(pb), keys_secret: v.keys_secret.clone(), key_threshold: v.key_threshold }
+        Self {
+            endpoint: VaultEndpoint::from_playbook(pb),
+            keys_secret: v.keys_secret.clone(),
+            key_threshold: v.key_threshold,
+        }
     }
 
     fn actions(&self) -> Vec<Action> {
         vec![
             self.endpoint.action(),
             Action::run("GET /v1/sys/seal-status"),
-            Action::run(format!("read {}", obj("Secret", &self.endpoint.namespace, &self.keys_secret))),
-            Action::run(format!("PUT /v1/sys/unseal x{} (only while sealed)", self.key_threshold)),
+            Action::run(format!(
+                "read {}",
+                obj("Secret", &self.endpoint.namespace, &self.keys_secret)
+            )),
+            Action::run(format!(
+                "PUT /v1/sys/unseal x{} (only while sealed)",
+                self.key_threshold
+            )),
         ]
     }
 }
@@ -195,17 +233,24 @@ impl VaultAutoUnseal {
     #[must_use]
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
         let v = &pb.playbook.vault;
-        Self { namespace: v.namespace.clone(), keys_secret: v.keys_secret.clone() }
+        Self {
+            namespace: v.namespace.clone(),
+            keys_secret: v.keys_secret.clone(),
+        }
     }
 
     fn actions(&self) -> Vec<Action> {
         let name = "vault-auto-unseal";
         vec![
             Action::create(obj("ServiceAccount", &self.namespace, name)),
-            Action::create(obj("Role", &self.namespace, name)).with_detail(format!("get secrets/{} only", self.keys_secret)),
+            Action::create(obj("Role", &self.namespace, name))
+                .with_detail(format!("get secrets/{} only", self.keys_secret)),
             Action::create(obj("RoleBinding", &self.namespace, name)),
             Action::create(obj("Deployment", &self.namespace, name)),
-            Action::run(format!("wait for {} Available", obj("Deployment", &self.namespace, name))),
+            Action::run(format!(
+                "wait for {} Available",
+                obj("Deployment", &self.namespace, name)
+            )),
         ]
     }
 }
@@ -250,12 +295,25 @@ impl VaultConfigure {
     fn actions(&self) -> Vec<Action> {
         vec![
             self.endpoint.action(),
-            Action::create(format!("POST /v1/sys/mounts/{} (kv version 2)", self.kv_mount)),
-            Action::create(format!("POST /v1/sys/auth/{} (kubernetes)", self.auth_mount)),
-            Action::update(format!("POST /v1/auth/{}/config", self.auth_mount)).with_detail("kubernetes_host https://kubernetes.default.svc"),
-            Action::create(format!("PUT /v1/sys/policy/{}", self.eso_policy))
-                .with_detail(format!("read on {}/data/*, {}/metadata/*", self.kv_mount, self.kv_mount)),
-            Action::create(format!("POST /v1/auth/{}/role/{}", self.auth_mount, self.eso_role)).with_detail(format!(
+            Action::create(format!(
+                "POST /v1/sys/mounts/{} (kv version 2)",
+                self.kv_mount
+            )),
+            Action::create(format!(
+                "POST /v1/sys/auth/{} (kubernetes)",
+                self.auth_mount
+            )),
+            Action::update(format!("POST /v1/auth/{}/config", self.auth_mount))
+                .with_detail("kubernetes_host https://kubernetes.default.svc"),
+            Action::create(format!("PUT /v1/sys/policy/{}", self.eso_policy)).with_detail(format!(
+                "read on {}/data/*, {}/metadata/*",
+                self.kv_mount, self.kv_mount
+            )),
+            Action::create(format!(
+                "POST /v1/auth/{}/role/{}",
+                self.auth_mount, self.eso_role
+            ))
+            .with_detail(format!(
                 "bound to ServiceAccount {}/{}, policy {}",
                 self.eso_namespace, self.eso_service_account, self.eso_policy
             )),

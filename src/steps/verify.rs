@@ -34,11 +34,19 @@ impl VerifyVault {
     }
 
     fn actions(&self) -> Vec<Action> {
-        let mut actions = vec![Action::run("GET /v1/sys/health (200: initialised, unsealed, active)")];
+        let mut actions = vec![Action::run(
+            "GET /v1/sys/health (200: initialised, unsealed, active)",
+        )];
         if self.restart {
             let pod = obj("Pod", &self.namespace, &format!("{}-0", self.release));
-            actions.push(Action::delete(pod).with_detail("restart to prove auto-unseal ([verify] restart_vault = true)"));
-            actions.push(Action::run(format!("wait for Vault unsealed again by the auto-unsealer (timeout {})", self.timeout)));
+            actions.push(
+                Action::delete(pod)
+                    .with_detail("restart to prove auto-unseal ([verify] restart_vault = true)"),
+            );
+            actions.push(Action::run(format!(
+                "wait for Vault unsealed again by the auto-unsealer (timeout {})",
+                self.timeout
+            )));
         }
         actions
     }
@@ -56,11 +64,15 @@ impl VerifyFlux {
     /// From `[flux]`.
     #[must_use]
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
-        Self { namespace: pb.playbook.flux.namespace.clone() }
+        Self {
+            namespace: pb.playbook.flux.namespace.clone(),
+        }
     }
 
     fn actions(&self) -> Vec<Action> {
-        vec![Action::run("check every GitRepository, HelmRepository, Kustomization and HelmRelease is Ready")]
+        vec![Action::run(
+            "check every GitRepository, HelmRepository, Kustomization and HelmRelease is Ready",
+        )]
     }
 }
 pending_step!(VerifyFlux, "verify.flux");
@@ -76,7 +88,9 @@ impl VerifyEso {
     /// From `[external_secrets]`.
     #[must_use]
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
-        Self { store: pb.playbook.external_secrets.store.clone() }
+        Self {
+            store: pb.playbook.external_secrets.store.clone(),
+        }
     }
 
     fn actions(&self) -> Vec<Action> {
@@ -117,10 +131,15 @@ impl VerifyNoBootstrapSecrets {
 
     fn actions(&self) -> Vec<Action> {
         if !self.enabled {
-            return vec![Action::unchanged("no check: [verify] no_bootstrap_secrets = false")];
+            return vec![Action::unchanged(
+                "no check: [verify] no_bootstrap_secrets = false",
+            )];
         }
         vec![
-            Action::run(format!("check {} is absent", obj("Secret", &self.namespace, &self.bootstrap_secret))),
+            Action::run(format!(
+                "check {} is absent",
+                obj("Secret", &self.namespace, &self.bootstrap_secret)
+            )),
             Action::run(format!(
                 "scan Secrets not owned by an ExternalSecret for the values of {}",
                 self.secrets.join(", ")
@@ -141,7 +160,9 @@ impl Cleanup {
     /// From the state directory.
     #[must_use]
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
-        Self { report: pb.cluster_dir().join("report.json").display().to_string() }
+        Self {
+            report: pb.cluster_dir().join("report.json").display().to_string(),
+        }
     }
 
     fn actions(&self) -> Vec<Action> {
