@@ -188,7 +188,7 @@ impl Checkpoint {
     /// # Errors
     /// [`CheckpointError::Io`].
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| CheckpointError::Io {
+        let bytes = serde_json::to_vec(self).map_err(|e| CheckpointError::Io {
             path: path.to_owned(),
             source: std::io::Error::other(e),
         })?;

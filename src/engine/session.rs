@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointWriter, StepStatus};
 use super::context::RunEnv;
-use super::events::{RunEvent, RunMode, StepEnd};
+use super::events::{RunEvent, RunMode, StepEnd, StepReport};
 use super::execute::{ApplyExecutor, PlanExecutor, PriorDone};
 use super::graph::{Built, Engine};
 use super::lock::{LockError, RunLock};
@@ -267,9 +267,10 @@ pub async fn plan(engine: &Engine<Built>, env: &RunEnv, concurrency: usize) -> P
         known_outputs: BTreeMap::new(),
     };
     let report = walk(engine, env, Arc::new(PlanExecutor), opts).await;
+    let by_id: HashMap<&StepId, &StepReport> = report.steps.iter().map(|r| (&r.step, r)).collect();
     let mut phases: Vec<(Phase, Vec<PlannedStep>)> = Vec::new();
     for node in engine.nodes() {
-        let r = report.step(node.id.as_str());
+        let r = by_id.get(&node.id).copied();
         let step = PlannedStep {
             id: node.id.clone(),
             kind: node.step.kind(),

@@ -66,9 +66,14 @@ impl Step for K3sInstall {
             Provider::Sandbox => {
                 let dir = self.sandbox_dir.as_deref().unwrap_or("?");
                 vec![
-                    Action::run(format!("check the sandbox cluster in {dir} is up"))
-                        .with_detail(format!("start it with `kubestrap sandbox up --dir {dir}`")),
-                    Action::unchanged(format!("kubeconfig {kubeconfig}")),
+                    Action::run(format!(
+                        "start the sandbox cluster in {dir} unless it is already running"
+                    ))
+                    .with_detail(format!(
+                        "as `kubestrap sandbox up --dir {dir}`, in the background"
+                    )),
+                    Action::create(format!("kubeconfig {kubeconfig}"))
+                        .with_detail("written by the sandbox"),
                 ]
             }
             Provider::K3sLocal => vec![
