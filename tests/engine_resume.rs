@@ -415,3 +415,45 @@ fn only_runs_the_named_step_and_names_the_dependencies_it_assumes() {
         common::text(&out)
     );
 }
+
+#[test]
+fn resume_explains_a_changed_playbook_and_reapplies_steps_whose_inputs_changed() {
+    let fast = CHAIN.replace("sleep_ms = 3000", "sleep_ms = 1");
+    let fx = Fixture::new(&fast);
+    assert_eq!(fx.apply(&[], &[]).status.code(), Some(0));
+    // Same steps, different playbook values: explained, nothing re-applied.
+    let pb = common::MINIMAL.replace("clusters/test", "clusters/changed");
+    std::fs::write(fx.path().join("kubestrap.toml"), pb).unwrap();
+    let out = fx.apply(&["--resume"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the playbook changed since the checkpoint was written; no recorded step's inputs changed"),
+        "{stderr}"
+    );
+    assert_eq!(
+        fx.log().iter().filter(|l| l.starts_with("apply")).count(),
+        5
+    );
+    // One step's inputs change: it alone is applied again.
+    let changed = fast.replacen("sleep_ms = 20", "sleep_ms = 21", 2).replacen(
+        "sleep_ms = 21",
+        "sleep_ms = 20",
+        1,
+    );
+    std::fs::write(fx.path().join("steps.toml"), changed).unwrap();
+    let out = fx.apply(&["--resume"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("inputs changed and will be applied again: s2"),
+        "{stderr}"
+    );
+    let applies: Vec<_> = fx
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("apply"))
+        .skip(5)
+        .collect();
+    assert_eq!(applies, vec!["apply s2"]);
+}

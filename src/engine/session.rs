@@ -137,8 +137,9 @@ pub async fn apply(
             });
         }
         (_, Some(cp)) => {
-            if &cp.playbook_fingerprint != fingerprint {
-                let changed = cp.changed_steps(engine);
+            let changed = cp.changed_steps(engine);
+            let playbook_changed = &cp.playbook_fingerprint != fingerprint;
+            if playbook_changed || !changed.is_empty() {
                 let which = if changed.is_empty() {
                     "no recorded step's inputs changed".to_owned()
                 } else {
@@ -147,10 +148,13 @@ pub async fn apply(
                         join(&changed)
                     )
                 };
+                let what = if playbook_changed {
+                    "the playbook changed since the checkpoint was written"
+                } else {
+                    "the steps changed since the checkpoint was written"
+                };
                 env.emit(&RunEvent::Warning {
-                    message: format!(
-                        "the playbook changed since the checkpoint was written; {which}"
-                    ),
+                    message: format!("{what}; {which}"),
                 });
             }
             cp

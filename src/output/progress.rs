@@ -335,3 +335,97 @@ pub fn render_summary(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::StepReport;
+
+    fn finished(id: &str, end: StepEnd, changed: bool, error: Option<&str>) -> StepReport {
+        StepReport {
+            step: StepId::new(id),
+            kind: "probe",
+            phase: Phase::Infrastructure,
+            end,
+            changed,
+            attempts: 1,
+            duration: Duration::from_millis(1500),
+            outputs: serde_json::Value::Null,
+            error: error.map(str::to_owned),
+            actions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn plain_lines_show_elapsed_time_only_on_long_waits() {
+        let mut out = Vec::new();
+        let mut p = PlainLines::new(&mut out);
+        let progress = |secs| RunEvent::StepProgress {
+            step: StepId::new("vault.ready"),
+            message: "waiting for pod vault-0 Ready".into(),
+            elapsed: Duration::from_secs(secs),
+        };
+        p.on_event(&progress(1)).unwrap();
+        p.on_event(&progress(12)).unwrap();
+        p.on_event(&RunEvent::StepFinished(finished(
+            "vault.ready",
+            StepEnd::Done,
+            true,
+            None,
+        )))
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "  vault.ready: waiting for pod vault-0 Ready\n  vault.ready: waiting for pod vault-0 Ready (12.0s)\n  vault.ready: changed (1.5s)\n"
+        );
+    }
+
+    #[test]
+    fn summary_counts_changed_unchanged_failed_and_times_phases() {
+        let report = RunReport {
+            status: RunStatus::Failed,
+            steps: vec![
+                finished("a", StepEnd::Done, true, None),
+                finished("b", StepEnd::Done, false, None),
+                finished("c", StepEnd::Skipped, false, None),
+                finished("d", StepEnd::Failed, false, Some("boom")),
+            ],
+            phases: vec![(Phase::Infrastructure, Duration::from_millis(2500))],
+            duration: Duration::from_secs(3),
+            root_cause: Some((Some(StepId::new("d")), "boom".into())),
+        };
+        let mut out = Vec::new();
+        render_summary(&report, 6, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("Summary: 1 changed, 2 unchanged, 1 failed, 2 not run in 3.0s"),
+            "{text}"
+        );
+        assert!(text.contains("  infrastructure   2.5s"), "{text}");
+        assert!(text.contains("Result: failed at d: boom"), "{text}");
+    }
+
+    #[test]
+    fn json_lines_are_one_document_per_event() {
+        let mut out = Vec::new();
+        let mut j = JsonLines::new(&mut out);
+        j.on_event(&RunEvent::StepFinished(finished(
+            "a",
+            StepEnd::Done,
+            true,
+            None,
+        )))
+        .unwrap();
+        j.on_event(&RunEvent::RunFinished {
+            status: RunStatus::Succeeded,
+            duration: Duration::from_millis(7),
+        })
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "{\"event\":\"step_finished\",\"step\":\"a\",\"status\":\"done\",\"changed\":true,\"duration_ms\":1500}\n{\"event\":\"run_finished\",\"status\":\"succeeded\",\"duration_ms\":7}\n"
+        );
+    }
+}

@@ -136,12 +136,20 @@ impl Write for RedactingRecord {
 
 impl Drop for RedactingRecord {
     fn drop(&mut self) {
-        let text = String::from_utf8_lossy(&self.buf);
-        let text = match global() {
-            Some(r) => r.redact(&text).into_owned(),
-            None => text.into_owned(),
-        };
-        let _ = io::stderr().write_all(text.as_bytes());
+        let _ = write_redacted(global().map(AsRef::as_ref), &self.buf, &mut io::stderr());
+    }
+}
+
+/// Write one formatted record to `out`, masked by `redactor`.
+fn write_redacted(
+    redactor: Option<&Redactor>,
+    record: &[u8],
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let text = String::from_utf8_lossy(record);
+    match redactor {
+        Some(r) => out.write_all(r.redact(&text).as_bytes()),
+        None => out.write_all(text.as_bytes()),
     }
 }
 
@@ -189,6 +197,22 @@ mod tests {
             let out = r.redact(&encoded);
             assert!(out.contains("[redacted T]"), "prefix {prefix:?}: {out}");
         }
+    }
+
+    #[test]
+    fn log_records_are_masked_before_they_are_written() {
+        let r = redactor(&[("CLOUDFLARE_API_TOKEN", "cf-token-123456")]);
+        let mut out = Vec::new();
+        write_redacted(
+            Some(&r),
+            b"WARN request failed: bearer cf-token-123456\n",
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "WARN request failed: bearer [redacted CLOUDFLARE_API_TOKEN]\n"
+        );
     }
 
     #[test]
