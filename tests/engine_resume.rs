@@ -457,3 +457,66 @@ fn resume_explains_a_changed_playbook_and_reapplies_steps_whose_inputs_changed()
         .collect();
     assert_eq!(applies, vec!["apply s2"]);
 }
+
+#[test]
+fn sigterm_interrupts_the_run_and_resume_finishes_it() {
+    let fx = Fixture::new(CHAIN);
+    let mut child = Command::new(common::bin())
+        .args([
+            "apply",
+            "--synthetic-steps",
+            "steps.toml",
+            "--output",
+            "json",
+        ])
+        .current_dir(fx.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("child never started s3");
+        if line.contains(r#""event":"step_progress","step":"s3""#) {
+            break;
+        }
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+        rest.push(line);
+    }
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(1), "{rest:#?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains(r#""step":"s3","status":"interrupted""#)),
+        "{rest:#?}"
+    );
+    assert!(
+        rest.iter()
+            .any(|l| l.contains(r#""event":"run_finished","status":"interrupted""#)),
+        "{rest:#?}"
+    );
+    assert!(
+        !rest.iter().any(|l| l.contains(r#""step":"s4""#)),
+        "s4 must not start: {rest:#?}"
+    );
+    assert_eq!(fx.checkpoint().steps["s3"].status, StepStatus::Interrupted);
+    let out = fx.apply(&["--resume"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
+}

@@ -102,3 +102,55 @@ impl KubeAccess {
         kube::Client::try_from(config).map_err(KubeAccessError::Client)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KUBECONFIG: &str = r"
+apiVersion: v1
+kind: Config
+current-context: a
+clusters:
+- name: c
+  cluster:
+    server: http://127.0.0.1:9
+contexts:
+- name: a
+  context: {cluster: c, user: u, namespace: ns-a}
+- name: b
+  context: {cluster: c, user: u, namespace: ns-b}
+users:
+- name: u
+  user: {token: not-a-real-token}
+";
+
+    #[tokio::test]
+    async fn context_selection_follows_kubectl() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(&path, KUBECONFIG).unwrap();
+        let current = KubeAccess::new(Some(path.clone()), None)
+            .client()
+            .await
+            .unwrap();
+        assert_eq!(current.default_namespace(), "ns-a");
+        let chosen = KubeAccess::new(Some(path), Some("b".into()))
+            .client()
+            .await
+            .unwrap();
+        assert_eq!(chosen.default_namespace(), "ns-b");
+    }
+
+    #[tokio::test]
+    async fn a_missing_kubeconfig_is_a_clear_error() {
+        let Err(err) = KubeAccess::new(Some("/nonexistent/kubeconfig".into()), None)
+            .client()
+            .await
+        else {
+            panic!("a missing kubeconfig must fail");
+        };
+        assert!(err.to_string().contains("/nonexistent/kubeconfig"), "{err}");
+        assert!(err.to_string().contains("pass --kubeconfig"), "{err}");
+    }
+}

@@ -350,7 +350,9 @@ pub trait Step: Send + Sync + fmt::Debug {
         RetryPolicy::default()
     }
 
-    /// What `apply` would do, without changing anything.
+    /// What `apply` would do, without changing anything. Dependencies' outputs are not
+    /// available here (nothing has run); use server-side `dryRun=All` where the cluster is
+    /// reachable and "would create" where it is not yet.
     ///
     /// # Errors
     /// When the intended actions cannot even be computed.
