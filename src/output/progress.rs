@@ -18,6 +18,23 @@ fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
+/// Short delays (backoffs) read better in milliseconds.
+fn short(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        secs(d)
+    }
+}
+
+fn steps(n: usize) -> String {
+    if n == 1 {
+        "1 step".to_owned()
+    } else {
+        format!("{n} steps")
+    }
+}
+
 fn ignore_io(_: io::Result<()>) -> Result<(), SubscriberError> {
     // Output is best-effort: a closed terminal must not abort a bootstrap half-way.
     Ok(())
@@ -57,11 +74,13 @@ impl<W: Write + Send> PlainLines<W> {
 impl<W: Write + Send> Subscriber for PlainLines<W> {
     fn on_event(&mut self, event: &RunEvent) -> Result<(), SubscriberError> {
         let line = match event {
-            RunEvent::RunStarted { cluster, steps, .. } => {
-                format!("cluster {cluster}: {steps} steps")
+            RunEvent::RunStarted {
+                cluster, steps: n, ..
+            } => {
+                format!("cluster {cluster}: {}", steps(*n))
             }
-            RunEvent::PhaseStarted { phase, steps } => {
-                format!("phase {}/5 {phase}: {steps} steps", phase.number())
+            RunEvent::PhaseStarted { phase, steps: n } => {
+                format!("phase {}/5 {phase}: {}", phase.number(), steps(*n))
             }
             RunEvent::StepStarted { step, attempt, .. } if *attempt > 1 => {
                 format!("  {step}: attempt {attempt}")
@@ -89,7 +108,7 @@ impl<W: Write + Send> Subscriber for PlainLines<W> {
             } => {
                 format!(
                     "  {step}: attempt {attempt} failed ({error}); retrying in {}",
-                    secs(*delay)
+                    short(*delay)
                 )
             }
             RunEvent::StepFinished(r) => {
@@ -247,7 +266,7 @@ impl Subscriber for TtyProgress {
                 let _ = writeln!(
                     out,
                     "  \x1b[33m↻\x1b[0m {step}: attempt {attempt} failed ({error}); retrying in {}",
-                    secs(*delay)
+                    short(*delay)
                 );
             }
             RunEvent::StepFinished(r) => {

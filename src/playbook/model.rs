@@ -56,9 +56,14 @@ pub struct Cluster {
     pub name: String,
     /// How the cluster comes to exist.
     pub provider: Provider,
-    /// k3s version to install (`k3s-local`, `k3s-ssh`), e.g. `v1.33.1+k3s1`.
+    /// k3s version to install (`k3s-local`, `k3s-ssh`), e.g. `v1.33.1+k3s1`
+    /// (`INSTALL_K3S_VERSION`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k3s_version: Option<String>,
+    /// Command and flags for the k3s install script (`INSTALL_K3S_EXEC`), e.g.
+    /// `"server --disable traefik"`. Default: `server --write-kubeconfig-mode 600`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3s_exec: Option<String>,
     /// Where to install k3s for `provider = "k3s-ssh"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshTarget>,
@@ -143,9 +148,10 @@ pub struct Flux {
     /// Flux release, e.g. `v2.6.4`; picks the default install manifest URL.
     #[serde(default = "default_flux_version")]
     pub version: String,
-    /// Install manifest URL (default: the release's `install.yaml` on GitHub).
+    /// Flux's `install.yaml`: an `https://` URL or a local path (relative to the playbook; the
+    /// sandbox has no network). Default: the release's `install.yaml` on GitHub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub install_url: Option<String>,
+    pub install_manifest: Option<String>,
     /// Expected sha256 of the install manifest (hex); checked before anything is applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_sha256: Option<String>,
@@ -173,10 +179,10 @@ pub struct Flux {
 }
 
 impl Flux {
-    /// The install manifest URL actually used.
+    /// The install manifest source actually used (URL or resolved path).
     #[must_use]
-    pub fn install_url(&self) -> String {
-        self.install_url.clone().unwrap_or_else(|| {
+    pub fn install_manifest(&self) -> String {
+        self.install_manifest.clone().unwrap_or_else(|| {
             format!(
                 "https://github.com/fluxcd/flux2/releases/download/{}/install.yaml",
                 self.version
@@ -394,7 +400,7 @@ impl Default for Vault {
             release: "vault".into(),
             key_shares: 5,
             key_threshold: 3,
-            keys_secret: "vault-unseal-keys".into(),
+            keys_secret: "vault-init-keys".into(),
             kv_mount: "secret".into(),
             auth_mount: "kubernetes".into(),
             access: VaultAccess::PortForward,

@@ -42,6 +42,15 @@ fn cluster(pb: &Playbook, out: &mut Vec<Finding>) {
             format!("{:?} is not a valid cluster name: use lowercase letters, digits and '-' (at most 63)", c.name),
         ));
     }
+    if c.k3s_exec.is_some() && !c.provider.installs_k3s() {
+        out.push(finding(
+            "cluster.k3s_exec",
+            format!(
+                "provider {:?} does not install k3s: remove k3s_exec",
+                c.provider.as_str()
+            ),
+        ));
+    }
     match c.provider {
         Provider::K3sLocal | Provider::K3sSsh => {
             if c.k3s_version.is_none() {
@@ -132,13 +141,13 @@ fn flux(pb: &Playbook, out: &mut Vec<Finding>) {
             "must be 64 hex characters (the sha256 of install.yaml)",
         ));
     }
-    if let Some(url) = &f.install_url
-        && !url.starts_with("https://")
-        && !url.starts_with("http://")
+    if let Some(src) = &f.install_manifest
+        && (src.trim().is_empty()
+            || src.contains("://") && !src.starts_with("https://") && !src.starts_with("http://"))
     {
         out.push(finding(
-            "flux.install_url",
-            format!("{url:?} is not an http(s) URL"),
+            "flux.install_manifest",
+            format!("{src:?} is neither an http(s) URL nor a file path"),
         ));
     }
     if f.interval.get().is_zero() {

@@ -28,8 +28,8 @@ const CRDS: [&str; 4] = [
 pub struct FluxInstall {
     /// Flux version.
     pub version: String,
-    /// Manifest URL.
-    pub install_url: String,
+    /// Manifest URL or local path.
+    pub install_manifest: String,
     /// Expected sha256 of the manifest.
     pub install_sha256: Option<String>,
     /// Flux's namespace.
@@ -43,7 +43,7 @@ impl FluxInstall {
         let f = &pb.playbook.flux;
         Self {
             version: f.version.clone(),
-            install_url: f.install_url(),
+            install_manifest: f.install_manifest(),
             install_sha256: f.install_sha256.clone(),
             namespace: f.namespace.clone(),
         }
@@ -66,7 +66,12 @@ impl Step for FluxInstall {
             None => "no sha256 pinned: set [flux] install_sha256 to pin it".to_owned(),
         };
         let mut actions = vec![
-            Action::run(format!("GET {}", self.install_url)).with_detail(check),
+            Action::run(if self.install_manifest.contains("://") {
+                format!("GET {}", self.install_manifest)
+            } else {
+                format!("read {}", self.install_manifest)
+            })
+            .with_detail(check),
             Action::create(format!("Namespace {}", self.namespace)),
         ];
         actions.extend(

@@ -6,6 +6,9 @@ use super::{not_implemented, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook, Provider};
 
+/// `INSTALL_K3S_EXEC` when the playbook gives none: a server whose kubeconfig only root reads.
+pub const DEFAULT_K3S_EXEC: &str = "server --write-kubeconfig-mode 600";
+
 /// `k3s.install`: install k3s (k3s-local, k3s-ssh), or check that the sandbox / existing cluster
 /// is reachable.
 #[derive(Debug, Clone, Serialize)]
@@ -14,6 +17,8 @@ pub struct K3sInstall {
     pub provider: Provider,
     /// Pinned k3s version (installing providers).
     pub k3s_version: Option<String>,
+    /// `INSTALL_K3S_EXEC` for the install script.
+    pub k3s_exec: String,
     /// `user@host:port` for k3s-ssh.
     pub ssh_target: Option<String>,
     /// The kubeconfig the rest of the run uses.
@@ -30,6 +35,10 @@ impl K3sInstall {
         Self {
             provider: c.provider,
             k3s_version: c.k3s_version.clone(),
+            k3s_exec: c
+                .k3s_exec
+                .clone()
+                .unwrap_or_else(|| DEFAULT_K3S_EXEC.to_owned()),
             ssh_target: c
                 .ssh
                 .as_ref()
@@ -41,8 +50,9 @@ impl K3sInstall {
 
     fn install_command(&self) -> String {
         format!(
-            "curl -sfL https://get.k3s.io | INSTALL_K3S_VERSION={} sh -s - server --write-kubeconfig-mode 600",
-            self.k3s_version.as_deref().unwrap_or("?")
+            "curl -sfL https://get.k3s.io | INSTALL_K3S_VERSION={} INSTALL_K3S_EXEC='{}' sh -",
+            self.k3s_version.as_deref().unwrap_or("?"),
+            self.k3s_exec
         )
     }
 }
@@ -84,7 +94,7 @@ impl Step for K3sInstall {
             Provider::K3sSsh => {
                 let target = self.ssh_target.as_deref().unwrap_or("?");
                 vec![
-                    Action::run(format!("ssh {target} '{}'", self.install_command()))
+                    Action::run(format!("ssh {target} -- {}", self.install_command()))
                         .with_detail("skipped when k3s of this version already runs"),
                     Action::create(format!(
                         "kubeconfig copied from {target}:/etc/rancher/k3s/k3s.yaml"

@@ -273,6 +273,8 @@ pub struct VaultConfigure {
     pub eso_namespace: String,
     /// ESO's service account.
     pub eso_service_account: String,
+    /// KV paths the ESO policy may read: the declared secrets' paths and nothing else.
+    pub read_paths: Vec<String>,
 }
 
 impl VaultConfigure {
@@ -289,6 +291,17 @@ impl VaultConfigure {
             eso_role: v.eso_role.clone(),
             eso_namespace: e.namespace.clone(),
             eso_service_account: e.service_account.clone(),
+            read_paths: {
+                let mut paths: Vec<String> = pb
+                    .playbook
+                    .secrets
+                    .iter()
+                    .map(|s| s.vault_path.clone())
+                    .collect();
+                paths.sort();
+                paths.dedup();
+                paths
+            },
         }
     }
 
@@ -305,10 +318,18 @@ impl VaultConfigure {
             )),
             Action::update(format!("POST /v1/auth/{}/config", self.auth_mount))
                 .with_detail("kubernetes_host https://kubernetes.default.svc"),
-            Action::create(format!("PUT /v1/sys/policy/{}", self.eso_policy)).with_detail(format!(
-                "read on {}/data/*, {}/metadata/*",
-                self.kv_mount, self.kv_mount
-            )),
+            Action::create(format!("PUT /v1/sys/policy/{}", self.eso_policy)).with_detail(
+                if self.read_paths.is_empty() {
+                    "no read access: no [[secrets]] declared".to_owned()
+                } else {
+                    let paths: Vec<String> = self
+                        .read_paths
+                        .iter()
+                        .map(|p| format!("{}/data/{p}", self.kv_mount))
+                        .collect();
+                    format!("read only on {}", paths.join(", "))
+                },
+            ),
             Action::create(format!(
                 "POST /v1/auth/{}/role/{}",
                 self.auth_mount, self.eso_role
