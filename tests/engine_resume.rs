@@ -520,3 +520,54 @@ fn sigterm_interrupts_the_run_and_resume_finishes_it() {
     let out = fx.apply(&["--resume"], &[]);
     assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
 }
+
+#[test]
+fn status_reports_a_step_of_a_dead_run_as_interrupted_not_running() {
+    let fx = Fixture::new(CHAIN);
+    std::fs::create_dir_all(fx.cluster_dir()).unwrap();
+    // A checkpoint as a SIGKILLed run leaves it: s1 done, s2 running, nobody holding the lock.
+    let mut cp = Checkpoint::new("test", "sha256:x");
+    for (id, status) in [("s1", StepStatus::Done), ("s2", StepStatus::Running)] {
+        cp.steps.insert(
+            id.into(),
+            kubestrap::engine::StepRecord {
+                status,
+                phase: kubestrap::engine::Phase::Infrastructure,
+                input_hash: String::new(),
+                attempts: 1,
+                started_at: None,
+                finished_at: None,
+                duration_ms: None,
+                changed: None,
+                outputs: serde_json::Value::Null,
+                last_error: None,
+            },
+        );
+    }
+    cp.save(&Checkpoint::path_in(&fx.cluster_dir())).unwrap();
+    let status = |fx: &Fixture| {
+        let out = common::run(
+            &["status", "--synthetic-steps", "steps.toml", "-o", "json"],
+            fx.path(),
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["status"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        status(&fx),
+        ["done", "interrupted", "pending", "pending", "pending"]
+    );
+    let held = RunLock::acquire(&fx.cluster_dir()).unwrap();
+    assert_eq!(
+        status(&fx),
+        ["done", "running", "pending", "pending", "pending"]
+    );
+    drop(held);
+}

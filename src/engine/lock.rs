@@ -104,6 +104,22 @@ impl RunLock {
         })
     }
 
+    /// Whether a live run holds the lock in `cluster_dir` right now. Takes and drops a shared
+    /// lock without writing anything, so it is safe while a run is going on.
+    #[must_use]
+    pub fn is_held(cluster_dir: &Path) -> bool {
+        let Ok(file) = File::open(cluster_dir.join(LOCK_FILE)) else {
+            return false;
+        };
+        match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                false
+            }
+            Err(_) => true,
+        }
+    }
+
     /// The lock file.
     #[must_use]
     pub fn path(&self) -> &Path {
@@ -141,7 +157,9 @@ mod tests {
             }
             other => panic!("expected Held, got {other:?}"),
         }
+        assert!(RunLock::is_held(dir.path()));
         drop(first);
+        assert!(!RunLock::is_held(dir.path()));
         let again = RunLock::acquire(dir.path()).unwrap();
         assert!(
             again.reclaimed_from.is_none(),

@@ -332,7 +332,10 @@ pub struct StatusReport {
 /// # Errors
 /// [`CheckpointError`] for unreadable, corrupt or newer checkpoints.
 pub fn status(engine: &Engine<Built>, env: &RunEnv) -> Result<StatusReport, CheckpointError> {
-    let cp = Checkpoint::load(&Checkpoint::path_in(&env.playbook.cluster_dir()))?;
+    let cluster_dir = env.playbook.cluster_dir();
+    let cp = Checkpoint::load(&Checkpoint::path_in(&cluster_dir))?;
+    // "running" is only true while a live run holds the lock; otherwise that run died.
+    let live = RunLock::is_held(&cluster_dir);
     let steps = engine
         .nodes()
         .map(|n| {
@@ -340,7 +343,10 @@ pub fn status(engine: &Engine<Built>, env: &RunEnv) -> Result<StatusReport, Chec
             StepState {
                 id: n.id.clone(),
                 phase: n.phase,
-                status: rec.map_or(StepStatus::Pending, |r| r.status),
+                status: match rec.map_or(StepStatus::Pending, |r| r.status) {
+                    StepStatus::Running if !live => StepStatus::Interrupted,
+                    s => s,
+                },
                 attempts: rec.map_or(0, |r| r.attempts),
                 last_error: rec.and_then(|r| r.last_error.clone()),
                 inputs_changed: rec.is_some_and(|r| r.input_hash != n.input_hash),
