@@ -1,0 +1,186 @@
+//! Engine benchmarks (`cargo bench`): a benchmark, not a timed test; figures go in the README.
+//!
+//! (a) per-step engine overhead, including the durable checkpoint writes, over 1,000 no-op steps;
+//! (b) makespan / critical path for a 200-step random DAG whose steps sleep known durations;
+//! (c) validate-and-plan time for a 10,000-step DAG.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kubestrap::engine::{
+    self, Action, ApplyRequest, Built, CheckpointMode, Engine, Phase, RunEnv, RunStatus, Step,
+    StepContext, StepError, StepOutcome, Verified,
+};
+use kubestrap::playbook::Playbook;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Measure with the allocator the binary uses (it wipes freed memory).
+#[global_allocator]
+static ALLOC: kubestrap::secrets::ZeroizingAllocator = kubestrap::secrets::ZeroizingAllocator;
+
+const PLAYBOOK: &str = r#"
+[cluster]
+name = "bench"
+provider = "existing"
+[flux]
+git_url = "https://example.com/org/fleet"
+path = "clusters/bench"
+token_env = "BENCH_TOKEN"
+[[secrets]]
+env = "BENCH_TOKEN"
+vault_path = "bench/git"
+vault_key = "token"
+required = false
+"#;
+
+#[derive(Debug, serde::Serialize)]
+struct Sleep {
+    id: usize,
+    ms: u64,
+}
+
+#[async_trait::async_trait]
+impl Step for Sleep {
+    fn kind(&self) -> &'static str {
+        "bench"
+    }
+    fn payload(&self) -> serde_json::Value {
+        serde_json::json!({ "id": self.id, "ms": self.ms })
+    }
+    async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        Ok(vec![Action::run(format!("sleep {}ms", self.ms))])
+    }
+    async fn apply(&self, _ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        if self.ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        }
+        Ok(StepOutcome::new(false))
+    }
+    async fn verify(&self, _ctx: &StepContext) -> Result<Verified, StepError> {
+        Ok(Verified::Holds)
+    }
+}
+
+/// A random DAG: steps spread over the five phases in order, each depending on up to
+/// `max_deps` earlier steps (so never on a later phase).
+fn random_dag(
+    n: usize,
+    max_deps: usize,
+    ms: impl Fn(&mut StdRng) -> u64,
+    seed: u64,
+) -> Engine<Built> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut e = Engine::new();
+    let names: Vec<String> = (0..n).map(|i| format!("s{i:05}")).collect();
+    for i in 0..n {
+        let phase = Phase::ALL[i * Phase::ALL.len() / n];
+        let k = if i == 0 {
+            0
+        } else {
+            rng.random_range(0..=max_deps.min(i))
+        };
+        let mut deps: Vec<&str> = (0..k)
+            .map(|_| names[rng.random_range(0..i)].as_str())
+            .collect();
+        deps.sort_unstable();
+        deps.dedup();
+        let step = Arc::new(Sleep {
+            id: i,
+            ms: ms(&mut rng),
+        });
+        e.add(names[i].as_str(), phase, &deps, step);
+    }
+    e.seal().expect("random DAG is valid")
+}
+
+fn env(dir: &std::path::Path) -> RunEnv {
+    let path = dir.join("kubestrap.toml");
+    std::fs::write(&path, PLAYBOOK).unwrap();
+    RunEnv::new(Playbook::load(&path).unwrap())
+}
+
+fn per_step_overhead(rt: &tokio::runtime::Runtime) {
+    let n = 1000;
+    let mut e = Engine::new();
+    for i in 0..n {
+        e.add(
+            format!("noop{i:04}").as_str(),
+            Phase::Infrastructure,
+            &[],
+            Arc::new(Sleep { id: i, ms: 0 }),
+        );
+    }
+    let engine = e.seal().unwrap();
+    for concurrency in [1, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env(dir.path());
+        let req = ApplyRequest {
+            checkpoint: CheckpointMode::Fresh,
+            only: Vec::new(),
+            concurrency,
+        };
+        let start = Instant::now();
+        let report = rt.block_on(engine::apply(&engine, &env, &req)).unwrap();
+        let elapsed = start.elapsed();
+        assert_eq!(report.status, RunStatus::Succeeded);
+        println!(
+            "(a) {n} no-op steps, concurrency {concurrency}: {:.2?} total, {:.3} ms/step (2 durable checkpoint writes per step)",
+            elapsed,
+            elapsed.as_secs_f64() * 1000.0 / n as f64
+        );
+    }
+}
+
+fn makespan(rt: &tokio::runtime::Runtime) {
+    let engine = random_dag(200, 3, |rng| rng.random_range(5..=50), 42);
+    let critical =
+        engine.critical_path(|n| Duration::from_millis(n.step.payload()["ms"].as_u64().unwrap()));
+    for concurrency in [256, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env(dir.path());
+        let req = ApplyRequest {
+            checkpoint: CheckpointMode::Fresh,
+            only: Vec::new(),
+            concurrency,
+        };
+        let start = Instant::now();
+        let report = rt.block_on(engine::apply(&engine, &env, &req)).unwrap();
+        let elapsed = start.elapsed();
+        assert_eq!(report.status, RunStatus::Succeeded);
+        println!(
+            "(b) 200-step random DAG, concurrency {concurrency}: makespan {:.0?}, critical path {:.0?}, ratio {:.3}",
+            elapsed,
+            critical,
+            elapsed.as_secs_f64() / critical.as_secs_f64()
+        );
+    }
+}
+
+fn validate_and_plan(rt: &tokio::runtime::Runtime) {
+    let n = 10_000;
+    let mut best = Duration::MAX;
+    for seed in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env(dir.path());
+        let start = Instant::now();
+        let engine = random_dag(n, 4, |_| 0, seed);
+        let built = start.elapsed();
+        let plan = rt.block_on(engine::plan(&engine, &env, 8));
+        let total = start.elapsed();
+        assert!(!plan.has_errors());
+        println!("(c) {n}-step DAG: build+validate {built:.1?}, validate+plan {total:.1?}");
+        best = best.min(total);
+    }
+    println!("(c) best of 3: {best:.1?}");
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    per_step_overhead(&rt);
+    makespan(&rt);
+    validate_and_plan(&rt);
+}

@@ -1,0 +1,124 @@
+//! Command-line arguments (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Bootstrap a Kubernetes cluster into a GitOps platform (k3s, Flux, Vault, External Secrets)
+/// in five resumable phases.
+///
+/// Exit codes: 0 success; 1 a step failed (checkpoint written, `apply --resume` continues);
+/// 2 bad input (playbook, flags, missing secret, unusable checkpoint) before anything was
+/// touched; 3 refused (another run holds the lock).
+#[derive(Debug, Parser)]
+#[command(name = "kubestrap", version, about, long_about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the DAG and what each step would do, changing nothing.
+    Plan(PlanArgs),
+    /// Run the bootstrap (or continue it with --resume).
+    Apply(ApplyArgs),
+    /// Show what the checkpoint says: done / failed / pending per step.
+    Status(StatusArgs),
+    // Reserved: `Sandbox(crate::sandbox::SandboxArgs)` — `kubestrap sandbox up|down` is wired in
+    // here by the lead when `src/sandbox/` is merged (design §1, §6).
+    // Reserved: `Unseal` — `kubestrap unseal --kubeconfig K [--watch]` comes with the Vault steps.
+}
+
+/// Options shared by every command that reads a playbook.
+#[derive(Debug, Args, Clone)]
+pub struct Common {
+    /// The playbook.
+    #[arg(
+        short = 'p',
+        long = "playbook",
+        default_value = "kubestrap.toml",
+        value_name = "PLAYBOOK"
+    )]
+    pub playbook: PathBuf,
+    /// Kubeconfig file; wins over the playbook's and over KUBECONFIG (as with kubectl).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context; wins over the playbook's and the current context.
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Test hook: replace the real steps with synthetic ones described in FILE (see
+    /// `kubestrap::steps::synthetic`). Never use it on a real cluster.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub synthetic_steps: Option<PathBuf>,
+}
+
+/// Output formats of `plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    /// `terraform plan`-style text.
+    Text,
+    /// One versioned JSON document.
+    Json,
+    /// Graphviz DOT of the DAG.
+    Dot,
+}
+
+/// Output formats of `apply` and `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people: live progress on a TTY, plain lines otherwise.
+    Text,
+    /// For machines: versioned JSON (apply: one event per line).
+    Json,
+}
+
+/// `kubestrap plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = PlanFormat::Text)]
+    pub output: PlanFormat,
+}
+
+/// `kubestrap apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Continue from the checkpoint: verify steps recorded as done, run the rest.
+    #[arg(long, conflicts_with = "fresh")]
+    pub resume: bool,
+    /// Ignore the checkpoint and start from the first step.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Run only this step (repeatable); its dependencies are assumed done, and named.
+    #[arg(long, value_name = "STEP")]
+    pub only: Vec<String>,
+    /// Steps running at once inside a phase.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    /// Only show the plan (alias of `kubestrap plan`).
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `kubestrap status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}

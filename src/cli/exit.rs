@@ -1,0 +1,123 @@
+//! Exit codes, in one place: every expected error maps onto exactly one documented code.
+
+use std::process::ExitCode;
+
+use crate::engine::{ApplyError, CheckpointError, GraphErrors, LockError, StepId};
+use crate::playbook::PlaybookError;
+use crate::secrets::CaptureError;
+use crate::steps::synthetic::SyntheticError;
+
+/// kubestrap's documented exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// 0: everything asked for succeeded.
+    Success,
+    /// 1: a step failed or the run was interrupted; the checkpoint is written and
+    /// `apply --resume` continues.
+    StepFailed,
+    /// 2: bad input (playbook, flags, missing secret, unusable checkpoint) before anything was
+    /// touched.
+    BadInput,
+    /// 3: refused: another run holds the lock.
+    Refused,
+}
+
+impl ExitStatus {
+    /// The process exit code.
+    #[must_use]
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Success => 0,
+            Self::StepFailed => 1,
+            Self::BadInput => 2,
+            Self::Refused => 3,
+        }
+    }
+}
+
+impl From<ExitStatus> for ExitCode {
+    fn from(s: ExitStatus) -> Self {
+        Self::from(s.code())
+    }
+}
+
+/// Every error the CLI expects, each with its exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The playbook could not be read or is invalid.
+    #[error(transparent)]
+    Playbook(#[from] PlaybookError),
+    /// The step graph is invalid.
+    #[error(transparent)]
+    Graph(#[from] GraphErrors),
+    /// The synthetic test steps could not be loaded.
+    #[error(transparent)]
+    Synthetic(#[from] SyntheticError),
+    /// Secrets could not be captured.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// Required secrets are not in the environment.
+    #[error("{}", missing_message(.0))]
+    MissingSecrets(Vec<(String, Vec<StepId>)>),
+    /// `apply` could not start.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// `status` could not read the checkpoint.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The async runtime could not be started.
+    #[error("failed to start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// Writing the output failed.
+    #[error("failed to write output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+fn missing_message(missing: &[(String, Vec<StepId>)]) -> String {
+    let mut text = format!(
+        "{} required secret{} not set; export {} and run again:",
+        missing.len(),
+        if missing.len() == 1 { " is" } else { "s are" },
+        if missing.len() == 1 { "it" } else { "them" }
+    );
+    for (env, steps) in missing {
+        let users: Vec<&str> = steps.iter().map(StepId::as_str).collect();
+        if users.is_empty() {
+            text.push_str(&format!("\n  {env} (declared required in [[secrets]])"));
+        } else {
+            text.push_str(&format!("\n  {env} (needed by {})", users.join(", ")));
+        }
+    }
+    text
+}
+
+fn checkpoint_status(e: &CheckpointError) -> ExitStatus {
+    match e {
+        CheckpointError::Corrupt { .. } | CheckpointError::Newer { .. } => ExitStatus::BadInput,
+        CheckpointError::Io { .. } => ExitStatus::StepFailed,
+    }
+}
+
+impl CliError {
+    /// The exit status for this error.
+    #[must_use]
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            Self::Playbook(_)
+            | Self::Graph(_)
+            | Self::Synthetic(_)
+            | Self::Capture(_)
+            | Self::MissingSecrets(_) => ExitStatus::BadInput,
+            Self::Apply(e) => match e {
+                ApplyError::Lock(LockError::Held { .. }) => ExitStatus::Refused,
+                ApplyError::Lock(LockError::Io { .. }) => ExitStatus::StepFailed,
+                ApplyError::Checkpoint(c) => checkpoint_status(c),
+                ApplyError::CheckpointExists { .. }
+                | ApplyError::ClusterMismatch { .. }
+                | ApplyError::UnknownStep { .. } => ExitStatus::BadInput,
+            },
+            Self::Checkpoint(c) => checkpoint_status(c),
+            Self::Runtime(_) | Self::Output(_) => ExitStatus::StepFailed,
+        }
+    }
+}

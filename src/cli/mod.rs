@@ -1,0 +1,360 @@
+//! The command line: parse, load, capture secrets (before the runtime starts threads), run, map
+//! the outcome onto an exit code.
+
+mod args;
+mod exit;
+
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+pub use args::{ApplyArgs, Cli, Command, Common, Format, PlanArgs, PlanFormat, StatusArgs};
+pub use exit::{CliError, ExitStatus};
+
+use crate::engine::{
+    self, ApplyRequest, Built, CheckpointMode, Engine, KubeAccess, RunEnv, RunStatus, StepId,
+    StepStatus,
+};
+use crate::output;
+use crate::playbook::{LoadedPlaybook, Playbook};
+use crate::secrets::{self, Redactor, SecretStore};
+use crate::steps;
+
+/// Entry point of the `kubestrap` binary.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli) {
+        Ok(status) => status.into(),
+        // `kubestrap plan | head`: the reader left; not an error worth a message.
+        Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitStatus::Success.into()
+        }
+        Err(err) => {
+            let text = err.to_string();
+            let text = secrets::redact::global()
+                .map_or_else(|| text.clone(), |r| r.redact(&text).into_owned());
+            eprintln!("error: {}", text.trim_end());
+            err.exit_status().into()
+        }
+    }
+}
+
+/// Run a parsed command line.
+///
+/// # Errors
+/// [`CliError`] for every expected failure; its [`CliError::exit_status`] is the exit code.
+pub fn run(cli: Cli) -> Result<ExitStatus, CliError> {
+    match cli.command {
+        Command::Plan(a) => plan_cmd(&a.common, a.output),
+        Command::Apply(a) if a.dry_run => {
+            let format = match a.output {
+                Format::Text => PlanFormat::Text,
+                Format::Json => PlanFormat::Json,
+            };
+            plan_cmd(&a.common, format)
+        }
+        Command::Apply(a) => apply_cmd(&a),
+        Command::Status(a) => status_cmd(&a),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KUBESTRAP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(secrets::RedactingStderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn prepare(common: &Common) -> Result<(LoadedPlaybook, Engine<Built>), CliError> {
+    let pb = Playbook::load(&common.playbook)?;
+    let engine = match &common.synthetic_steps {
+        Some(file) => steps::synthetic::build_from_file(file)?,
+        None => steps::build(&pb)?,
+    };
+    Ok((pb, engine))
+}
+
+/// Capture every declared secret (and every secret a step names), wiping them from the
+/// environment whatever the command, so no child process ever inherits them.
+fn capture(pb: &LoadedPlaybook, engine: &Engine<Built>) -> Result<SecretStore, CliError> {
+    let mut names: BTreeSet<String> = pb.playbook.secrets.iter().map(|s| s.env.clone()).collect();
+    names.extend(engine.secret_users().into_keys());
+    Ok(secrets::capture(names.iter().map(String::as_str))?)
+}
+
+fn check_required(
+    pb: &LoadedPlaybook,
+    engine: &Engine<Built>,
+    store: &SecretStore,
+    only: &[String],
+) -> Result<(), CliError> {
+    let users = engine.secret_users();
+    let mut needed: BTreeSet<&str> = pb
+        .playbook
+        .secrets
+        .iter()
+        .filter(|s| s.required)
+        .map(|s| s.env.as_str())
+        .collect();
+    needed.extend(users.keys().map(String::as_str));
+    let selected: Option<BTreeSet<&str>> =
+        (!only.is_empty()).then(|| only.iter().map(String::as_str).collect());
+    let mut missing = Vec::new();
+    for env in needed {
+        if store.contains(env) {
+            continue;
+        }
+        let steps: Vec<StepId> = users
+            .get(env)
+            .map(|s| {
+                s.iter()
+                    .filter(|id| {
+                        selected
+                            .as_ref()
+                            .is_none_or(|sel| sel.contains(id.as_str()))
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if selected.is_some() && steps.is_empty() {
+            continue;
+        }
+        missing.push((env.to_owned(), steps));
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::MissingSecrets(missing))
+    }
+}
+
+fn kube_access(common: &Common, pb: &LoadedPlaybook) -> KubeAccess {
+    KubeAccess::new(
+        kubeconfig_path(common, pb),
+        common
+            .context
+            .clone()
+            .or_else(|| pb.playbook.cluster.context.clone()),
+    )
+}
+
+/// `--kubeconfig`, else the playbook's (or the sandbox's), else kube's own default
+/// (`KUBECONFIG`, then `~/.kube/config`).
+fn kubeconfig_path(common: &Common, pb: &LoadedPlaybook) -> Option<PathBuf> {
+    common.kubeconfig.clone().or_else(|| pb.kubeconfig())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
+}
+
+/// Cancel `token` on SIGINT or SIGTERM: running steps are interrupted, nothing new starts.
+fn watch_signals(token: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminated => {}
+        }
+        tracing::warn!("interrupted: letting running steps stop, starting nothing new");
+        token.cancel();
+    });
+}
+
+fn plan_cmd(common: &Common, format: PlanFormat) -> Result<ExitStatus, CliError> {
+    let (pb, engine) = prepare(common)?;
+    let store = capture(&pb, &engine)?;
+    drop(store); // plan never uses secret values
+    let kube = kube_access(common, &pb);
+    let rt = runtime()?;
+    let env = RunEnv::new(pb).with_kube(Arc::new(kube));
+    let plan = rt.block_on(async {
+        watch_signals(env.interrupt.clone());
+        engine::plan(&engine, &env, 8).await
+    });
+    let mut out = std::io::stdout().lock();
+    match format {
+        PlanFormat::Text => output::render_text(&plan, &mut out),
+        PlanFormat::Json => output::render_json(&plan, &mut out),
+        PlanFormat::Dot => output::render_dot(&plan, &mut out),
+    }
+    .map_err(CliError::Output)?;
+    Ok(if plan.has_errors() {
+        ExitStatus::StepFailed
+    } else {
+        ExitStatus::Success
+    })
+}
+
+fn apply_cmd(a: &ApplyArgs) -> Result<ExitStatus, CliError> {
+    let (pb, engine) = prepare(&a.common)?;
+    let store = capture(&pb, &engine)?;
+    check_required(&pb, &engine, &store, &a.only)?;
+    let redactor = Arc::new(Redactor::new(&store));
+    secrets::redact::install_global(Arc::clone(&redactor));
+    let kube = kube_access(&a.common, &pb);
+    let rt = runtime()?;
+    let env = RunEnv::new(pb)
+        .with_kube(Arc::new(kube))
+        .with_secrets(Arc::new(store), redactor);
+    let tty = match a.output {
+        Format::Json => {
+            env.events
+                .subscribe(Box::new(output::JsonLines::new(std::io::stdout())));
+            None
+        }
+        Format::Text if std::io::stderr().is_terminal() => {
+            let p = output::TtyProgress::new();
+            env.events.subscribe(p.subscriber());
+            Some(p)
+        }
+        Format::Text => {
+            env.events
+                .subscribe(Box::new(output::PlainLines::new(std::io::stderr())));
+            None
+        }
+    };
+    let req = ApplyRequest {
+        checkpoint: if a.resume {
+            CheckpointMode::Resume
+        } else if a.fresh {
+            CheckpointMode::Fresh
+        } else {
+            CheckpointMode::Default
+        },
+        only: a.only.clone(),
+        concurrency: usize::from(a.concurrency),
+    };
+    let report = rt.block_on(async {
+        watch_signals(env.interrupt.clone());
+        let ticker = tty.clone().map(|p| {
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    every.tick().await;
+                    p.tick();
+                }
+            })
+        });
+        let result = engine::apply(&engine, &env, &req).await;
+        if let Some(t) = ticker {
+            t.abort();
+        }
+        result
+    })?;
+    if a.output == Format::Text {
+        let selected = if a.only.is_empty() {
+            engine.len()
+        } else {
+            a.only.len()
+        };
+        output::render_summary(&report, selected, &mut std::io::stdout().lock())
+            .map_err(CliError::Output)?;
+    }
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(match report.status {
+        RunStatus::Succeeded => ExitStatus::Success,
+        RunStatus::Failed | RunStatus::Interrupted => ExitStatus::StepFailed,
+    })
+}
+
+fn status_cmd(a: &StatusArgs) -> Result<ExitStatus, CliError> {
+    let (pb, engine) = prepare(&a.common)?;
+    let _ = capture(&pb, &engine)?;
+    let kubeconfig = kubeconfig_path(&a.common, &pb)
+        .map(|p| p.display().to_string())
+        .or_else(|| std::env::var("KUBECONFIG").ok());
+    let env = RunEnv::new(pb);
+    let report = engine::status(&engine, &env)?;
+    let mut out = std::io::stdout().lock();
+    let written = match a.output {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &output::StatusDoc::new(&report, kubeconfig))
+                .map_err(std::io::Error::other)
+                .and_then(|()| writeln!(out))
+        }
+        Format::Text => render_status_text(&report, &env, &mut out),
+    };
+    written.map_err(CliError::Output)?;
+    Ok(ExitStatus::Success)
+}
+
+fn render_status_text(
+    report: &engine::StatusReport,
+    env: &RunEnv,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let path = engine::Checkpoint::path_in(&env.playbook.cluster_dir());
+    if report.has_checkpoint {
+        writeln!(
+            out,
+            "cluster {} (checkpoint {})",
+            report.cluster,
+            path.display()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "cluster {}: no checkpoint yet (nothing applied)",
+            report.cluster
+        )?;
+    }
+    if report.playbook_changed {
+        writeln!(
+            out,
+            "note: the playbook changed since the checkpoint was written"
+        )?;
+    }
+    writeln!(
+        out,
+        "{:<16} {:<30} {:<12} ATTEMPTS",
+        "PHASE", "STEP", "STATUS"
+    )?;
+    for s in &report.steps {
+        let mut status = engine::status_name(s.status).to_owned();
+        if s.inputs_changed {
+            status.push('*');
+        }
+        writeln!(
+            out,
+            "{:<16} {:<30} {:<12} {}",
+            s.phase.name(),
+            s.id,
+            status,
+            s.attempts
+        )?;
+        if let (StepStatus::Failed | StepStatus::Interrupted, Some(e)) = (s.status, &s.last_error) {
+            writeln!(out, "{:<16} {e}", "")?;
+        }
+    }
+    if report.steps.iter().any(|s| s.inputs_changed) {
+        writeln!(
+            out,
+            "* inputs changed since recorded: `apply --resume` applies it again"
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! The engine: a phased DAG of typed steps (petgraph), walked with bounded concurrency, with
+//! durable checkpoints and resume.
+//!
+//! - [`step`]: the [`Step`] contract every step kind implements;
+//! - [`graph`]: [`Engine<Building>`] → [`Engine::seal`] → [`Engine<Built>`];
+//! - [`session`]: `plan`, `apply` (lock, checkpoint, resume) and `status`;
+//! - [`events`]: the [`RunEvent`]s the engine emits instead of printing.
+
+pub mod checkpoint;
+pub mod context;
+pub mod events;
+mod execute;
+pub mod graph;
+pub mod kube_access;
+pub mod lock;
+pub mod retry;
+pub mod session;
+pub mod step;
+mod walk;
+
+pub use checkpoint::{Checkpoint, CheckpointError, CheckpointWriter, StepRecord, StepStatus};
+pub use context::{RunEnv, StepContext};
+pub use events::{
+    EventBus, Recorder, RunEvent, RunMode, RunStatus, StepEnd, StepReport, Subscriber,
+    SubscriberError,
+};
+pub use graph::{Building, Built, Engine, GraphErrors, GraphProblem, Node};
+pub use kube_access::{KubeAccess, KubeAccessError};
+pub use lock::{LockError, RunLock};
+pub use retry::RetryPolicy;
+pub use session::{
+    ApplyError, ApplyRequest, CheckpointMode, Plan, PlannedStep, StatusReport, StepState, apply,
+    plan, status, status_name,
+};
+pub use step::{Action, BoxError, Op, Phase, Step, StepError, StepId, StepOutcome, Verified};
+pub use walk::RunReport;

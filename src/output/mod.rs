@@ -1,0 +1,10 @@
+//! Everything kubestrap shows: plan renderings, progress printers (subscribers to engine
+//! events), the run summary and the versioned machine formats.
+
+pub mod machine;
+pub mod plan;
+pub mod progress;
+
+pub use machine::{EventDoc, FORMAT_VERSION, PlanDoc, StatusDoc};
+pub use plan::{render_dot, render_json, render_text};
+pub use progress::{JsonLines, PlainLines, TtyProgress, render_summary};

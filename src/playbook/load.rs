@@ -1,0 +1,374 @@
+//! Reading a playbook file: parse, check keys, deserialise, validate, resolve paths, fingerprint.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::error::{LineIndex, PlaybookError, PlaybookProblems, Problem};
+use super::model::{Playbook, Provider, SecretDecl};
+use super::schema::{playbook_shape, strip_keys, unknown_keys};
+use super::validate::{Finding, suggest_variant, validate};
+
+/// A validated playbook with its paths resolved, ready for the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedPlaybook {
+    /// The model; every relative path in it is already resolved against [`Self::dir`].
+    pub playbook: Playbook,
+    /// The playbook file as given.
+    pub path: PathBuf,
+    /// The directory relative paths were resolved against.
+    pub dir: PathBuf,
+    /// `sha256:<hex>` of the playbook's meaning (not its comments or layout); a checkpoint made
+    /// from a different fingerprint was made from a different playbook.
+    pub fingerprint: String,
+}
+
+impl Playbook {
+    /// Load, validate and resolve the playbook at `path`.
+    ///
+    /// # Errors
+    /// [`PlaybookError::Read`] when the file cannot be read; [`PlaybookError::Invalid`] with every
+    /// problem found (syntax, unknown keys, wrong types, bad values), each with file:line and key.
+    pub fn load(path: &Path) -> Result<LoadedPlaybook, PlaybookError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PlaybookError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_str_at(&text, path)
+    }
+
+    /// Load a playbook from `text` as if it were the file at `path` (relative paths resolve
+    /// against `path`'s directory).
+    ///
+    /// # Errors
+    /// As [`Playbook::load`], minus the read error.
+    pub fn from_str_at(text: &str, path: &Path) -> Result<LoadedPlaybook, PlaybookError> {
+        let dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let lines = LineIndex::new(text);
+        let mut problems = Vec::new();
+        let at = |span: Option<std::ops::Range<usize>>| span.map(|s| lines.position(s.start));
+
+        let (root, syntax) = DeTable::parse_recoverable(text);
+        for err in &syntax {
+            problems.push(problem(at(err.span()), "", first_line(err.message()), None));
+        }
+        let unknown = unknown_keys(root.get_ref(), &playbook_shape());
+        let unknown_spans: Vec<_> = unknown.iter().map(|u| u.span.clone()).collect();
+        for unknown in unknown {
+            let message = match unknown.suggestion {
+                Some(_) => "unknown key".to_owned(),
+                None => format!("unknown key; valid keys here: {}", unknown.valid.join(", ")),
+            };
+            problems.push(problem(
+                at(Some(unknown.span)),
+                &unknown.path,
+                message,
+                unknown.suggestion.map(str::to_owned),
+            ));
+        }
+        if !syntax.is_empty() {
+            return Err(invalid(path, problems));
+        }
+
+        let mut known = root.clone();
+        strip_keys(known.get_mut(), &unknown_spans);
+        let mut sections = Sections {
+            table: known.get_ref(),
+            lines: &lines,
+            problems: &mut problems,
+        };
+        let cluster = sections.required("cluster");
+        let flux = sections.required("flux");
+        let sandbox = sections.optional("sandbox");
+        let vault = sections.optional("vault");
+        let external_secrets = sections.optional("external_secrets");
+        let terraform = sections.optional("terraform");
+        let secrets: Option<Option<Vec<SecretDecl>>> = sections.optional_raw("secrets");
+        let git_auth = sections.optional("git_auth");
+        let apps = sections.optional("apps");
+        let verify = sections.optional("verify");
+        let timeouts = sections.optional("timeouts");
+
+        let (
+            Some(cluster),
+            Some(flux),
+            Some(sandbox),
+            Some(vault),
+            Some(external_secrets),
+            Some(terraform),
+            Some(secrets),
+            Some(git_auth),
+            Some(apps),
+            Some(verify),
+            Some(timeouts),
+        ) = (
+            cluster,
+            flux,
+            sandbox,
+            vault,
+            external_secrets,
+            terraform,
+            secrets,
+            git_auth,
+            apps,
+            verify,
+            timeouts,
+        )
+        else {
+            return Err(invalid(path, problems));
+        };
+        let playbook = Playbook {
+            cluster,
+            sandbox,
+            flux,
+            vault: vault.unwrap_or_default(),
+            external_secrets: external_secrets.unwrap_or_default(),
+            terraform: terraform.unwrap_or_default(),
+            secrets: secrets.unwrap_or_default(),
+            git_auth: git_auth.unwrap_or_default(),
+            apps: apps.unwrap_or_default(),
+            verify: verify.unwrap_or_default(),
+            timeouts: timeouts.unwrap_or_default(),
+        };
+        let mut findings = validate(&playbook);
+        let fingerprint = fingerprint(&playbook);
+        let playbook = resolve(playbook, &dir, &mut findings);
+        for f in findings {
+            let span = locate(&root, &f.key);
+            problems.push(problem(at(span), &f.key, f.message, f.suggestion));
+        }
+        if !problems.is_empty() {
+            return Err(invalid(path, problems));
+        }
+        Ok(LoadedPlaybook {
+            playbook,
+            path: path.to_owned(),
+            dir,
+            fingerprint,
+        })
+    }
+}
+
+impl LoadedPlaybook {
+    /// Root of kubestrap's local state (checkpoints, locks, sandbox data).
+    #[must_use]
+    pub fn state_dir(&self) -> &Path {
+        self.playbook
+            .cluster
+            .state_dir
+            .as_deref()
+            .unwrap_or_else(|| Path::new(".kubestrap"))
+    }
+
+    /// This cluster's state directory: `<state_dir>/<cluster name>`.
+    #[must_use]
+    pub fn cluster_dir(&self) -> PathBuf {
+        self.state_dir().join(&self.playbook.cluster.name)
+    }
+
+    /// The sandbox's directory, for `provider = "sandbox"`.
+    #[must_use]
+    pub fn sandbox_dir(&self) -> Option<PathBuf> {
+        (self.playbook.cluster.provider == Provider::Sandbox).then(|| {
+            self.playbook
+                .sandbox
+                .as_ref()
+                .and_then(|s| s.dir.clone())
+                .unwrap_or_else(|| self.cluster_dir().join("sandbox"))
+        })
+    }
+
+    /// The kubeconfig the playbook names: `[cluster] kubeconfig`, else the sandbox's own.
+    /// `--kubeconfig` and `KUBECONFIG` take precedence at the CLI edge.
+    #[must_use]
+    pub fn kubeconfig(&self) -> Option<PathBuf> {
+        self.playbook
+            .cluster
+            .kubeconfig
+            .clone()
+            .or_else(|| self.sandbox_dir().map(|d| d.join("kubeconfig")))
+    }
+
+    /// The `[[secrets]]` declaration for `env`.
+    #[must_use]
+    pub fn secret(&self, env: &str) -> Option<&SecretDecl> {
+        self.playbook.secrets.iter().find(|s| s.env == env)
+    }
+}
+
+struct Sections<'a, 'i> {
+    table: &'a DeTable<'i>,
+    lines: &'a LineIndex,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl<'i> Sections<'_, 'i> {
+    fn value(&self, key: &str) -> Option<&toml::Spanned<DeValue<'i>>> {
+        self.table
+            .iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .map(|(_, v)| v)
+    }
+
+    /// `Some(value)` when present and well-typed; `None` after recording a problem.
+    fn required<T: DeserializeOwned>(&mut self, key: &str) -> Option<T> {
+        if self.value(key).is_none() {
+            self.problems.push(problem(
+                None,
+                key,
+                format!("missing section [{key}]; see playbooks/sandbox.toml for an example"),
+                None,
+            ));
+            return None;
+        }
+        self.optional_raw::<T>(key).flatten()
+    }
+
+    fn optional<T: DeserializeOwned>(&mut self, key: &str) -> Option<Option<T>> {
+        self.optional_raw(key)
+    }
+
+    /// `Some(None)` when absent, `Some(Some(v))` when valid, `None` after recording a problem.
+    fn optional_raw<T: DeserializeOwned>(&mut self, key: &str) -> Option<Option<T>> {
+        let Some(value) = self.value(key).cloned() else {
+            return Some(None);
+        };
+        match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(v) => Some(Some(v)),
+            Err(err) => {
+                let message = first_line(err.message());
+                let suggestion = variant_suggestion(&message);
+                let pos = err.span().map(|s| self.lines.position(s.start));
+                self.problems.push(problem(pos, key, message, suggestion));
+                None
+            }
+        }
+    }
+}
+
+/// For serde's "unknown variant `x`, expected one of `a`, `b`", the variant nearest to `x`.
+fn variant_suggestion(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown variant `")?;
+    let (given, rest) = rest.split_once('`')?;
+    let candidates: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    suggest_variant(given, &candidates).map(str::to_owned)
+}
+
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or(message).trim().to_owned()
+}
+
+fn problem(
+    pos: Option<(usize, usize)>,
+    key: &str,
+    message: impl Into<String>,
+    suggestion: Option<String>,
+) -> Problem {
+    Problem {
+        line: pos.map(|p| p.0),
+        column: pos.map(|p| p.1),
+        key: key.to_owned(),
+        message: message.into(),
+        suggestion,
+    }
+}
+
+fn invalid(path: &Path, mut problems: Vec<Problem>) -> PlaybookError {
+    problems.sort_by_key(|p| (p.line.unwrap_or(0), p.column));
+    problems.dedup();
+    PlaybookError::Invalid(PlaybookProblems {
+        path: path.to_owned(),
+        problems,
+    })
+}
+
+/// The byte span of the value at a dotted key path like `secrets[1].env`, or of its nearest
+/// existing parent.
+fn locate(root: &toml::Spanned<DeTable<'_>>, key: &str) -> Option<std::ops::Range<usize>> {
+    let mut best = None;
+    let mut current: Option<&DeValue<'_>> = None;
+    let mut table = Some(root.get_ref());
+    for segment in key.split('.') {
+        let (name, index) = match segment.split_once('[') {
+            Some((name, idx)) => (name, idx.trim_end_matches(']').parse::<usize>().ok()),
+            None => (segment, None),
+        };
+        let t = match (table, current) {
+            (Some(t), _) => t,
+            (None, Some(DeValue::Table(t))) => t,
+            _ => break,
+        };
+        let Some((k, v)) = t.iter().find(|(k, _)| k.get_ref() == name) else {
+            break;
+        };
+        best = Some(k.span());
+        let mut value = v;
+        if let Some(i) = index {
+            let Some(item) = value.get_ref().as_array().and_then(|a| a.get(i)) else {
+                break;
+            };
+            value = item;
+            best = Some(item.span());
+        }
+        current = Some(value.get_ref());
+        table = None;
+    }
+    best
+}
+
+fn fingerprint(pb: &Playbook) -> String {
+    let bytes = serde_json::to_vec(pb).unwrap_or_default();
+    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+}
+
+fn resolve(mut pb: Playbook, dir: &Path, findings: &mut Vec<Finding>) -> Playbook {
+    let abs = |p: &Path| {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            dir.join(p)
+        }
+    };
+    let c = &mut pb.cluster;
+    c.kubeconfig = c.kubeconfig.as_deref().map(abs);
+    c.state_dir = Some(
+        c.state_dir
+            .as_deref()
+            .map_or_else(|| dir.join(".kubestrap"), abs),
+    );
+    if let Some(ssh) = &mut c.ssh {
+        ssh.identity_file = ssh.identity_file.as_deref().map(abs);
+    }
+    if let Some(sandbox) = &mut pb.sandbox {
+        sandbox.dir = sandbox.dir.as_deref().map(abs);
+        for (url, path) in &mut sandbox.git_repos {
+            *path = abs(path);
+            if !path.is_dir() {
+                findings.push(Finding {
+                    key: "sandbox.git_repos".into(),
+                    message: format!(
+                        "{url:?} maps to {}, which is not a directory",
+                        path.display()
+                    ),
+                    suggestion: None,
+                });
+            }
+        }
+    }
+    pb.terraform.dir = abs(&pb.terraform.dir);
+    if let Some(src) = &mut pb.flux.install_manifest
+        && !src.contains("://")
+    {
+        *src = abs(Path::new(src.as_str())).display().to_string();
+    }
+    pb
+}

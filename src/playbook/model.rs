@@ -1,0 +1,468 @@
+//! The playbook's typed model: one struct per TOML section (design §2).
+//!
+//! Every struct denies unknown fields; defaults live here so `plan` shows the values actually used.
+//! Paths are stored as written; [`crate::playbook::load`] resolves relative ones against the
+//! playbook's directory before anyone else sees them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration::HumanDuration;
+
+/// A whole playbook: one cluster, bootstrapped in five phases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Playbook {
+    /// `[cluster]`: which cluster and how to reach or create it.
+    pub cluster: Cluster,
+    /// `[sandbox]`: settings for `provider = "sandbox"` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<Sandbox>,
+    /// `[flux]`: the GitOps controller and the repository it syncs.
+    pub flux: Flux,
+    /// `[vault]`: the secret store.
+    #[serde(default)]
+    pub vault: Vault,
+    /// `[external_secrets]`: the operator that copies Vault secrets into Kubernetes.
+    #[serde(default)]
+    pub external_secrets: ExternalSecrets,
+    /// `[terraform]`: the self-referencing module that writes bootstrap secrets into Vault.
+    #[serde(default)]
+    pub terraform: Terraform,
+    /// `[[secrets]]`: bootstrap secrets read from the environment.
+    #[serde(default)]
+    pub secrets: Vec<SecretDecl>,
+    /// `[git_auth]`: the switch of Flux's Git credentials to an ESO-managed Secret.
+    #[serde(default)]
+    pub git_auth: GitAuth,
+    /// `[apps]`: what must reconcile once the platform is up.
+    #[serde(default)]
+    pub apps: Apps,
+    /// `[verify]`: the final checks.
+    #[serde(default)]
+    pub verify: Verify,
+    /// `[timeouts]`: how long each wait may take.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Cluster name; names the state directory and the checkpoint.
+    pub name: String,
+    /// How the cluster comes to exist.
+    pub provider: Provider,
+    /// k3s version to install (`k3s-local`, `k3s-ssh`), e.g. `v1.33.1+k3s1`
+    /// (`INSTALL_K3S_VERSION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3s_version: Option<String>,
+    /// Command and flags for the k3s install script (`INSTALL_K3S_EXEC`), e.g.
+    /// `"server --disable traefik"`. Default: `server --write-kubeconfig-mode 600`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3s_exec: Option<String>,
+    /// Where to install k3s for `provider = "k3s-ssh"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshTarget>,
+    /// Kubeconfig to use; `--kubeconfig` and `KUBECONFIG` follow kubectl's precedence over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context; `--context` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Where checkpoints and locks live (default `.kubestrap` next to the playbook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// How the cluster comes to exist (`[cluster] provider`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Provider {
+    /// The embedded sandbox cluster (`kubestrap sandbox up`), for tests and demos.
+    Sandbox,
+    /// k3s installed on this machine.
+    K3sLocal,
+    /// k3s installed on a remote machine over SSH.
+    K3sSsh,
+    /// A cluster that already exists; reached through the kubeconfig.
+    Existing,
+}
+
+impl Provider {
+    /// The name as written in the playbook.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Sandbox => "sandbox",
+            Self::K3sLocal => "k3s-local",
+            Self::K3sSsh => "k3s-ssh",
+            Self::Existing => "existing",
+        }
+    }
+
+    /// Whether kubestrap installs k3s itself for this provider.
+    #[must_use]
+    pub const fn installs_k3s(self) -> bool {
+        matches!(self, Self::K3sLocal | Self::K3sSsh)
+    }
+}
+
+/// `[cluster.ssh]`: the machine k3s is installed on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshTarget {
+    /// Host name or address.
+    pub host: String,
+    /// Login user.
+    #[serde(default = "default_ssh_user")]
+    pub user: String,
+    /// SSH port.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// Private key file (else the SSH agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<PathBuf>,
+}
+
+/// `[sandbox]`: the embedded sandbox cluster.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sandbox {
+    /// Directory the sandbox keeps its state and kubeconfig in (default
+    /// `<state_dir>/<cluster>/sandbox`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Git repository URLs the sandbox's source controller serves from local directories,
+    /// because the sandbox has no network: `{ "https://git.sandbox.local/org/fleet" = "sandbox/git/fleet" }`.
+    pub git_repos: BTreeMap<String, PathBuf>,
+}
+
+/// `[flux]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flux {
+    /// Flux release, e.g. `v2.6.4`; picks the default install manifest URL.
+    #[serde(default = "default_flux_version")]
+    pub version: String,
+    /// Flux's `install.yaml`: an `https://` URL or a local path (relative to the playbook; the
+    /// sandbox has no network). Default: the release's `install.yaml` on GitHub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_manifest: Option<String>,
+    /// Expected sha256 of the install manifest (hex); checked before anything is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_sha256: Option<String>,
+    /// Namespace Flux runs in.
+    #[serde(default = "default_flux_namespace")]
+    pub namespace: String,
+    /// Git repository Flux syncs (`https://…`).
+    pub git_url: String,
+    /// Branch to follow.
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    /// Path inside the repository that holds this cluster's manifests.
+    pub path: String,
+    /// Environment variable holding the bootstrap Git token; must be declared in `[[secrets]]`.
+    pub token_env: String,
+    /// HTTPS basic-auth user name sent with the token.
+    #[serde(default = "default_git_username")]
+    pub git_username: String,
+    /// Name of the bootstrap Git Secret (and of the GitRepository/Kustomization), as `flux bootstrap` names them.
+    #[serde(default = "default_flux_namespace")]
+    pub bootstrap_secret: String,
+    /// Sync interval of the GitRepository.
+    #[serde(default = "default_flux_interval")]
+    pub interval: HumanDuration,
+}
+
+impl Flux {
+    /// The install manifest source actually used (URL or resolved path).
+    #[must_use]
+    pub fn install_manifest(&self) -> String {
+        self.install_manifest.clone().unwrap_or_else(|| {
+            format!(
+                "https://github.com/fluxcd/flux2/releases/download/{}/install.yaml",
+                self.version
+            )
+        })
+    }
+}
+
+/// `[vault]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Vault {
+    /// Helm chart version of `hashicorp/vault`.
+    pub chart_version: String,
+    /// Helm repository URL.
+    pub chart_repo: String,
+    /// Namespace Vault runs in.
+    pub namespace: String,
+    /// Helm release name (also the Service and StatefulSet name).
+    pub release: String,
+    /// Number of unseal key shares created by `sys/init`.
+    pub key_shares: u8,
+    /// Shares needed to unseal.
+    pub key_threshold: u8,
+    /// Secret (in Vault's namespace) that holds the unseal keys and root token.
+    pub keys_secret: String,
+    /// Mount path of the KV v2 engine.
+    pub kv_mount: String,
+    /// Mount path of the Kubernetes auth method.
+    pub auth_mount: String,
+    /// How kubestrap reaches Vault's API.
+    pub access: VaultAccess,
+    /// Vault address for `access = "address"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Vault role that External Secrets logs in with.
+    pub eso_role: String,
+    /// Vault policy granting External Secrets read access to the KV mount.
+    pub eso_policy: String,
+}
+
+/// How kubestrap reaches Vault (`[vault] access`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VaultAccess {
+    /// Port-forward to the Vault pod through the Kubernetes API.
+    PortForward,
+    /// Talk to `[vault] address` directly.
+    Address,
+}
+
+/// `[external_secrets]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExternalSecrets {
+    /// Helm chart version of `external-secrets`.
+    pub chart_version: String,
+    /// Helm repository URL.
+    pub chart_repo: String,
+    /// Namespace the operator runs in.
+    pub namespace: String,
+    /// Helm release name.
+    pub release: String,
+    /// The operator's service account (bound to the Vault role).
+    pub service_account: String,
+    /// Name of the ClusterSecretStore pointing at Vault.
+    pub store: String,
+}
+
+/// `[terraform]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Terraform {
+    /// Module directory (relative to the playbook).
+    pub dir: PathBuf,
+    /// Which binary runs it.
+    pub binary: TerraformBinary,
+}
+
+/// `[terraform] binary`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TerraformBinary {
+    /// HashiCorp Terraform.
+    Terraform,
+    /// OpenTofu.
+    Tofu,
+}
+
+impl TerraformBinary {
+    /// Executable name looked up on `PATH`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Terraform => "terraform",
+            Self::Tofu => "tofu",
+        }
+    }
+}
+
+/// One `[[secrets]]` entry: a bootstrap secret read from the environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretDecl {
+    /// Environment variable the value is read from (and then wiped).
+    pub env: String,
+    /// Terraform variable it is passed as (default: the env name in lower case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tf_var: Option<String>,
+    /// Path under the KV mount where it must end up, e.g. `bootstrap/github`.
+    pub vault_path: String,
+    /// Key inside that Vault secret.
+    pub vault_key: String,
+    /// Whether `apply` refuses to start without it.
+    #[serde(default = "default_true")]
+    pub required: bool,
+}
+
+impl SecretDecl {
+    /// The Terraform variable name actually used.
+    #[must_use]
+    pub fn tf_var(&self) -> String {
+        self.tf_var
+            .clone()
+            .unwrap_or_else(|| self.env.to_ascii_lowercase())
+    }
+}
+
+/// `[git_auth]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitAuth {
+    /// Name of the ExternalSecret (and of the Secret it creates) in Flux's namespace.
+    pub external_secret: String,
+    /// The `[[secrets]]` env name whose Vault location holds the Git token (default: `[flux] token_env`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_secret: Option<String>,
+    /// Refresh interval of the ExternalSecret.
+    pub refresh_interval: HumanDuration,
+    /// Whether `gitauth.cleanup` deletes the bootstrap Git secret.
+    pub delete_bootstrap_secret: bool,
+}
+
+/// `[apps]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Apps {
+    /// Flux Kustomizations that must become Ready: `name` (in Flux's namespace) or `namespace/name`.
+    pub kustomizations: Vec<String>,
+    /// Namespaces whose ExternalSecrets must be `SecretSynced` (empty: every namespace).
+    pub external_secret_namespaces: Vec<String>,
+}
+
+/// `[verify]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Verify {
+    /// Restart the Vault pod and prove auto-unseal brings it back.
+    pub restart_vault: bool,
+    /// Check that no bootstrap secret value is left in the cluster outside Vault-managed Secrets.
+    pub no_bootstrap_secrets: bool,
+}
+
+/// `[timeouts]`: one per kind of wait.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// The node becoming Ready.
+    pub node_ready: HumanDuration,
+    /// Flux controllers and sources becoming Ready.
+    pub flux_ready: HumanDuration,
+    /// Vault pod running and reachable.
+    pub vault_ready: HumanDuration,
+    /// External Secrets operator and store Ready.
+    pub eso_ready: HumanDuration,
+    /// Application Kustomizations Ready.
+    pub reconcile: HumanDuration,
+    /// ExternalSecrets SecretSynced.
+    pub secret_sync: HumanDuration,
+    /// Terraform apply.
+    pub terraform: HumanDuration,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_ssh_user() -> String {
+    "root".into()
+}
+const fn default_ssh_port() -> u16 {
+    22
+}
+fn default_flux_version() -> String {
+    "v2.6.4".into()
+}
+fn default_flux_namespace() -> String {
+    "flux-system".into()
+}
+fn default_branch() -> String {
+    "main".into()
+}
+fn default_git_username() -> String {
+    "git".into()
+}
+const fn default_flux_interval() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+impl Default for Vault {
+    fn default() -> Self {
+        Self {
+            chart_version: "0.30.0".into(),
+            chart_repo: "https://helm.releases.hashicorp.com".into(),
+            namespace: "vault".into(),
+            release: "vault".into(),
+            key_shares: 5,
+            key_threshold: 3,
+            keys_secret: "vault-init-keys".into(),
+            kv_mount: "secret".into(),
+            auth_mount: "kubernetes".into(),
+            access: VaultAccess::PortForward,
+            address: None,
+            eso_role: "external-secrets".into(),
+            eso_policy: "external-secrets".into(),
+        }
+    }
+}
+
+impl Default for ExternalSecrets {
+    fn default() -> Self {
+        Self {
+            chart_version: "0.16.2".into(),
+            chart_repo: "https://charts.external-secrets.io".into(),
+            namespace: "external-secrets".into(),
+            release: "external-secrets".into(),
+            service_account: "external-secrets".into(),
+            store: "vault-backend".into(),
+        }
+    }
+}
+
+impl Default for Terraform {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("terraform"),
+            binary: TerraformBinary::Terraform,
+        }
+    }
+}
+
+impl Default for GitAuth {
+    fn default() -> Self {
+        Self {
+            external_secret: "flux-git-auth".into(),
+            from_secret: None,
+            refresh_interval: HumanDuration::from_secs(3600),
+            delete_bootstrap_secret: true,
+        }
+    }
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Self {
+            restart_vault: false,
+            no_bootstrap_secrets: true,
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            node_ready: HumanDuration::from_secs(300),
+            flux_ready: HumanDuration::from_secs(300),
+            vault_ready: HumanDuration::from_secs(300),
+            eso_ready: HumanDuration::from_secs(300),
+            reconcile: HumanDuration::from_secs(600),
+            secret_sync: HumanDuration::from_secs(300),
+            terraform: HumanDuration::from_secs(600),
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! Value checks that types alone cannot express, run before anything touches a cluster.
+
+use std::collections::BTreeSet;
+
+use super::model::{Playbook, Provider, VaultAccess};
+use super::schema::nearest;
+
+/// A failed check, located by key path; [`super::load`] turns it into a [`super::Problem`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Finding {
+    pub key: String,
+    pub message: String,
+    pub suggestion: Option<String>,
+}
+
+fn finding(key: impl Into<String>, message: impl Into<String>) -> Finding {
+    Finding {
+        key: key.into(),
+        message: message.into(),
+        suggestion: None,
+    }
+}
+
+/// Every problem with the values of `pb`.
+pub(crate) fn validate(pb: &Playbook) -> Vec<Finding> {
+    let mut out = Vec::new();
+    cluster(pb, &mut out);
+    flux(pb, &mut out);
+    vault(pb, &mut out);
+    names(pb, &mut out);
+    secrets(pb, &mut out);
+    apps(pb, &mut out);
+    timeouts(pb, &mut out);
+    out
+}
+
+fn cluster(pb: &Playbook, out: &mut Vec<Finding>) {
+    let c = &pb.cluster;
+    if !is_dns_label(&c.name) {
+        out.push(finding(
+            "cluster.name",
+            format!("{:?} is not a valid cluster name: use lowercase letters, digits and '-' (at most 63)", c.name),
+        ));
+    }
+    if c.k3s_exec.is_some() && !c.provider.installs_k3s() {
+        out.push(finding(
+            "cluster.k3s_exec",
+            format!(
+                "provider {:?} does not install k3s: remove k3s_exec",
+                c.provider.as_str()
+            ),
+        ));
+    }
+    match c.provider {
+        Provider::K3sLocal | Provider::K3sSsh => {
+            if c.k3s_version.is_none() {
+                out.push(finding(
+                    "cluster.k3s_version",
+                    format!("provider {:?} installs k3s and needs a pinned version, e.g. k3s_version = \"v1.33.1+k3s1\"", c.provider.as_str()),
+                ));
+            }
+        }
+        Provider::Sandbox | Provider::Existing => {
+            if c.k3s_version.is_some() {
+                out.push(finding(
+                    "cluster.k3s_version",
+                    format!(
+                        "provider {:?} does not install k3s: remove k3s_version",
+                        c.provider.as_str()
+                    ),
+                ));
+            }
+        }
+    }
+    match (c.provider, &c.ssh) {
+        (Provider::K3sSsh, None) => out.push(finding(
+            "cluster.ssh",
+            "provider \"k3s-ssh\" needs a [cluster.ssh] table with at least host = \"…\"",
+        )),
+        (Provider::K3sSsh, Some(ssh)) if ssh.host.trim().is_empty() => {
+            out.push(finding("cluster.ssh.host", "ssh host must not be empty"));
+        }
+        (p, Some(_)) if p != Provider::K3sSsh => out.push(finding(
+            "cluster.ssh",
+            "[cluster.ssh] is only used with provider = \"k3s-ssh\": remove it or change the provider",
+        )),
+        _ => {}
+    }
+    match (c.provider, &pb.sandbox) {
+        (Provider::Sandbox, sandbox) => {
+            let repos = sandbox.as_ref().map(|s| &s.git_repos);
+            if !repos.is_some_and(|r| r.contains_key(&pb.flux.git_url)) {
+                out.push(finding(
+                    "flux.git_url",
+                    format!(
+                        "the sandbox has no network: map {:?} to a local directory in [sandbox] git_repos",
+                        pb.flux.git_url
+                    ),
+                ));
+            }
+        }
+        (_, Some(_)) => out.push(finding(
+            "sandbox",
+            "[sandbox] is only used with provider = \"sandbox\": remove it or change the provider",
+        )),
+        (_, None) => {}
+    }
+}
+
+fn flux(pb: &Playbook, out: &mut Vec<Finding>) {
+    let f = &pb.flux;
+    if !["https://", "http://", "ssh://"]
+        .iter()
+        .any(|p| f.git_url.starts_with(p))
+    {
+        out.push(finding(
+            "flux.git_url",
+            format!(
+                "{:?} is not a Git URL: use https://host/org/repo",
+                f.git_url
+            ),
+        ));
+    }
+    if f.branch.trim().is_empty() {
+        out.push(finding("flux.branch", "branch must not be empty"));
+    }
+    if f.path.trim().is_empty() || f.path.starts_with('/') {
+        out.push(finding(
+            "flux.path",
+            format!(
+                "{:?} must be a path inside the repository, e.g. \"clusters/prod\"",
+                f.path
+            ),
+        ));
+    }
+    if let Some(sum) = &f.install_sha256
+        && (sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        out.push(finding(
+            "flux.install_sha256",
+            "must be 64 hex characters (the sha256 of install.yaml)",
+        ));
+    }
+    if let Some(src) = &f.install_manifest
+        && (src.trim().is_empty()
+            || src.contains("://") && !src.starts_with("https://") && !src.starts_with("http://"))
+    {
+        out.push(finding(
+            "flux.install_manifest",
+            format!("{src:?} is neither an http(s) URL nor a file path"),
+        ));
+    }
+    if f.interval.get().is_zero() {
+        out.push(finding("flux.interval", "must be greater than zero"));
+    }
+    declared(pb, "flux.token_env", &f.token_env, out);
+    if let Some(from) = &pb.git_auth.from_secret {
+        declared(pb, "git_auth.from_secret", from, out);
+    }
+}
+
+fn declared(pb: &Playbook, key: &str, env: &str, out: &mut Vec<Finding>) {
+    if pb.secrets.iter().any(|s| s.env == env) {
+        return;
+    }
+    let envs: Vec<&str> = pb.secrets.iter().map(|s| s.env.as_str()).collect();
+    let suggestion = nearest(env, &envs).map(str::to_owned);
+    out.push(Finding {
+        key: key.into(),
+        message: format!("{env:?} is not declared: add a [[secrets]] entry with env = {env:?}"),
+        suggestion,
+    });
+}
+
+fn vault(pb: &Playbook, out: &mut Vec<Finding>) {
+    let v = &pb.vault;
+    if v.key_shares == 0 {
+        out.push(finding("vault.key_shares", "must be at least 1"));
+    }
+    if v.key_threshold == 0 || v.key_threshold > v.key_shares {
+        out.push(finding(
+            "vault.key_threshold",
+            format!(
+                "must be between 1 and key_shares ({}), got {}",
+                v.key_shares, v.key_threshold
+            ),
+        ));
+    }
+    for (key, mount) in [
+        ("vault.kv_mount", &v.kv_mount),
+        ("vault.auth_mount", &v.auth_mount),
+    ] {
+        if !is_vault_path(mount) {
+            out.push(finding(
+                key,
+                format!("{mount:?} is not a mount path: use e.g. \"secret\""),
+            ));
+        }
+    }
+    match (v.access, &v.address) {
+        (VaultAccess::Address, None) => out.push(finding(
+            "vault.address",
+            "access = \"address\" needs address = \"https://vault.example.com:8200\"",
+        )),
+        (VaultAccess::Address, Some(a))
+            if !a.starts_with("https://") && !a.starts_with("http://") =>
+        {
+            out.push(finding(
+                "vault.address",
+                format!("{a:?} is not an http(s) URL"),
+            ));
+        }
+        (VaultAccess::PortForward, Some(_)) => out.push(finding(
+            "vault.address",
+            "address is only used with access = \"address\": remove it or change access",
+        )),
+        _ => {}
+    }
+}
+
+fn names(pb: &Playbook, out: &mut Vec<Finding>) {
+    let labels = [
+        ("flux.namespace", &pb.flux.namespace),
+        ("vault.namespace", &pb.vault.namespace),
+        ("vault.release", &pb.vault.release),
+        ("external_secrets.namespace", &pb.external_secrets.namespace),
+        ("external_secrets.release", &pb.external_secrets.release),
+    ];
+    for (key, value) in labels {
+        if !is_dns_label(value) {
+            out.push(finding(
+                key,
+                format!("{value:?} is not a valid Kubernetes name (lowercase DNS label)"),
+            ));
+        }
+    }
+    let subdomains = [
+        ("flux.bootstrap_secret", &pb.flux.bootstrap_secret),
+        ("vault.keys_secret", &pb.vault.keys_secret),
+        ("vault.eso_role", &pb.vault.eso_role),
+        ("vault.eso_policy", &pb.vault.eso_policy),
+        (
+            "external_secrets.service_account",
+            &pb.external_secrets.service_account,
+        ),
+        ("external_secrets.store", &pb.external_secrets.store),
+        ("git_auth.external_secret", &pb.git_auth.external_secret),
+    ];
+    for (key, value) in subdomains {
+        if !is_dns_subdomain(value) {
+            out.push(finding(
+                key,
+                format!("{value:?} is not a valid Kubernetes object name"),
+            ));
+        }
+    }
+    if pb.git_auth.external_secret == pb.flux.bootstrap_secret {
+        out.push(finding(
+            "git_auth.external_secret",
+            "must differ from flux.bootstrap_secret: the switch replaces one Secret with the other",
+        ));
+    }
+}
+
+fn secrets(pb: &Playbook, out: &mut Vec<Finding>) {
+    let mut envs = BTreeSet::new();
+    let mut tf_vars = BTreeSet::new();
+    let mut locations = BTreeSet::new();
+    for (i, s) in pb.secrets.iter().enumerate() {
+        let at = |field: &str| format!("secrets[{i}].{field}");
+        if !is_env_name(&s.env) {
+            out.push(finding(
+                at("env"),
+                format!(
+                    "{:?} is not an environment variable name: use A-Z, 0-9 and _",
+                    s.env
+                ),
+            ));
+        } else if !envs.insert(s.env.as_str()) {
+            out.push(finding(at("env"), format!("{:?} is declared twice", s.env)));
+        }
+        let tf_var = s.tf_var();
+        if !is_identifier(&tf_var) {
+            out.push(finding(
+                at("tf_var"),
+                format!("{tf_var:?} is not a Terraform variable name"),
+            ));
+        } else if !tf_vars.insert(tf_var.clone()) {
+            out.push(finding(
+                at("tf_var"),
+                format!("Terraform variable {tf_var:?} is used twice"),
+            ));
+        }
+        if !is_vault_path(&s.vault_path) {
+            out.push(finding(
+                at("vault_path"),
+                format!("{:?} is not a Vault path: use segments like \"bootstrap/github\" without leading or trailing '/'", s.vault_path),
+            ));
+        }
+        if s.vault_key.trim().is_empty() {
+            out.push(finding(at("vault_key"), "must not be empty"));
+        }
+        if !locations.insert((s.vault_path.as_str(), s.vault_key.as_str())) {
+            out.push(finding(
+                at("vault_key"),
+                format!(
+                    "{}#{} is already the destination of another secret",
+                    s.vault_path, s.vault_key
+                ),
+            ));
+        }
+    }
+}
+
+fn apps(pb: &Playbook, out: &mut Vec<Finding>) {
+    for (i, k) in pb.apps.kustomizations.iter().enumerate() {
+        let ok = match k.split_once('/') {
+            Some((ns, name)) => is_dns_label(ns) && is_dns_subdomain(name),
+            None => is_dns_subdomain(k),
+        };
+        if !ok {
+            out.push(finding(
+                format!("apps.kustomizations[{i}]"),
+                format!(
+                    "{k:?} is not a Kustomization reference: use \"name\" or \"namespace/name\""
+                ),
+            ));
+        }
+    }
+    for (i, ns) in pb.apps.external_secret_namespaces.iter().enumerate() {
+        if !is_dns_label(ns) {
+            out.push(finding(
+                format!("apps.external_secret_namespaces[{i}]"),
+                format!("{ns:?} is not a namespace name"),
+            ));
+        }
+    }
+}
+
+fn timeouts(pb: &Playbook, out: &mut Vec<Finding>) {
+    let t = &pb.timeouts;
+    for (key, d) in [
+        ("timeouts.node_ready", t.node_ready),
+        ("timeouts.flux_ready", t.flux_ready),
+        ("timeouts.vault_ready", t.vault_ready),
+        ("timeouts.eso_ready", t.eso_ready),
+        ("timeouts.reconcile", t.reconcile),
+        ("timeouts.secret_sync", t.secret_sync),
+        ("timeouts.terraform", t.terraform),
+    ] {
+        if d.get().is_zero() {
+            out.push(finding(key, "must be greater than zero"));
+        }
+    }
+}
+
+/// An enum variant close to `value`, for "unknown variant" messages.
+pub(crate) fn suggest_variant<'a>(value: &str, variants: &[&'a str]) -> Option<&'a str> {
+    nearest(value, variants)
+}
+
+pub(crate) fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_uppercase() || b == b'_')
+        && bytes.all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn is_vault_path(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_rules() {
+        assert!(is_dns_label("flux-system"));
+        assert!(!is_dns_label("Flux"));
+        assert!(!is_dns_label("-a"));
+        assert!(is_env_name("GITHUB_TOKEN"));
+        assert!(!is_env_name("github_token"));
+        assert!(is_vault_path("bootstrap/github"));
+        assert!(!is_vault_path("/bootstrap"));
+        assert!(!is_vault_path("a//b"));
+    }
+}

@@ -1,0 +1,224 @@
+//! The redaction backstop: masks live secret values (raw, base64 and hex forms) in any text
+//! before it reaches a log line, an error record, a checkpoint or the terminal.
+//!
+//! Steps are written never to put a secret into a message; this is the net under that rule,
+//! because upstream errors (an HTTP body echoed back, a Terraform diagnostic) can contain one.
+
+use std::borrow::Cow;
+use std::io::{self, Write};
+use std::sync::{Arc, OnceLock};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use secrecy::ExposeSecret;
+use tracing_subscriber::fmt::MakeWriter;
+use zeroize::Zeroizing;
+
+use super::SecretStore;
+
+/// Shortest secret that is masked; shorter values would mask ordinary words.
+pub const MIN_SECRET_LEN: usize = 4;
+
+/// Shortest base64 fragment that is masked (fragments cover secrets embedded at any offset).
+const MIN_FRAGMENT_LEN: usize = 8;
+
+/// Masks known secret values in text.
+#[derive(Default)]
+pub struct Redactor {
+    /// (pattern, label), longest first so a longer match wins over its own substring.
+    patterns: Vec<(Zeroizing<String>, String)>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor")
+            .field("patterns", &self.patterns.len())
+            .finish()
+    }
+}
+
+impl Redactor {
+    /// A redactor for every value in `store`.
+    #[must_use]
+    pub fn new(store: &SecretStore) -> Self {
+        let mut patterns = Vec::new();
+        for (name, value) in store.iter() {
+            let raw = value.expose_secret();
+            if raw.len() < MIN_SECRET_LEN {
+                continue;
+            }
+            let label = format!("[redacted {name}]");
+            patterns.push((Zeroizing::new(raw.to_owned()), label.clone()));
+            patterns.push((Zeroizing::new(hex::encode(raw.as_bytes())), label.clone()));
+            for fragment in base64_fragments(raw.as_bytes()) {
+                patterns.push((fragment, label.clone()));
+            }
+        }
+        patterns.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+        patterns.dedup_by(|a, b| *a.0 == *b.0);
+        Self { patterns }
+    }
+
+    /// Whether this redactor masks anything at all.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// `text` with every known secret form replaced by `[redacted NAME]`.
+    #[must_use]
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut out = Cow::Borrowed(text);
+        for (pattern, label) in &self.patterns {
+            if out.contains(pattern.as_str()) {
+                out = Cow::Owned(out.replace(pattern.as_str(), label));
+            }
+        }
+        out
+    }
+}
+
+/// Base64 forms of `secret` as they appear when it is encoded at any byte offset inside a
+/// larger value (e.g. `user:token` in a basic-auth header or a Kubernetes Secret's `data`):
+/// for each of the three alignments, only the characters that depend on secret bytes alone.
+fn base64_fragments(secret: &[u8]) -> Vec<Zeroizing<String>> {
+    let mut out = Vec::new();
+    for offset in 0..3usize {
+        let mut buf = Zeroizing::new(vec![0u8; offset]);
+        buf.extend_from_slice(secret);
+        let total_bits = buf.len() * 8;
+        let first = (offset * 8).div_ceil(6);
+        let last = total_bits / 6; // exclusive; characters mixing in padding bits are dropped
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let encoded = Zeroizing::new(engine.encode(&*buf));
+            if last > first && last - first >= MIN_FRAGMENT_LEN {
+                out.push(Zeroizing::new(encoded[first..last].to_owned()));
+            }
+        }
+    }
+    out
+}
+
+static GLOBAL: OnceLock<Arc<Redactor>> = OnceLock::new();
+
+/// Install the process-wide redactor used by the tracing writer. The first call wins.
+pub fn install_global(redactor: Arc<Redactor>) {
+    let _ = GLOBAL.set(redactor);
+}
+
+/// The process-wide redactor (empty until [`install_global`]).
+#[must_use]
+pub fn global() -> Option<&'static Arc<Redactor>> {
+    GLOBAL.get()
+}
+
+/// A `tracing_subscriber` writer that redacts each formatted log record before writing it to
+/// stderr; plug it in with `.with_writer(RedactingStderr)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedactingStderr;
+
+/// One log record being formatted; redacted and written when dropped.
+#[derive(Debug, Default)]
+pub struct RedactingRecord {
+    buf: Zeroizing<Vec<u8>>,
+}
+
+impl Write for RedactingRecord {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for RedactingRecord {
+    fn drop(&mut self) {
+        let _ = write_redacted(global().map(AsRef::as_ref), &self.buf, &mut io::stderr());
+    }
+}
+
+/// Write one formatted record to `out`, masked by `redactor`.
+fn write_redacted(
+    redactor: Option<&Redactor>,
+    record: &[u8],
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let text = String::from_utf8_lossy(record);
+    match redactor {
+        Some(r) => out.write_all(r.redact(&text).as_bytes()),
+        None => out.write_all(text.as_bytes()),
+    }
+}
+
+impl<'a> MakeWriter<'a> for RedactingStderr {
+    type Writer = RedactingRecord;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        RedactingRecord::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    fn redactor(values: &[(&str, &str)]) -> Redactor {
+        let mut store = SecretStore::new();
+        for (k, v) in values {
+            store.insert(*k, SecretString::from(*v));
+        }
+        Redactor::new(&store)
+    }
+
+    #[test]
+    fn masks_raw_hex_and_base64_forms() {
+        let r = redactor(&[("GITHUB_TOKEN", "ghp_s3cretvalue123")]);
+        let b64 = base64::engine::general_purpose::STANDARD.encode("ghp_s3cretvalue123");
+        let text = format!(
+            "token ghp_s3cretvalue123 b64 {b64} hex {}",
+            hex::encode("ghp_s3cretvalue123")
+        );
+        let out = r.redact(&text);
+        assert!(!out.contains("s3cret"), "{out}");
+        assert!(!out.contains(&b64[..16]), "{out}");
+        assert_eq!(out.matches("[redacted GITHUB_TOKEN]").count(), 3, "{out}");
+    }
+
+    #[test]
+    fn masks_secret_embedded_in_larger_base64_value() {
+        let r = redactor(&[("T", "correct-horse-battery-staple")]);
+        for prefix in ["", "g", "gi", "git:"] {
+            let encoded = base64::engine::general_purpose::STANDARD
+                .encode(format!("{prefix}correct-horse-battery-staple"));
+            let out = r.redact(&encoded);
+            assert!(out.contains("[redacted T]"), "prefix {prefix:?}: {out}");
+        }
+    }
+
+    #[test]
+    fn log_records_are_masked_before_they_are_written() {
+        let r = redactor(&[("CLOUDFLARE_API_TOKEN", "cf-token-123456")]);
+        let mut out = Vec::new();
+        write_redacted(
+            Some(&r),
+            b"WARN request failed: bearer cf-token-123456\n",
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "WARN request failed: bearer [redacted CLOUDFLARE_API_TOKEN]\n"
+        );
+    }
+
+    #[test]
+    fn leaves_text_without_secrets_alone() {
+        let r = redactor(&[("T", "abcdefgh")]);
+        assert!(matches!(r.redact("nothing here"), Cow::Borrowed(_)));
+        assert!(redactor(&[("T", "ab")]).is_empty());
+    }
+}

@@ -1,0 +1,278 @@
+//! The step kinds of design §3 and the registry that wires them into the five-phase DAG.
+//!
+//! One file per component. Each step is a serde-serialisable struct built from the playbook
+//! (its payload) implementing [`crate::engine::Step`]. `plan` already describes the real intended
+//! actions; `apply`/`verify` return [`StepError::NotImplemented`] until the phases work (issue 4)
+//! fills them in, without touching the engine.
+
+/// Implements [`Step`] for a step whose `apply`/`verify` are not written yet: `kind`, `payload`
+/// and `plan` (from the type's inherent `actions()`) are real, the operations return
+/// [`StepError::NotImplemented`]. Issue 4 replaces each use with a handwritten `impl Step`.
+macro_rules! pending_step {
+    ($ty:ty, $kind:literal $(, secrets = $secrets:ident)?) => {
+        #[async_trait::async_trait]
+        impl $crate::engine::Step for $ty {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+
+            fn payload(&self) -> serde_json::Value {
+                $crate::steps::payload_of(self)
+            }
+
+            $(
+            fn secrets(&self) -> Vec<String> {
+                self.$secrets()
+            }
+            )?
+
+            async fn plan(
+                &self,
+                _ctx: &$crate::engine::StepContext,
+            ) -> Result<Vec<$crate::engine::Action>, $crate::engine::StepError> {
+                Ok(self.actions())
+            }
+
+            async fn apply(
+                &self,
+                _ctx: &$crate::engine::StepContext,
+            ) -> Result<$crate::engine::StepOutcome, $crate::engine::StepError> {
+                Err($crate::steps::not_implemented(self, "apply"))
+            }
+
+            async fn verify(
+                &self,
+                _ctx: &$crate::engine::StepContext,
+            ) -> Result<$crate::engine::Verified, $crate::engine::StepError> {
+                Err($crate::steps::not_implemented(self, "verify"))
+            }
+        }
+    };
+}
+
+mod apps;
+mod eso;
+mod flux;
+mod gitauth;
+mod k3s;
+pub mod synthetic;
+mod terraform;
+mod vault;
+mod verify;
+
+use std::sync::Arc;
+
+use crate::engine::{Building, Built, Engine, GraphErrors, Phase, Step, StepError};
+use crate::playbook::LoadedPlaybook;
+
+pub use apps::{AppsReconcile, AppsSecretsSynced};
+pub use eso::{EsoInstall, EsoReady, EsoStore};
+pub use flux::{FluxInstall, FluxReady, FluxSource};
+pub use gitauth::{GitAuthCleanup, GitAuthExternalSecret, GitAuthSwitch};
+pub use k3s::{K3sInstall, K3sReady};
+pub use terraform::{SecretsTerraform, SecretsVerify};
+pub use vault::{
+    VaultAutoUnseal, VaultConfigure, VaultInit, VaultInstall, VaultReady, VaultUnseal,
+};
+pub use verify::{Cleanup, VerifyEso, VerifyFlux, VerifyNoBootstrapSecrets, VerifyVault};
+
+/// The error every unwritten operation returns: permanent, explicit, nothing changed.
+pub(crate) fn not_implemented(step: &dyn Step, operation: &'static str) -> StepError {
+    StepError::NotImplemented {
+        step: step.kind(),
+        operation,
+    }
+}
+
+/// Serialise a step's payload (steps are plain data, so this cannot fail in practice).
+pub(crate) fn payload_of<T: serde::Serialize>(step: &T) -> serde_json::Value {
+    serde_json::to_value(step).unwrap_or(serde_json::Value::Null)
+}
+
+/// Register the full step list of design §3 for `pb`, with its real dependencies.
+pub fn register(engine: &mut Engine<Building>, pb: &LoadedPlaybook) {
+    use Phase::{Apps, GitAuth, Infrastructure, Secrets, Verify};
+    let p = pb;
+    engine
+        // Phase 1: infrastructure.
+        .add(
+            "k3s.install",
+            Infrastructure,
+            &[],
+            Arc::new(K3sInstall::from_playbook(p)),
+        )
+        .add(
+            "k3s.ready",
+            Infrastructure,
+            &["k3s.install"],
+            Arc::new(K3sReady::from_playbook(p)),
+        )
+        .add(
+            "flux.install",
+            Infrastructure,
+            &["k3s.ready"],
+            Arc::new(FluxInstall::from_playbook(p)),
+        )
+        .add(
+            "flux.ready",
+            Infrastructure,
+            &["flux.install"],
+            Arc::new(FluxReady::from_playbook(p)),
+        )
+        .add(
+            "flux.source",
+            Infrastructure,
+            &["flux.ready"],
+            Arc::new(FluxSource::from_playbook(p)),
+        )
+        .add(
+            "vault.install",
+            Infrastructure,
+            &["flux.ready"],
+            Arc::new(VaultInstall::from_playbook(p)),
+        )
+        .add(
+            "vault.ready",
+            Infrastructure,
+            &["vault.install"],
+            Arc::new(VaultReady::from_playbook(p)),
+        )
+        .add(
+            "vault.init",
+            Infrastructure,
+            &["vault.ready"],
+            Arc::new(VaultInit::from_playbook(p)),
+        )
+        .add(
+            "vault.unseal",
+            Infrastructure,
+            &["vault.init"],
+            Arc::new(VaultUnseal::from_playbook(p)),
+        )
+        .add(
+            "vault.auto-unseal",
+            Infrastructure,
+            &["vault.init"],
+            Arc::new(VaultAutoUnseal::from_playbook(p)),
+        )
+        .add(
+            "vault.configure",
+            Infrastructure,
+            &["vault.unseal"],
+            Arc::new(VaultConfigure::from_playbook(p)),
+        )
+        .add(
+            "eso.install",
+            Infrastructure,
+            &["flux.ready"],
+            Arc::new(EsoInstall::from_playbook(p)),
+        )
+        .add(
+            "eso.ready",
+            Infrastructure,
+            &["eso.install"],
+            Arc::new(EsoReady::from_playbook(p)),
+        )
+        .add(
+            "eso.store",
+            Infrastructure,
+            &["eso.ready", "vault.configure"],
+            Arc::new(EsoStore::from_playbook(p)),
+        )
+        // Phase 2: secrets.
+        .add(
+            "secrets.terraform",
+            Secrets,
+            &["vault.configure"],
+            Arc::new(SecretsTerraform::from_playbook(p)),
+        )
+        .add(
+            "secrets.verify",
+            Secrets,
+            &["secrets.terraform"],
+            Arc::new(SecretsVerify::from_playbook(p)),
+        )
+        // Phase 3: git-auth.
+        .add(
+            "gitauth.external-secret",
+            GitAuth,
+            &["eso.store", "secrets.verify"],
+            Arc::new(GitAuthExternalSecret::from_playbook(p)),
+        )
+        .add(
+            "gitauth.switch",
+            GitAuth,
+            &["gitauth.external-secret", "flux.source"],
+            Arc::new(GitAuthSwitch::from_playbook(p)),
+        )
+        .add(
+            "gitauth.cleanup",
+            GitAuth,
+            &["gitauth.switch"],
+            Arc::new(GitAuthCleanup::from_playbook(p)),
+        )
+        // Phase 4: apps.
+        .add(
+            "apps.reconcile",
+            Apps,
+            &["gitauth.switch"],
+            Arc::new(AppsReconcile::from_playbook(p)),
+        )
+        .add(
+            "apps.secrets-synced",
+            Apps,
+            &["apps.reconcile", "eso.store"],
+            Arc::new(AppsSecretsSynced::from_playbook(p)),
+        )
+        // Phase 5: verify.
+        .add(
+            "verify.vault",
+            Verify,
+            &["vault.auto-unseal"],
+            Arc::new(VerifyVault::from_playbook(p)),
+        )
+        .add(
+            "verify.flux",
+            Verify,
+            &["apps.reconcile"],
+            Arc::new(VerifyFlux::from_playbook(p)),
+        )
+        .add(
+            "verify.eso",
+            Verify,
+            &["apps.secrets-synced"],
+            Arc::new(VerifyEso::from_playbook(p)),
+        )
+        .add(
+            "verify.no-bootstrap-secrets",
+            Verify,
+            &["gitauth.cleanup"],
+            Arc::new(VerifyNoBootstrapSecrets::from_playbook(p)),
+        )
+        .add(
+            "cleanup",
+            Verify,
+            &[
+                "verify.vault",
+                "verify.flux",
+                "verify.eso",
+                "verify.no-bootstrap-secrets",
+            ],
+            Arc::new(Cleanup::from_playbook(p)),
+        );
+}
+
+/// The full, validated DAG for `pb`.
+///
+/// # Errors
+/// [`GraphErrors`] if the registry itself is inconsistent (a bug caught by the tests).
+pub fn build(pb: &LoadedPlaybook) -> Result<Engine<Built>, GraphErrors> {
+    let mut engine = Engine::new();
+    register(&mut engine, pb);
+    engine.seal()
+}
+
+/// `Namespace/Name` for plan targets.
+pub(crate) fn obj(kind: &str, namespace: &str, name: &str) -> String {
+    format!("{kind} {namespace}/{name}")
+}

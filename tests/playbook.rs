@@ -1,0 +1,252 @@
+//! Playbook loading: the shipped playbooks load, and every kind of bad input is reported with
+//! file:line, key and suggestion, all at once.
+
+mod common;
+
+use std::path::Path;
+
+use kubestrap::playbook::{Playbook, PlaybookError, Problem, Provider};
+
+fn problems(text: &str) -> Vec<Problem> {
+    match Playbook::from_str_at(text, Path::new("/tmp/pb/kubestrap.toml")) {
+        Err(PlaybookError::Invalid(p)) => p.problems,
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+fn find<'a>(problems: &'a [Problem], key: &str) -> &'a Problem {
+    problems
+        .iter()
+        .find(|p| p.key == key)
+        .unwrap_or_else(|| panic!("no problem for {key} in {problems:#?}"))
+}
+
+#[test]
+fn shipped_playbooks_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+    let sandbox = Playbook::load(&root.join("sandbox.toml")).unwrap();
+    assert_eq!(sandbox.playbook.cluster.provider, Provider::Sandbox);
+    let envs: Vec<_> = sandbox
+        .playbook
+        .secrets
+        .iter()
+        .map(|s| (s.env.as_str(), s.required))
+        .collect();
+    assert_eq!(
+        envs,
+        vec![("GITHUB_TOKEN", true), ("CLOUDFLARE_API_TOKEN", true)]
+    );
+    for name in ["k3s-single-node.toml", "existing-cluster.toml"] {
+        Playbook::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[test]
+fn relative_paths_resolve_against_the_playbook_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("git/fleet")).unwrap();
+    let text = common::MINIMAL.replace(
+        "provider = \"existing\"",
+        "provider = \"sandbox\"\nkubeconfig = \"kc/config\"",
+    ) + "[sandbox]\ngit_repos = { \"https://example.com/org/fleet\" = \"git/fleet\" }\n[terraform]\ndir = \"tf\"\n";
+    let pb = common::playbook_in(dir.path(), &text);
+    let p = &pb.playbook;
+    assert_eq!(
+        p.cluster.kubeconfig.as_deref(),
+        Some(dir.path().join("kc/config").as_path())
+    );
+    assert_eq!(p.terraform.dir, dir.path().join("tf"));
+    assert_eq!(
+        p.sandbox.as_ref().unwrap().git_repos["https://example.com/org/fleet"],
+        dir.path().join("git/fleet")
+    );
+    assert_eq!(pb.state_dir(), dir.path().join(".kubestrap"));
+    assert_eq!(
+        pb.sandbox_dir().unwrap(),
+        dir.path().join(".kubestrap/test/sandbox")
+    );
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_line_and_nearest_key() {
+    let text = format!(
+        "{}\n[vault]\nkey_shars = 3\nkv_mont = \"kv\"\n[bogus]\nx = 1\n",
+        common::MINIMAL
+    )
+    .replace("path = \"clusters/test\"", "pth = \"clusters/test\"");
+    let found = problems(&text);
+    let shares = find(&found, "vault.key_shars");
+    assert_eq!(shares.suggestion.as_deref(), Some("key_shares"));
+    assert_eq!(
+        shares.line,
+        Some(
+            text.lines()
+                .position(|l| l.starts_with("key_shars"))
+                .unwrap()
+                + 1
+        )
+    );
+    assert_eq!(
+        find(&found, "vault.kv_mont").suggestion.as_deref(),
+        Some("kv_mount")
+    );
+    assert_eq!(find(&found, "flux.pth").suggestion.as_deref(), Some("path"));
+    let bogus = find(&found, "bogus");
+    assert!(
+        bogus.suggestion.is_none() && bogus.message.contains("valid keys here"),
+        "{bogus:?}"
+    );
+}
+
+#[test]
+fn wrong_types_and_unknown_variants_are_reported_per_section() {
+    let text = common::MINIMAL.replace("provider = \"existing\"", "provider = \"k3s-locl\"")
+        + "[vault]\nkey_shares = \"five\"\n";
+    let found = problems(&text);
+    let provider = find(&found, "cluster");
+    assert!(provider.message.contains("unknown variant"), "{provider:?}");
+    assert_eq!(provider.suggestion.as_deref(), Some("k3s-local"));
+    assert!(provider.line.is_some());
+    let vault = find(&found, "vault");
+    assert!(vault.message.contains("invalid type"), "{vault:?}");
+    assert_eq!(
+        vault.line,
+        Some(
+            text.lines()
+                .position(|l| l.starts_with("key_shares"))
+                .unwrap()
+                + 1
+        )
+    );
+}
+
+#[test]
+fn missing_sections_and_syntax_errors_are_reported() {
+    let found = problems("[cluster]\nname = \"x\"\nprovider = \"existing\"\n");
+    assert!(
+        find(&found, "flux")
+            .message
+            .contains("missing section [flux]")
+    );
+    let found = problems("[cluster\nname = \"x\"\n");
+    assert_eq!(found[0].line, Some(1), "{found:?}");
+}
+
+#[test]
+fn value_rules_are_checked_together() {
+    let text = common::MINIMAL
+        .replace(
+            "token_env = \"KS_TEST_TOKEN\"",
+            "token_env = \"KS_TEST_TOKN\"",
+        )
+        .replace("name = \"test\"", "name = \"Test_Cluster\"")
+        + "[vault]\nkey_shares = 2\nkey_threshold = 3\naccess = \"address\"\n[timeouts]\nreconcile = \"0s\"\n";
+    let found = problems(&text);
+    assert_eq!(
+        find(&found, "flux.token_env").suggestion.as_deref(),
+        Some("KS_TEST_TOKEN")
+    );
+    assert!(
+        find(&found, "cluster.name")
+            .message
+            .contains("not a valid cluster name")
+    );
+    assert!(
+        find(&found, "vault.key_threshold")
+            .message
+            .contains("between 1 and key_shares (2)")
+    );
+    assert!(
+        find(&found, "vault.address")
+            .message
+            .contains("needs address")
+    );
+    assert!(
+        find(&found, "timeouts.reconcile")
+            .message
+            .contains("greater than zero")
+    );
+    let threshold = find(&found, "vault.key_threshold");
+    assert_eq!(
+        threshold.line,
+        Some(
+            text.lines()
+                .position(|l| l.starts_with("key_threshold"))
+                .unwrap()
+                + 1
+        )
+    );
+}
+
+#[test]
+fn duplicate_and_malformed_secrets_are_rejected() {
+    let text = format!(
+        "{}\n[[secrets]]\nenv = \"KS_TEST_TOKEN\"\nvault_path = \"/abs\"\nvault_key = \"token\"\n[[secrets]]\nenv = \"lower\"\nvault_path = \"a/b\"\nvault_key = \"k\"\n",
+        common::MINIMAL
+    );
+    let found = problems(&text);
+    assert!(
+        find(&found, "secrets[1].env")
+            .message
+            .contains("declared twice")
+    );
+    assert!(
+        find(&found, "secrets[1].vault_path")
+            .message
+            .contains("not a Vault path")
+    );
+    assert!(
+        find(&found, "secrets[2].env")
+            .message
+            .contains("not an environment variable name")
+    );
+}
+
+#[test]
+fn sandbox_provider_needs_its_git_url_mapped() {
+    let text = common::MINIMAL.replace("provider = \"existing\"", "provider = \"sandbox\"");
+    let found = problems(&text);
+    assert!(
+        find(&found, "flux.git_url").message.contains("map"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn fingerprint_ignores_comments_but_not_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = common::playbook_in(dir.path(), common::MINIMAL);
+    let b = common::playbook_in(dir.path(), &format!("# a comment\n{}", common::MINIMAL));
+    let c = common::playbook_in(
+        dir.path(),
+        &common::MINIMAL.replace("clusters/test", "clusters/other"),
+    );
+    assert_eq!(a.fingerprint, b.fingerprint);
+    assert_ne!(a.fingerprint, c.fingerprint);
+}
+
+#[test]
+fn binary_exits_2_and_lists_all_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::MINIMAL.replace("path = \"clusters", "pth = \"clusters")
+        + "[vault]\nkey_shars = 1\n";
+    std::fs::write(dir.path().join("kubestrap.toml"), text).unwrap();
+    let out = common::run(&["plan"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("kubestrap.toml:8:1: `flux.pth`: unknown key (did you mean `path`?)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`vault.key_shars`"), "{stderr}");
+    assert!(stderr.contains("`flux`: missing field `path`"), "{stderr}");
+    assert!(stderr.contains("has 3 problems"), "{stderr}");
+}
+
+#[test]
+fn binary_exits_2_when_the_playbook_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::run(&["plan", "-p", "nope.toml"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failed to read playbook nope.toml"));
+}
