@@ -1,1 +1,3 @@
-//! kubestrap
+//! kubestrap: bootstrap a Kubernetes cluster into a GitOps platform.
+
+pub mod sandbox;
