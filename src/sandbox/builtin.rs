@@ -130,7 +130,10 @@ pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<
             }
             match rt.plural.as_str() {
                 "deployments" => {
-                    if obj["spec"]["strategy"].is_null() {
+                    if obj["spec"]["strategy"]
+                        .as_object()
+                        .is_none_or(serde_json::Map::is_empty)
+                    {
                         obj["spec"]["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
                     }
                     for (k, v) in [

@@ -19,6 +19,7 @@ mod kubeconfig;
 mod openapi;
 pub mod patch;
 pub mod portforward;
+mod protobuf;
 pub mod resources;
 mod rest;
 mod server;

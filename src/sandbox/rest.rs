@@ -12,6 +12,7 @@ use super::cluster::WriteOpts;
 use super::http::{self, Body, Query};
 use super::patch::PatchType;
 use super::portforward;
+use super::protobuf;
 use super::resources::ResourceType;
 use super::server::{Caller, Shared};
 use super::status::{ApiError, success_status};
@@ -103,9 +104,12 @@ fn write_opts(q: &Query, req: &Request<Incoming>, apply: bool) -> Result<WriteOp
     })
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+fn parse_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
+    }
+    if content_type.contains("protobuf") {
+        return protobuf::decode(body);
     }
     // kubectl and kube-rs send JSON; accept YAML too, as the apiserver does.
     serde_json::from_slice(body)
@@ -128,6 +132,15 @@ pub async fn handle(
         Err(e) => return http::error(&e),
     };
     let method = req.method().clone();
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if matches!(method, Method::POST | Method::PUT) && content_type.contains("cbor") {
+        // CBOR clients fall back to JSON on 415.
+        return http::error(&ApiError::unsupported_media_type(content_type));
+    }
     // Upgrades take the request itself.
     if t.sub == Some("portforward") && t.rt.plural == "pods" && t.rt.group.is_empty() {
         return portforward::handle(
@@ -139,20 +152,15 @@ pub async fn handle(
         )
         .await;
     }
-    if method == Method::GET && t.name.is_none() && (q.flag("watch")) {
-        return watch::handle(
-            shared.clone(),
-            t.rt.clone(),
-            t.namespace.map(str::to_string),
-            q,
-        )
-        .await;
-    }
     let accept_table = req
         .headers()
         .get("accept")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("as=Table"));
+    if method == Method::GET && t.name.is_none() && q.flag("watch") {
+        let ns = t.namespace.map(str::to_string);
+        return watch::handle(shared.clone(), t.rt.clone(), ns, q, accept_table).await;
+    }
     let result = dispatch(shared, req, caller, &t, &method, q).await;
     match result {
         Ok((code, body)) => {
@@ -176,6 +184,12 @@ async fn dispatch(
     let c = &shared.cluster;
     let rt = &t.rt;
     let ns = t.namespace.unwrap_or("");
+    let ct = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let not_allowed = || {
         ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method})"
@@ -186,7 +200,7 @@ async fn dispatch(
             return Err(not_allowed());
         }
         write_opts(q, &req, false)?;
-        let body = parse_json(&http::read_body(req.into_body()).await?)?;
+        let body = parse_body(&ct, &http::read_body(req.into_body()).await?)?;
         return tokens::token_review(shared, caller, body).map(|v| (201, v));
     }
     match (method, t.name, t.sub) {
@@ -194,7 +208,7 @@ async fn dispatch(
         (&Method::GET, Some(name), None | Some("status")) => c.get(rt, ns, name).map(|v| (200, v)),
         (&Method::POST, None, None) => {
             let opts = write_opts(q, &req, false)?;
-            let body = parse_json(&http::read_body(req.into_body()).await?)?;
+            let body = parse_body(&ct, &http::read_body(req.into_body()).await?)?;
             let r = c.create(rt, ns, body, &opts)?;
             Ok((201, r.object))
         }
@@ -202,7 +216,7 @@ async fn dispatch(
             if rt.plural == "serviceaccounts" && rt.group.is_empty() =>
         {
             let opts = write_opts(q, &req, false)?;
-            let body = parse_json(&http::read_body(req.into_body()).await?)?;
+            let body = parse_body(&ct, &http::read_body(req.into_body()).await?)?;
             tokens::token_request(shared, ns, name, body, &opts).map(|v| (201, v))
         }
         (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
@@ -210,7 +224,7 @@ async fn dispatch(
                 return Err(ApiError::no_route());
             }
             let opts = write_opts(q, &req, false)?;
-            let body = parse_json(&http::read_body(req.into_body()).await?)?;
+            let body = parse_body(&ct, &http::read_body(req.into_body()).await?)?;
             let r = c.update(rt, ns, name, body, sub.is_some(), &opts)?;
             Ok((200, r.object))
         }
@@ -218,12 +232,6 @@ async fn dispatch(
             if sub.is_some() && !rt.status_subresource {
                 return Err(ApiError::no_route());
             }
-            let ct = req
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
             let kind = PatchType::from_content_type(&ct)?;
             let opts = write_opts(q, &req, kind == PatchType::Apply)?;
             let body = http::read_body(req.into_body()).await?;
@@ -232,7 +240,7 @@ async fn dispatch(
         }
         (&Method::DELETE, Some(name), None) => {
             let mut opts = write_opts(q, &req, false)?;
-            let body = parse_json(&http::read_body(req.into_body()).await?)?;
+            let body = parse_body(&ct, &http::read_body(req.into_body()).await?)?;
             if body["dryRun"]
                 .as_array()
                 .is_some_and(|d| d.iter().any(|x| x == "All"))
@@ -269,7 +277,7 @@ async fn dispatch(
         }
         (&Method::PATCH | &Method::PUT, Some(name), Some("scale")) => {
             let opts = write_opts(q, &req, false)?;
-            let body = parse_json(&http::read_body(req.into_body()).await?)?;
+            let body = parse_body(&ct, &http::read_body(req.into_body()).await?)?;
             let replicas = body["spec"]["replicas"]
                 .as_i64()
                 .ok_or_else(|| ApiError::bad_request("spec.replicas is required"))?;

@@ -46,13 +46,22 @@ fn line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(v)
 }
 
-fn event_line(shared: &Shared, rt: &ResourceType, e: &StoreEvent) -> Bytes {
+fn event_line(shared: &Shared, rt: &ResourceType, e: &StoreEvent, table: bool) -> Bytes {
     let kind = match e.kind {
         EventType::Added => "ADDED",
         EventType::Modified => "MODIFIED",
         EventType::Deleted => "DELETED",
     };
-    line(kind, &shared.cluster.present(rt, &e.object))
+    object_line(shared, rt, kind, &e.object, table)
+}
+
+fn object_line(shared: &Shared, rt: &ResourceType, kind: &str, o: &Value, table: bool) -> Bytes {
+    let obj = shared.cluster.present(rt, o);
+    if table {
+        line(kind, &super::table::render(rt, &obj))
+    } else {
+        line(kind, &obj)
+    }
 }
 
 fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
@@ -67,11 +76,13 @@ fn bookmark(rt: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
 }
 
 /// Starts a watch and returns the streaming response.
+/// `table`: the client asked for `meta.k8s.io` Tables (`kubectl get -w`).
 pub async fn handle(
     shared: Arc<Shared>,
     rt: Arc<ResourceType>,
     namespace: Option<String>,
     q: &Query,
+    table: bool,
 ) -> Response<Body> {
     let labels = match LabelSelector::parse(q.get("labelSelector").unwrap_or("")) {
         Ok(l) => l,
@@ -113,7 +124,7 @@ pub async fn handle(
             .iter()
             .filter(|o| filter.labels.matches(o) && filter.fields.matches(o))
         {
-            initial.push(line("ADDED", &shared.cluster.present(&rt, o)));
+            initial.push(object_line(&shared, &rt, "ADDED", o, table));
         }
         if send_initial && bookmarks {
             initial.push(bookmark(&rt, rv, true));
@@ -137,10 +148,12 @@ pub async fn handle(
         Ok((backlog, sub, rv)) => {
             let shared2 = shared.clone();
             tokio::spawn(async move {
-                run(
-                    shared2, rt, filter, initial, backlog, sub, rv, tx, timeout, bookmarks,
-                )
-                .await;
+                let opts = StreamOpts {
+                    timeout,
+                    bookmarks,
+                    table,
+                };
+                run(shared2, rt, filter, initial, backlog, sub, rv, tx, opts).await;
             });
         }
     }
@@ -157,6 +170,12 @@ pub async fn handle(
         .unwrap_or_else(|_| http::error(&ApiError::internal("cannot build the watch response")))
 }
 
+struct StreamOpts {
+    timeout: Duration,
+    bookmarks: bool,
+    table: bool,
+}
+
 #[expect(
     clippy::too_many_arguments,
     reason = "one call site; a struct would only rename them"
@@ -170,9 +189,13 @@ async fn run(
     mut sub: broadcast::Receiver<Arc<StoreEvent>>,
     mut last_rv: u64,
     tx: mpsc::Sender<Bytes>,
-    timeout: Duration,
-    bookmarks: bool,
+    opts: StreamOpts,
 ) {
+    let StreamOpts {
+        timeout,
+        bookmarks,
+        table,
+    } = opts;
     for l in initial {
         if tx.send(l).await.is_err() {
             return;
@@ -180,7 +203,7 @@ async fn run(
     }
     for e in backlog {
         last_rv = last_rv.max(e.rv);
-        if filter.matches(&e) && tx.send(event_line(&shared, &rt, &e)).await.is_err() {
+        if filter.matches(&e) && tx.send(event_line(&shared, &rt, &e, table)).await.is_err() {
             return;
         }
     }
@@ -204,7 +227,7 @@ async fn run(
                         continue;
                     }
                     last_rv = e.rv;
-                    if filter.matches(&e) && tx.send(event_line(&shared, &rt, &e)).await.is_err() {
+                    if filter.matches(&e) && tx.send(event_line(&shared, &rt, &e, table)).await.is_err() {
                         return;
                     }
                 }
