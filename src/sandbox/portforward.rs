@@ -241,6 +241,7 @@ async fn session<S>(
             let _ = sink.send(m).await;
         }
         let _ = sink.send(Message::Close(None)).await;
+        let _ = sink.close().await;
         return;
     }
     drop(out_tx);
@@ -283,4 +284,6 @@ async fn session<S>(
     for w in writers.iter_mut().flatten() {
         let _ = w.shutdown().await;
     }
+    // Completes the close handshake (tungstenite queued the reply) and sends TLS close_notify.
+    let _ = sink.close().await;
 }
