@@ -70,10 +70,10 @@ where
 {
     within(what, async {
         loop {
-            if let Ok(o) = api.get(name).await {
-                if pred(&o) {
-                    return o;
-                }
+            if let Ok(o) = api.get(name).await
+                && pred(&o)
+            {
+                return o;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -62,19 +62,18 @@ pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     match (rt.group.as_str(), rt.plural.as_str()) {
         ("", "secrets") => admit_secret(old, obj, &name)?,
-        ("", "configmaps") => {
+        ("", "configmaps")
             if old.is_some_and(|o| o["immutable"] == json!(true))
                 && old.is_some_and(|o| {
                     o["data"] != obj["data"] || o["binaryData"] != obj["binaryData"]
-                })
-            {
-                return Err(ApiError::invalid(
-                    "ConfigMap",
-                    &name,
-                    "data",
-                    "Forbidden: field is immutable when `immutable` is set",
-                ));
-            }
+                }) =>
+        {
+            return Err(ApiError::invalid(
+                "ConfigMap",
+                &name,
+                "data",
+                "Forbidden: field is immutable when `immutable` is set",
+            ));
         }
         ("", "namespaces") => {
             obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
@@ -118,15 +117,15 @@ pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<
                 ));
             }
             let labels = &obj["spec"]["template"]["metadata"]["labels"];
-            if let Some(ml) = obj["spec"]["selector"]["matchLabels"].as_object() {
-                if ml.iter().any(|(k, v)| labels.get(k) != Some(v)) {
-                    return Err(ApiError::invalid(
-                        &rt.kind,
-                        &name,
-                        "spec.template.metadata.labels",
-                        "Invalid value: `selector` does not match template `labels`",
-                    ));
-                }
+            if let Some(ml) = obj["spec"]["selector"]["matchLabels"].as_object()
+                && ml.iter().any(|(k, v)| labels.get(k) != Some(v))
+            {
+                return Err(ApiError::invalid(
+                    &rt.kind,
+                    &name,
+                    "spec.template.metadata.labels",
+                    "Invalid value: `selector` does not match template `labels`",
+                ));
             }
             match rt.plural.as_str() {
                 "deployments" => {
@@ -164,12 +163,12 @@ pub fn admit(rt: &ResourceType, old: Option<&Value>, obj: &mut Value) -> Result<
 
 fn admit_secret(old: Option<&Value>, obj: &mut Value, name: &str) -> Result<(), ApiError> {
     let b64 = base64::engine::general_purpose::STANDARD;
-    if let Some(sd) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
-        if let Some(sd) = sd.as_object() {
-            for (k, v) in sd {
-                let s = v.as_str().unwrap_or_default();
-                obj["data"][k] = json!(b64.encode(s.as_bytes()));
-            }
+    if let Some(sd) = obj.as_object_mut().and_then(|m| m.remove("stringData"))
+        && let Some(sd) = sd.as_object()
+    {
+        for (k, v) in sd {
+            let s = v.as_str().unwrap_or_default();
+            obj["data"][k] = json!(b64.encode(s.as_bytes()));
         }
     }
     if let Some(data) = obj["data"].as_object() {

@@ -89,8 +89,9 @@ fn spec_differs(a: &Value, b: &Value, skip_status: bool) -> bool {
             .map(|m| {
                 m.iter()
                     .filter(|(k, _)| {
-                        !matches!(k.as_str(), "metadata" | "apiVersion" | "kind")
-                            && !(skip_status && k.as_str() == "status")
+                        let meta = matches!(k.as_str(), "metadata" | "apiVersion" | "kind");
+                        let status = skip_status && k.as_str() == "status";
+                        !meta && !status
                     })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect()
@@ -178,21 +179,22 @@ impl Cluster {
         } else if let Some(m) = obj["metadata"].as_object_mut() {
             m.remove("namespace");
         }
-        if let Some(av) = obj["apiVersion"].as_str() {
-            if av != rt.api_version() && !(crd::same_group(av, &rt.group)) {
-                return Err(ApiError::bad_request(format!(
-                    "the API version in the data ({av}) does not match the expected API version ({})",
-                    rt.api_version()
-                )));
-            }
+        if let Some(av) = obj["apiVersion"].as_str()
+            && av != rt.api_version()
+            && !(crd::same_group(av, &rt.group))
+        {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({})",
+                rt.api_version()
+            )));
         }
-        if let Some(k) = obj["kind"].as_str() {
-            if k != rt.kind {
-                return Err(ApiError::bad_request(format!(
-                    "the kind in the data ({k}) does not match the expected kind ({})",
-                    rt.kind
-                )));
-            }
+        if let Some(k) = obj["kind"].as_str()
+            && k != rt.kind
+        {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                rt.kind
+            )));
         }
         obj["apiVersion"] = json!(rt.api_version());
         obj["kind"] = json!(rt.kind);
@@ -279,10 +281,10 @@ impl Cluster {
                         }
                     }
                     keep["metadata"]["managedFields"] = obj["metadata"]["managedFields"].clone();
-                    if keep["metadata"]["managedFields"].is_null() {
-                        if let Some(m) = keep["metadata"].as_object_mut() {
-                            m.remove("managedFields");
-                        }
+                    if keep["metadata"]["managedFields"].is_null()
+                        && let Some(m) = keep["metadata"].as_object_mut()
+                    {
+                        m.remove("managedFields");
                     }
                     obj = keep;
                 }
@@ -481,10 +483,10 @@ impl Cluster {
             let Some(cur) = cur else {
                 return Err(ApiError::not_found(&qualified, name));
             };
-            if let Some(rv) = &want_rv {
-                if Some(rv.as_str()) != meta_str(cur, "resourceVersion") {
-                    return Err(ApiError::conflict(&qualified, name));
-                }
+            if let Some(rv) = &want_rv
+                && Some(rv.as_str()) != meta_str(cur, "resourceVersion")
+            {
+                return Err(ApiError::conflict(&qualified, name));
             }
             // Client-sent managedFields are ignored: ownership is the server's record.
             obj["metadata"]["managedFields"] = cur["metadata"]["managedFields"].clone();
@@ -503,6 +505,10 @@ impl Cluster {
     /// # Errors
     /// 404 for non-apply patches of missing objects, 415 for strategic patches of custom
     /// resources, 422 for apply without a field manager, 409 on apply conflicts.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "mirrors the PATCH request: target, type, body, subresource, options"
+    )]
     pub fn patch(
         &self,
         rt: &ResourceType,
@@ -590,12 +596,10 @@ impl Cluster {
                 (None, Some(cur)) => {
                     let mut target = cur.clone();
                     patch::apply_patch(&mut target, kind, body)?;
-                    if let Some(rv) = meta_str(&target, "resourceVersion") {
-                        if Some(rv) != meta_str(cur, "resourceVersion") {
+                    if let Some(rv) = meta_str(&target, "resourceVersion")
+                        && Some(rv) != meta_str(cur, "resourceVersion") {
                             return Err(ApiError::conflict(&qualified, name));
                         }
-                    }
-                    let mut target = target;
                     Self::normalise_identity(rt, ns, &mut target)?;
                     target["metadata"]["name"] = json!(name);
                     target["metadata"]["managedFields"] = cur["metadata"]["managedFields"].clone();
@@ -654,15 +658,15 @@ impl Cluster {
                 let Some(cur) = cur else {
                     return Err(ApiError::not_found(&qualified, name));
                 };
-                if let Some(uid) = preconditions["uid"].as_str() {
-                    if Some(uid) != meta_str(cur, "uid") {
-                        return Err(ApiError::conflict(&qualified, name));
-                    }
+                if let Some(uid) = preconditions["uid"].as_str()
+                    && Some(uid) != meta_str(cur, "uid")
+                {
+                    return Err(ApiError::conflict(&qualified, name));
                 }
-                if let Some(rv) = preconditions["resourceVersion"].as_str() {
-                    if Some(rv) != meta_str(cur, "resourceVersion") {
-                        return Err(ApiError::conflict(&qualified, name));
-                    }
+                if let Some(rv) = preconditions["resourceVersion"].as_str()
+                    && Some(rv) != meta_str(cur, "resourceVersion")
+                {
+                    return Err(ApiError::conflict(&qualified, name));
                 }
                 let has_finalizers = cur["metadata"]["finalizers"]
                     .as_array()

@@ -176,10 +176,10 @@ pub fn apply_defaults(schema: &Value, v: &mut Value) {
         Value::Object(m) => {
             if let Some(props) = schema["properties"].as_object() {
                 for (k, ps) in props {
-                    if !m.contains_key(k) {
-                        if let Some(d) = ps.get("default") {
-                            m.insert(k.clone(), d.clone());
-                        }
+                    if !m.contains_key(k)
+                        && let Some(d) = ps.get("default")
+                    {
+                        m.insert(k.clone(), d.clone());
                     }
                     if let Some(child) = m.get_mut(k) {
                         apply_defaults(ps, child);
@@ -304,18 +304,18 @@ fn validate_rec(schema: &Value, v: &Value, path: &str, errs: &mut Vec<(String, S
         ));
         return;
     }
-    if let Some(en) = schema["enum"].as_array() {
-        if !en.contains(v) {
-            let allowed: Vec<String> = en.iter().map(|e| e.to_string()).collect();
-            errs.push((
-                path.to_string(),
-                format!(
-                    "Unsupported value: {}: supported values: {}",
-                    short(v),
-                    allowed.join(", ")
-                ),
-            ));
-        }
+    if let Some(en) = schema["enum"].as_array()
+        && !en.contains(v)
+    {
+        let allowed: Vec<String> = en.iter().map(|e| e.to_string()).collect();
+        errs.push((
+            path.to_string(),
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                short(v),
+                allowed.join(", ")
+            ),
+        ));
     }
     match v {
         Value::Object(m) => {

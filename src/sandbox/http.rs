@@ -36,10 +36,10 @@ pub fn json(code: u16, v: &Value) -> Response<Body> {
 /// A Status error response.
 pub fn error(e: &ApiError) -> Response<Body> {
     let mut r = json(e.code, &e.to_status());
-    if let Some(s) = e.retry_after {
-        if let Ok(v) = s.to_string().parse() {
-            r.headers_mut().insert("retry-after", v);
-        }
+    if let Some(s) = e.retry_after
+        && let Ok(v) = s.to_string().parse()
+    {
+        r.headers_mut().insert("retry-after", v);
     }
     r
 }

@@ -44,10 +44,13 @@ pub trait PodBackend: Send + Sync + 'static {
     fn pod_deleted(&self, _namespace: &str, _pod: &str) {}
 }
 
+/// Namespace, pod-name prefix, backend.
+type BackendEntry = (String, String, Arc<dyn PodBackend>);
+
 /// Registered backends, matched by namespace and pod-name prefix. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Backends {
-    inner: Arc<RwLock<Vec<(String, String, Arc<dyn PodBackend>)>>>,
+    inner: Arc<RwLock<Vec<BackendEntry>>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -268,13 +271,11 @@ async fn session<S>(
                         continue;
                     }
                     let ch = b[0] as usize;
-                    if ch % 2 == 0 {
-                        if let Some(Some(w)) = writers.get_mut(ch / 2) {
-                            if w.write_all(&b[1..]).await.is_err() {
+                    if ch.is_multiple_of(2)
+                        && let Some(Some(w)) = writers.get_mut(ch / 2)
+                            && w.write_all(&b[1..]).await.is_err() {
                                 writers[ch / 2] = None;
                             }
-                        }
-                    }
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => {}

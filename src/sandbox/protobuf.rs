@@ -308,7 +308,10 @@ fn string(b: &[u8]) -> Result<String, ApiError> {
 }
 
 /// Fields of a two-field message (map entries, Time, IntOrString...), by number.
-fn pairs(b: &[u8]) -> Result<Vec<(u64, u64, &[u8], u64)>, ApiError> {
+/// (field number, wire type, bytes for length-delimited, value for varints).
+type Pair<'a> = (u64, u64, &'a [u8], u64);
+
+fn pairs(b: &[u8]) -> Result<Vec<Pair<'_>>, ApiError> {
     let mut rd = Reader { b, i: 0 };
     let mut out = Vec::new();
     while !rd.done() {
@@ -333,10 +336,6 @@ fn decode_value(ty: T, wire: u64, raw: &[u8], varint: u64) -> Result<Option<Valu
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok(match (ty, wire) {
         (T::Str, 2) => Some(json!(string(raw)?)),
-        #[expect(
-            clippy::cast_possible_wrap,
-            reason = "protobuf int64 is two's complement"
-        )]
         (T::Int, 0) => Some(json!(varint as i64)),
         (T::Bool, 0) => Some(json!(varint != 0)),
         (T::Bytes, 2) => Some(json!(b64.encode(raw))),
@@ -346,10 +345,6 @@ fn decode_value(ty: T, wire: u64, raw: &[u8], varint: u64) -> Result<Option<Valu
                 .into_iter()
                 .find(|(n, ..)| *n == 1)
                 .map_or(0, |(.., v)| v);
-            #[expect(
-                clippy::cast_possible_wrap,
-                reason = "protobuf int64 is two's complement"
-            )]
             let secs = secs as i64;
             if secs == 0 {
                 None
@@ -377,11 +372,6 @@ fn decode_value(ty: T, wire: u64, raw: &[u8], varint: u64) -> Result<Option<Valu
                     .transpose()?
                     .map(|s| json!(s))
             } else {
-                #[expect(
-                    clippy::cast_possible_truncation,
-                    clippy::cast_possible_wrap,
-                    reason = "int32 on the wire"
-                )]
                 let v = fs
                     .iter()
                     .find(|(n, ..)| *n == 2)

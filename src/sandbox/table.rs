@@ -161,10 +161,10 @@ pub fn render(rt: &ResourceType, body: &Value) -> Value {
         })
         .collect();
     let mut meta = json!({});
-    if let Some(rv) = body["metadata"]["resourceVersion"].as_str() {
-        if body["items"].is_array() {
-            meta["resourceVersion"] = json!(rv);
-        }
+    if let Some(rv) = body["metadata"]["resourceVersion"].as_str()
+        && body["items"].is_array()
+    {
+        meta["resourceVersion"] = json!(rv);
     }
     if let Some(c) = body["metadata"]["continue"].as_str() {
         meta["continue"] = json!(c);

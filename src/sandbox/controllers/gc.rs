@@ -38,10 +38,10 @@ impl Controller for GarbageCollector {
         if event.kind != EventType::Deleted {
             return Vec::new();
         }
-        if event.key.resource == "/pods" {
-            if let Some(b) = shared.backends.find(&event.key.namespace, &event.key.name) {
-                b.pod_deleted(&event.key.namespace, &event.key.name);
-            }
+        if event.key.resource == "/pods"
+            && let Some(b) = shared.backends.find(&event.key.namespace, &event.key.name)
+        {
+            b.pod_deleted(&event.key.namespace, &event.key.name);
         }
         let Some(uid) = event.object["metadata"]["uid"].as_str() else {
             return Vec::new();

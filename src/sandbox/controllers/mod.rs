@@ -200,11 +200,10 @@ async fn run(shared: Arc<Shared>, c: Arc<dyn Controller>) {
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             t = triggers.recv() => {
-                if let Ok(k) = t {
-                    if watches.is_empty() || watches.contains(&k.resource) {
+                if let Ok(k) = t
+                    && (watches.is_empty() || watches.contains(&k.resource)) {
                         queue.push(k);
                     }
-                }
             }
         }
     }

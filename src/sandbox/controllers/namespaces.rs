@@ -49,15 +49,15 @@ impl Controller for NamespaceController {
             return;
         };
         for ns in INITIAL {
-            if c.get(&rt, "", ns).is_err() {
-                if let Err(e) = c.create(
+            if c.get(&rt, "", ns).is_err()
+                && let Err(e) = c.create(
                     &rt,
                     "",
                     json!({"metadata": {"name": ns}}),
                     &WriteOpts::controller(NAME),
-                ) {
-                    tracing::error!(error = %e, namespace = ns, "cannot create a built-in namespace");
-                }
+                )
+            {
+                tracing::error!(error = %e, namespace = ns, "cannot create a built-in namespace");
             }
         }
     }

@@ -227,11 +227,10 @@ impl WorkloadController {
                 status["unavailableReplicas"] = json!(current.len() - ready);
             }
             for k in ["readyReplicas", "availableReplicas"] {
-                if status[k] == 0 {
-                    if let Some(m) = status.as_object_mut() {
+                if status[k] == 0
+                    && let Some(m) = status.as_object_mut() {
                         m.remove(k);
                     }
-                }
             }
             o["status"] = status;
         });
@@ -315,10 +314,10 @@ impl WorkloadController {
                 "updateRevision": revision,
                 "collisionCount": 0,
             });
-            if ready == 0 {
-                if let Some(m) = status.as_object_mut() {
-                    m.remove("readyReplicas");
-                }
+            if ready == 0
+                && let Some(m) = status.as_object_mut()
+            {
+                m.remove("readyReplicas");
             }
             o["status"] = status;
         });

@@ -90,15 +90,15 @@ fn merge_list(field: &str, slot: &mut Value, items: &[Value]) {
         None
     };
     let (Some(key), false, Value::Array(cur)) = (key, replace, &mut *slot) else {
-        if field == "finalizers" {
-            if let Value::Array(cur) = slot {
-                for i in items {
-                    if !cur.contains(i) {
-                        cur.push(i.clone());
-                    }
+        if field == "finalizers"
+            && let Value::Array(cur) = slot
+        {
+            for i in items {
+                if !cur.contains(i) {
+                    cur.push(i.clone());
                 }
-                return;
             }
+            return;
         }
         *slot = Value::Array(
             items

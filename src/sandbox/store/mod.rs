@@ -141,6 +141,13 @@ pub struct WriteMeta {
     pub dry_run: bool,
 }
 
+/// A watch's start: backlog from history, receiver for later events, current resourceVersion.
+pub type WatchStart = (
+    Vec<Arc<StoreEvent>>,
+    broadcast::Receiver<Arc<StoreEvent>>,
+    u64,
+);
+
 const EVENT_CHANNEL: usize = 8192;
 
 #[derive(Debug)]
@@ -376,17 +383,7 @@ impl Store {
     ///
     /// # Errors
     /// 410 Expired when history no longer reaches back to `from_rv`.
-    pub fn watch_from(
-        &self,
-        from_rv: u64,
-    ) -> Result<
-        (
-            Vec<Arc<StoreEvent>>,
-            broadcast::Receiver<Arc<StoreEvent>>,
-            u64,
-        ),
-        ApiError,
-    > {
+    pub fn watch_from(&self, from_rv: u64) -> Result<WatchStart, ApiError> {
         let g = self.lock();
         if from_rv < g.oldest_rv {
             return Err(ApiError::expired(from_rv, g.oldest_rv));
