@@ -24,6 +24,7 @@ pub mod resources;
 mod rest;
 mod server;
 mod signal;
+mod spdy;
 pub mod status;
 pub mod store;
 mod table;

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::http::{self, Body, Query};
 use super::server::Shared;
+use super::spdy;
 use super::status::ApiError;
 use super::store::ObjectKey;
 
@@ -85,6 +86,58 @@ impl Backends {
 }
 
 const PROTOCOL: &str = "v4.channel.k8s.io";
+/// kubectl ≥ 1.31 tunnels SPDY through a WebSocket with this subprotocol.
+const SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
+
+/// How the client speaks port-forward.
+enum Mode {
+    /// WebSocket channels (kube-rs), with the client's key.
+    Channels(String),
+    /// SPDY inside WebSocket binary messages (kubectl), with the client's key.
+    Tunnel(String),
+    /// SPDY directly on the upgraded connection (kubectl's fallback).
+    Spdy,
+}
+
+/// Carries a byte stream inside WebSocket binary messages, both ways.
+async fn tunnel<S>(ws: WebSocketStream<S>, io: tokio::io::DuplexStream)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut source) = ws.split();
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let down = async {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sink
+                        .send(Message::Binary(buf[..n].to_vec().into()))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = sink.close().await;
+    };
+    let up = async {
+        while let Some(Ok(m)) = source.next().await {
+            match m {
+                Message::Binary(b) if wr.write_all(&b).await.is_err() => {
+                    break;
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = wr.shutdown().await;
+    };
+    tokio::join!(down, up);
+}
 
 fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
@@ -107,22 +160,10 @@ pub async fn handle(
             obj["status"]["phase"].as_str().unwrap_or("Unknown")
         )));
     }
-    let ports: Vec<u16> = match q
-        .get("ports")
-        .unwrap_or("")
-        .split(',')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.trim().parse::<u16>())
-        .collect::<Result<Vec<_>, _>>()
-    {
-        Ok(p) if !p.is_empty() => p,
-        _ => {
-            return http::error(&ApiError::bad_request(
-                "query parameter \"ports\" is required and must list port numbers",
-            ));
-        }
-    };
-    let is_ws = header(&req, "upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    let backend = shared.backends.find(ns, pod);
+    let (ns, pod) = (ns.to_string(), pod.to_string());
+    let shutdown = shared.shutdown.clone();
+    let upgrade = header(&req, "upgrade").unwrap_or("").to_ascii_lowercase();
     let offered: Vec<String> = req
         .headers()
         .get_all("sec-websocket-protocol")
@@ -130,42 +171,84 @@ pub async fn handle(
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(|s| s.trim().to_string()))
         .collect();
-    let Some(key) = header(&req, "sec-websocket-key")
-        .filter(|_| is_ws)
-        .map(str::to_string)
-    else {
-        return http::error(&ApiError::bad_request(
-            "unable to upgrade connection: port-forward needs a WebSocket upgrade with subprotocol v4.channel.k8s.io",
-        ));
+    let ws_key = header(&req, "sec-websocket-key").map(str::to_string);
+    let mode = match (upgrade.as_str(), ws_key) {
+        ("websocket", Some(key)) if offered.iter().any(|p| p == PROTOCOL) => Mode::Channels(key),
+        ("websocket", Some(key)) if offered.iter().any(|p| p == SPDY_TUNNEL) => Mode::Tunnel(key),
+        ("spdy/3.1", _) => Mode::Spdy,
+        _ => {
+            return http::error(&ApiError::bad_request(format!(
+                "unable to upgrade connection: offer a WebSocket with subprotocol {PROTOCOL} or {SPDY_TUNNEL}, or an SPDY/3.1 upgrade (offered {offered:?})"
+            )));
+        }
     };
-    if !offered.iter().any(|p| p == PROTOCOL) {
-        return http::error(&ApiError::bad_request(format!(
-            "unable to upgrade connection: none of the offered subprotocols {offered:?} is supported; offer {PROTOCOL}"
-        )));
-    }
-    let backend = shared.backends.find(ns, pod);
-    let (ns, pod) = (ns.to_string(), pod.to_string());
-    let shutdown = shared.shutdown.clone();
+    let ports = if matches!(mode, Mode::Channels(_)) {
+        match q
+            .get("ports")
+            .unwrap_or("")
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.trim().parse::<u16>())
+            .collect::<Result<Vec<_>, _>>()
+        {
+            Ok(p) if !p.is_empty() => p,
+            _ => {
+                return http::error(&ApiError::bad_request(
+                    "query parameter \"ports\" is required and must list port numbers",
+                ));
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let response = match &mode {
+        Mode::Channels(key) | Mode::Tunnel(key) => Response::builder()
+            .status(101)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+            .header(
+                "sec-websocket-protocol",
+                if matches!(mode, Mode::Channels(_)) {
+                    PROTOCOL
+                } else {
+                    SPDY_TUNNEL
+                },
+            ),
+        Mode::Spdy => Response::builder()
+            .status(101)
+            .header("upgrade", "SPDY/3.1")
+            .header("connection", "Upgrade")
+            .header("x-stream-protocol-version", "portforward.k8s.io"),
+    };
     tokio::spawn(async move {
         let upgraded = match hyper::upgrade::on(req).await {
-            Ok(u) => u,
+            Ok(u) => TokioIo::new(u),
             Err(e) => {
                 tracing::debug!(error = %e, "port-forward upgrade failed");
                 return;
             }
         };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let work = async move {
+            match mode {
+                Mode::Channels(_) => {
+                    let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await;
+                    session(ws, backend, ns, pod, ports).await;
+                }
+                Mode::Tunnel(_) => {
+                    let ws = WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await;
+                    let (near, far) = tokio::io::duplex(256 * 1024);
+                    tokio::join!(tunnel(ws, far), spdy::serve(near, backend, ns, pod));
+                }
+                Mode::Spdy => spdy::serve(upgraded, backend, ns, pod).await,
+            }
+        };
         tokio::select! {
-            () = session(ws, backend, ns, pod, ports) => {}
+            () = work => {}
             () = shutdown.cancelled() => {}
         }
     });
-    Response::builder()
-        .status(101)
-        .header("upgrade", "websocket")
-        .header("connection", "Upgrade")
-        .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
-        .header("sec-websocket-protocol", PROTOCOL)
+    response
         .body(http::full(""))
         .unwrap_or_else(|_| http::error(&ApiError::internal("cannot build the upgrade response")))
 }
