@@ -35,25 +35,51 @@ async fn up_writes_kubeconfig_and_down_stops_it_gracefully() {
     assert!(kubeconfig.contains("certificate-authority-data:"));
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(sdir.join("kubeconfig")).expect("meta").permissions().mode();
-        assert_eq!(mode & 0o077, 0, "kubeconfig holds the admin token: not group/world readable");
+        let mode = std::fs::metadata(sdir.join("kubeconfig"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "kubeconfig holds the admin token: not group/world readable"
+        );
     }
 
-    let down = tokio::time::timeout(T, Command::new(bin).args(["sandbox", "down", "--dir"]).arg(&sdir).output())
+    let down = tokio::time::timeout(
+        T,
+        Command::new(bin)
+            .args(["sandbox", "down", "--dir"])
+            .arg(&sdir)
+            .output(),
+    )
+    .await
+    .expect("down finishes")
+    .expect("down runs");
+    assert!(
+        down.status.success(),
+        "down failed: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let status = tokio::time::timeout(T, up.wait())
         .await
-        .expect("down finishes")
-        .expect("down runs");
-    assert!(down.status.success(), "down failed: {}", String::from_utf8_lossy(&down.stderr));
-    let status = tokio::time::timeout(T, up.wait()).await.expect("up exits").expect("status");
+        .expect("up exits")
+        .expect("status");
     assert!(status.success(), "graceful stop exits 0");
     assert!(sdir.join("state.json").exists(), "state flushed on stop");
     assert!(!pid_file.exists(), "pid file removed");
 
     // Nothing is running any more: down says so and fails.
-    let again = tokio::time::timeout(T, Command::new(bin).args(["sandbox", "down", "--dir"]).arg(&sdir).output())
-        .await
-        .expect("down finishes")
-        .expect("down runs");
+    let again = tokio::time::timeout(
+        T,
+        Command::new(bin)
+            .args(["sandbox", "down", "--dir"])
+            .arg(&sdir)
+            .output(),
+    )
+    .await
+    .expect("down finishes")
+    .expect("down runs");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("no sandbox is running"));
 }

@@ -379,6 +379,16 @@ impl Cluster {
             return;
         }
         if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions" {
+            if deleted {
+                // The apiextensions controller deletes every instance with the CRD.
+                for served in crd::types_for(obj).into_iter().take(1) {
+                    for o in self.store.list(&served.storage_key(), None).0 {
+                        let ns = o["metadata"]["namespace"].as_str().unwrap_or("");
+                        let name = o["metadata"]["name"].as_str().unwrap_or("");
+                        self.remove(&served, ns, name, "apiextensions-controller");
+                    }
+                }
+            }
             crd::sync_registry(&self.registry, obj, deleted);
         }
     }

@@ -29,14 +29,29 @@ struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, e: &StoreEvent) -> bool {
-        e.key.resource == self.resource
-            && self
+    fn selects(&self, o: &Value) -> bool {
+        self.labels.matches(o) && self.fields.matches(o)
+    }
+
+    /// The event type this watch sees for a change, if any: an object that starts
+    /// matching the selectors is ADDED, one that stops matching is DELETED.
+    fn view(&self, e: &StoreEvent) -> Option<EventType> {
+        if e.key.resource != self.resource
+            || self
                 .namespace
                 .as_deref()
-                .is_none_or(|ns| ns == e.key.namespace)
-            && self.labels.matches(&e.object)
-            && self.fields.matches(&e.object)
+                .is_some_and(|ns| ns != e.key.namespace)
+        {
+            return None;
+        }
+        let now = self.selects(&e.object);
+        let before = e.old.as_deref().map(|o| self.selects(o));
+        match (e.kind, before, now) {
+            (EventType::Modified, Some(false), true) => Some(EventType::Added),
+            (EventType::Modified, Some(true), false) => Some(EventType::Deleted),
+            (kind, _, true) => Some(kind),
+            (_, _, false) => None,
+        }
     }
 }
 
@@ -46,8 +61,14 @@ fn line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(v)
 }
 
-fn event_line(shared: &Shared, rt: &ResourceType, e: &StoreEvent, table: bool) -> Bytes {
-    let kind = match e.kind {
+fn event_line(
+    shared: &Shared,
+    rt: &ResourceType,
+    e: &StoreEvent,
+    seen: EventType,
+    table: bool,
+) -> Bytes {
+    let kind = match seen {
         EventType::Added => "ADDED",
         EventType::Modified => "MODIFIED",
         EventType::Deleted => "DELETED",
@@ -203,8 +224,14 @@ async fn run(
     }
     for e in backlog {
         last_rv = last_rv.max(e.rv);
-        if filter.matches(&e) && tx.send(event_line(&shared, &rt, &e, table)).await.is_err() {
-            return;
+        if let Some(seen) = filter.view(&e) {
+            if tx
+                .send(event_line(&shared, &rt, &e, seen, table))
+                .await
+                .is_err()
+            {
+                return;
+            }
         }
     }
     let deadline = tokio::time::sleep(timeout);
@@ -227,8 +254,10 @@ async fn run(
                         continue;
                     }
                     last_rv = e.rv;
-                    if filter.matches(&e) && tx.send(event_line(&shared, &rt, &e, table)).await.is_err() {
-                        return;
+                    if let Some(seen) = filter.view(&e) {
+                        if tx.send(event_line(&shared, &rt, &e, seen, table)).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -239,5 +268,53 @@ async fn run(
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::store::ObjectKey;
+
+    fn event(kind: EventType, old: Option<Value>, new: Value) -> StoreEvent {
+        StoreEvent {
+            rv: 2,
+            key: ObjectKey::new("/configmaps", "default", "a"),
+            kind,
+            object: Arc::new(new),
+            old: old.map(Arc::new),
+        }
+    }
+
+    #[test]
+    fn leaving_and_entering_a_selector_are_deleted_and_added() {
+        let f = Filter {
+            resource: "/configmaps".into(),
+            namespace: Some("default".into()),
+            labels: LabelSelector::parse("app=web").expect("selector"),
+            fields: FieldSelector::default(),
+        };
+        let web = json!({"metadata": {"labels": {"app": "web"}}});
+        let db = json!({"metadata": {"labels": {"app": "db"}}});
+        assert_eq!(
+            f.view(&event(EventType::Modified, Some(web.clone()), db.clone())),
+            Some(EventType::Deleted)
+        );
+        assert_eq!(
+            f.view(&event(EventType::Modified, Some(db.clone()), web.clone())),
+            Some(EventType::Added)
+        );
+        assert_eq!(
+            f.view(&event(EventType::Modified, Some(web.clone()), web.clone())),
+            Some(EventType::Modified)
+        );
+        assert_eq!(
+            f.view(&event(EventType::Modified, Some(db.clone()), db.clone())),
+            None
+        );
+        assert_eq!(f.view(&event(EventType::Added, None, db)), None);
+        let mut other_ns = event(EventType::Added, None, web);
+        other_ns.key.namespace = "kube-system".into();
+        assert_eq!(f.view(&other_ns), None);
     }
 }

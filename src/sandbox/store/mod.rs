@@ -70,6 +70,9 @@ pub struct StoreEvent {
     pub kind: EventType,
     /// The object after the change (before it, for deletes, with the delete's RV).
     pub object: Arc<Value>,
+    /// The object before a modification (watches with selectors need it to turn
+    /// "stopped matching" into DELETED).
+    pub old: Option<Arc<Value>>,
 }
 
 /// Who made a write: API clients are counted apart from the sandbox's own controllers.
@@ -326,6 +329,7 @@ impl Store {
                         key: key.clone(),
                         kind,
                         object: arc,
+                        old: current.clone(),
                     },
                 )
             }
@@ -359,6 +363,7 @@ impl Store {
                         key: key.clone(),
                         kind: EventType::Deleted,
                         object: arc,
+                        old: None,
                     },
                 )
             }
