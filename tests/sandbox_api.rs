@@ -597,6 +597,14 @@ async fn crd_lifecycle() {
         .await
         .expect_err("not served");
     assert_eq!(api_code(e).0, 404);
+    // Instances went with the CRD: re-creating it does not bring them back.
+    within("crd again", crds.create(&PostParams::default(), &crd))
+        .await
+        .expect("re-create crd");
+    let e = within("still gone", widgets.get("w"))
+        .await
+        .expect_err("instances deleted");
+    assert_eq!(api_code(e).0, 404);
     h.shutdown().await.expect("shutdown");
 }
 

@@ -224,14 +224,13 @@ async fn run(
     }
     for e in backlog {
         last_rv = last_rv.max(e.rv);
-        if let Some(seen) = filter.view(&e) {
-            if tx
+        if let Some(seen) = filter.view(&e)
+            && tx
                 .send(event_line(&shared, &rt, &e, seen, table))
                 .await
                 .is_err()
-            {
-                return;
-            }
+        {
+            return;
         }
     }
     let deadline = tokio::time::sleep(timeout);
@@ -254,11 +253,10 @@ async fn run(
                         continue;
                     }
                     last_rv = e.rv;
-                    if let Some(seen) = filter.view(&e) {
-                        if tx.send(event_line(&shared, &rt, &e, seen, table)).await.is_err() {
+                    if let Some(seen) = filter.view(&e)
+                        && tx.send(event_line(&shared, &rt, &e, seen, table)).await.is_err() {
                             return;
                         }
-                    }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     let oldest = shared.cluster.store.current_rv();
