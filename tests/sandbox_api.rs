@@ -415,6 +415,23 @@ async fn status_subresource_and_workload_controllers() {
         s.status.as_ref().and_then(|s| s.ready_replicas) == Some(1)
     })
     .await;
+    // A Service over the pods gets Endpoints with the ready pod.
+    let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(c.clone(), "default");
+    let svc = serde_json::from_value(json!({"metadata": {"name": "vault"},
+        "spec": {"selector": {"app": "vault"}, "ports": [{"name": "http", "port": 8200}]}}))
+    .expect("svc");
+    within("svc", svcs.create(&PostParams::default(), &svc))
+        .await
+        .expect("svc");
+    let eps: Api<k8s_openapi::api::core::v1::Endpoints> = Api::namespaced(c.clone(), "default");
+    wait_for(&eps, "vault", "endpoints", |e| {
+        e.subsets
+            .as_ref()
+            .and_then(|s| s.first())
+            .and_then(|s| s.addresses.as_ref())
+            .is_some_and(|a| a.len() == 1)
+    })
+    .await;
     // Deleting the owner garbage-collects its pods.
     within("delete sts", sts.delete("vault", &DeleteParams::default()))
         .await

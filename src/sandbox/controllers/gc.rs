@@ -1,7 +1,10 @@
 //! Garbage collection: objects whose owners (by `ownerReferences` uid) are gone are deleted
 //! (background propagation), and pod backends learn that their pod died.
+//!
+//! An owner-uid index, kept from the event stream, makes finding dependents O(1) per delete.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -15,13 +18,37 @@ const NAME: &str = "garbage-collector";
 
 /// Deletes dependents of deleted owners.
 #[derive(Debug, Default)]
-pub struct GarbageCollector;
+pub struct GarbageCollector {
+    /// Owner uid -> dependents.
+    dependents: Mutex<HashMap<String, HashSet<ObjectKey>>>,
+}
 
-fn owner_uids(o: &Value) -> Vec<&str> {
+fn owner_uids(o: &Value) -> Vec<String> {
     o["metadata"]["ownerReferences"]
         .as_array()
-        .map(|a| a.iter().filter_map(|r| r["uid"].as_str()).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["uid"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
+}
+
+impl GarbageCollector {
+    fn index(&self, key: &ObjectKey, old: Option<&Value>, new: Option<&Value>) {
+        let mut idx = self.dependents.lock().unwrap_or_else(|p| p.into_inner());
+        for uid in old.map(owner_uids).unwrap_or_default() {
+            if let Some(set) = idx.get_mut(&uid) {
+                set.remove(key);
+                if set.is_empty() {
+                    idx.remove(&uid);
+                }
+            }
+        }
+        for uid in new.map(owner_uids).unwrap_or_default() {
+            idx.entry(uid).or_default().insert(key.clone());
+        }
+    }
 }
 
 #[async_trait]
@@ -34,7 +61,27 @@ impl Controller for GarbageCollector {
         Vec::new()
     }
 
+    async fn start(&self, shared: &Arc<Shared>) {
+        for rt in shared.cluster.registry.all() {
+            if rt.create_only {
+                continue;
+            }
+            for o in shared.cluster.store.list(&rt.storage_key(), None).0 {
+                let key = ObjectKey::new(
+                    rt.storage_key(),
+                    o["metadata"]["namespace"].as_str().unwrap_or(""),
+                    o["metadata"]["name"].as_str().unwrap_or(""),
+                );
+                self.index(&key, None, Some(&o));
+            }
+        }
+    }
+
     fn map(&self, shared: &Shared, event: &StoreEvent) -> Vec<ObjectKey> {
+        match event.kind {
+            EventType::Deleted => self.index(&event.key, Some(&event.object), None),
+            _ => self.index(&event.key, event.old.as_deref(), Some(&event.object)),
+        }
         if event.kind != EventType::Deleted {
             return Vec::new();
         }
@@ -46,29 +93,12 @@ impl Controller for GarbageCollector {
         let Some(uid) = event.object["metadata"]["uid"].as_str() else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for rt in shared.cluster.registry.all() {
-            if rt.create_only {
-                continue;
-            }
-            let key = rt.storage_key();
-            let scope = if rt.namespaced && !event.key.namespace.is_empty() {
-                Some(event.key.namespace.as_str())
-            } else {
-                None
-            };
-            for o in shared.cluster.store.list(&key, scope).0 {
-                if owner_uids(&o).contains(&uid) {
-                    out.push(ObjectKey::new(
-                        key.as_str(),
-                        o["metadata"]["namespace"].as_str().unwrap_or(""),
-                        o["metadata"]["name"].as_str().unwrap_or(""),
-                    ));
-                }
-            }
-        }
+        let idx = self.dependents.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<ObjectKey> = idx
+            .get(uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
         out.sort();
-        out.dedup();
         out
     }
 

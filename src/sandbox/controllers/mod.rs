@@ -4,6 +4,7 @@
 //! through [`Cluster`](super::cluster::Cluster) with a controller actor, so watches fire
 //! and the write log keeps their writes apart from API clients'.
 
+mod endpoints;
 mod gc;
 mod namespaces;
 mod node;
@@ -18,6 +19,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+pub use endpoints::EndpointsController;
 pub use gc::GarbageCollector;
 pub use namespaces::NamespaceController;
 pub use node::{NODE_NAME, NodeController};
@@ -84,7 +86,8 @@ pub fn builtin() -> Vec<Arc<dyn Controller>> {
         Arc::new(NamespaceController),
         Arc::new(NodeController::default()),
         Arc::new(WorkloadController),
-        Arc::new(GarbageCollector),
+        Arc::new(EndpointsController),
+        Arc::new(GarbageCollector::default()),
     ]
 }
 
