@@ -72,9 +72,13 @@ async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
     let rss_before = rss_kib();
-    let h = Sandbox::start(SandboxConfig::new(dir.path())).await.expect("sandbox");
+    let h = Sandbox::start(SandboxConfig::new(dir.path()))
+        .await
+        .expect("sandbox");
     let kc = Kubeconfig::read_from(h.kubeconfig_path()).expect("kubeconfig");
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("config");
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
     let client = Client::try_from(cfg).expect("client");
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -88,7 +92,11 @@ async fn main() {
         }
     })
     .await;
-    println!("RSS holding {OBJECTS} objects: {} MiB (process, before start {} MiB)", rss_kib() / 1024, rss_before / 1024);
+    println!(
+        "RSS holding {OBJECTS} objects: {} MiB (process, before start {} MiB)",
+        rss_kib() / 1024,
+        rss_before / 1024
+    );
 
     let a = api.clone();
     run("get", 20_000, move |i| {
@@ -102,7 +110,9 @@ async fn main() {
     run("list (label, ~500 items)", 400, move |i| {
         let a = a.clone();
         async move {
-            a.list(&ListParams::default().labels(&format!("shard={}", i % 10))).await.expect("list");
+            a.list(&ListParams::default().labels(&format!("shard={}", i % 10)))
+                .await
+                .expect("list");
         }
     })
     .await;
@@ -117,13 +127,29 @@ async fn main() {
     .await;
 
     // Watch delivery latency: time from a write's response to the event's arrival.
-    let rv = api.list(&ListParams::default().limit(1)).await.expect("list").metadata.resource_version.expect("rv");
-    let mut stream = api.watch(&WatchParams::default().fields("metadata.name=cm-0"), &rv).await.expect("watch").boxed();
+    let rv = api
+        .list(&ListParams::default().limit(1))
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("rv");
+    let mut stream = api
+        .watch(&WatchParams::default().fields("metadata.name=cm-0"), &rv)
+        .await
+        .expect("watch")
+        .boxed();
     let mut lat = Vec::new();
     let start = Instant::now();
     for i in 0..200 {
         let t = Instant::now();
-        api.patch("cm-0", &PatchParams::default(), &Patch::Merge(json!({"data": {"w": i.to_string()}}))).await.expect("patch");
+        api.patch(
+            "cm-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"w": i.to_string()}})),
+        )
+        .await
+        .expect("patch");
         loop {
             match stream.try_next().await.expect("watch").expect("open") {
                 WatchEvent::Modified(_) => break,

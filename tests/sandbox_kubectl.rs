@@ -645,6 +645,20 @@ spec:
         "--timeout=30s",
     ])
     .await;
+    let described = tokio::time::timeout(T, async {
+        loop {
+            let d = k.ok(&["-n", "vault", "describe", "svc", "vault"]).await;
+            if d.lines()
+                .any(|l| l.starts_with("Endpoints:") && l.contains(":8200"))
+            {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("service endpoints");
+    assert!(described.contains("10.42.0."), "{described}");
     let mut pf = k.command(&["-n", "vault", "port-forward", "svc/vault", ":8200"]);
     pf.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = pf.spawn().expect("port-forward");

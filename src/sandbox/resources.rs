@@ -280,6 +280,16 @@ const BUILTINS: &[Builtin] = &[
         false,
     ),
     b(
+        "discovery.k8s.io",
+        "v1",
+        "endpointslices",
+        "endpointslice",
+        "EndpointSlice",
+        true,
+        &[],
+        false,
+    ),
+    b(
         "events.k8s.io",
         "v1",
         "events",

@@ -1,6 +1,7 @@
 //! Endpoints: every Service with a selector gets an Endpoints object listing the IPs of
 //! its pods (ready ones as `addresses`, others as `notReadyAddresses`), as
-//! `kubectl describe svc` and readiness checks of installers expect.
+//! `kubectl describe svc` and readiness checks of installers expect; plus the matching
+//! `discovery.k8s.io/v1` EndpointSlice (owned by the Service), which newer kubectl reads.
 
 use std::sync::Arc;
 
@@ -51,6 +52,62 @@ fn target_port(port: &Value, pod: &Value) -> Option<i64> {
             .find(|p| p["name"] == name.as_str())
             .and_then(|p| p["containerPort"].as_i64()),
         _ => port["port"].as_i64(),
+    }
+}
+
+impl EndpointsController {
+    fn slice(&self, shared: &Shared, svc: &Value, pods: &[Arc<Value>], ports: &[Value]) {
+        let c = &shared.cluster;
+        let Some(rt) = c
+            .registry
+            .lookup("discovery.k8s.io", "v1", "endpointslices")
+        else {
+            return;
+        };
+        let ns = svc["metadata"]["namespace"].as_str().unwrap_or("");
+        let svc_name = svc["metadata"]["name"].as_str().unwrap_or("");
+        let suffix: String = svc["metadata"]["uid"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(5)
+            .collect();
+        let name = format!("{svc_name}-{suffix}");
+        // Slice ports always carry a name ("" when unnamed): kubectl dereferences it.
+        let ports: Vec<Value> = ports
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                if p["name"].is_null() {
+                    p["name"] = json!("");
+                }
+                p
+            })
+            .collect();
+        let endpoints: Vec<Value> = pods
+            .iter()
+            .map(|p| {
+                let ready = pod_ready(p);
+                json!({"addresses": [p["status"]["podIP"]], "nodeName": p["spec"]["nodeName"],
+                       "conditions": {"ready": ready, "serving": ready, "terminating": false},
+                       "targetRef": {"kind": "Pod", "namespace": ns, "name": p["metadata"]["name"], "uid": p["metadata"]["uid"]}})
+            })
+            .collect();
+        let body = |o: &mut Value| {
+            o["addressType"] = json!("IPv4");
+            o["endpoints"] = json!(endpoints);
+            o["ports"] = json!(ports);
+        };
+        if c.get(&rt, ns, &name).is_ok() {
+            let _ = c.modify(&rt, ns, &name, false, NAME, body);
+        } else {
+            let mut o = json!({"metadata": {"name": name,
+                "labels": {"kubernetes.io/service-name": svc_name, "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": svc_name, "uid": svc["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]}});
+            body(&mut o);
+            let _ = c.create(&rt, ns, o, &WriteOpts::controller(NAME));
+        }
     }
 }
 
@@ -160,6 +217,7 @@ impl Controller for EndpointsController {
             json!([subset])
         };
         let labels = svc["metadata"]["labels"].clone();
+        self.slice(shared, &svc, &pods, &ports);
         match c.get(&ep_rt, &key.namespace, &key.name) {
             Ok(_) => {
                 let _ = c.modify(&ep_rt, &key.namespace, &key.name, false, NAME, |ep| {
