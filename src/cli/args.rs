@@ -27,8 +27,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show what the checkpoint says: done / failed / pending per step.
     Status(StatusArgs),
-    // Reserved: `Sandbox(crate::sandbox::SandboxArgs)` — `kubestrap sandbox up|down` is wired in
-    // here by the lead when `src/sandbox/` is merged (design §1, §6).
+    /// Run or stop the local sandbox cluster (a stand-in for k3s and its add-ons, design §6).
+    Sandbox(crate::sandbox::SandboxArgs),
     // Reserved: `Unseal` — `kubestrap unseal --kubeconfig K [--watch]` comes with the Vault steps.
 }
 

@@ -65,6 +65,9 @@ pub enum CliError {
     /// `status` could not read the checkpoint.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The sandbox cluster could not start or stop.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
     /// The async runtime could not be started.
     #[error("failed to start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -117,7 +120,8 @@ impl CliError {
                 | ApplyError::UnknownStep { .. } => ExitStatus::BadInput,
             },
             Self::Checkpoint(c) => checkpoint_status(c),
-            Self::Runtime(_) | Self::Output(_) => ExitStatus::StepFailed,
+            Self::Sandbox(crate::sandbox::SandboxError::Faults(_)) => ExitStatus::BadInput,
+            Self::Sandbox(_) | Self::Runtime(_) | Self::Output(_) => ExitStatus::StepFailed,
         }
     }
 }

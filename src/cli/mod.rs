@@ -62,7 +62,15 @@ pub fn run(cli: Cli) -> Result<ExitStatus, CliError> {
         }
         Command::Apply(a) => apply_cmd(&a),
         Command::Status(a) => status_cmd(&a),
+        Command::Sandbox(a) => sandbox_cmd(a),
     }
+}
+
+/// `kubestrap sandbox up|down`: the sandbox owns its own lifecycle; this only gives it a runtime.
+fn sandbox_cmd(args: crate::sandbox::SandboxArgs) -> Result<ExitStatus, CliError> {
+    let rt = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
+    rt.block_on(crate::sandbox::run(args))?;
+    Ok(ExitStatus::Success)
 }
 
 fn init_tracing() {

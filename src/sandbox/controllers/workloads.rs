@@ -1,0 +1,482 @@
+//! Workloads: Deployments and StatefulSets get pods from their templates; pods are
+//! scheduled on the node and become Running, then Ready after their component's delay
+//! (and only while their backend's readiness probe passes); workload status reports
+//! replicas, ready/available counts and the Available/Progressing conditions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::node::NODE_NAME;
+use super::{Action, Controller};
+use crate::sandbox::cluster::{Cluster, WriteOpts};
+use crate::sandbox::resources::ResourceType;
+use crate::sandbox::server::Shared;
+use crate::sandbox::store::{EventType, ObjectKey, StoreEvent};
+
+const NAME: &str = "workload-controller";
+const DEPLOY: &str = "apps/deployments";
+const STS: &str = "apps/statefulsets";
+const PODS: &str = "/pods";
+
+/// Reconciles Deployments, StatefulSets and their pods.
+#[derive(Debug, Default)]
+pub struct WorkloadController;
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn template_hash(template: &Value) -> String {
+    use sha2::Digest;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let d = sha2::Sha256::digest(template.to_string().as_bytes());
+    d.iter()
+        .take(10)
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn random_suffix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn pod_ip(name: &str) -> String {
+    let h = name
+        .bytes()
+        .fold(17u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("10.42.0.{}", h % 250 + 2)
+}
+
+fn controller_owner(o: &Value) -> Option<(String, String)> {
+    o["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)
+        .and_then(|r| {
+            Some((
+                r["kind"].as_str()?.to_string(),
+                r["name"].as_str()?.to_string(),
+            ))
+        })
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .is_some_and(|c| c["status"] == "True")
+}
+
+fn owned_pods(c: &Cluster, ns: &str, uid: &str) -> Vec<Value> {
+    c.store
+        .list(PODS, Some(ns))
+        .0
+        .into_iter()
+        .filter(|p| {
+            p["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|rs| rs.iter().any(|r| r["uid"] == uid))
+        })
+        .map(|p| (*p).clone())
+        .collect()
+}
+
+fn pod_from(owner: &Value, kind: &str, name: &str, extra_labels: Value) -> Value {
+    let t = &owner["spec"]["template"];
+    let mut labels = t["metadata"]["labels"].clone();
+    if !labels.is_object() {
+        labels = json!({});
+    }
+    if let (Some(l), Some(e)) = (labels.as_object_mut(), extra_labels.as_object()) {
+        for (k, v) in e {
+            l.insert(k.clone(), v.clone());
+        }
+    }
+    let mut spec = t["spec"].clone();
+    spec["nodeName"] = json!(NODE_NAME);
+    let mut pod = json!({
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": kind, "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true,
+            }],
+        },
+        "spec": spec,
+    });
+    if t["metadata"]["annotations"].is_object() {
+        pod["metadata"]["annotations"] = t["metadata"]["annotations"].clone();
+    }
+    pod
+}
+
+fn condition(kind: &str, ok: bool, reason: &str, message: &str, old: &Value) -> Value {
+    let status = if ok { "True" } else { "False" };
+    let prev = old["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind));
+    let since = match prev {
+        Some(p) if p["status"] == status => p["lastTransitionTime"].clone(),
+        _ => json!(now()),
+    };
+    let mut c = json!({"type": kind, "status": status, "lastTransitionTime": since});
+    if !reason.is_empty() {
+        c["reason"] = json!(reason);
+    }
+    if !message.is_empty() {
+        c["message"] = json!(message);
+    }
+    if kind == "Available" || kind == "Progressing" {
+        c["lastUpdateTime"] = since.clone();
+    }
+    c
+}
+
+impl WorkloadController {
+    fn rts(c: &Cluster) -> Option<(Arc<ResourceType>, Arc<ResourceType>, Arc<ResourceType>)> {
+        Some((
+            c.registry.lookup("apps", "v1", "deployments")?,
+            c.registry.lookup("apps", "v1", "statefulsets")?,
+            c.registry.lookup("", "v1", "pods")?,
+        ))
+    }
+
+    fn deployment(&self, c: &Cluster, key: &ObjectKey) -> Action {
+        let Some((d_rt, _, p_rt)) = Self::rts(c) else {
+            return Action::Done;
+        };
+        let Ok(d) = c.get(&d_rt, &key.namespace, &key.name) else {
+            return Action::Done;
+        };
+        if d["metadata"]["deletionTimestamp"].is_string() {
+            return Action::Done;
+        }
+        let opts = WriteOpts::controller(NAME);
+        let want = d["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
+        let hash = template_hash(&d["spec"]["template"]);
+        let uid = d["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        let pods = owned_pods(c, &key.namespace, &uid);
+        let (current, stale): (Vec<Value>, Vec<Value>) = pods
+            .into_iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .partition(|p| p["metadata"]["labels"]["pod-template-hash"] == hash.as_str());
+        for p in &stale {
+            let _ = c.delete(
+                &p_rt,
+                &key.namespace,
+                p["metadata"]["name"].as_str().unwrap_or(""),
+                &Value::Null,
+                &opts,
+            );
+        }
+        let mut current = current;
+        while current.len() < want {
+            let name = format!("{}-{hash}-{}", key.name, random_suffix());
+            let pod = pod_from(&d, "Deployment", &name, json!({"pod-template-hash": hash}));
+            match c.create(&p_rt, &key.namespace, pod, &opts) {
+                Ok(r) => current.push(r.object),
+                Err(e) => {
+                    tracing::warn!(error = %e, deployment = %key.name, "cannot create a pod");
+                    return Action::RequeueAfter(Duration::from_secs(1));
+                }
+            }
+        }
+        while current.len() > want {
+            if let Some(p) = current.pop() {
+                let _ = c.delete(
+                    &p_rt,
+                    &key.namespace,
+                    p["metadata"]["name"].as_str().unwrap_or(""),
+                    &Value::Null,
+                    &opts,
+                );
+            }
+        }
+        let ready = current.iter().filter(|p| is_ready(p)).count();
+        let available = ready >= want;
+        let generation = d["metadata"]["generation"].clone();
+        let _ = c.modify(&d_rt, &key.namespace, &key.name, true, NAME, |o| {
+            let old = o.clone();
+            let mut status = json!({
+                "observedGeneration": generation,
+                "replicas": current.len(),
+                "updatedReplicas": current.len(),
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+                "conditions": [
+                    condition("Available", available,
+                        if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
+                        if available { "Deployment has minimum availability." } else { "Deployment does not have minimum availability." }, &old),
+                    condition("Progressing", true,
+                        if available { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
+                        &format!("ReplicaSet \"{}-{hash}\" {}", key.name, if available { "has successfully progressed." } else { "is progressing." }), &old),
+                ],
+            });
+            if current.len() > ready {
+                status["unavailableReplicas"] = json!(current.len() - ready);
+            }
+            for k in ["readyReplicas", "availableReplicas"] {
+                if status[k] == 0
+                    && let Some(m) = status.as_object_mut() {
+                        m.remove(k);
+                    }
+            }
+            o["status"] = status;
+        });
+        Action::Done
+    }
+
+    fn statefulset(&self, c: &Cluster, key: &ObjectKey) -> Action {
+        let Some((_, s_rt, p_rt)) = Self::rts(c) else {
+            return Action::Done;
+        };
+        let Ok(s) = c.get(&s_rt, &key.namespace, &key.name) else {
+            return Action::Done;
+        };
+        if s["metadata"]["deletionTimestamp"].is_string() {
+            return Action::Done;
+        }
+        let opts = WriteOpts::controller(NAME);
+        let want = s["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
+        let revision = format!("{}-{}", key.name, template_hash(&s["spec"]["template"]));
+        let uid = s["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        let mut ready = 0;
+        let mut current = 0;
+        for p in owned_pods(c, &key.namespace, &uid) {
+            let name = p["metadata"]["name"].as_str().unwrap_or("");
+            let ordinal = name
+                .rsplit('-')
+                .next()
+                .and_then(|o| o.parse::<usize>().ok())
+                .unwrap_or(usize::MAX);
+            let terminating = p["metadata"]["deletionTimestamp"].is_string();
+            if ordinal >= want
+                || (p["metadata"]["labels"]["controller-revision-hash"] != revision.as_str()
+                    && !terminating)
+            {
+                let _ = c.delete(&p_rt, &key.namespace, name, &Value::Null, &opts);
+                continue;
+            }
+            if !terminating {
+                current += 1;
+                if is_ready(&p) {
+                    ready += 1;
+                }
+            }
+        }
+        for i in 0..want {
+            let name = format!("{}-{i}", key.name);
+            if c.store
+                .get(&ObjectKey::new(PODS, key.namespace.as_str(), name.as_str()))
+                .is_some()
+            {
+                continue;
+            }
+            let mut pod = pod_from(
+                &s,
+                "StatefulSet",
+                &name,
+                json!({
+                    "controller-revision-hash": revision,
+                    "statefulset.kubernetes.io/pod-name": name,
+                    "apps.kubernetes.io/pod-index": i.to_string(),
+                }),
+            );
+            if let Some(svc) = s["spec"]["serviceName"].as_str() {
+                pod["spec"]["hostname"] = json!(name);
+                pod["spec"]["subdomain"] = json!(svc);
+            }
+            if c.create(&p_rt, &key.namespace, pod, &opts).is_ok() {
+                current += 1;
+            }
+        }
+        let generation = s["metadata"]["generation"].clone();
+        let _ = c.modify(&s_rt, &key.namespace, &key.name, true, NAME, |o| {
+            let mut status = json!({
+                "observedGeneration": generation,
+                "replicas": current,
+                "currentReplicas": current,
+                "updatedReplicas": current,
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+                "currentRevision": revision,
+                "updateRevision": revision,
+                "collisionCount": 0,
+            });
+            if ready == 0
+                && let Some(m) = status.as_object_mut()
+            {
+                m.remove("readyReplicas");
+            }
+            o["status"] = status;
+        });
+        Action::Done
+    }
+
+    fn pod(&self, shared: &Shared, key: &ObjectKey) -> Action {
+        let c = &shared.cluster;
+        let Some((_, _, p_rt)) = Self::rts(c) else {
+            return Action::Done;
+        };
+        let Ok(pod) = c.get(&p_rt, &key.namespace, &key.name) else {
+            return Action::Done;
+        };
+        if pod["metadata"]["deletionTimestamp"].is_string() {
+            return Action::Done;
+        }
+        if pod["spec"]["nodeName"].is_null() {
+            let _ = c.modify(&p_rt, &key.namespace, &key.name, false, NAME, |p| {
+                p["spec"]["nodeName"] = json!(NODE_NAME)
+            });
+            return Action::Done;
+        }
+        let node_ready = c
+            .store
+            .get(&ObjectKey::new("/nodes", "", NODE_NAME))
+            .and_then(|n| n["status"]["conditions"].as_array().cloned())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+        if !node_ready {
+            return Action::RequeueAfter(Duration::from_millis(200));
+        }
+        let component = controller_owner(&pod)
+            .map(|(_, n)| n)
+            .unwrap_or_else(|| key.name.clone());
+        let delay = shared
+            .faults
+            .delay(&component)
+            .max(shared.faults.delay("pods"));
+        let created = pod["metadata"]["creationTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map_or(0, |t| t.as_millisecond());
+        let elapsed = jiff::Timestamp::now().as_millisecond() - created;
+        // creationTimestamp has second precision: count from the end of that second.
+        let due = delay.as_millis() as i64 + 1000;
+        if !delay.is_zero() && elapsed < due {
+            return Action::RequeueAfter(Duration::from_millis((due - elapsed).max(10) as u64));
+        }
+        let backend = shared.backends.find(&key.namespace, &key.name);
+        let probe = backend
+            .as_ref()
+            .and_then(|b| b.ready(&key.namespace, &key.name));
+        let ready = probe.unwrap_or(true);
+        let started = pod["status"]["startTime"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(now);
+        let containers = pod["spec"]["containers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let _ = c.modify(&p_rt, &key.namespace, &key.name, true, NAME, |p| {
+            let old = p.clone();
+            let statuses: Vec<Value> = containers
+                .iter()
+                .map(|ct| {
+                    let name = ct["name"].as_str().unwrap_or("");
+                    let prev = old["status"]["containerStatuses"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name)).cloned();
+                    json!({
+                        "name": name, "image": ct["image"], "imageID": format!("sandbox://{}", ct["image"].as_str().unwrap_or("")),
+                        "containerID": format!("containerd://{}", template_hash(&json!([key.namespace, key.name, name]))),
+                        "ready": ready, "started": true,
+                        "restartCount": prev.as_ref().map_or(json!(0), |s| s["restartCount"].clone()),
+                        "state": {"running": {"startedAt": started}},
+                    })
+                })
+                .collect();
+            let reason = if ready { "" } else { "ContainersNotReady" };
+            let message = if ready { String::new() } else { "containers with unready status: readiness probe failed".to_string() };
+            p["status"] = json!({
+                "phase": "Running",
+                "conditions": [
+                    condition("PodReadyToStartContainers", true, "", "", &old),
+                    condition("Initialized", true, "", "", &old),
+                    condition("Ready", ready, reason, &message, &old),
+                    condition("ContainersReady", ready, reason, &message, &old),
+                    condition("PodScheduled", true, "", "", &old),
+                ],
+                "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+                "podIP": pod_ip(&key.name), "podIPs": [{"ip": pod_ip(&key.name)}],
+                "startTime": started,
+                "containerStatuses": statuses,
+                "qosClass": "BestEffort",
+            });
+        });
+        if probe.is_some() {
+            // The probe can change without a store event: poll it like a kubelet.
+            return Action::RequeueAfter(Duration::from_secs(1));
+        }
+        Action::Done
+    }
+}
+
+#[async_trait]
+impl Controller for WorkloadController {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn watches(&self) -> Vec<String> {
+        vec![DEPLOY.into(), STS.into(), PODS.into()]
+    }
+
+    fn map(&self, _shared: &Shared, e: &StoreEvent) -> Vec<ObjectKey> {
+        let mut out = Vec::new();
+        if e.key.resource == PODS {
+            if e.kind != EventType::Deleted {
+                out.push(e.key.clone());
+            }
+            if let Some((kind, name)) = controller_owner(&e.object) {
+                let res = match kind.as_str() {
+                    "Deployment" => DEPLOY,
+                    "StatefulSet" => STS,
+                    _ => return out,
+                };
+                out.push(ObjectKey::new(res, e.key.namespace.as_str(), name));
+            }
+        } else if e.kind != EventType::Deleted {
+            out.push(e.key.clone());
+        }
+        out
+    }
+
+    async fn reconcile(&self, shared: &Arc<Shared>, key: &ObjectKey) -> Action {
+        match key.resource.as_str() {
+            DEPLOY => self.deployment(&shared.cluster, key),
+            STS => self.statefulset(&shared.cluster, key),
+            PODS => self.pod(shared, key),
+            _ => Action::Done,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_hash_is_stable_and_dns_safe() {
+        let t = json!({"spec":{"containers":[{"name":"a","image":"x"}]}});
+        let h = template_hash(&t);
+        assert_eq!(h, template_hash(&t));
+        assert_eq!(h.len(), 10);
+        assert!(
+            h.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! Fault injection: API error rate and latency, per-component readiness delays, and
+//! component-specific knobs for the later controllers. Deterministic for a given seed.
+//!
+//! Spec syntax: `seed=7,api_error_rate=0.1,api_error=503|500|429,latency_ms=50,delay.node=2s,delay_scale=0.5`.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+/// A malformed fault spec.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FaultSpecError {
+    /// A `key=value` pair could not be parsed.
+    #[error("bad fault setting {0:?}: expected key=value; see `kubestrap sandbox up --help`")]
+    Syntax(String),
+    /// An unknown key.
+    #[error(
+        "unknown fault setting {0:?}; known: seed, api_error_rate, api_error, latency_ms, delay.<component>, delay_scale, vault.*, eso.*, flux.*, helm.*"
+    )]
+    UnknownKey(String),
+    /// A value of the wrong type.
+    #[error("bad value for fault setting {key:?}: {value:?} ({why})")]
+    Value {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// What was expected.
+        why: &'static str,
+    },
+}
+
+/// Parsed fault settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FaultSpec {
+    /// RNG seed (decisions are a deterministic sequence for a seed).
+    pub seed: u64,
+    /// Probability that an API request fails.
+    pub api_error_rate: f64,
+    /// Codes to fail with, chosen uniformly.
+    pub api_errors: Vec<u16>,
+    /// Added latency per API request.
+    pub latency_ms: u64,
+    /// Readiness delay per component (`node`, `vault`, a workload name, ...).
+    pub delays: BTreeMap<String, Duration>,
+    /// Multiplies every delay.
+    pub delay_scale: f64,
+    /// Component knobs for other controllers (`vault.restart_every=30s`, ...).
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Default for FaultSpec {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            api_error_rate: 0.0,
+            api_errors: vec![503],
+            latency_ms: 0,
+            delays: BTreeMap::new(),
+            delay_scale: 1.0,
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// Parses `15s`, `500ms`, `2m` or a number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, mul) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num.parse().ok()?;
+    (v >= 0.0 && v.is_finite()).then(|| Duration::from_secs_f64(v * mul))
+}
+
+impl FaultSpec {
+    /// Parses a spec; the empty string means no faults.
+    ///
+    /// # Errors
+    /// Syntax errors, unknown keys, bad values.
+    pub fn parse(spec: &str) -> Result<Self, FaultSpecError> {
+        let mut out = Self::default();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| FaultSpecError::Syntax(part.to_string()))?;
+            let (k, v) = (k.trim(), v.trim());
+            let bad = |why| FaultSpecError::Value {
+                key: k.to_string(),
+                value: v.to_string(),
+                why,
+            };
+            match k {
+                "seed" => out.seed = v.parse().map_err(|_| bad("an integer"))?,
+                "api_error_rate" => {
+                    let r: f64 = v.parse().map_err(|_| bad("a number between 0 and 1"))?;
+                    if !(0.0..=1.0).contains(&r) {
+                        return Err(bad("a number between 0 and 1"));
+                    }
+                    out.api_error_rate = r;
+                }
+                "api_error" => {
+                    out.api_errors = v
+                        .split('|')
+                        .map(|c| match c.trim().parse::<u16>() {
+                            Ok(c @ (429 | 500 | 502 | 503 | 504)) => Ok(c),
+                            _ => Err(bad("codes among 429|500|502|503|504")),
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                "latency_ms" => out.latency_ms = v.parse().map_err(|_| bad("milliseconds"))?,
+                "delay_scale" => {
+                    let s: f64 = v.parse().map_err(|_| bad("a non-negative number"))?;
+                    if s < 0.0 || !s.is_finite() {
+                        return Err(bad("a non-negative number"));
+                    }
+                    out.delay_scale = s;
+                }
+                _ => {
+                    if let Some(c) = k.strip_prefix("delay.") {
+                        let d =
+                            parse_duration(v).ok_or_else(|| bad("a duration like 15s or 500ms"))?;
+                        out.delays.insert(c.to_string(), d);
+                    } else if ["vault.", "eso.", "flux.", "helm."]
+                        .iter()
+                        .any(|p| k.starts_with(p))
+                    {
+                        out.extra.insert(k.to_string(), v.to_string());
+                    } else {
+                        return Err(FaultSpecError::UnknownKey(k.to_string()));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Live fault state shared by the server and controllers.
+#[derive(Debug)]
+pub struct Faults {
+    spec: RwLock<FaultSpec>,
+    rng: Mutex<StdRng>,
+}
+
+/// What to do to one API request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Sleep this long first.
+    pub latency: Duration,
+    /// Then fail with this code.
+    pub error: Option<u16>,
+}
+
+impl Faults {
+    /// Fault state from a spec.
+    pub fn new(spec: FaultSpec) -> Self {
+        let rng = StdRng::seed_from_u64(spec.seed);
+        Self {
+            spec: RwLock::new(spec),
+            rng: Mutex::new(rng),
+        }
+    }
+
+    /// Replaces the spec (and re-seeds).
+    pub fn set(&self, spec: FaultSpec) {
+        *self.rng.lock().unwrap_or_else(|p| p.into_inner()) = StdRng::seed_from_u64(spec.seed);
+        *self.spec.write().unwrap_or_else(|p| p.into_inner()) = spec;
+    }
+
+    /// The current spec.
+    pub fn spec(&self) -> FaultSpec {
+        self.spec.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Decides the fate of one API request (the next draw of the seeded sequence).
+    pub fn decide(&self) -> Decision {
+        let spec = self.spec.read().unwrap_or_else(|p| p.into_inner());
+        let latency = Duration::from_millis(spec.latency_ms);
+        if spec.api_error_rate <= 0.0 || spec.api_errors.is_empty() {
+            return Decision {
+                latency,
+                error: None,
+            };
+        }
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let fail = rng.random_bool(spec.api_error_rate);
+        let pick = rng.random_range(0..spec.api_errors.len());
+        Decision {
+            latency,
+            error: fail.then(|| spec.api_errors[pick]),
+        }
+    }
+
+    /// Readiness delay of a component, scaled.
+    pub fn delay(&self, component: &str) -> Duration {
+        let spec = self.spec.read().unwrap_or_else(|p| p.into_inner());
+        spec.delays
+            .get(component)
+            .map(|d| d.mul_f64(spec.delay_scale))
+            .unwrap_or_default()
+    }
+
+    /// A component knob (`vault.restart_every`), for controllers added later.
+    pub fn extra(&self, key: &str) -> Option<String> {
+        self.spec
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .extra
+            .get(key)
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_example() {
+        let s = FaultSpec::parse("seed=7,api_error_rate=0.1,api_error=503|500|429,latency_ms=50,delay.node=2s,delay_scale=0.5,vault.restart=1")
+            .expect("parse");
+        assert_eq!(s.seed, 7);
+        assert_eq!(s.api_errors, vec![503, 500, 429]);
+        assert_eq!(s.delays["node"], Duration::from_secs(2));
+        assert_eq!(Faults::new(s).delay("node"), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn rejects_unknown_and_bad_values() {
+        assert!(matches!(
+            FaultSpec::parse("bogus=1"),
+            Err(FaultSpecError::UnknownKey(_))
+        ));
+        assert!(FaultSpec::parse("api_error_rate=2").is_err());
+        assert!(FaultSpec::parse("api_error=404").is_err());
+        assert!(FaultSpec::parse("seed").is_err());
+    }
+
+    #[test]
+    fn same_seed_same_sequence() {
+        let spec = FaultSpec::parse("seed=42,api_error_rate=0.5,api_error=500|503").expect("parse");
+        let a = Faults::new(spec.clone());
+        let b = Faults::new(spec);
+        let sa: Vec<_> = (0..50).map(|_| a.decide().error).collect();
+        let sb: Vec<_> = (0..50).map(|_| b.decide().error).collect();
+        assert_eq!(sa, sb);
+        assert!(sa.iter().any(Option::is_some) && sa.iter().any(Option::is_none));
+    }
+}

@@ -1,0 +1,820 @@
+//! The sandbox Kubernetes API driven by kube-rs over HTTPS, as kubestrap drives a real cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::authentication::v1::{
+    TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use kubestrap::sandbox::{FaultSpec, PodBackend, PodStream, Sandbox, SandboxConfig, SandboxHandle};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const T: Duration = Duration::from_secs(20);
+
+async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(T, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+fn config(dir: &std::path::Path) -> SandboxConfig {
+    let mut c = SandboxConfig::new(dir);
+    c.bookmark_interval = Duration::from_millis(200);
+    c
+}
+
+async fn start(dir: &std::path::Path) -> (SandboxHandle, Client) {
+    let h = within("sandbox start", Sandbox::start(config(dir)))
+        .await
+        .expect("sandbox starts");
+    let c = client(&h).await;
+    (h, c)
+}
+
+async fn client(h: &SandboxHandle) -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kc = Kubeconfig::read_from(h.kubeconfig_path()).expect("kubeconfig");
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    Client::try_from(cfg).expect("client")
+}
+
+async fn raw(client: &Client, method: &str, path: &str, body: &str) -> Value {
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "text/plain")
+        .body(body.as_bytes().to_vec())
+        .expect("request");
+    within(path, client.request::<Value>(req))
+        .await
+        .expect("admin request")
+}
+
+async fn wait_for<K, F>(api: &Api<K>, name: &str, what: &str, pred: F) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    F: Fn(&K) -> bool,
+{
+    within(what, async {
+        loop {
+            if let Ok(o) = api.get(name).await
+                && pred(&o)
+            {
+                return o;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+fn api_code(e: kube::Error) -> (u16, String) {
+    match e {
+        kube::Error::Api(s) => (s.code, s.reason.clone()),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn version_health_and_auth() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    let v = within("version", c.apiserver_version())
+        .await
+        .expect("version");
+    assert_eq!(v.major, "1");
+    assert!(v.git_version.ends_with("+k3s1"));
+    let ping = within(
+        "ping",
+        c.request_text(hyper::Request::get("/ping").body(vec![]).expect("req")),
+    )
+    .await
+    .expect("ping");
+    assert_eq!(ping, "pong");
+    // A wrong token gets 401.
+    let mut cfg = Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(h.kubeconfig_path()).expect("kc"),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .expect("cfg");
+    cfg.auth_info.token = Some("wrong".to_string().into());
+    let bad = Client::try_from(cfg).expect("client");
+    let err = within(
+        "401",
+        Api::<Namespace>::all(bad).list(&ListParams::default()),
+    )
+    .await
+    .expect_err("401");
+    assert_eq!(api_code(err).0, 401);
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn crud_selectors_conflicts_and_write_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    let ns: Api<Namespace> = Api::all(c.clone());
+    wait_for(&ns, "default", "default namespace", |_| true).await;
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
+    let before = raw(&c, "GET", "/sandbox/v1/writes", "").await["count"]
+        .as_u64()
+        .expect("count");
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "db", "labels": {"app": "db"}},
+        "stringData": {"password": "hunter2"}
+    }))
+    .expect("secret");
+    let created = within("create", secrets.create(&PostParams::default(), &s))
+        .await
+        .expect("create");
+    assert_eq!(created.type_.as_deref(), Some("Opaque"));
+    assert_eq!(
+        created.data.as_ref().expect("data")["password"].0,
+        b"hunter2"
+    );
+    assert!(created.metadata.uid.is_some() && created.metadata.resource_version.is_some());
+    let dup = within("dup", secrets.create(&PostParams::default(), &s))
+        .await
+        .expect_err("dup");
+    assert_eq!(api_code(dup), (409, "AlreadyExists".into()));
+
+    let other: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "other", "labels": {"app": "web"}}}))
+            .expect("secret");
+    within("create", secrets.create(&PostParams::default(), &other))
+        .await
+        .expect("create other");
+    let by_label = within(
+        "list",
+        secrets.list(&ListParams::default().labels("app=db")),
+    )
+    .await
+    .expect("list");
+    assert_eq!(by_label.items.len(), 1);
+    assert!(by_label.metadata.resource_version.is_some());
+    let by_field = within(
+        "list",
+        secrets.list(&ListParams::default().fields("metadata.name=other")),
+    )
+    .await
+    .expect("list");
+    assert_eq!(by_field.items[0].metadata.name.as_deref(), Some("other"));
+
+    let mut stale = created.clone();
+    stale.metadata.resource_version = Some("1".into());
+    let e = within(
+        "stale",
+        secrets.replace("db", &PostParams::default(), &stale),
+    )
+    .await
+    .expect_err("stale");
+    assert_eq!(api_code(e), (409, "Conflict".into()));
+
+    let e = within("missing", secrets.get("nope"))
+        .await
+        .expect_err("missing");
+    assert_eq!(api_code(e), (404, "NotFound".into()));
+
+    within("delete", secrets.delete("db", &DeleteParams::default()))
+        .await
+        .expect("delete");
+    assert!(
+        within("get", secrets.get_opt("db"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    let log = raw(&c, "GET", "/sandbox/v1/writes", "").await;
+    assert_eq!(log["count"].as_u64().expect("count") - before, 3, "{log}");
+    assert!(log["controllerCount"].as_u64().expect("controller writes") > 0);
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn server_side_apply_merges_and_conflicts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"a": "1"}});
+    let applied = within(
+        "apply",
+        cms.patch("cfg", &PatchParams::apply("alice"), &Patch::Apply(&a)),
+    )
+    .await
+    .expect("apply creates");
+    let mf = applied.metadata.managed_fields.expect("managed fields");
+    assert_eq!(mf[0].manager.as_deref(), Some("alice"));
+    assert_eq!(mf[0].operation.as_deref(), Some("Apply"));
+
+    let b = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"b": "2"}});
+    let merged = within(
+        "apply b",
+        cms.patch("cfg", &PatchParams::apply("bob"), &Patch::Apply(&b)),
+    )
+    .await
+    .expect("apply merges");
+    let data = merged.data.expect("data");
+    assert_eq!((data["a"].as_str(), data["b"].as_str()), ("1", "2"));
+
+    let conflicting = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"a": "9"}});
+    let e = within(
+        "conflict",
+        cms.patch(
+            "cfg",
+            &PatchParams::apply("bob"),
+            &Patch::Apply(&conflicting),
+        ),
+    )
+    .await
+    .expect_err("conflict");
+    match e {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 409);
+            assert!(
+                s.message.contains("conflict with \"alice\""),
+                "{}",
+                s.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let forced = within(
+        "force",
+        cms.patch(
+            "cfg",
+            &PatchParams::apply("bob").force(),
+            &Patch::Apply(&conflicting),
+        ),
+    )
+    .await
+    .expect("force");
+    assert_eq!(forced.data.expect("data")["a"], "9");
+    // Missing field manager is 422.
+    let e = within(
+        "no manager",
+        cms.patch("cfg", &PatchParams::default(), &Patch::Apply(&a)),
+    )
+    .await
+    .expect_err("422");
+    assert_eq!(api_code(e).0, 422);
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn dry_run_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let before = raw(&c, "GET", "/sandbox/v1/writes", "").await["count"].clone();
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "dry"}, "data": {"k": "v"}}))
+            .expect("cm");
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let out = within("dry create", cms.create(&pp, &cm))
+        .await
+        .expect("dry create");
+    assert_eq!(out.metadata.name.as_deref(), Some("dry"));
+    assert!(
+        within("get", cms.get_opt("dry"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dry2"}, "data": {"k": "v"}});
+    let mut pp = PatchParams::apply("orch");
+    pp.dry_run = true;
+    within("dry apply", cms.patch("dry2", &pp, &Patch::Apply(&a)))
+        .await
+        .expect("dry apply");
+    assert!(
+        within("get", cms.get_opt("dry2"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert_eq!(
+        raw(&c, "GET", "/sandbox/v1/writes", "").await["count"],
+        before
+    );
+    h.shutdown().await.expect("shutdown");
+}
+
+fn deployment(name: &str, replicas: i32) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}
+    }))
+    .expect("deployment")
+}
+
+#[tokio::test]
+async fn status_subresource_and_workload_controllers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    let deps: Api<Deployment> = Api::namespaced(c.clone(), "default");
+    within(
+        "create",
+        deps.create(&PostParams::default(), &deployment("web", 2)),
+    )
+    .await
+    .expect("create");
+    let ready = wait_for(&deps, "web", "deployment available", |d| {
+        d.status.as_ref().and_then(|s| s.available_replicas) == Some(2)
+    })
+    .await;
+    let conds = ready
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .expect("conditions");
+    assert!(
+        conds
+            .iter()
+            .any(|c| c.type_ == "Available" && c.status == "True")
+    );
+    assert_eq!(ready.metadata.generation, Some(1));
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let listed = within("pods", pods.list(&ListParams::default().labels("app=web")))
+        .await
+        .expect("pods");
+    assert_eq!(listed.items.len(), 2);
+    assert!(listed.items.iter().all(|p| {
+        p.metadata
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with("web-"))
+    }));
+
+    // A status write ignores spec; a spec write ignores status and bumps generation.
+    let st = within(
+        "status patch",
+        deps.patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 7}, "status": {"observedGeneration": 42}})),
+        ),
+    )
+    .await
+    .expect("status patch");
+    assert_eq!(st.spec.as_ref().and_then(|s| s.replicas), Some(2));
+    let sp = within(
+        "spec patch",
+        deps.patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 1}, "status": {"replicas": 99}})),
+        ),
+    )
+    .await
+    .expect("spec patch");
+    assert_eq!(sp.metadata.generation, Some(2));
+    assert_ne!(sp.status.as_ref().and_then(|s| s.replicas), Some(99));
+    wait_for(&deps, "web", "scaled down", |d| {
+        d.status.as_ref().and_then(|s| s.replicas) == Some(1)
+            && d.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+    })
+    .await;
+
+    let sts: Api<StatefulSet> = Api::namespaced(c.clone(), "default");
+    let s: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "vault"},
+        "spec": {"replicas": 1, "serviceName": "vault", "selector": {"matchLabels": {"app": "vault"}},
+            "template": {"metadata": {"labels": {"app": "vault"}}, "spec": {"containers": [{"name": "vault", "image": "hashicorp/vault"}]}}}
+    }))
+    .expect("sts");
+    within("sts", sts.create(&PostParams::default(), &s))
+        .await
+        .expect("sts create");
+    wait_for(&pods, "vault-0", "vault-0 ready", |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    })
+    .await;
+    wait_for(&sts, "vault", "sts ready", |s| {
+        s.status.as_ref().and_then(|s| s.ready_replicas) == Some(1)
+    })
+    .await;
+    // A Service over the pods gets Endpoints with the ready pod.
+    let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(c.clone(), "default");
+    let svc = serde_json::from_value(json!({"metadata": {"name": "vault"},
+        "spec": {"selector": {"app": "vault"}, "ports": [{"name": "http", "port": 8200}]}}))
+    .expect("svc");
+    within("svc", svcs.create(&PostParams::default(), &svc))
+        .await
+        .expect("svc");
+    let eps: Api<k8s_openapi::api::core::v1::Endpoints> = Api::namespaced(c.clone(), "default");
+    wait_for(&eps, "vault", "endpoints", |e| {
+        e.subsets
+            .as_ref()
+            .and_then(|s| s.first())
+            .and_then(|s| s.addresses.as_ref())
+            .is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    // Deleting the owner garbage-collects its pods.
+    within("delete sts", sts.delete("vault", &DeleteParams::default()))
+        .await
+        .expect("delete");
+    within("gc", async {
+        while pods.get_opt("vault-0").await.expect("get").is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let nodes: Api<Node> = Api::all(c.clone());
+    let node = wait_for(&nodes, "sandbox", "node ready", |n| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    })
+    .await;
+    assert!(
+        node.metadata
+            .labels
+            .expect("labels")
+            .contains_key("node-role.kubernetes.io/control-plane")
+    );
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn watch_delivers_events_bookmarks_and_expires() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let list = within("list", cms.list(&ListParams::default()))
+        .await
+        .expect("list");
+    let rv = list.metadata.resource_version.expect("rv");
+    let wp = WatchParams::default().timeout(10);
+    let mut stream = within("watch", cms.watch(&wp, &rv))
+        .await
+        .expect("watch")
+        .boxed();
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "w1"}})).expect("cm");
+    within("create", cms.create(&PostParams::default(), &cm))
+        .await
+        .expect("create");
+    within("delete", cms.delete("w1", &DeleteParams::default()))
+        .await
+        .expect("delete");
+    let (mut added, mut deleted, mut bookmark) = (false, false, false);
+    within("events", async {
+        while !(added && deleted && bookmark) {
+            match stream
+                .try_next()
+                .await
+                .expect("event")
+                .expect("stream open")
+            {
+                WatchEvent::Added(o) if o.metadata.name.as_deref() == Some("w1") => added = true,
+                WatchEvent::Deleted(o) if o.metadata.name.as_deref() == Some("w1") => {
+                    deleted = true
+                }
+                WatchEvent::Bookmark(_) => bookmark = true,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    // After compaction, a watch from the old version gets 410 Expired.
+    raw(&c, "POST", "/sandbox/v1/compact", "").await;
+    let mut old = within("watch old", cms.watch(&WatchParams::default(), &rv))
+        .await
+        .expect("watch")
+        .boxed();
+    match within("410", old.try_next())
+        .await
+        .expect("event")
+        .expect("event")
+    {
+        WatchEvent::Error(e) => {
+            assert_eq!(e.code, 410);
+            assert_eq!(e.reason, "Expired");
+        }
+        other => panic!("expected 410, got {other:?}"),
+    }
+    // kube-runtime's watcher lists, then watches.
+    let mut w =
+        kube::runtime::watcher(cms.clone(), kube::runtime::watcher::Config::default()).boxed();
+    let cm2: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "w2"}})).expect("cm");
+    within("create", cms.create(&PostParams::default(), &cm2))
+        .await
+        .expect("create");
+    within("watcher sees w2", async {
+        loop {
+            match w.try_next().await.expect("watcher").expect("open") {
+                kube::runtime::watcher::Event::Apply(o)
+                | kube::runtime::watcher::Event::InitApply(o)
+                    if o.metadata.name.as_deref() == Some("w2") =>
+                {
+                    return;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn crd_lifecycle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(c.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
+            "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {"size": {"type": "integer"}, "mode": {"type": "string", "default": "fast"}}},
+                    "status": {"type": "object", "default": {"observedGeneration": -1}, "properties": {"observedGeneration": {"type": "integer"}}}}}}}]}
+    }))
+    .expect("crd");
+    within("crd", crds.create(&PostParams::default(), &crd))
+        .await
+        .expect("create crd");
+    wait_for(&crds, "widgets.example.com", "established", |c| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            })
+    })
+    .await;
+    let gvk = GroupVersionKind::gvk("example.com", "v1", "Widget");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "widgets");
+    let widgets: Api<DynamicObject> = Api::namespaced_with(c.clone(), "default", &ar);
+    let w: DynamicObject = serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 3}}))
+        .expect("widget");
+    let created = within("widget", widgets.create(&PostParams::default(), &w))
+        .await
+        .expect("create widget");
+    assert_eq!(
+        created.data["spec"]["mode"], "fast",
+        "schema defaults apply"
+    );
+    assert_eq!(
+        created.data["status"]["observedGeneration"], -1,
+        "status defaults apply"
+    );
+    let e = within(
+        "strategic",
+        widgets.patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"size": 4}})),
+        ),
+    )
+    .await
+    .expect_err("415");
+    assert_eq!(api_code(e).0, 415);
+    // Served in discovery.
+    let disc = raw(&c, "GET", "/apis/example.com/v1", "").await;
+    assert!(
+        disc["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .any(|r| r["name"] == "widgets")
+    );
+    within(
+        "delete crd",
+        crds.delete("widgets.example.com", &DeleteParams::default()),
+    )
+    .await
+    .expect("delete");
+    let e = within("gone", widgets.get("w"))
+        .await
+        .expect_err("not served");
+    assert_eq!(api_code(e).0, 404);
+    // Instances went with the CRD: re-creating it does not bring them back.
+    within("crd again", crds.create(&PostParams::default(), &crd))
+        .await
+        .expect("re-create crd");
+    let e = within("still gone", widgets.get("w"))
+        .await
+        .expect_err("instances deleted");
+    assert_eq!(api_code(e).0, 404);
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn token_request_and_review() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), "default");
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "eso"}})).expect("sa");
+    within("sa", sas.create(&PostParams::default(), &sa))
+        .await
+        .expect("sa");
+    let tr = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec!["vault".into()],
+            expiration_seconds: Some(600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let issued = within(
+        "token",
+        sas.create_token_request("eso", &PostParams::default(), &tr),
+    )
+    .await
+    .expect("token");
+    let token = issued.status.expect("status").token;
+    assert_eq!(token.split('.').count(), 3);
+    let reviews: Api<TokenReview> = Api::all(c.clone());
+    let review = |aud: &str| TokenReview {
+        spec: TokenReviewSpec {
+            token: Some(token.clone()),
+            audiences: Some(vec![aud.to_string()]),
+        },
+        ..Default::default()
+    };
+    let ok = within(
+        "review",
+        reviews.create(&PostParams::default(), &review("vault")),
+    )
+    .await
+    .expect("review");
+    let st = ok.status.expect("status");
+    assert_eq!(st.authenticated, Some(true));
+    assert_eq!(
+        st.user.expect("user").username.as_deref(),
+        Some("system:serviceaccount:default:eso")
+    );
+    let wrong = within(
+        "review",
+        reviews.create(&PostParams::default(), &review("other")),
+    )
+    .await
+    .expect("review");
+    assert_ne!(wrong.status.expect("status").authenticated, Some(true));
+    within("delete sa", sas.delete("eso", &DeleteParams::default()))
+        .await
+        .expect("delete");
+    let revoked = within(
+        "review",
+        reviews.create(&PostParams::default(), &review("vault")),
+    )
+    .await
+    .expect("review");
+    assert_ne!(revoked.status.expect("status").authenticated, Some(true));
+    h.shutdown().await.expect("shutdown");
+}
+
+struct Echo;
+
+#[async_trait::async_trait]
+impl PodBackend for Echo {
+    async fn connect(&self, _ns: &str, _pod: &str, port: u16) -> Option<PodStream> {
+        if port != 7 {
+            return None;
+        }
+        let (a, mut b) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            loop {
+                match b.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if b.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Some(Box::new(a))
+    }
+}
+
+#[tokio::test]
+async fn port_forward_reaches_the_pod_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    h.register_pod_backend("default", "echo", Arc::new(Echo));
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let p: Pod = serde_json::from_value(json!({"metadata": {"name": "echo"}, "spec": {"containers": [{"name": "e", "image": "echo"}]}}))
+        .expect("pod");
+    within("pod", pods.create(&PostParams::default(), &p))
+        .await
+        .expect("pod");
+    wait_for(&pods, "echo", "running", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+    let mut pf = within("portforward", pods.portforward("echo", &[7]))
+        .await
+        .expect("portforward");
+    let mut stream = pf.take_stream(7).expect("stream");
+    within("write", stream.write_all(b"hello sandbox"))
+        .await
+        .expect("write");
+    let mut buf = [0u8; 13];
+    within("read", stream.read_exact(&mut buf))
+        .await
+        .expect("read");
+    assert_eq!(&buf, b"hello sandbox");
+    drop(stream);
+    within("join", pf.join()).await.expect("clean close");
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn state_persists_across_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "keep"}, "data": {"k": "v"}}))
+            .expect("cm");
+    let first = within("create", cms.create(&PostParams::default(), &cm))
+        .await
+        .expect("create");
+    h.shutdown().await.expect("shutdown");
+
+    let (h2, c2) = start(dir.path()).await;
+    let cms2: Api<ConfigMap> = Api::namespaced(c2.clone(), "default");
+    let again = within("get", cms2.get("keep"))
+        .await
+        .expect("kept across restart");
+    assert_eq!(again.metadata.uid, first.metadata.uid);
+    let upd = within(
+        "patch",
+        cms2.patch(
+            "keep",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"k": "w"}})),
+        ),
+    )
+    .await
+    .expect("patch");
+    let rv = |c: &ConfigMap| {
+        c.metadata
+            .resource_version
+            .as_deref()
+            .expect("rv")
+            .parse::<u64>()
+            .expect("int")
+    };
+    assert!(
+        rv(&upd) > rv(&first),
+        "resourceVersion keeps growing after a restart"
+    );
+    h2.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn faults_inject_errors_and_can_be_changed_at_run_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.faults = FaultSpec::parse("seed=1,api_error_rate=1,api_error=503").expect("spec");
+    let h = within("start", Sandbox::start(cfg)).await.expect("start");
+    // kube-rs retries 503 by default; this test wants to see the fault itself.
+    let kc = Kubeconfig::read_from(h.kubeconfig_path()).expect("kubeconfig");
+    let mut kcfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    kcfg.default_retry = false;
+    let c = Client::try_from(kcfg).expect("client");
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let e = within("faulty list", cms.list(&ListParams::default()))
+        .await
+        .expect_err("503");
+    assert_eq!(api_code(e).0, 503);
+    let spec = raw(&c, "PUT", "/sandbox/v1/faults", "seed=1,api_error_rate=0").await;
+    assert_eq!(spec["api_error_rate"], 0.0);
+    within("healthy list", cms.list(&ListParams::default()))
+        .await
+        .expect("no faults now");
+    h.shutdown().await.expect("shutdown");
+}

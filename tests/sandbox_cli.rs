@@ -1,0 +1,104 @@
+//! `kubestrap sandbox up` in the foreground and `sandbox down` stopping it through its pid file.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+const T: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn up_writes_kubeconfig_and_down_stops_it_gracefully() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sdir = dir.path().join("cluster");
+    let bin = env!("CARGO_BIN_EXE_kubestrap");
+    let mut up = Command::new(bin)
+        .args(["sandbox", "up", "--dir"])
+        .arg(&sdir)
+        .args(["--faults", "seed=3,delay.node=100ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sandbox up starts");
+    let pid_file = sdir.join("sandbox.pid");
+    tokio::time::timeout(T, async {
+        while !pid_file.exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("pid file appears");
+    let kubeconfig = std::fs::read_to_string(sdir.join("kubeconfig")).expect("kubeconfig written");
+    assert!(kubeconfig.contains("server: https://127.0.0.1:"));
+    assert!(kubeconfig.contains("name: default"));
+    assert!(kubeconfig.contains("certificate-authority-data:"));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(sdir.join("kubeconfig"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "kubeconfig holds the admin token: not group/world readable"
+        );
+    }
+
+    let down = tokio::time::timeout(
+        T,
+        Command::new(bin)
+            .args(["sandbox", "down", "--dir"])
+            .arg(&sdir)
+            .output(),
+    )
+    .await
+    .expect("down finishes")
+    .expect("down runs");
+    assert!(
+        down.status.success(),
+        "down failed: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let status = tokio::time::timeout(T, up.wait())
+        .await
+        .expect("up exits")
+        .expect("status");
+    assert!(status.success(), "graceful stop exits 0");
+    assert!(sdir.join("state.json").exists(), "state flushed on stop");
+    assert!(!pid_file.exists(), "pid file removed");
+
+    // Nothing is running any more: down says so and fails.
+    let again = tokio::time::timeout(
+        T,
+        Command::new(bin)
+            .args(["sandbox", "down", "--dir"])
+            .arg(&sdir)
+            .output(),
+    )
+    .await
+    .expect("down finishes")
+    .expect("down runs");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no sandbox is running"));
+}
+
+#[tokio::test]
+async fn bad_fault_spec_is_rejected_before_starting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = tokio::time::timeout(
+        T,
+        Command::new(env!("CARGO_BIN_EXE_kubestrap"))
+            .args(["sandbox", "up", "--dir"])
+            .arg(dir.path())
+            .args(["--faults", "api_error_rate=7"])
+            .output(),
+    )
+    .await
+    .expect("exits")
+    .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("api_error_rate"));
+    assert!(!dir.path().join("kubeconfig").exists());
+}
