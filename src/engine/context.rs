@@ -31,6 +31,28 @@ pub struct RunEnv {
     pub events: EventBus,
     /// Cancelled on SIGINT/SIGTERM: running steps are interrupted, nothing new starts.
     pub interrupt: CancellationToken,
+    /// Things a step keeps alive until the run ends (the in-cluster Lease lock's renewal).
+    pub held: Held,
+}
+
+/// Resources held for the whole run, released when the last [`RunEnv`] clone is dropped.
+#[derive(Clone, Default)]
+pub struct Held(Arc<std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>>);
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map_or(0, |v| v.len());
+        f.debug_struct("Held").field("count", &n).finish()
+    }
+}
+
+impl Held {
+    /// Keep `thing` alive until the run ends.
+    pub fn keep(&self, thing: Box<dyn std::any::Any + Send>) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(thing);
+        }
+    }
 }
 
 impl RunEnv {
@@ -48,6 +70,7 @@ impl RunEnv {
             redactor: Arc::new(Redactor::default()),
             events: EventBus::new(),
             interrupt: CancellationToken::new(),
+            held: Held::default(),
         }
     }
 
@@ -191,6 +214,23 @@ impl StepContext {
             message,
             elapsed: self.started.elapsed(),
         });
+    }
+
+    /// Keep `thing` (a lock guard) alive until the run ends.
+    pub fn hold(&self, thing: Box<dyn std::any::Any + Send>) {
+        self.env.held.keep(thing);
+    }
+
+    /// Kubeconfig path the run uses, when one was named (playbook, sandbox or `--kubeconfig`).
+    #[must_use]
+    pub fn kubeconfig_path(&self) -> Option<&std::path::Path> {
+        self.env.kube.kubeconfig()
+    }
+
+    /// Whether the run captured a value for `env`.
+    #[must_use]
+    pub fn has_secret(&self, env: &str) -> bool {
+        self.env.secrets.contains(env)
     }
 
     /// Cancelled when the run is interrupted; long waits should select on it.
