@@ -337,6 +337,7 @@ id = "holds"
 phase = "infrastructure"
 sleep_ms = 1500
 secrets = ["KS_TEST_TOKEN"]
+output_secret = "KS_TEST_TOKEN"
 
 [[step]]
 id = "leaks"
@@ -392,6 +393,15 @@ fail_with_secret = "KS_TEST_TOKEN"
     let raw = std::fs::read_to_string(Checkpoint::path_in(&fx.cluster_dir())).unwrap();
     assert!(!raw.contains(secret), "secret in checkpoint");
     assert!(raw.contains("[redacted KS_TEST_TOKEN]"), "{raw}");
+    let cp = fx.checkpoint();
+    assert_eq!(
+        cp.steps["holds"].outputs["leaked"],
+        "[redacted KS_TEST_TOKEN]"
+    );
+    assert!(
+        all.contains("step holds returned a secret value in its outputs"),
+        "{all}"
+    );
 }
 
 #[test]

@@ -156,7 +156,7 @@ impl StepContext {
     ///
     /// # Errors
     /// Permanent [`StepError`] when the kubeconfig is unusable.
-    pub async fn kube(&self) -> Result<kube::Client, StepError> {
+    pub async fn kube(&self) -> Result<::kube::Client, StepError> {
         self.env
             .kube
             .client()
