@@ -128,6 +128,10 @@ impl Executor for ApplyExecutor {
                 or_cancelled(&ctx, node.step.apply(&ctx)).await;
             let err = match result {
                 Ok(outcome) => {
+                    // Crash point for resume tests (cargo feature `failpoints`): the step's
+                    // work is done but not yet recorded, e.g.
+                    // FAILPOINTS="after-apply:vault.init=sleep(60000)" then SIGKILL.
+                    fail::fail_point!(&format!("after-apply:{}", node.id));
                     let mut r = report(&node, StepEnd::Done, started, attempt);
                     r.changed = outcome.changed;
                     r.outputs = self.scrub(&node, outcome.outputs);
