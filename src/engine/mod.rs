@@ -12,6 +12,7 @@ pub mod events;
 mod execute;
 pub mod graph;
 pub mod kube_access;
+pub mod lease;
 pub mod lock;
 pub mod retry;
 pub mod session;
@@ -26,6 +27,7 @@ pub use events::{
 };
 pub use graph::{Building, Built, Engine, GraphErrors, GraphProblem, Node};
 pub use kube_access::{KubeAccess, KubeAccessError};
+pub use lease::{ClusterLease, LeaseConfig, LeaseError, LeaseSlot};
 pub use lock::{LockError, RunLock};
 pub use retry::RetryPolicy;
 pub use session::{
