@@ -581,3 +581,28 @@ fn status_reports_a_step_of_a_dead_run_as_interrupted_not_running() {
     );
     drop(held);
 }
+
+#[test]
+fn a_secret_that_is_not_utf8_exits_2() {
+    use std::os::unix::ffi::OsStrExt;
+    let fx = Fixture::new(&CHAIN.replace("sleep_ms = 3000", "sleep_ms = 1"));
+    let out = Command::new(common::bin())
+        .args(["apply", "--synthetic-steps", "steps.toml"])
+        .current_dir(fx.path())
+        .env(
+            "KS_TEST_TOKEN",
+            std::ffi::OsStr::from_bytes(b"\xff\xfe-not-utf8"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = common::wait_with_timeout(out, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("KS_TEST_TOKEN is not valid UTF-8"),
+        "{}",
+        common::text(&out)
+    );
+    assert!(fx.log().is_empty());
+}
