@@ -7,6 +7,7 @@
 //! - [`events`]: the [`RunEvent`]s the engine emits instead of printing.
 
 pub mod checkpoint;
+mod classify;
 pub mod context;
 pub mod events;
 mod execute;
@@ -20,6 +21,7 @@ pub mod step;
 mod walk;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointWriter, StepRecord, StepStatus};
+pub use classify::is_transient_status;
 pub use context::{RunEnv, StepContext};
 pub use events::{
     EventBus, Recorder, RunEvent, RunMode, RunStatus, StepEnd, StepReport, Subscriber,
