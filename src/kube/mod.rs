@@ -6,7 +6,6 @@
 
 pub mod apply;
 pub mod client;
-pub mod lease;
 pub mod object;
 pub mod portforward;
 pub mod secret;
@@ -20,7 +19,6 @@ pub use apply::{
     PlanOutcome, create_secret_if_absent, parse_manifests, plan_offline, plan_secret_if_absent,
 };
 pub use client::{ClientError, connect, install_crypto_provider};
-pub use lease::{ClusterLock, LeaseError};
 pub use object::ObjectKey;
 pub use portforward::{PortForward, PortForwardError};
 pub use secret::{git_basic_auth_secret, opaque_secret};

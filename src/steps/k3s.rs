@@ -530,7 +530,6 @@ impl Step for K3sReady {
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         let client = ctx.kube().await?;
         readyz(&client).await?;
-        take_cluster_lock(ctx, &client).await?;
         let nodes = self.wait_nodes(ctx, &client).await?;
         StepOutcome::with_outputs(false, &ReadyOutputs { nodes })
     }
@@ -542,7 +541,6 @@ impl Step for K3sReady {
                 reason: e.to_string(),
             });
         }
-        take_cluster_lock(ctx, &client).await?;
         let api: ::kube::Api<Node> = ::kube::Api::all(client);
         let nodes = api
             .list(&Default::default())
@@ -661,31 +659,6 @@ async fn wait_any_node(
             }
         }
     }
-}
-
-/// Name and namespace of the in-cluster run lock.
-const LEASE_NAMESPACE: &str = "kube-system";
-/// Lease name.
-const LEASE_NAME: &str = "kubestrap-lock";
-/// How long the lease lives without renewal.
-const LEASE_DURATION: Duration = Duration::from_secs(60);
-
-/// Takes the in-cluster Lease lock (design §4) once the API is up, and keeps it for the run.
-async fn take_cluster_lock(ctx: &StepContext, client: &::kube::Client) -> Result<(), StepError> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown-host".to_owned());
-    let dir = std::fs::canonicalize(ctx.state_dir()).unwrap_or_else(|_| ctx.state_dir());
-    let holder = format!("kubestrap@{host}:{}", dir.display());
-    let lock = crate::kube::lease::acquire(client, LEASE_NAMESPACE, LEASE_NAME, &holder, LEASE_DURATION)
-        .await
-        .map_err(|e| match e {
-            crate::kube::LeaseError::Held { .. } => StepError::permanent(e.to_string()),
-            crate::kube::LeaseError::Api { .. } => StepError::transient(e.to_string()),
-        })?;
-    ctx.hold(Box::new(lock));
-    Ok(())
 }
 
 #[cfg(test)]
