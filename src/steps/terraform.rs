@@ -177,7 +177,9 @@ impl SecretsTerraform {
         token: SecretString,
         values: Vec<SecretString>,
     ) -> Result<(), StepError> {
-        let work = ctx.state_dir().join("terraform");
+        // Absolute: Terraform runs in the module directory, where a relative path would land.
+        let work = std::path::absolute(ctx.state_dir().join("terraform"))
+            .map_err(|e| StepError::permanent(format!("resolve the state directory: {e}")))?;
         let home = work.join("home");
         std::fs::create_dir_all(&home)
             .map_err(|e| StepError::permanent(format!("create {}: {e}", home.display())))?;
