@@ -184,7 +184,8 @@ impl SecretsTerraform {
         std::fs::create_dir_all(&home)
             .map_err(|e| StepError::permanent(format!("create {}: {e}", home.display())))?;
         let state = work.join("terraform.tfstate");
-        let state_arg = format!("-state={}", state.display());
+        // A Terraform left running by a killed run may still hold the state lock: wait for it.
+        let state_arg = format!("-state={} -lock-timeout=120s", state.display());
         let tf = Terraform::new(&self.binary, &PathBuf::from(&self.dir))
             .map_err(|e| StepError::permanent(e.to_string()))?
             .home(&home)
