@@ -149,9 +149,9 @@ impl FluxInstall {
         ctx.progress(format!("fetching {src}"));
         let text = if let Some(path) = src.strip_prefix(SANDBOX_SOURCE) {
             let client = ctx.kube().await?;
-            let req = hyper::Request::get(path)
-                .body(Vec::new())
-                .map_err(|e| StepError::permanent(format!("bad install manifest path {path:?}: {e}")))?;
+            let req = hyper::Request::get(path).body(Vec::new()).map_err(|e| {
+                StepError::permanent(format!("bad install manifest path {path:?}: {e}"))
+            })?;
             cancellable(ctx, async {
                 client
                     .request_text(req)
@@ -422,7 +422,9 @@ impl Step for FluxSource {
         let secret = obj("Secret", &self.namespace, &self.name);
         let reachable = ctx.kube().await.is_ok();
         let secret_name = if reachable {
-            self.current_secret(ctx).await.unwrap_or_else(|_| self.name.clone())
+            self.current_secret(ctx)
+                .await
+                .unwrap_or_else(|_| self.name.clone())
         } else {
             self.name.clone()
         };
@@ -505,7 +507,10 @@ impl Step for FluxSource {
             .map_err(|e| kube_error("read the GitRepository", e))?
         else {
             return Ok(Verified::DoesNotHold {
-                reason: format!("GitRepository {}/{} does not exist", self.namespace, self.name),
+                reason: format!(
+                    "GitRepository {}/{} does not exist",
+                    self.namespace, self.name
+                ),
             });
         };
         let (ready, status) = ready_state(&serde_json::to_value(&repo).unwrap_or_default());
@@ -550,7 +555,10 @@ impl FluxSource {
                         .and_then(|v| v.pointer("/status/artifact/revision"))
                         .and_then(serde_json::Value::as_str);
                     if check.done && revision.is_none() {
-                        check = crate::kube::Check::pending(format!("{} (no artifact yet)", check.status));
+                        check = crate::kube::Check::pending(format!(
+                            "{} (no artifact yet)",
+                            check.status
+                        ));
                     }
                     check
                 },

@@ -10,7 +10,7 @@ use ::kube::core::{ApiResource, GroupVersionKind};
 use crate::engine::{Action, StepContext, StepError};
 use crate::kube::wait::WaitProgress;
 use crate::kube::{
-    ApplyAction, ApplyError, ApplyOptions, Applier, PlanAction, PlanOutcome, WaitError,
+    Applier, ApplyAction, ApplyError, ApplyOptions, PlanAction, PlanOutcome, WaitError,
     WaitOptions, parse_manifests, plan_offline,
 };
 use crate::playbook::HumanDuration;
