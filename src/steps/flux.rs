@@ -91,11 +91,15 @@ impl Step for FluxInstall {
             None => "no sha256 pinned: set [flux] install_sha256 to pin it".to_owned(),
         };
         let mut actions = vec![
-            Action::run(if self.install_manifest.contains("://") {
-                format!("GET {}", self.install_manifest)
-            } else {
-                format!("read {}", self.install_manifest)
-            })
+            Action::run(
+                if let Some(path) = self.install_manifest.strip_prefix(SANDBOX_SOURCE) {
+                    format!("GET {path} from the sandbox's API server (verified with its CA)")
+                } else if self.install_manifest.contains("://") {
+                    format!("GET {}", self.install_manifest)
+                } else {
+                    format!("read {}", self.install_manifest)
+                },
+            )
             .with_detail(check),
             Action::create(format!("Namespace {}", self.namespace)),
         ];
@@ -453,7 +457,19 @@ impl Step for FluxSource {
                     .with_detail("the GitRepository already uses the ESO-managed Secret"),
             );
         }
-        actions.extend(plan_yaml(ctx, &self.sync(&secret_name)?).await?);
+        match plan_yaml(ctx, &self.sync(&secret_name)?).await {
+            Ok(objects) => actions.extend(objects),
+            Err(_) => actions.extend([
+                Action::create(obj("GitRepository", &self.namespace, &self.name)).with_detail(
+                    format!(
+                        "{} branch {} every {}",
+                        self.git_url, self.branch, self.interval
+                    ),
+                ),
+                Action::create(obj("Kustomization", &self.namespace, &self.name))
+                    .with_detail(format!("path {}, prune", self.path)),
+            ]),
+        }
         actions.push(Action::run(format!(
             "wait for {} Ready (timeout {})",
             obj("GitRepository", &self.namespace, &self.name),
