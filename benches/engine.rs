@@ -130,6 +130,49 @@ fn per_step_overhead(rt: &tokio::runtime::Runtime) {
             elapsed.as_secs_f64() * 1000.0 / n as f64
         );
     }
+    // The parts of that cost, so the figure can be read on any disk.
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let start = Instant::now();
+    let _ = rt.block_on(engine::plan(&engine, &env, 4));
+    let walk = start.elapsed();
+    println!(
+        "(a) scheduler alone (same walk, no checkpoint): {:.1} us/step",
+        walk.as_secs_f64() * 1e6 / n as f64
+    );
+    let mut cp = engine::Checkpoint::new("bench", "sha256:x");
+    for node in engine.nodes() {
+        cp.steps.insert(
+            node.id.clone(),
+            engine::StepRecord {
+                status: engine::StepStatus::Done,
+                phase: node.phase,
+                input_hash: node.input_hash.clone(),
+                attempts: 1,
+                started_at: Some(jiff::Timestamp::now()),
+                finished_at: Some(jiff::Timestamp::now()),
+                duration_ms: Some(1),
+                changed: Some(false),
+                outputs: serde_json::Value::Null,
+                last_error: None,
+            },
+        );
+    }
+    let path = dir.path().join("cp.json");
+    let rounds = 50;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        let _ = serde_json::to_vec(&cp).unwrap();
+    }
+    let serialize = start.elapsed() / rounds;
+    let start = Instant::now();
+    for _ in 0..rounds {
+        cp.save(&path).unwrap();
+    }
+    let save = start.elapsed() / rounds;
+    println!(
+        "(a) one checkpoint write with {n} records: serialise {serialize:.2?}, full atomic durable save {save:.2?} (the rest is fsync of file and directory)"
+    );
 }
 
 fn makespan(rt: &tokio::runtime::Runtime) {

@@ -337,6 +337,7 @@ id = "holds"
 phase = "infrastructure"
 sleep_ms = 1500
 secrets = ["KS_TEST_TOKEN"]
+output_secret = "KS_TEST_TOKEN"
 
 [[step]]
 id = "leaks"
@@ -392,6 +393,15 @@ fail_with_secret = "KS_TEST_TOKEN"
     let raw = std::fs::read_to_string(Checkpoint::path_in(&fx.cluster_dir())).unwrap();
     assert!(!raw.contains(secret), "secret in checkpoint");
     assert!(raw.contains("[redacted KS_TEST_TOKEN]"), "{raw}");
+    let cp = fx.checkpoint();
+    assert_eq!(
+        cp.steps["holds"].outputs["leaked"],
+        "[redacted KS_TEST_TOKEN]"
+    );
+    assert!(
+        all.contains("step holds returned a secret value in its outputs"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -570,4 +580,29 @@ fn status_reports_a_step_of_a_dead_run_as_interrupted_not_running() {
         ["done", "running", "pending", "pending", "pending"]
     );
     drop(held);
+}
+
+#[test]
+fn a_secret_that_is_not_utf8_exits_2() {
+    use std::os::unix::ffi::OsStrExt;
+    let fx = Fixture::new(&CHAIN.replace("sleep_ms = 3000", "sleep_ms = 1"));
+    let out = Command::new(common::bin())
+        .args(["apply", "--synthetic-steps", "steps.toml"])
+        .current_dir(fx.path())
+        .env(
+            "KS_TEST_TOKEN",
+            std::ffi::OsStr::from_bytes(b"\xff\xfe-not-utf8"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = common::wait_with_timeout(out, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("KS_TEST_TOKEN is not valid UTF-8"),
+        "{}",
+        common::text(&out)
+    );
+    assert!(fx.log().is_empty());
 }

@@ -1,5 +1,7 @@
 //! Snapshot tests of `plan` for the sandbox playbook: text, JSON and DOT.
 
+mod common;
+
 use std::path::Path;
 
 use kubestrap::engine::{self, RunEnv};
@@ -70,14 +72,12 @@ fn plan_is_stable_across_runs() {
 fn plan_output_holds_no_secret_values() {
     // plan runs without secrets; the binary must not need them nor print them.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kubestrap"))
-        .args(["plan", "-p", "playbooks/sandbox.toml", "--output", "json"])
-        .current_dir(dir)
-        .env("GITHUB_TOKEN", "ghp_never-printed-0123456789")
-        .env_remove("CLOUDFLARE_API_TOKEN")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    let out = common::run(
+        &["plan", "-p", "playbooks/sandbox.toml", "--output", "json"],
+        dir,
+        &[("GITHUB_TOKEN", "ghp_never-printed-0123456789")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("never-printed"));
     assert!(stdout.contains("\"id\": \"gitauth.switch\""));

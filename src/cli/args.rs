@@ -35,7 +35,7 @@ pub enum Command {
 /// Options shared by every command that reads a playbook.
 #[derive(Debug, Args, Clone)]
 pub struct Common {
-    /// The playbook.
+    /// Playbook file (TOML); relative paths inside it resolve against its directory.
     #[arg(
         short = 'p',
         long = "playbook",
@@ -108,7 +108,7 @@ pub struct ApplyArgs {
     #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
     pub output: Format,
     /// Only show the plan (alias of `kubestrap plan`).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["resume", "fresh", "only"])]
     pub dry_run: bool,
 }
 

@@ -28,6 +28,9 @@ use crate::steps;
 /// Entry point of the `kubestrap` binary.
 #[must_use]
 pub fn main() -> ExitCode {
+    // Crash points for resume tests, configured by FAILPOINTS (cargo feature `failpoints`).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     init_tracing();
     match run(cli) {

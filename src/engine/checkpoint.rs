@@ -360,3 +360,60 @@ impl Subscriber for CheckpointWriter {
         self.save()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_then_load_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/checkpoint.json");
+        let mut cp = Checkpoint::new("c", "sha256:abc");
+        cp.steps.insert(
+            StepId::new("a"),
+            StepRecord {
+                status: StepStatus::Done,
+                phase: Phase::Secrets,
+                input_hash: "sha256:1".into(),
+                attempts: 2,
+                started_at: Some(Timestamp::now()),
+                finished_at: Some(Timestamp::now()),
+                duration_ms: Some(5),
+                changed: Some(true),
+                outputs: serde_json::json!({"k": "v"}),
+                last_error: None,
+            },
+        );
+        cp.save(&path).unwrap();
+        assert_eq!(Checkpoint::load(&path).unwrap(), Some(cp));
+        let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "the temp file must be renamed away");
+    }
+
+    #[test]
+    fn missing_is_none_and_bad_files_are_classified() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.json");
+        assert!(Checkpoint::load(&path).unwrap().is_none());
+        std::fs::write(&path, "[1,2").unwrap();
+        assert!(matches!(
+            Checkpoint::load(&path),
+            Err(CheckpointError::Corrupt { .. })
+        ));
+        std::fs::write(&path, r#"{"steps":{}}"#).unwrap();
+        assert!(
+            matches!(Checkpoint::load(&path), Err(CheckpointError::Corrupt { reason, .. }) if reason.contains("version"))
+        );
+        std::fs::write(&path, r#"{"version":2}"#).unwrap();
+        assert!(matches!(
+            Checkpoint::load(&path),
+            Err(CheckpointError::Newer { found: 2, .. })
+        ));
+        std::fs::write(&path, r#"{"version":1,"cluster":"c"}"#).unwrap();
+        assert!(matches!(
+            Checkpoint::load(&path),
+            Err(CheckpointError::Corrupt { .. })
+        ));
+    }
+}

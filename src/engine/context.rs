@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{EventBus, RunEvent, RunMode};
 use super::kube_access::KubeAccess;
+use super::lease::{LeaseConfig, LeaseError, LeaseSlot};
 use super::step::{StepError, StepId};
 use crate::playbook::LoadedPlaybook;
 use crate::secrets::{Redactor, SecretStore};
@@ -29,8 +30,11 @@ pub struct RunEnv {
     pub redactor: Arc<Redactor>,
     /// Where events go.
     pub events: EventBus,
-    /// Cancelled on SIGINT/SIGTERM: running steps are interrupted, nothing new starts.
+    /// Cancelled on SIGINT/SIGTERM (or when the cluster lease is lost): running steps are
+    /// interrupted, nothing new starts.
     pub interrupt: CancellationToken,
+    /// The in-cluster lease, taken when an `apply` step first reaches the API.
+    pub lease: Arc<LeaseSlot>,
 }
 
 impl RunEnv {
@@ -42,12 +46,15 @@ impl RunEnv {
             playbook.playbook.cluster.context.clone(),
         );
         Self {
-            playbook: Arc::new(playbook),
             kube: Arc::new(kube),
             secrets: Arc::new(SecretStore::new()),
             redactor: Arc::new(Redactor::default()),
             events: EventBus::new(),
             interrupt: CancellationToken::new(),
+            lease: Arc::new(LeaseSlot::new(LeaseConfig::for_cluster(
+                &playbook.playbook.cluster.name,
+            ))),
+            playbook: Arc::new(playbook),
         }
     }
 
@@ -63,6 +70,13 @@ impl RunEnv {
     #[must_use]
     pub fn with_kube(mut self, kube: Arc<KubeAccess>) -> Self {
         self.kube = kube;
+        self
+    }
+
+    /// The same environment with a different lease slot (e.g. [`LeaseSlot::disabled`]).
+    #[must_use]
+    pub fn with_lease(mut self, lease: Arc<LeaseSlot>) -> Self {
+        self.lease = lease;
         self
     }
 
@@ -152,16 +166,32 @@ impl StepContext {
         self.outputs.get(dep)
     }
 
-    /// The cluster's API client, built on first use.
+    /// The cluster's API client, built on first use. In `apply`, the first call also takes the
+    /// in-cluster lease (design §4), so two runs never work on one cluster.
     ///
     /// # Errors
-    /// Permanent [`StepError`] when the kubeconfig is unusable.
-    pub async fn kube(&self) -> Result<kube::Client, StepError> {
-        self.env
+    /// Permanent [`StepError`] when the kubeconfig is unusable or another run holds the lease;
+    /// transient when the lease could not be written.
+    pub async fn kube(&self) -> Result<::kube::Client, StepError> {
+        let client = self
+            .env
             .kube
             .client()
             .await
-            .map_err(|e| StepError::permanent_from("connect to the Kubernetes API", e))
+            .map_err(|e| StepError::permanent_from("connect to the Kubernetes API", e))?;
+        if self.mode == RunMode::Apply {
+            self.env
+                .lease
+                .ensure(&client, &self.env.events, &self.env.interrupt)
+                .await
+                .map_err(|e| match e {
+                    LeaseError::Held { .. } => StepError::permanent(e.to_string()),
+                    LeaseError::Api { .. } => {
+                        StepError::transient_from("take the cluster lease", e)
+                    }
+                })?;
+        }
+        Ok(client)
     }
 
     /// The captured secret `env`.

@@ -57,6 +57,24 @@ impl ApplyExecutor {
         self.env.redactor.redact(&err.chain()).into_owned()
     }
 
+    /// Outputs go into the checkpoint, so they pass the redactor too. A step that returns a
+    /// secret in its outputs has a bug; say so instead of recording the value.
+    fn scrub(&self, node: &Node, outputs: serde_json::Value) -> serde_json::Value {
+        let text = outputs.to_string();
+        match self.env.redactor.redact(&text) {
+            std::borrow::Cow::Borrowed(_) => outputs,
+            std::borrow::Cow::Owned(clean) => {
+                self.env.emit(&RunEvent::Warning {
+                    message: format!(
+                        "step {} returned a secret value in its outputs; it was redacted before recording (a bug in the step)",
+                        node.id
+                    ),
+                });
+                serde_json::from_str(&clean).unwrap_or(serde_json::Value::Null)
+            }
+        }
+    }
+
     /// `Some(report)` when the prior result still holds.
     async fn verify_prior(
         &self,
@@ -110,9 +128,13 @@ impl Executor for ApplyExecutor {
                 or_cancelled(&ctx, node.step.apply(&ctx)).await;
             let err = match result {
                 Ok(outcome) => {
+                    // Crash point for resume tests (cargo feature `failpoints`): the step's
+                    // work is done but not yet recorded, e.g.
+                    // FAILPOINTS="after-apply:vault.init=sleep(60000)" then SIGKILL.
+                    fail::fail_point!(&format!("after-apply:{}", node.id));
                     let mut r = report(&node, StepEnd::Done, started, attempt);
                     r.changed = outcome.changed;
-                    r.outputs = outcome.outputs;
+                    r.outputs = self.scrub(&node, outcome.outputs);
                     return r;
                 }
                 Err(e) => e,

@@ -19,11 +19,11 @@ pub enum KubeAccessError {
         path: Option<PathBuf>,
         /// The error.
         #[source]
-        source: kube::config::KubeconfigError,
+        source: ::kube::config::KubeconfigError,
     },
     /// The client could not be created from the configuration.
     #[error("failed to create a Kubernetes client: {0}")]
-    Client(#[source] kube::Error),
+    Client(#[source] ::kube::Error),
 }
 
 /// Where the cluster's API is, and the client once built.
@@ -31,7 +31,7 @@ pub enum KubeAccessError {
 pub struct KubeAccess {
     kubeconfig: Option<PathBuf>,
     context: Option<String>,
-    client: OnceCell<kube::Client>,
+    client: OnceCell<::kube::Client>,
 }
 
 impl std::fmt::Debug for KubeAccess {
@@ -57,7 +57,7 @@ impl KubeAccess {
 
     /// Access through an existing client (tests, or a client built elsewhere).
     #[must_use]
-    pub fn with_client(client: kube::Client) -> Self {
+    pub fn with_client(client: ::kube::Client) -> Self {
         Self {
             kubeconfig: None,
             context: None,
@@ -75,31 +75,31 @@ impl KubeAccess {
     ///
     /// # Errors
     /// [`KubeAccessError`] when the kubeconfig is unreadable or names no usable cluster.
-    pub async fn client(&self) -> Result<kube::Client, KubeAccessError> {
+    pub async fn client(&self) -> Result<::kube::Client, KubeAccessError> {
         self.client.get_or_try_init(|| self.build()).await.cloned()
     }
 
-    async fn build(&self) -> Result<kube::Client, KubeAccessError> {
+    async fn build(&self) -> Result<::kube::Client, KubeAccessError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let kubeconfig = match &self.kubeconfig {
-            Some(path) => kube::config::Kubeconfig::read_from(path),
-            None => kube::config::Kubeconfig::read(),
+            Some(path) => ::kube::config::Kubeconfig::read_from(path),
+            None => ::kube::config::Kubeconfig::read(),
         }
         .map_err(|source| KubeAccessError::Kubeconfig {
             path: self.kubeconfig.clone(),
             source,
         })?;
-        let options = kube::config::KubeConfigOptions {
+        let options = ::kube::config::KubeConfigOptions {
             context: self.context.clone(),
             ..Default::default()
         };
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        let config = ::kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
             .map_err(|source| KubeAccessError::Kubeconfig {
                 path: self.kubeconfig.clone(),
                 source,
             })?;
-        kube::Client::try_from(config).map_err(KubeAccessError::Client)
+        ::kube::Client::try_from(config).map_err(KubeAccessError::Client)
     }
 }
 

@@ -7,11 +7,13 @@
 //! - [`events`]: the [`RunEvent`]s the engine emits instead of printing.
 
 pub mod checkpoint;
+mod classify;
 pub mod context;
 pub mod events;
 mod execute;
 pub mod graph;
 pub mod kube_access;
+pub mod lease;
 pub mod lock;
 pub mod retry;
 pub mod session;
@@ -19,6 +21,7 @@ pub mod step;
 mod walk;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointWriter, StepRecord, StepStatus};
+pub use classify::is_transient_status;
 pub use context::{RunEnv, StepContext};
 pub use events::{
     EventBus, Recorder, RunEvent, RunMode, RunStatus, StepEnd, StepReport, Subscriber,
@@ -26,6 +29,7 @@ pub use events::{
 };
 pub use graph::{Building, Built, Engine, GraphErrors, GraphProblem, Node};
 pub use kube_access::{KubeAccess, KubeAccessError};
+pub use lease::{ClusterLease, LeaseConfig, LeaseError, LeaseSlot};
 pub use lock::{LockError, RunLock};
 pub use retry::RetryPolicy;
 pub use session::{

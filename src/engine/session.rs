@@ -224,7 +224,13 @@ pub async fn apply(
         selected,
         known_outputs,
     };
-    Ok(walk(engine, env, executor, opts).await)
+    let report = walk(engine, env, executor, opts).await;
+    if let Err(e) = env.lease.release().await {
+        env.emit(&RunEvent::Warning {
+            message: format!("{e}; it expires by itself"),
+        });
+    }
+    Ok(report)
 }
 
 /// One step of a plan.

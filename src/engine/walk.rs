@@ -161,6 +161,8 @@ pub(crate) async fn walk<E: Executor>(
                     };
                     finished += 1;
                     env.emit(&RunEvent::StepFinished(step_report.clone()));
+                    // Crash point (feature `failpoints`): recorded, dependents not started yet.
+                    fail::fail_point!(&format!("after-record:{}", step_report.step));
                     match step_report.end {
                         StepEnd::Done | StepEnd::Skipped => {
                             let i = position[&step_report.step];

@@ -18,7 +18,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 ///
 /// # Caveats
 /// It cannot wipe memory that is never freed (leaks, the environment block: see
-/// [`super::capture`]) or copies in registers and on the stack.
+/// [`super::capture()`]) or copies in registers and on the stack.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ZeroizingAllocator;
 

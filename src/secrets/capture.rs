@@ -122,3 +122,24 @@ fn environ_ptr() -> *mut *mut libc::c_char {
 fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(1, Iterator::count)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_once_threads_are_running() {
+        // The test harness itself runs tests on threads; make sure at least one more exists.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let helper = std::thread::spawn(move || {
+            let _ = rx.recv();
+        });
+        let result = capture(["KUBESTRAP_CAPTURE_TEST_UNSET"]);
+        drop(tx);
+        helper.join().unwrap();
+        assert!(
+            matches!(result, Err(CaptureError::ThreadsRunning(n)) if n > 1),
+            "{result:?}"
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! Bootstrap secrets, from capture to redaction (design §5).
 //!
-//! - [`capture`] reads the playbook's declared variables before the runtime starts threads,
+//! - [`capture()`] reads the playbook's declared variables before the runtime starts threads,
 //!   removes them from the environment and wipes their bytes;
 //! - [`SecretStore`] holds them as [`secrecy::SecretString`]s;
 //! - [`ZeroizingAllocator`] wipes freed heap memory, so transient copies do not linger;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use secrecy::SecretString;
 
-/// Bootstrap secrets captured at process start (see [`super::capture`]).
+/// Bootstrap secrets captured at process start (see [`super::capture()`]).
 ///
 /// Values are only reachable through [`secrecy::ExposeSecret`], so every place that reads one is
 /// visible in the code. `Debug` prints names only.

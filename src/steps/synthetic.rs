@@ -56,6 +56,10 @@ pub struct SyntheticStepSpec {
     /// redaction backstop keeps it out of checkpoints and output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_with_secret: Option<String>,
+    /// Return the value of this secret in the outputs, to prove outputs are redacted before
+    /// they are recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_secret: Option<String>,
     /// Retry: attempts in total.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
@@ -204,10 +208,11 @@ impl Step for SyntheticStep {
         let marker = self.marker(ctx);
         std::fs::write(&marker, b"done\n")
             .map_err(|e| StepError::permanent_from(format!("write {}", marker.display()), e))?;
-        StepOutcome::with_outputs(
-            true,
-            &serde_json::json!({ "id": self.spec.id, "attempts": attempt }),
-        )
+        let mut outputs = serde_json::json!({ "id": self.spec.id, "attempts": attempt });
+        if let Some(env) = &self.spec.output_secret {
+            outputs["leaked"] = ctx.secret(env)?.expose_secret().into();
+        }
+        StepOutcome::with_outputs(true, &outputs)
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
