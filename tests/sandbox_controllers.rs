@@ -527,9 +527,17 @@ struct Platform {
     _tmp: tempfile::TempDir,
 }
 
+/// The playbook's fleet repository, as `playbooks/sandbox.toml` maps it.
+const FLEET_URL: &str = "https://git.sandbox.local/org/fleet";
+
 async fn platform() -> Platform {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (h, c) = start(SandboxConfig::new(tmp.path().join("sandbox"))).await;
+    let mut cfg = SandboxConfig::new(tmp.path().join("sandbox"));
+    cfg.git_repos.insert(
+        FLEET_URL.into(),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/sandbox/git/fleet"),
+    );
+    let (h, c) = start(cfg).await;
     install_flux(&h, &c).await;
     apply_yaml(&c, HELM_REPOS).await;
     for ns in ["vault", "external-secrets"] {
@@ -791,6 +799,39 @@ async fn helm_releases_vault_pod_and_eso_sync_secrets_from_vault() {
         ("ExternalSecret", "cf", Some(true))
     );
     assert_eq!(Some(owner.uid.clone()), es.metadata.uid);
+
+    // The playbook's fleet: flux-system -> apps -> the demo app, whose ExternalSecret syncs.
+    apply(c, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "flux-system", "namespace": "flux-system"},
+        "stringData": {"username": "git", "password": "bootstrap-token"}})).await;
+    let mut gr = git_repo("flux-system", "flux-system");
+    gr["spec"]["url"] = json!(FLEET_URL);
+    apply(c, gr).await;
+    let mut root = kustomization("flux-system", "clusters/sandbox", &[]);
+    root["spec"]["dependsOn"] = json!([]);
+    apply(c, root).await;
+    let ks = dynamic(
+        c,
+        "kustomize.toolkit.fluxcd.io/v1",
+        "Kustomization",
+        "kustomizations",
+        Some("flux-system"),
+    );
+    wait_ready(&ks, "flux-system", "ReconciliationSucceeded").await;
+    wait_ready(&ks, "apps", "ReconciliationSucceeded").await;
+    let demo = dynamic(
+        c,
+        "external-secrets.io/v1",
+        "ExternalSecret",
+        "externalsecrets",
+        Some("demo"),
+    );
+    wait_ready(&demo, "cloudflare-api-token", "SecretSynced").await;
+    let demo_secrets: Api<Secret> = Api::namespaced(c.clone(), "demo");
+    let s = demo_secrets
+        .get("cloudflare-api-token")
+        .await
+        .expect("demo secret");
+    assert_eq!(s.data.expect("data")["api-token"].0, b"cf-123");
 
     // The three failure causes are told apart.
     apply(
