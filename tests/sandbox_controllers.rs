@@ -800,6 +800,48 @@ async fn helm_releases_vault_pod_and_eso_sync_secrets_from_vault() {
     );
     assert_eq!(Some(owner.uid.clone()), es.metadata.uid);
 
+    // refreshInterval is honoured: a changed Vault value reaches the Secret.
+    let mut fast = external_secret("fast", "vault-backend", "bootstrap/cloudflare", "api_token");
+    fast["spec"]["refreshInterval"] = json!("1s");
+    apply(c, fast).await;
+    wait_ready(&ess, "fast", "SecretSynced").await;
+    let admin = vault(&p.addr, &p.root);
+    within(
+        "kv",
+        vaultrs::kv2::set(
+            &admin,
+            "secret",
+            "bootstrap/cloudflare",
+            &json!({"api_token": "cf-456"}),
+        ),
+    )
+    .await
+    .expect("set");
+    within("refresh", async {
+        loop {
+            if let Ok(s) = secrets.get("fast").await
+                && s.data
+                    .as_ref()
+                    .is_some_and(|d| d["token"].0 == b"Bearer cf-456")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    within(
+        "kv",
+        vaultrs::kv2::set(
+            &admin,
+            "secret",
+            "bootstrap/cloudflare",
+            &json!({"api_token": "cf-123"}),
+        ),
+    )
+    .await
+    .expect("set back");
+
     // The playbook's fleet: flux-system -> apps -> the demo app, whose ExternalSecret syncs.
     apply(c, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "flux-system", "namespace": "flux-system"},
         "stringData": {"username": "git", "password": "bootstrap-token"}})).await;
@@ -915,6 +957,80 @@ spec:
       - name: keys
         secret: {secretName: vault-init-keys, optional: true, items: [{key: unseal-key-0, path: unseal-key-0}]}
 "#;
+
+#[tokio::test]
+async fn faults_delay_flux_and_flap_the_store() {
+    let p = platform().await;
+    let c = &p.c;
+    create_eso_role(&p).await;
+    let stores = dynamic(
+        c,
+        "external-secrets.io/v1",
+        "ClusterSecretStore",
+        "clustersecretstores",
+        None,
+    );
+    apply(c, store("vault-backend")).await;
+    wait_ready(&stores, "vault-backend", "Valid").await;
+    // Store flapping: the store goes invalid and recovers, on its own.
+    p.h.set_faults(
+        kubestrap::sandbox::FaultSpec::parse("seed=3,eso_store_flap=400ms").expect("spec"),
+    );
+    let cond = wait_not_ready(
+        &stores,
+        "vault-backend",
+        "InvalidProviderConfig",
+        "unable to create client",
+    )
+    .await;
+    assert_eq!(cond["message"], "unable to create client");
+    wait_ready(&stores, "vault-backend", "Valid").await;
+
+    // A long Flux readiness delay holds new sources back until the fault is lifted.
+    p.h.set_faults(kubestrap::sandbox::FaultSpec::parse("delay.flux=3600s").expect("spec"));
+    let repos = dynamic(
+        c,
+        "source.toolkit.fluxcd.io/v1",
+        "HelmRepository",
+        "helmrepositories",
+        Some("flux-system"),
+    );
+    apply(
+        c,
+        json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository",
+        "metadata": {"name": "late", "namespace": "flux-system"},
+        "spec": {"interval": "1h0m0s", "url": "https://example.com/charts"}}),
+    )
+    .await;
+    // An object the (undelayed) ESO controller handles after it proves time has passed.
+    let ess = dynamic(
+        c,
+        "external-secrets.io/v1",
+        "ExternalSecret",
+        "externalsecrets",
+        Some("default"),
+    );
+    apply(
+        c,
+        external_secret(
+            "probe",
+            "vault-backend",
+            "bootstrap/cloudflare",
+            "api_token",
+        ),
+    )
+    .await;
+    wait_ready(&ess, "probe", "SecretSynced").await;
+    let late = repos.get("late").await.expect("late");
+    assert!(
+        ready_cond(&late).is_none(),
+        "delayed: {:?}",
+        late.data["status"]
+    );
+    p.h.set_faults(kubestrap::sandbox::FaultSpec::default());
+    wait_ready(&repos, "late", "Succeeded").await;
+    p.h.shutdown().await.expect("shutdown");
+}
 
 #[tokio::test]
 async fn deleting_vault_0_seals_vault_until_the_unsealer_runs() {

@@ -6,8 +6,9 @@
 //! cause (store not ready / auth denied / key not found) to the message and a Warning Event.
 //! Nothing is reconciled until the external-secrets Deployment runs.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -202,6 +203,9 @@ pub struct StoreController {
     vault: VaultHttp,
     backoff: Backoff,
     events: Recorder,
+    /// Last successful validation per store and the resourceVersion it validated; the
+    /// login is repeated every [`STORE_REVALIDATE`], while fault changes are checked often.
+    validated: Mutex<HashMap<ObjectKey, (Instant, String)>>,
 }
 
 impl StoreController {
@@ -211,9 +215,22 @@ impl StoreController {
             vault,
             backoff: Backoff::default(),
             events: Recorder::default(),
+            validated: Mutex::default(),
         }
     }
+
+    fn recently_validated(&self, key: &ObjectKey, store: &Value) -> bool {
+        let m = self.validated.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(key).is_some_and(|(at, rv)| {
+            at.elapsed() < STORE_REVALIDATE
+                && rv == kit::meta(store, "resourceVersion")
+                && kit::is_ready(store)
+        })
+    }
 }
+
+/// How often a validated store checks the fault spec (flapping) between full validations.
+const FAULT_POLL: Duration = Duration::from_secs(1);
 
 #[async_trait]
 impl Controller for StoreController {
@@ -266,15 +283,21 @@ impl Controller for StoreController {
         {
             return Action::RequeueAfter(d);
         }
+        let flap = shared
+            .faults
+            .extra("eso.store_flap")
+            .and_then(|v| crate::sandbox::faults::parse_duration(&v));
+        let poll = flap.map_or(FAULT_POLL, |f| {
+            f.clamp(Duration::from_millis(100), FAULT_POLL)
+        });
+        if flapping(shared).is_none() && self.recently_validated(key, &store) {
+            return Action::RequeueAfter(poll);
+        }
         let result = connect(shared, &self.vault, &store, None).await;
         // Re-read: the login took time and the object may have changed meanwhile.
         let Some(store) = kit::get(shared, &key.resource, &key.namespace, &key.name) else {
             return Action::Done;
         };
-        let flap = shared
-            .faults
-            .extra("eso.store_flap")
-            .and_then(|v| crate::sandbox::faults::parse_duration(&v));
         match result {
             Ok(_) => {
                 self.backoff.succeeded(key);
@@ -291,13 +314,29 @@ impl Controller for StoreController {
                         None,
                     );
                 });
+                // Remember the version our own status write produced, so that write does
+                // not count as a change needing a new login.
+                if let Some(now) = kit::get(shared, &key.resource, &key.namespace, &key.name) {
+                    self.validated
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(
+                            key.clone(),
+                            (
+                                Instant::now(),
+                                kit::meta(&now, "resourceVersion").to_string(),
+                            ),
+                        );
+                }
                 self.events
                     .emit(shared, COMPONENT, &store, false, "Valid", "store validated");
-                Action::RequeueAfter(flap.map_or(STORE_REVALIDATE, |f| {
-                    f.min(STORE_REVALIDATE).max(Duration::from_millis(100))
-                }))
+                Action::RequeueAfter(poll)
             }
             Err(f) => {
+                self.validated
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(key);
                 kit::write_status(shared, &rt, &store, COMPONENT, |st| {
                     st["capabilities"] = json!("ReadWrite");
                     kit::set_conditions(
