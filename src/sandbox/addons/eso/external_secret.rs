@@ -1,332 +1,31 @@
-//! External Secrets Operator, Vault provider with kubernetes auth (reference §2): stores are
-//! validated by a real login to the sandbox Vault with a TokenRequest token of
-//! `serviceAccountRef` (over HTTP, as ESO talks to Vault), and ExternalSecrets read KV v2
-//! through the store and write their target Secret with ESO's labels, annotation, owner
-//! reference and status. Failures keep ESO's condition messages and add the distinguishing
-//! cause (store not ready / auth denied / key not found) to the message and a Warning Event.
-//! Nothing is reconciled until the external-secrets Deployment runs.
+//! ExternalSecret sync: reads Vault KV v2 through the store's login and writes the target
+//! Secret as ESO does.
+//!
+//! # Caveats
+//! Simulated: `data[]` with `property`/`version`, `dataFrom[].extract`, `creationPolicy`
+//! Owner/Orphan/Merge/None, `target.template` (`type`, `metadata`, `data` with `{{ .key }}`),
+//! `refreshInterval`/`refreshPolicy`. Anything else (`dataFrom[].find`, generators,
+//! `templateFrom`, deletionPolicy Delete) fails the sync with "not implemented in the sandbox"
+//! rather than syncing something different from what ESO would.
 
+use base64::Engine as _;
+use serde_json::Map;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine as _;
-use serde_json::{Map, Value, json};
-use sha2::Digest;
+use serde_json::{Value, json};
 
-use super::kit::{self, Backoff, Cond, Recorder};
-use super::vault::{VaultHttp, vault_errors};
-use crate::sandbox::cluster::WriteOpts;
+use super::super::kit::{self, Backoff, Cond, Recorder};
+use super::super::vault::VaultHttp;
+use super::super::vault::vault_errors;
+use super::{
+    CLUSTER_STORES, COMPONENT, DATA_HASH, EXTERNAL_SECRETS, MANAGED, STORES, Session, connect,
+    eso_running, short_hash,
+};
 use crate::sandbox::controllers::{Action, Controller};
 use crate::sandbox::server::Shared;
 use crate::sandbox::store::{ObjectKey, StoreEvent};
-use crate::sandbox::tokens;
-
-/// Storage key of ClusterSecretStores.
-pub const CLUSTER_STORES: &str = "external-secrets.io/clustersecretstores";
-/// Storage key of SecretStores.
-pub const STORES: &str = "external-secrets.io/secretstores";
-/// Storage key of ExternalSecrets.
-pub const EXTERNAL_SECRETS: &str = "external-secrets.io/externalsecrets";
-const COMPONENT: &str = "external-secrets";
-const MANAGED: &str = "reconcile.external-secrets.io/managed";
-const DATA_HASH: &str = "reconcile.external-secrets.io/data-hash";
-/// ESO's `--store-requeue-interval` default.
-const STORE_REVALIDATE: Duration = Duration::from_secs(300);
-
-/// Whether an external-secrets controller Deployment runs (any namespace).
-fn eso_running(shared: &Shared) -> bool {
-    kit::list(shared, "apps/deployments", None).iter().any(|d| {
-        d["metadata"]["labels"]["app.kubernetes.io/name"] == "external-secrets"
-            && kit::workload_ready(d)
-    })
-}
-
-fn short_hash(s: &str) -> String {
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))[..32].to_string()
-}
-
-/// A logged-in Vault client of a store.
-struct Session {
-    token: String,
-    server: String,
-    /// KV read prefix (`secret/data`).
-    data_path: String,
-}
-
-/// Why a store could not produce a client: ESO's condition message plus the cause.
-struct StoreFailure {
-    message: &'static str,
-    detail: String,
-}
-
-/// Whether `eso.store_flap` (or `eso_store_flap`) says the store is down right now:
-/// alternating windows of the given period, phase-shifted by the seed.
-fn flapping(shared: &Shared) -> Option<String> {
-    let period = shared
-        .faults
-        .extra("eso.store_flap")
-        .and_then(|v| crate::sandbox::faults::parse_duration(&v))
-        .filter(|d| !d.is_zero())?;
-    let seed = shared.faults.spec().seed;
-    let ms = period.as_millis().max(1) as u64;
-    let now = jiff::Timestamp::now().as_millisecond() as u64;
-    let window = (now + seed % ms) / ms;
-    (window % 2 == 1).then(|| format!("injected fault: store flapping every {}ms", ms))
-}
-
-/// Logs in as the store says (TokenRequest for the service account, then Vault kubernetes
-/// auth, then `lookup-self`, as ESO's Vault provider does).
-async fn connect(
-    shared: &Shared,
-    vault: &VaultHttp,
-    store: &Value,
-    es_ns: Option<&str>,
-) -> Result<Session, StoreFailure> {
-    let client_err = |detail: String| StoreFailure {
-        message: "unable to create client",
-        detail,
-    };
-    if let Some(why) = flapping(shared) {
-        return Err(client_err(why));
-    }
-    let p = &store["spec"]["provider"]["vault"];
-    if !p.is_object() {
-        return Err(StoreFailure {
-            message: "unable to validate store",
-            detail: "the sandbox only simulates the vault provider".into(),
-        });
-    }
-    let server = p["server"]
-        .as_str()
-        .unwrap_or("")
-        .trim_end_matches('/')
-        .to_string();
-    vault
-        .resolve(shared, &server)
-        .map_err(|e| client_err(e.to_string()))?;
-    let k = &p["auth"]["kubernetes"];
-    if !k.is_object() {
-        return Err(client_err(
-            "the sandbox only simulates kubernetes auth".into(),
-        ));
-    }
-    let mount = k["mountPath"]
-        .as_str()
-        .unwrap_or("kubernetes")
-        .trim_matches('/')
-        .to_string();
-    let role = k["role"].as_str().unwrap_or("");
-    let sa = &k["serviceAccountRef"];
-    let Some(sa_name) = sa["name"].as_str() else {
-        return Err(client_err(
-            "serviceAccountRef is required in the sandbox (no pod token file)".into(),
-        ));
-    };
-    let store_ns = store["metadata"]["namespace"].as_str();
-    let Some(sa_ns) = sa["namespace"].as_str().or(store_ns).or(es_ns) else {
-        return Err(client_err(
-            "serviceAccountRef.namespace is required for a ClusterSecretStore".into(),
-        ));
-    };
-    let mut req = json!({"spec": {"expirationSeconds": 600}});
-    if let Some(a) = sa["audiences"].as_array() {
-        req["spec"]["audiences"] = json!(a);
-    }
-    let tr = tokens::token_request(
-        shared,
-        sa_ns,
-        sa_name,
-        req,
-        &WriteOpts::controller(COMPONENT),
-    )
-    .map_err(|e| {
-        client_err(format!(
-            "cannot request a token for service account {sa_ns}/{sa_name}: {}",
-            e.message
-        ))
-    })?;
-    let jwt = tr["status"]["token"].as_str().unwrap_or("").to_string();
-    let login_path = format!("auth/{mount}/login");
-    let (code, body) = vault
-        .call(
-            "POST",
-            &login_path,
-            None,
-            Some(&json!({"role": role, "jwt": jwt})),
-        )
-        .await
-        .map_err(|e| client_err(e.to_string()))?;
-    let token = body["auth"]["client_token"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    if code != 200 || token.is_empty() {
-        return Err(client_err(format!(
-            "unable to log in to auth method: unable to log in with Kubernetes auth: Error making API request.\n\nURL: PUT {server}/v1/{login_path}\n{}",
-            vault_errors(code, &body)
-        )));
-    }
-    let (code, body) = vault
-        .call("GET", "auth/token/lookup-self", Some(&token), None)
-        .await
-        .map_err(|e| StoreFailure {
-            message: "unable to validate store",
-            detail: e.to_string(),
-        })?;
-    if code != 200 {
-        return Err(StoreFailure {
-            message: "unable to validate store",
-            detail: vault_errors(code, &body),
-        });
-    }
-    let mount_path = p["path"]
-        .as_str()
-        .unwrap_or("secret")
-        .trim_matches('/')
-        .to_string();
-    let data_path = if p["version"] == "v1" || mount_path.ends_with("/data") {
-        mount_path
-    } else {
-        format!("{mount_path}/data")
-    };
-    Ok(Session {
-        token,
-        server,
-        data_path,
-    })
-}
-
-/// Validates ClusterSecretStores and SecretStores.
-pub struct StoreController {
-    vault: VaultHttp,
-    backoff: Backoff,
-    events: Recorder,
-}
-
-impl StoreController {
-    /// A store controller talking to `vault`.
-    pub fn new(vault: VaultHttp) -> Self {
-        Self {
-            vault,
-            backoff: Backoff::default(),
-            events: Recorder::default(),
-        }
-    }
-}
-
-#[async_trait]
-impl Controller for StoreController {
-    fn name(&self) -> &'static str {
-        "external-secrets-store"
-    }
-
-    fn watches(&self) -> Vec<String> {
-        vec![
-            CLUSTER_STORES.into(),
-            STORES.into(),
-            "apps/deployments".into(),
-        ]
-    }
-
-    fn map(&self, shared: &Shared, e: &StoreEvent) -> Vec<ObjectKey> {
-        match e.key.resource.as_str() {
-            CLUSTER_STORES | STORES => vec![e.key.clone()],
-            _ if e.object["metadata"]["labels"]["app.kubernetes.io/name"] == "external-secrets" => {
-                let mut v: Vec<ObjectKey> = kit::list(shared, CLUSTER_STORES, None)
-                    .iter()
-                    .map(|s| kit::key_of(CLUSTER_STORES, s))
-                    .collect();
-                v.extend(
-                    kit::list(shared, STORES, None)
-                        .iter()
-                        .map(|s| kit::key_of(STORES, s)),
-                );
-                v
-            }
-            _ => Vec::new(),
-        }
-    }
-
-    async fn reconcile(&self, shared: &Arc<Shared>, key: &ObjectKey) -> Action {
-        if key.resource != CLUSTER_STORES && key.resource != STORES {
-            return Action::Done;
-        }
-        let Some(rt) = kit::rt_of(shared, &key.resource) else {
-            return Action::Done;
-        };
-        let Some(store) = kit::get(shared, &key.resource, &key.namespace, &key.name) else {
-            self.backoff.succeeded(key);
-            return Action::Done;
-        };
-        if !eso_running(shared) {
-            return Action::RequeueAfter(Duration::from_secs(1));
-        }
-        if let Some(d) = kit::delay_remaining(shared, "eso", kit::meta(&store, "creationTimestamp"))
-        {
-            return Action::RequeueAfter(d);
-        }
-        let result = connect(shared, &self.vault, &store, None).await;
-        // Re-read: the login took time and the object may have changed meanwhile.
-        let Some(store) = kit::get(shared, &key.resource, &key.namespace, &key.name) else {
-            return Action::Done;
-        };
-        let flap = shared
-            .faults
-            .extra("eso.store_flap")
-            .and_then(|v| crate::sandbox::faults::parse_duration(&v));
-        match result {
-            Ok(_) => {
-                self.backoff.succeeded(key);
-                kit::write_status(shared, &rt, &store, COMPONENT, |st| {
-                    st["capabilities"] = json!("ReadWrite");
-                    kit::set_conditions(
-                        st,
-                        &[Cond {
-                            kind: "Ready",
-                            status: "True",
-                            reason: "Valid",
-                            message: "store validated",
-                        }],
-                        None,
-                    );
-                });
-                self.events
-                    .emit(shared, COMPONENT, &store, false, "Valid", "store validated");
-                Action::RequeueAfter(flap.map_or(STORE_REVALIDATE, |f| {
-                    f.min(STORE_REVALIDATE).max(Duration::from_millis(100))
-                }))
-            }
-            Err(f) => {
-                kit::write_status(shared, &rt, &store, COMPONENT, |st| {
-                    st["capabilities"] = json!("ReadWrite");
-                    kit::set_conditions(
-                        st,
-                        &[Cond {
-                            kind: "Ready",
-                            status: "False",
-                            reason: "InvalidProviderConfig",
-                            message: f.message,
-                        }],
-                        None,
-                    );
-                });
-                self.events.emit(
-                    shared,
-                    COMPONENT,
-                    &store,
-                    true,
-                    "InvalidProviderConfig",
-                    &format!("{}: {}", f.message, f.detail),
-                );
-                let wait = self.backoff.failed(key, Duration::from_secs(5));
-                Action::RequeueAfter(
-                    flap.map_or(wait, |f| wait.min(f.max(Duration::from_millis(100)))),
-                )
-            }
-        }
-    }
-}
 
 /// Syncs ExternalSecrets.
 pub struct ExternalSecretController {
@@ -435,6 +134,14 @@ impl ExternalSecretController {
                 &format!("{kind} {name:?} is not ready: {why}"),
             ));
         }
+        if es["spec"]["target"]["template"]["templateFrom"].is_array()
+            || es["spec"]["target"]["deletionPolicy"] == "Delete"
+        {
+            return Err(provider_failure(
+                "not implemented in the sandbox",
+                "templateFrom and deletionPolicy Delete are not simulated",
+            ));
+        }
         let session = connect(shared, &self.vault, &store, Some(ns))
             .await
             .map_err(|f| {
@@ -471,7 +178,10 @@ impl ExternalSecretController {
         {
             let rr = &item["extract"];
             let Some(key) = rr["key"].as_str() else {
-                continue;
+                return Err(provider_failure(
+                    "not implemented in the sandbox",
+                    "dataFrom supports only extract (find, generators and rewrite are not simulated)",
+                ));
             };
             for (k, v) in read_key(&self.vault, &session, key, rr["version"].as_str()).await? {
                 out.insert(k, json!(as_string(&v)));
