@@ -90,7 +90,10 @@ fn five_phases_then_a_second_run_changes_and_writes_nothing() {
         // Phase 4: the demo app's secret came from Vault through ESO.
         let demo: Api<Secret> = Api::namespaced(client.clone(), "demo");
         assert_eq!(
-            secret_value(&demo.get("cloudflare").await.unwrap(), "api-token"),
+            secret_value(
+                &demo.get("cloudflare-api-token").await.unwrap(),
+                "api-token"
+            ),
             fx.cloudflare
         );
         // The keys Secret holds the shares and the root token.
