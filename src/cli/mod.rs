@@ -76,9 +76,15 @@ fn sandbox_cmd(args: crate::sandbox::SandboxArgs) -> Result<ExitStatus, CliError
     Ok(ExitStatus::Success)
 }
 
+/// Default log filter. vaultrs/rustify log every non-2xx answer (a sealed Vault's health check
+/// is one) at error level; kube's client logs a response body it cannot decode at warn level,
+/// which could be a Secret list. Waits report watch errors themselves, so those stay quiet.
+const DEFAULT_LOG_FILTER: &str =
+    "warn,rustify=off,vaultrs=off,kube_client=error,kube_runtime=error";
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KUBESTRAP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rustify=off,vaultrs=off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(secrets::RedactingStderr)
