@@ -271,8 +271,48 @@ impl Step for SecretsTerraform {
         self.env_names()
     }
 
-    async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
-        Ok(self.actions())
+    /// Against a reachable Vault: which declared secrets are already there (presence only,
+    /// `plan` reads no secret values) and so whether Terraform would run at all.
+    async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        let Ok(token) = root_token(ctx, &self.endpoint, &self.keys_secret).await else {
+            return Ok(self.actions());
+        };
+        let Ok(session) = connect(ctx, &self.endpoint, Some(&token)).await else {
+            return Ok(self.actions());
+        };
+        let Ok(found) = compare(ctx, &session, &self.kv_mount, &self.secrets).await else {
+            return Ok(self.actions());
+        };
+        let mut actions = Vec::new();
+        let mut any_missing = false;
+        for (r, (c, _)) in self.secrets.iter().zip(&found) {
+            let target = format!(
+                "Vault {}/data/{} key {}",
+                self.kv_mount, r.vault_path, r.vault_key
+            );
+            actions.push(
+                if matches!(c, Compare::Absent | Compare::AbsentNotCaptured) {
+                    any_missing = true;
+                    Action::create(target).with_detail(format!("from ${}", r.env))
+                } else {
+                    Action::unchanged(target)
+                        .with_detail("present; compared by digest with the exported value at apply")
+                },
+            );
+        }
+        let run = Action::run(format!(
+            "{} init + apply in {} (variables through a pipe)",
+            self.binary, self.dir
+        ));
+        actions.insert(
+            0,
+            if any_missing {
+                run
+            } else {
+                run.with_detail("only if an exported value differs from Vault's")
+            },
+        );
+        Ok(actions)
     }
 
     /// Unchanged (Terraform not run) when Vault already holds every declared value: compared
