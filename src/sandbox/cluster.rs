@@ -101,6 +101,24 @@ fn spec_differs(a: &Value, b: &Value, skip_status: bool) -> bool {
     strip(a) != strip(b)
 }
 
+/// `managedFields` without the `time` of each entry.
+fn without_times(mf: &Value) -> Value {
+    match mf {
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|e| {
+                    let mut e = e.clone();
+                    if let Some(m) = e.as_object_mut() {
+                        m.remove("time");
+                    }
+                    e
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 impl Cluster {
     /// A cluster over a store and registry.
     pub fn new(store: Arc<Store>, registry: Registry) -> Self {
@@ -367,7 +385,12 @@ impl Cluster {
                     m.remove("managedFields");
                 }
             }
-            if a == b && o["metadata"]["managedFields"] == obj["metadata"]["managedFields"] {
+            // A write that changes neither content nor ownership (timestamps aside) is a
+            // no-op: no new resourceVersion, no event, like the apiserver.
+            if a == b
+                && without_times(&o["metadata"]["managedFields"])
+                    == without_times(&obj["metadata"]["managedFields"])
+            {
                 return Ok(Mutation::Unchanged(o.clone()));
             }
         }
@@ -634,6 +657,11 @@ impl Cluster {
                     if cur.is_none() {
                         builtin::validate_name(rt, name)?;
                     }
+                    if let (Some(want), Some(c)) = (meta_str(applied, "resourceVersion"), cur) {
+                        if Some(want) != meta_str(c, "resourceVersion") {
+                            return Err(ApiError::conflict(&qualified, name));
+                        }
+                    }
                     let merged = apply::server_side_apply(&base, applied, &w, opts.force)?;
                     self.finish(rt, cur, merged, status, opts, true)
                 }
@@ -898,5 +926,46 @@ mod tests {
             .create(&rt, "nope", json!({"metadata":{"name":"a"}}), &opts())
             .expect_err("ns");
         assert_eq!(e.message, "namespaces \"nope\" not found");
+    }
+
+    #[test]
+    fn identical_apply_is_a_no_op_and_stale_apply_conflicts() {
+        let c = cluster();
+        let rt = c.registry.lookup("", "v1", "configmaps").expect("cm");
+        let mut o = opts();
+        o.field_manager = Some("orch".into());
+        let body =
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"},"data":{"k":"v"}}"#;
+        let first = c
+            .patch(&rt, "default", "a", PatchType::Apply, body, false, &o)
+            .expect("apply");
+        assert!(first.created);
+        let writes_before = c.store.writes().iter().filter(|w| w.changed).count();
+        let second = c
+            .patch(&rt, "default", "a", PatchType::Apply, body, false, &o)
+            .expect("again");
+        assert_eq!(
+            first.object["metadata"]["resourceVersion"],
+            second.object["metadata"]["resourceVersion"],
+            "a no-op apply keeps the resourceVersion"
+        );
+        assert_eq!(
+            c.store.writes().iter().filter(|w| w.changed).count(),
+            writes_before
+        );
+        let stale = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","resourceVersion":"1"},"data":{"k":"w"}}"#;
+        let e = c
+            .patch(&rt, "default", "a", PatchType::Apply, stale, false, &o)
+            .expect_err("stale");
+        assert_eq!(e.reason, "Conflict");
+        let odd = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","uid":"fake","creationTimestamp":null},"data":{"k":"v"}}"#;
+        let kept = c
+            .patch(&rt, "default", "a", PatchType::Apply, odd, false, &o)
+            .expect("identity ignored");
+        assert_eq!(
+            kept.object["metadata"]["uid"],
+            first.object["metadata"]["uid"]
+        );
+        assert!(kept.object["metadata"]["creationTimestamp"].is_string());
     }
 }

@@ -11,6 +11,18 @@ use super::fields::{self, FieldSet, PathElem, Scope};
 use super::strategic::merge_key;
 use crate::sandbox::status::ApiError;
 
+/// Metadata fields an apply body cannot set.
+const SERVER_METADATA: &[&str] = &[
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+];
+
 /// One `managedFields` entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManagedEntry {
@@ -166,6 +178,17 @@ pub fn server_side_apply(
                 continue;
             }
             let slot = b.entry(k.clone()).or_insert(Value::Null);
+            if k == "metadata" {
+                // Identity and bookkeeping fields are the server's, whatever the body says.
+                let mut m = v.clone();
+                if let Some(mm) = m.as_object_mut() {
+                    for f in SERVER_METADATA {
+                        mm.remove(*f);
+                    }
+                }
+                merge_applied(k, slot, &m);
+                continue;
+            }
             merge_applied(k, slot, v);
         }
     }
