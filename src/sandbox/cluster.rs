@@ -657,11 +657,10 @@ impl Cluster {
                     if cur.is_none() {
                         builtin::validate_name(rt, name)?;
                     }
-                    if let (Some(want), Some(c)) = (meta_str(applied, "resourceVersion"), cur) {
-                        if Some(want) != meta_str(c, "resourceVersion") {
+                    if let (Some(want), Some(c)) = (meta_str(applied, "resourceVersion"), cur)
+                        && Some(want) != meta_str(c, "resourceVersion") {
                             return Err(ApiError::conflict(&qualified, name));
                         }
-                    }
                     let merged = apply::server_side_apply(&base, applied, &w, opts.force)?;
                     self.finish(rt, cur, merged, status, opts, true)
                 }
