@@ -229,13 +229,14 @@ impl Cluster {
         }
     }
 
+    /// Ownership-tracking parameters for a write in `rt`'s version (`api_version`).
     fn writer<'a>(
-        rt: &'a ResourceType,
+        rt: &ResourceType,
         manager: &'a str,
         status: bool,
         now: &'a str,
-    ) -> (Writer<'a>, String) {
-        let api_version = rt.api_version();
+        api_version: &'a str,
+    ) -> Writer<'a> {
         let scope = if status {
             Scope::StatusOnly
         } else if rt.status_subresource {
@@ -243,16 +244,13 @@ impl Cluster {
         } else {
             Scope::All
         };
-        (
-            Writer {
-                manager,
-                api_version: "",
-                scope,
-                subresource: status.then_some("status"),
-                now,
-            },
+        Writer {
+            manager,
             api_version,
-        )
+            scope,
+            subresource: status.then_some("status"),
+            now,
+        }
     }
 
     /// Validates, defaults and post-processes an object about to be stored.
@@ -364,8 +362,8 @@ impl Cluster {
                 .clone()
                 .unwrap_or_else(|| "unknown".into());
             let now = now();
-            let (mut w, av) = Self::writer(rt, &manager, status_write, &now);
-            w.api_version = &av;
+            let av = rt.api_version();
+            let w = Self::writer(rt, &manager, status_write, &now, &av);
             apply::track_update(old, &mut obj, &w);
         }
         // A finalizing object whose last finalizer is gone is removed.
@@ -640,8 +638,8 @@ impl Cluster {
                 }
                 (Some(applied), cur) => {
                     let manager = opts.field_manager.as_deref().unwrap_or("");
-                    let (mut w, av) = Self::writer(rt, manager, status, &now);
-                    w.api_version = &av;
+                    let av = rt.api_version();
+                    let w = Self::writer(rt, manager, status, &now, &av);
                     let base = match cur {
                         Some(c) => c.clone(),
                         None => {

@@ -146,8 +146,17 @@ pub fn authenticate(shared: &Shared, token: &str) -> Option<Caller> {
         .then(|| Caller::ServiceAccount(k.namespace.clone(), k.serviceaccount.name.clone()))
 }
 
-/// The single entry point for every request.
+/// The single entry point for every request (logged without query or body: those may
+/// carry object content).
 pub async fn handle_request(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = route(shared, req).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
+    resp
+}
+
+async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     // k3s serves these without authentication.

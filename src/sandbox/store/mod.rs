@@ -161,7 +161,8 @@ struct Inner {
     history_limit: usize,
     /// Watches from a resourceVersion below this get 410 Expired.
     oldest_rv: u64,
-    writes: Vec<WriteRecord>,
+    writes: VecDeque<WriteRecord>,
+    write_seq: u64,
 }
 
 /// The shared store. Cheap to share behind an `Arc`.
@@ -184,7 +185,8 @@ impl Store {
                 history: VecDeque::new(),
                 history_limit: history_limit.max(1),
                 oldest_rv: 1,
-                writes: Vec::new(),
+                writes: VecDeque::new(),
+                write_seq: 0,
             }),
             events,
             dirty: Notify::new(),
@@ -434,7 +436,7 @@ impl Store {
 
     /// The write log.
     pub fn writes(&self) -> Vec<WriteRecord> {
-        self.lock().writes.clone()
+        self.lock().writes.iter().cloned().collect()
     }
 
     /// Writes the snapshot now (atomically: temp file, fsync, rename).
@@ -474,9 +476,16 @@ impl Store {
     }
 }
 
+/// The write log keeps the most recent records; counts cover everything.
+const WRITE_LOG_LIMIT: usize = 50_000;
+
 fn record(g: &mut Inner, key: &ObjectKey, meta: &WriteMeta, changed: bool) {
-    let seq = g.writes.len() as u64 + 1;
-    g.writes.push(WriteRecord {
+    g.write_seq += 1;
+    let seq = g.write_seq;
+    if g.writes.len() >= WRITE_LOG_LIMIT {
+        g.writes.pop_front();
+    }
+    g.writes.push_back(WriteRecord {
         seq,
         verb: meta.verb.to_string(),
         resource: meta.resource.clone(),
