@@ -415,6 +415,24 @@ async fn status_subresource_and_workload_controllers() {
         s.status.as_ref().and_then(|s| s.ready_replicas) == Some(1)
     })
     .await;
+    // A Job's pod runs to completion and the Job becomes Complete.
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(c.clone(), "default");
+    let job = serde_json::from_value(json!({"metadata": {"name": "migrate"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "m", "image": "busybox"}]}}}}))
+    .expect("job");
+    within("job", jobs.create(&PostParams::default(), &job))
+        .await
+        .expect("job");
+    wait_for(&jobs, "migrate", "job complete", |j| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Complete" && c.status == "True")
+            })
+    })
+    .await;
     // A Service over the pods gets Endpoints with the ready pod.
     let svcs: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(c.clone(), "default");
     let svc = serde_json::from_value(json!({"metadata": {"name": "vault"},

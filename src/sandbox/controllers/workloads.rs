@@ -1,7 +1,8 @@
-//! Workloads: Deployments and StatefulSets get pods from their templates; pods are
+//! Workloads: Deployments, StatefulSets and Jobs get pods from their templates; pods are
 //! scheduled on the node and become Running, then Ready after their component's delay
 //! (and only while their backend's readiness probe passes); workload status reports
-//! replicas, ready/available counts and the Available/Progressing conditions.
+//! replicas, ready/available counts and the Available/Progressing conditions. Job pods
+//! run to completion (Succeeded) and the Job becomes Complete.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ const NAME: &str = "workload-controller";
 const DEPLOY: &str = "apps/deployments";
 const STS: &str = "apps/statefulsets";
 const PODS: &str = "/pods";
+const JOBS: &str = "batch/jobs";
 
 /// Reconciles Deployments, StatefulSets and their pods.
 #[derive(Debug, Default)]
@@ -324,6 +326,86 @@ impl WorkloadController {
         Action::Done
     }
 
+    fn job(&self, c: &Cluster, key: &ObjectKey) -> Action {
+        let (Some(j_rt), Some(p_rt)) = (
+            c.registry.lookup("batch", "v1", "jobs"),
+            c.registry.lookup("", "v1", "pods"),
+        ) else {
+            return Action::Done;
+        };
+        let Ok(job) = c.get(&j_rt, &key.namespace, &key.name) else {
+            return Action::Done;
+        };
+        if job["metadata"]["deletionTimestamp"].is_string() || job["spec"]["suspend"] == true {
+            return Action::Done;
+        }
+        let completions = job["spec"]["completions"].as_i64().unwrap_or(1).max(1) as usize;
+        let uid = job["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        let pods = owned_pods(c, &key.namespace, &uid);
+        let succeeded = pods
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Succeeded")
+            .count();
+        let active = pods
+            .iter()
+            .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+            .count();
+        if succeeded + active < completions {
+            for _ in 0..(completions - succeeded - active) {
+                let name = format!("{}-{}", key.name, random_suffix());
+                let mut pod = pod_from(
+                    &job,
+                    "Job",
+                    &name,
+                    json!({
+                        "batch.kubernetes.io/job-name": key.name, "job-name": key.name,
+                        "batch.kubernetes.io/controller-uid": uid, "controller-uid": uid,
+                    }),
+                );
+                pod["metadata"]["ownerReferences"][0]["apiVersion"] = json!("batch/v1");
+                let _ = c.create(&p_rt, &key.namespace, pod, &WriteOpts::controller(NAME));
+            }
+        }
+        let done = succeeded >= completions;
+        let _ = c.modify(&j_rt, &key.namespace, &key.name, true, NAME, |o| {
+            let old = o.clone();
+            let start = old["status"]["startTime"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(now);
+            let mut status =
+                json!({"startTime": start, "succeeded": succeeded, "ready": 0, "terminating": 0});
+            if active > 0 && !done {
+                status["active"] = json!(active);
+            }
+            if done {
+                let completed = old["status"]["completionTime"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(now);
+                status["completionTime"] = json!(completed);
+                status["conditions"] = json!([
+                    condition(
+                        "SuccessCriteriaMet",
+                        true,
+                        "CompletionsReached",
+                        "Reached expected number of succeeded pods",
+                        &old
+                    ),
+                    condition(
+                        "Complete",
+                        true,
+                        "CompletionsReached",
+                        "Reached expected number of succeeded pods",
+                        &old
+                    ),
+                ]);
+            }
+            o["status"] = status;
+        });
+        Action::Done
+    }
+
     fn pod(&self, shared: &Shared, key: &ObjectKey) -> Action {
         let c = &shared.cluster;
         let Some((_, _, p_rt)) = Self::rts(c) else {
@@ -369,11 +451,19 @@ impl WorkloadController {
         if !delay.is_zero() && elapsed < due {
             return Action::RequeueAfter(Duration::from_millis((due - elapsed).max(10) as u64));
         }
+        if matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        ) {
+            return Action::Done;
+        }
+        // Job pods run to completion; every other pod keeps running.
+        let completes = controller_owner(&pod).is_some_and(|(kind, _)| kind == "Job");
         let backend = shared.backends.find(&key.namespace, &key.name);
         let probe = backend
             .as_ref()
             .and_then(|b| b.ready(&key.namespace, &key.name));
-        let ready = probe.unwrap_or(true);
+        let ready = probe.unwrap_or(true) && !completes;
         let started = pod["status"]["startTime"]
             .as_str()
             .map(str::to_string)
@@ -392,16 +482,20 @@ impl WorkloadController {
                     json!({
                         "name": name, "image": ct["image"], "imageID": format!("sandbox://{}", ct["image"].as_str().unwrap_or("")),
                         "containerID": format!("containerd://{}", template_hash(&json!([key.namespace, key.name, name]))),
-                        "ready": ready, "started": true,
+                        "ready": ready, "started": !completes,
                         "restartCount": prev.as_ref().map_or(json!(0), |s| s["restartCount"].clone()),
-                        "state": {"running": {"startedAt": started}},
+                        "state": if completes {
+                            json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": now()}})
+                        } else {
+                            json!({"running": {"startedAt": started}})
+                        },
                     })
                 })
                 .collect();
-            let reason = if ready { "" } else { "ContainersNotReady" };
-            let message = if ready { String::new() } else { "containers with unready status: readiness probe failed".to_string() };
+            let reason = if ready { "" } else if completes { "PodCompleted" } else { "ContainersNotReady" };
+            let message = if ready || completes { String::new() } else { "containers with unready status: readiness probe failed".to_string() };
             p["status"] = json!({
-                "phase": "Running",
+                "phase": if completes { "Succeeded" } else { "Running" },
                 "conditions": [
                     condition("PodReadyToStartContainers", true, "", "", &old),
                     condition("Initialized", true, "", "", &old),
@@ -431,7 +525,7 @@ impl Controller for WorkloadController {
     }
 
     fn watches(&self) -> Vec<String> {
-        vec![DEPLOY.into(), STS.into(), PODS.into()]
+        vec![DEPLOY.into(), STS.into(), JOBS.into(), PODS.into()]
     }
 
     fn map(&self, _shared: &Shared, e: &StoreEvent) -> Vec<ObjectKey> {
@@ -444,6 +538,7 @@ impl Controller for WorkloadController {
                 let res = match kind.as_str() {
                     "Deployment" => DEPLOY,
                     "StatefulSet" => STS,
+                    "Job" => JOBS,
                     _ => return out,
                 };
                 out.push(ObjectKey::new(res, e.key.namespace.as_str(), name));
@@ -458,6 +553,7 @@ impl Controller for WorkloadController {
         match key.resource.as_str() {
             DEPLOY => self.deployment(&shared.cluster, key),
             STS => self.statefulset(&shared.cluster, key),
+            JOBS => self.job(&shared.cluster, key),
             PODS => self.pod(shared, key),
             _ => Action::Done,
         }
