@@ -100,11 +100,11 @@ pub fn admit_crd(old: Option<&Value>, obj: &mut Value) -> Result<(), ApiError> {
             {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": since},
         ],
     });
-    if obj["metadata"]["deletionTimestamp"].is_string() {
-        obj["status"]["conditions"]
-            .as_array_mut()
-            .expect("conditions")
-            .push(json!({"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress", "message": "CustomResourceDefinition marked for deletion", "lastTransitionTime": now()}));
+    if let (true, Some(conditions)) = (
+        obj["metadata"]["deletionTimestamp"].is_string(),
+        obj["status"]["conditions"].as_array_mut(),
+    ) {
+        conditions.push(json!({"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress", "message": "CustomResourceDefinition marked for deletion", "lastTransitionTime": now()}));
     }
     Ok(())
 }

@@ -5,6 +5,33 @@
 //!
 //! In-process use (tests): [`Sandbox::start`] returns a [`SandboxHandle`]. Command line:
 //! `kubestrap sandbox up --dir DIR [--faults SPEC]` ([`run_up`]) and `sandbox down` ([`run_down`]).
+//!
+//! # The directory
+//! `kubeconfig` (server `https://127.0.0.1:PORT`, CA data, admin bearer token; cluster,
+//! context and user named `default` like k3s), `ca.crt`/`ca.key` (kept across restarts),
+//! `token` and `sa.key` (admin token, service-account signing key), `state.json` (every
+//! object; written atomically shortly after changes and at shutdown), `sandbox.pid` and
+//! `sandbox.log` (`sandbox up` only). Secret files are mode 0600, the directory 0700.
+//!
+//! # Admin endpoints (admin token only)
+//! `GET /sandbox/v1/writes` (the write log: `count` of accepted API-client writes,
+//! `changed`, `controllerCount`, and each `(verb, resource, namespace, name, fieldManager,
+//! actor)`), `GET|PUT /sandbox/v1/faults` (read or replace the spec), `POST
+//! /sandbox/v1/compact` (forget watch history so older watches get 410).
+//!
+//! # Faults
+//! `seed=7,api_error_rate=0.1,api_error=503|500|429,latency_ms=50,delay.node=2s,delay_scale=0.5`:
+//! API error rate and codes (429 carries `Retry-After`), added latency, readiness delays per
+//! component (`node`, `pods`, or a workload's name such as `vault`), and `vault.*`/`eso.*`/
+//! `flux.*`/`helm.*` knobs that later controllers read through [`faults::Faults::extra`].
+//! Decisions are a deterministic sequence for a seed.
+//!
+//! # Extending
+//! Controllers implement [`Controller`] and run with [`SandboxHandle::add_controller`];
+//! they read and write through [`Shared::cluster`] ([`cluster::Cluster`]) with
+//! [`cluster::WriteOpts::controller`], so watches fire and the write log keeps them apart
+//! from API clients. What runs inside a pod (port-forward target, readiness probe, restart
+//! reaction) is a [`PodBackend`] registered with [`SandboxHandle::register_pod_backend`].
 
 mod admin;
 pub mod auth;
