@@ -262,6 +262,67 @@ async fn create_commands_send_protobuf_and_work() {
         ])
         .await;
     assert_eq!(token.trim().split('.').count(), 3, "a JWT");
+    k.ok(&[
+        "-n",
+        "team",
+        "create",
+        "job",
+        "migrate",
+        "--image=busybox",
+        "--",
+        "echo",
+        "hi",
+    ])
+    .await;
+    k.ok(&[
+        "-n",
+        "team",
+        "wait",
+        "--for=condition=Complete",
+        "job/migrate",
+        "--timeout=30s",
+    ])
+    .await;
+    k.ok(&[
+        "-n",
+        "team",
+        "create",
+        "service",
+        "clusterip",
+        "api",
+        "--tcp=80:8080",
+    ])
+    .await;
+    let target = k
+        .ok(&[
+            "-n",
+            "team",
+            "get",
+            "svc",
+            "api",
+            "-o",
+            "jsonpath={.spec.ports[0].targetPort}",
+        ])
+        .await;
+    assert_eq!(target, "8080");
+    k.ok(&[
+        "create",
+        "clusterrolebinding",
+        "vault-auth",
+        "--clusterrole=system:auth-delegator",
+        "--serviceaccount=team:default",
+    ])
+    .await;
+    let subject = k
+        .ok(&[
+            "get",
+            "clusterrolebinding",
+            "vault-auth",
+            "-o",
+            "jsonpath={.subjects[0].namespace}/{.subjects[0].name}",
+        ])
+        .await;
+    assert_eq!(subject, "team/default");
     let err = k.fails(&["create", "namespace", "team"]).await;
     assert!(
         err.contains("AlreadyExists") || err.contains("already exists"),

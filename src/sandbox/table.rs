@@ -70,8 +70,15 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
             let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
             let ready = statuses.iter().filter(|c| c["ready"] == true).count();
             let restarts: i64 = statuses.iter().map(|c| s(&c["restartCount"])).sum();
+            let terminated = statuses.iter().find_map(|c| {
+                c["state"]["terminated"]["reason"]
+                    .as_str()
+                    .map(str::to_string)
+            });
             let phase = if o["metadata"]["deletionTimestamp"].is_string() {
                 json!("Terminating")
+            } else if let Some(reason) = terminated {
+                json!(reason)
             } else {
                 o["status"]["phase"].clone()
             };
