@@ -585,6 +585,9 @@ spec:
     served: true
     storage: true
     subresources: {status: {}}
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
     schema:
       openAPIV3Schema:
         type: object
@@ -609,6 +612,21 @@ spec:
         k.ok(&["get", "gd", "g1", "-o", "jsonpath={.spec.size}"])
             .await,
         "3"
+    );
+    let table = k.ok(&["get", "gadgets"]).await;
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, vec!["NAME", "SIZE", "AGE"], "{table}");
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("g1") && l.contains(" 3 ")),
+        "{table}"
     );
     // Strict validation rejects unknown fields of a custom resource.
     let bad = cr.replace("size: 3", "size: 3\n  bogus: true");

@@ -151,6 +151,15 @@ pub fn types_for(crd: &Value) -> Vec<ResourceType> {
                         vec![]
                     },
                     create_only: false,
+                    printer_columns: v["additionalPrinterColumns"]
+                        .as_array()
+                        .map(|cols| {
+                            cols.iter()
+                                .filter(|c| c["priority"].as_i64().unwrap_or(0) == 0)
+                                .map(|c| (s(&c["name"]), s(&c["type"]), s(&c["jsonPath"])))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                     schema: v["schema"]["openAPIV3Schema"]
                         .as_object()
                         .map(|m| Value::Object(m.clone())),

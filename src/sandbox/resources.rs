@@ -37,6 +37,8 @@ pub struct ResourceType {
     pub create_only: bool,
     /// Structural schema (CRDs), used for defaults and OpenAPI.
     pub schema: Option<Value>,
+    /// CRD `additionalPrinterColumns`: (name, type, JSONPath), for `kubectl get` tables.
+    pub printer_columns: Vec<(String, String, String)>,
 }
 
 impl ResourceType {
@@ -290,6 +292,56 @@ const BUILTINS: &[Builtin] = &[
         false,
     ),
     b(
+        "",
+        "v1",
+        "resourcequotas",
+        "resourcequota",
+        "ResourceQuota",
+        true,
+        &["quota"],
+        true,
+    ),
+    b(
+        "",
+        "v1",
+        "limitranges",
+        "limitrange",
+        "LimitRange",
+        true,
+        &["limits"],
+        false,
+    ),
+    b(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        "HorizontalPodAutoscaler",
+        true,
+        &["hpa"],
+        true,
+    ),
+    b(
+        "apiregistration.k8s.io",
+        "v1",
+        "apiservices",
+        "apiservice",
+        "APIService",
+        false,
+        &[],
+        true,
+    ),
+    b(
+        "networking.k8s.io",
+        "v1",
+        "ingressclasses",
+        "ingressclass",
+        "IngressClass",
+        false,
+        &[],
+        false,
+    ),
+    b(
         "events.k8s.io",
         "v1",
         "events",
@@ -456,6 +508,7 @@ fn builtin_types() -> Vec<ResourceType> {
                 .collect(),
             create_only: false,
             schema: None,
+            printer_columns: vec![],
         })
         .collect();
     out.push(ResourceType {
@@ -472,6 +525,7 @@ fn builtin_types() -> Vec<ResourceType> {
         extra_subresources: vec![],
         create_only: true,
         schema: None,
+        printer_columns: vec![],
     });
     out
 }
@@ -610,6 +664,7 @@ mod tests {
             extra_subresources: vec![],
             create_only: false,
             schema: None,
+            printer_columns: vec![],
         };
         r.set_custom("widgets.example.com", vec![t]);
         assert!(r.has_group_version("example.com", "v1"));
