@@ -343,6 +343,30 @@ async fn apply_client_side_server_side_and_dry_run() {
     assert!(out.contains("deployment.apps/web created"), "{out}");
     let again = k.ok_stdin(&["apply", "-f", "-"], MANIFEST).await;
     assert!(again.contains("configmap/settings unchanged"), "{again}");
+    // Strict validation (kubectl's default) rejects a typo in a built-in kind.
+    let typo = MANIFEST.replace("replicas: 2", "replica: 2");
+    let mut cmd = k.command(&["apply", "-f", "-"]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(typo.as_bytes())
+        .await
+        .expect("write");
+    let out = tokio::time::timeout(T, child.wait_with_output())
+        .await
+        .expect("done")
+        .expect("out");
+    assert!(!out.status.success(), "a typo must be rejected");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field \"spec.replica\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dry = k
         .ok_stdin(
             &["apply", "--dry-run=server", "-f", "-"],

@@ -15,6 +15,7 @@ use super::patch::{self, PatchType};
 use super::resources::{Registry, ResourceType};
 use super::status::ApiError;
 use super::store::{Actor, Mutation, ObjectKey, Store, WriteMeta};
+use super::validation;
 
 /// Options of one write.
 #[derive(Debug, Clone)]
@@ -315,6 +316,9 @@ impl Cluster {
                     None => {}
                 }
             }
+        }
+        if opts.strict && rt.builtin {
+            validation::strict(rt, &obj)?;
         }
         if let Some(schema) = &rt.schema {
             let unknown = crd::prune(schema, &mut obj);

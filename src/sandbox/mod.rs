@@ -57,6 +57,7 @@ pub mod store;
 mod table;
 mod tls;
 mod tokens;
+mod validation;
 mod watch;
 
 use std::net::SocketAddr;

@@ -172,6 +172,8 @@ pub struct Store {
     events: broadcast::Sender<Arc<StoreEvent>>,
     dirty: Notify,
     path: Option<PathBuf>,
+    /// Serialises snapshot writers (the debounced loop and the final flush share a temp file).
+    flushing: Mutex<()>,
 }
 
 impl Store {
@@ -191,6 +193,7 @@ impl Store {
             events,
             dirty: Notify::new(),
             path,
+            flushing: Mutex::new(()),
         }
     }
 
@@ -447,6 +450,7 @@ impl Store {
         let Some(path) = &self.path else {
             return Ok(());
         };
+        let _one_writer = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         let (rv, objects) = {
             let g = self.lock();
             let mut objects: Vec<(String, Arc<Value>)> = Vec::with_capacity(g.objects.len());
@@ -574,5 +578,25 @@ mod tests {
         }
         assert_eq!(s.list("/configmaps", Some("a")).0.len(), 2);
         assert_eq!(s.list("/configmaps", None).0.len(), 3);
+    }
+
+    #[test]
+    fn concurrent_flushes_do_not_race_on_the_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Arc::new(Store::open(dir.path().join("state.json"), 10).expect("open"));
+        let k = ObjectKey::new("/configmaps", "default", "a");
+        s.mutate(&k, meta(false), |_| Ok(Mutation::Put(cm("a"))))
+            .expect("put");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || (0..20).try_for_each(|_| s.flush()))
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread").expect("every flush succeeds");
+        }
+        let reopened = Store::open(dir.path().join("state.json"), 10).expect("reopen");
+        assert!(reopened.get(&k).is_some());
     }
 }
