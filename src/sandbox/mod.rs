@@ -115,6 +115,16 @@ pub enum SandboxError {
     /// The `--faults` spec is invalid.
     #[error(transparent)]
     Faults(#[from] FaultSpecError),
+    /// `sandbox up` found another sandbox running from the same directory.
+    #[error(
+        "a sandbox is already running from {dir} (pid {pid}); stop it with `kubestrap sandbox down --dir {dir}`"
+    )]
+    AlreadyRunning {
+        /// The directory.
+        dir: PathBuf,
+        /// Its process.
+        pid: i32,
+    },
     /// `sandbox down` found no running sandbox.
     #[error("no sandbox is running from {0} (no live pid file); nothing to stop")]
     NotRunning(PathBuf),
@@ -422,13 +432,24 @@ fn init_file_logging(dir: &Path) {
 /// Start-up failures, or the final snapshot could not be written.
 pub async fn run_up(args: UpArgs) -> Result<(), SandboxError> {
     let faults = FaultSpec::parse(&args.faults)?;
+    let pid_path = args.dir.join("sandbox.pid");
+    if let Some(pid) = std::fs::read_to_string(&pid_path)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        && signal::alive(pid)
+        && signal::is_sandbox(pid)
+    {
+        return Err(SandboxError::AlreadyRunning {
+            dir: args.dir.clone(),
+            pid,
+        });
+    }
     std::fs::create_dir_all(&args.dir).map_err(io_err(&args.dir))?;
     init_file_logging(&args.dir);
     let mut config = SandboxConfig::new(&args.dir);
     config.port = args.port;
     config.faults = faults;
     let handle = Sandbox::start(config).await?;
-    let pid_path = args.dir.join("sandbox.pid");
     std::fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(io_err(&pid_path))?;
     println!("sandbox cluster listening on {}", handle.url());
     println!("kubeconfig: {}", handle.kubeconfig_path().display());
