@@ -613,6 +613,24 @@ async fn crd_lifecycle() {
     .await
     .expect_err("415");
     assert_eq!(api_code(e).0, 415);
+    // kube-rs discovery, aggregated and legacy, sees built-ins and the new kind.
+    for aggregated in [true, false] {
+        let d = kube::Discovery::new(c.clone());
+        let d = if aggregated {
+            within("aggregated discovery", d.run_aggregated()).await
+        } else {
+            within("discovery", d.run()).await
+        }
+        .expect("discovery");
+        assert!(
+            d.resolve_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment"))
+                .is_some(),
+            "aggregated={aggregated}"
+        );
+        let (res, caps) = d.resolve_gvk(&gvk).expect("widget discovered");
+        assert_eq!(res.plural, "widgets");
+        assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+    }
     // Served in discovery.
     let disc = raw(&c, "GET", "/apis/example.com/v1", "").await;
     assert!(

@@ -193,6 +193,20 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         .map(http::decode)
         .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    if method == Method::GET
+        && matches!(segs.as_slice(), ["api"] | ["apis"])
+        && discovery::wants_aggregated(req.headers())
+    {
+        let doc = discovery::aggregated(
+            &shared.cluster.registry,
+            segs.len() == 1 && segs[0] == "api",
+        );
+        let mut r = http::json(200, &doc);
+        if let Ok(v) = discovery::AGGREGATED_CONTENT_TYPE.parse() {
+            r.headers_mut().insert("content-type", v);
+        }
+        return r;
+    }
     let resp = match segs.as_slice() {
         ["api"] => ok_get(&method, || discovery::core_versions(req.headers())),
         ["apis"] => ok_get(&method, || {
