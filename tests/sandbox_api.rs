@@ -796,9 +796,17 @@ async fn state_persists_across_restart() {
     let first = within("create", cms.create(&PostParams::default(), &cm))
         .await
         .expect("create");
+    let port = h.port();
     h.shutdown().await.expect("shutdown");
 
     let (h2, c2) = start(dir.path()).await;
+    if h2.port() != port {
+        // Only acceptable when something else took the port in between.
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
+            "a restarted sandbox keeps its port when it is free"
+        );
+    }
     let cms2: Api<ConfigMap> = Api::namespaced(c2.clone(), "default");
     let again = within("get", cms2.get("keep"))
         .await

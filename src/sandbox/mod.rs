@@ -9,7 +9,8 @@
 //! # The directory
 //! `kubeconfig` (server `https://127.0.0.1:PORT`, CA data, admin bearer token; cluster,
 //! context and user named `default` like k3s), `ca.crt`/`ca.key` (kept across restarts),
-//! `token` and `sa.key` (admin token, service-account signing key), `state.json` (every
+//! `token` and `sa.key` (admin token, service-account signing key), `port` (reused on
+//! restart when free), `state.json` (every
 //! object; written atomically shortly after changes and at shutdown), `sandbox.pid` and
 //! `sandbox.log` (`sandbox up` only). Secret files are mode 0600, the directory 0700.
 //!
@@ -216,12 +217,23 @@ impl Sandbox {
             .list("apiextensions.k8s.io/customresourcedefinitions", None)
             .0;
         crd::register_all(&registry, &crds);
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
-            .await
-            .map_err(|source| SandboxError::Bind {
-                port: config.port,
-                source,
-            })?;
+        // Like k3s on 6443, a restarted sandbox keeps its port when it can, so clients
+        // holding the old kubeconfig reconnect.
+        let port_file = dir.join("port");
+        let previous = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok());
+        let listener = match (config.port, previous) {
+            (0, Some(p)) => match tokio::net::TcpListener::bind(("127.0.0.1", p)).await {
+                Ok(l) => Ok(l),
+                Err(_) => tokio::net::TcpListener::bind(("127.0.0.1", 0)).await,
+            },
+            (port, _) => tokio::net::TcpListener::bind(("127.0.0.1", port)).await,
+        }
+        .map_err(|source| SandboxError::Bind {
+            port: config.port,
+            source,
+        })?;
         let addr = listener.local_addr().map_err(|source| SandboxError::Bind {
             port: config.port,
             source,
@@ -237,6 +249,7 @@ impl Sandbox {
             shutdown: shutdown.clone(),
             triggers: Triggers::default(),
         });
+        std::fs::write(&port_file, addr.port().to_string()).map_err(io_err(&port_file))?;
         let url = format!("https://127.0.0.1:{}", addr.port());
         let kc_path = dir.join("kubeconfig");
         kubeconfig::write(
