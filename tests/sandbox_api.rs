@@ -862,3 +862,63 @@ async fn faults_inject_errors_and_can_be_changed_at_run_time() {
         .expect("no faults now");
     h.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn namespace_deletion_waits_for_finalizers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    let nss: Api<Namespace> = Api::all(c.clone());
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "doomed"}})).expect("ns");
+    within("ns", nss.create(&PostParams::default(), &ns))
+        .await
+        .expect("create ns");
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "doomed");
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}),
+    )
+    .expect("cm");
+    within("cm", cms.create(&PostParams::default(), &cm))
+        .await
+        .expect("create cm");
+    within("delete ns", nss.delete("doomed", &DeleteParams::default()))
+        .await
+        .expect("delete ns");
+    let terminating = wait_for(&nss, "doomed", "terminating", |n| {
+        n.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+    })
+    .await;
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    // New content is refused while terminating.
+    let late: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "late"}})).expect("cm");
+    let e = within("late", cms.create(&PostParams::default(), &late))
+        .await
+        .expect_err("forbidden");
+    assert_eq!(api_code(e).0, 403);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        within("still there", nss.get_opt("doomed"))
+            .await
+            .expect("get")
+            .is_some(),
+        "held by the finalizer"
+    );
+    within(
+        "release",
+        cms.patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        ),
+    )
+    .await
+    .expect("release finalizer");
+    within("namespace gone", async {
+        while nss.get_opt("doomed").await.expect("get").is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    h.shutdown().await.expect("shutdown");
+}
