@@ -35,6 +35,11 @@ fn extra_columns(rt: &ResourceType) -> Vec<(&'static str, &'static str)> {
             ("Available", "integer"),
         ],
         ("apps", "statefulsets") => vec![("Ready", "string")],
+        ("apps", "replicasets") => vec![
+            ("Desired", "integer"),
+            ("Current", "integer"),
+            ("Ready", "integer"),
+        ],
         ("", "namespaces") => vec![("Status", "string")],
         ("", "nodes") => vec![
             ("Status", "string"),
@@ -92,6 +97,11 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
             )),
             json!(s(&o["status"]["updatedReplicas"])),
             json!(s(&o["status"]["availableReplicas"])),
+        ],
+        ("apps", "replicasets") => vec![
+            json!(s(&o["spec"]["replicas"])),
+            json!(s(&o["status"]["replicas"])),
+            json!(s(&o["status"]["readyReplicas"])),
         ],
         ("apps", "statefulsets") => vec![json!(format!(
             "{}/{}",
