@@ -352,6 +352,23 @@ async fn status_subresource_and_workload_controllers() {
             .any(|c| c.type_ == "Available" && c.status == "True")
     );
     assert_eq!(ready.metadata.generation, Some(1));
+    let rss: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(c.clone(), "default");
+    let owned = within(
+        "replicasets",
+        rss.list(&ListParams::default().labels("app=web")),
+    )
+    .await
+    .expect("replicasets");
+    assert_eq!(owned.items.len(), 1, "one ReplicaSet per template");
+    assert_eq!(
+        owned.items[0]
+            .metadata
+            .owner_references
+            .as_ref()
+            .and_then(|o| o.first())
+            .map(|o| o.kind.as_str()),
+        Some("Deployment")
+    );
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
     let listed = within("pods", pods.list(&ListParams::default().labels("app=web")))
         .await
