@@ -345,6 +345,20 @@ impl SandboxHandle {
         controllers::spawn(self.shared.clone(), controller, &self.tracker);
     }
 
+    /// Server-side applies a multi-document YAML manifest as an installer would (a
+    /// controller actor, so it does not count as client writes), e.g. to preinstall what a
+    /// chart creates. Namespaced objects without a namespace go to `default`.
+    ///
+    /// # Errors
+    /// Invalid YAML, unknown kinds, or a rejected object.
+    pub fn apply_manifest(
+        &self,
+        yaml: &str,
+        manager: &str,
+    ) -> Result<Vec<serde_json::Value>, status::ApiError> {
+        self.shared.cluster.apply_manifest(yaml, manager, "default")
+    }
+
     /// Replaces the fault spec.
     pub fn set_faults(&self, spec: FaultSpec) {
         self.shared.faults.set(spec);
