@@ -731,6 +731,30 @@ async fn token_request_and_review() {
     .await
     .expect("review");
     assert_ne!(wrong.status.expect("status").authenticated, Some(true));
+    // A token for the API server's audience authenticates API requests as the account.
+    let api_token = within(
+        "api token",
+        sas.create_token_request("eso", &PostParams::default(), &TokenRequest::default()),
+    )
+    .await
+    .expect("token")
+    .status
+    .expect("status")
+    .token;
+    let mut cfg = Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(h.kubeconfig_path()).expect("kc"),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .expect("cfg");
+    cfg.auth_info.token = Some(api_token.into());
+    let as_sa = Client::try_from(cfg).expect("client");
+    within(
+        "list as sa",
+        Api::<Namespace>::all(as_sa).list(&ListParams::default()),
+    )
+    .await
+    .expect("service-account token authenticates");
     within("delete sa", sas.delete("eso", &DeleteParams::default()))
         .await
         .expect("delete");
