@@ -963,3 +963,80 @@ async fn namespace_deletion_waits_for_finalizers() {
     .await;
     h.shutdown().await.expect("shutdown");
 }
+
+/// Counts restarts and reports readiness, like a Vault that is Ready only when unsealed.
+struct Restartable {
+    deleted: std::sync::atomic::AtomicUsize,
+    ready: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl PodBackend for Restartable {
+    async fn connect(&self, _ns: &str, _pod: &str, _port: u16) -> Option<PodStream> {
+        None
+    }
+
+    fn ready(&self, _ns: &str, _pod: &str) -> Option<bool> {
+        Some(self.ready.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn pod_deleted(&self, _ns: &str, _pod: &str) {
+        self.deleted
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.ready.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn restart_fault_and_backend_readiness() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    let backend = Arc::new(Restartable {
+        deleted: std::sync::atomic::AtomicUsize::new(0),
+        ready: std::sync::atomic::AtomicBool::new(false),
+    });
+    h.register_pod_backend("default", "vault-0", backend.clone());
+    let sts: Api<StatefulSet> = Api::namespaced(c.clone(), "default");
+    let s: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "vault"},
+        "spec": {"replicas": 1, "serviceName": "vault", "selector": {"matchLabels": {"app": "vault"}},
+            "template": {"metadata": {"labels": {"app": "vault"}}, "spec": {"containers": [{"name": "vault", "image": "hashicorp/vault"}]}}}
+    }))
+    .expect("sts");
+    within("sts", sts.create(&PostParams::default(), &s))
+        .await
+        .expect("sts");
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let is_ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let running = wait_for(&pods, "vault-0", "running", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+    assert!(!is_ready(&running), "not ready while the backend says so");
+    backend
+        .ready
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    h.pod_readiness_changed("default", "vault-0");
+    let first = wait_for(&pods, "vault-0", "ready", is_ready).await;
+
+    raw(&c, "PUT", "/sandbox/v1/faults", "restart.vault=200ms").await;
+    let again = wait_for(&pods, "vault-0", "recreated", |p| {
+        p.metadata.uid != first.metadata.uid
+    })
+    .await;
+    raw(&c, "PUT", "/sandbox/v1/faults", "").await;
+    assert!(
+        backend.deleted.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the backend saw its pod die"
+    );
+    assert!(
+        !is_ready(&again),
+        "a restarted pod is not Ready until its backend says so"
+    );
+    h.shutdown().await.expect("shutdown");
+}

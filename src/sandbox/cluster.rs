@@ -12,6 +12,7 @@ use super::crd;
 use super::patch::apply::{self, Writer};
 use super::patch::fields::Scope;
 use super::patch::{self, PatchType};
+use super::portforward::Backends;
 use super::resources::{Registry, ResourceType};
 use super::status::ApiError;
 use super::store::{Actor, Mutation, ObjectKey, Store, WriteMeta};
@@ -63,6 +64,8 @@ pub struct Cluster {
     pub store: Arc<Store>,
     /// Served types.
     pub registry: Registry,
+    /// What runs in pods: told when its pod is deleted.
+    pub backends: Backends,
 }
 
 fn now() -> String {
@@ -121,9 +124,25 @@ fn without_times(mf: &Value) -> Value {
 }
 
 impl Cluster {
-    /// A cluster over a store and registry.
-    pub fn new(store: Arc<Store>, registry: Registry) -> Self {
-        Self { store, registry }
+    /// A cluster over a store, a registry and pod backends.
+    pub fn new(store: Arc<Store>, registry: Registry, backends: Backends) -> Self {
+        Self {
+            store,
+            registry,
+            backends,
+        }
+    }
+
+    /// Tells a pod's backend that the pod is going away. Runs under the store lock, in
+    /// the same critical section as the delete, so a replacement pod (same name) cannot
+    /// be created and probed before the backend has reacted.
+    fn pod_removed(&self, rt: &ResourceType, ns: &str, name: &str, dry_run: bool) {
+        if dry_run || !rt.group.is_empty() || rt.plural != "pods" {
+            return;
+        }
+        if let Some(b) = self.backends.find(ns, name) {
+            b.pod_deleted(ns, name);
+        }
     }
 
     fn key(rt: &ResourceType, ns: &str, name: &str) -> ObjectKey {
@@ -376,6 +395,8 @@ impl Cluster {
                 .as_array()
                 .is_none_or(Vec::is_empty)
         {
+            let ns = meta_str(&obj, "namespace").unwrap_or("");
+            self.pod_removed(rt, ns, meta_str(&obj, "name").unwrap_or(""), opts.dry_run);
             return Ok(Mutation::Delete);
         }
         if let Some(o) = old {
@@ -712,6 +733,7 @@ impl Cluster {
                     .is_some_and(|f| !f.is_empty())
                     || (is_namespace);
                 if !has_finalizers {
+                    self.pod_removed(rt, ns, name, opts.dry_run);
                     return Ok(Mutation::Delete);
                 }
                 if cur["metadata"]["deletionTimestamp"].is_string() {
@@ -739,6 +761,7 @@ impl Cluster {
         let meta = self.meta(rt, "delete", &WriteOpts::controller(actor));
         if let Ok(r) = self.store.mutate(&key, meta, |cur| {
             if cur.is_some() {
+                self.pod_removed(rt, ns, name, false);
                 Ok(Mutation::Delete)
             } else {
                 Err(ApiError::not_found("", name))
@@ -845,7 +868,11 @@ mod tests {
     use crate::sandbox::store::Actor;
 
     fn cluster() -> Cluster {
-        let c = Cluster::new(Arc::new(Store::new(None, 1000)), Registry::new());
+        let c = Cluster::new(
+            Arc::new(Store::new(None, 1000)),
+            Registry::new(),
+            Backends::default(),
+        );
         let ns = c.registry.lookup("", "v1", "namespaces").expect("ns");
         c.create(&ns, "", json!({"metadata":{"name":"default"}}), &opts())
             .expect("ns");

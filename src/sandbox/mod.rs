@@ -23,7 +23,8 @@
 //! # Faults
 //! `seed=7,api_error_rate=0.1,api_error=503|500|429,latency_ms=50,delay.node=2s,delay_scale=0.5`:
 //! API error rate and codes (429 carries `Retry-After`), added latency, readiness delays per
-//! component (`node`, `pods`, or a workload's name such as `vault`), and `vault.*`/`eso.*`/
+//! component (`node`, `pods`, or a workload's name such as `vault`), periodic pod restarts
+//! per component (`restart.vault=30s`), and `vault.*`/`eso.*`/
 //! `flux.*`/`helm.*` knobs that later controllers read through [`faults::Faults::extra`].
 //! Decisions are a deterministic sequence for a seed.
 //!
@@ -239,12 +240,13 @@ impl Sandbox {
             source,
         })?;
         let shutdown = CancellationToken::new();
+        let backends = Backends::default();
         let shared = Arc::new(Shared {
-            cluster: Cluster::new(store.clone(), registry),
+            cluster: Cluster::new(store.clone(), registry, backends.clone()),
             auth,
             faults: Faults::new(config.faults.clone()),
             ca_pem: tls.ca_pem.clone(),
-            backends: Backends::default(),
+            backends,
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown.clone(),
             triggers: Triggers::default(),
@@ -274,6 +276,7 @@ impl Sandbox {
                 }
             });
         }
+        tracker.spawn(controllers::restarts::run(shared.clone()));
         for c in controllers::builtin() {
             controllers::spawn(shared.clone(), c, &tracker);
         }

@@ -74,6 +74,18 @@ fn controller_owner(o: &Value) -> Option<(String, String)> {
         })
 }
 
+/// The component a pod belongs to, as fault settings name it: its workload (a ReplicaSet
+/// `<deployment>-<hash>` counts as its Deployment), or the pod itself.
+pub(crate) fn component_of(pod: &Value) -> String {
+    match controller_owner(pod) {
+        Some((kind, n)) if kind == "ReplicaSet" => {
+            n.rsplit_once('-').map_or(n.clone(), |(d, _)| d.to_string())
+        }
+        Some((_, n)) => n,
+        None => pod["metadata"]["name"].as_str().unwrap_or("").to_string(),
+    }
+}
+
 fn is_ready(pod: &Value) -> bool {
     pod["status"]["conditions"]
         .as_array()
@@ -537,14 +549,7 @@ impl WorkloadController {
         if !node_ready {
             return Action::RequeueAfter(Duration::from_millis(200));
         }
-        // The component is the workload: a ReplicaSet `<deployment>-<hash>` counts as its Deployment.
-        let component = match controller_owner(&pod) {
-            Some((kind, n)) if kind == "ReplicaSet" => {
-                n.rsplit_once('-').map_or(n.clone(), |(d, _)| d.to_string())
-            }
-            Some((_, n)) => n,
-            None => key.name.clone(),
-        };
+        let component = component_of(&pod);
         let delay = shared
             .faults
             .delay(&component)
