@@ -572,6 +572,26 @@ async fn watch_delivers_events_bookmarks_and_expires() {
         }
     })
     .await;
+    // Streaming lists: initial ADDED events end with the initial-events-end bookmark.
+    let mut streaming = kube::runtime::watcher(
+        cms.clone(),
+        kube::runtime::watcher::Config::default().streaming_lists(),
+    )
+    .boxed();
+    let mut initial = Vec::new();
+    within("streaming list", async {
+        loop {
+            match streaming.try_next().await.expect("watcher").expect("open") {
+                kube::runtime::watcher::Event::InitApply(o) => {
+                    initial.push(o.metadata.name.unwrap_or_default())
+                }
+                kube::runtime::watcher::Event::InitDone => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(initial.contains(&"w2".to_string()), "{initial:?}");
     h.shutdown().await.expect("shutdown");
 }
 
