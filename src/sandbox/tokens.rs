@@ -6,7 +6,7 @@ use super::auth::{Claims, DEFAULT_AUDIENCES, ISSUER, K8sClaims, NameUid};
 use super::cluster::WriteOpts;
 use super::server::{Caller, Shared};
 use super::status::ApiError;
-use super::store::ObjectKey;
+use super::store::{ObjectKey, WriteMeta};
 
 /// Shortest token lifetime the apiserver issues (10 minutes).
 const MIN_EXPIRATION: i64 = 600;
@@ -65,6 +65,16 @@ pub fn token_request(
             },
         },
     };
+    shared.cluster.store.record_unstored(
+        &ObjectKey::new("/serviceaccounts", ns, name),
+        &WriteMeta {
+            verb: "create-token",
+            resource: "serviceaccounts/token".into(),
+            field_manager: opts.field_manager.clone(),
+            actor: opts.actor.clone(),
+            dry_run: opts.dry_run,
+        },
+    );
     let token = if opts.dry_run {
         String::new()
     } else {

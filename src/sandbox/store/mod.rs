@@ -388,6 +388,14 @@ impl Store {
         Ok(result)
     }
 
+    /// Logs an accepted write that stores nothing (a TokenRequest): it counts as a client
+    /// write, with `changed: false`.
+    pub fn record_unstored(&self, key: &ObjectKey, meta: &WriteMeta) {
+        if !meta.dry_run {
+            record(&mut self.lock(), key, meta, false);
+        }
+    }
+
     /// Subscribes to changes after `from_rv`: returns the backlog from history and a
     /// receiver for everything later, atomically (no gap, no duplicate).
     ///
