@@ -1060,3 +1060,24 @@ async fn restart_fault_and_backend_readiness() {
     );
     h.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn preinstalled_vault_objects_come_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    let objs = h
+        .apply_manifest(kubestrap::sandbox::preinstall::VAULT, "helm")
+        .expect("preinstall applies");
+    assert_eq!(objs.len(), 7);
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "vault");
+    wait_for(&pods, "vault-0", "vault-0 running", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+    let log = raw(&c, "GET", "/sandbox/v1/writes", "").await;
+    assert_eq!(
+        log["count"], 0,
+        "installer writes are not client writes: {log}"
+    );
+    h.shutdown().await.expect("shutdown");
+}

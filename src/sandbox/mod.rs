@@ -49,6 +49,7 @@ mod kubeconfig;
 mod openapi;
 pub mod patch;
 pub mod portforward;
+pub mod preinstall;
 mod protobuf;
 pub mod resources;
 mod rest;
