@@ -392,7 +392,9 @@ async fn apply_client_side_server_side_and_dry_run() {
     );
     let ssa = k
         .ok_stdin(
-            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+            // Moving from client-side to server-side apply needs no force: kubectl takes
+            // over the fields of its last client-side apply.
+            &["apply", "--server-side", "-f", "-"],
             &MANIFEST.replace("mode: one", "mode: three"),
         )
         .await;
@@ -422,7 +424,12 @@ async fn apply_client_side_server_side_and_dry_run() {
             "jsonpath={.metadata.managedFields[*].manager}",
         ])
         .await;
-    assert!(managers.contains("kubectl"), "{managers}");
+    let managers: Vec<&str> = managers.split_whitespace().collect();
+    assert!(managers.contains(&"kubectl"), "{managers:?}");
+    assert!(
+        !managers.contains(&"kubectl-client-side-apply"),
+        "ownership migrated: {managers:?}"
+    );
     k.ok(&[
         "-n",
         "apps",

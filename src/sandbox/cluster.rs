@@ -544,8 +544,11 @@ impl Cluster {
             {
                 return Err(ApiError::conflict(&qualified, name));
             }
-            // Client-sent managedFields are ignored: ownership is the server's record.
-            obj["metadata"]["managedFields"] = cur["metadata"]["managedFields"].clone();
+            // Without managedFields in the body the record is kept; with them, the client
+            // rewrites it (kubectl does when migrating client-side to server-side apply).
+            if obj["metadata"]["managedFields"].is_null() {
+                obj["metadata"]["managedFields"] = cur["metadata"]["managedFields"].clone();
+            }
             self.finish(rt, Some(cur), obj, status, opts, false)
         })?;
         self.after_commit(rt, &res.object, res.deleted, opts.dry_run);
@@ -658,7 +661,7 @@ impl Cluster {
                         }
                     Self::normalise_identity(rt, ns, &mut target)?;
                     target["metadata"]["name"] = json!(name);
-                    target["metadata"]["managedFields"] = cur["metadata"]["managedFields"].clone();
+                    // A patch that edits managedFields rewrites the record (see update).
                     self.finish(rt, Some(cur), target, status, opts, false)
                 }
                 (Some(applied), cur) => {
