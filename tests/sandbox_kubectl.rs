@@ -180,6 +180,10 @@ async fn version_get_describe_api_resources() {
     .await;
     let d = k.ok(&["describe", "node", "sandbox"]).await;
     assert!(d.contains("Ready"), "{d}");
+    let can = k
+        .ok(&["auth", "can-i", "create", "secrets", "-n", "vault"])
+        .await;
+    assert_eq!(can.trim(), "yes", "RBAC is stored, not enforced");
     let r = k.ok(&["api-resources"]).await;
     assert!(
         r.contains("deployments") && r.contains("customresourcedefinitions"),

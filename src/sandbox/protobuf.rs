@@ -318,6 +318,25 @@ const ROLE_BINDING: &[F] = &[
     f(3, "roleRef", T::Msg(ROLE_REF)),
 ];
 
+const RESOURCE_ATTRIBUTES: &[F] = &[
+    f(1, "namespace", T::Str),
+    f(2, "verb", T::Str),
+    f(3, "group", T::Str),
+    f(4, "version", T::Str),
+    f(5, "resource", T::Str),
+    f(6, "subresource", T::Str),
+    f(7, "name", T::Str),
+];
+const NON_RESOURCE_ATTRIBUTES: &[F] = &[f(1, "path", T::Str), f(2, "verb", T::Str)];
+const SELF_ACCESS_REVIEW_SPEC: &[F] = &[
+    f(1, "resourceAttributes", T::Msg(RESOURCE_ATTRIBUTES)),
+    f(2, "nonResourceAttributes", T::Msg(NON_RESOURCE_ATTRIBUTES)),
+];
+const SELF_ACCESS_REVIEW: &[F] = &[
+    f(1, "metadata", T::Msg(OBJECT_META)),
+    f(2, "spec", T::Msg(SELF_ACCESS_REVIEW_SPEC)),
+];
+
 fn schema_for(api_version: &str, kind: &str) -> Option<&'static [F]> {
     Some(match (api_version, kind) {
         ("v1", "Namespace") => NAMESPACE,
@@ -328,6 +347,7 @@ fn schema_for(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("apps/v1", "Deployment") => DEPLOYMENT,
         ("v1", "Service") => SERVICE,
         ("batch/v1", "Job") => JOB,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SELF_ACCESS_REVIEW,
         ("batch/v1", "CronJob") => CRON_JOB,
         ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => ROLE,
         ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => ROLE_BINDING,

@@ -511,22 +511,50 @@ fn builtin_types() -> Vec<ResourceType> {
             printer_columns: vec![],
         })
         .collect();
-    out.push(ResourceType {
-        group: "authentication.k8s.io".into(),
-        version: "v1".into(),
-        plural: "tokenreviews".into(),
-        singular: "tokenreview".into(),
-        kind: "TokenReview".into(),
-        namespaced: false,
-        short_names: vec![],
-        categories: vec![],
-        status_subresource: false,
-        builtin: true,
-        extra_subresources: vec![],
-        create_only: true,
-        schema: None,
-        printer_columns: vec![],
-    });
+    // Reviews: create-only, nothing stored.
+    for (group, plural, kind, namespaced) in [
+        (
+            "authentication.k8s.io",
+            "tokenreviews",
+            "TokenReview",
+            false,
+        ),
+        (
+            "authorization.k8s.io",
+            "subjectaccessreviews",
+            "SubjectAccessReview",
+            false,
+        ),
+        (
+            "authorization.k8s.io",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            false,
+        ),
+        (
+            "authorization.k8s.io",
+            "localsubjectaccessreviews",
+            "LocalSubjectAccessReview",
+            true,
+        ),
+    ] {
+        out.push(ResourceType {
+            group: group.into(),
+            version: "v1".into(),
+            plural: plural.into(),
+            singular: kind.to_lowercase(),
+            kind: kind.into(),
+            namespaced,
+            short_names: vec![],
+            categories: vec![],
+            status_subresource: false,
+            builtin: true,
+            extra_subresources: vec![],
+            create_only: true,
+            schema: None,
+            printer_columns: vec![],
+        });
+    }
     out
 }
 

@@ -213,7 +213,10 @@ async fn dispatch(
         }
         write_opts(q, &req, false)?;
         let body = parse_body(&ct, &http::read_body(req.into_body()).await?)?;
-        return tokens::token_review(shared, caller, body).map(|v| (201, v));
+        if rt.plural == "tokenreviews" {
+            return tokens::token_review(shared, caller, body).map(|v| (201, v));
+        }
+        return Ok((201, tokens::access_review(rt, body)));
     }
     match (method, t.name, t.sub) {
         (&Method::GET, None, None) => list(shared, rt, t.namespace, q).map(|v| (200, v)),

@@ -1,4 +1,5 @@
-//! TokenRequest (`serviceaccounts/<name>/token`) and TokenReview.
+//! TokenRequest (`serviceaccounts/<name>/token`), TokenReview, and the access reviews
+//! (`kubectl auth can-i`), which always allow: the sandbox stores RBAC but enforces none.
 
 use serde_json::{Value, json};
 
@@ -163,4 +164,15 @@ pub fn token_review(shared: &Shared, _caller: &Caller, body: Value) -> Result<Va
         "spec": {"token": token, "audiences": body["spec"]["audiences"].clone()},
         "status": status,
     }))
+}
+
+/// Answers a (Self/Local)SubjectAccessReview: allowed, since RBAC is stored, not enforced.
+pub fn access_review(rt: &super::resources::ResourceType, body: Value) -> Value {
+    json!({
+        "kind": rt.kind,
+        "apiVersion": rt.api_version(),
+        "metadata": {"creationTimestamp": null},
+        "spec": body["spec"].clone(),
+        "status": {"allowed": true, "reason": "the sandbox cluster does not enforce RBAC"},
+    })
 }
