@@ -94,8 +94,14 @@ pub fn strict(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
         return Ok(());
     };
     let known = rt_result.map_err(|e| {
+        // Decoding errors can quote the offending value; never for a Secret.
+        let why = if rt.kind == "Secret" {
+            "a field has the wrong type".to_string()
+        } else {
+            e
+        };
         ApiError::bad_request(format!(
-            "{} in version {:?} cannot be handled as a {}: {e}",
+            "{} in version {:?} cannot be handled as a {}: {why}",
             rt.kind, rt.version, rt.kind
         ))
     })?;
@@ -150,5 +156,12 @@ mod tests {
         let s = r.lookup("", "v1", "secrets").expect("secrets");
         strict(&s, &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"k": "v"}, "data": {"a": "eA=="}, "type": "Opaque"}))
             .expect("valid secret");
+        let e = strict(&s, &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"k": 987654}}))
+            .expect_err("wrong type");
+        assert!(
+            !e.message.contains("987654"),
+            "secret values never reach errors: {}",
+            e.message
+        );
     }
 }
