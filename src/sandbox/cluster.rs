@@ -523,7 +523,9 @@ impl Cluster {
             }
             None => obj["metadata"]["name"] = json!(name),
         }
-        let want_rv = meta_str(&obj, "resourceVersion").map(str::to_string);
+        let want_rv = meta_str(&obj, "resourceVersion")
+            .filter(|rv| !rv.is_empty())
+            .map(str::to_string);
         if want_rv.is_none() && !rt.builtin {
             return Err(ApiError::invalid(
                 &rt.kind,
