@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::faults::FaultSpec;
-use super::{Sandbox, SandboxConfig, SandboxError, io_err, signal};
+use super::{Sandbox, SandboxConfig, SandboxError, SandboxHandle, io_err, signal};
 
 /// `kubestrap sandbox ...` arguments.
 #[derive(Debug, clap::Args)]
@@ -84,6 +84,20 @@ fn init_file_logging(dir: &Path) {
 /// # Errors
 /// Start-up failures, or the final snapshot could not be written.
 pub async fn run_up(args: UpArgs) -> Result<(), SandboxError> {
+    run_up_with(args, |_| Ok(())).await
+}
+
+/// [`run_up`] with a `setup` step between start and the pid file (which marks the sandbox
+/// as up): the place to register pod backends (the sandbox Vault on `vault/vault-0`),
+/// add controllers, or apply preinstalled objects.
+///
+/// # Errors
+/// Start-up failures, `setup`'s error (the sandbox is shut down first), or the final
+/// snapshot could not be written.
+pub async fn run_up_with<F>(args: UpArgs, setup: F) -> Result<(), SandboxError>
+where
+    F: FnOnce(&SandboxHandle) -> Result<(), SandboxError>,
+{
     let faults = FaultSpec::parse(&args.faults)?;
     let pid_path = args.dir.join("sandbox.pid");
     if let Some(pid) = std::fs::read_to_string(&pid_path)
@@ -103,6 +117,10 @@ pub async fn run_up(args: UpArgs) -> Result<(), SandboxError> {
     config.port = args.port;
     config.faults = faults;
     let handle = Sandbox::start(config).await?;
+    if let Err(e) = setup(&handle) {
+        let _ = handle.shutdown().await;
+        return Err(e);
+    }
     std::fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(io_err(&pid_path))?;
     println!("sandbox cluster listening on {}", handle.url());
     println!("kubeconfig: {}", handle.kubeconfig_path().display());

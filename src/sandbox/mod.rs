@@ -73,7 +73,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use auth::AuthError;
-pub use cli::{DownArgs, SandboxArgs, SandboxCommand, UpArgs, run, run_down, run_up};
+pub use cli::{DownArgs, SandboxArgs, SandboxCommand, UpArgs, run, run_down, run_up, run_up_with};
 pub use controllers::{Action, Controller, Triggers};
 pub use faults::{FaultSpec, FaultSpecError};
 pub use portforward::{PodBackend, PodIo, PodStream};
