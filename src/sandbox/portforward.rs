@@ -149,7 +149,7 @@ fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
 }
 
 /// Handles `pods/<name>/portforward`: validates, answers 101 and runs the session.
-pub async fn handle(
+pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     ns: &str,
