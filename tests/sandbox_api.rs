@@ -857,6 +857,12 @@ async fn state_persists_across_restart() {
     let first = within("create", cms.create(&PostParams::default(), &cm))
         .await
         .expect("create");
+    // A CRD and one of its objects survive too (the type is served again at start).
+    h.apply_manifest(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: notes.example.com}\nspec:\n  group: example.com\n  scope: Namespaced\n  names: {plural: notes, kind: Note}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}\n---\napiVersion: example.com/v1\nkind: Note\nmetadata: {name: n1}\ntext: hello\n",
+        "test",
+    )
+    .expect("crd and note");
     let port = h.port();
     h.shutdown().await.expect("shutdown");
 
@@ -869,6 +875,16 @@ async fn state_persists_across_restart() {
         );
     }
     let cms2: Api<ConfigMap> = Api::namespaced(c2.clone(), "default");
+    let gvk = GroupVersionKind::gvk("example.com", "v1", "Note");
+    let notes: Api<DynamicObject> = Api::namespaced_with(
+        c2.clone(),
+        "default",
+        &ApiResource::from_gvk_with_plural(&gvk, "notes"),
+    );
+    let note = within("note", notes.get("n1"))
+        .await
+        .expect("custom object kept and served");
+    assert_eq!(note.data["text"], "hello");
     let again = within("get", cms2.get("keep"))
         .await
         .expect("kept across restart");
