@@ -327,6 +327,27 @@ async fn create_commands_send_protobuf_and_work() {
         ])
         .await;
     assert_eq!(subject, "team/default");
+    k.ok(&[
+        "-n",
+        "team",
+        "run",
+        "dbg",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sleep",
+        "3600",
+    ])
+    .await;
+    k.ok(&[
+        "-n",
+        "team",
+        "wait",
+        "--for=condition=Ready",
+        "pod/dbg",
+        "--timeout=30s",
+    ])
+    .await;
     let err = k.fails(&["create", "namespace", "team"]).await;
     assert!(
         err.contains("AlreadyExists") || err.contains("already exists"),

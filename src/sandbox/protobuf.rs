@@ -1,7 +1,8 @@
 //! Decoding of `application/vnd.kubernetes.protobuf` request bodies.
 //!
 //! kubectl's typed `create` commands (namespace, secret, configmap, serviceaccount,
-//! deployment, token, service, job, cronjob, role(binding), clusterrole(binding)) send protobuf and do not fall back to JSON, so the sandbox decodes
+//! deployment, token, service, job, cronjob, role(binding), clusterrole(binding), and
+//! `kubectl run`'s pod) send protobuf and do not fall back to JSON, so the sandbox decodes
 //! the kinds they send into JSON objects. Field numbers follow the upstream
 //! `generated.proto` files. Non-pointer scalars are always on the wire in protobuf; their
 //! zero values are dropped here, as JSON's `omitempty` would. Unknown fields are skipped;
@@ -206,6 +207,10 @@ const POD_SPEC: &[F] = &[
     r(20, "initContainers", T::Msg(CONTAINER)),
     p(21, "automountServiceAccountToken", T::Bool),
 ];
+const POD: &[F] = &[
+    f(1, "metadata", T::Msg(OBJECT_META)),
+    f(2, "spec", T::Msg(POD_SPEC)),
+];
 const POD_TEMPLATE_SPEC: &[F] = &[
     f(1, "metadata", T::Msg(OBJECT_META)),
     f(2, "spec", T::Msg(POD_SPEC)),
@@ -346,6 +351,7 @@ fn schema_for(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
         ("apps/v1", "Deployment") => DEPLOYMENT,
         ("v1", "Service") => SERVICE,
+        ("v1", "Pod") => POD,
         ("batch/v1", "Job") => JOB,
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SELF_ACCESS_REVIEW,
         ("batch/v1", "CronJob") => CRON_JOB,
@@ -629,7 +635,7 @@ mod tests {
 
     #[test]
     fn unknown_kinds_are_refused() {
-        let tm = [field(1, b"v1"), field(2, b"Pod")].concat();
+        let tm = [field(1, b"v1"), field(2, b"ReplicationController")].concat();
         let body = [MAGIC.to_vec(), field(1, &tm)].concat();
         assert_eq!(decode(&body).expect_err("415").code, 415);
         assert_eq!(decode(b"nope").expect_err("400").code, 400);

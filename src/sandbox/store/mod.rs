@@ -473,10 +473,18 @@ impl Store {
     }
 
     /// Runs forever, writing the snapshot shortly after changes (debounced).
+    ///
+    /// A snapshot is O(objects), so under sustained writes it is taken at most once a
+    /// second; a graceful shutdown always writes the final state.
     pub async fn persist_loop(self: Arc<Self>) {
+        let min_interval = std::time::Duration::from_secs(1);
+        let mut last = tokio::time::Instant::now() - min_interval;
         loop {
             self.dirty.notified().await;
-            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            let debounce = std::time::Duration::from_millis(200);
+            let earliest = last + min_interval;
+            tokio::time::sleep_until(earliest.max(tokio::time::Instant::now() + debounce)).await;
+            last = tokio::time::Instant::now();
             let store = self.clone();
             let res = tokio::task::spawn_blocking(move || store.flush()).await;
             match res {
