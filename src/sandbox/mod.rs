@@ -24,8 +24,15 @@
 //! `seed=7,api_error_rate=0.1,api_error=503|500|429,latency_ms=50,delay.node=2s,delay_scale=0.5`:
 //! API error rate and codes (429 carries `Retry-After`), added latency, readiness delays per
 //! component (`node`, `pods`, or a workload's name such as `vault`), periodic pod restarts
-//! per component (`restart.vault=30s`), and `vault.*`/`eso.*`/
-//! `flux.*`/`helm.*` knobs that later controllers read through [`faults::Faults::extra`].
+//! per component (`restart.vault=30s`), one Vault restart after start (`vault_restart=30s`),
+//! ClusterSecretStore flapping (`eso_store_flap=10s`), and `vault.*`/`eso.*`/`flux.*`/`helm.*`
+//! knobs that controllers read through [`faults::Faults::extra`]. Add-on readiness delays are
+//! `delay.vault`, `delay.eso` and `delay.flux`.
+//!
+//! # Add-ons
+//! [`addons`] runs Vault behind pod `vault-0`, Flux (`GET /sandbox/flux/install.yaml`,
+//! GitRepository, Kustomization, HelmRepository, HelmRelease), ESO and the auto-unsealer;
+//! `DIR/sandbox.json` records the server, kubeconfig, CA file and Flux install URL.
 //! Decisions are a deterministic sequence for a seed.
 //!
 //! # Extending
