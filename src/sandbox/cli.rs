@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::faults::FaultSpec;
-use super::{Sandbox, SandboxConfig, SandboxError, SandboxHandle, io_err, signal};
+use super::{Sandbox, SandboxConfig, SandboxError, SandboxHandle, io_err, parse_git_repo, signal};
 
 /// `kubestrap sandbox ...` arguments.
 #[derive(Debug, clap::Args)]
@@ -36,6 +36,14 @@ pub struct UpArgs {
     /// Port on 127.0.0.1 (0: a free one).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// Serve a Git repository URL from a local directory (`URL=DIR`, repeatable); also read
+    /// from `DIR/git-repos.json`.
+    #[arg(long = "git-repo", value_name = "URL=DIR")]
+    pub git_repos: Vec<String>,
+    /// Start with a component already deployed; `vault`: the vault chart's objects and an
+    /// uninitialised Vault in namespace `vault`.
+    #[arg(long, value_parser = ["vault"])]
+    pub preinstall: Vec<String>,
 }
 
 /// `sandbox down`.
@@ -99,6 +107,16 @@ where
     F: FnOnce(&SandboxHandle) -> Result<(), SandboxError>,
 {
     let faults = FaultSpec::parse(&args.faults)?;
+    let mut git_repos = std::collections::BTreeMap::new();
+    for g in &args.git_repos {
+        let (url, dir) = parse_git_repo(g)?;
+        let dir = if dir.is_absolute() {
+            dir
+        } else {
+            std::env::current_dir().map_err(io_err(&dir))?.join(dir)
+        };
+        git_repos.insert(url, dir);
+    }
     let pid_path = args.dir.join("sandbox.pid");
     if let Some(pid) = std::fs::read_to_string(&pid_path)
         .ok()
@@ -116,6 +134,8 @@ where
     let mut config = SandboxConfig::new(&args.dir);
     config.port = args.port;
     config.faults = faults;
+    config.git_repos = git_repos;
+    config.preinstall_vault = args.preinstall.iter().any(|p| p == "vault");
     let handle = Sandbox::start(config).await?;
     if let Err(e) = setup(&handle) {
         let _ = handle.shutdown().await;
@@ -124,6 +144,7 @@ where
     std::fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(io_err(&pid_path))?;
     println!("sandbox cluster listening on {}", handle.url());
     println!("kubeconfig: {}", handle.kubeconfig_path().display());
+    println!("flux install manifest: {}", handle.flux_install_url());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(SandboxError::Signal)?;
     tokio::select! {

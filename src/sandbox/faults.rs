@@ -19,7 +19,7 @@ pub enum FaultSpecError {
     Syntax(String),
     /// An unknown key.
     #[error(
-        "unknown fault setting {0:?}; known: seed, api_error_rate, api_error, latency_ms, delay.<component>, delay_scale, restart.<component>, vault.*, eso.*, flux.*, helm.*"
+        "unknown fault setting {0:?}; known: seed, api_error_rate, api_error, latency_ms, delay.<component> (node, vault, eso, flux, a workload), delay_scale, restart.<component>, vault_restart, eso_store_flap, vault.*, eso.*, flux.*, helm.*"
     )]
     UnknownKey(String),
     /// A value of the wrong type.
@@ -128,6 +128,16 @@ impl FaultSpec {
                         return Err(bad("a non-negative number"));
                     }
                     out.delay_scale = s;
+                }
+                // One Vault restart this long after start (also `vault.restart_at`).
+                "vault_restart" => {
+                    parse_duration(v).ok_or_else(|| bad("a duration like 15s or 500ms"))?;
+                    out.extra.insert("vault.restart_at".into(), v.to_string());
+                }
+                // ClusterSecretStores alternate valid/invalid windows of this length.
+                "eso_store_flap" => {
+                    parse_duration(v).ok_or_else(|| bad("a duration like 15s or 500ms"))?;
+                    out.extra.insert("eso.store_flap".into(), v.to_string());
                 }
                 _ => {
                     if let Some(c) = k.strip_prefix("restart.") {
@@ -264,6 +274,16 @@ mod tests {
         assert!(FaultSpec::parse("api_error_rate=2").is_err());
         assert!(FaultSpec::parse("api_error=404").is_err());
         assert!(FaultSpec::parse("seed").is_err());
+    }
+
+    #[test]
+    fn component_faults_land_in_their_knobs() {
+        let s =
+            FaultSpec::parse("vault_restart=30s,eso_store_flap=500ms,delay.eso=2s").expect("parse");
+        assert_eq!(s.extra["vault.restart_at"], "30s");
+        assert_eq!(s.extra["eso.store_flap"], "500ms");
+        assert_eq!(s.delays["eso"], Duration::from_secs(2));
+        assert!(FaultSpec::parse("vault_restart=soon").is_err());
     }
 
     #[test]

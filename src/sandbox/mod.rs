@@ -24,8 +24,15 @@
 //! `seed=7,api_error_rate=0.1,api_error=503|500|429,latency_ms=50,delay.node=2s,delay_scale=0.5`:
 //! API error rate and codes (429 carries `Retry-After`), added latency, readiness delays per
 //! component (`node`, `pods`, or a workload's name such as `vault`), periodic pod restarts
-//! per component (`restart.vault=30s`), and `vault.*`/`eso.*`/
-//! `flux.*`/`helm.*` knobs that later controllers read through [`faults::Faults::extra`].
+//! per component (`restart.vault=30s`), one Vault restart after start (`vault_restart=30s`),
+//! ClusterSecretStore flapping (`eso_store_flap=10s`), and `vault.*`/`eso.*`/`flux.*`/`helm.*`
+//! knobs that controllers read through [`faults::Faults::extra`]. Add-on readiness delays are
+//! `delay.vault`, `delay.eso` and `delay.flux`.
+//!
+//! # Add-ons
+//! [`addons`] runs Vault behind pod `vault-0`, Flux (`GET /sandbox/flux/install.yaml`,
+//! GitRepository, Kustomization, HelmRepository, HelmRelease), ESO and the auto-unsealer;
+//! `DIR/sandbox.json` records the server, kubeconfig, CA file and Flux install URL.
 //! Decisions are a deterministic sequence for a seed.
 //!
 //! # Extending
@@ -35,6 +42,7 @@
 //! from API clients. What runs inside a pod (port-forward target, readiness probe, restart
 //! reaction) is a [`PodBackend`] registered with [`SandboxHandle::register_pod_backend`].
 
+pub mod addons;
 mod admin;
 pub mod auth;
 mod builtin;
@@ -65,6 +73,7 @@ mod validation;
 pub mod vault;
 mod watch;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -147,6 +156,14 @@ pub enum SandboxError {
     /// Signal handling failed.
     #[error("cannot signal the sandbox process: {0}")]
     Signal(#[source] std::io::Error),
+    /// Vault, Flux or ESO could not start.
+    #[error(transparent)]
+    Addons(#[from] addons::AddonsError),
+    /// A `--git-repo` flag or `git-repos.json` entry is malformed.
+    #[error(
+        "bad git repository mapping {0:?}: expected URL=DIR (e.g. https://git.sandbox.local/org/fleet=./fleet)"
+    )]
+    GitRepo(String),
 }
 
 /// How to start a sandbox.
@@ -162,6 +179,11 @@ pub struct SandboxConfig {
     pub bookmark_interval: Duration,
     /// How many events the watch history keeps for resuming watches.
     pub history_limit: usize,
+    /// Git repository URL -> local directory, served by the sandbox Git host (merged with
+    /// `DIR/git-repos.json` when that file exists).
+    pub git_repos: BTreeMap<String, PathBuf>,
+    /// Start with the vault chart's objects deployed (`--preinstall vault`).
+    pub preinstall_vault: bool,
 }
 
 impl SandboxConfig {
@@ -173,6 +195,8 @@ impl SandboxConfig {
             faults: FaultSpec::default(),
             bookmark_interval: Duration::from_secs(15),
             history_limit: 10_000,
+            git_repos: BTreeMap::new(),
+            preinstall_vault: false,
         }
     }
 }
@@ -252,6 +276,7 @@ impl Sandbox {
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown.clone(),
             triggers: Triggers::default(),
+            vault: std::sync::OnceLock::new(),
         });
         std::fs::write(&port_file, addr.port().to_string()).map_err(io_err(&port_file))?;
         let url = format!("https://127.0.0.1:{}", addr.port());
@@ -282,6 +307,26 @@ impl Sandbox {
         for c in controllers::builtin() {
             controllers::spawn(shared.clone(), c, &tracker);
         }
+        let mut git_repos = read_git_repos(&dir)?;
+        git_repos.extend(config.git_repos.clone());
+        let addons_config = addons::AddonsConfig {
+            git_repos,
+            preinstall_vault: config.preinstall_vault,
+        };
+        addons::start(&shared, &dir, addr.port(), &addons_config, &tracker)?;
+        schedule_vault_restart(&shared, &tracker);
+        let info_path = dir.join("sandbox.json");
+        let info = serde_json::json!({
+            "server": url,
+            "kubeconfig": kc_path,
+            "ca_file": dir.join("ca.crt"),
+            "flux_install_url": format!("{url}{}", addons::FLUX_INSTALL_PATH),
+        });
+        std::fs::write(
+            &info_path,
+            serde_json::to_vec_pretty(&info).unwrap_or_default(),
+        )
+        .map_err(io_err(&info_path))?;
         tracing::info!(%url, dir = %dir.display(), "sandbox cluster started");
         Ok(SandboxHandle {
             shared,
@@ -292,7 +337,66 @@ impl Sandbox {
     }
 }
 
+/// Reads `DIR/git-repos.json` (`{"URL": "DIR", ...}`; relative directories are relative to
+/// the sandbox directory), so a playbook's `[sandbox] git_repos` can be handed over by file.
+fn read_git_repos(dir: &Path) -> Result<BTreeMap<String, PathBuf>, SandboxError> {
+    let path = dir.join("git-repos.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(BTreeMap::new());
+    };
+    let map: BTreeMap<String, PathBuf> = serde_json::from_str(&text)
+        .map_err(|e| SandboxError::GitRepo(format!("{}: {e}", path.display())))?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| (k, if v.is_absolute() { v } else { dir.join(v) }))
+        .collect())
+}
+
+/// Parses `URL=DIR`.
+///
+/// # Errors
+/// [`SandboxError::GitRepo`] when there is no `=` or a side is empty.
+pub fn parse_git_repo(s: &str) -> Result<(String, PathBuf), SandboxError> {
+    match s.rsplit_once('=') {
+        Some((u, d)) if u.contains("://") && !d.is_empty() => Ok((u.to_string(), PathBuf::from(d))),
+        _ => Err(SandboxError::GitRepo(s.to_string())),
+    }
+}
+
+/// The `vault_restart=<delay>` fault: one restart of Vault that long after start.
+fn schedule_vault_restart(shared: &Arc<Shared>, tracker: &TaskTracker) {
+    let Some(delay) = shared
+        .faults
+        .extra("vault.restart_at")
+        .and_then(|v| faults::parse_duration(&v))
+    else {
+        return;
+    };
+    let shared = shared.clone();
+    tracker.spawn(async move {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => {}
+            () = tokio::time::sleep(delay) => {
+                if let Some(v) = shared.vault.get() {
+                    tracing::info!("injected fault: vault restarts");
+                    v.restart();
+                }
+            }
+        }
+    });
+}
+
 impl SandboxHandle {
+    /// The sandbox's Vault server (seal state, restarts).
+    pub fn vault(&self) -> Option<Arc<vault::VaultServer>> {
+        self.shared.vault.get().cloned()
+    }
+
+    /// `https://127.0.0.1:PORT/sandbox/flux/install.yaml`: Flux's install manifest.
+    pub fn flux_install_url(&self) -> String {
+        format!("{}{}", self.url(), addons::FLUX_INSTALL_PATH)
+    }
+
     /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.addr.port())

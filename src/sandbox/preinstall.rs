@@ -1,5 +1,6 @@
-//! Objects that installers would have created, for sandboxes that start "preinstalled"
-//! (`sandbox up --preinstall vault` once the sandbox Vault backend is wired in).
+//! Objects that installers would have created, for tests that start "preinstalled" without
+//! the add-ons' chart renderer. (`sandbox up --preinstall vault` renders the same chart from
+//! `assets/charts/vault.yaml` through `addons`, the objects its helm-controller creates.)
 //!
 //! [`VAULT`] is what the `hashicorp/vault` chart creates in standalone mode for release
 //! `vault` in namespace `vault` (server only): the `vault-0` pod comes from the
