@@ -53,6 +53,7 @@ impl RunEnv {
             interrupt: CancellationToken::new(),
             lease: Arc::new(LeaseSlot::new(LeaseConfig::for_cluster(
                 &playbook.playbook.cluster.name,
+                &playbook.cluster_dir(),
             ))),
             playbook: Arc::new(playbook),
         }
@@ -221,6 +222,12 @@ impl StepContext {
             message,
             elapsed: self.started.elapsed(),
         });
+    }
+
+    /// Kubeconfig path the run uses, when one was named (playbook, sandbox or `--kubeconfig`).
+    #[must_use]
+    pub fn kubeconfig_path(&self) -> Option<&std::path::Path> {
+        self.env.kube.kubeconfig()
     }
 
     /// Cancelled when the run is interrupted; long waits should select on it.
