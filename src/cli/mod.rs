@@ -2,6 +2,7 @@
 //! the outcome onto an exit code.
 
 mod args;
+pub mod audit;
 mod exit;
 
 use std::collections::BTreeSet;
@@ -32,8 +33,18 @@ pub fn main() -> ExitCode {
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
+    let audit = matches!(&cli.command, Command::Apply(a) if !a.dry_run) && audit::requested();
     init_tracing();
-    match run(cli) {
+    let status = finish(run(cli));
+    if audit {
+        audit::release_and_pause();
+    }
+    status
+}
+
+/// Report the outcome of [`run`] (the error, redacted, on stderr) as an exit code.
+fn finish(outcome: Result<ExitStatus, CliError>) -> ExitCode {
+    match outcome {
         Ok(status) => status.into(),
         // `kubestrap plan | head`: the reader left; not an error worth a message.
         Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
@@ -76,8 +87,10 @@ fn sandbox_cmd(args: crate::sandbox::SandboxArgs) -> Result<ExitStatus, CliError
     Ok(ExitStatus::Success)
 }
 
+/// Logs follow `KUBESTRAP_LOG`, else `RUST_LOG` (tracing filter syntax), else `warn`.
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KUBESTRAP_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -169,6 +182,8 @@ fn kubeconfig_path(common: &Common, pb: &LoadedPlaybook) -> Option<PathBuf> {
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // A stopped thread's stack stays mapped in glibc's stack cache: burn what it held.
+        .on_thread_stop(secrets::burn_stack)
         .build()
         .map_err(CliError::Runtime)
 }

@@ -4,14 +4,18 @@
 //!   removes them from the environment and wipes their bytes;
 //! - [`SecretStore`] holds them as [`secrecy::SecretString`]s;
 //! - [`ZeroizingAllocator`] wipes freed heap memory, so transient copies do not linger;
-//! - [`Redactor`] masks live values in anything printed, logged or recorded.
+//! - [`Redactor`] masks live values in anything printed, logged or recorded;
+//! - [`burn_stack`] and [`release_process_secrets`] wipe what is never freed (stacks, the global
+//!   redactor) once a run is over.
 
 mod alloc;
 pub mod capture;
 pub mod redact;
 mod store;
+pub mod wipe;
 
 pub use alloc::ZeroizingAllocator;
 pub use capture::{CaptureError, capture};
 pub use redact::{RedactingStderr, Redactor};
 pub use store::SecretStore;
+pub use wipe::{burn_stack, release_process_secrets};

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 use std::io::{self, Write};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
@@ -99,17 +99,34 @@ fn base64_fragments(secret: &[u8]) -> Vec<Zeroizing<String>> {
     out
 }
 
-static GLOBAL: OnceLock<Arc<Redactor>> = OnceLock::new();
+/// The process-wide redactor. Not a `OnceLock`: it holds every secret in raw and encoded form,
+/// so it must be droppable once the run is over ([`uninstall_global`]).
+static GLOBAL: RwLock<Option<Arc<Redactor>>> = RwLock::new(None);
 
-/// Install the process-wide redactor used by the tracing writer. The first call wins.
+/// Install the process-wide redactor used by the tracing writer and the CLI's error printer.
+/// A later call replaces it.
 pub fn install_global(redactor: Arc<Redactor>) {
-    let _ = GLOBAL.set(redactor);
+    *GLOBAL.write().unwrap_or_else(PoisonError::into_inner) = Some(redactor);
 }
 
-/// The process-wide redactor (empty until [`install_global`]).
+/// Drop the process-wide redactor (and with it, when no step still holds a clone, its copies
+/// of the secrets). Called once a run is over, before the audit pause.
+pub fn uninstall_global() {
+    let old = GLOBAL
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    drop(old);
+}
+
+/// The process-wide redactor (`None` before [`install_global`] and after
+/// [`uninstall_global`]).
 #[must_use]
-pub fn global() -> Option<&'static Arc<Redactor>> {
-    GLOBAL.get()
+pub fn global() -> Option<Arc<Redactor>> {
+    GLOBAL
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
 }
 
 /// A `tracing_subscriber` writer that redacts each formatted log record before writing it to
@@ -136,7 +153,8 @@ impl Write for RedactingRecord {
 
 impl Drop for RedactingRecord {
     fn drop(&mut self) {
-        let _ = write_redacted(global().map(AsRef::as_ref), &self.buf, &mut io::stderr());
+        let redactor = global();
+        let _ = write_redacted(redactor.as_deref(), &self.buf, &mut io::stderr());
     }
 }
 

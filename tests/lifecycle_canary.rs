@@ -1,0 +1,265 @@
+//! The secret-lifecycle proof (issue 5): run kubestrap with canary values for the bootstrap
+//! secrets, `RUST_LOG=trace`, paused at the end (`KUBESTRAP_AUDIT_PAUSE=1`), and look for the
+//! canaries everywhere kubestrap could have left them:
+//!
+//! - every readable mapping of the paused process (`/proc/PID/maps` + `/proc/PID/mem`), raw,
+//!   hex, UTF-16LE and base64 at all three alignments;
+//! - `/proc/PID/environ` (the original values must be overwritten in place);
+//! - the state directory, stdout, stderr and the plan output;
+//! - argv and environ of every child process (a `terraform` wrapper first on PATH, the
+//!   sandbox's own `/proc` records, a watcher for any other direct child).
+//!
+//! Every check expects 0 copies. Positive controls (a non-secret marker that must be found
+//! in memory, the redaction labels that prove the secrets were really used) keep the scans
+//! from passing by looking nowhere.
+#![cfg(target_os = "linux")]
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use support::audit::{Finished, PausedRun, run_until_pause};
+use support::{Form, assert_no_hits, forms_of, scan_bytes, scan_tree};
+
+/// Canary values: long, unmistakable, different from each other in every form.
+const GITHUB_CANARY: &str = "ghp_CANARYgh7Qx2Lm9Vw4Tz8Kp3Rs6Yb1Nd5Jf0";
+const CLOUDFLARE_CANARY: &str = "CANARYcf0Jh7Uq2Wx9Ev4Mk8Pz3Tc6Ga1Lr5Ns";
+
+/// A non-secret value passed the same way, which must still be found in memory: proof that
+/// the memory scan reads the process at all (it lives in the environment block on the stack).
+const CONTROL_MARKER: &str = "KSCONTROLmarker9f3b7e21c4a8d6";
+
+const PAUSE_LIMIT: Duration = Duration::from_secs(300);
+const EXIT_LIMIT: Duration = Duration::from_secs(30);
+
+fn canary_forms() -> Vec<Form> {
+    let mut forms = forms_of("GITHUB_TOKEN", GITHUB_CANARY);
+    forms.extend(forms_of("CLOUDFLARE_API_TOKEN", CLOUDFLARE_CANARY));
+    forms
+}
+
+fn kubestrap(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubestrap"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBESTRAP_LOG")
+        .env("RUST_LOG", "trace")
+        .env("GITHUB_TOKEN", GITHUB_CANARY)
+        .env("CLOUDFLARE_API_TOKEN", CLOUDFLARE_CANARY)
+        .env("KS_AUDIT_CONTROL", CONTROL_MARKER);
+    cmd
+}
+
+/// The checks made on every paused run: memory (with its positive control) and environ.
+fn audit_paused(run: &PausedRun) {
+    let forms = canary_forms();
+    let scan = run.scan_memory(&forms);
+    eprintln!(
+        "memory: {} regions, {} MiB scanned, {} unreadable ({:?}), {} canary copies",
+        scan.regions,
+        scan.bytes >> 20,
+        scan.unreadable.len(),
+        scan.unreadable,
+        scan.hits.len()
+    );
+    assert_no_hits("the paused kubestrap's memory", &scan.hits);
+    let control = forms_of("control", CONTROL_MARKER)[..1].to_vec();
+    let found = run.scan_memory(&control);
+    assert!(
+        !found.hits.is_empty(),
+        "the memory scan did not even find the non-secret control marker: it scans nothing"
+    );
+
+    let (environ, hits) = run.scan_environ(&forms);
+    assert_no_hits("/proc/PID/environ", &hits);
+    for (name, value) in [
+        ("GITHUB_TOKEN", GITHUB_CANARY),
+        ("CLOUDFLARE_API_TOKEN", CLOUDFLARE_CANARY),
+    ] {
+        // The original block keeps `NAME=` followed by zeros where the value was.
+        let mut wiped = format!("{name}=").into_bytes();
+        wiped.extend(std::iter::repeat_n(0u8, value.len()));
+        assert!(
+            memchr::memmem::find(&environ, &wiped).is_some(),
+            "{name}'s original bytes in the environment block were not overwritten in place"
+        );
+    }
+}
+
+/// stdout and stderr of a finished run.
+fn audit_output(done: &Finished, what: &str) {
+    let forms = canary_forms();
+    assert_no_hits(
+        &format!("{what} stdout"),
+        &scan_bytes(&done.stdout, &forms, "stdout", 0),
+    );
+    assert_no_hits(
+        &format!("{what} stderr"),
+        &scan_bytes(&done.stderr, &forms, "stderr", 0),
+    );
+}
+
+/// Every file under the state directory except `exclude` (the sandbox's own storage).
+fn audit_state_dir(state: &Path, exclude: &[PathBuf]) -> usize {
+    let (hits, files) = scan_tree(state, exclude, &canary_forms());
+    assert_no_hits(&format!("the state dir {}", state.display()), &hits);
+    files
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The state dir and every directory kubestrap made in it are 0700, the checkpoint 0600.
+fn audit_modes(state: &Path, cluster_dir: &Path) {
+    assert_eq!(mode(state), 0o700, "state dir {}", state.display());
+    assert_eq!(
+        mode(cluster_dir),
+        0o700,
+        "cluster dir {}",
+        cluster_dir.display()
+    );
+    let checkpoint = kubestrap::engine::Checkpoint::path_in(cluster_dir);
+    assert_eq!(
+        mode(&checkpoint),
+        0o600,
+        "checkpoint {}",
+        checkpoint.display()
+    );
+}
+
+/// `kubestrap plan` with the canaries in its environment: nothing of them in its output.
+fn audit_plan(dir: &Path, args: &[&str]) {
+    let mut cmd = kubestrap(dir, args);
+    let out_dir = tempfile::tempdir().unwrap();
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(out_dir.path().join("out")).unwrap())
+        .stderr(std::fs::File::create(out_dir.path().join("err")).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait(child, PAUSE_LIMIT);
+    let stdout = std::fs::read(out_dir.path().join("out")).unwrap();
+    let stderr = std::fs::read(out_dir.path().join("err")).unwrap();
+    assert!(
+        !stdout.is_empty(),
+        "plan printed nothing ({status}): {}",
+        String::from_utf8_lossy(&stderr)
+    );
+    let forms = canary_forms();
+    assert_no_hits(
+        "plan stdout",
+        &scan_bytes(&stdout, &forms, "plan stdout", 0),
+    );
+    assert_no_hits(
+        "plan stderr",
+        &scan_bytes(&stderr, &forms, "plan stderr", 0),
+    );
+}
+
+fn wait(mut child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("kubestrap did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A playbook declaring both secrets, for the synthetic run.
+const SYNTHETIC_PLAYBOOK: &str = r#"
+[cluster]
+name = "canary"
+provider = "existing"
+
+[flux]
+git_url = "https://example.com/org/fleet"
+path = "clusters/canary"
+token_env = "GITHUB_TOKEN"
+
+[[secrets]]
+env = "GITHUB_TOKEN"
+vault_path = "bootstrap/github"
+vault_key = "token"
+required = true
+
+[[secrets]]
+env = "CLOUDFLARE_API_TOKEN"
+vault_path = "bootstrap/cloudflare"
+vault_key = "api_token"
+required = true
+"#;
+
+/// Steps that handle the secrets the way leaks happen: read them, put one in the outputs
+/// (redacted before recording) and fail with the other quoted in the error (redacted before
+/// printing and recording), with retries so errors are formatted several times.
+const SYNTHETIC_STEPS: &str = r#"
+[[step]]
+id = "uses-both"
+phase = "infrastructure"
+secrets = ["GITHUB_TOKEN", "CLOUDFLARE_API_TOKEN"]
+output_secret = "GITHUB_TOKEN"
+sleep_ms = 20
+
+[[step]]
+id = "echoes-credential"
+phase = "secrets"
+depends_on = ["uses-both"]
+secrets = ["CLOUDFLARE_API_TOKEN"]
+fail_with_secret = "CLOUDFLARE_API_TOKEN"
+max_attempts = 2
+"#;
+
+/// The engine's own secret paths (capture, redaction of outputs, errors and logs, checkpoint,
+/// release at the end) through the real binary, with synthetic steps instead of a cluster.
+#[test]
+fn synthetic_run_leaves_no_canary_anywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("kubestrap.toml"), SYNTHETIC_PLAYBOOK).unwrap();
+    std::fs::write(dir.join("steps.toml"), SYNTHETIC_STEPS).unwrap();
+    let args = ["apply", "--synthetic-steps", "steps.toml"];
+
+    let run = run_until_pause(kubestrap(dir, &args), dir, PAUSE_LIMIT);
+    audit_paused(&run);
+    let done = run.release(EXIT_LIMIT);
+    assert_eq!(done.status.code(), Some(1), "{}", done.text());
+    audit_output(&done, "apply");
+
+    // The secrets were really used and caught: the failure quotes one, redacted.
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        stderr.contains("upstream rejected credential [redacted CLOUDFLARE_API_TOKEN]"),
+        "{}",
+        done.text()
+    );
+    let state = dir.join(".kubestrap");
+    let cluster_dir = state.join("canary");
+    let checkpoint =
+        std::fs::read_to_string(kubestrap::engine::Checkpoint::path_in(&cluster_dir)).unwrap();
+    assert!(
+        checkpoint.contains("[redacted GITHUB_TOKEN]"),
+        "the output secret was not recorded (redacted): {checkpoint}"
+    );
+    assert!(audit_state_dir(&state, &[]) >= 1);
+    audit_modes(&state, &cluster_dir);
+    for child in &done.children {
+        let hits = scan_bytes(&child.argv.concat(), &canary_forms(), &child.origin, 0);
+        assert_no_hits("a child's argv", &hits);
+    }
+
+    audit_plan(dir, &["plan", "--synthetic-steps", "steps.toml"]);
+}
