@@ -382,8 +382,8 @@ pub struct GitExternalSecret {
     pub target_name: String,
     /// Vault path below the KV mount, e.g. `bootstrap/github`.
     pub vault_key: String,
-    /// Property holding the Git username.
-    pub username_property: String,
+    /// The Git user name (not secret; GitHub tokens use `git`), written by ESO's template.
+    pub username: String,
     /// Property holding the Git password or token.
     pub password_property: String,
 }
@@ -399,9 +399,39 @@ impl Manifest for GitExternalSecret {
             ("refresh_interval", self.refresh_interval.clone()),
             ("target_name", self.target_name.clone()),
             ("vault_key", self.vault_key.clone()),
-            ("username_property", self.username_property.clone()),
             ("password_property", self.password_property.clone()),
         ]
+    }
+
+    /// Renders the template, then adds `spec.target.template`: the user name as a literal and
+    /// the password from the fetched data (`{{ .password }}`, ESO's Go template syntax).
+    fn render(&self) -> Result<String, TemplateError> {
+        let text = render(&Self::TEMPLATE, &self.values())?;
+        let invalid = |problem: &str| TemplateError::Syntax {
+            template: Self::TEMPLATE.path,
+            line: 0,
+            problem: problem.to_owned(),
+        };
+        let mut value: serde_json::Value = serde_yaml_ng::from_str(&text)
+            .map_err(|_| invalid("the rendered template is not valid YAML"))?;
+        let target = value
+            .pointer_mut("/spec/target")
+            .and_then(serde_json::Value::as_object_mut)
+            .ok_or_else(|| invalid("the template has no spec.target"))?;
+        target.insert(
+            "template".to_owned(),
+            serde_json::json!({
+                "engineVersion": "v2",
+                "mergePolicy": "Replace",
+                "type": "Opaque",
+                "data": {
+                    "username": self.username,
+                    "password": "{{ .password }}",
+                },
+            }),
+        );
+        serde_yaml_ng::to_string(&value)
+            .map_err(|_| invalid("the rendered template could not be written back as YAML"))
     }
 }
 

@@ -133,9 +133,35 @@ fn check_required(
     needed.extend(users.keys().map(String::as_str));
     let selected: Option<BTreeSet<&str>> =
         (!only.is_empty()).then(|| only.iter().map(String::as_str).collect());
+    // A finished bootstrap needs no environment variables again (the self-referencing property
+    // of seed 003): when an earlier checkpoint of this cluster records every step that uses a
+    // secret as done, that secret may be missing. Those steps then compare with what the
+    // cluster and Vault already hold, and one that really needs the value fails naming it.
+    let done_before: BTreeSet<String> = engine::Checkpoint::load(&engine::Checkpoint::path_in(
+        &pb.cluster_dir(),
+    ))
+    .ok()
+    .flatten()
+    .map(|cp| {
+        cp.steps
+            .iter()
+            .filter(|(_, r)| r.status == StepStatus::Done)
+            .map(|(id, _)| id.as_str().to_owned())
+            .collect()
+    })
+    .unwrap_or_default();
     let mut missing = Vec::new();
     for env in needed {
         if store.contains(env) {
+            continue;
+        }
+        let users_done = users
+            .get(env)
+            .is_some_and(|s| !s.is_empty() && s.iter().all(|id| done_before.contains(id.as_str())));
+        if users_done {
+            tracing::warn!(
+                "{env} is not set: the steps that use it are done according to the checkpoint, so the run continues with the values already in the cluster and Vault"
+            );
             continue;
         }
         let steps: Vec<StepId> = users

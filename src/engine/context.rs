@@ -223,6 +223,12 @@ impl StepContext {
         });
     }
 
+    /// Kubeconfig path the run uses, when one was named (playbook, sandbox or `--kubeconfig`).
+    #[must_use]
+    pub fn kubeconfig_path(&self) -> Option<&std::path::Path> {
+        self.env.kube.kubeconfig()
+    }
+
     /// Cancelled when the run is interrupted; long waits should select on it.
     #[must_use]
     pub fn cancellation(&self) -> &CancellationToken {

@@ -367,6 +367,7 @@ fn resolve(mut pb: Playbook, dir: &Path, findings: &mut Vec<Finding>) -> Playboo
     pb.terraform.dir = abs(&pb.terraform.dir);
     if let Some(src) = &mut pb.flux.install_manifest
         && !src.contains("://")
+        && !src.starts_with("sandbox:")
     {
         *src = abs(Path::new(src.as_str())).display().to_string();
     }

@@ -139,6 +139,10 @@ pub struct Sandbox {
     /// Git repository URLs the sandbox's source controller serves from local directories,
     /// because the sandbox has no network: `{ "https://git.sandbox.local/org/fleet" = "sandbox/git/fleet" }`.
     pub git_repos: BTreeMap<String, PathBuf>,
+    /// Faults the sandbox simulates (`kubestrap sandbox up --faults`), e.g.
+    /// `seed=7,api_error_rate=0.1`; for tests and benchmarks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faults: Option<String>,
 }
 
 /// `[flux]`.
@@ -148,8 +152,10 @@ pub struct Flux {
     /// Flux release, e.g. `v2.6.4`; picks the default install manifest URL.
     #[serde(default = "default_flux_version")]
     pub version: String,
-    /// Flux's `install.yaml`: an `https://` URL or a local path (relative to the playbook; the
-    /// sandbox has no network). Default: the release's `install.yaml` on GitHub.
+    /// Flux's `install.yaml`: an `https://` URL, a local path (relative to the playbook), or
+    /// `sandbox:/sandbox/flux/install.yaml`, the copy the sandbox serves on its API server
+    /// (fetched over its TLS, verified with the cluster CA). Default: the release's
+    /// `install.yaml` on GitHub.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_manifest: Option<String>,
     /// Expected sha256 of the install manifest (hex); checked before anything is applied.

@@ -150,6 +150,15 @@ fn flux(pb: &Playbook, out: &mut Vec<Finding>) {
             format!("{src:?} is neither an http(s) URL nor a file path"),
         ));
     }
+    if let Some(src) = &f.install_manifest
+        && src.starts_with("sandbox:")
+        && pb.cluster.provider != Provider::Sandbox
+    {
+        out.push(finding(
+            "flux.install_manifest",
+            format!("{src:?} names the sandbox's own copy, which only exists with provider = \"sandbox\""),
+        ));
+    }
     if f.interval.get().is_zero() {
         out.push(finding("flux.interval", "must be greater than zero"));
     }

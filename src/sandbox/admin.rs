@@ -3,7 +3,8 @@
 //! - `GET /sandbox/v1/writes`: the write log (`count` = accepted API-client writes,
 //!   `changed` = those that changed state, `controllerCount`, and every record);
 //! - `GET|PUT /sandbox/v1/faults`: read or replace the fault spec (`PUT` body is a spec string);
-//! - `POST /sandbox/v1/compact`: forget watch history (watches from older versions get 410).
+//! - `POST /sandbox/v1/compact`: forget watch history (watches from older versions get 410);
+//! - `POST /sandbox/v1/vault/restart`: restart the sandbox Vault (sealed again, data kept).
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
@@ -55,6 +56,18 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>, caller: &Caller) ->
                 Err(e) => http::error(&ApiError::bad_request(e.to_string())),
             }
         }
+        (Method::POST, "/sandbox/v1/vault/restart") => match shared.vault.get() {
+            Some(v) => {
+                tracing::info!("vault restart requested through the admin API");
+                v.restart();
+                let st = v.status();
+                http::json(
+                    200,
+                    &json!({"initialized": st.initialized, "sealed": st.sealed}),
+                )
+            }
+            None => http::error(&ApiError::no_route()),
+        },
         (Method::POST, "/sandbox/v1/compact") => {
             shared.cluster.store.compact();
             http::json(

@@ -19,7 +19,7 @@ pub enum FaultSpecError {
     Syntax(String),
     /// An unknown key.
     #[error(
-        "unknown fault setting {0:?}; known: seed, api_error_rate, api_error, latency_ms, delay.<component>, delay_scale, vault.*, eso.*, flux.*, helm.*"
+        "unknown fault setting {0:?}; known: seed, api_error_rate, api_error, latency_ms, delay.<component> (node, vault, eso, flux, a workload), delay_scale, vault_restart, eso_store_flap, vault.*, eso.*, flux.*, helm.*"
     )]
     UnknownKey(String),
     /// A value of the wrong type.
@@ -125,6 +125,16 @@ impl FaultSpec {
                         return Err(bad("a non-negative number"));
                     }
                     out.delay_scale = s;
+                }
+                // One Vault restart this long after start (also `vault.restart_at`).
+                "vault_restart" => {
+                    parse_duration(v).ok_or_else(|| bad("a duration like 15s or 500ms"))?;
+                    out.extra.insert("vault.restart_at".into(), v.to_string());
+                }
+                // ClusterSecretStores alternate valid/invalid windows of this length.
+                "eso_store_flap" => {
+                    parse_duration(v).ok_or_else(|| bad("a duration like 15s or 500ms"))?;
+                    out.extra.insert("eso.store_flap".into(), v.to_string());
                 }
                 _ => {
                     if let Some(c) = k.strip_prefix("delay.") {

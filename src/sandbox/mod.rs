@@ -6,6 +6,7 @@
 //! In-process use (tests): [`Sandbox::start`] returns a [`SandboxHandle`]. Command line:
 //! `kubestrap sandbox up --dir DIR [--faults SPEC]` ([`run_up`]) and `sandbox down` ([`run_down`]).
 
+pub mod addons;
 mod admin;
 pub mod auth;
 mod builtin;
@@ -33,6 +34,7 @@ mod tokens;
 pub mod vault;
 mod watch;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -104,6 +106,14 @@ pub enum SandboxError {
     /// Signal handling failed.
     #[error("cannot signal the sandbox process: {0}")]
     Signal(#[source] std::io::Error),
+    /// Vault, Flux or ESO could not start.
+    #[error(transparent)]
+    Addons(#[from] addons::AddonsError),
+    /// A `--git-repo` flag or `git-repos.json` entry is malformed.
+    #[error(
+        "bad git repository mapping {0:?}: expected URL=DIR (e.g. https://git.sandbox.local/org/fleet=./fleet)"
+    )]
+    GitRepo(String),
 }
 
 /// How to start a sandbox.
@@ -119,6 +129,11 @@ pub struct SandboxConfig {
     pub bookmark_interval: Duration,
     /// How many events the watch history keeps for resuming watches.
     pub history_limit: usize,
+    /// Git repository URL -> local directory, served by the sandbox Git host (merged with
+    /// `DIR/git-repos.json` when that file exists).
+    pub git_repos: BTreeMap<String, PathBuf>,
+    /// Start with the vault chart's objects deployed (`--preinstall vault`).
+    pub preinstall_vault: bool,
 }
 
 impl SandboxConfig {
@@ -130,6 +145,8 @@ impl SandboxConfig {
             faults: FaultSpec::default(),
             bookmark_interval: Duration::from_secs(15),
             history_limit: 10_000,
+            git_repos: BTreeMap::new(),
+            preinstall_vault: false,
         }
     }
 }
@@ -197,6 +214,7 @@ impl Sandbox {
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown.clone(),
             triggers: Triggers::default(),
+            vault: std::sync::OnceLock::new(),
         });
         let url = format!("https://127.0.0.1:{}", addr.port());
         let kc_path = dir.join("kubeconfig");
@@ -225,6 +243,26 @@ impl Sandbox {
         for c in controllers::builtin() {
             controllers::spawn(shared.clone(), c, &tracker);
         }
+        let mut git_repos = read_git_repos(&dir)?;
+        git_repos.extend(config.git_repos.clone());
+        let addons_config = addons::AddonsConfig {
+            git_repos,
+            preinstall_vault: config.preinstall_vault,
+        };
+        addons::start(&shared, &dir, addr.port(), &addons_config, &tracker)?;
+        schedule_vault_restart(&shared, &tracker);
+        let info_path = dir.join("sandbox.json");
+        let info = serde_json::json!({
+            "server": url,
+            "kubeconfig": kc_path,
+            "ca_file": dir.join("ca.crt"),
+            "flux_install_url": format!("{url}{}", addons::FLUX_INSTALL_PATH),
+        });
+        std::fs::write(
+            &info_path,
+            serde_json::to_vec_pretty(&info).unwrap_or_default(),
+        )
+        .map_err(io_err(&info_path))?;
         tracing::info!(%url, dir = %dir.display(), "sandbox cluster started");
         Ok(SandboxHandle {
             shared,
@@ -235,7 +273,66 @@ impl Sandbox {
     }
 }
 
+/// Reads `DIR/git-repos.json` (`{"URL": "DIR", ...}`; relative directories are relative to
+/// the sandbox directory), so a playbook's `[sandbox] git_repos` can be handed over by file.
+fn read_git_repos(dir: &Path) -> Result<BTreeMap<String, PathBuf>, SandboxError> {
+    let path = dir.join("git-repos.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(BTreeMap::new());
+    };
+    let map: BTreeMap<String, PathBuf> = serde_json::from_str(&text)
+        .map_err(|e| SandboxError::GitRepo(format!("{}: {e}", path.display())))?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| (k, if v.is_absolute() { v } else { dir.join(v) }))
+        .collect())
+}
+
+/// Parses `URL=DIR`.
+///
+/// # Errors
+/// [`SandboxError::GitRepo`] when there is no `=` or a side is empty.
+pub fn parse_git_repo(s: &str) -> Result<(String, PathBuf), SandboxError> {
+    match s.rsplit_once('=') {
+        Some((u, d)) if u.contains("://") && !d.is_empty() => Ok((u.to_string(), PathBuf::from(d))),
+        _ => Err(SandboxError::GitRepo(s.to_string())),
+    }
+}
+
+/// The `vault_restart=<delay>` fault: one restart of Vault that long after start.
+fn schedule_vault_restart(shared: &Arc<Shared>, tracker: &TaskTracker) {
+    let Some(delay) = shared
+        .faults
+        .extra("vault.restart_at")
+        .and_then(|v| faults::parse_duration(&v))
+    else {
+        return;
+    };
+    let shared = shared.clone();
+    tracker.spawn(async move {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => {}
+            () = tokio::time::sleep(delay) => {
+                if let Some(v) = shared.vault.get() {
+                    tracing::info!("injected fault: vault restarts");
+                    v.restart();
+                }
+            }
+        }
+    });
+}
+
 impl SandboxHandle {
+    /// The sandbox's Vault server (seal state, restarts).
+    pub fn vault(&self) -> Option<Arc<vault::VaultServer>> {
+        self.shared.vault.get().cloned()
+    }
+
+    /// `https://127.0.0.1:PORT/sandbox/flux/install.yaml`: Flux's install manifest.
+    pub fn flux_install_url(&self) -> String {
+        format!("{}{}", self.url(), addons::FLUX_INSTALL_PATH)
+    }
+
     /// `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("https://127.0.0.1:{}", self.addr.port())
@@ -346,6 +443,14 @@ pub struct UpArgs {
     /// Port on 127.0.0.1 (0: a free one).
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// Serve a Git repository URL from a local directory (`URL=DIR`, repeatable); also read
+    /// from `DIR/git-repos.json`.
+    #[arg(long = "git-repo", value_name = "URL=DIR")]
+    pub git_repos: Vec<String>,
+    /// Start with a component already deployed; `vault`: the vault chart's objects and an
+    /// uninitialised Vault in namespace `vault`.
+    #[arg(long, value_parser = ["vault"])]
+    pub preinstall: Vec<String>,
 }
 
 /// `sandbox down`.
@@ -400,11 +505,22 @@ pub async fn run_up(args: UpArgs) -> Result<(), SandboxError> {
     let mut config = SandboxConfig::new(&args.dir);
     config.port = args.port;
     config.faults = faults;
+    for g in &args.git_repos {
+        let (url, dir) = parse_git_repo(g)?;
+        let dir = if dir.is_absolute() {
+            dir
+        } else {
+            std::env::current_dir().map_err(io_err(&dir))?.join(dir)
+        };
+        config.git_repos.insert(url, dir);
+    }
+    config.preinstall_vault = args.preinstall.iter().any(|p| p == "vault");
     let handle = Sandbox::start(config).await?;
     let pid_path = args.dir.join("sandbox.pid");
     std::fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(io_err(&pid_path))?;
     println!("sandbox cluster listening on {}", handle.url());
     println!("kubeconfig: {}", handle.kubeconfig_path().display());
+    println!("flux install manifest: {}", handle.flux_install_url());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(SandboxError::Signal)?;
     tokio::select! {

@@ -46,6 +46,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Wakes controllers for objects whose readiness a backend decides.
     pub triggers: Triggers,
+    /// The sandbox's Vault (set once the add-ons start).
+    pub vault: std::sync::OnceLock<std::sync::Arc<super::vault::VaultServer>>,
 }
 
 /// Who is calling.
@@ -158,6 +160,10 @@ pub async fn handle_request(shared: Arc<Shared>, req: Request<Incoming>) -> Resp
             return http::text(200, health_body(req.uri().query()));
         }
         (&Method::GET, "/version") => return http::json(200, &discovery::version()),
+        // Like a release asset download: no cluster credentials needed.
+        (&Method::GET, super::addons::FLUX_INSTALL_PATH) => {
+            return http::text(200, super::addons::FLUX_INSTALL);
+        }
         _ => {}
     }
     let caller = match bearer(&req).and_then(|t| authenticate(&shared, t)) {

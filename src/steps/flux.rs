@@ -1,11 +1,25 @@
 //! Flux: install the controllers, wait for them, and point them at the Git repository with the
 //! bootstrap credentials.
 
+use ::kube::api::Api;
+use ::kube::core::DynamicObject;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
-use super::{not_implemented, obj, payload_of};
+use super::support::{
+    apply_error, apply_yaml, cancellable, git_repository, kube_error, plan_yaml, ready_state,
+    reporter, wait_error, wait_options,
+};
+use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook};
+use crate::templates::{FluxSync, Manifest};
+
+/// Prefix of an install manifest served by the sandbox's API server (`sandbox:/sandbox/flux/install.yaml`):
+/// fetched from the cluster's API URL, TLS-verified with the cluster CA from the kubeconfig.
+pub const SANDBOX_SOURCE: &str = "sandbox:";
 
 /// Flux's controllers, as its `install.yaml` creates them.
 const CONTROLLERS: [&str; 4] = [
@@ -90,13 +104,87 @@ impl Step for FluxInstall {
         Ok(actions)
     }
 
-    async fn apply(&self, _ctx: &StepContext) -> Result<StepOutcome, StepError> {
-        Err(not_implemented(self, "apply"))
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        let yaml = self.fetch(ctx).await?;
+        let changed = apply_yaml(ctx, &yaml).await?;
+        StepOutcome::with_outputs(
+            changed,
+            &serde_json::json!({ "manifest_sha256": hex(&Sha256::digest(yaml.as_bytes())) }),
+        )
     }
 
-    async fn verify(&self, _ctx: &StepContext) -> Result<Verified, StepError> {
-        Err(not_implemented(self, "verify"))
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let yaml = self.fetch(ctx).await?;
+        let drift: Vec<String> = plan_yaml(ctx, &yaml)
+            .await?
+            .into_iter()
+            .filter(|a| a.op != crate::engine::Op::Unchanged)
+            .map(|a| a.target)
+            .collect();
+        Ok(if drift.is_empty() {
+            Verified::Holds
+        } else {
+            Verified::DoesNotHold {
+                reason: format!("not as install.yaml says: {}", drift.join(", ")),
+            }
+        })
     }
+}
+
+impl FluxInstall {
+    /// Fetches the install manifest (URL, sandbox-served or file) and checks its sha256.
+    async fn fetch(&self, ctx: &StepContext) -> Result<String, StepError> {
+        let src = &self.install_manifest;
+        ctx.progress(format!("fetching {src}"));
+        let text = if let Some(path) = src.strip_prefix(SANDBOX_SOURCE) {
+            let client = ctx.kube().await?;
+            let req = hyper::Request::get(path)
+                .body(Vec::new())
+                .map_err(|e| StepError::permanent(format!("bad install manifest path {path:?}: {e}")))?;
+            cancellable(ctx, async {
+                client
+                    .request_text(req)
+                    .await
+                    .map_err(|e| kube_error(&format!("GET {path} from the sandbox"), e))
+            })
+            .await?
+        } else if src.starts_with("https://") || src.starts_with("http://") {
+            crate::kube::install_crypto_provider();
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .map_err(|e| StepError::permanent(format!("build an HTTP client: {e}")))?;
+            let resp = client
+                .get(src)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(|e| StepError::transient(format!("GET {src}: {e}")))?;
+            resp.text()
+                .await
+                .map_err(|e| StepError::transient(format!("GET {src}: {e}")))?
+        } else {
+            std::fs::read_to_string(src).map_err(|e| {
+                StepError::permanent(format!(
+                    "read the Flux install manifest {src}: {e}: check [flux] install_manifest"
+                ))
+            })?
+        };
+        let digest = hex(&Sha256::digest(text.as_bytes()));
+        if let Some(want) = &self.install_sha256
+            && !want.eq_ignore_ascii_case(&digest)
+        {
+            return Err(StepError::permanent(format!(
+                "the Flux install manifest from {src} has sha256 {digest}, but [flux] install_sha256 pins {want}: nothing was applied; check the source or update the pin"
+            )));
+        }
+        Ok(text)
+    }
+}
+
+/// Lowercase hex of a digest.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `flux.ready`: CRDs Established, controllers Available.
@@ -144,13 +232,70 @@ impl Step for FluxReady {
         Ok(actions)
     }
 
-    async fn apply(&self, _ctx: &StepContext) -> Result<StepOutcome, StepError> {
-        Err(not_implemented(self, "apply"))
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        let client = ctx.kube().await?;
+        let options = wait_options(self.timeout);
+        let mut report = reporter(ctx);
+        for crd in CRDS {
+            cancellable(ctx, async {
+                crate::kube::wait::crd_established(&client, crd, &options, &mut report)
+                    .await
+                    .map(|_| ())
+                    .map_err(wait_error)
+            })
+            .await?;
+        }
+        for name in CONTROLLERS {
+            cancellable(ctx, async {
+                crate::kube::wait::deployment_available(
+                    &client,
+                    &self.namespace,
+                    name,
+                    &options,
+                    &mut report,
+                )
+                .await
+                .map_err(wait_error)
+            })
+            .await?;
+        }
+        Ok(StepOutcome::new(false))
     }
 
-    async fn verify(&self, _ctx: &StepContext) -> Result<Verified, StepError> {
-        Err(not_implemented(self, "verify"))
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        deployments_available(ctx, &self.namespace, &CONTROLLERS).await
     }
+}
+
+/// Whether every named Deployment reports `Available=True`.
+pub(crate) async fn deployments_available(
+    ctx: &StepContext,
+    namespace: &str,
+    names: &[&str],
+) -> Result<Verified, StepError> {
+    let api: Api<Deployment> = Api::namespaced(ctx.kube().await?, namespace);
+    for name in names {
+        let d = api
+            .get_opt(name)
+            .await
+            .map_err(|e| kube_error(&format!("read Deployment {namespace}/{name}"), e))?;
+        let Some(d) = d else {
+            return Ok(Verified::DoesNotHold {
+                reason: format!("Deployment {namespace}/{name} does not exist"),
+            });
+        };
+        let v = serde_json::to_value(&d).unwrap_or_default();
+        let check = crate::kube::wait::evaluate_condition(
+            Some(&v),
+            &crate::kube::ConditionSpec::is_true("Available"),
+        );
+        if !check.done {
+            return Ok(Verified::DoesNotHold {
+                reason: format!("Deployment {namespace}/{name}: {}", check.status),
+            });
+        }
+    }
+    Ok(Verified::Holds)
 }
 
 /// `flux.source`: the bootstrap Git Secret, the GitRepository and the root Kustomization, as
@@ -175,6 +320,9 @@ pub struct FluxSource {
     pub interval: HumanDuration,
     /// Wait limit.
     pub timeout: HumanDuration,
+    /// The ESO-managed Secret phase 3 switches the GitRepository to; once it is in use, the
+    /// bootstrap Secret is never created again.
+    pub switched_secret: String,
 }
 
 impl FluxSource {
@@ -192,8 +340,57 @@ impl FluxSource {
             git_username: f.git_username.clone(),
             interval: f.interval,
             timeout: pb.playbook.timeouts.flux_ready,
+            switched_secret: pb.playbook.git_auth.external_secret.clone(),
         }
     }
+
+    /// The sync objects with `secret_name` as the Git credentials.
+    pub(crate) fn sync(&self, secret_name: &str) -> Result<String, StepError> {
+        FluxSync {
+            url: self.git_url.clone(),
+            branch: self.branch.clone(),
+            path: format!("./{}", self.path.trim_start_matches("./")),
+            secret_name: secret_name.to_owned(),
+        }
+        .render()
+        .map_err(|e| StepError::permanent(e.to_string()))
+    }
+
+    /// The Secret the live GitRepository uses, if it exists.
+    pub(crate) async fn live_secret_ref(
+        &self,
+        ctx: &StepContext,
+    ) -> Result<Option<String>, StepError> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(ctx.kube().await?, &self.namespace, &git_repository());
+        let live = match api.get_opt(&self.name).await {
+            Ok(o) => o,
+            // The kind is not served yet: nothing exists.
+            Err(::kube::Error::Api(s)) if s.code == 404 => None,
+            Err(e) => return Err(kube_error("read the GitRepository", e)),
+        };
+        Ok(live.and_then(|o| {
+            o.data
+                .pointer("/spec/secretRef/name")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        }))
+    }
+
+    /// The credentials Secret to use: the switched one once phase 3 ran, else the bootstrap.
+    async fn current_secret(&self, ctx: &StepContext) -> Result<String, StepError> {
+        Ok(match self.live_secret_ref(ctx).await? {
+            Some(name) if name == self.switched_secret => name,
+            _ => self.name.clone(),
+        })
+    }
+}
+
+/// What `flux.source` hands on.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SourceOutputs {
+    /// The revision the GitRepository is Ready at.
+    pub revision: String,
 }
 
 #[async_trait::async_trait]
@@ -210,31 +407,154 @@ impl Step for FluxSource {
         vec![self.token_env.clone()]
     }
 
-    async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
-        Ok(vec![
-            Action::create(obj("Secret", &self.namespace, &self.name)).with_detail(format!(
-                "username {:?}, password from ${}; created only if absent, never overwritten",
-                self.git_username, self.token_env
-            )),
-            Action::create(obj("GitRepository", &self.namespace, &self.name)).with_detail(format!(
-                "{} branch {} every {}",
-                self.git_url, self.branch, self.interval
-            )),
-            Action::create(obj("Kustomization", &self.namespace, &self.name))
-                .with_detail(format!("path {}, prune", self.path)),
-            Action::run(format!(
-                "wait for {} Ready (timeout {})",
-                obj("GitRepository", &self.namespace, &self.name),
-                self.timeout
-            )),
-        ])
+    async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        let secret = obj("Secret", &self.namespace, &self.name);
+        let reachable = ctx.kube().await.is_ok();
+        let secret_name = if reachable {
+            self.current_secret(ctx).await.unwrap_or_else(|_| self.name.clone())
+        } else {
+            self.name.clone()
+        };
+        let mut actions = Vec::new();
+        if secret_name == self.name {
+            let exists = match ctx.kube().await {
+                Ok(client) => Api::<Secret>::namespaced(client, &self.namespace)
+                    .get_opt(&self.name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some(),
+                Err(_) => false,
+            };
+            actions.push(if exists {
+                Action::unchanged(secret).with_detail("exists; never overwritten")
+            } else {
+                Action::create(secret).with_detail(format!(
+                    "username {:?}, password from ${}; created only if absent",
+                    self.git_username, self.token_env
+                ))
+            });
+        } else {
+            actions.push(
+                Action::unchanged(obj("Secret", &self.namespace, &secret_name))
+                    .with_detail("the GitRepository already uses the ESO-managed Secret"),
+            );
+        }
+        actions.extend(plan_yaml(ctx, &self.sync(&secret_name)?).await?);
+        actions.push(Action::run(format!(
+            "wait for {} Ready (timeout {})",
+            obj("GitRepository", &self.namespace, &self.name),
+            self.timeout
+        )));
+        Ok(actions)
     }
 
-    async fn apply(&self, _ctx: &StepContext) -> Result<StepOutcome, StepError> {
-        Err(not_implemented(self, "apply"))
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        let client = ctx.kube().await?;
+        let secret_name = self.current_secret(ctx).await?;
+        let mut changed = false;
+        if secret_name == self.name {
+            let api: Api<Secret> = Api::namespaced(client.clone(), &self.namespace);
+            let exists = api
+                .get_opt(&self.name)
+                .await
+                .map_err(|e| kube_error("read the bootstrap Git Secret", e))?
+                .is_some();
+            if !exists {
+                // Namespace flux-system comes from install.yaml (flux.install ran before).
+                let token = ctx.secret(&self.token_env).map_err(|_| {
+                    StepError::permanent(format!(
+                        "the bootstrap Git Secret {}/{} does not exist and ${} is not set: export it and run `kubestrap apply --resume`",
+                        self.namespace, self.name, self.token_env
+                    ))
+                })?;
+                let secret = crate::kube::git_basic_auth_secret(
+                    &self.namespace,
+                    &self.name,
+                    &self.git_username,
+                    token,
+                );
+                changed |= crate::kube::create_secret_if_absent(&client, &secret)
+                    .await
+                    .map_err(apply_error)?;
+                drop(secret);
+            }
+        }
+        changed |= apply_yaml(ctx, &self.sync(&secret_name)?).await?;
+        let revision = self.wait_ready(ctx, &client).await?;
+        StepOutcome::with_outputs(changed, &SourceOutputs { revision })
     }
 
-    async fn verify(&self, _ctx: &StepContext) -> Result<Verified, StepError> {
-        Err(not_implemented(self, "verify"))
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(ctx.kube().await?, &self.namespace, &git_repository());
+        let Some(repo) = api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| kube_error("read the GitRepository", e))?
+        else {
+            return Ok(Verified::DoesNotHold {
+                reason: format!("GitRepository {}/{} does not exist", self.namespace, self.name),
+            });
+        };
+        let (ready, status) = ready_state(&serde_json::to_value(&repo).unwrap_or_default());
+        Ok(if ready {
+            Verified::Holds
+        } else {
+            Verified::DoesNotHold {
+                reason: format!("GitRepository {}/{}: {status}", self.namespace, self.name),
+            }
+        })
+    }
+}
+
+impl FluxSource {
+    /// Waits for the GitRepository to be Ready with an artifact revision; returns it.
+    pub(crate) async fn wait_ready(
+        &self,
+        ctx: &StepContext,
+        client: &::kube::Client,
+    ) -> Result<String, StepError> {
+        let options = wait_options(self.timeout);
+        let mut report = reporter(ctx);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &self.namespace, &git_repository());
+        let object = format!("GitRepository {}/{}", self.namespace, self.name);
+        let found = cancellable(ctx, async {
+            crate::kube::wait::until(
+                api,
+                &self.name,
+                &object,
+                "Ready=True with an artifact revision",
+                &options,
+                &mut report,
+                |o: Option<&DynamicObject>| {
+                    let v = o.and_then(|o| serde_json::to_value(o).ok());
+                    let mut check = crate::kube::wait::evaluate_condition(
+                        v.as_ref(),
+                        &crate::kube::ConditionSpec::is_true("Ready"),
+                    );
+                    let revision = v
+                        .as_ref()
+                        .and_then(|v| v.pointer("/status/artifact/revision"))
+                        .and_then(serde_json::Value::as_str);
+                    if check.done && revision.is_none() {
+                        check = crate::kube::Check::pending(format!("{} (no artifact yet)", check.status));
+                    }
+                    check
+                },
+            )
+            .await
+            .map_err(wait_error)
+        })
+        .await?;
+        Ok(found
+            .and_then(|o| {
+                o.data
+                    .pointer("/status/artifact/revision")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default())
     }
 }

@@ -1,10 +1,48 @@
 //! Phase 3: Flux's Git credentials move from the bootstrap Secret to one ESO makes from Vault.
 
+use ::kube::api::{Api, DeleteParams};
+use ::kube::core::DynamicObject;
+use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
 
-use super::obj;
-use crate::engine::Action;
+use super::flux::FluxSource;
+use super::support::{
+    apply_yaml, cancellable, external_secret, git_repository, kube_error, plan_yaml, ready_state,
+    reporter, wait_error, wait_options,
+};
+use super::vault::manifest_matches;
+use super::{obj, payload_of};
+use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook};
+use crate::templates::{self, Manifest};
+
+/// Waits until an ExternalSecret is `Ready=True` with reason `SecretSynced`; a timeout carries
+/// ESO's last reason and message (which name the cause: store, auth or missing key).
+pub(crate) async fn wait_synced(
+    ctx: &StepContext,
+    namespace: &str,
+    name: &str,
+    timeout: HumanDuration,
+) -> Result<(), StepError> {
+    let client = ctx.kube().await?;
+    let options = wait_options(timeout);
+    let mut report = reporter(ctx);
+    cancellable(ctx, async {
+        crate::kube::wait::condition(
+            &client,
+            &external_secret(),
+            Some(namespace),
+            name,
+            &crate::kube::ConditionSpec::is_true("Ready").with_reason("SecretSynced"),
+            &options,
+            &mut report,
+        )
+        .await
+        .map(|_| ())
+        .map_err(wait_error)
+    })
+    .await
+}
 
 /// `gitauth.external-secret`: the ExternalSecret that builds Flux's Git Secret from Vault.
 #[derive(Debug, Clone, Serialize)]
@@ -65,7 +103,54 @@ impl GitAuthExternalSecret {
         ]
     }
 }
-pending_step!(GitAuthExternalSecret, "gitauth.external-secret");
+
+impl GitAuthExternalSecret {
+    fn manifest(&self) -> Result<String, StepError> {
+        templates::GitExternalSecret {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            store_name: self.store.clone(),
+            refresh_interval: self.refresh_interval.to_string(),
+            target_name: self.name.clone(),
+            vault_key: self.vault_path.clone(),
+            username: self.username.clone(),
+            password_property: self.vault_key.clone(),
+        }
+        .render()
+        .map_err(|e| StepError::permanent(e.to_string()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Step for GitAuthExternalSecret {
+    fn kind(&self) -> &'static str {
+        "gitauth.external-secret"
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        payload_of(self)
+    }
+
+    async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        match plan_yaml(ctx, &self.manifest()?).await {
+            Ok(mut a) => {
+                a.extend(self.actions().split_off(1));
+                Ok(a)
+            }
+            Err(_) => Ok(self.actions()),
+        }
+    }
+
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        let changed = apply_yaml(ctx, &self.manifest()?).await?;
+        wait_synced(ctx, &self.namespace, &self.name, self.timeout).await?;
+        Ok(StepOutcome::new(changed))
+    }
+
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        manifest_matches(ctx, &self.manifest()?).await
+    }
+}
 
 /// `gitauth.switch`: the GitRepository uses the ESO-managed Secret and is Ready with it.
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +165,9 @@ pub struct GitAuthSwitch {
     pub to_secret: String,
     /// Wait limit.
     pub timeout: HumanDuration,
+    /// The sync objects as flux.source applies them (re-applied with the new secretRef, so
+    /// kubestrap's field manager keeps owning the whole spec).
+    pub source: FluxSource,
 }
 
 impl GitAuthSwitch {
@@ -93,7 +181,35 @@ impl GitAuthSwitch {
             from_secret: p.flux.bootstrap_secret.clone(),
             to_secret: p.git_auth.external_secret.clone(),
             timeout: p.timeouts.flux_ready,
+            source: FluxSource::from_playbook(pb),
         }
+    }
+
+    /// Whether the GitRepository uses the new Secret and is Ready at its latest generation.
+    async fn switched_and_ready(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(ctx.kube().await?, &self.namespace, &git_repository());
+        let Some(repo) = api
+            .get_opt(&self.repository)
+            .await
+            .map_err(|e| kube_error("read the GitRepository", e))?
+        else {
+            return Ok(Verified::DoesNotHold {
+                reason: format!("GitRepository {}/{} does not exist", self.namespace, self.repository),
+            });
+        };
+        let secret = repo.data.pointer("/spec/secretRef/name").and_then(serde_json::Value::as_str);
+        if secret != Some(self.to_secret.as_str()) {
+            return Ok(Verified::DoesNotHold {
+                reason: format!("GitRepository uses Secret {}", secret.unwrap_or("(none)")),
+            });
+        }
+        let (ready, status) = ready_state(&serde_json::to_value(&repo).unwrap_or_default());
+        Ok(if ready {
+            Verified::Holds
+        } else {
+            Verified::DoesNotHold { reason: format!("GitRepository {}/{}: {status}", self.namespace, self.repository) }
+        })
     }
 
     fn actions(&self) -> Vec<Action> {
@@ -110,7 +226,51 @@ impl GitAuthSwitch {
         ]
     }
 }
-pending_step!(GitAuthSwitch, "gitauth.switch");
+
+#[async_trait::async_trait]
+impl Step for GitAuthSwitch {
+    fn kind(&self) -> &'static str {
+        "gitauth.switch"
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        payload_of(self)
+    }
+
+    async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        match plan_yaml(ctx, &self.source.sync(&self.to_secret)?).await {
+            Ok(mut a) => {
+                a.extend(self.actions().split_off(1));
+                Ok(a)
+            }
+            Err(_) => Ok(self.actions()),
+        }
+    }
+
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        // The target Secret must exist before Flux is pointed at it.
+        let secrets: Api<Secret> = Api::namespaced(ctx.kube().await?, &self.namespace);
+        if secrets
+            .get_opt(&self.to_secret)
+            .await
+            .map_err(|e| kube_error("read the ESO-managed Git Secret", e))?
+            .is_none()
+        {
+            return Err(StepError::permanent(format!(
+                "Secret {}/{} does not exist yet: gitauth.external-secret must sync it first",
+                self.namespace, self.to_secret
+            )));
+        }
+        let changed = apply_yaml(ctx, &self.source.sync(&self.to_secret)?).await?;
+        // A changed secretRef bumps the generation; Ready only counts once observed at it.
+        self.source.wait_ready(ctx, &ctx.kube().await?).await?;
+        Ok(StepOutcome::new(changed))
+    }
+
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        self.switched_and_ready(ctx).await
+    }
+}
 
 /// `gitauth.cleanup`: delete the bootstrap Git Secret (unless the playbook keeps it).
 #[derive(Debug, Clone, Serialize)]
@@ -121,6 +281,8 @@ pub struct GitAuthCleanup {
     pub bootstrap_secret: String,
     /// Whether to delete it.
     pub delete: bool,
+    /// The switch that must hold before anything is deleted.
+    pub switch: GitAuthSwitch,
 }
 
 impl GitAuthCleanup {
@@ -132,6 +294,7 @@ impl GitAuthCleanup {
             namespace: p.flux.namespace.clone(),
             bootstrap_secret: p.flux.bootstrap_secret.clone(),
             delete: p.git_auth.delete_bootstrap_secret,
+            switch: GitAuthSwitch::from_playbook(pb),
         }
     }
 
@@ -147,4 +310,55 @@ impl GitAuthCleanup {
         }
     }
 }
-pending_step!(GitAuthCleanup, "gitauth.cleanup");
+
+#[async_trait::async_trait]
+impl Step for GitAuthCleanup {
+    fn kind(&self) -> &'static str {
+        "gitauth.cleanup"
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        payload_of(self)
+    }
+
+    async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        if self.delete
+            && let Ok(client) = ctx.kube().await
+            && let Ok(None) = Api::<Secret>::namespaced(client, &self.namespace)
+                .get_opt(&self.bootstrap_secret)
+                .await
+        {
+            return Ok(vec![Action::unchanged(obj("Secret", &self.namespace, &self.bootstrap_secret))
+                .with_detail("already deleted")]);
+        }
+        Ok(self.actions())
+    }
+
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        if !self.delete {
+            return Ok(StepOutcome::new(false));
+        }
+        if let Verified::DoesNotHold { reason } = self.switch.switched_and_ready(ctx).await? {
+            return Err(StepError::permanent(format!(
+                "refusing to delete the bootstrap Git Secret while Flux may still need it: {reason}"
+            )));
+        }
+        let api: Api<Secret> = Api::namespaced(ctx.kube().await?, &self.namespace);
+        match api.delete(&self.bootstrap_secret, &DeleteParams::default()).await {
+            Ok(_) => Ok(StepOutcome::new(true)),
+            Err(::kube::Error::Api(s)) if s.code == 404 => Ok(StepOutcome::new(false)),
+            Err(e) => Err(kube_error("delete the bootstrap Git Secret", e)),
+        }
+    }
+
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        if !self.delete {
+            return Ok(Verified::Holds);
+        }
+        let api: Api<Secret> = Api::namespaced(ctx.kube().await?, &self.namespace);
+        Ok(match api.get_opt(&self.bootstrap_secret).await.map_err(|e| kube_error("read the bootstrap Git Secret", e))? {
+            None => Verified::Holds,
+            Some(_) => Verified::DoesNotHold { reason: format!("Secret {}/{} still exists", self.namespace, self.bootstrap_secret) },
+        })
+    }
+}

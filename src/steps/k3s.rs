@@ -1,10 +1,17 @@
 //! k3s: make the cluster exist (or find it) and wait for its node to be Ready.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use serde::Serialize;
 
-use super::{not_implemented, payload_of};
+use super::payload_of;
+use super::support::{cancellable, reporter, wait_error, wait_options};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
-use crate::playbook::{HumanDuration, LoadedPlaybook, Provider};
+use crate::playbook::{HumanDuration, LoadedPlaybook, Provider, SshTarget};
+use ::kube::ResourceExt;
+use k8s_openapi::api::core::v1::Node;
 
 /// `INSTALL_K3S_EXEC` when the playbook gives none: a server whose kubeconfig only root reads.
 pub const DEFAULT_K3S_EXEC: &str = "server --write-kubeconfig-mode 600";
@@ -25,6 +32,12 @@ pub struct K3sInstall {
     pub kubeconfig: Option<String>,
     /// The sandbox directory (provider sandbox).
     pub sandbox_dir: Option<String>,
+    /// Git URL => local directory the sandbox's Git host serves (provider sandbox).
+    pub git_repos: BTreeMap<String, String>,
+    /// `--faults` for the sandbox (provider sandbox; tests and benchmarks).
+    pub sandbox_faults: Option<String>,
+    /// The SSH target in full (k3s-ssh).
+    pub ssh: Option<SshTarget>,
 }
 
 impl K3sInstall {
@@ -45,6 +58,19 @@ impl K3sInstall {
                 .map(|s| format!("{}@{}:{}", s.user, s.host, s.port)),
             kubeconfig: pb.kubeconfig().map(|p| p.display().to_string()),
             sandbox_dir: pb.sandbox_dir().map(|p| p.display().to_string()),
+            git_repos: pb
+                .playbook
+                .sandbox
+                .as_ref()
+                .map(|s| {
+                    s.git_repos
+                        .iter()
+                        .map(|(u, p)| (u.clone(), p.display().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            sandbox_faults: pb.playbook.sandbox.as_ref().and_then(|s| s.faults.clone()),
+            ssh: c.ssh.clone(),
         }
     }
 
@@ -107,13 +133,361 @@ impl Step for K3sInstall {
         })
     }
 
-    async fn apply(&self, _ctx: &StepContext) -> Result<StepOutcome, StepError> {
-        Err(not_implemented(self, "apply"))
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        let changed = match self.provider {
+            Provider::Sandbox => self.ensure_sandbox(ctx).await?,
+            Provider::K3sLocal => self.install_local(ctx).await?,
+            Provider::K3sSsh => self.install_ssh(ctx).await?,
+            Provider::Existing => {
+                let kubeconfig = ctx.kubeconfig_path().map(Path::to_path_buf);
+                if let Some(path) = &kubeconfig
+                    && !path.exists()
+                {
+                    return Err(StepError::permanent(format!(
+                        "kubeconfig {} does not exist: point [cluster] kubeconfig or --kubeconfig at the existing cluster's",
+                        path.display()
+                    )));
+                }
+                false
+            }
+        };
+        StepOutcome::with_outputs(
+            changed,
+            &InstallOutputs {
+                kubeconfig: ctx.kubeconfig_path().map(|p| p.display().to_string()),
+            },
+        )
     }
 
-    async fn verify(&self, _ctx: &StepContext) -> Result<Verified, StepError> {
-        Err(not_implemented(self, "verify"))
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        match self.provider {
+            Provider::Sandbox => {
+                let dir = self.sandbox_dir()?;
+                Ok(if sandbox_healthy(&dir).await {
+                    Verified::Holds
+                } else {
+                    Verified::DoesNotHold {
+                        reason: format!("no healthy sandbox is running from {}", dir.display()),
+                    }
+                })
+            }
+            _ => Ok(match readyz(&ctx.kube().await?).await {
+                Ok(()) => Verified::Holds,
+                Err(e) => Verified::DoesNotHold {
+                    reason: e.to_string(),
+                },
+            }),
+        }
     }
+}
+
+/// What `k3s.install` hands on: where the kubeconfig is.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct InstallOutputs {
+    /// The kubeconfig the run uses, when one is named.
+    pub kubeconfig: Option<String>,
+}
+
+impl K3sInstall {
+    fn sandbox_dir(&self) -> Result<PathBuf, StepError> {
+        self.sandbox_dir
+            .as_deref()
+            .map(PathBuf::from)
+            .ok_or_else(|| StepError::permanent("provider sandbox without a sandbox directory"))
+    }
+
+    /// The `kubestrap sandbox up` command line for this playbook.
+    fn sandbox_command(&self, exe: &Path, dir: &Path) -> std::process::Command {
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("sandbox").arg("up").arg("--dir").arg(dir);
+        for (url, path) in &self.git_repos {
+            cmd.arg("--git-repo").arg(format!("{url}={path}"));
+        }
+        if let Some(faults) = self.sandbox_faults.as_deref().filter(|f| !f.is_empty()) {
+            cmd.arg("--faults").arg(faults);
+        }
+        cmd
+    }
+
+    /// Starts the sandbox as a detached service unless a healthy one runs from its directory.
+    async fn ensure_sandbox(&self, ctx: &StepContext) -> Result<bool, StepError> {
+        let dir = self.sandbox_dir()?;
+        if sandbox_healthy(&dir).await {
+            ctx.progress(format!("the sandbox in {} is already running", dir.display()));
+            return Ok(false);
+        }
+        create_private_dir(&dir)?;
+        // A kubeconfig left by a dead sandbox names a port nobody listens on any more.
+        let kubeconfig = dir.join("kubeconfig");
+        let _ = std::fs::remove_file(&kubeconfig);
+        let exe = std::env::current_exe().map_err(|e| {
+            StepError::permanent(format!("cannot find kubestrap's own executable: {e}"))
+        })?;
+        let log = dir.join(CONSOLE_LOG);
+        let mut child = super::detach::spawn_detached(self.sandbox_command(&exe, &dir), &log)
+            .map_err(|e| StepError::permanent(format!("start the sandbox: {e}")))?;
+        ctx.progress(format!(
+            "started the sandbox (pid {}) in {}; its output goes to {}",
+            child.id(),
+            dir.display(),
+            log.display()
+        ));
+        let deadline = tokio::time::Instant::now() + SANDBOX_START;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(StepError::permanent(format!(
+                    "the sandbox exited at start ({status}); see {}",
+                    log.display()
+                )));
+            }
+            if kubeconfig.exists() && sandbox_healthy(&dir).await {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StepError::permanent(format!(
+                    "the sandbox did not answer /readyz within {}s; see {}",
+                    SANDBOX_START.as_secs(),
+                    log.display()
+                )));
+            }
+            // The sandbox's own start-up is a local process writing a file: there is no API
+            // to watch yet, so this is the one short poll in the bootstrap.
+            super::support::cancellable(ctx, async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(())
+            })
+            .await?;
+        }
+    }
+
+    /// The local install script invocation (k3s-local): version and flags through the
+    /// environment, never interpolated into a shell string.
+    fn local_install_command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.arg("-c").arg(INSTALL_PIPELINE);
+        if let Some(v) = &self.k3s_version {
+            cmd.env("INSTALL_K3S_VERSION", v);
+        }
+        cmd.env("INSTALL_K3S_EXEC", &self.k3s_exec);
+        cmd
+    }
+
+    async fn install_local(&self, ctx: &StepContext) -> Result<bool, StepError> {
+        let running = run_capture(std::process::Command::new("k3s").arg("--version"))
+            .await
+            .ok()
+            .and_then(|out| parse_k3s_version(&out));
+        if running.is_some() && running == self.k3s_version {
+            ctx.progress(format!(
+                "k3s {} already runs here",
+                running.unwrap_or_default()
+            ));
+            return Ok(false);
+        }
+        ctx.progress("running the k3s install script");
+        run_capture(&mut self.local_install_command()).await?;
+        if let Some(target) = ctx.kubeconfig_path()
+            && target != Path::new(K3S_KUBECONFIG)
+        {
+            let text = std::fs::read_to_string(K3S_KUBECONFIG).map_err(|e| {
+                StepError::permanent(format!("read {K3S_KUBECONFIG}: {e} (run as root?)"))
+            })?;
+            write_private(target, &text)?;
+        }
+        Ok(true)
+    }
+
+    /// `ssh` with host-key checking on and no prompts, to the playbook's target.
+    fn ssh_command(&self, remote: &str) -> Result<std::process::Command, StepError> {
+        let ssh = self
+            .ssh
+            .as_ref()
+            .ok_or_else(|| StepError::permanent("provider k3s-ssh needs [cluster.ssh]"))?;
+        let mut cmd = std::process::Command::new("ssh");
+        cmd.args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-p",
+            &ssh.port.to_string(),
+        ]);
+        if let Some(key) = &ssh.identity_file {
+            cmd.arg("-i").arg(key);
+        }
+        cmd.arg(format!("{}@{}", ssh.user, ssh.host))
+            .arg("--")
+            .arg(remote);
+        Ok(cmd)
+    }
+
+    /// The remote install pipeline, with version and flags shell-quoted.
+    fn remote_install(&self) -> String {
+        let mut env = String::new();
+        if let Some(v) = &self.k3s_version {
+            env.push_str(&format!("INSTALL_K3S_VERSION={} ", shell_quote(v)));
+        }
+        env.push_str(&format!("INSTALL_K3S_EXEC={} ", shell_quote(&self.k3s_exec)));
+        format!("curl -sfL https://get.k3s.io | {env}sh -")
+    }
+
+    fn sudo(&self) -> &'static str {
+        match &self.ssh {
+            Some(s) if s.user != "root" => "sudo ",
+            _ => "",
+        }
+    }
+
+    async fn install_ssh(&self, ctx: &StepContext) -> Result<bool, StepError> {
+        let target = ctx.kubeconfig_path().map(Path::to_path_buf).ok_or_else(|| {
+            StepError::permanent(
+                "provider k3s-ssh needs [cluster] kubeconfig: the file kubestrap writes the fetched kubeconfig to",
+            )
+        })?;
+        let running = run_capture(&mut self.ssh_command("k3s --version")?)
+            .await
+            .ok()
+            .and_then(|out| parse_k3s_version(&out));
+        let changed = if running.is_some() && running == self.k3s_version {
+            false
+        } else {
+            ctx.progress("running the k3s install script over ssh");
+            run_capture(&mut self.ssh_command(&format!("{}sh -c {}", self.sudo(), shell_quote(&self.remote_install())))?).await?;
+            true
+        };
+        let remote = run_capture(&mut self.ssh_command(&format!("{}cat {K3S_KUBECONFIG}", self.sudo()))?).await?;
+        let host = self.ssh.as_ref().map(|s| s.host.as_str()).unwrap_or_default();
+        let rewritten = rewrite_server(&remote, host);
+        let same = std::fs::read_to_string(&target).is_ok_and(|t| t == rewritten);
+        if !same {
+            write_private(&target, &rewritten)?;
+        }
+        Ok(changed || !same)
+    }
+}
+
+/// Where `sandbox up`'s stdout/stderr go (the sandbox writes its own `sandbox.log` too).
+pub const CONSOLE_LOG: &str = "sandbox.console.log";
+/// How long a starting sandbox may take to answer.
+const SANDBOX_START: Duration = Duration::from_secs(60);
+/// k3s's own kubeconfig.
+const K3S_KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
+/// The official install script, fed by environment variables.
+const INSTALL_PIPELINE: &str = "curl -sfL https://get.k3s.io | sh -";
+
+/// Whether a sandbox answers `/readyz` with the kubeconfig in `dir`.
+pub async fn sandbox_healthy(dir: &Path) -> bool {
+    let path = dir.join("kubeconfig");
+    if !path.exists() {
+        return false;
+    }
+    let Ok(mut config) = crate::kube::client::config(Some(&path), None).await else {
+        return false;
+    };
+    config.connect_timeout = Some(Duration::from_secs(2));
+    config.read_timeout = Some(Duration::from_secs(5));
+    crate::kube::install_crypto_provider();
+    let Ok(client) = ::kube::Client::try_from(config) else {
+        return false;
+    };
+    readyz(&client).await.is_ok()
+}
+
+/// `GET /readyz` must answer `ok`.
+///
+/// # Errors
+/// A transient [`StepError`] with what the API answered.
+pub(crate) async fn readyz(client: &::kube::Client) -> Result<(), StepError> {
+    let req = hyper::Request::get("/readyz")
+        .body(Vec::new())
+        .map_err(|e| StepError::permanent(format!("build /readyz request: {e}")))?;
+    let text = client
+        .request_text(req)
+        .await
+        .map_err(|e| StepError::transient(format!("GET /readyz failed: {e}")))?;
+    if text.trim() == "ok" {
+        Ok(())
+    } else {
+        Err(StepError::transient(format!(
+            "GET /readyz answered {:?}, not ok",
+            text.trim()
+        )))
+    }
+}
+
+/// Runs a command to completion and returns its stdout; a failure carries its stderr tail.
+async fn run_capture(cmd: &mut std::process::Command) -> Result<String, StepError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = tokio::process::Command::from(std::mem::replace(
+        cmd,
+        std::process::Command::new(&program),
+    ))
+    .stdin(std::process::Stdio::null())
+    .output()
+    .await
+    .map_err(|e| StepError::permanent(format!("run {program}: {e}")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(10).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        Err(StepError::permanent(format!(
+            "{program} failed ({}): {}",
+            out.status,
+            tail.join("\n")
+        )))
+    }
+}
+
+/// `k3s version v1.33.1+k3s1 (abc)` -> `v1.33.1+k3s1`.
+fn parse_k3s_version(out: &str) -> Option<String> {
+    let line = out.lines().next()?;
+    let mut words = line.split_whitespace();
+    (words.next()? == "k3s" && words.next()? == "version").then_some(())?;
+    words.next().map(str::to_owned)
+}
+
+/// Points k3s's kubeconfig (which names `https://127.0.0.1:6443`) at the remote host.
+fn rewrite_server(kubeconfig: &str, host: &str) -> String {
+    kubeconfig
+        .replace("https://127.0.0.1:", &format!("https://{host}:"))
+        .replace("https://localhost:", &format!("https://{host}:"))
+}
+
+/// Single-quotes `s` for a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), StepError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| StepError::permanent(format!("create {}: {e}", dir.display())))
+}
+
+/// Writes a credentials file with mode 0600 (atomically: temp file, then rename).
+fn write_private(path: &Path, text: &str) -> Result<(), StepError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| StepError::permanent(format!("write {}: {e}", path.display()));
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_private_dir(parent)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(fail)?;
+    f.write_all(text.as_bytes()).map_err(fail)?;
+    f.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
 }
 
 /// `k3s.ready`: the API answers `/readyz` and the node reports `Ready`.
@@ -153,11 +527,249 @@ impl Step for K3sReady {
         ])
     }
 
-    async fn apply(&self, _ctx: &StepContext) -> Result<StepOutcome, StepError> {
-        Err(not_implemented(self, "apply"))
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        let client = ctx.kube().await?;
+        readyz(&client).await?;
+        let nodes = self.wait_nodes(ctx, &client).await?;
+        StepOutcome::with_outputs(false, &ReadyOutputs { nodes })
     }
 
-    async fn verify(&self, _ctx: &StepContext) -> Result<Verified, StepError> {
-        Err(not_implemented(self, "verify"))
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let client = ctx.kube().await?;
+        if let Err(e) = readyz(&client).await {
+            return Ok(Verified::DoesNotHold {
+                reason: e.to_string(),
+            });
+        }
+        let api: ::kube::Api<Node> = ::kube::Api::all(client);
+        let nodes = api
+            .list(&Default::default())
+            .await
+            .map_err(|e| super::support::kube_error("list nodes", e))?;
+        for node in &nodes.items {
+            let v = serde_json::to_value(node).unwrap_or_default();
+            let (ready, status) = super::support::ready_state(&v);
+            if !ready {
+                return Ok(Verified::DoesNotHold {
+                    reason: format!("Node {} is not Ready: {status}", node.name_any()),
+                });
+            }
+        }
+        Ok(if nodes.items.is_empty() {
+            Verified::DoesNotHold {
+                reason: "the cluster has no node".into(),
+            }
+        } else {
+            Verified::Holds
+        })
+    }
+}
+
+/// What `k3s.ready` hands on.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ReadyOutputs {
+    /// Names of the Ready nodes.
+    pub nodes: Vec<String>,
+}
+
+impl K3sReady {
+    /// Waits (watch-based) until a node exists and every node is Ready.
+    async fn wait_nodes(
+        &self,
+        ctx: &StepContext,
+        client: &::kube::Client,
+    ) -> Result<Vec<String>, StepError> {
+        let api: ::kube::Api<Node> = ::kube::Api::all(client.clone());
+        let options = wait_options(self.timeout);
+        let mut report = reporter(ctx);
+        // First any node at all (a fresh k3s registers its node a moment after /readyz).
+        let first = cancellable(ctx, async {
+            wait_any_node(api.clone(), &options, &mut report).await
+        })
+        .await?;
+        let mut names = vec![first];
+        let listed = api
+            .list(&Default::default())
+            .await
+            .map_err(|e| super::support::kube_error("list nodes", e))?;
+        for n in listed.items {
+            let name = n.name_any();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let node = super::support::resource("", "v1", "Node");
+        for name in &names {
+            cancellable(ctx, async {
+                crate::kube::wait::condition(
+                    client,
+                    &node,
+                    None,
+                    name,
+                    &crate::kube::ConditionSpec::is_true("Ready"),
+                    &options,
+                    &mut report,
+                )
+                .await
+                .map_err(wait_error)
+            })
+            .await?;
+        }
+        Ok(names)
+    }
+}
+
+/// Waits for the first Node to appear (watch on the node list, no name known yet).
+async fn wait_any_node(
+    api: ::kube::Api<Node>,
+    options: &crate::kube::WaitOptions,
+    report: crate::kube::wait::Progress<'_>,
+) -> Result<String, StepError> {
+    use futures::StreamExt;
+    use ::kube::runtime::WatchStreamExt;
+    let stream = ::kube::runtime::watcher::watcher(api, Default::default())
+        .default_backoff()
+        .applied_objects();
+    futures::pin_mut!(stream);
+    let start = tokio::time::Instant::now();
+    let mut last = "no node registered yet".to_owned();
+    loop {
+        let next = tokio::time::timeout_at(start + options.timeout, stream.next()).await;
+        match next {
+            Err(_) => {
+                return Err(wait_error(crate::kube::WaitError::Timeout {
+                    object: "Node (any)".into(),
+                    condition: "registered".into(),
+                    waited: start.elapsed(),
+                    last,
+                }));
+            }
+            Ok(Some(Ok(node))) => return Ok(node.name_any()),
+            Ok(Some(Err(e))) => {
+                last = format!("watch error: {e}");
+                report(&crate::kube::WaitProgress {
+                    object: "Node (any)",
+                    condition: "registered",
+                    elapsed: start.elapsed(),
+                    last: &last,
+                });
+            }
+            Ok(None) => {
+                return Err(StepError::transient("the node watch ended"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn install(provider: Provider) -> K3sInstall {
+        K3sInstall {
+            provider,
+            k3s_version: Some("v1.33.1+k3s1".into()),
+            k3s_exec: "server --disable traefik".into(),
+            ssh_target: Some("admin@10.0.0.5:2222".into()),
+            kubeconfig: Some("/tmp/kc".into()),
+            sandbox_dir: Some("/tmp/sb".into()),
+            git_repos: BTreeMap::from([("https://git.example/fleet".into(), "/srv/fleet".into())]),
+            sandbox_faults: Some("api_error_rate=0.1".into()),
+            ssh: Some(SshTarget {
+                host: "10.0.0.5".into(),
+                user: "admin".into(),
+                port: 2222,
+                identity_file: Some("/home/me/.ssh/id".into()),
+            }),
+        }
+    }
+
+    fn argv(cmd: &std::process::Command) -> Vec<String> {
+        std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn sandbox_command_passes_dir_git_repos_and_faults() {
+        let i = install(Provider::Sandbox);
+        let cmd = i.sandbox_command(Path::new("/bin/kubestrap"), Path::new("/tmp/sb"));
+        assert_eq!(
+            argv(&cmd),
+            [
+                "/bin/kubestrap", "sandbox", "up", "--dir", "/tmp/sb", "--git-repo",
+                "https://git.example/fleet=/srv/fleet", "--faults", "api_error_rate=0.1"
+            ]
+        );
+    }
+
+    #[test]
+    fn local_install_passes_version_and_exec_in_the_environment() {
+        let cmd = install(Provider::K3sLocal).local_install_command();
+        assert_eq!(argv(&cmd), ["/bin/sh", "-c", INSTALL_PIPELINE]);
+        let env: BTreeMap<String, String> = cmd
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.unwrap().to_string_lossy().into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(env["INSTALL_K3S_VERSION"], "v1.33.1+k3s1");
+        assert_eq!(env["INSTALL_K3S_EXEC"], "server --disable traefik");
+    }
+
+    #[test]
+    fn ssh_checks_host_keys_and_never_prompts() {
+        let i = install(Provider::K3sSsh);
+        let cmd = i.ssh_command("k3s --version").unwrap();
+        assert_eq!(
+            argv(&cmd),
+            [
+                "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-p", "2222",
+                "-i", "/home/me/.ssh/id", "admin@10.0.0.5", "--", "k3s --version"
+            ]
+        );
+        assert_eq!(i.sudo(), "sudo ");
+        assert_eq!(
+            i.remote_install(),
+            "curl -sfL https://get.k3s.io | INSTALL_K3S_VERSION='v1.33.1+k3s1' INSTALL_K3S_EXEC='server --disable traefik' sh -"
+        );
+    }
+
+    #[test]
+    fn quoting_survives_single_quotes() {
+        assert_eq!(shell_quote("a'b"), "'a'\\''b'");
+    }
+
+    #[test]
+    fn k3s_version_and_kubeconfig_rewrite() {
+        assert_eq!(
+            parse_k3s_version("k3s version v1.33.1+k3s1 (99d91538)\ngo version go1.24"),
+            Some("v1.33.1+k3s1".into())
+        );
+        assert_eq!(parse_k3s_version("bash: k3s: not found"), None);
+        let kc = "clusters:\n- cluster:\n    server: https://127.0.0.1:6443\n";
+        assert!(rewrite_server(kc, "10.0.0.5").contains("server: https://10.0.0.5:6443"));
+    }
+
+    #[test]
+    fn private_files_are_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/kubeconfig");
+        write_private(&path, "x").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    #[ignore = "needs a real cluster"]
+    fn k3s_local_install_on_a_real_machine() {
+        // Run by hand on a disposable VM: `cargo test -- --ignored k3s_local`.
+        let cmd = install(Provider::K3sLocal).local_install_command();
+        assert!(std::process::Command::from(cmd).status().unwrap().success());
     }
 }

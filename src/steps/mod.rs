@@ -1,68 +1,27 @@
 //! The step kinds of design §3 and the registry that wires them into the five-phase DAG.
 //!
 //! One file per component. Each step is a serde-serialisable struct built from the playbook
-//! (its payload) implementing [`crate::engine::Step`]. `plan` already describes the real intended
-//! actions; `apply`/`verify` return [`StepError::NotImplemented`] until the phases work (issue 4)
-//! fills them in, without touching the engine.
-
-/// Implements [`Step`] for a step whose `apply`/`verify` are not written yet: `kind`, `payload`
-/// and `plan` (from the type's inherent `actions()`) are real, the operations return
-/// [`StepError::NotImplemented`]. Issue 4 replaces each use with a handwritten `impl Step`.
-macro_rules! pending_step {
-    ($ty:ty, $kind:literal $(, secrets = $secrets:ident)?) => {
-        #[async_trait::async_trait]
-        impl $crate::engine::Step for $ty {
-            fn kind(&self) -> &'static str {
-                $kind
-            }
-
-            fn payload(&self) -> serde_json::Value {
-                $crate::steps::payload_of(self)
-            }
-
-            $(
-            fn secrets(&self) -> Vec<String> {
-                self.$secrets()
-            }
-            )?
-
-            async fn plan(
-                &self,
-                _ctx: &$crate::engine::StepContext,
-            ) -> Result<Vec<$crate::engine::Action>, $crate::engine::StepError> {
-                Ok(self.actions())
-            }
-
-            async fn apply(
-                &self,
-                _ctx: &$crate::engine::StepContext,
-            ) -> Result<$crate::engine::StepOutcome, $crate::engine::StepError> {
-                Err($crate::steps::not_implemented(self, "apply"))
-            }
-
-            async fn verify(
-                &self,
-                _ctx: &$crate::engine::StepContext,
-            ) -> Result<$crate::engine::Verified, $crate::engine::StepError> {
-                Err($crate::steps::not_implemented(self, "verify"))
-            }
-        }
-    };
-}
+//! (its payload) implementing [`crate::engine::Step`] with real operations: Kubernetes through
+//! kube-rs (server-side apply with dry-run plans, watch-based waits), Vault through vaultrs over
+//! a port-forward, Terraform through the runner with secrets on a pipe. `support` and
+//! `vault_api` hold what several steps share; `detach` starts the sandbox as a service.
 
 mod apps;
+mod detach;
 mod eso;
 mod flux;
 mod gitauth;
 mod k3s;
+mod support;
 pub mod synthetic;
 mod terraform;
 mod vault;
+mod vault_api;
 mod verify;
 
 use std::sync::Arc;
 
-use crate::engine::{Building, Built, Engine, GraphErrors, Phase, Step, StepError};
+use crate::engine::{Building, Built, Engine, GraphErrors, Phase};
 use crate::playbook::LoadedPlaybook;
 
 pub use apps::{AppsReconcile, AppsSecretsSynced};
@@ -75,14 +34,6 @@ pub use vault::{
     VaultAutoUnseal, VaultConfigure, VaultInit, VaultInstall, VaultReady, VaultUnseal,
 };
 pub use verify::{Cleanup, VerifyEso, VerifyFlux, VerifyNoBootstrapSecrets, VerifyVault};
-
-/// The error every unwritten operation returns: permanent, explicit, nothing changed.
-pub(crate) fn not_implemented(step: &dyn Step, operation: &'static str) -> StepError {
-    StepError::NotImplemented {
-        step: step.kind(),
-        operation,
-    }
-}
 
 /// Serialise a step's payload (steps are plain data, so this cannot fail in practice).
 pub(crate) fn payload_of<T: serde::Serialize>(step: &T) -> serde_json::Value {

@@ -1,9 +1,90 @@
 //! Phase 2: bootstrap secrets from the environment through Terraform into Vault, then checked.
 
-use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
-use crate::engine::Action;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::payload_of;
+use super::vault::VaultEndpoint;
+use super::vault_api::{VaultSession, connect, is_not_found, root_token, vault_error};
+use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook};
+use crate::terraform::{OutputStream, Terraform, VarValue, Variables};
+
+/// Reads a KV v2 secret as key => value; `None` when nothing is there.
+///
+/// # Errors
+/// A classified [`StepError`] when Vault refuses or is unreachable.
+pub(crate) async fn read_kv(
+    session: &VaultSession,
+    mount: &str,
+    path: &str,
+) -> Result<Option<HashMap<String, SecretString>>, StepError> {
+    match vaultrs::kv2::read::<HashMap<String, String>>(&session.client, mount, path).await {
+        Ok(map) => Ok(Some(
+            map.into_iter()
+                .map(|(k, v)| (k, SecretString::from(v)))
+                .collect(),
+        )),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(vault_error(&format!("read {mount}/data/{path}"), e)),
+    }
+}
+
+fn digest(s: &SecretString) -> [u8; 32] {
+    Sha256::digest(s.expose_secret().as_bytes()).into()
+}
+
+/// How one declared secret compares with Vault (digests only, values never shown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compare {
+    /// Vault holds the captured value.
+    Same,
+    /// Vault holds another value.
+    Differs,
+    /// Vault holds nothing at that path and key.
+    Absent,
+    /// The value was not captured this run; Vault holds one.
+    PresentNotCaptured,
+    /// Not captured and not in Vault.
+    AbsentNotCaptured,
+}
+
+/// Compares every route with Vault; also returns Vault's current values (for routes whose
+/// value was not captured, so Terraform can be given the complete map).
+async fn compare(
+    ctx: &StepContext,
+    session: &VaultSession,
+    mount: &str,
+    routes: &[SecretRoute],
+) -> Result<Vec<(Compare, Option<SecretString>)>, StepError> {
+    let mut cache: BTreeMap<String, Option<HashMap<String, SecretString>>> = BTreeMap::new();
+    let mut out = Vec::with_capacity(routes.len());
+    for r in routes {
+        if !cache.contains_key(&r.vault_path) {
+            let data = read_kv(session, mount, &r.vault_path).await?;
+            cache.insert(r.vault_path.clone(), data);
+        }
+        let in_vault = cache
+            .get(&r.vault_path)
+            .and_then(Option::as_ref)
+            .and_then(|d| d.get(&r.vault_key))
+            .cloned();
+        let captured = ctx.secret(&r.env).ok();
+        let cmp = match (captured, &in_vault) {
+            (Some(v), Some(have)) if digest(v) == digest(have) => Compare::Same,
+            (Some(_), Some(_)) => Compare::Differs,
+            (Some(_), None) => Compare::Absent,
+            (None, Some(_)) => Compare::PresentNotCaptured,
+            (None, None) => Compare::AbsentNotCaptured,
+        };
+        out.push((cmp, in_vault));
+    }
+    Ok(out)
+}
 
 /// Where one bootstrap secret goes (names and locations only, never the value).
 #[derive(Debug, Clone, Serialize)]
@@ -18,7 +99,7 @@ pub struct SecretRoute {
     pub vault_key: String,
 }
 
-fn routes(pb: &LoadedPlaybook) -> Vec<SecretRoute> {
+pub(crate) fn routes(pb: &LoadedPlaybook) -> Vec<SecretRoute> {
     pb.playbook
         .secrets
         .iter()
@@ -44,6 +125,10 @@ pub struct SecretsTerraform {
     pub secrets: Vec<SecretRoute>,
     /// Time limit.
     pub timeout: HumanDuration,
+    /// How to reach Vault.
+    pub endpoint: VaultEndpoint,
+    /// Secret holding the root token (VAULT_TOKEN for the child).
+    pub keys_secret: String,
 }
 
 impl SecretsTerraform {
@@ -56,6 +141,80 @@ impl SecretsTerraform {
             kv_mount: pb.playbook.vault.kv_mount.clone(),
             secrets: routes(pb),
             timeout: pb.playbook.timeouts.terraform,
+            endpoint: VaultEndpoint::from_playbook(pb),
+            keys_secret: pb.playbook.vault.keys_secret.clone(),
+        }
+    }
+
+    /// The module's variables: `mount` and `secrets` (path => key => value), the interface of
+    /// `phases/2-secrets/main.tf` and the test fixture.
+    fn variables(&self, values: Vec<SecretString>) -> Variables {
+        let mut by_path: BTreeMap<String, BTreeMap<String, VarValue>> = BTreeMap::new();
+        for (r, v) in self.secrets.iter().zip(values) {
+            by_path
+                .entry(r.vault_path.clone())
+                .or_default()
+                .insert(r.vault_key.clone(), VarValue::Secret(v));
+        }
+        let mut vars = Variables::new();
+        vars.plain("mount", self.kv_mount.clone()).value(
+            "secrets",
+            VarValue::Map(
+                by_path
+                    .into_iter()
+                    .map(|(p, m)| (p, VarValue::Map(m)))
+                    .collect(),
+            ),
+        );
+        vars
+    }
+
+    /// Runs `terraform init` and `apply` with the secrets on a pipe and Vault in the env.
+    async fn run_terraform(
+        &self,
+        ctx: &StepContext,
+        session: &VaultSession,
+        token: SecretString,
+        values: Vec<SecretString>,
+    ) -> Result<(), StepError> {
+        let work = ctx.state_dir().join("terraform");
+        let home = work.join("home");
+        std::fs::create_dir_all(&home)
+            .map_err(|e| StepError::permanent(format!("create {}: {e}", home.display())))?;
+        let state = work.join("terraform.tfstate");
+        let state_arg = format!("-state={}", state.display());
+        let tf = Terraform::new(&self.binary, &PathBuf::from(&self.dir))
+            .map_err(|e| StepError::permanent(e.to_string()))?
+            .home(&home)
+            // Providers and the module's local state live per cluster under the state dir,
+            // so the module directory stays clean and two clusters never share state.
+            .env("TF_DATA_DIR", &work.join("data").display().to_string())
+            .env("TF_CLI_ARGS_apply", &state_arg)
+            .env("TF_CLI_ARGS_plan", &state_arg)
+            .env("VAULT_ADDR", &session.addr)
+            .secret_env("VAULT_TOKEN", token);
+        let vars = self.variables(values);
+        let mut sink = |stream: OutputStream, line: &str| {
+            let tag = match stream {
+                OutputStream::Stdout => "terraform",
+                OutputStream::Stderr => "terraform (stderr)",
+            };
+            if !line.trim().is_empty() {
+                ctx.progress(format!("{tag}: {line}"));
+            }
+        };
+        let run = async {
+            tf.init(&mut sink).await?;
+            tf.apply(&vars, &mut sink).await
+        };
+        match tokio::time::timeout(self.timeout.get(), super::support::cancellable(ctx, async { Ok(run.await) })).await {
+            Err(_) => Err(StepError::permanent(format!(
+                "terraform did not finish within {} ([timeouts] terraform)",
+                self.timeout
+            ))),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(Err(e))) => Err(StepError::permanent(e.to_string())),
+            Ok(Ok(Ok(()))) => Ok(()),
         }
     }
 
@@ -89,7 +248,111 @@ impl SecretsTerraform {
         actions
     }
 }
-pending_step!(SecretsTerraform, "secrets.terraform", secrets = env_names);
+
+#[async_trait::async_trait]
+impl Step for SecretsTerraform {
+    fn kind(&self) -> &'static str {
+        "secrets.terraform"
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        payload_of(self)
+    }
+
+    fn secrets(&self) -> Vec<String> {
+        self.env_names()
+    }
+
+    async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        Ok(self.actions())
+    }
+
+    /// Unchanged (Terraform not run) when Vault already holds every declared value: compared
+    /// by SHA-256 digest with the captured value, or, for a value not exported this run, by
+    /// presence. A value neither exported nor in Vault is an error that names the variable.
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        let token = root_token(ctx, &self.endpoint, &self.keys_secret).await?;
+        let session = connect(ctx, &self.endpoint, Some(&token)).await?;
+        let found = compare(ctx, &session, &self.kv_mount, &self.secrets).await?;
+        let missing: Vec<&str> = self
+            .secrets
+            .iter()
+            .zip(&found)
+            .filter(|(_, (c, _))| *c == Compare::AbsentNotCaptured)
+            .map(|(r, _)| r.env.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(StepError::permanent(format!(
+                "Vault does not hold {} yet and the environment does not provide it: export {} and run `kubestrap apply --resume`",
+                missing.join(", "),
+                missing.join(", ")
+            )));
+        }
+        if found
+            .iter()
+            .all(|(c, _)| matches!(c, Compare::Same | Compare::PresentNotCaptured))
+        {
+            ctx.progress("every declared secret is already in Vault with the same value");
+            return Ok(StepOutcome::new(false));
+        }
+        let values: Vec<SecretString> = self
+            .secrets
+            .iter()
+            .zip(found)
+            .map(|(r, (_, in_vault))| match ctx.secret(&r.env) {
+                Ok(v) => v.clone(),
+                Err(_) => in_vault.unwrap_or_else(|| SecretString::from(String::new())),
+            })
+            .collect();
+        self.run_terraform(ctx, &session, token, values).await?;
+        let after = compare(ctx, &session, &self.kv_mount, &self.secrets).await?;
+        let wrong: Vec<String> = self
+            .secrets
+            .iter()
+            .zip(&after)
+            .filter(|(_, (c, _))| !matches!(c, Compare::Same | Compare::PresentNotCaptured))
+            .map(|(r, _)| format!("{}/data/{} key {}", self.kv_mount, r.vault_path, r.vault_key))
+            .collect();
+        if !wrong.is_empty() {
+            return Err(StepError::permanent(format!(
+                "terraform apply succeeded but Vault does not hold the declared value at {}: check the module in {}",
+                wrong.join(", "),
+                self.dir
+            )));
+        }
+        Ok(StepOutcome::new(true))
+    }
+
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let token = root_token(ctx, &self.endpoint, &self.keys_secret).await?;
+        let session = connect(ctx, &self.endpoint, Some(&token)).await?;
+        let found = compare(ctx, &session, &self.kv_mount, &self.secrets).await?;
+        Ok(describe(&self.kv_mount, &self.secrets, &found))
+    }
+}
+
+/// `Holds` when every route is in Vault (with the captured value, when captured).
+fn describe(mount: &str, routes: &[SecretRoute], found: &[(Compare, Option<SecretString>)]) -> Verified {
+    let bad: Vec<String> = routes
+        .iter()
+        .zip(found)
+        .filter_map(|(r, (c, _))| {
+            let at = format!("{mount}/data/{} key {}", r.vault_path, r.vault_key);
+            match c {
+                Compare::Same | Compare::PresentNotCaptured => None,
+                Compare::Differs => Some(format!("{at} holds another value than ${}", r.env)),
+                Compare::Absent | Compare::AbsentNotCaptured => Some(format!("{at} is missing")),
+            }
+        })
+        .collect();
+    if bad.is_empty() {
+        Verified::Holds
+    } else {
+        Verified::DoesNotHold {
+            reason: bad.join("; "),
+        }
+    }
+}
 
 /// `secrets.verify`: every declared secret is at its Vault path and key.
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +361,10 @@ pub struct SecretsVerify {
     pub kv_mount: String,
     /// What must be there.
     pub secrets: Vec<SecretRoute>,
+    /// How to reach Vault.
+    pub endpoint: VaultEndpoint,
+    /// Secret holding the root token.
+    pub keys_secret: String,
 }
 
 impl SecretsVerify {
@@ -107,6 +374,8 @@ impl SecretsVerify {
         Self {
             kv_mount: pb.playbook.vault.kv_mount.clone(),
             secrets: routes(pb),
+            endpoint: VaultEndpoint::from_playbook(pb),
+            keys_secret: pb.playbook.vault.keys_secret.clone(),
         }
     }
 
@@ -122,4 +391,34 @@ impl SecretsVerify {
             .collect()
     }
 }
-pending_step!(SecretsVerify, "secrets.verify");
+
+#[async_trait::async_trait]
+impl Step for SecretsVerify {
+    fn kind(&self) -> &'static str {
+        "secrets.verify"
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        payload_of(self)
+    }
+
+    async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        Ok(self.actions())
+    }
+
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        match self.verify(ctx).await? {
+            Verified::Holds => Ok(StepOutcome::new(false)),
+            Verified::DoesNotHold { reason } => Err(StepError::permanent(format!(
+                "declared secrets are not in Vault as expected: {reason}"
+            ))),
+        }
+    }
+
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let token = root_token(ctx, &self.endpoint, &self.keys_secret).await?;
+        let session = connect(ctx, &self.endpoint, Some(&token)).await?;
+        let found = compare(ctx, &session, &self.kv_mount, &self.secrets).await?;
+        Ok(describe(&self.kv_mount, &self.secrets, &found))
+    }
+}

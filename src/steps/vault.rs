@@ -2,11 +2,26 @@
 //! auto-unsealer, and the configuration External Secrets needs (KV v2, Kubernetes auth, policy,
 //! role).
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ::kube::api::{Api, DeleteParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use super::obj;
-use crate::engine::Action;
+use super::support::{
+    apply_yaml, cancellable, helm_release, kube_error, plan_yaml, reporter,
+    wait_error, wait_options,
+};
+use super::vault_api::{
+    ROOT_TOKEN_KEY, VaultKeys, VaultSession, VaultState, connect, is_not_found, read_keys,
+    root_token, share_key, state, vault_error,
+};
+use super::{obj, payload_of};
+use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook, VaultAccess};
+use crate::templates::{self, Manifest};
 
 /// How a step reaches Vault's API, for plan text.
 fn reach(access: VaultAccess, namespace: &str, release: &str, address: Option<&str>) -> Action {
@@ -32,7 +47,7 @@ pub struct VaultEndpoint {
 }
 
 impl VaultEndpoint {
-    fn from_playbook(pb: &LoadedPlaybook) -> Self {
+    pub(crate) fn from_playbook(pb: &LoadedPlaybook) -> Self {
         let v = &pb.playbook.vault;
         Self {
             namespace: v.namespace.clone(),
@@ -95,7 +110,60 @@ impl VaultInstall {
         ]
     }
 }
-pending_step!(VaultInstall, "vault.install");
+
+impl VaultInstall {
+    fn manifest(&self) -> Result<String, StepError> {
+        templates::VaultRelease {
+            repository: self.chart_repo.clone(),
+            chart_version: self.chart_version.clone(),
+        }
+        .render()
+        .map_err(|e| StepError::permanent(e.to_string()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Step for VaultInstall {
+    fn kind(&self) -> &'static str {
+        "vault.install"
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        payload_of(self)
+    }
+
+    async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        match plan_yaml(ctx, &self.manifest()?).await {
+            Ok(actions) => Ok(actions),
+            Err(_) => Ok(self.actions()),
+        }
+    }
+
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        Ok(StepOutcome::new(apply_yaml(ctx, &self.manifest()?).await?))
+    }
+
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        manifest_matches(ctx, &self.manifest()?).await
+    }
+}
+
+/// Whether every object of a manifest exists as it would be applied (server-side dry-run).
+pub(crate) async fn manifest_matches(ctx: &StepContext, yaml: &str) -> Result<Verified, StepError> {
+    let drift: Vec<String> = plan_yaml(ctx, yaml)
+        .await?
+        .into_iter()
+        .filter(|a| a.op != crate::engine::Op::Unchanged)
+        .map(|a| format!("{} ({:?})", a.target, a.op))
+        .collect();
+    Ok(if drift.is_empty() {
+        Verified::Holds
+    } else {
+        Verified::DoesNotHold {
+            reason: format!("not as applied: {}", drift.join(", ")),
+        }
+    })
+}
 
 /// `vault.ready`: the HelmRelease is Ready and the Vault pod runs (sealed is expected here).
 #[derive(Debug, Clone, Serialize)]
@@ -135,7 +203,88 @@ impl VaultReady {
         ]
     }
 }
-pending_step!(VaultReady, "vault.ready");
+
+#[async_trait::async_trait]
+impl Step for VaultReady {
+    fn kind(&self) -> &'static str {
+        "vault.ready"
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        payload_of(self)
+    }
+
+    async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        Ok(self.actions())
+    }
+
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        let client = ctx.kube().await?;
+        wait_release(ctx, &client, &self.namespace, &self.release, self.timeout).await?;
+        let options = wait_options(self.timeout);
+        let mut report = reporter(ctx);
+        let pod = format!("{}-0", self.release);
+        cancellable(ctx, async {
+            crate::kube::wait::pod(
+                &client,
+                &self.namespace,
+                &pod,
+                crate::kube::PodState::Running,
+                &options,
+                &mut report,
+            )
+            .await
+            .map(|_| ())
+            .map_err(wait_error)
+        })
+        .await?;
+        Ok(StepOutcome::new(false))
+    }
+
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let api: Api<Pod> = Api::namespaced(ctx.kube().await?, &self.namespace);
+        let pod = format!("{}-0", self.release);
+        let phase = api
+            .get_opt(&pod)
+            .await
+            .map_err(|e| kube_error("read the Vault pod", e))?
+            .and_then(|p| p.status.and_then(|s| s.phase));
+        Ok(if phase.as_deref() == Some("Running") {
+            Verified::Holds
+        } else {
+            Verified::DoesNotHold {
+                reason: format!("Pod {}/{pod} is {}", self.namespace, phase.as_deref().unwrap_or("missing")),
+            }
+        })
+    }
+}
+
+/// Waits for a HelmRelease to be Ready; a failure names the release's last reason.
+pub(crate) async fn wait_release(
+    ctx: &StepContext,
+    client: &::kube::Client,
+    namespace: &str,
+    name: &str,
+    timeout: HumanDuration,
+) -> Result<(), StepError> {
+    let options = wait_options(timeout);
+    let mut report = reporter(ctx);
+    cancellable(ctx, async {
+        crate::kube::wait::condition(
+            client,
+            &helm_release(),
+            Some(namespace),
+            name,
+            &crate::kube::ConditionSpec::is_true("Ready"),
+            &options,
+            &mut report,
+        )
+        .await
+        .map(|_| ())
+        .map_err(wait_error)
+    })
+    .await
+}
 
 /// `vault.init`: `sys/init` once, the keys into the keys Secret immediately after.
 #[derive(Debug, Clone, Serialize)]
@@ -177,7 +326,217 @@ impl VaultInit {
         ]
     }
 }
-pending_step!(VaultInit, "vault.init");
+
+/// File under the cluster's state directory that receives the init response when the keys
+/// Secret cannot be written (mode 0600).
+pub const EMERGENCY_FILE: &str = "vault-init-keys.emergency.json";
+
+/// How often the keys Secret write is tried before falling back to the emergency file.
+const KEYS_WRITE_ATTEMPTS: u32 = 5;
+
+/// The recovery text for an initialised Vault whose keys Secret is gone.
+fn recovery_text(namespace: &str, secret: &str, emergency: &Path) -> String {
+    format!(
+        "Vault is already initialised but Secret {namespace}/{secret} with its unseal keys and root token is missing, and kubestrap never re-initialises a Vault (that would destroy its data). Recovery (README, \"Recovering the Vault keys Secret\"): \
+1) if you kept the keys, recreate the Secret with entries unseal-key-0..unseal-key-N and root-token: \
+`kubectl -n {namespace} create secret generic {secret} --from-file=unseal-key-0=KEY0 ... --from-file=root-token=TOKEN`, then run `kubestrap apply --resume`; \
+2) if kubestrap saved an emergency copy at {}, put that file back and run `kubestrap apply --resume`: it restores the Secret from it; \
+3) if the keys are lost, Vault's data cannot be decrypted: delete Vault's storage (`kubectl -n {namespace} delete pvc data-vault-0` and the pod) so it starts uninitialised, then run `kubestrap apply --resume`, which initialises it again",
+        emergency.display()
+    )
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EmergencyCopy {
+    keys: Vec<String>,
+    root_token: String,
+}
+
+impl VaultInit {
+    fn emergency_path(&self, ctx: &StepContext) -> PathBuf {
+        ctx.state_dir().join(EMERGENCY_FILE)
+    }
+
+    /// Writes the keys Secret (replacing a stale one when `replace`), retrying transient
+    /// failures; after the last failure the keys go to the 0600 emergency file instead.
+    async fn store_keys(
+        &self,
+        ctx: &StepContext,
+        keys: &[SecretString],
+        root: &SecretString,
+        replace: bool,
+    ) -> Result<(), StepError> {
+        let client = ctx.kube().await?;
+        let names: Vec<String> = (0..keys.len()).map(share_key).collect();
+        let mut entries: Vec<(&str, &SecretString)> =
+            names.iter().map(String::as_str).zip(keys.iter()).collect();
+        entries.push((ROOT_TOKEN_KEY, root));
+        let secret =
+            crate::kube::opaque_secret(&self.endpoint.namespace, &self.keys_secret, &entries);
+        let api: Api<Secret> = Api::namespaced(client.clone(), &self.endpoint.namespace);
+        let mut last = String::new();
+        for attempt in 0..KEYS_WRITE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+            }
+            if replace {
+                match api.delete(&self.keys_secret, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(::kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => {
+                        last = e.to_string();
+                        continue;
+                    }
+                }
+            }
+            match crate::kube::create_secret_if_absent(&client, &secret).await {
+                Ok(_) => return Ok(()),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        drop(secret);
+        let path = self.emergency_path(ctx);
+        let copy = EmergencyCopy {
+            keys: keys.iter().map(|k| k.expose_secret().to_owned()).collect(),
+            root_token: root.expose_secret().to_owned(),
+        };
+        let text = zeroize::Zeroizing::new(
+            serde_json::to_string(&copy).map_err(|e| StepError::permanent(e.to_string()))?,
+        );
+        drop(copy);
+        write_private(&path, &text)?;
+        Err(StepError::permanent(format!(
+            "Vault was initialised but Secret {}/{} could not be written after {KEYS_WRITE_ATTEMPTS} attempts ({last}); the unseal keys and root token were saved to {} (mode 0600, the only copy: keep it safe). Fix the cluster and run `kubestrap apply --resume`: it writes the Secret from that file and then deletes the file",
+            self.endpoint.namespace,
+            self.keys_secret,
+            path.display()
+        )))
+    }
+
+    /// Restores the keys Secret from an emergency copy left by an earlier run.
+    async fn restore_from_emergency(&self, ctx: &StepContext) -> Result<bool, StepError> {
+        let path = self.emergency_path(ctx);
+        let Ok(text) = std::fs::read_to_string(&path).map(zeroize::Zeroizing::new) else {
+            return Ok(false);
+        };
+        let copy: EmergencyCopy = serde_json::from_str(&text).map_err(|e| {
+            StepError::permanent(format!("{} is not a kubestrap emergency copy: {e}", path.display()))
+        })?;
+        let keys: Vec<SecretString> = copy.keys.into_iter().map(SecretString::from).collect();
+        let root = SecretString::from(copy.root_token);
+        self.store_keys(ctx, &keys, &root, false).await?;
+        std::fs::remove_file(&path)
+            .map_err(|e| StepError::permanent(format!("remove {}: {e}", path.display())))?;
+        ctx.progress(format!(
+            "restored Secret {}/{} from {}",
+            self.endpoint.namespace,
+            self.keys_secret,
+            path.display()
+        ));
+        Ok(true)
+    }
+}
+
+#[async_trait::async_trait]
+impl Step for VaultInit {
+    fn kind(&self) -> &'static str {
+        "vault.init"
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        payload_of(self)
+    }
+
+    async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        Ok(self.actions())
+    }
+
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        let session = connect(ctx, &self.endpoint, None).await?;
+        let vault = state(&session).await?;
+        let existing = read_keys(ctx, &self.endpoint.namespace, &self.keys_secret).await;
+        match vault {
+            VaultState::Uninitialized => {
+                let stale = !matches!(existing, Ok(None));
+                if stale {
+                    ctx.progress(format!(
+                        "Vault is uninitialised: Secret {}/{} belongs to an earlier Vault and will be replaced",
+                        self.endpoint.namespace, self.keys_secret
+                    ));
+                }
+                let resp = vaultrs::sys::start_initialization(
+                    &session.client,
+                    u64::from(self.key_shares),
+                    u64::from(self.key_threshold),
+                    None,
+                )
+                .await
+                .map_err(|e| vault_error("initialise Vault (POST /v1/sys/init)", e))?;
+                let keys: Vec<SecretString> =
+                    resp.keys.into_iter().map(SecretString::from).collect();
+                let root = SecretString::from(resp.root_token);
+                drop(resp.keys_base64);
+                ctx.progress("Vault initialised; writing the keys Secret");
+                self.store_keys(ctx, &keys, &root, stale).await?;
+                Ok(StepOutcome::new(true))
+            }
+            VaultState::Sealed | VaultState::Unsealed => match existing? {
+                Some(_) => Ok(StepOutcome::new(false)),
+                None => {
+                    if self.restore_from_emergency(ctx).await? {
+                        return Ok(StepOutcome::new(true));
+                    }
+                    Err(StepError::permanent(recovery_text(
+                        &self.endpoint.namespace,
+                        &self.keys_secret,
+                        &self.emergency_path(ctx),
+                    )))
+                }
+            },
+        }
+    }
+
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let session = connect(ctx, &self.endpoint, None).await?;
+        if state(&session).await? == VaultState::Uninitialized {
+            return Ok(Verified::DoesNotHold {
+                reason: "Vault is not initialised".into(),
+            });
+        }
+        Ok(
+            match read_keys(ctx, &self.endpoint.namespace, &self.keys_secret).await? {
+                Some(_) => Verified::Holds,
+                None => Verified::DoesNotHold {
+                    reason: format!(
+                        "Secret {}/{} is missing",
+                        self.endpoint.namespace, self.keys_secret
+                    ),
+                },
+            },
+        )
+    }
+}
+
+/// Writes a file with mode 0600 (temp file, fsync, rename).
+fn write_private(path: &Path, text: &str) -> Result<(), StepError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: std::io::Error| StepError::permanent(format!("write {}: {e}", path.display()));
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(fail)?;
+    f.write_all(text.as_bytes()).map_err(fail)?;
+    f.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
 
 /// `vault.unseal`: submit `threshold` keys from the keys Secret.
 #[derive(Debug, Clone, Serialize)]
@@ -217,7 +576,84 @@ impl VaultUnseal {
         ]
     }
 }
-pending_step!(VaultUnseal, "vault.unseal");
+
+/// Submits shares from the keys Secret until Vault reports unsealed; `false` when it already
+/// was.
+pub(crate) async fn unseal_with(
+    session: &VaultSession,
+    keys: &VaultKeys,
+    namespace: &str,
+    secret: &str,
+) -> Result<bool, StepError> {
+    if state(session).await? == VaultState::Unsealed {
+        return Ok(false);
+    }
+    let mut last = None;
+    for key in &keys.unseal {
+        let resp = vaultrs::sys::unseal(
+            &session.client,
+            Some(key.expose_secret().to_owned()),
+            None,
+            None,
+        )
+        .await;
+        match resp {
+            Ok(r) if !r.sealed => return Ok(true),
+            Ok(r) => last = Some(format!("progress {}/{}", r.progress, r.threshold)),
+            Err(e) => {
+                let err = vault_error("submit an unseal key", e);
+                if err.is_transient() {
+                    return Err(err);
+                }
+                return Err(StepError::permanent(format!(
+                    "Vault rejected the unseal keys from Secret {namespace}/{secret} ({err}): they belong to another Vault; see the README's recovery section"
+                )));
+            }
+        }
+    }
+    Err(StepError::permanent(format!(
+        "Vault is still sealed after every unseal key in Secret {namespace}/{secret} ({}): the keys are wrong or too few for the threshold",
+        last.unwrap_or_default()
+    )))
+}
+
+#[async_trait::async_trait]
+impl Step for VaultUnseal {
+    fn kind(&self) -> &'static str {
+        "vault.unseal"
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        payload_of(self)
+    }
+
+    async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        Ok(self.actions())
+    }
+
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        let ns = &self.endpoint.namespace;
+        let keys = read_keys(ctx, ns, &self.keys_secret).await?.ok_or_else(|| {
+            StepError::permanent(format!(
+                "Secret {ns}/{} with the unseal keys is missing: run vault.init (`kubestrap apply --resume`)",
+                self.keys_secret
+            ))
+        })?;
+        let session = connect(ctx, &self.endpoint, None).await?;
+        let changed = unseal_with(&session, &keys, ns, &self.keys_secret).await?;
+        Ok(StepOutcome::new(changed))
+    }
+
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let session = connect(ctx, &self.endpoint, None).await?;
+        Ok(match state(&session).await? {
+            VaultState::Unsealed => Verified::Holds,
+            other => Verified::DoesNotHold {
+                reason: format!("Vault is {other:?}"),
+            },
+        })
+    }
+}
 
 /// `vault.auto-unseal`: a small workload that unseals Vault from the keys Secret after restarts.
 #[derive(Debug, Clone, Serialize)]
@@ -226,7 +662,18 @@ pub struct VaultAutoUnseal {
     pub namespace: String,
     /// Secret holding the keys (the only thing the workload may read).
     pub keys_secret: String,
+    /// Release / Service name, for the address the unsealer talks to.
+    pub release: String,
+    /// Shares to mount (the threshold).
+    pub key_threshold: u8,
+    /// Wait limit.
+    pub timeout: HumanDuration,
 }
+
+/// The Vault image whose CLI the unsealer runs (the chart 0.30 server version).
+pub const UNSEALER_IMAGE: &str = "hashicorp/vault:1.19.0";
+/// Name of the unsealer's objects (the template's).
+pub const UNSEALER_NAME: &str = "vault-unsealer";
 
 impl VaultAutoUnseal {
     /// From `[vault]`.
@@ -236,11 +683,26 @@ impl VaultAutoUnseal {
         Self {
             namespace: v.namespace.clone(),
             keys_secret: v.keys_secret.clone(),
+            release: v.release.clone(),
+            key_threshold: v.key_threshold,
+            timeout: pb.playbook.timeouts.vault_ready,
         }
     }
 
+    fn manifest(&self) -> Result<String, StepError> {
+        templates::VaultAutoUnseal {
+            keys_secret: self.keys_secret.clone(),
+            vault_image: UNSEALER_IMAGE.to_owned(),
+            vault_addr: format!("http://{}.{}.svc:8200", self.release, self.namespace),
+            interval_seconds: 5,
+            unseal_keys: u32::from(self.key_threshold),
+        }
+        .render()
+        .map_err(|e| StepError::permanent(e.to_string()))
+    }
+
     fn actions(&self) -> Vec<Action> {
-        let name = "vault-auto-unseal";
+        let name = UNSEALER_NAME;
         vec![
             Action::create(obj("ServiceAccount", &self.namespace, name)),
             Action::create(obj("Role", &self.namespace, name))
@@ -254,7 +716,48 @@ impl VaultAutoUnseal {
         ]
     }
 }
-pending_step!(VaultAutoUnseal, "vault.auto-unseal");
+
+#[async_trait::async_trait]
+impl Step for VaultAutoUnseal {
+    fn kind(&self) -> &'static str {
+        "vault.auto-unseal"
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        payload_of(self)
+    }
+
+    async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        match plan_yaml(ctx, &self.manifest()?).await {
+            Ok(actions) => Ok(actions),
+            Err(_) => Ok(self.actions()),
+        }
+    }
+
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        let changed = apply_yaml(ctx, &self.manifest()?).await?;
+        let client = ctx.kube().await?;
+        let options = wait_options(self.timeout);
+        let mut report = reporter(ctx);
+        cancellable(ctx, async {
+            crate::kube::wait::deployment_available(
+                &client,
+                &self.namespace,
+                UNSEALER_NAME,
+                &options,
+                &mut report,
+            )
+            .await
+            .map_err(wait_error)
+        })
+        .await?;
+        Ok(StepOutcome::new(changed))
+    }
+
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        manifest_matches(ctx, &self.manifest()?).await
+    }
+}
 
 /// `vault.configure`: KV v2, Kubernetes auth, the ESO policy and role.
 #[derive(Debug, Clone, Serialize)]
@@ -275,7 +778,12 @@ pub struct VaultConfigure {
     pub eso_service_account: String,
     /// KV paths the ESO policy may read: the declared secrets' paths and nothing else.
     pub read_paths: Vec<String>,
+    /// Secret holding the root token.
+    pub keys_secret: String,
 }
+
+/// The in-cluster API address Vault's kubernetes auth method reviews tokens at.
+pub const KUBERNETES_HOST: &str = "https://kubernetes.default.svc";
 
 impl VaultConfigure {
     /// From `[vault]` and `[external_secrets]`.
@@ -302,7 +810,141 @@ impl VaultConfigure {
                 paths.dedup();
                 paths
             },
+            keys_secret: v.keys_secret.clone(),
         }
+    }
+
+    /// The ESO policy: `read` on exactly the declared secrets' KV v2 data paths.
+    #[must_use]
+    pub fn policy(&self) -> String {
+        let mut hcl = String::from(
+            "# Written by kubestrap: External Secrets may read the declared bootstrap secrets, nothing else.\n",
+        );
+        for p in &self.read_paths {
+            hcl.push_str(&format!(
+                "path \"{}/data/{p}\" {{\n  capabilities = [\"read\"]\n}}\n",
+                self.kv_mount
+            ));
+        }
+        hcl
+    }
+
+    /// Enables KV v2 at the mount unless it is there; a KV v1 mount there is an error.
+    async fn ensure_kv(&self, ctx: &StepContext, session: &VaultSession) -> Result<bool, StepError> {
+        let mounts = vaultrs::sys::mount::list(&session.client)
+            .await
+            .map_err(|e| vault_error("list secrets engines", e))?;
+        let key = format!("{}/", self.kv_mount);
+        if let Some(m) = mounts.get(&key) {
+            let version = m.options.as_ref().and_then(|o| o.get("version")).map(String::as_str);
+            if m.mount_type == "kv" && version == Some("2") {
+                return Ok(false);
+            }
+            return Err(StepError::permanent(format!(
+                "Vault already has a {} engine (version {}) at {key}: kubestrap needs KV version 2 there; pick another [vault] kv_mount",
+                m.mount_type,
+                version.unwrap_or("1")
+            )));
+        }
+        let mut opts = vaultrs::api::sys::requests::EnableEngineRequest::builder();
+        opts.options(std::collections::HashMap::from([("version".to_owned(), "2".to_owned())]))
+            .description("kubestrap bootstrap secrets".to_owned());
+        vaultrs::sys::mount::enable(&session.client, &self.kv_mount, "kv", Some(&mut opts))
+            .await
+            .map_err(|e| vault_error(&format!("enable KV v2 at {key}"), e))?;
+        ctx.progress(format!("enabled KV v2 at {key}"));
+        Ok(true)
+    }
+
+    async fn ensure_auth(&self, ctx: &StepContext, session: &VaultSession) -> Result<bool, StepError> {
+        let auths = vaultrs::sys::auth::list(&session.client)
+            .await
+            .map_err(|e| vault_error("list auth methods", e))?;
+        let key = format!("{}/", self.auth_mount);
+        if let Some(a) = auths.get(&key) {
+            if a.mount_type == "kubernetes" {
+                return Ok(false);
+            }
+            return Err(StepError::permanent(format!(
+                "Vault already has a {} auth method at {key}: pick another [vault] auth_mount",
+                a.mount_type
+            )));
+        }
+        vaultrs::sys::auth::enable(&session.client, &self.auth_mount, "kubernetes", None)
+            .await
+            .map_err(|e| vault_error(&format!("enable kubernetes auth at {key}"), e))?;
+        ctx.progress(format!("enabled kubernetes auth at {key}"));
+        Ok(true)
+    }
+
+    async fn ensure_auth_config(
+        &self,
+        ctx: &StepContext,
+        session: &VaultSession,
+    ) -> Result<bool, StepError> {
+        let ca = cluster_ca(ctx, &self.endpoint.namespace).await?;
+        match vaultrs::auth::kubernetes::read_config(&session.client, &self.auth_mount).await {
+            Ok(c) if c.kubernetes_host == KUBERNETES_HOST
+                && c.kubernetes_ca_cert.as_deref().unwrap_or("").trim()
+                    == ca.as_deref().unwrap_or("").trim() =>
+            {
+                return Ok(false);
+            }
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(vault_error("read the kubernetes auth config", e)),
+        }
+        let mut opts = vaultrs::api::auth::kubernetes::requests::ConfigureKubernetesAuthRequest::builder();
+        if let Some(ca) = ca {
+            opts.kubernetes_ca_cert(ca);
+        }
+        vaultrs::auth::kubernetes::configure(&session.client, &self.auth_mount, KUBERNETES_HOST, Some(&mut opts))
+            .await
+            .map_err(|e| vault_error("configure kubernetes auth", e))?;
+        ctx.progress(format!("configured auth/{} for {KUBERNETES_HOST}", self.auth_mount));
+        Ok(true)
+    }
+
+    async fn ensure_policy(&self, ctx: &StepContext, session: &VaultSession) -> Result<bool, StepError> {
+        let want = self.policy();
+        match vaultrs::sys::policy::read(&session.client, &self.eso_policy).await {
+            Ok(p) if p.rules.trim() == want.trim() => return Ok(false),
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(vault_error("read the ESO policy", e)),
+        }
+        vaultrs::sys::policy::set(&session.client, &self.eso_policy, &want)
+            .await
+            .map_err(|e| vault_error(&format!("write policy {}", self.eso_policy), e))?;
+        ctx.progress(format!("wrote policy {}", self.eso_policy));
+        Ok(true)
+    }
+
+    async fn ensure_role(&self, ctx: &StepContext, session: &VaultSession) -> Result<bool, StepError> {
+        let names = vec![self.eso_service_account.clone()];
+        let namespaces = vec![self.eso_namespace.clone()];
+        let policies = vec![self.eso_policy.clone()];
+        match vaultrs::auth::kubernetes::role::read(&session.client, &self.auth_mount, &self.eso_role).await {
+            Ok(r) if r.bound_service_account_names == names
+                && r.bound_service_account_namespaces == namespaces
+                && r.token_policies == policies =>
+            {
+                return Ok(false);
+            }
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(vault_error("read the ESO role", e)),
+        }
+        let mut opts = vaultrs::api::auth::kubernetes::requests::CreateKubernetesRoleRequest::builder();
+        opts.bound_service_account_names(names)
+            .bound_service_account_namespaces(namespaces)
+            .token_policies(policies)
+            .token_ttl("1h".to_owned());
+        vaultrs::auth::kubernetes::role::create(&session.client, &self.auth_mount, &self.eso_role, Some(&mut opts))
+            .await
+            .map_err(|e| vault_error(&format!("write role {}", self.eso_role), e))?;
+        ctx.progress(format!("wrote role {}", self.eso_role));
+        Ok(true)
     }
 
     fn actions(&self) -> Vec<Action> {
@@ -341,4 +983,52 @@ impl VaultConfigure {
         ]
     }
 }
-pending_step!(VaultConfigure, "vault.configure");
+
+/// The cluster CA as pods see it (ConfigMap `kube-root-ca.crt`, present in every namespace).
+async fn cluster_ca(ctx: &StepContext, namespace: &str) -> Result<Option<String>, StepError> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.kube().await?, namespace);
+    Ok(api
+        .get_opt("kube-root-ca.crt")
+        .await
+        .map_err(|e| kube_error("read ConfigMap kube-root-ca.crt", e))?
+        .and_then(|c| c.data)
+        .and_then(|mut d| d.remove("ca.crt")))
+}
+
+#[async_trait::async_trait]
+impl Step for VaultConfigure {
+    fn kind(&self) -> &'static str {
+        "vault.configure"
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        payload_of(self)
+    }
+
+    async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        Ok(self.actions())
+    }
+
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        let token = root_token(ctx, &self.endpoint, &self.keys_secret).await?;
+        let session = connect(ctx, &self.endpoint, Some(&token)).await?;
+        let mut changed = self.ensure_kv(ctx, &session).await?;
+        changed |= self.ensure_auth(ctx, &session).await?;
+        changed |= self.ensure_auth_config(ctx, &session).await?;
+        changed |= self.ensure_policy(ctx, &session).await?;
+        changed |= self.ensure_role(ctx, &session).await?;
+        Ok(StepOutcome::new(changed))
+    }
+
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let token = root_token(ctx, &self.endpoint, &self.keys_secret).await?;
+        let session = connect(ctx, &self.endpoint, Some(&token)).await?;
+        let policy = vaultrs::sys::policy::read(&session.client, &self.eso_policy).await;
+        let role = vaultrs::auth::kubernetes::role::read(&session.client, &self.auth_mount, &self.eso_role).await;
+        Ok(match (policy, role) {
+            (Ok(p), Ok(_)) if p.rules.trim() == self.policy().trim() => Verified::Holds,
+            (Ok(_), Ok(_)) => Verified::DoesNotHold { reason: format!("policy {} differs from the declared paths", self.eso_policy) },
+            (Err(e), _) | (_, Err(e)) => Verified::DoesNotHold { reason: vault_error("read the ESO policy and role", e).to_string() },
+        })
+    }
+}

@@ -1,10 +1,57 @@
 //! Phase 5: prove the platform is in the state the bootstrap promised, then clean up.
 
-use serde::Serialize;
+use std::collections::BTreeSet;
+use std::time::Duration;
 
-use super::obj;
-use crate::engine::Action;
+use ::kube::api::{Api, DeleteParams, ListParams};
+use ::kube::core::DynamicObject;
+use ::kube::ResourceExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::apps::AppsSecretsSynced;
+use super::eso::EsoStore;
+use super::support::{cancellable, kube_error, ready_state, resource};
+use super::vault::{UNSEALER_NAME, VaultEndpoint};
+use super::vault_api::{VaultState, connect, state};
+use super::{obj, payload_of};
+use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook};
+
+/// Implements `Step` for a check-only step: `apply` runs the check and fails with its reason,
+/// `verify` runs the same check.
+macro_rules! check_step {
+    ($ty:ty, $kind:literal) => {
+        #[async_trait::async_trait]
+        impl Step for $ty {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+
+            fn payload(&self) -> serde_json::Value {
+                payload_of(self)
+            }
+
+            async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+                Ok(self.actions())
+            }
+
+            async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+                match self.check(ctx).await? {
+                    Verified::Holds => Ok(StepOutcome::new(false)),
+                    Verified::DoesNotHold { reason } => Err(StepError::permanent(reason)),
+                }
+            }
+
+            async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+                self.check(ctx).await
+            }
+        }
+    };
+}
 
 /// `verify.vault`: Vault is initialised and unsealed; optionally restart it to prove
 /// auto-unseal.
@@ -18,6 +65,8 @@ pub struct VerifyVault {
     pub restart: bool,
     /// Wait limit.
     pub timeout: HumanDuration,
+    /// How to reach Vault.
+    pub endpoint: VaultEndpoint,
 }
 
 impl VerifyVault {
@@ -30,6 +79,7 @@ impl VerifyVault {
             release: p.vault.release.clone(),
             restart: p.verify.restart_vault,
             timeout: p.timeouts.vault_ready,
+            endpoint: VaultEndpoint::from_playbook(pb),
         }
     }
 
@@ -51,7 +101,129 @@ impl VerifyVault {
         actions
     }
 }
-pending_step!(VerifyVault, "verify.vault");
+
+impl VerifyVault {
+    fn pod_name(&self) -> String {
+        format!("{}-0", self.release)
+    }
+
+    /// Whether auto-unseal is already proven: the running Vault pod was created after the
+    /// unsealer and is unsealed, so the unsealer (not kubestrap) unsealed it. Then a second
+    /// run does not restart Vault again (no write on a finished cluster).
+    async fn auto_unseal_proven(&self, ctx: &StepContext) -> Result<bool, StepError> {
+        let client = ctx.kube().await?;
+        let pod = Api::<Pod>::namespaced(client.clone(), &self.namespace)
+            .get_opt(&self.pod_name())
+            .await
+            .map_err(|e| kube_error("read the Vault pod", e))?;
+        let unsealer = Api::<Deployment>::namespaced(client, &self.namespace)
+            .get_opt(UNSEALER_NAME)
+            .await
+            .map_err(|e| kube_error("read the unsealer Deployment", e))?;
+        Ok(match (pod, unsealer) {
+            (Some(p), Some(u)) => match (p.creation_timestamp(), u.creation_timestamp()) {
+                (Some(pt), Some(ut)) => pt.0 > ut.0,
+                _ => false,
+            },
+            _ => false,
+        })
+    }
+
+    /// Polls Vault's health until it is unsealed (Vault has no watch API), within the timeout.
+    async fn wait_unsealed(&self, ctx: &StepContext) -> Result<(), StepError> {
+        let deadline = tokio::time::Instant::now() + self.timeout.get();
+        loop {
+            let last;
+            match connect(ctx, &self.endpoint, None).await {
+                Ok(session) => match state(&session).await {
+                    Ok(VaultState::Unsealed) => return Ok(()),
+                    Ok(other) => last = format!("{other:?}"),
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StepError::permanent(format!(
+                    "timed out after {}s waiting for Vault (Pod {}/{}) to be unsealed by the auto-unsealer; last observed: {last}; check Deployment {}/{UNSEALER_NAME}",
+                    self.timeout.get().as_secs(),
+                    self.namespace,
+                    self.pod_name(),
+                    self.namespace
+                )));
+            }
+            ctx.progress(format!("waiting for Vault unsealed: {last}"));
+            cancellable(ctx, async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(())
+            })
+            .await?;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Step for VerifyVault {
+    fn kind(&self) -> &'static str {
+        "verify.vault"
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        payload_of(self)
+    }
+
+    async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        Ok(self.actions())
+    }
+
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        let session = connect(ctx, &self.endpoint, None).await?;
+        let now = state(&session).await?;
+        drop(session);
+        if now != VaultState::Unsealed {
+            return Err(StepError::permanent(format!("Vault is {now:?}: run `kubestrap unseal` or check the auto-unsealer")));
+        }
+        if !self.restart || self.auto_unseal_proven(ctx).await? {
+            return Ok(StepOutcome::new(false));
+        }
+        let pods: Api<Pod> = Api::namespaced(ctx.kube().await?, &self.namespace);
+        let old_uid = pods
+            .get_opt(&self.pod_name())
+            .await
+            .map_err(|e| kube_error("read the Vault pod", e))?
+            .and_then(|p| p.uid());
+        ctx.progress(format!("restarting Pod {}/{} to prove auto-unseal", self.namespace, self.pod_name()));
+        match pods.delete(&self.pod_name(), &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(::kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(kube_error("delete the Vault pod", e)),
+        }
+        let options = super::support::wait_options(self.timeout);
+        let mut report = super::support::reporter(ctx);
+        let object = format!("Pod {}/{}", self.namespace, self.pod_name());
+        cancellable(ctx, async {
+            crate::kube::wait::until(pods.clone(), &self.pod_name(), &object, "recreated and Running", &options, &mut report, |p: Option<&Pod>| match p {
+                Some(p) if p.uid() != old_uid && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") => crate::kube::Check::done("recreated, Running"),
+                Some(p) if p.uid() == old_uid => crate::kube::Check::pending("the old pod still exists"),
+                Some(p) => crate::kube::Check::pending(format!("recreated, phase {}", p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default())),
+                None => crate::kube::Check::pending("deleted, not recreated yet"),
+            })
+            .await
+            .map(|_| ())
+            .map_err(super::support::wait_error)
+        })
+        .await?;
+        self.wait_unsealed(ctx).await?;
+        Ok(StepOutcome::new(true))
+    }
+
+    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let session = connect(ctx, &self.endpoint, None).await?;
+        Ok(match state(&session).await? {
+            VaultState::Unsealed => Verified::Holds,
+            other => Verified::DoesNotHold { reason: format!("Vault is {other:?}") },
+        })
+    }
+}
 
 /// `verify.flux`: every Flux source and Kustomization/HelmRelease is Ready.
 #[derive(Debug, Clone, Serialize)]
@@ -75,22 +247,75 @@ impl VerifyFlux {
         )]
     }
 }
-pending_step!(VerifyFlux, "verify.flux");
+
+impl VerifyFlux {
+    async fn check(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let client = ctx.kube().await?;
+        let kinds = [
+            resource("source.toolkit.fluxcd.io", "v1", "GitRepository"),
+            resource("source.toolkit.fluxcd.io", "v1", "HelmRepository"),
+            resource("kustomize.toolkit.fluxcd.io", "v1", "Kustomization"),
+            resource("helm.toolkit.fluxcd.io", "v2", "HelmRelease"),
+        ];
+        let mut bad = Vec::new();
+        for kind in &kinds {
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), kind);
+            let list = api.list(&ListParams::default()).await.map_err(|e| kube_error(&format!("list {}", kind.plural), e))?;
+            for o in list.items {
+                let (ready, status) = ready_state(&serde_json::to_value(&o).unwrap_or_default());
+                if !ready {
+                    bad.push(format!("{} {}/{}: {status}", kind.kind, o.namespace().unwrap_or_default(), o.name_any()));
+                }
+            }
+        }
+        if let Verified::DoesNotHold { reason } = super::flux::deployments_available(ctx, &self.namespace, &["source-controller", "kustomize-controller", "helm-controller", "notification-controller"]).await? {
+            bad.push(reason);
+        }
+        Ok(if bad.is_empty() { Verified::Holds } else { Verified::DoesNotHold { reason: format!("Flux is not healthy: {}", bad.join("; ")) } })
+    }
+}
+check_step!(VerifyFlux, "verify.flux");
 
 /// `verify.eso`: the store is Ready and every ExternalSecret is synced.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyEso {
     /// Store name.
     pub store: String,
+    /// The store as eso.store made it.
+    pub store_step: EsoStore,
+    /// Every ExternalSecret, as apps.secrets-synced checks them.
+    pub synced: AppsSecretsSynced,
+    /// ESO's namespace and Deployment.
+    pub namespace: String,
+    /// ESO's release (Deployment name).
+    pub release: String,
 }
 
 impl VerifyEso {
     /// From `[external_secrets]`.
     #[must_use]
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
+        let mut synced = AppsSecretsSynced::from_playbook(pb);
+        synced.namespaces.clear();
         Self {
             store: pb.playbook.external_secrets.store.clone(),
+            store_step: EsoStore::from_playbook(pb),
+            synced,
+            namespace: pb.playbook.external_secrets.namespace.clone(),
+            release: pb.playbook.external_secrets.release.clone(),
         }
+    }
+
+    async fn check(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let deployment = super::flux::deployments_available(ctx, &self.namespace, &[self.release.as_str()]).await?;
+        if let Verified::DoesNotHold { .. } = deployment {
+            return Ok(deployment);
+        }
+        let store = self.store_step.ready_now(ctx).await?;
+        if let Verified::DoesNotHold { .. } = store {
+            return Ok(store);
+        }
+        self.synced.verify(ctx).await
     }
 
     fn actions(&self) -> Vec<Action> {
@@ -100,7 +325,7 @@ impl VerifyEso {
         ]
     }
 }
-pending_step!(VerifyEso, "verify.eso");
+check_step!(VerifyEso, "verify.eso");
 
 /// `verify.no-bootstrap-secrets`: the bootstrap Git Secret is gone and no Secret outside
 /// ESO's ownership holds a bootstrap secret value.
@@ -114,6 +339,14 @@ pub struct VerifyNoBootstrapSecrets {
     pub enabled: bool,
     /// Env names of the values to look for (compared in memory, never printed).
     pub secrets: Vec<String>,
+    /// Where each value lives in Vault (used when the value was not captured this run).
+    pub routes: Vec<super::terraform::SecretRoute>,
+    /// KV mount.
+    pub kv_mount: String,
+    /// How to reach Vault.
+    pub endpoint: VaultEndpoint,
+    /// The keys Secret (Vault's own, skipped by the scan).
+    pub keys_secret: String,
 }
 
 impl VerifyNoBootstrapSecrets {
@@ -126,7 +359,69 @@ impl VerifyNoBootstrapSecrets {
             bootstrap_secret: p.flux.bootstrap_secret.clone(),
             enabled: p.verify.no_bootstrap_secrets,
             secrets: p.secrets.iter().map(|s| s.env.clone()).collect(),
+            routes: super::terraform::routes(pb),
+            kv_mount: p.vault.kv_mount.clone(),
+            endpoint: VaultEndpoint::from_playbook(pb),
+            keys_secret: p.vault.keys_secret.clone(),
         }
+    }
+
+    /// SHA-256 digests of every bootstrap value: the captured ones, and for those not captured
+    /// this run, the ones in Vault. Only digests leave this function.
+    async fn digests(&self, ctx: &StepContext) -> Result<BTreeSet<[u8; 32]>, StepError> {
+        let mut out = BTreeSet::new();
+        let mut missing = Vec::new();
+        for r in &self.routes {
+            match ctx.secret(&r.env) {
+                Ok(v) => {
+                    out.insert(Sha256::digest(v.expose_secret().as_bytes()).into());
+                }
+                Err(_) => missing.push(r),
+            }
+        }
+        if !missing.is_empty() {
+            let token = super::vault_api::root_token(ctx, &self.endpoint, &self.keys_secret).await?;
+            let session = connect(ctx, &self.endpoint, Some(&token)).await?;
+            for r in missing {
+                let data = super::terraform::read_kv(&session, &self.kv_mount, &r.vault_path).await?;
+                if let Some(v) = data.and_then(|d| d.get(&r.vault_key).cloned()) {
+                    out.insert(Sha256::digest(v.expose_secret().as_bytes()).into());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn check(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        if !self.enabled {
+            return Ok(Verified::Holds);
+        }
+        let client = ctx.kube().await?;
+        let api: Api<Secret> = Api::all(client);
+        let all = api.list(&ListParams::default()).await.map_err(|e| kube_error("list Secrets", e))?;
+        if all.items.iter().any(|s| s.namespace().as_deref() == Some(self.namespace.as_str()) && s.name_any() == self.bootstrap_secret) {
+            return Ok(Verified::DoesNotHold { reason: format!("the bootstrap Git Secret {}/{} still exists", self.namespace, self.bootstrap_secret) });
+        }
+        let digests = self.digests(ctx).await?;
+        let mut found = Vec::new();
+        for s in &all.items {
+            let owned_by_eso = s.owner_references().iter().any(|o| o.kind == "ExternalSecret");
+            let vault_keys = s.namespace().as_deref() == Some(self.endpoint.namespace.as_str()) && s.name_any() == self.keys_secret;
+            if owned_by_eso || vault_keys {
+                continue;
+            }
+            for (key, value) in s.data.iter().flatten() {
+                let d: [u8; 32] = Sha256::digest(&value.0).into();
+                if digests.contains(&d) {
+                    found.push(format!("Secret {}/{} key {key}", s.namespace().unwrap_or_default(), s.name_any()));
+                }
+            }
+        }
+        Ok(if found.is_empty() {
+            Verified::Holds
+        } else {
+            Verified::DoesNotHold { reason: format!("a bootstrap secret value is still in the cluster outside ESO-owned Secrets: {}; delete it (Vault holds the value)", found.join(", ")) }
+        })
     }
 
     fn actions(&self) -> Vec<Action> {
@@ -147,13 +442,28 @@ impl VerifyNoBootstrapSecrets {
         ]
     }
 }
-pending_step!(VerifyNoBootstrapSecrets, "verify.no-bootstrap-secrets");
+check_step!(VerifyNoBootstrapSecrets, "verify.no-bootstrap-secrets");
 
 /// `cleanup`: wipe the captured secrets from memory and write the run report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cleanup {
     /// Where the report goes.
     pub report: String,
+    /// The kubeconfig the cluster is reached with, for the report.
+    pub kubeconfig: Option<String>,
+    /// The sandbox directory, for the "how to stop it" line.
+    pub sandbox_dir: Option<String>,
+}
+
+/// The final report: where to look (never a secret value).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Report {
+    /// Kubeconfig path.
+    pub kubeconfig: Option<String>,
+    /// Commands to look at the result.
+    pub look: Vec<String>,
+    /// How to stop the sandbox, for provider sandbox.
+    pub stop: Option<String>,
 }
 
 impl Cleanup {
@@ -162,6 +472,22 @@ impl Cleanup {
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
         Self {
             report: pb.cluster_dir().join("report.json").display().to_string(),
+            kubeconfig: pb.kubeconfig().map(|p| p.display().to_string()),
+            sandbox_dir: pb.sandbox_dir().map(|p| p.display().to_string()),
+        }
+    }
+
+    fn build(&self) -> Report {
+        let kc = self.kubeconfig.as_deref().map(|k| format!("--kubeconfig {k} ")).unwrap_or_default();
+        Report {
+            kubeconfig: self.kubeconfig.clone(),
+            look: vec![
+                format!("kubectl {kc}get nodes"),
+                format!("kubectl {kc}-n flux-system get gitrepositories,kustomizations"),
+                format!("kubectl {kc}get helmreleases,externalsecrets -A"),
+                format!("kubectl {kc}get clustersecretstores"),
+            ],
+            stop: self.sandbox_dir.as_ref().map(|d| format!("kubestrap sandbox down --dir {d}")),
         }
     }
 
@@ -172,4 +498,48 @@ impl Cleanup {
         ]
     }
 }
-pending_step!(Cleanup, "cleanup");
+
+#[async_trait::async_trait]
+impl Step for Cleanup {
+    fn kind(&self) -> &'static str {
+        "cleanup"
+    }
+
+    fn payload(&self) -> serde_json::Value {
+        payload_of(self)
+    }
+
+    async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        Ok(self.actions())
+    }
+
+    /// Writes the report (no secret in it) and says where to look. The captured secret values
+    /// are zeroised when the run ends and drops them (they are `SecretString`s in a store shared
+    /// by every step, and the zeroizing allocator wipes every copy freed before).
+    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
+        let report = self.build();
+        let text = serde_json::to_string_pretty(&report).map_err(|e| StepError::permanent(e.to_string()))?;
+        let same = std::fs::read_to_string(&self.report).is_ok_and(|t| t == text);
+        if !same {
+            std::fs::write(&self.report, &text).map_err(|e| StepError::permanent(format!("write {}: {e}", self.report)))?;
+        }
+        if let Some(kc) = &report.kubeconfig {
+            ctx.progress(format!("kubeconfig: {kc}"));
+        }
+        for line in &report.look {
+            ctx.progress(format!("look: {line}"));
+        }
+        if let Some(stop) = &report.stop {
+            ctx.progress(format!("stop the sandbox: {stop}"));
+        }
+        StepOutcome::with_outputs(false, &report)
+    }
+
+    async fn verify(&self, _ctx: &StepContext) -> Result<Verified, StepError> {
+        Ok(if std::path::Path::new(&self.report).exists() {
+            Verified::Holds
+        } else {
+            Verified::DoesNotHold { reason: format!("{} is missing", self.report) }
+        })
+    }
+}

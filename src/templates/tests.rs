@@ -42,7 +42,7 @@ fn git_external_secret() -> GitExternalSecret {
         refresh_interval: "1h".to_owned(),
         target_name: "flux-system-git".to_owned(),
         vault_key: "bootstrap/github".to_owned(),
-        username_property: "username".to_owned(),
+        username: "git".to_owned(),
         password_property: "password".to_owned(),
     }
 }
@@ -203,7 +203,12 @@ fn store_and_external_secret_shapes() {
         .iter()
         .map(|d| d["secretKey"].as_str().unwrap())
         .collect();
-    assert_eq!(keys, ["username", "password"]);
+    assert_eq!(keys, ["password"]);
+    let template = &es["spec"]["target"]["template"];
+    assert_eq!(template["engineVersion"], "v2");
+    assert_eq!(template["mergePolicy"], "Replace");
+    assert_eq!(template["data"]["username"], "git");
+    assert_eq!(template["data"]["password"], "{{ .password }}");
     for d in es["spec"]["data"].as_array().unwrap() {
         let r = &d["remoteRef"];
         assert_eq!(r["key"], "bootstrap/github");

@@ -115,6 +115,15 @@ pub struct VaultServer {
     status: watch::Sender<VaultStatus>,
 }
 
+/// Shows the seal status only: the state holds keys and tokens.
+impl std::fmt::Debug for VaultServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultServer")
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
 impl VaultServer {
     /// Opens (or starts) the storage at `storage`. Vault starts sealed, as a fresh pod does.
     ///

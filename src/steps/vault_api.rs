@@ -1,0 +1,217 @@
+//! Reaching Vault's API from a step: through a port-forward to the Vault Service (the pod is
+//! re-resolved for each connection, so a restarted pod is picked up) or at a configured address,
+//! with vaultrs. Also reading the keys Secret (`unseal-key-<n>`, `root-token`, see
+//! `phases/README.md`), whose values never leave [`SecretString`]s.
+
+use std::time::Duration;
+
+use ::kube::Api;
+use k8s_openapi::api::core::v1::Secret;
+use secrecy::{ExposeSecret, SecretString};
+use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+
+use super::support::kube_error;
+use super::vault::VaultEndpoint;
+use crate::engine::{StepContext, StepError};
+use crate::kube::PortForward;
+use crate::playbook::VaultAccess;
+
+/// Vault's API port in the chart's Service.
+const VAULT_PORT: u16 = 8200;
+/// Time limit of one Vault request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An open connection to Vault; the port-forward (if any) lives as long as this.
+pub(crate) struct VaultSession {
+    /// The vaultrs client.
+    pub client: VaultClient,
+    /// The address the client uses (`http://127.0.0.1:<port>` for a port-forward).
+    pub addr: String,
+    _forward: Option<PortForward>,
+}
+
+impl std::fmt::Debug for VaultSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultSession")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens a session to Vault, authenticated with `token` when given.
+///
+/// # Errors
+/// A transient [`StepError`] when the Service has no running pod yet or the forward fails.
+pub(crate) async fn connect(
+    ctx: &StepContext,
+    endpoint: &VaultEndpoint,
+    token: Option<&SecretString>,
+) -> Result<VaultSession, StepError> {
+    crate::kube::install_crypto_provider();
+    let (addr, forward) = match endpoint.access {
+        VaultAccess::PortForward => {
+            let client = ctx.kube().await?;
+            let forward = crate::kube::portforward::to_service(
+                &client,
+                &endpoint.namespace,
+                &endpoint.release,
+                VAULT_PORT,
+            )
+            .await
+            .map_err(|e| StepError::transient(format!("reach Vault: {e}")))?;
+            (forward.http_url(), Some(forward))
+        }
+        VaultAccess::Address => (
+            endpoint.address.clone().ok_or_else(|| {
+                StepError::permanent("[vault] access = \"address\" needs [vault] address")
+            })?,
+            None,
+        ),
+    };
+    let mut settings = VaultClientSettingsBuilder::default();
+    settings
+        .address(&addr)
+        .timeout(Some(REQUEST_TIMEOUT))
+        .token(token.map(|t| t.expose_secret().to_owned()).unwrap_or_default());
+    let settings = settings
+        .build()
+        .map_err(|e| StepError::permanent(format!("configure the Vault client: {e}")))?;
+    let client = VaultClient::new(settings)
+        .map_err(|e| StepError::permanent(format!("create the Vault client: {e}")))?;
+    Ok(VaultSession {
+        client,
+        addr,
+        _forward: forward,
+    })
+}
+
+/// Classifies a Vault client error; `what` says what was attempted. Vault's error texts never
+/// contain the values sent, so they are safe to show.
+pub(crate) fn vault_error(what: &str, e: ClientError) -> StepError {
+    let (transient, detail) = match &e {
+        ClientError::APIError { code, errors } => (
+            *code == 429 || *code >= 500,
+            format!("Vault answered {code}: {}", errors.join("; ")),
+        ),
+        ClientError::RestClientError { source } => (true, source.to_string()),
+        other => (false, other.to_string()),
+    };
+    let message = format!("{what}: {detail}");
+    if transient {
+        StepError::transient(message)
+    } else {
+        StepError::permanent(message)
+    }
+}
+
+/// Whether a Vault error is a plain 404 (nothing at that path).
+pub(crate) fn is_not_found(e: &ClientError) -> bool {
+    matches!(e, ClientError::APIError { code: 404, .. })
+}
+
+/// Vault's state as the health endpoint reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VaultState {
+    /// `sys/init` was never called.
+    Uninitialized,
+    /// Initialised, sealed.
+    Sealed,
+    /// Initialised and unsealed.
+    Unsealed,
+}
+
+/// Asks `sys/health` (through vaultrs' status mapping).
+///
+/// # Errors
+/// A transient [`StepError`] when Vault does not answer.
+pub(crate) async fn state(session: &VaultSession) -> Result<VaultState, StepError> {
+    use vaultrs::sys::ServerStatus;
+    match vaultrs::sys::status(&session.client).await {
+        Ok(ServerStatus::UNINITIALIZED) => Ok(VaultState::Uninitialized),
+        Ok(ServerStatus::SEALED) => Ok(VaultState::Sealed),
+        Ok(_) => Ok(VaultState::Unsealed),
+        Err(e) => Err(vault_error("read Vault's health", e)),
+    }
+}
+
+/// The contents of the keys Secret.
+pub(crate) struct VaultKeys {
+    /// Unseal shares in order.
+    pub unseal: Vec<SecretString>,
+    /// The root token.
+    pub root: SecretString,
+}
+
+impl std::fmt::Debug for VaultKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultKeys")
+            .field("unseal", &self.unseal.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Key of share `n` in the keys Secret.
+pub(crate) fn share_key(n: usize) -> String {
+    format!("unseal-key-{n}")
+}
+
+/// Key of the root token in the keys Secret.
+pub(crate) const ROOT_TOKEN_KEY: &str = "root-token";
+
+/// Reads the keys Secret; `None` when it does not exist.
+///
+/// # Errors
+/// A classified [`StepError`] when it cannot be read, or a permanent one when it lacks the
+/// root token or shares.
+pub(crate) async fn read_keys(
+    ctx: &StepContext,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<VaultKeys>, StepError> {
+    let api: Api<Secret> = Api::namespaced(ctx.kube().await?, namespace);
+    let Some(secret) = api
+        .get_opt(name)
+        .await
+        .map_err(|e| kube_error(&format!("read Secret {namespace}/{name}"), e))?
+    else {
+        return Ok(None);
+    };
+    let data = secret.data.unwrap_or_default();
+    let text = |k: &str| {
+        data.get(k)
+            .map(|b| SecretString::from(String::from_utf8_lossy(&b.0).into_owned()))
+    };
+    let root = text(ROOT_TOKEN_KEY).ok_or_else(|| {
+        StepError::permanent(format!(
+            "Secret {namespace}/{name} has no {ROOT_TOKEN_KEY} entry: it was not written by kubestrap's vault.init; see the recovery section of the README"
+        ))
+    })?;
+    let unseal: Vec<SecretString> = (0..).map_while(|n| text(&share_key(n))).collect();
+    if unseal.is_empty() {
+        return Err(StepError::permanent(format!(
+            "Secret {namespace}/{name} holds no unseal-key-<n> entries: see the recovery section of the README"
+        )));
+    }
+    Ok(Some(VaultKeys { unseal, root }))
+}
+
+/// Reads the root token from the keys Secret, which must exist by now.
+///
+/// # Errors
+/// A permanent [`StepError`] when the Secret is missing.
+pub(crate) async fn root_token(
+    ctx: &StepContext,
+    endpoint: &VaultEndpoint,
+    keys_secret: &str,
+) -> Result<SecretString, StepError> {
+    read_keys(ctx, &endpoint.namespace, keys_secret)
+        .await?
+        .map(|k| k.root)
+        .ok_or_else(|| {
+            StepError::permanent(format!(
+                "Secret {}/{keys_secret} with Vault's root token is missing: run vault.init first (`kubestrap apply --resume`)",
+                endpoint.namespace
+            ))
+        })
+}

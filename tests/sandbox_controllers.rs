@@ -1,0 +1,1027 @@
+//! The sandbox's simulated controllers driven by kube-rs (and vaultrs through a pod
+//! port-forward) against an in-process sandbox on a random port: Flux (GitRepository,
+//! Kustomization, HelmRepository, HelmRelease), the Vault pod, ESO, the auto-unsealer,
+//! faults and persistence across a restart.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret, ServiceAccount};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use kubestrap::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
+use serde_json::{Value, json};
+use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+
+const T: Duration = Duration::from_secs(30);
+
+async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(T, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+async fn start(cfg: SandboxConfig) -> (SandboxHandle, Client) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let h = within("sandbox start", Sandbox::start(cfg))
+        .await
+        .expect("sandbox starts");
+    let kc = Kubeconfig::read_from(h.kubeconfig_path()).expect("kubeconfig");
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    let c = Client::try_from(cfg).expect("client");
+    (h, c)
+}
+
+fn gvk(api_version: &str, kind: &str) -> GroupVersionKind {
+    let (g, v) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    GroupVersionKind::gvk(g, v, kind)
+}
+
+/// Applies every document of a YAML text with server-side apply, discovering each type.
+async fn apply_yaml(c: &Client, text: &str) {
+    use serde::Deserialize;
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let v = Value::deserialize(doc).expect("yaml");
+        if v.is_null() {
+            continue;
+        }
+        apply(c, v).await;
+    }
+}
+
+async fn api_for(c: &Client, v: &Value) -> Api<DynamicObject> {
+    let g = gvk(
+        v["apiVersion"].as_str().expect("apiVersion"),
+        v["kind"].as_str().expect("kind"),
+    );
+    let (ar, caps) = within("discovery", kube::discovery::pinned_kind(c, &g))
+        .await
+        .unwrap_or_else(|e| panic!("discover {g:?}: {e}"));
+    match (caps.scope, v["metadata"]["namespace"].as_str()) {
+        (kube::discovery::Scope::Namespaced, Some(ns)) => Api::namespaced_with(c.clone(), ns, &ar),
+        (kube::discovery::Scope::Namespaced, None) => Api::default_namespaced_with(c.clone(), &ar),
+        _ => Api::all_with(c.clone(), &ar),
+    }
+}
+
+async fn apply(c: &Client, v: Value) -> DynamicObject {
+    let api = api_for(c, &v).await;
+    let name = v["metadata"]["name"].as_str().expect("name").to_string();
+    within(
+        "apply",
+        api.patch(
+            &name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&v),
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"))
+}
+
+fn dynamic(
+    c: &Client,
+    api_version: &str,
+    kind: &str,
+    plural: &str,
+    ns: Option<&str>,
+) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(&gvk(api_version, kind), plural);
+    match ns {
+        Some(ns) => Api::namespaced_with(c.clone(), ns, &ar),
+        None => Api::all_with(c.clone(), &ar),
+    }
+}
+
+fn ready_cond(o: &DynamicObject) -> Option<Value> {
+    o.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .cloned()
+}
+
+/// Polls `name` until `pred` holds on its JSON; returns it.
+async fn wait_json(
+    api: &Api<DynamicObject>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&DynamicObject) -> bool,
+) -> DynamicObject {
+    let mut last = None;
+    let r = tokio::time::timeout(T, async {
+        loop {
+            if let Ok(o) = api.get(name).await {
+                if pred(&o) {
+                    return o;
+                }
+                last = Some(o);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    r.unwrap_or_else(|_| {
+        panic!(
+            "timed out waiting for {what}; last seen: {:?}",
+            last.map(|o| o.data["status"].clone())
+        )
+    })
+}
+
+async fn wait_ready(api: &Api<DynamicObject>, name: &str, reason: &str) -> DynamicObject {
+    wait_json(api, name, &format!("{name} Ready/{reason}"), |o| {
+        ready_cond(o).is_some_and(|c| c["status"] == "True" && c["reason"] == reason)
+    })
+    .await
+}
+
+async fn wait_not_ready(
+    api: &Api<DynamicObject>,
+    name: &str,
+    reason: &str,
+    contains: &str,
+) -> Value {
+    let o = wait_json(
+        api,
+        name,
+        &format!("{name} failing with {reason} / {contains}"),
+        |o| {
+            ready_cond(o).is_some_and(|c| {
+                c["status"] == "False"
+                    && c["reason"] == reason
+                    && c["message"].as_str().unwrap_or("").contains(contains)
+            })
+        },
+    )
+    .await;
+    ready_cond(&o).expect("condition")
+}
+
+/// Fetches the install manifest over HTTPS as kubestrap's flux.install does and applies it.
+async fn install_flux(h: &SandboxHandle, c: &Client) {
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(h.dir().join("sandbox.json")).expect("sandbox.json"))
+            .expect("json");
+    assert_eq!(info["flux_install_url"], h.flux_install_url());
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(h.ca_pem().as_bytes()).expect("ca"))
+        .build()
+        .expect("http");
+    // Unauthenticated, like downloading a release asset.
+    let resp = within("flux manifest", http.get(h.flux_install_url()).send())
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), 200);
+    let text = within("body", resp.text()).await.expect("text");
+    assert!(text.contains("gitrepositories.source.toolkit.fluxcd.io"));
+    apply_yaml(c, &text).await;
+    let deploys: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(c.clone(), "flux-system");
+    for d in [
+        "source-controller",
+        "kustomize-controller",
+        "helm-controller",
+    ] {
+        within(d, async {
+            loop {
+                if let Ok(o) = deploys.get(d).await
+                    && o.status
+                        .as_ref()
+                        .and_then(|s| s.available_replicas)
+                        .unwrap_or(0)
+                        >= 1
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+    }
+}
+
+/// `flux reconcile`: sets `reconcile.fluxcd.io/requestedAt` with a merge patch.
+async fn request_reconcile(api: &Api<DynamicObject>, name: &str, at: &str) {
+    let patch = json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": at}}});
+    within(
+        "annotate",
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)),
+    )
+    .await
+    .expect("annotate");
+}
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(p, text).expect("write");
+}
+
+const REPO: &str = "https://git.sandbox.test/org/fleet";
+
+fn git_secret(name: &str, token: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "flux-system"},
+           "stringData": {"username": "git", "password": token}})
+}
+
+fn git_repo(name: &str, secret: &str) -> Value {
+    json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+           "metadata": {"name": name, "namespace": "flux-system"},
+           "spec": {"interval": "1m0s", "url": REPO, "ref": {"branch": "main"}, "secretRef": {"name": secret}}})
+}
+
+fn kustomization(name: &str, path: &str, depends: &[&str]) -> Value {
+    let deps: Vec<Value> = depends.iter().map(|d| json!({"name": d})).collect();
+    json!({"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
+           "metadata": {"name": name, "namespace": "flux-system"},
+           "spec": {"interval": "10m0s", "path": path, "prune": true, "dependsOn": deps,
+                    "sourceRef": {"kind": "GitRepository", "name": "flux-system"}}})
+}
+
+#[tokio::test]
+async fn flux_is_inert_until_installed_then_git_and_kustomizations_reconcile() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("fleet");
+    write(
+        &repo,
+        "clusters/test/kustomization.yaml",
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [a.yaml, b.yaml]\n",
+    );
+    write(
+        &repo,
+        "clusters/test/a.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, namespace: default}\ndata: {k: a}\n",
+    );
+    write(
+        &repo,
+        "clusters/test/b.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b, namespace: default}\ndata: {k: b}\n",
+    );
+    write(
+        &repo,
+        "apps/x.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app, namespace: default}\n",
+    );
+    write(
+        &repo,
+        "broken/w.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: default}\n",
+    );
+    let mut cfg = SandboxConfig::new(tmp.path().join("sandbox"));
+    cfg.git_repos.insert(REPO.into(), repo.clone());
+    let (h, c) = start(cfg).await;
+    install_flux(&h, &c).await;
+
+    let repos = dynamic(
+        &c,
+        "source.toolkit.fluxcd.io/v1",
+        "GitRepository",
+        "gitrepositories",
+        Some("flux-system"),
+    );
+    // The first token the Git host sees is the trusted one.
+    apply(&c, git_secret("flux-system", "right-token")).await;
+    apply(&c, git_repo("flux-system", "flux-system")).await;
+    let ok = wait_ready(&repos, "flux-system", "Succeeded").await;
+    let rev = ok.data["status"]["artifact"]["revision"]
+        .as_str()
+        .expect("revision")
+        .to_string();
+    assert!(
+        rev.starts_with("main@sha1:") && rev.len() == "main@sha1:".len() + 40,
+        "{rev}"
+    );
+    assert_eq!(
+        ready_cond(&ok).expect("ready")["message"],
+        format!("stored artifact for revision '{rev}'")
+    );
+    assert_eq!(ok.data["status"]["observedGeneration"], 1);
+
+    // A different token is rejected; fixing the Secret makes the repository Ready.
+    apply(&c, git_secret("other-auth", "wrong-token")).await;
+    apply(&c, git_repo("other", "other-auth")).await;
+    let cond = wait_not_ready(
+        &repos,
+        "other",
+        "AuthenticationFailed",
+        "failed to checkout and determine revision",
+    )
+    .await;
+    assert!(cond["message"].as_str().expect("msg").contains(REPO));
+    let failed = repos.get("other").await.expect("other");
+    let fetch = failed.data["status"]["conditions"]
+        .as_array()
+        .expect("conds")
+        .iter()
+        .any(|c| c["type"] == "FetchFailed" && c["status"] == "True");
+    assert!(fetch, "{:?}", failed.data["status"]);
+    apply(&c, git_secret("other-auth", "right-token")).await;
+    wait_ready(&repos, "other", "Succeeded").await;
+
+    // A manual reconcile request is acknowledged.
+    request_reconcile(&repos, "other", "now-1").await;
+    wait_json(&repos, "other", "lastHandledReconcileAt", |o| {
+        o.data["status"]["lastHandledReconcileAt"] == "now-1"
+    })
+    .await;
+
+    // Kustomizations: dependsOn holds the child until its parent is Ready.
+    let ks = dynamic(
+        &c,
+        "kustomize.toolkit.fluxcd.io/v1",
+        "Kustomization",
+        "kustomizations",
+        Some("flux-system"),
+    );
+    apply(&c, kustomization("child", "./apps", &["parent"])).await;
+    wait_not_ready(
+        &ks,
+        "child",
+        "DependencyNotReady",
+        "dependency 'flux-system/parent' is not ready",
+    )
+    .await;
+    apply(&c, kustomization("parent", "./clusters/test", &[])).await;
+    let parent = wait_ready(&ks, "parent", "ReconciliationSucceeded").await;
+    assert_eq!(
+        ready_cond(&parent).expect("ready")["message"],
+        format!("Applied revision: {rev}")
+    );
+    assert_eq!(parent.data["status"]["lastAppliedRevision"], rev.as_str());
+    wait_ready(&ks, "child", "ReconciliationSucceeded").await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let a = cms.get("a").await.expect("a applied");
+    let managers: Vec<String> = a
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(
+        managers.contains(&"kustomize-controller".to_string()),
+        "{managers:?}"
+    );
+    assert_eq!(
+        a.metadata.labels.unwrap_or_default()["kustomize.toolkit.fluxcd.io/name"],
+        "parent"
+    );
+    cms.get("b").await.expect("b applied");
+    cms.get("app").await.expect("child applied");
+
+    // Removing a resource from Git prunes it once the new revision is applied.
+    write(
+        &repo,
+        "clusters/test/kustomization.yaml",
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [a.yaml]\n",
+    );
+    request_reconcile(&repos, "flux-system", "now-2").await;
+    wait_json(&ks, "parent", "new revision applied", |o| {
+        o.data["status"]["lastAppliedRevision"]
+            .as_str()
+            .is_some_and(|r| r != rev)
+    })
+    .await;
+    within("prune", async {
+        while cms.get_opt("b").await.expect("get").is_some() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    cms.get("a").await.expect("a kept");
+
+    // An unknown kind fails the apply and is retried later.
+    apply(&c, kustomization("broken", "./broken", &[])).await;
+    let cond = wait_not_ready(
+        &ks,
+        "broken",
+        "ReconciliationFailed",
+        "no matches for kind \"Widget\"",
+    )
+    .await;
+    assert!(
+        cond["message"]
+            .as_str()
+            .expect("msg")
+            .contains("example.com/v1"),
+        "{cond}"
+    );
+    h.shutdown().await.expect("shutdown");
+}
+
+/// A TCP listener that forwards every connection through a new kube-rs pod port-forward,
+/// as `kubectl port-forward` does; returns its address.
+async fn forward(c: &Client, ns: &str, pod: &str, port: u16) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = format!("http://{}", listener.local_addr().expect("addr"));
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    let pod = pod.to_string();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let pods = pods.clone();
+            let pod = pod.clone();
+            tokio::spawn(async move {
+                let Ok(mut pf) = pods.portforward(&pod, &[port]).await else {
+                    return;
+                };
+                let Some(mut stream) = pf.take_stream(port) else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tcp, &mut stream).await;
+                drop(stream);
+                let _ = pf.join().await;
+            });
+        }
+    });
+    addr
+}
+
+fn vault(addr: &str, token: &str) -> VaultClient {
+    VaultClient::new(
+        VaultClientSettingsBuilder::default()
+            .address(addr)
+            .token(token)
+            .build()
+            .expect("settings"),
+    )
+    .expect("vault client")
+}
+
+async fn wait_pod_running(c: &Client, ns: &str, name: &str) {
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    within("pod running", async {
+        loop {
+            if let Ok(p) = pods.get(name).await
+                && p.metadata.deletion_timestamp.is_none()
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn wait_pod_ready(c: &Client, ns: &str, name: &str, want: bool) {
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    within(&format!("pod {name} ready={want}"), async {
+        loop {
+            if let Ok(p) = pods.get(name).await
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                && pod_ready(&p) == want
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
+const HELM_REPOS: &str = r#"
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata: {name: hashicorp, namespace: flux-system}
+spec: {interval: 1h0m0s, url: "https://helm.releases.hashicorp.com"}
+---
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata: {name: external-secrets, namespace: flux-system}
+spec: {interval: 1h0m0s, url: "https://charts.external-secrets.io"}
+"#;
+
+fn release(name: &str, ns: &str, chart: &str, repo: &str, values: Value) -> Value {
+    json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"interval": "10m0s", "releaseName": name, "install": {"createNamespace": true},
+                 "chart": {"spec": {"chart": chart, "version": "1.2.3",
+                     "sourceRef": {"kind": "HelmRepository", "name": repo, "namespace": "flux-system"}}},
+                 "values": values}})
+}
+
+/// Flux installed, both charts released through HelmReleases, Vault initialised and unsealed
+/// through a port-forward to `vault-0`, KV v2, a policy, kubernetes auth and a role for ESO.
+struct Platform {
+    h: SandboxHandle,
+    c: Client,
+    addr: String,
+    root: String,
+    key: String,
+    _tmp: tempfile::TempDir,
+}
+
+async fn platform() -> Platform {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (h, c) = start(SandboxConfig::new(tmp.path().join("sandbox"))).await;
+    install_flux(&h, &c).await;
+    apply_yaml(&c, HELM_REPOS).await;
+    for ns in ["vault", "external-secrets"] {
+        apply(
+            &c,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await;
+    }
+    let hr = |ns| {
+        dynamic(
+            &c,
+            "helm.toolkit.fluxcd.io/v2",
+            "HelmRelease",
+            "helmreleases",
+            Some(ns),
+        )
+    };
+    let probe = json!({"server": {"readinessProbe": {"path": "/v1/sys/health?standbyok=true&sealedcode=204&uninitcode=204"}}});
+    apply(&c, release("vault", "vault", "vault", "hashicorp", probe)).await;
+    let vr = wait_ready(&hr("vault"), "vault", "InstallSucceeded").await;
+    assert_eq!(
+        ready_cond(&vr).expect("ready")["message"],
+        "Helm install succeeded for release vault/vault.v1 with chart vault@1.2.3"
+    );
+    let released = vr.data["status"]["conditions"]
+        .as_array()
+        .expect("conds")
+        .iter()
+        .any(|c| c["type"] == "Released" && c["status"] == "True");
+    assert!(released);
+    let sts: Api<StatefulSet> = Api::namespaced(c.clone(), "vault");
+    sts.get("vault")
+        .await
+        .expect("chart created the statefulset");
+    wait_pod_running(&c, "vault", "vault-0").await;
+    apply(
+        &c,
+        release(
+            "external-secrets",
+            "external-secrets",
+            "external-secrets",
+            "external-secrets",
+            json!({"installCRDs": true, "serviceAccount": {"name": "external-secrets"}}),
+        ),
+    )
+    .await;
+    wait_ready(
+        &hr("external-secrets"),
+        "external-secrets",
+        "InstallSucceeded",
+    )
+    .await;
+    let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), "external-secrets");
+    sas.get("external-secrets")
+        .await
+        .expect("eso service account");
+
+    let addr = forward(&c, "vault", "vault-0", 8200).await;
+    let anon = vault(&addr, "");
+    let init = within(
+        "init",
+        vaultrs::sys::start_initialization(&anon, 1, 1, None),
+    )
+    .await
+    .expect("init");
+    let key = init.keys[0].clone();
+    let st = within(
+        "unseal",
+        vaultrs::sys::unseal(&anon, Some(key.clone()), None, None),
+    )
+    .await
+    .expect("unseal");
+    assert!(!st.sealed);
+    let root = init.root_token.clone();
+    let admin = vault(&addr, &root);
+    within(
+        "mount",
+        vaultrs::sys::mount::enable(&admin, "secret", "kv-v2", None),
+    )
+    .await
+    .expect("kv");
+    within(
+        "kv",
+        vaultrs::kv2::set(
+            &admin,
+            "secret",
+            "bootstrap/cloudflare",
+            &json!({"api_token": "cf-123"}),
+        ),
+    )
+    .await
+    .expect("set");
+    within(
+        "kv",
+        vaultrs::kv2::set(&admin, "secret", "private/x", &json!({"v": "no"})),
+    )
+    .await
+    .expect("set");
+    within(
+        "policy",
+        vaultrs::sys::policy::set(
+            &admin,
+            "eso-read",
+            r#"path "secret/data/bootstrap/*" { capabilities = ["read"] }"#,
+        ),
+    )
+    .await
+    .expect("policy");
+    within(
+        "auth",
+        vaultrs::sys::auth::enable(&admin, "kubernetes", "kubernetes", None),
+    )
+    .await
+    .expect("auth");
+    within(
+        "config",
+        vaultrs::auth::kubernetes::configure(
+            &admin,
+            "kubernetes",
+            "https://kubernetes.default.svc",
+            None,
+        ),
+    )
+    .await
+    .expect("config");
+    Platform {
+        h,
+        c,
+        addr,
+        root,
+        key,
+        _tmp: tmp,
+    }
+}
+
+async fn create_eso_role(p: &Platform) {
+    let admin = vault(&p.addr, &p.root);
+    within(
+        "role",
+        vaultrs::auth::kubernetes::role::create(
+            &admin,
+            "kubernetes",
+            "eso",
+            Some(
+                vaultrs::api::auth::kubernetes::requests::CreateKubernetesRoleRequest::builder()
+                    .bound_service_account_names(vec!["external-secrets".to_string()])
+                    .bound_service_account_namespaces(vec!["external-secrets".to_string()])
+                    .token_policies(vec!["eso-read".to_string()]),
+            ),
+        ),
+    )
+    .await
+    .expect("role");
+}
+
+fn store(name: &str) -> Value {
+    json!({"apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore", "metadata": {"name": name},
+        "spec": {"provider": {"vault": {"server": "http://vault.vault.svc:8200", "path": "secret", "version": "v2",
+            "auth": {"kubernetes": {"mountPath": "kubernetes", "role": "eso",
+                "serviceAccountRef": {"name": "external-secrets", "namespace": "external-secrets"}}}}}}})
+}
+
+fn external_secret(name: &str, store: &str, key: &str, property: &str) -> Value {
+    json!({"apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"refreshInterval": "1h", "secretStoreRef": {"kind": "ClusterSecretStore", "name": store},
+            "target": {"name": name, "template": {"data": {"token": "Bearer {{ .api }}"}}},
+            "data": [{"secretKey": "api", "remoteRef": {"key": key, "property": property}}]}})
+}
+
+#[tokio::test]
+async fn helm_releases_vault_pod_and_eso_sync_secrets_from_vault() {
+    let p = platform().await;
+    let c = &p.c;
+    let hr = dynamic(
+        c,
+        "helm.toolkit.fluxcd.io/v2",
+        "HelmRelease",
+        "helmreleases",
+        Some("vault"),
+    );
+    apply(
+        c,
+        release("mystery", "vault", "no-such-chart", "hashicorp", json!({})),
+    )
+    .await;
+    let cond = wait_not_ready(
+        &hr,
+        "mystery",
+        "InstallFailed",
+        "Helm install failed for release vault/mystery with chart no-such-chart@1.2.3",
+    )
+    .await;
+    assert!(cond["message"].as_str().expect("msg").contains("not found"));
+
+    // The store is Ready only once a real login succeeds (no role yet: rejected).
+    let stores = dynamic(
+        c,
+        "external-secrets.io/v1",
+        "ClusterSecretStore",
+        "clustersecretstores",
+        None,
+    );
+    apply(c, store("vault-backend")).await;
+    wait_not_ready(
+        &stores,
+        "vault-backend",
+        "InvalidProviderConfig",
+        "unable to create client",
+    )
+    .await;
+    create_eso_role(&p).await;
+    let s = wait_ready(&stores, "vault-backend", "Valid").await;
+    assert_eq!(ready_cond(&s).expect("ready")["message"], "store validated");
+    assert_eq!(s.data["status"]["capabilities"], "ReadWrite");
+
+    // A synced ExternalSecret writes its Secret as ESO does.
+    let ess = dynamic(
+        c,
+        "external-secrets.io/v1",
+        "ExternalSecret",
+        "externalsecrets",
+        Some("default"),
+    );
+    apply(
+        c,
+        external_secret("cf", "vault-backend", "bootstrap/cloudflare", "api_token"),
+    )
+    .await;
+    let es = wait_ready(&ess, "cf", "SecretSynced").await;
+    assert_eq!(ready_cond(&es).expect("ready")["message"], "secret synced");
+    assert_eq!(es.data["status"]["binding"]["name"], "cf");
+    assert!(es.data["status"]["refreshTime"].is_string());
+    assert!(
+        es.data["status"]["syncedResourceVersion"]
+            .as_str()
+            .expect("srv")
+            .starts_with("1-")
+    );
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), "default");
+    let sec = secrets.get("cf").await.expect("target secret");
+    let data = sec.data.clone().expect("data");
+    assert_eq!(data["token"].0, b"Bearer cf-123");
+    let meta = &sec.metadata;
+    assert_eq!(
+        meta.labels.as_ref().expect("labels")["reconcile.external-secrets.io/managed"],
+        "true"
+    );
+    assert!(
+        meta.annotations
+            .as_ref()
+            .expect("ann")
+            .contains_key("reconcile.external-secrets.io/data-hash")
+    );
+    let owner = &meta.owner_references.as_ref().expect("owner")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("ExternalSecret", "cf", Some(true))
+    );
+    assert_eq!(Some(owner.uid.clone()), es.metadata.uid);
+
+    // The three failure causes are told apart.
+    apply(
+        c,
+        external_secret("missing", "vault-backend", "bootstrap/nothing", "x"),
+    )
+    .await;
+    apply(
+        c,
+        external_secret("denied", "vault-backend", "private/x", "v"),
+    )
+    .await;
+    apply(
+        c,
+        external_secret(
+            "nostore",
+            "no-such-store",
+            "bootstrap/cloudflare",
+            "api_token",
+        ),
+    )
+    .await;
+    let m = wait_not_ready(&ess, "missing", "SecretSyncedError", "key not found").await;
+    let d = wait_not_ready(&ess, "denied", "SecretSyncedError", "auth denied").await;
+    let n = wait_not_ready(&ess, "nostore", "SecretSyncedError", "store not ready").await;
+    for cond in [&m, &d, &n] {
+        assert!(
+            cond["message"]
+                .as_str()
+                .expect("msg")
+                .starts_with("could not get secret data from provider"),
+            "{cond}"
+        );
+    }
+    assert!(
+        d["message"]
+            .as_str()
+            .expect("msg")
+            .contains("permission denied"),
+        "{d}"
+    );
+    let events: Api<Event> = Api::namespaced(c.clone(), "default");
+    within("warning event", async {
+        loop {
+            let list = events.list(&Default::default()).await.expect("events");
+            if list.items.iter().any(|e| {
+                e.type_.as_deref() == Some("Warning")
+                    && e.involved_object.name.as_deref() == Some("nostore")
+                    && e.message.as_deref().unwrap_or("").contains("no-such-store")
+            }) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    p.h.shutdown().await.expect("shutdown");
+}
+
+const UNSEALER: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: vault-unsealer
+  namespace: vault
+  labels: {app.kubernetes.io/name: vault-unsealer}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app.kubernetes.io/name: vault-unsealer}}
+  template:
+    metadata: {labels: {app.kubernetes.io/name: vault-unsealer}}
+    spec:
+      automountServiceAccountToken: false
+      containers:
+      - name: unsealer
+        image: hashicorp/vault:1.19.0
+        env:
+        - {name: VAULT_ADDR, value: "http://vault.vault.svc:8200"}
+        - {name: UNSEAL_INTERVAL, value: "1"}
+      volumes:
+      - name: keys
+        secret: {secretName: vault-init-keys, optional: true, items: [{key: unseal-key-0, path: unseal-key-0}]}
+"#;
+
+#[tokio::test]
+async fn deleting_vault_0_seals_vault_until_the_unsealer_runs() {
+    let p = platform().await;
+    let c = &p.c;
+    let vault_srv = p.h.vault().expect("vault");
+    assert!(!vault_srv.status().sealed);
+    // No unsealer: a deleted pod comes back sealed and stays so (its probe accepts sealed).
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "vault");
+    let uid = pods.get("vault-0").await.expect("pod").metadata.uid;
+    within("delete", pods.delete("vault-0", &DeleteParams::default()))
+        .await
+        .expect("delete");
+    assert!(vault_srv.status().sealed, "a pod restart seals vault");
+    within("recreated", async {
+        loop {
+            if let Ok(p) = pods.get("vault-0").await
+                && p.metadata.uid != uid
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    wait_pod_running(c, "vault", "vault-0").await;
+    let health = within("status", vaultrs::sys::status(&vault(&p.addr, "")))
+        .await
+        .expect("status");
+    assert!(
+        matches!(health, vaultrs::sys::ServerStatus::SEALED),
+        "{health:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        vault_srv.status().sealed,
+        "nothing unseals vault without the unsealer"
+    );
+
+    // The unsealer workload with the keys Secret brings it back within its period.
+    apply(c, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vault-init-keys", "namespace": "vault"},
+        "stringData": {"unseal-key-0": p.key, "root-token": p.root}})).await;
+    apply_yaml(c, UNSEALER).await;
+    within("auto-unseal", async {
+        while vault_srv.status().sealed {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    // Data survived the restart.
+    let v: Value = within(
+        "read",
+        vaultrs::kv2::read(&vault(&p.addr, &p.root), "secret", "bootstrap/cloudflare"),
+    )
+    .await
+    .expect("read");
+    assert_eq!(v["api_token"], "cf-123");
+
+    // A fault-driven restart (admin endpoint) is healed the same way.
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/sandbox/v1/vault/restart")
+        .body(Vec::new())
+        .expect("req");
+    let r: Value = within("admin restart", c.request(req))
+        .await
+        .expect("restart");
+    assert_eq!(r["sealed"], true);
+    within("auto-unseal again", async {
+        while vault_srv.status().sealed {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    p.h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn preinstalled_vault_is_uninitialised_and_everything_persists_across_a_restart() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("sandbox");
+    let mut cfg = SandboxConfig::new(&dir);
+    cfg.preinstall_vault = true;
+    let (h, c) = start(cfg).await;
+    wait_pod_running(&c, "vault", "vault-0").await;
+    // The chart's default probe: a sealed, uninitialised Vault is not Ready.
+    wait_pod_ready(&c, "vault", "vault-0", false).await;
+    let addr = forward(&c, "vault", "vault-0", 8200).await;
+    let status = within("status", vaultrs::sys::status(&vault(&addr, "")))
+        .await
+        .expect("status");
+    assert!(
+        matches!(status, vaultrs::sys::ServerStatus::UNINITIALIZED),
+        "{status:?}"
+    );
+    let init = within(
+        "init",
+        vaultrs::sys::start_initialization(&vault(&addr, ""), 1, 1, None),
+    )
+    .await
+    .expect("init");
+    within(
+        "unseal",
+        vaultrs::sys::unseal(&vault(&addr, ""), Some(init.keys[0].clone()), None, None),
+    )
+    .await
+    .expect("unseal");
+    wait_pod_ready(&c, "vault", "vault-0", true).await;
+    let admin = vault(&addr, &init.root_token);
+    within(
+        "mount",
+        vaultrs::sys::mount::enable(&admin, "secret", "kv-v2", None),
+    )
+    .await
+    .expect("kv");
+    within(
+        "kv",
+        vaultrs::kv2::set(&admin, "secret", "a/b", &json!({"k": "v"})),
+    )
+    .await
+    .expect("set");
+    h.shutdown().await.expect("shutdown");
+
+    // Restarted: the objects and Vault's data are kept; Vault is sealed like a fresh pod.
+    let (h, c) = start(SandboxConfig::new(&dir)).await;
+    wait_pod_running(&c, "vault", "vault-0").await;
+    wait_pod_ready(&c, "vault", "vault-0", false).await;
+    let addr = forward(&c, "vault", "vault-0", 8200).await;
+    let status = within("status", vaultrs::sys::status(&vault(&addr, "")))
+        .await
+        .expect("status");
+    assert!(
+        matches!(status, vaultrs::sys::ServerStatus::SEALED),
+        "{status:?}"
+    );
+    within(
+        "unseal",
+        vaultrs::sys::unseal(&vault(&addr, ""), Some(init.keys[0].clone()), None, None),
+    )
+    .await
+    .expect("unseal");
+    let v: Value = within(
+        "read",
+        vaultrs::kv2::read(&vault(&addr, &init.root_token), "secret", "a/b"),
+    )
+    .await
+    .expect("read");
+    assert_eq!(v["k"], "v");
+    wait_pod_ready(&c, "vault", "vault-0", true).await;
+    h.shutdown().await.expect("shutdown");
+}
