@@ -263,3 +263,172 @@ fn synthetic_run_leaves_no_canary_anywhere() {
 
     audit_plan(dir, &["plan", "--synthetic-steps", "steps.toml"]);
 }
+
+/// Variables a Terraform child may receive (README "Secrets"): the runner's own, the step's
+/// `VAULT_ADDR`/`VAULT_TOKEN` and Terraform's `TF_*` settings. Nothing else of kubestrap's
+/// environment is inherited.
+fn documented_terraform_variable(name: &str) -> bool {
+    matches!(
+        name,
+        "PATH" | "HOME" | "VAULT_ADDR" | "VAULT_TOKEN" | "CHECKPOINT_DISABLE"
+    ) || name.starts_with("TF_")
+}
+
+/// Copy `from` into `to` recursively.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Stops the background sandbox a test's apply started, even when the test fails.
+struct SandboxGuard {
+    dir: PathBuf,
+}
+
+impl Drop for SandboxGuard {
+    fn drop(&mut self) {
+        if self.dir.join("sandbox.pid").exists() {
+            let child = Command::new(env!("CARGO_BIN_EXE_kubestrap"))
+                .args(["sandbox", "down", "--dir"])
+                .arg(&self.dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            if let Ok(child) = child {
+                let _ = wait(child, Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// The real thing: the whole five-phase bootstrap of a sandbox cluster (the sandbox runs as
+/// its own process and is left out of the scans: its storage holds the secrets by design).
+#[test]
+fn full_sandbox_apply_leaves_no_canary_anywhere() {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let Some(real_terraform) = kubestrap::terraform::find_on_path("terraform", &path) else {
+        assert!(
+            std::env::var("KUBESTRAP_REQUIRE_TERRAFORM").as_deref() != Ok("1"),
+            "terraform not found on PATH but KUBESTRAP_REQUIRE_TERRAFORM=1"
+        );
+        eprintln!("SKIP: terraform not found");
+        return;
+    };
+    // The repository's sandbox playbook, its Git content and the Terraform module, laid out
+    // as in the repository so the playbook's relative paths hold, in a private temp dir.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(root.join("playbooks")).unwrap();
+    std::fs::copy(
+        repo.join("playbooks/sandbox.toml"),
+        root.join("playbooks/sandbox.toml"),
+    )
+    .unwrap();
+    copy_tree(&repo.join("playbooks/sandbox"), &root.join("playbooks/sandbox"));
+    copy_tree(
+        &repo.join("tests/fixtures/terraform/vault-kv"),
+        &root.join("tests/fixtures/terraform/vault-kv"),
+    );
+    let state = root.join("playbooks/.kubestrap");
+    let cluster_dir = state.join("sandbox");
+    let sandbox_dir = cluster_dir.join("sandbox");
+    let _sandbox = SandboxGuard {
+        dir: sandbox_dir.clone(),
+    };
+
+    // `terraform` first on PATH records how kubestrap starts it.
+    let children_log = root.join("children");
+    support::children::install_wrapper(
+        &root.join("bin"),
+        "terraform",
+        &real_terraform,
+        &children_log,
+    );
+    let mut wrapped_path = std::ffi::OsString::from(root.join("bin"));
+    wrapped_path.push(":");
+    wrapped_path.push(&path);
+
+    let mut cmd = kubestrap(root, &["apply", "-p", "playbooks/sandbox.toml"]);
+    cmd.env("PATH", &wrapped_path);
+    let run = run_until_pause(cmd, root, PAUSE_LIMIT);
+    audit_paused(&run);
+    let sandbox = std::fs::read_to_string(sandbox_dir.join("sandbox.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .and_then(|pid| support::children::read_pid(pid, "sandbox"));
+    let done = run.release(EXIT_LIMIT);
+    assert_eq!(done.status.code(), Some(0), "{}", done.text());
+    audit_output(&done, "apply");
+
+    let files = audit_state_dir(&state, std::slice::from_ref(&sandbox_dir));
+    assert!(files >= 2, "the state dir holds the checkpoint and the lock");
+    audit_modes(&state, &cluster_dir);
+
+    // Children: Terraform exactly as started, the sandbox, anything else the watcher saw.
+    let forms = canary_forms();
+    let terraform = support::children::wrapper_records(&children_log);
+    assert!(
+        terraform.len() >= 2,
+        "terraform init and apply were recorded: {terraform:?}"
+    );
+    let mut saw_token = false;
+    for child in &terraform {
+        let names = child.env_names();
+        let extra: Vec<&String> = names
+            .iter()
+            .filter(|n| !documented_terraform_variable(n))
+            .collect();
+        assert!(
+            extra.is_empty(),
+            "{} got undocumented variables {extra:?}",
+            child.origin
+        );
+        saw_token |= names.iter().any(|n| n == "VAULT_TOKEN");
+        if child.argv.iter().any(|a| a.as_slice() == b"apply") {
+            assert!(
+                child.argv.iter().any(|a| a.starts_with(b"-var-file=/dev/fd/")),
+                "terraform apply reads its variables from a pipe: {}",
+                child.command_line()
+            );
+        }
+    }
+    assert!(saw_token, "no terraform run received VAULT_TOKEN");
+    let sandbox = sandbox.expect("the sandbox was running during the pause");
+    assert!(
+        sandbox.argv.iter().any(|a| a.as_slice() == b"sandbox"),
+        "{}",
+        sandbox.command_line()
+    );
+    let all = terraform
+        .iter()
+        .chain(std::iter::once(&sandbox))
+        .chain(&done.children);
+    for child in all {
+        assert_no_hits(
+            &format!("argv of {}", child.origin),
+            &scan_bytes(&child.argv.concat(), &forms, &child.command_line(), 0),
+        );
+        assert_no_hits(
+            &format!("environ of {}", child.origin),
+            &scan_bytes(&child.environ.join(&0u8), &forms, &child.origin, 0),
+        );
+        let names = child.env_names();
+        for secret in ["GITHUB_TOKEN", "CLOUDFLARE_API_TOKEN"] {
+            assert!(
+                !names.iter().any(|n| n == secret),
+                "{} inherited {secret}",
+                child.origin
+            );
+        }
+    }
+
+    audit_plan(root, &["plan", "-p", "playbooks/sandbox.toml"]);
+}
