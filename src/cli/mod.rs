@@ -91,7 +91,7 @@ fn sandbox_cmd(args: crate::sandbox::SandboxArgs) -> Result<ExitStatus, CliError
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KUBESTRAP_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rustify=off,vaultrs=off"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(secrets::RedactingStderr)

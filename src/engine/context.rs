@@ -53,6 +53,7 @@ impl RunEnv {
             interrupt: CancellationToken::new(),
             lease: Arc::new(LeaseSlot::new(LeaseConfig::for_cluster(
                 &playbook.playbook.cluster.name,
+                &playbook.cluster_dir(),
             ))),
             playbook: Arc::new(playbook),
         }

@@ -62,7 +62,7 @@ pub struct LeaseConfig {
     pub namespace: String,
     /// Lease name (`kubestrap-<cluster>`).
     pub name: String,
-    /// This run's identity (`<host>/<pid>/<run id>`).
+    /// This run's identity (`<host>:<cluster state dir>/<pid>/<run id>`).
     pub holder: String,
     /// Validity without renewal.
     pub duration: Duration,
@@ -71,16 +71,32 @@ pub struct LeaseConfig {
 impl LeaseConfig {
     /// The lease for `cluster`, held by this process.
     #[must_use]
-    pub fn for_cluster(cluster: &str) -> Self {
+    pub fn for_cluster(cluster: &str, cluster_dir: &std::path::Path) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "unknown-host".to_owned());
+        let dir = std::path::absolute(cluster_dir).unwrap_or_else(|_| cluster_dir.to_owned());
         Self {
             namespace: LEASE_NAMESPACE.to_owned(),
             name: format!("kubestrap-{cluster}"),
-            holder: format!("{host}/{}/{}", std::process::id(), uuid::Uuid::new_v4()),
+            holder: format!(
+                "{host}:{}/{}/{}",
+                dir.display(),
+                std::process::id(),
+                uuid::Uuid::new_v4()
+            ),
             duration: LEASE_DURATION,
         }
+    }
+}
+
+/// The machine and state directory part of a holder identity (`<host>:<dir>`), without the
+/// process and run id.
+fn place(holder: &str) -> &str {
+    let mut parts = holder.rsplitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(_), Some(place)) => place,
+        _ => holder,
     }
 }
 
@@ -199,6 +215,9 @@ async fn take(api: &Api<Lease>, config: &LeaseConfig) -> Result<(), LeaseError> 
             .holder_identity
             .clone()
             .filter(|h| !ours && !h.is_empty())
+            // A holder from this machine and state directory is a dead run (SIGKILL, power
+            // loss): the local lock file, which the caller holds, admits one live run there.
+            .filter(|h| place(h) != place(&config.holder))
         {
             let duration = spec.lease_duration_seconds.unwrap_or(0);
             let renewed = spec
@@ -385,5 +404,21 @@ impl LeaseSlot {
             Some(l) => l.release().await,
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_from_the_same_state_dir_is_the_same_place() {
+        let a = LeaseConfig::for_cluster("c", std::path::Path::new("/tmp/state/c"));
+        let b = LeaseConfig::for_cluster("c", std::path::Path::new("/tmp/state/c"));
+        let other = LeaseConfig::for_cluster("c", std::path::Path::new("/tmp/other/c"));
+        assert_ne!(a.holder, b.holder, "each run has its own identity");
+        assert_eq!(place(&a.holder), place(&b.holder));
+        assert_ne!(place(&a.holder), place(&other.holder));
+        assert_eq!(place("laptop-2"), "laptop-2");
     }
 }

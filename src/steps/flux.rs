@@ -74,7 +74,18 @@ impl Step for FluxInstall {
         payload_of(self)
     }
 
-    async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+    async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        if ctx.kube().await.is_ok()
+            && let Ok(yaml) = self.fetch(ctx).await
+            && let Ok(mut actions) = plan_yaml(ctx, &yaml).await
+        {
+            actions.insert(
+                0,
+                Action::run(format!("fetch {}", self.install_manifest))
+                    .with_detail("sha256 checked when pinned"),
+            );
+            return Ok(actions);
+        }
         let check = match &self.install_sha256 {
             Some(sum) => format!("sha256 must be {sum}"),
             None => "no sha256 pinned: set [flux] install_sha256 to pin it".to_owned(),

@@ -99,6 +99,18 @@ impl Step for K3sInstall {
             .as_deref()
             .unwrap_or("KUBECONFIG / ~/.kube/config");
         Ok(match self.provider {
+            Provider::Sandbox if self.sandbox_dir().is_ok_and(|d| {
+                // Checked synchronously below; plan must not start anything.
+                d.join("kubeconfig").exists()
+            }) && sandbox_healthy(&self.sandbox_dir()?).await =>
+            {
+                let dir = self.sandbox_dir.as_deref().unwrap_or("?");
+                vec![
+                    Action::unchanged(format!("sandbox cluster in {dir}"))
+                        .with_detail("already running and healthy"),
+                    Action::unchanged(format!("kubeconfig {kubeconfig}")),
+                ]
+            }
             Provider::Sandbox => {
                 let dir = self.sandbox_dir.as_deref().unwrap_or("?");
                 vec![

@@ -177,12 +177,15 @@ impl SecretsTerraform {
         token: SecretString,
         values: Vec<SecretString>,
     ) -> Result<(), StepError> {
-        let work = ctx.state_dir().join("terraform");
+        // Absolute: Terraform runs in the module directory, where a relative path would land.
+        let work = std::path::absolute(ctx.state_dir().join("terraform"))
+            .map_err(|e| StepError::permanent(format!("resolve the state directory: {e}")))?;
         let home = work.join("home");
         std::fs::create_dir_all(&home)
             .map_err(|e| StepError::permanent(format!("create {}: {e}", home.display())))?;
         let state = work.join("terraform.tfstate");
-        let state_arg = format!("-state={}", state.display());
+        // A Terraform left running by a killed run may still hold the state lock: wait for it.
+        let state_arg = format!("-state={} -lock-timeout=120s", state.display());
         let tf = Terraform::new(&self.binary, &PathBuf::from(&self.dir))
             .map_err(|e| StepError::permanent(e.to_string()))?
             .home(&home)

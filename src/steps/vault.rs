@@ -447,7 +447,14 @@ impl Step for VaultInit {
         payload_of(self)
     }
 
-    async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+    async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        if let Ok(Verified::Holds) = self.verify(ctx).await {
+            return Ok(vec![
+                self.endpoint.action(),
+                Action::unchanged("Vault initialised"),
+                Action::unchanged(obj("Secret", &self.endpoint.namespace, &self.keys_secret)),
+            ]);
+        }
         Ok(self.actions())
     }
 

@@ -1,0 +1,156 @@
+//! End to end: the five phases on the sandbox, with canary secret values, then a second run
+//! that must change nothing and write nothing.
+
+mod phases_common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::core::DynamicObject;
+use kube::discovery::ApiResource;
+use phases_common::{Bootstrap, Options, finished, runtime, text};
+use serde_json::Value;
+
+fn secret_value(s: &Secret, key: &str) -> String {
+    String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+/// Reads a KV v2 secret through a port-forward with the root token from the keys Secret.
+async fn vault_kv(client: &kube::Client, path: &str) -> HashMap<String, String> {
+    let keys: Api<Secret> = Api::namespaced(client.clone(), "vault");
+    let keys = keys.get("vault-init-keys").await.unwrap();
+    let token = secret_value(&keys, "root-token");
+    let forward = kubestrap::kube::portforward::to_service(client, "vault", "vault", 8200)
+        .await
+        .unwrap();
+    let settings = vaultrs::client::VaultClientSettingsBuilder::default()
+        .address(forward.http_url())
+        .token(token)
+        .build()
+        .unwrap();
+    let vault = vaultrs::client::VaultClient::new(settings).unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        vaultrs::kv2::read::<HashMap<String, String>>(&vault, "secret", path),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+#[test]
+fn five_phases_then_a_second_run_changes_and_writes_nothing() {
+    let fx = Bootstrap::new(&Options::default());
+    let out = fx.run(&["apply", "--output", "json"], true);
+    assert!(out.status.success(), "{}", text(&out));
+    let steps = finished(&out);
+    assert_eq!(steps.len(), 26, "{}", text(&out));
+    assert!(steps.iter().all(|s| s["status"] == "done"), "{}", text(&out));
+
+    // No secret value in the output or the checkpoint.
+    let all = format!("{}{}", text(&out), fx.checkpoint_text());
+    assert!(!all.contains(&fx.github) && !all.contains(&fx.cloudflare));
+
+    let rt = runtime();
+    rt.block_on(async {
+        let client = fx.client().await;
+        // Phase 2: the canaries are in Vault.
+        assert_eq!(vault_kv(&client, "bootstrap/github").await["token"], fx.github);
+        assert_eq!(
+            vault_kv(&client, "bootstrap/cloudflare").await["api_token"],
+            fx.cloudflare
+        );
+        // Phase 3: Flux reads Git through the ESO-managed Secret; the bootstrap one is gone.
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), "flux-system");
+        let git = secrets.get("flux-git-auth").await.unwrap();
+        assert_eq!(secret_value(&git, "password"), fx.github);
+        assert_eq!(secret_value(&git, "username"), "git");
+        assert!(git.metadata.owner_references.unwrap()[0].kind == "ExternalSecret");
+        assert!(secrets.get_opt("flux-system").await.unwrap().is_none());
+        let repos: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            "flux-system",
+            &ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+                "source.toolkit.fluxcd.io",
+                "v1",
+                "GitRepository",
+            )),
+        );
+        let repo = repos.get("flux-system").await.unwrap();
+        assert_eq!(repo.data["spec"]["secretRef"]["name"], "flux-git-auth");
+        // Phase 4: the demo app's secret came from Vault through ESO.
+        let demo: Api<Secret> = Api::namespaced(client.clone(), "demo");
+        assert_eq!(
+            secret_value(&demo.get("cloudflare").await.unwrap(), "api-token"),
+            fx.cloudflare
+        );
+        // The keys Secret holds the shares and the root token.
+        let keys: Api<Secret> = Api::namespaced(client.clone(), "vault");
+        let keys = keys.get("vault-init-keys").await.unwrap();
+        let data = keys.data.unwrap();
+        assert!((0..5).all(|i| data.contains_key(&format!("unseal-key-{i}"))));
+        assert!(data.contains_key("root-token"));
+    });
+
+    // Second run: a fresh walk over the finished cluster, without the environment variables
+    // (Vault already holds every value), reports every step unchanged and writes nothing but
+    // the run's own Lease lock.
+    let before = rt.block_on(fx.client_writes_except_lease()).len();
+    let again = fx.run(&["apply", "--fresh", "--output", "json"], false);
+    assert!(again.status.success(), "{}", text(&again));
+    let steps = finished(&again);
+    assert_eq!(steps.len(), 26);
+    let changed: Vec<&Value> = steps.iter().filter(|s| s["changed"] == true).collect();
+    assert!(changed.is_empty(), "changed on the second run: {changed:#?}");
+    let after = rt.block_on(fx.client_writes_except_lease());
+    assert_eq!(
+        after.len(),
+        before,
+        "write requests on the second run: {:#?}",
+        &after[before..]
+    );
+
+    // plan against the finished cluster: server-side dry-run says nothing would change.
+    let plan = fx.run(&["plan", "--output", "json"], false);
+    assert!(plan.status.success(), "{}", text(&plan));
+    let doc: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let mut actions = Vec::new();
+    collect_actions(&doc, &mut actions);
+    assert!(actions.len() > 26, "{}", text(&plan));
+    // Objects (`Kind namespace/name`) only: API calls and runs are listed as such.
+    let ops: Vec<String> = actions
+        .iter()
+        .filter(|a| a["op"] == "create" || a["op"] == "update")
+        .map(|a| a["target"].as_str().unwrap_or_default().to_owned())
+        .filter(|t| !t.starts_with("POST") && !t.starts_with("PUT") && !t.starts_with("Vault "))
+        .collect();
+    assert!(ops.is_empty(), "plan wants to change objects: {ops:#?}");
+}
+
+/// Every `{op, target}` object anywhere in the plan document.
+fn collect_actions(v: &Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Object(m) => {
+            if m.contains_key("op") && m.contains_key("target") {
+                out.push(v.clone());
+            }
+            m.values().for_each(|x| collect_actions(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_actions(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn status_reports_the_kubeconfig_path() {
+    let fx = Bootstrap::new(&Options::default());
+    let out = fx.run(&["status", "--output", "json"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["kubeconfig"].as_str().unwrap(),
+        fx.kubeconfig().display().to_string()
+    );
+}

@@ -1,0 +1,358 @@
+//! Shared fixture for the end-to-end phase tests: a temp state directory, a playbook on the
+//! `sandbox` provider (the real `kubestrap` binary starts the sandbox as a background service),
+//! the real `terraform` binary with the offline fixture module, and a guard that stops the
+//! sandbox (`kubestrap sandbox down`) even when the test fails.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long one `kubestrap apply` may take before the test fails (never hangs).
+pub const RUN_LIMIT: Duration = Duration::from_secs(240);
+
+/// The built binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kubestrap"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Playbook knobs a test may change.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `[sandbox] faults`.
+    pub faults: Option<String>,
+    /// `[timeouts] secret_sync` (short for the diagnosis tests).
+    pub secret_sync: &'static str,
+    /// `[timeouts] eso_ready`.
+    pub eso_ready: &'static str,
+    /// Extra `[[secrets]]` entries appended verbatim.
+    pub extra_secrets: &'static str,
+    /// `[verify] restart_vault`.
+    pub restart_vault: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            faults: None,
+            secret_sync: "60s",
+            eso_ready: "60s",
+            extra_secrets: "",
+            restart_vault: true,
+        }
+    }
+}
+
+/// One bootstrap under test: its own directory, sandbox and canary secret values.
+pub struct Bootstrap {
+    dir: tempfile::TempDir,
+    /// Canary for `GITHUB_TOKEN`.
+    pub github: String,
+    /// Canary for `CLOUDFLARE_API_TOKEN`.
+    pub cloudflare: String,
+}
+
+impl Drop for Bootstrap {
+    fn drop(&mut self) {
+        let _ = Command::new(bin())
+            .args(["sandbox", "down", "--dir"])
+            .arg(self.sandbox_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Bootstrap {
+    /// A fresh fixture (nothing started yet).
+    pub fn new(options: &Options) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let tag = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace('.', "");
+        let fx = Self {
+            github: format!("ghp_canary_{tag}_gh"),
+            cloudflare: format!("cf_canary_{tag}_cf"),
+            dir,
+        };
+        let faults = options
+            .faults
+            .as_ref()
+            .map(|f| format!("faults = {f:?}\n"))
+            .unwrap_or_default();
+        let playbook = format!(
+            r#"
+[cluster]
+name = "e2e"
+provider = "sandbox"
+state_dir = "{state}"
+
+[sandbox]
+git_repos = {{ "https://git.sandbox.local/org/fleet" = "{fleet}" }}
+{faults}
+[flux]
+install_manifest = "sandbox:/sandbox/flux/install.yaml"
+git_url = "https://git.sandbox.local/org/fleet"
+path = "clusters/sandbox"
+token_env = "GITHUB_TOKEN"
+
+[vault]
+key_shares = 5
+key_threshold = 3
+
+[external_secrets]
+store = "vault-backend"
+
+[terraform]
+dir = "{module}"
+
+[[secrets]]
+env = "GITHUB_TOKEN"
+tf_var = "github_token"
+vault_path = "bootstrap/github"
+vault_key = "token"
+
+[[secrets]]
+env = "CLOUDFLARE_API_TOKEN"
+tf_var = "cloudflare_api_token"
+vault_path = "bootstrap/cloudflare"
+vault_key = "api_token"
+{extra}
+[git_auth]
+external_secret = "flux-git-auth"
+
+[apps]
+kustomizations = ["apps"]
+
+[verify]
+restart_vault = {restart}
+
+[timeouts]
+node_ready = "60s"
+flux_ready = "60s"
+vault_ready = "60s"
+eso_ready = "{eso_ready}"
+reconcile = "60s"
+secret_sync = "{secret_sync}"
+terraform = "120s"
+"#,
+            state = fx.state_dir().display(),
+            fleet = repo().join("playbooks/sandbox/git/fleet").display(),
+            module = repo().join("tests/fixtures/terraform/vault-kv").display(),
+            extra = options.extra_secrets,
+            restart = options.restart_vault,
+            eso_ready = options.eso_ready,
+            secret_sync = options.secret_sync,
+        );
+        std::fs::write(fx.playbook(), playbook).unwrap();
+        fx
+    }
+
+    /// The temp directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The playbook file.
+    pub fn playbook(&self) -> PathBuf {
+        self.dir.path().join("kubestrap.toml")
+    }
+
+    /// kubestrap's state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The cluster's state directory.
+    pub fn cluster_dir(&self) -> PathBuf {
+        self.state_dir().join("e2e")
+    }
+
+    /// The sandbox's directory (the playbook's default).
+    pub fn sandbox_dir(&self) -> PathBuf {
+        self.cluster_dir().join("sandbox")
+    }
+
+    /// The sandbox's kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.sandbox_dir().join("kubeconfig")
+    }
+
+    fn command(&self, args: &[&str], with_secrets: bool) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .arg("-p")
+            .arg(self.playbook())
+            .current_dir(self.path())
+            .env_remove("KUBECONFIG")
+            .env_remove("GITHUB_TOKEN")
+            .env_remove("CLOUDFLARE_API_TOKEN");
+        if with_secrets {
+            cmd.env("GITHUB_TOKEN", &self.github)
+                .env("CLOUDFLARE_API_TOKEN", &self.cloudflare);
+        }
+        cmd
+    }
+
+    /// Runs `kubestrap ARGS -p PLAYBOOK` to completion (with the canaries exported when
+    /// `with_secrets`).
+    pub fn run(&self, args: &[&str], with_secrets: bool) -> Output {
+        let child = self
+            .command(args, with_secrets)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_with_timeout(child, RUN_LIMIT)
+    }
+
+    /// Starts `apply --output json ARGS` and SIGKILLs it as soon as an event line satisfies
+    /// `kill_when`; returns the lines seen.
+    pub fn apply_and_kill(&self, args: &[&str], kill_when: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut full = vec!["apply", "--output", "json"];
+        full.extend_from_slice(args);
+        let mut child = self
+            .command(&full, true)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        loop {
+            let left = RUN_LIMIT.saturating_sub(start.elapsed());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                panic!("the kill point never came; events: {seen:#?}");
+            };
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            let hit = kill_when(&event);
+            seen.push(event);
+            if hit {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        seen
+    }
+
+    /// The checkpoint file's text.
+    pub fn checkpoint_text(&self) -> String {
+        std::fs::read_to_string(self.cluster_dir().join("checkpoint.json")).unwrap_or_default()
+    }
+
+    /// A kube client for the sandbox (inside a runtime the caller provides).
+    pub async fn client(&self) -> kube::Client {
+        kubestrap::kube::connect(Some(&self.kubeconfig()), None)
+            .await
+            .unwrap()
+    }
+
+    /// The sandbox's write log (`GET /sandbox/v1/writes`).
+    pub async fn writes(&self) -> Value {
+        let client = self.client().await;
+        let req = hyper::Request::get("/sandbox/v1/writes")
+            .body(Vec::new())
+            .unwrap();
+        let text = tokio::time::timeout(Duration::from_secs(30), client.request_text(req))
+            .await
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Client writes (not controllers') in the write log, excluding the run's own Lease lock.
+    pub async fn client_writes_except_lease(&self) -> Vec<Value> {
+        let log = self.writes().await;
+        log["writes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["actor"]["type"] == "client")
+            .filter(|w| w["resource"] != "leases.coordination.k8s.io")
+            .cloned()
+            .collect()
+    }
+
+    /// Replaces the sandbox's fault spec through its admin API.
+    pub async fn set_faults(&self, spec: &str) {
+        let client = self.client().await;
+        let req = hyper::Request::put("/sandbox/v1/faults")
+            .body(spec.as_bytes().to_vec())
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), client.request_text(req))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Waits for `child`, killing it if it exceeds `limit`.
+pub fn wait_with_timeout(mut child: std::process::Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "kubestrap did not finish within {limit:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// stdout + stderr, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The `step_finished` events of a JSON-lines apply output.
+pub fn finished(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "step_finished")
+        .collect()
+}
+
+/// A runtime for the async assertions of a synchronous test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}

@@ -1,0 +1,22 @@
+//! The bootstrap completes while the sandbox's API fails 10% of requests (500/503/429).
+
+mod phases_common;
+
+use phases_common::{Bootstrap, Options, finished, text};
+
+#[test]
+fn ten_percent_transient_api_faults_the_run_completes() {
+    let fx = Bootstrap::new(&Options {
+        faults: Some("seed=7,api_error_rate=0.1,api_error=503|500|429".into()),
+        ..Options::default()
+    });
+    let out = fx.run(&["apply", "--output", "json"], true);
+    assert!(out.status.success(), "{}", text(&out));
+    let steps = finished(&out);
+    assert_eq!(steps.len(), 26, "{}", text(&out));
+    assert!(steps.iter().all(|s| s["status"] == "done"), "{}", text(&out));
+    // The faults really happened: the sandbox logs every injected error.
+    let log = std::fs::read_to_string(fx.sandbox_dir().join("sandbox.log")).unwrap_or_default();
+    let injected = log.matches("injected API fault").count();
+    assert!(injected > 0, "no fault was injected; sandbox log:\n{log}");
+}
