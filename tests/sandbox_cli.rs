@@ -102,3 +102,109 @@ async fn bad_fault_spec_is_rejected_before_starting() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("api_error_rate"));
     assert!(!dir.path().join("kubeconfig").exists());
 }
+
+#[tokio::test]
+async fn up_with_preinstalled_vault_and_git_repos_records_the_flux_url() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sdir = dir.path().join("cluster");
+    let fleet = dir.path().join("fleet");
+    std::fs::create_dir_all(&fleet).expect("fleet");
+    let bin = env!("CARGO_BIN_EXE_kubestrap");
+    let mut up = Command::new(bin)
+        .args(["sandbox", "up", "--preinstall", "vault", "--dir"])
+        .arg(&sdir)
+        .arg("--git-repo")
+        .arg(format!(
+            "https://git.sandbox.local/org/fleet={}",
+            fleet.display()
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sandbox up starts");
+    let pid_file = sdir.join("sandbox.pid");
+    tokio::time::timeout(T, async {
+        while !pid_file.exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("pid file appears");
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sdir.join("sandbox.json")).expect("sandbox.json"))
+            .expect("json");
+    let url = info["flux_install_url"]
+        .as_str()
+        .expect("flux url")
+        .to_string();
+    assert!(url.starts_with("https://127.0.0.1:") && url.ends_with("/sandbox/flux/install.yaml"));
+    let ca = std::fs::read(info["ca_file"].as_str().expect("ca file")).expect("ca");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("pem"))
+        .build()
+        .expect("http");
+    let body = tokio::time::timeout(T, async { http.get(&url).send().await?.text().await })
+        .await
+        .expect("in time")
+        .expect("manifest");
+    assert!(body.contains("kind: CustomResourceDefinition"));
+
+    let kc = kube::config::Kubeconfig::read_from(sdir.join("kubeconfig")).expect("kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
+    let client = kube::Client::try_from(cfg).expect("client");
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, "vault");
+    tokio::time::timeout(T, async {
+        loop {
+            if let Ok(p) = pods.get("vault-0").await
+                && p.status.and_then(|s| s.phase).as_deref() == Some("Running")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("preinstalled vault-0 runs");
+
+    let down = tokio::time::timeout(
+        T,
+        Command::new(bin)
+            .args(["sandbox", "down", "--dir"])
+            .arg(&sdir)
+            .output(),
+    )
+    .await
+    .expect("down finishes")
+    .expect("down runs");
+    assert!(down.status.success());
+    let status = tokio::time::timeout(T, up.wait())
+        .await
+        .expect("up exits")
+        .expect("status");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn bad_git_repo_mapping_is_rejected_before_starting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = tokio::time::timeout(
+        T,
+        Command::new(env!("CARGO_BIN_EXE_kubestrap"))
+            .args(["sandbox", "up", "--git-repo", "no-equals-sign", "--dir"])
+            .arg(dir.path())
+            .output(),
+    )
+    .await
+    .expect("exits")
+    .expect("runs");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad git repository mapping"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -527,9 +527,17 @@ struct Platform {
     _tmp: tempfile::TempDir,
 }
 
+/// The playbook's fleet repository, as `playbooks/sandbox.toml` maps it.
+const FLEET_URL: &str = "https://git.sandbox.local/org/fleet";
+
 async fn platform() -> Platform {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (h, c) = start(SandboxConfig::new(tmp.path().join("sandbox"))).await;
+    let mut cfg = SandboxConfig::new(tmp.path().join("sandbox"));
+    cfg.git_repos.insert(
+        FLEET_URL.into(),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/sandbox/git/fleet"),
+    );
+    let (h, c) = start(cfg).await;
     install_flux(&h, &c).await;
     apply_yaml(&c, HELM_REPOS).await;
     for ns in ["vault", "external-secrets"] {
@@ -792,6 +800,81 @@ async fn helm_releases_vault_pod_and_eso_sync_secrets_from_vault() {
     );
     assert_eq!(Some(owner.uid.clone()), es.metadata.uid);
 
+    // refreshInterval is honoured: a changed Vault value reaches the Secret.
+    let mut fast = external_secret("fast", "vault-backend", "bootstrap/cloudflare", "api_token");
+    fast["spec"]["refreshInterval"] = json!("1s");
+    apply(c, fast).await;
+    wait_ready(&ess, "fast", "SecretSynced").await;
+    let admin = vault(&p.addr, &p.root);
+    within(
+        "kv",
+        vaultrs::kv2::set(
+            &admin,
+            "secret",
+            "bootstrap/cloudflare",
+            &json!({"api_token": "cf-456"}),
+        ),
+    )
+    .await
+    .expect("set");
+    within("refresh", async {
+        loop {
+            if let Ok(s) = secrets.get("fast").await
+                && s.data
+                    .as_ref()
+                    .is_some_and(|d| d["token"].0 == b"Bearer cf-456")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    within(
+        "kv",
+        vaultrs::kv2::set(
+            &admin,
+            "secret",
+            "bootstrap/cloudflare",
+            &json!({"api_token": "cf-123"}),
+        ),
+    )
+    .await
+    .expect("set back");
+
+    // The playbook's fleet: flux-system -> apps -> the demo app, whose ExternalSecret syncs.
+    apply(c, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "flux-system", "namespace": "flux-system"},
+        "stringData": {"username": "git", "password": "bootstrap-token"}})).await;
+    let mut gr = git_repo("flux-system", "flux-system");
+    gr["spec"]["url"] = json!(FLEET_URL);
+    apply(c, gr).await;
+    let mut root = kustomization("flux-system", "clusters/sandbox", &[]);
+    root["spec"]["dependsOn"] = json!([]);
+    apply(c, root).await;
+    let ks = dynamic(
+        c,
+        "kustomize.toolkit.fluxcd.io/v1",
+        "Kustomization",
+        "kustomizations",
+        Some("flux-system"),
+    );
+    wait_ready(&ks, "flux-system", "ReconciliationSucceeded").await;
+    wait_ready(&ks, "apps", "ReconciliationSucceeded").await;
+    let demo = dynamic(
+        c,
+        "external-secrets.io/v1",
+        "ExternalSecret",
+        "externalsecrets",
+        Some("demo"),
+    );
+    wait_ready(&demo, "cloudflare-api-token", "SecretSynced").await;
+    let demo_secrets: Api<Secret> = Api::namespaced(c.clone(), "demo");
+    let s = demo_secrets
+        .get("cloudflare-api-token")
+        .await
+        .expect("demo secret");
+    assert_eq!(s.data.expect("data")["api-token"].0, b"cf-123");
+
     // The three failure causes are told apart.
     apply(
         c,
@@ -874,6 +957,80 @@ spec:
       - name: keys
         secret: {secretName: vault-init-keys, optional: true, items: [{key: unseal-key-0, path: unseal-key-0}]}
 "#;
+
+#[tokio::test]
+async fn faults_delay_flux_and_flap_the_store() {
+    let p = platform().await;
+    let c = &p.c;
+    create_eso_role(&p).await;
+    let stores = dynamic(
+        c,
+        "external-secrets.io/v1",
+        "ClusterSecretStore",
+        "clustersecretstores",
+        None,
+    );
+    apply(c, store("vault-backend")).await;
+    wait_ready(&stores, "vault-backend", "Valid").await;
+    // Store flapping: the store goes invalid and recovers, on its own.
+    p.h.set_faults(
+        kubestrap::sandbox::FaultSpec::parse("seed=3,eso_store_flap=400ms").expect("spec"),
+    );
+    let cond = wait_not_ready(
+        &stores,
+        "vault-backend",
+        "InvalidProviderConfig",
+        "unable to create client",
+    )
+    .await;
+    assert_eq!(cond["message"], "unable to create client");
+    wait_ready(&stores, "vault-backend", "Valid").await;
+
+    // A long Flux readiness delay holds new sources back until the fault is lifted.
+    p.h.set_faults(kubestrap::sandbox::FaultSpec::parse("delay.flux=3600s").expect("spec"));
+    let repos = dynamic(
+        c,
+        "source.toolkit.fluxcd.io/v1",
+        "HelmRepository",
+        "helmrepositories",
+        Some("flux-system"),
+    );
+    apply(
+        c,
+        json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "HelmRepository",
+        "metadata": {"name": "late", "namespace": "flux-system"},
+        "spec": {"interval": "1h0m0s", "url": "https://example.com/charts"}}),
+    )
+    .await;
+    // An object the (undelayed) ESO controller handles after it proves time has passed.
+    let ess = dynamic(
+        c,
+        "external-secrets.io/v1",
+        "ExternalSecret",
+        "externalsecrets",
+        Some("default"),
+    );
+    apply(
+        c,
+        external_secret(
+            "probe",
+            "vault-backend",
+            "bootstrap/cloudflare",
+            "api_token",
+        ),
+    )
+    .await;
+    wait_ready(&ess, "probe", "SecretSynced").await;
+    let late = repos.get("late").await.expect("late");
+    assert!(
+        ready_cond(&late).is_none(),
+        "delayed: {:?}",
+        late.data["status"]
+    );
+    p.h.set_faults(kubestrap::sandbox::FaultSpec::default());
+    wait_ready(&repos, "late", "Succeeded").await;
+    p.h.shutdown().await.expect("shutdown");
+}
 
 #[tokio::test]
 async fn deleting_vault_0_seals_vault_until_the_unsealer_runs() {

@@ -703,3 +703,136 @@ spec:
     child.kill().await.expect("stop port-forward");
     h.shutdown().await.expect("shutdown");
 }
+
+const GIT_REPOSITORY: &str = r#"
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata:
+  name: flux-system
+  namespace: flux-system
+spec:
+  interval: 1m0s
+  ref: {branch: main}
+  secretRef: {name: flux-system}
+  url: https://git.sandbox.test/org/fleet
+"#;
+
+#[tokio::test]
+async fn flux_gitrepository_wait_and_port_forward_to_the_real_vault() {
+    let Some(bin) = kubectl_or_skip("flux_gitrepository_wait_and_port_forward_to_the_real_vault")
+    else {
+        return;
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("fleet");
+    std::fs::create_dir_all(repo.join("clusters")).expect("mkdir");
+    std::fs::write(
+        repo.join("clusters/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: default}\n",
+    )
+    .expect("write");
+    let mut c = SandboxConfig::new(dir.path().join("sandbox"));
+    c.git_repos
+        .insert("https://git.sandbox.test/org/fleet".into(), repo);
+    c.preinstall_vault = true;
+    let h = tokio::time::timeout(T, Sandbox::start(c))
+        .await
+        .expect("start in time")
+        .expect("sandbox starts");
+    let k = Kubectl::new(bin, &h, dir.path());
+    // Flux's install manifest, fetched over HTTPS from the sandbox like a release asset.
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(h.ca_pem().as_bytes()).expect("ca"))
+        .build()
+        .expect("http");
+    let manifest = tokio::time::timeout(T, async {
+        http.get(h.flux_install_url())
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await
+    })
+    .await
+    .expect("fetch in time")
+    .expect("fetch");
+    k.ok_stdin(&["apply", "--server-side", "-f", "-"], &manifest)
+        .await;
+    k.ok(&[
+        "-n",
+        "flux-system",
+        "wait",
+        "--for=condition=Available",
+        "deployment/source-controller",
+        "--timeout=30s",
+    ])
+    .await;
+    k.ok(&[
+        "-n",
+        "flux-system",
+        "create",
+        "secret",
+        "generic",
+        "flux-system",
+        "--from-literal=username=git",
+        "--from-literal=password=sandbox-token",
+    ])
+    .await;
+    k.ok_stdin(&["apply", "-f", "-"], GIT_REPOSITORY).await;
+    k.ok(&[
+        "-n",
+        "flux-system",
+        "wait",
+        "--for=condition=Ready",
+        "gitrepository/flux-system",
+        "--timeout=30s",
+    ])
+    .await;
+    let got = k
+        .ok(&["-n", "flux-system", "get", "gitrepository", "flux-system"])
+        .await;
+    assert!(
+        got.contains("stored artifact for revision 'main@sha1:"),
+        "{got}"
+    );
+
+    // `kubectl port-forward svc/vault` reaches the sandbox Vault (uninitialised: 501).
+    k.ok(&[
+        "-n",
+        "vault",
+        "wait",
+        "--for=jsonpath={.status.phase}=Running",
+        "pod/vault-0",
+        "--timeout=30s",
+    ])
+    .await;
+    let mut pf = k.command(&["-n", "vault", "port-forward", "svc/vault", ":8200"]);
+    pf.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = pf.spawn().expect("port-forward");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = tokio::time::timeout(T, lines.next_line())
+        .await
+        .expect("forwarding line")
+        .expect("read")
+        .expect("line");
+    let port: u16 = line
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected port-forward output: {line}"));
+    let resp = tokio::time::timeout(
+        T,
+        reqwest::get(format!("http://127.0.0.1:{port}/v1/sys/health")),
+    )
+    .await
+    .expect("health in time")
+    .expect("health");
+    assert_eq!(resp.status().as_u16(), 501);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["initialized"], false);
+    assert_eq!(body["sealed"], true);
+    child.kill().await.expect("stop port-forward");
+    h.shutdown().await.expect("shutdown");
+}

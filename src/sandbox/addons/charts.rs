@@ -82,12 +82,13 @@ impl Chart {
             });
             d["metadata"]["annotations"]["meta.helm.sh/release-name"] = json!(release);
             d["metadata"]["annotations"]["meta.helm.sh/release-namespace"] = json!(namespace);
-            if self == Self::Vault && d["kind"] == "StatefulSet" {
-                if let Some(path) = values["server"]["readinessProbe"]["path"].as_str() {
-                    d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = json!({
-                        "httpGet": {"path": path, "port": 8200, "scheme": "HTTP"},
-                    });
-                }
+            if self == Self::Vault
+                && d["kind"] == "StatefulSet"
+                && let Some(path) = values["server"]["readinessProbe"]["path"].as_str()
+            {
+                d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = json!({
+                    "httpGet": {"path": path, "port": 8200, "scheme": "HTTP"},
+                });
             }
         }
         Ok(docs)

@@ -434,8 +434,9 @@ impl Backoff {
     }
 }
 
-/// Remaining readiness delay of `component` (fault `delay.<component>`) for an object
-/// created at `creation` (RFC 3339); `None` once due.
+/// Remaining readiness delay of `component` (fault `delay.<component>`, scaled by
+/// `delay_scale`) for an object created at `creation` (RFC 3339); `None` once due. Capped at
+/// one second so that a fault spec replaced at run time takes effect promptly.
 pub fn delay_remaining(shared: &Shared, component: &str, creation: &str) -> Option<Duration> {
     let delay = shared.faults.delay(component);
     if delay.is_zero() {
@@ -447,7 +448,7 @@ pub fn delay_remaining(shared: &Shared, component: &str, creation: &str) -> Opti
     // creationTimestamp has second precision: count from the end of that second.
     let due = created + 1000 + delay.as_millis() as i64;
     let now = jiff::Timestamp::now().as_millisecond();
-    (now < due).then(|| Duration::from_millis((due - now).max(10) as u64))
+    (now < due).then(|| Duration::from_millis((due - now).clamp(10, 1000) as u64))
 }
 
 /// Whether a Deployment named `name` in `ns` reports all its replicas available.
