@@ -332,7 +332,10 @@ fn full_sandbox_apply_leaves_no_canary_anywhere() {
         root.join("playbooks/sandbox.toml"),
     )
     .unwrap();
-    copy_tree(&repo.join("playbooks/sandbox"), &root.join("playbooks/sandbox"));
+    copy_tree(
+        &repo.join("playbooks/sandbox"),
+        &root.join("playbooks/sandbox"),
+    );
     copy_tree(
         &repo.join("tests/fixtures/terraform/vault-kv"),
         &root.join("tests/fixtures/terraform/vault-kv"),
@@ -369,7 +372,10 @@ fn full_sandbox_apply_leaves_no_canary_anywhere() {
     audit_output(&done, "apply");
 
     let files = audit_state_dir(&state, std::slice::from_ref(&sandbox_dir));
-    assert!(files >= 2, "the state dir holds the checkpoint and the lock");
+    assert!(
+        files >= 2,
+        "the state dir holds the checkpoint and the lock"
+    );
     audit_modes(&state, &cluster_dir);
 
     // Children: Terraform exactly as started, the sandbox, anything else the watcher saw.
@@ -394,7 +400,10 @@ fn full_sandbox_apply_leaves_no_canary_anywhere() {
         saw_token |= names.iter().any(|n| n == "VAULT_TOKEN");
         if child.argv.iter().any(|a| a.as_slice() == b"apply") {
             assert!(
-                child.argv.iter().any(|a| a.starts_with(b"-var-file=/dev/fd/")),
+                child
+                    .argv
+                    .iter()
+                    .any(|a| a.starts_with(b"-var-file=/dev/fd/")),
                 "terraform apply reads its variables from a pipe: {}",
                 child.command_line()
             );
