@@ -421,6 +421,12 @@ fn full_sandbox_apply_leaves_no_canary_anywhere() {
         .chain(std::iter::once(&sandbox))
         .chain(&done.children);
     for child in all {
+        eprintln!(
+            "child {}: {} | env {:?}",
+            child.origin,
+            child.command_line(),
+            child.env_names()
+        );
         assert_no_hits(
             &format!("argv of {}", child.origin),
             &scan_bytes(&child.argv.concat(), &forms, &child.command_line(), 0),

@@ -123,7 +123,9 @@ pub fn wrapper_records(log_dir: &Path) -> Vec<ChildRecord> {
     out
 }
 
-/// Polls `/proc` for direct children of one process and records each once.
+/// Polls `/proc` for direct children of one process and keeps the latest record of each
+/// once it has exec'd (a short-lived child may be missed, which is why exact records come
+/// from wrappers).
 #[derive(Debug)]
 pub struct ChildWatcher {
     stop: Arc<AtomicBool>,
@@ -140,13 +142,18 @@ impl ChildWatcher {
         let thread = {
             let (stop, seen) = (Arc::clone(&stop), Arc::clone(&seen));
             std::thread::spawn(move || {
+                let parent_cmdline = std::fs::read(format!("/proc/{parent}/cmdline")).ok();
                 while !stop.load(Ordering::Relaxed) {
                     for pid in children_of(parent) {
-                        let mut seen = seen.lock().unwrap();
-                        if let std::collections::btree_map::Entry::Vacant(slot) = seen.entry(pid)
-                            && let Some(record) = read_pid(pid, "child of kubestrap")
-                        {
-                            slot.insert(record);
+                        // Between fork and exec a child still shows its parent's argv and
+                        // environment block (kubestrap's own, checked separately): only a
+                        // child that has exec'd is recorded, with its latest view.
+                        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok();
+                        if cmdline.is_none() || cmdline == parent_cmdline {
+                            continue;
+                        }
+                        if let Some(record) = read_pid(pid, "child of kubestrap") {
+                            seen.lock().unwrap().insert(pid, record);
                         }
                     }
                     std::thread::sleep(Duration::from_millis(5));
