@@ -55,9 +55,8 @@ fn kubestrap(dir: &Path, args: &[&str]) -> Command {
 }
 
 /// The checks made on every paused run: memory (with its positive control) and environ.
-fn audit_paused(run: &PausedRun) {
-    let forms = canary_forms();
-    let scan = run.scan_memory(&forms);
+fn audit_paused(run: &PausedRun, forms: &[Form]) {
+    let scan = run.scan_memory(forms);
     eprintln!(
         "memory: {} regions, {} MiB scanned, {} unreadable ({:?}), {} canary copies",
         scan.regions,
@@ -74,7 +73,7 @@ fn audit_paused(run: &PausedRun) {
         "the memory scan did not even find the non-secret control marker: it scans nothing"
     );
 
-    let (environ, hits) = run.scan_environ(&forms);
+    let (environ, hits) = run.scan_environ(forms);
     assert_no_hits("/proc/PID/environ", &hits);
     for (name, value) in [
         ("GITHUB_TOKEN", GITHUB_CANARY),
@@ -91,21 +90,20 @@ fn audit_paused(run: &PausedRun) {
 }
 
 /// stdout and stderr of a finished run.
-fn audit_output(done: &Finished, what: &str) {
-    let forms = canary_forms();
+fn audit_output(done: &Finished, what: &str, forms: &[Form]) {
     assert_no_hits(
         &format!("{what} stdout"),
-        &scan_bytes(&done.stdout, &forms, "stdout", 0),
+        &scan_bytes(&done.stdout, forms, "stdout", 0),
     );
     assert_no_hits(
         &format!("{what} stderr"),
-        &scan_bytes(&done.stderr, &forms, "stderr", 0),
+        &scan_bytes(&done.stderr, forms, "stderr", 0),
     );
 }
 
 /// Every file under the state directory except `exclude` (the sandbox's own storage).
-fn audit_state_dir(state: &Path, exclude: &[PathBuf]) -> usize {
-    let (hits, files) = scan_tree(state, exclude, &canary_forms());
+fn audit_state_dir(state: &Path, exclude: &[PathBuf], forms: &[Form]) -> usize {
+    let (hits, files) = scan_tree(state, exclude, forms);
     assert_no_hits(&format!("the state dir {}", state.display()), &hits);
     files
 }
@@ -137,7 +135,7 @@ fn audit_modes(state: &Path, cluster_dir: &Path) {
 }
 
 /// `kubestrap plan` with the canaries in its environment: nothing of them in its output.
-fn audit_plan(dir: &Path, args: &[&str]) {
+fn audit_plan(dir: &Path, args: &[&str], forms: &[Form]) {
     let mut cmd = kubestrap(dir, args);
     let out_dir = tempfile::tempdir().unwrap();
     let child = cmd
@@ -154,15 +152,8 @@ fn audit_plan(dir: &Path, args: &[&str]) {
         "plan printed nothing ({status}): {}",
         String::from_utf8_lossy(&stderr)
     );
-    let forms = canary_forms();
-    assert_no_hits(
-        "plan stdout",
-        &scan_bytes(&stdout, &forms, "plan stdout", 0),
-    );
-    assert_no_hits(
-        "plan stderr",
-        &scan_bytes(&stderr, &forms, "plan stderr", 0),
-    );
+    assert_no_hits("plan stdout", &scan_bytes(&stdout, forms, "plan stdout", 0));
+    assert_no_hits("plan stderr", &scan_bytes(&stderr, forms, "plan stderr", 0));
 }
 
 fn wait(mut child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
@@ -233,11 +224,12 @@ fn synthetic_run_leaves_no_canary_anywhere() {
     std::fs::write(dir.join("steps.toml"), SYNTHETIC_STEPS).unwrap();
     let args = ["apply", "--synthetic-steps", "steps.toml"];
 
+    let forms = canary_forms();
     let run = run_until_pause(kubestrap(dir, &args), dir, PAUSE_LIMIT);
-    audit_paused(&run);
+    audit_paused(&run, &forms);
     let done = run.release(EXIT_LIMIT);
     assert_eq!(done.status.code(), Some(1), "{}", done.text());
-    audit_output(&done, "apply");
+    audit_output(&done, "apply", &forms);
 
     // The secrets were really used and caught: the failure quotes one, redacted.
     let stderr = String::from_utf8_lossy(&done.stderr);
@@ -254,14 +246,14 @@ fn synthetic_run_leaves_no_canary_anywhere() {
         checkpoint.contains("[redacted GITHUB_TOKEN]"),
         "the output secret was not recorded (redacted): {checkpoint}"
     );
-    assert!(audit_state_dir(&state, &[]) >= 1);
+    assert!(audit_state_dir(&state, &[], &forms) >= 1);
     audit_modes(&state, &cluster_dir);
     for child in &done.children {
-        let hits = scan_bytes(&child.argv.concat(), &canary_forms(), &child.origin, 0);
+        let hits = scan_bytes(&child.argv.concat(), &forms, &child.origin, 0);
         assert_no_hits("a child's argv", &hits);
     }
 
-    audit_plan(dir, &["plan", "--synthetic-steps", "steps.toml"]);
+    audit_plan(dir, &["plan", "--synthetic-steps", "steps.toml"], &forms);
 }
 
 /// Variables a Terraform child may receive (README "Secrets"): the runner's own, the step's
@@ -306,6 +298,48 @@ impl Drop for SandboxGuard {
             }
         }
     }
+}
+
+/// Every form of Vault's unseal keys and root token, read from the keys Secret
+/// (`vault/vault-init-keys`, design §5) through the sandbox's kubeconfig. A hex unseal key
+/// also counts in its base64 form (`keys_base64` of `sys/init`).
+fn vault_secret_forms(kubeconfig: &Path) -> Vec<Form> {
+    use base64::Engine as _;
+    use k8s_openapi::api::core::v1::Secret;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let secret = rt.block_on(async {
+        let client = tokio::time::timeout(
+            Duration::from_secs(30),
+            kubestrap::kube::connect(Some(kubeconfig), None),
+        )
+        .await
+        .expect("connect to the sandbox in time")
+        .expect("connect to the sandbox");
+        let api: kube::Api<Secret> = kube::Api::namespaced(client, "vault");
+        tokio::time::timeout(Duration::from_secs(30), api.get("vault-init-keys"))
+            .await
+            .expect("read the keys Secret in time")
+            .expect("read the keys Secret")
+    });
+    let mut forms = Vec::new();
+    for (key, value) in secret.data.unwrap_or_default() {
+        let text = String::from_utf8(value.0).expect("keys are text");
+        let label = format!("vault {key}");
+        forms.extend(forms_of(&label, &text));
+        if let Ok(bytes) = hex::decode(&text) {
+            forms.push(Form {
+                label: format!("{label} base64 of its bytes"),
+                bytes: base64::engine::general_purpose::STANDARD
+                    .encode(bytes)
+                    .into_bytes(),
+            });
+        }
+    }
+    assert!(
+        forms.len() > 10,
+        "the keys Secret holds unseal keys and the root token"
+    );
+    forms
 }
 
 /// The real thing: the whole five-phase bootstrap of a sandbox cluster (the sandbox runs as
@@ -362,16 +396,21 @@ fn full_sandbox_apply_leaves_no_canary_anywhere() {
     let mut cmd = kubestrap(root, &["apply", "-p", "playbooks/sandbox.toml"]);
     cmd.env("PATH", &wrapped_path);
     let run = run_until_pause(cmd, root, PAUSE_LIMIT);
-    audit_paused(&run);
+    // Besides the canaries, the secrets kubestrap itself creates: Vault's unseal keys and
+    // root token (read back from the keys Secret while the sandbox still runs).
+    let vault_forms = vault_secret_forms(&sandbox_dir.join("kubeconfig"));
+    let mut forms = canary_forms();
+    forms.extend(vault_forms.iter().cloned());
+    audit_paused(&run, &forms);
     let sandbox = std::fs::read_to_string(sandbox_dir.join("sandbox.pid"))
         .ok()
         .and_then(|p| p.trim().parse::<u32>().ok())
         .and_then(|pid| support::children::read_pid(pid, "sandbox"));
     let done = run.release(EXIT_LIMIT);
     assert_eq!(done.status.code(), Some(0), "{}", done.text());
-    audit_output(&done, "apply");
+    audit_output(&done, "apply", &forms);
 
-    let files = audit_state_dir(&state, std::slice::from_ref(&sandbox_dir));
+    let files = audit_state_dir(&state, std::slice::from_ref(&sandbox_dir), &forms);
     assert!(
         files >= 2,
         "the state dir holds the checkpoint and the lock"
@@ -379,7 +418,8 @@ fn full_sandbox_apply_leaves_no_canary_anywhere() {
     audit_modes(&state, &cluster_dir);
 
     // Children: Terraform exactly as started, the sandbox, anything else the watcher saw.
-    let forms = canary_forms();
+    // (Terraform is given the Vault token on purpose, so only the canaries are looked for.)
+    let canaries = canary_forms();
     let terraform = support::children::wrapper_records(&children_log);
     assert!(
         terraform.len() >= 2,
@@ -429,11 +469,11 @@ fn full_sandbox_apply_leaves_no_canary_anywhere() {
         );
         assert_no_hits(
             &format!("argv of {}", child.origin),
-            &scan_bytes(&child.argv.concat(), &forms, &child.command_line(), 0),
+            &scan_bytes(&child.argv.concat(), &canaries, &child.command_line(), 0),
         );
         assert_no_hits(
             &format!("environ of {}", child.origin),
-            &scan_bytes(&child.environ.join(&0u8), &forms, &child.origin, 0),
+            &scan_bytes(&child.environ.join(&0u8), &canaries, &child.origin, 0),
         );
         let names = child.env_names();
         for secret in ["GITHUB_TOKEN", "CLOUDFLARE_API_TOKEN"] {
@@ -445,5 +485,5 @@ fn full_sandbox_apply_leaves_no_canary_anywhere() {
         }
     }
 
-    audit_plan(root, &["plan", "-p", "playbooks/sandbox.toml"]);
+    audit_plan(root, &["plan", "-p", "playbooks/sandbox.toml"], &forms);
 }

@@ -87,11 +87,23 @@ fn sandbox_cmd(args: crate::sandbox::SandboxArgs) -> Result<ExitStatus, CliError
     Ok(ExitStatus::Success)
 }
 
-/// Logs follow `KUBESTRAP_LOG`, else `RUST_LOG` (tracing filter syntax), else `warn`.
+/// Targets whose logs carry raw wire payloads at `trace`, and so any secret on the wire:
+/// tungstenite dumps every WebSocket frame of a port-forward (Vault's HTTP traffic, with its
+/// token and `sys/init` response, in text and hex, split at frame boundaries where the
+/// redactor cannot recognise a value). They are off whatever filter the user sets.
+const WIRE_DUMP_TARGETS: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
+
+/// Logs follow `KUBESTRAP_LOG`, else `RUST_LOG` (tracing filter syntax), else `warn`; the
+/// [`WIRE_DUMP_TARGETS`] are always off.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KUBESTRAP_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("KUBESTRAP_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rustify=off,vaultrs=off"));
+    for target in WIRE_DUMP_TARGETS {
+        if let Ok(off) = format!("{target}=off").parse() {
+            filter = filter.add_directive(off);
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(secrets::RedactingStderr)
