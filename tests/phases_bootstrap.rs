@@ -47,7 +47,11 @@ fn five_phases_then_a_second_run_changes_and_writes_nothing() {
     assert!(out.status.success(), "{}", text(&out));
     let steps = finished(&out);
     assert_eq!(steps.len(), 26, "{}", text(&out));
-    assert!(steps.iter().all(|s| s["status"] == "done"), "{}", text(&out));
+    assert!(
+        steps.iter().all(|s| s["status"] == "done"),
+        "{}",
+        text(&out)
+    );
 
     // No secret value in the output or the checkpoint.
     let all = format!("{}{}", text(&out), fx.checkpoint_text());
@@ -57,7 +61,10 @@ fn five_phases_then_a_second_run_changes_and_writes_nothing() {
     rt.block_on(async {
         let client = fx.client().await;
         // Phase 2: the canaries are in Vault.
-        assert_eq!(vault_kv(&client, "bootstrap/github").await["token"], fx.github);
+        assert_eq!(
+            vault_kv(&client, "bootstrap/github").await["token"],
+            fx.github
+        );
         assert_eq!(
             vault_kv(&client, "bootstrap/cloudflare").await["api_token"],
             fx.cloudflare
@@ -103,7 +110,10 @@ fn five_phases_then_a_second_run_changes_and_writes_nothing() {
     let steps = finished(&again);
     assert_eq!(steps.len(), 26);
     let changed: Vec<&Value> = steps.iter().filter(|s| s["changed"] == true).collect();
-    assert!(changed.is_empty(), "changed on the second run: {changed:#?}");
+    assert!(
+        changed.is_empty(),
+        "changed on the second run: {changed:#?}"
+    );
     let after = rt.block_on(fx.client_writes_except_lease());
     assert_eq!(
         after.len(),

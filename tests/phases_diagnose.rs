@@ -48,7 +48,10 @@ fn diagnose(fx: &Bootstrap, es: DynamicObject) -> String {
             .await
             .unwrap();
     });
-    let out = fx.run(&["apply", "--resume", "--only", "apps.secrets-synced"], false);
+    let out = fx.run(
+        &["apply", "--resume", "--only", "apps.secrets-synced"],
+        false,
+    );
     rt.block_on(async {
         es_api(&fx.client().await, "demo")
             .delete(&name, &DeleteParams::default())
@@ -70,7 +73,10 @@ fn failures_are_diagnosed_and_a_missing_keys_secret_is_refused_with_recovery() {
     assert!(out.status.success(), "{}", text(&out));
 
     // Wrong policy: the path is not among the declared secrets, so the ESO role may not read it.
-    let msg = diagnose(&fx, external_secret("denied", "vault-backend", "other/thing", "x"));
+    let msg = diagnose(
+        &fx,
+        external_secret("denied", "vault-backend", "other/thing", "x"),
+    );
     assert!(msg.contains("auth denied"), "{msg}");
     assert!(msg.contains("secret/data/other/thing"), "{msg}");
 
@@ -80,7 +86,10 @@ fn failures_are_diagnosed_and_a_missing_keys_secret_is_refused_with_recovery() {
         external_secret("missing", "vault-backend", "bootstrap/cloudflare", "nope"),
     );
     assert!(msg.contains("missing in Vault"), "{msg}");
-    assert!(msg.contains("secret/data/bootstrap/cloudflare key nope"), "{msg}");
+    assert!(
+        msg.contains("secret/data/bootstrap/cloudflare key nope"),
+        "{msg}"
+    );
 
     // Store not ready: a store whose Vault role does not exist.
     let rt = runtime();

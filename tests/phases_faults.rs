@@ -14,7 +14,11 @@ fn ten_percent_transient_api_faults_the_run_completes() {
     assert!(out.status.success(), "{}", text(&out));
     let steps = finished(&out);
     assert_eq!(steps.len(), 26, "{}", text(&out));
-    assert!(steps.iter().all(|s| s["status"] == "done"), "{}", text(&out));
+    assert!(
+        steps.iter().all(|s| s["status"] == "done"),
+        "{}",
+        text(&out)
+    );
     // The faults really happened: the sandbox logs every injected error.
     let log = std::fs::read_to_string(fx.sandbox_dir().join("sandbox.log")).unwrap_or_default();
     let injected = log.matches("injected API fault").count();

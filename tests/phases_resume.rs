@@ -33,7 +33,10 @@ fn sigkill_at_several_points_then_resume_ends_verified() {
 
     // 2. Right after vault.init: the keys Secret was written before the step finished.
     let seen = fx.apply_and_kill(&["--resume"], |e| finished_step(e, "vault.init"));
-    assert!(seen.iter().any(|e| e["event"] == "step_verifying" && e["step"] == "k3s.install"));
+    assert!(
+        seen.iter()
+            .any(|e| e["event"] == "step_verifying" && e["step"] == "k3s.install")
+    );
     rt.block_on(async {
         let keys: Api<Secret> = Api::namespaced(fx.client().await, "vault");
         let keys = keys.get("vault-init-keys").await.unwrap();

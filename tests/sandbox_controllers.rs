@@ -875,6 +875,64 @@ async fn helm_releases_vault_pod_and_eso_sync_secrets_from_vault() {
         .expect("demo secret");
     assert_eq!(s.data.expect("data")["api-token"].0, b"cf-123");
 
+    // A namespaced SecretStore logs in as the service account of its own namespace.
+    let mut local = store("local");
+    local["kind"] = json!("SecretStore");
+    local["metadata"]["namespace"] = json!("external-secrets");
+    local["spec"]["provider"]["vault"]["auth"]["kubernetes"]["serviceAccountRef"] =
+        json!({"name": "external-secrets"});
+    apply(c, local).await;
+    let ns_stores = dynamic(
+        c,
+        "external-secrets.io/v1",
+        "SecretStore",
+        "secretstores",
+        Some("external-secrets"),
+    );
+    wait_ready(&ns_stores, "local", "Valid").await;
+    let mut es_local = external_secret("local-cf", "local", "bootstrap/cloudflare", "api_token");
+    es_local["metadata"]["namespace"] = json!("external-secrets");
+    es_local["spec"]["secretStoreRef"]["kind"] = json!("SecretStore");
+    apply(c, es_local).await;
+    let ess_local = dynamic(
+        c,
+        "external-secrets.io/v1",
+        "ExternalSecret",
+        "externalsecrets",
+        Some("external-secrets"),
+    );
+    wait_ready(&ess_local, "local-cf", "SecretSynced").await;
+
+    // Changing a release's values upgrades it.
+    let eso_hr = dynamic(
+        c,
+        "helm.toolkit.fluxcd.io/v2",
+        "HelmRelease",
+        "helmreleases",
+        Some("external-secrets"),
+    );
+    let patch = json!({"spec": {"values": {"installCRDs": true, "serviceAccount": {"name": "external-secrets"}, "replicaCount": 1}}});
+    within(
+        "upgrade",
+        eso_hr.patch(
+            "external-secrets",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        ),
+    )
+    .await
+    .expect("patch");
+    let up = wait_ready(&eso_hr, "external-secrets", "UpgradeSucceeded").await;
+    assert_eq!(
+        ready_cond(&up).expect("ready")["message"],
+        "Helm upgrade succeeded for release external-secrets/external-secrets.v2 with chart external-secrets@1.2.3"
+    );
+    let helm_secrets: Api<Secret> = Api::namespaced(c.clone(), "external-secrets");
+    helm_secrets
+        .get("sh.helm.release.v1.external-secrets.v2")
+        .await
+        .expect("helm release record");
+
     // The three failure causes are told apart.
     apply(
         c,
@@ -984,6 +1042,67 @@ async fn faults_delay_flux_and_flap_the_store() {
     )
     .await;
     assert_eq!(cond["message"], "unable to create client");
+    wait_ready(&stores, "vault-backend", "Valid").await;
+
+    // Vault reviews logins only against this cluster: a wrong kubernetes_host breaks them.
+    let admin = vault(&p.addr, &p.root);
+    within(
+        "config",
+        vaultrs::auth::kubernetes::configure(
+            &admin,
+            "kubernetes",
+            "https://kube.example.invalid",
+            None,
+        ),
+    )
+    .await
+    .expect("config");
+    let touch = json!({"metadata": {"annotations": {"test/revalidate": "1"}}});
+    within(
+        "touch",
+        stores.patch(
+            "vault-backend",
+            &PatchParams::default(),
+            &Patch::Merge(&touch),
+        ),
+    )
+    .await
+    .expect("touch");
+    wait_not_ready(
+        &stores,
+        "vault-backend",
+        "InvalidProviderConfig",
+        "unable to create client",
+    )
+    .await;
+    let events: Api<Event> = Api::namespaced(c.clone(), "default");
+    within("login failure event", async {
+        loop {
+            let list = events.list(&Default::default()).await.expect("events");
+            if list.items.iter().any(|e| {
+                e.involved_object.name.as_deref() == Some("vault-backend")
+                    && e.message
+                        .as_deref()
+                        .unwrap_or("")
+                        .contains("permission denied")
+            }) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    within(
+        "config",
+        vaultrs::auth::kubernetes::configure(
+            &admin,
+            "kubernetes",
+            "https://kubernetes.default.svc",
+            None,
+        ),
+    )
+    .await
+    .expect("config");
     wait_ready(&stores, "vault-backend", "Valid").await;
 
     // A long Flux readiness delay holds new sources back until the fault is lifted.

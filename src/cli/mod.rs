@@ -149,19 +149,18 @@ fn check_required(
     // of seed 003): when an earlier checkpoint of this cluster records every step that uses a
     // secret as done, that secret may be missing. Those steps then compare with what the
     // cluster and Vault already hold, and one that really needs the value fails naming it.
-    let done_before: BTreeSet<String> = engine::Checkpoint::load(&engine::Checkpoint::path_in(
-        &pb.cluster_dir(),
-    ))
-    .ok()
-    .flatten()
-    .map(|cp| {
-        cp.steps
-            .iter()
-            .filter(|(_, r)| r.status == StepStatus::Done)
-            .map(|(id, _)| id.as_str().to_owned())
-            .collect()
-    })
-    .unwrap_or_default();
+    let done_before: BTreeSet<String> =
+        engine::Checkpoint::load(&engine::Checkpoint::path_in(&pb.cluster_dir()))
+            .ok()
+            .flatten()
+            .map(|cp| {
+                cp.steps
+                    .iter()
+                    .filter(|(_, r)| r.status == StepStatus::Done)
+                    .map(|(id, _)| id.as_str().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
     let mut missing = Vec::new();
     for env in needed {
         if store.contains(env) {

@@ -258,6 +258,16 @@ mod tests {
     }
 
     #[test]
+    fn component_faults_land_in_their_knobs() {
+        let s =
+            FaultSpec::parse("vault_restart=30s,eso_store_flap=500ms,delay.eso=2s").expect("parse");
+        assert_eq!(s.extra["vault.restart_at"], "30s");
+        assert_eq!(s.extra["eso.store_flap"], "500ms");
+        assert_eq!(s.delays["eso"], Duration::from_secs(2));
+        assert!(FaultSpec::parse("vault_restart=soon").is_err());
+    }
+
+    #[test]
     fn same_seed_same_sequence() {
         let spec = FaultSpec::parse("seed=42,api_error_rate=0.5,api_error=500|503").expect("parse");
         let a = Faults::new(spec.clone());

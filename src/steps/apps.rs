@@ -1,8 +1,8 @@
 //! Phase 4: applications reconcile and their secrets sync.
 
+use ::kube::ResourceExt;
 use ::kube::api::{Api, ListParams};
 use ::kube::core::DynamicObject;
-use ::kube::ResourceExt;
 use k8s_openapi::api::core::v1::Event;
 use serde::Serialize;
 use serde_json::Value;
@@ -114,14 +114,22 @@ impl Step for AppsReconcile {
         let client = ctx.kube().await?;
         for k in &self.kustomizations {
             let (ns, name) = split(k);
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &kustomization());
-            let o = api.get_opt(name).await.map_err(|e| kube_error("read a Kustomization", e))?;
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), ns, &kustomization());
+            let o = api
+                .get_opt(name)
+                .await
+                .map_err(|e| kube_error("read a Kustomization", e))?;
             let Some(o) = o else {
-                return Ok(Verified::DoesNotHold { reason: format!("Kustomization {k} does not exist") });
+                return Ok(Verified::DoesNotHold {
+                    reason: format!("Kustomization {k} does not exist"),
+                });
             };
             let (ready, status) = ready_state(&serde_json::to_value(&o).unwrap_or_default());
             if !ready {
-                return Ok(Verified::DoesNotHold { reason: format!("Kustomization {k}: {status}") });
+                return Ok(Verified::DoesNotHold {
+                    reason: format!("Kustomization {k}: {status}"),
+                });
             }
         }
         Ok(Verified::Holds)
@@ -205,11 +213,21 @@ impl AppsSecretsSynced {
         let mut out = Vec::new();
         if self.namespaces.is_empty() {
             let api: Api<DynamicObject> = Api::all_with(client, &external_secret());
-            out = api.list(&ListParams::default()).await.map_err(|e| kube_error("list ExternalSecrets", e))?.items;
+            out = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| kube_error("list ExternalSecrets", e))?
+                .items;
         } else {
             for ns in &self.namespaces {
-                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &external_secret());
-                out.extend(api.list(&ListParams::default()).await.map_err(|e| kube_error("list ExternalSecrets", e))?.items);
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), ns, &external_secret());
+                out.extend(
+                    api.list(&ListParams::default())
+                        .await
+                        .map_err(|e| kube_error("list ExternalSecrets", e))?
+                        .items,
+                );
             }
         }
         Ok(out)
@@ -223,34 +241,57 @@ impl AppsSecretsSynced {
             Ok(c) => c,
             Err(e) => return e.to_string(),
         };
-        let current = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &external_secret())
-            .get_opt(&name)
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| es.clone());
+        let current =
+            Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &external_secret())
+                .get_opt(&name)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| es.clone());
         let value = serde_json::to_value(&current).unwrap_or_default();
         let (_, status) = ready_state(&value);
         let mut messages = vec![status.clone()];
-        if let Ok(events) = Api::<Event>::namespaced(client.clone(), &ns).list(&ListParams::default()).await {
+        if let Ok(events) = Api::<Event>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+        {
             messages.extend(
                 events
                     .items
                     .iter()
                     .filter(|e| e.involved_object.name.as_deref() == Some(name.as_str()))
-                    .filter_map(|e| e.message.clone().map(|m| format!("{}: {m}", e.reason.clone().unwrap_or_default()))),
+                    .filter_map(|e| {
+                        e.message
+                            .clone()
+                            .map(|m| format!("{}: {m}", e.reason.clone().unwrap_or_default()))
+                    }),
             );
         }
-        let store_kind = value.pointer("/spec/secretStoreRef/kind").and_then(Value::as_str).unwrap_or("SecretStore");
-        let store_name = value.pointer("/spec/secretStoreRef/name").and_then(Value::as_str).unwrap_or("");
+        let store_kind = value
+            .pointer("/spec/secretStoreRef/kind")
+            .and_then(Value::as_str)
+            .unwrap_or("SecretStore");
+        let store_name = value
+            .pointer("/spec/secretStoreRef/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let store_ready = if store_kind == "ClusterSecretStore" {
-            match Api::<DynamicObject>::all_with(client, &cluster_secret_store()).get_opt(store_name).await {
+            match Api::<DynamicObject>::all_with(client, &cluster_secret_store())
+                .get_opt(store_name)
+                .await
+            {
                 Ok(Some(s)) => {
                     let (ok, st) = ready_state(&serde_json::to_value(&s).unwrap_or_default());
-                    if ok { Ok(()) } else { Err(format!("ClusterSecretStore {store_name}: {st}")) }
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(format!("ClusterSecretStore {store_name}: {st}"))
+                    }
                 }
                 Ok(None) => Err(format!("ClusterSecretStore {store_name} does not exist")),
-                Err(e) => Err(format!("ClusterSecretStore {store_name} could not be read: {e}")),
+                Err(e) => Err(format!(
+                    "ClusterSecretStore {store_name} could not be read: {e}"
+                )),
             }
         } else {
             Ok(())
@@ -261,7 +302,10 @@ impl AppsSecretsSynced {
             .map(|d| {
                 d.iter()
                     .map(|x| {
-                        let key = x.pointer("/remoteRef/key").and_then(Value::as_str).unwrap_or("?");
+                        let key = x
+                            .pointer("/remoteRef/key")
+                            .and_then(Value::as_str)
+                            .unwrap_or("?");
                         match x.pointer("/remoteRef/property").and_then(Value::as_str) {
                             Some(p) => format!("{}/data/{key} key {p}", self.kv_mount),
                             None => format!("{}/data/{key}", self.kv_mount),
@@ -270,14 +314,27 @@ impl AppsSecretsSynced {
                     .collect()
             })
             .unwrap_or_default();
-        let paths = if paths.is_empty() { "(dataFrom)".to_owned() } else { paths.join(", ") };
+        let paths = if paths.is_empty() {
+            "(dataFrom)".to_owned()
+        } else {
+            paths.join(", ")
+        };
         let what = match classify(store_ready, &messages) {
-            Diagnosis::StoreNotReady(s) => format!("the secret store is not ready ({s}): ESO cannot log in to Vault; check the store's status, the Vault role and that Vault is unsealed"),
-            Diagnosis::AuthDenied => format!("Vault denied the read (auth denied): the policy of the store's role does not allow reading {paths}; add the path to a [[secrets]] entry or fix the policy"),
-            Diagnosis::KeyMissing => format!("the value is missing in Vault: {paths} does not exist; write it (declare it in [[secrets]]) or fix the ExternalSecret"),
+            Diagnosis::StoreNotReady(s) => format!(
+                "the secret store is not ready ({s}): ESO cannot log in to Vault; check the store's status, the Vault role and that Vault is unsealed"
+            ),
+            Diagnosis::AuthDenied => format!(
+                "Vault denied the read (auth denied): the policy of the store's role does not allow reading {paths}; add the path to a [[secrets]] entry or fix the policy"
+            ),
+            Diagnosis::KeyMissing => format!(
+                "the value is missing in Vault: {paths} does not exist; write it (declare it in [[secrets]]) or fix the ExternalSecret"
+            ),
             Diagnosis::Other => "ESO reports an error it did not explain further".to_owned(),
         };
-        format!("ExternalSecret {ns}/{name} is not synced: {what}; ESO says: {}", messages.join("; "))
+        format!(
+            "ExternalSecret {ns}/{name} is not synced: {what}; ESO says: {}",
+            messages.join("; ")
+        )
     }
 }
 
@@ -319,7 +376,12 @@ impl Step for AppsSecretsSynced {
             );
             if !check.done {
                 return Ok(Verified::DoesNotHold {
-                    reason: format!("ExternalSecret {}/{}: {}", es.namespace().unwrap_or_default(), es.name_any(), check.status),
+                    reason: format!(
+                        "ExternalSecret {}/{}: {}",
+                        es.namespace().unwrap_or_default(),
+                        es.name_any(),
+                        check.status
+                    ),
                 });
             }
         }

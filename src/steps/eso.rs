@@ -107,7 +107,10 @@ impl EsoInstall {
         Vec::new()
     }
 
-    #[expect(clippy::unused_async, reason = "same shape as the steps that wait after applying")]
+    #[expect(
+        clippy::unused_async,
+        reason = "same shape as the steps that wait after applying"
+    )]
     async fn after_apply(&self, _ctx: &StepContext) -> Result<(), StepError> {
         Ok(())
     }

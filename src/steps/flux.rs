@@ -91,11 +91,15 @@ impl Step for FluxInstall {
             None => "no sha256 pinned: set [flux] install_sha256 to pin it".to_owned(),
         };
         let mut actions = vec![
-            Action::run(if self.install_manifest.contains("://") {
-                format!("GET {}", self.install_manifest)
-            } else {
-                format!("read {}", self.install_manifest)
-            })
+            Action::run(
+                if let Some(path) = self.install_manifest.strip_prefix(SANDBOX_SOURCE) {
+                    format!("GET {path} from the sandbox's API server (verified with its CA)")
+                } else if self.install_manifest.contains("://") {
+                    format!("GET {}", self.install_manifest)
+                } else {
+                    format!("read {}", self.install_manifest)
+                },
+            )
             .with_detail(check),
             Action::create(format!("Namespace {}", self.namespace)),
         ];
@@ -149,9 +153,9 @@ impl FluxInstall {
         ctx.progress(format!("fetching {src}"));
         let text = if let Some(path) = src.strip_prefix(SANDBOX_SOURCE) {
             let client = ctx.kube().await?;
-            let req = hyper::Request::get(path)
-                .body(Vec::new())
-                .map_err(|e| StepError::permanent(format!("bad install manifest path {path:?}: {e}")))?;
+            let req = hyper::Request::get(path).body(Vec::new()).map_err(|e| {
+                StepError::permanent(format!("bad install manifest path {path:?}: {e}"))
+            })?;
             cancellable(ctx, async {
                 client
                     .request_text(req)
@@ -422,7 +426,9 @@ impl Step for FluxSource {
         let secret = obj("Secret", &self.namespace, &self.name);
         let reachable = ctx.kube().await.is_ok();
         let secret_name = if reachable {
-            self.current_secret(ctx).await.unwrap_or_else(|_| self.name.clone())
+            self.current_secret(ctx)
+                .await
+                .unwrap_or_else(|_| self.name.clone())
         } else {
             self.name.clone()
         };
@@ -451,7 +457,19 @@ impl Step for FluxSource {
                     .with_detail("the GitRepository already uses the ESO-managed Secret"),
             );
         }
-        actions.extend(plan_yaml(ctx, &self.sync(&secret_name)?).await?);
+        match plan_yaml(ctx, &self.sync(&secret_name)?).await {
+            Ok(objects) => actions.extend(objects),
+            Err(_) => actions.extend([
+                Action::create(obj("GitRepository", &self.namespace, &self.name)).with_detail(
+                    format!(
+                        "{} branch {} every {}",
+                        self.git_url, self.branch, self.interval
+                    ),
+                ),
+                Action::create(obj("Kustomization", &self.namespace, &self.name))
+                    .with_detail(format!("path {}, prune", self.path)),
+            ]),
+        }
         actions.push(Action::run(format!(
             "wait for {} Ready (timeout {})",
             obj("GitRepository", &self.namespace, &self.name),
@@ -505,7 +523,10 @@ impl Step for FluxSource {
             .map_err(|e| kube_error("read the GitRepository", e))?
         else {
             return Ok(Verified::DoesNotHold {
-                reason: format!("GitRepository {}/{} does not exist", self.namespace, self.name),
+                reason: format!(
+                    "GitRepository {}/{} does not exist",
+                    self.namespace, self.name
+                ),
             });
         };
         let (ready, status) = ready_state(&serde_json::to_value(&repo).unwrap_or_default());
@@ -550,7 +571,10 @@ impl FluxSource {
                         .and_then(|v| v.pointer("/status/artifact/revision"))
                         .and_then(serde_json::Value::as_str);
                     if check.done && revision.is_none() {
-                        check = crate::kube::Check::pending(format!("{} (no artifact yet)", check.status));
+                        check = crate::kube::Check::pending(format!(
+                            "{} (no artifact yet)",
+                            check.status
+                        ));
                     }
                     check
                 },

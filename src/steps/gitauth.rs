@@ -195,10 +195,16 @@ impl GitAuthSwitch {
             .map_err(|e| kube_error("read the GitRepository", e))?
         else {
             return Ok(Verified::DoesNotHold {
-                reason: format!("GitRepository {}/{} does not exist", self.namespace, self.repository),
+                reason: format!(
+                    "GitRepository {}/{} does not exist",
+                    self.namespace, self.repository
+                ),
             });
         };
-        let secret = repo.data.pointer("/spec/secretRef/name").and_then(serde_json::Value::as_str);
+        let secret = repo
+            .data
+            .pointer("/spec/secretRef/name")
+            .and_then(serde_json::Value::as_str);
         if secret != Some(self.to_secret.as_str()) {
             return Ok(Verified::DoesNotHold {
                 reason: format!("GitRepository uses Secret {}", secret.unwrap_or("(none)")),
@@ -208,7 +214,12 @@ impl GitAuthSwitch {
         Ok(if ready {
             Verified::Holds
         } else {
-            Verified::DoesNotHold { reason: format!("GitRepository {}/{}: {status}", self.namespace, self.repository) }
+            Verified::DoesNotHold {
+                reason: format!(
+                    "GitRepository {}/{}: {status}",
+                    self.namespace, self.repository
+                ),
+            }
         })
     }
 
@@ -328,8 +339,10 @@ impl Step for GitAuthCleanup {
                 .get_opt(&self.bootstrap_secret)
                 .await
         {
-            return Ok(vec![Action::unchanged(obj("Secret", &self.namespace, &self.bootstrap_secret))
-                .with_detail("already deleted")]);
+            return Ok(vec![
+                Action::unchanged(obj("Secret", &self.namespace, &self.bootstrap_secret))
+                    .with_detail("already deleted"),
+            ]);
         }
         Ok(self.actions())
     }
@@ -344,7 +357,10 @@ impl Step for GitAuthCleanup {
             )));
         }
         let api: Api<Secret> = Api::namespaced(ctx.kube().await?, &self.namespace);
-        match api.delete(&self.bootstrap_secret, &DeleteParams::default()).await {
+        match api
+            .delete(&self.bootstrap_secret, &DeleteParams::default())
+            .await
+        {
             Ok(_) => Ok(StepOutcome::new(true)),
             Err(::kube::Error::Api(s)) if s.code == 404 => Ok(StepOutcome::new(false)),
             Err(e) => Err(kube_error("delete the bootstrap Git Secret", e)),
@@ -356,9 +372,20 @@ impl Step for GitAuthCleanup {
             return Ok(Verified::Holds);
         }
         let api: Api<Secret> = Api::namespaced(ctx.kube().await?, &self.namespace);
-        Ok(match api.get_opt(&self.bootstrap_secret).await.map_err(|e| kube_error("read the bootstrap Git Secret", e))? {
-            None => Verified::Holds,
-            Some(_) => Verified::DoesNotHold { reason: format!("Secret {}/{} still exists", self.namespace, self.bootstrap_secret) },
-        })
+        Ok(
+            match api
+                .get_opt(&self.bootstrap_secret)
+                .await
+                .map_err(|e| kube_error("read the bootstrap Git Secret", e))?
+            {
+                None => Verified::Holds,
+                Some(_) => Verified::DoesNotHold {
+                    reason: format!(
+                        "Secret {}/{} still exists",
+                        self.namespace, self.bootstrap_secret
+                    ),
+                },
+            },
+        )
     }
 }

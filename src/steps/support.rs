@@ -10,8 +10,8 @@ use ::kube::core::{ApiResource, GroupVersionKind};
 use crate::engine::{Action, StepContext, StepError};
 use crate::kube::wait::WaitProgress;
 use crate::kube::{
-    ApplyAction, ApplyError, ApplyOptions, Applier, PlanAction, PlanOutcome, WaitError,
-    WaitOptions, parse_manifests, plan_offline,
+    Applier, ApplyAction, ApplyError, ApplyOptions, PlanAction, PlanOutcome, WaitError,
+    WaitOptions, parse_manifests,
 };
 use crate::playbook::HumanDuration;
 
@@ -112,21 +112,27 @@ pub(crate) async fn apply_yaml(ctx: &StepContext, yaml: &str) -> Result<bool, St
     Ok(changed)
 }
 
-/// What applying `yaml` would do, from server-side dry-runs when the cluster answers and
-/// "would create" when it does not exist yet.
+/// What applying `yaml` would do, from server-side dry-runs against the live cluster.
 ///
 /// # Errors
-/// A permanent [`StepError`] when the manifest is invalid or the API rejects a dry-run.
+/// A transient [`StepError`] when the cluster cannot be asked (it does not exist yet or does not
+/// answer): callers then show their static "would create" actions, which carry more detail. A
+/// permanent one when the manifest is invalid or the API rejects a dry-run.
 pub(crate) async fn plan_yaml(ctx: &StepContext, yaml: &str) -> Result<Vec<Action>, StepError> {
     let objects = parse_manifests(yaml).map_err(apply_error)?;
-    let outcomes = match ctx.kube().await {
-        Ok(client) => Applier::new(client, ApplyOptions::default())
-            .plan(objects)
-            .await
-            .map_err(|e| StepError::permanent(e.to_string()))?,
-        Err(_) => plan_offline(objects, "the cluster does not exist yet")
-            .map_err(|e| StepError::permanent(e.to_string()))?,
-    };
+    let client = ctx
+        .kube()
+        .await
+        .map_err(|_| StepError::transient("the cluster does not exist yet"))?;
+    let outcomes = Applier::new(client, ApplyOptions::default())
+        .plan(objects)
+        .await
+        .map_err(|e| StepError::permanent(e.to_string()))?;
+    if outcomes.iter().any(|o| {
+        matches!(&o.action, PlanAction::WouldCreate { reason } if reason.contains("not reachable"))
+    }) {
+        return Err(StepError::transient("the API is not reachable"));
+    }
     Ok(outcomes.into_iter().map(plan_action).collect())
 }
 

@@ -210,7 +210,12 @@ impl SecretsTerraform {
             tf.init(&mut sink).await?;
             tf.apply(&vars, &mut sink).await
         };
-        match tokio::time::timeout(self.timeout.get(), super::support::cancellable(ctx, async { Ok(run.await) })).await {
+        match tokio::time::timeout(
+            self.timeout.get(),
+            super::support::cancellable(ctx, async { Ok(run.await) }),
+        )
+        .await
+        {
             Err(_) => Err(StepError::permanent(format!(
                 "terraform did not finish within {} ([timeouts] terraform)",
                 self.timeout
@@ -314,7 +319,12 @@ impl Step for SecretsTerraform {
             .iter()
             .zip(&after)
             .filter(|(_, (c, _))| !matches!(c, Compare::Same | Compare::PresentNotCaptured))
-            .map(|(r, _)| format!("{}/data/{} key {}", self.kv_mount, r.vault_path, r.vault_key))
+            .map(|(r, _)| {
+                format!(
+                    "{}/data/{} key {}",
+                    self.kv_mount, r.vault_path, r.vault_key
+                )
+            })
             .collect();
         if !wrong.is_empty() {
             return Err(StepError::permanent(format!(
@@ -335,7 +345,11 @@ impl Step for SecretsTerraform {
 }
 
 /// `Holds` when every route is in Vault (with the captured value, when captured).
-fn describe(mount: &str, routes: &[SecretRoute], found: &[(Compare, Option<SecretString>)]) -> Verified {
+fn describe(
+    mount: &str,
+    routes: &[SecretRoute],
+    found: &[(Compare, Option<SecretString>)],
+) -> Verified {
     let bad: Vec<String> = routes
         .iter()
         .zip(found)

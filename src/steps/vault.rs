@@ -11,8 +11,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::support::{
-    apply_yaml, cancellable, helm_release, kube_error, plan_yaml, reporter,
-    wait_error, wait_options,
+    apply_yaml, cancellable, helm_release, kube_error, plan_yaml, reporter, wait_error,
+    wait_options,
 };
 use super::vault_api::{
     ROOT_TOKEN_KEY, VaultKeys, VaultSession, VaultState, connect, is_not_found, read_keys,
@@ -253,7 +253,11 @@ impl Step for VaultReady {
             Verified::Holds
         } else {
             Verified::DoesNotHold {
-                reason: format!("Pod {}/{pod} is {}", self.namespace, phase.as_deref().unwrap_or("missing")),
+                reason: format!(
+                    "Pod {}/{pod} is {}",
+                    self.namespace,
+                    phase.as_deref().unwrap_or("missing")
+                ),
             }
         })
     }
@@ -380,7 +384,10 @@ impl VaultInit {
                 tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
             }
             if replace {
-                match api.delete(&self.keys_secret, &DeleteParams::default()).await {
+                match api
+                    .delete(&self.keys_secret, &DeleteParams::default())
+                    .await
+                {
                     Ok(_) => {}
                     Err(::kube::Error::Api(s)) if s.code == 404 => {}
                     Err(e) => {
@@ -420,7 +427,10 @@ impl VaultInit {
             return Ok(false);
         };
         let copy: EmergencyCopy = serde_json::from_str(&text).map_err(|e| {
-            StepError::permanent(format!("{} is not a kubestrap emergency copy: {e}", path.display()))
+            StepError::permanent(format!(
+                "{} is not a kubestrap emergency copy: {e}",
+                path.display()
+            ))
         })?;
         let keys: Vec<SecretString> = copy.keys.into_iter().map(SecretString::from).collect();
         let root = SecretString::from(copy.root_token);
@@ -837,13 +847,21 @@ impl VaultConfigure {
     }
 
     /// Enables KV v2 at the mount unless it is there; a KV v1 mount there is an error.
-    async fn ensure_kv(&self, ctx: &StepContext, session: &VaultSession) -> Result<bool, StepError> {
+    async fn ensure_kv(
+        &self,
+        ctx: &StepContext,
+        session: &VaultSession,
+    ) -> Result<bool, StepError> {
         let mounts = vaultrs::sys::mount::list(&session.client)
             .await
             .map_err(|e| vault_error("list secrets engines", e))?;
         let key = format!("{}/", self.kv_mount);
         if let Some(m) = mounts.get(&key) {
-            let version = m.options.as_ref().and_then(|o| o.get("version")).map(String::as_str);
+            let version = m
+                .options
+                .as_ref()
+                .and_then(|o| o.get("version"))
+                .map(String::as_str);
             if m.mount_type == "kv" && version == Some("2") {
                 return Ok(false);
             }
@@ -854,8 +872,11 @@ impl VaultConfigure {
             )));
         }
         let mut opts = vaultrs::api::sys::requests::EnableEngineRequest::builder();
-        opts.options(std::collections::HashMap::from([("version".to_owned(), "2".to_owned())]))
-            .description("kubestrap bootstrap secrets".to_owned());
+        opts.options(std::collections::HashMap::from([(
+            "version".to_owned(),
+            "2".to_owned(),
+        )]))
+        .description("kubestrap bootstrap secrets".to_owned());
         vaultrs::sys::mount::enable(&session.client, &self.kv_mount, "kv", Some(&mut opts))
             .await
             .map_err(|e| vault_error(&format!("enable KV v2 at {key}"), e))?;
@@ -863,7 +884,11 @@ impl VaultConfigure {
         Ok(true)
     }
 
-    async fn ensure_auth(&self, ctx: &StepContext, session: &VaultSession) -> Result<bool, StepError> {
+    async fn ensure_auth(
+        &self,
+        ctx: &StepContext,
+        session: &VaultSession,
+    ) -> Result<bool, StepError> {
         let auths = vaultrs::sys::auth::list(&session.client)
             .await
             .map_err(|e| vault_error("list auth methods", e))?;
@@ -891,9 +916,10 @@ impl VaultConfigure {
     ) -> Result<bool, StepError> {
         let ca = cluster_ca(ctx, &self.endpoint.namespace).await?;
         match vaultrs::auth::kubernetes::read_config(&session.client, &self.auth_mount).await {
-            Ok(c) if c.kubernetes_host == KUBERNETES_HOST
-                && c.kubernetes_ca_cert.as_deref().unwrap_or("").trim()
-                    == ca.as_deref().unwrap_or("").trim() =>
+            Ok(c)
+                if c.kubernetes_host == KUBERNETES_HOST
+                    && c.kubernetes_ca_cert.as_deref().unwrap_or("").trim()
+                        == ca.as_deref().unwrap_or("").trim() =>
             {
                 return Ok(false);
             }
@@ -901,18 +927,31 @@ impl VaultConfigure {
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(vault_error("read the kubernetes auth config", e)),
         }
-        let mut opts = vaultrs::api::auth::kubernetes::requests::ConfigureKubernetesAuthRequest::builder();
+        let mut opts =
+            vaultrs::api::auth::kubernetes::requests::ConfigureKubernetesAuthRequest::builder();
         if let Some(ca) = ca {
             opts.kubernetes_ca_cert(ca);
         }
-        vaultrs::auth::kubernetes::configure(&session.client, &self.auth_mount, KUBERNETES_HOST, Some(&mut opts))
-            .await
-            .map_err(|e| vault_error("configure kubernetes auth", e))?;
-        ctx.progress(format!("configured auth/{} for {KUBERNETES_HOST}", self.auth_mount));
+        vaultrs::auth::kubernetes::configure(
+            &session.client,
+            &self.auth_mount,
+            KUBERNETES_HOST,
+            Some(&mut opts),
+        )
+        .await
+        .map_err(|e| vault_error("configure kubernetes auth", e))?;
+        ctx.progress(format!(
+            "configured auth/{} for {KUBERNETES_HOST}",
+            self.auth_mount
+        ));
         Ok(true)
     }
 
-    async fn ensure_policy(&self, ctx: &StepContext, session: &VaultSession) -> Result<bool, StepError> {
+    async fn ensure_policy(
+        &self,
+        ctx: &StepContext,
+        session: &VaultSession,
+    ) -> Result<bool, StepError> {
         let want = self.policy();
         match vaultrs::sys::policy::read(&session.client, &self.eso_policy).await {
             Ok(p) if p.rules.trim() == want.trim() => return Ok(false),
@@ -927,14 +966,25 @@ impl VaultConfigure {
         Ok(true)
     }
 
-    async fn ensure_role(&self, ctx: &StepContext, session: &VaultSession) -> Result<bool, StepError> {
+    async fn ensure_role(
+        &self,
+        ctx: &StepContext,
+        session: &VaultSession,
+    ) -> Result<bool, StepError> {
         let names = vec![self.eso_service_account.clone()];
         let namespaces = vec![self.eso_namespace.clone()];
         let policies = vec![self.eso_policy.clone()];
-        match vaultrs::auth::kubernetes::role::read(&session.client, &self.auth_mount, &self.eso_role).await {
-            Ok(r) if r.bound_service_account_names == names
-                && r.bound_service_account_namespaces == namespaces
-                && r.token_policies == policies =>
+        match vaultrs::auth::kubernetes::role::read(
+            &session.client,
+            &self.auth_mount,
+            &self.eso_role,
+        )
+        .await
+        {
+            Ok(r)
+                if r.bound_service_account_names == names
+                    && r.bound_service_account_namespaces == namespaces
+                    && r.token_policies == policies =>
             {
                 return Ok(false);
             }
@@ -942,14 +992,20 @@ impl VaultConfigure {
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(vault_error("read the ESO role", e)),
         }
-        let mut opts = vaultrs::api::auth::kubernetes::requests::CreateKubernetesRoleRequest::builder();
+        let mut opts =
+            vaultrs::api::auth::kubernetes::requests::CreateKubernetesRoleRequest::builder();
         opts.bound_service_account_names(names)
             .bound_service_account_namespaces(namespaces)
             .token_policies(policies)
             .token_ttl("1h".to_owned());
-        vaultrs::auth::kubernetes::role::create(&session.client, &self.auth_mount, &self.eso_role, Some(&mut opts))
-            .await
-            .map_err(|e| vault_error(&format!("write role {}", self.eso_role), e))?;
+        vaultrs::auth::kubernetes::role::create(
+            &session.client,
+            &self.auth_mount,
+            &self.eso_role,
+            Some(&mut opts),
+        )
+        .await
+        .map_err(|e| vault_error(&format!("write role {}", self.eso_role), e))?;
         ctx.progress(format!("wrote role {}", self.eso_role));
         Ok(true)
     }
@@ -1031,11 +1087,20 @@ impl Step for VaultConfigure {
         let token = root_token(ctx, &self.endpoint, &self.keys_secret).await?;
         let session = connect(ctx, &self.endpoint, Some(&token)).await?;
         let policy = vaultrs::sys::policy::read(&session.client, &self.eso_policy).await;
-        let role = vaultrs::auth::kubernetes::role::read(&session.client, &self.auth_mount, &self.eso_role).await;
+        let role = vaultrs::auth::kubernetes::role::read(
+            &session.client,
+            &self.auth_mount,
+            &self.eso_role,
+        )
+        .await;
         Ok(match (policy, role) {
             (Ok(p), Ok(_)) if p.rules.trim() == self.policy().trim() => Verified::Holds,
-            (Ok(_), Ok(_)) => Verified::DoesNotHold { reason: format!("policy {} differs from the declared paths", self.eso_policy) },
-            (Err(e), _) | (_, Err(e)) => Verified::DoesNotHold { reason: vault_error("read the ESO policy and role", e).to_string() },
+            (Ok(_), Ok(_)) => Verified::DoesNotHold {
+                reason: format!("policy {} differs from the declared paths", self.eso_policy),
+            },
+            (Err(e), _) | (_, Err(e)) => Verified::DoesNotHold {
+                reason: vault_error("read the ESO policy and role", e).to_string(),
+            },
         })
     }
 }

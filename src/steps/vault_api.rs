@@ -73,7 +73,11 @@ pub(crate) async fn connect(
     settings
         .address(&addr)
         .timeout(Some(REQUEST_TIMEOUT))
-        .token(token.map(|t| t.expose_secret().to_owned()).unwrap_or_default());
+        .token(
+            token
+                .map(|t| t.expose_secret().to_owned())
+                .unwrap_or_default(),
+        );
     let settings = settings
         .build()
         .map_err(|e| StepError::permanent(format!("configure the Vault client: {e}")))?;

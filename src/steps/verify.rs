@@ -3,9 +3,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use ::kube::ResourceExt;
 use ::kube::api::{Api, DeleteParams, ListParams};
 use ::kube::core::DynamicObject;
-use ::kube::ResourceExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use secrecy::ExposeSecret;
@@ -180,7 +180,9 @@ impl Step for VerifyVault {
         let now = state(&session).await?;
         drop(session);
         if now != VaultState::Unsealed {
-            return Err(StepError::permanent(format!("Vault is {now:?}: run `kubestrap unseal` or check the auto-unsealer")));
+            return Err(StepError::permanent(format!(
+                "Vault is {now:?}: run `kubestrap unseal` or check the auto-unsealer"
+            )));
         }
         if !self.restart || self.auto_unseal_proven(ctx).await? {
             return Ok(StepOutcome::new(false));
@@ -191,8 +193,15 @@ impl Step for VerifyVault {
             .await
             .map_err(|e| kube_error("read the Vault pod", e))?
             .and_then(|p| p.uid());
-        ctx.progress(format!("restarting Pod {}/{} to prove auto-unseal", self.namespace, self.pod_name()));
-        match pods.delete(&self.pod_name(), &DeleteParams::default()).await {
+        ctx.progress(format!(
+            "restarting Pod {}/{} to prove auto-unseal",
+            self.namespace,
+            self.pod_name()
+        ));
+        match pods
+            .delete(&self.pod_name(), &DeleteParams::default())
+            .await
+        {
             Ok(_) => {}
             Err(::kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(kube_error("delete the Vault pod", e)),
@@ -201,12 +210,34 @@ impl Step for VerifyVault {
         let mut report = super::support::reporter(ctx);
         let object = format!("Pod {}/{}", self.namespace, self.pod_name());
         cancellable(ctx, async {
-            crate::kube::wait::until(pods.clone(), &self.pod_name(), &object, "recreated and Running", &options, &mut report, |p: Option<&Pod>| match p {
-                Some(p) if p.uid() != old_uid && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") => crate::kube::Check::done("recreated, Running"),
-                Some(p) if p.uid() == old_uid => crate::kube::Check::pending("the old pod still exists"),
-                Some(p) => crate::kube::Check::pending(format!("recreated, phase {}", p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default())),
-                None => crate::kube::Check::pending("deleted, not recreated yet"),
-            })
+            crate::kube::wait::until(
+                pods.clone(),
+                &self.pod_name(),
+                &object,
+                "recreated and Running",
+                &options,
+                &mut report,
+                |p: Option<&Pod>| match p {
+                    Some(p)
+                        if p.uid() != old_uid
+                            && p.status.as_ref().and_then(|s| s.phase.as_deref())
+                                == Some("Running") =>
+                    {
+                        crate::kube::Check::done("recreated, Running")
+                    }
+                    Some(p) if p.uid() == old_uid => {
+                        crate::kube::Check::pending("the old pod still exists")
+                    }
+                    Some(p) => crate::kube::Check::pending(format!(
+                        "recreated, phase {}",
+                        p.status
+                            .as_ref()
+                            .and_then(|s| s.phase.clone())
+                            .unwrap_or_default()
+                    )),
+                    None => crate::kube::Check::pending("deleted, not recreated yet"),
+                },
+            )
             .await
             .map(|_| ())
             .map_err(super::support::wait_error)
@@ -220,7 +251,9 @@ impl Step for VerifyVault {
         let session = connect(ctx, &self.endpoint, None).await?;
         Ok(match state(&session).await? {
             VaultState::Unsealed => Verified::Holds,
-            other => Verified::DoesNotHold { reason: format!("Vault is {other:?}") },
+            other => Verified::DoesNotHold {
+                reason: format!("Vault is {other:?}"),
+            },
         })
     }
 }
@@ -260,18 +293,43 @@ impl VerifyFlux {
         let mut bad = Vec::new();
         for kind in &kinds {
             let api: Api<DynamicObject> = Api::all_with(client.clone(), kind);
-            let list = api.list(&ListParams::default()).await.map_err(|e| kube_error(&format!("list {}", kind.plural), e))?;
+            let list = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| kube_error(&format!("list {}", kind.plural), e))?;
             for o in list.items {
                 let (ready, status) = ready_state(&serde_json::to_value(&o).unwrap_or_default());
                 if !ready {
-                    bad.push(format!("{} {}/{}: {status}", kind.kind, o.namespace().unwrap_or_default(), o.name_any()));
+                    bad.push(format!(
+                        "{} {}/{}: {status}",
+                        kind.kind,
+                        o.namespace().unwrap_or_default(),
+                        o.name_any()
+                    ));
                 }
             }
         }
-        if let Verified::DoesNotHold { reason } = super::flux::deployments_available(ctx, &self.namespace, &["source-controller", "kustomize-controller", "helm-controller", "notification-controller"]).await? {
+        if let Verified::DoesNotHold { reason } = super::flux::deployments_available(
+            ctx,
+            &self.namespace,
+            &[
+                "source-controller",
+                "kustomize-controller",
+                "helm-controller",
+                "notification-controller",
+            ],
+        )
+        .await?
+        {
             bad.push(reason);
         }
-        Ok(if bad.is_empty() { Verified::Holds } else { Verified::DoesNotHold { reason: format!("Flux is not healthy: {}", bad.join("; ")) } })
+        Ok(if bad.is_empty() {
+            Verified::Holds
+        } else {
+            Verified::DoesNotHold {
+                reason: format!("Flux is not healthy: {}", bad.join("; ")),
+            }
+        })
     }
 }
 check_step!(VerifyFlux, "verify.flux");
@@ -307,7 +365,9 @@ impl VerifyEso {
     }
 
     async fn check(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-        let deployment = super::flux::deployments_available(ctx, &self.namespace, &[self.release.as_str()]).await?;
+        let deployment =
+            super::flux::deployments_available(ctx, &self.namespace, &[self.release.as_str()])
+                .await?;
         if let Verified::DoesNotHold { .. } = deployment {
             return Ok(deployment);
         }
@@ -380,10 +440,12 @@ impl VerifyNoBootstrapSecrets {
             }
         }
         if !missing.is_empty() {
-            let token = super::vault_api::root_token(ctx, &self.endpoint, &self.keys_secret).await?;
+            let token =
+                super::vault_api::root_token(ctx, &self.endpoint, &self.keys_secret).await?;
             let session = connect(ctx, &self.endpoint, Some(&token)).await?;
             for r in missing {
-                let data = super::terraform::read_kv(&session, &self.kv_mount, &r.vault_path).await?;
+                let data =
+                    super::terraform::read_kv(&session, &self.kv_mount, &r.vault_path).await?;
                 if let Some(v) = data.and_then(|d| d.get(&r.vault_key).cloned()) {
                     out.insert(Sha256::digest(v.expose_secret().as_bytes()).into());
                 }
@@ -398,29 +460,53 @@ impl VerifyNoBootstrapSecrets {
         }
         let client = ctx.kube().await?;
         let api: Api<Secret> = Api::all(client);
-        let all = api.list(&ListParams::default()).await.map_err(|e| kube_error("list Secrets", e))?;
-        if all.items.iter().any(|s| s.namespace().as_deref() == Some(self.namespace.as_str()) && s.name_any() == self.bootstrap_secret) {
-            return Ok(Verified::DoesNotHold { reason: format!("the bootstrap Git Secret {}/{} still exists", self.namespace, self.bootstrap_secret) });
+        let all = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| kube_error("list Secrets", e))?;
+        if all.items.iter().any(|s| {
+            s.namespace().as_deref() == Some(self.namespace.as_str())
+                && s.name_any() == self.bootstrap_secret
+        }) {
+            return Ok(Verified::DoesNotHold {
+                reason: format!(
+                    "the bootstrap Git Secret {}/{} still exists",
+                    self.namespace, self.bootstrap_secret
+                ),
+            });
         }
         let digests = self.digests(ctx).await?;
         let mut found = Vec::new();
         for s in &all.items {
-            let owned_by_eso = s.owner_references().iter().any(|o| o.kind == "ExternalSecret");
-            let vault_keys = s.namespace().as_deref() == Some(self.endpoint.namespace.as_str()) && s.name_any() == self.keys_secret;
+            let owned_by_eso = s
+                .owner_references()
+                .iter()
+                .any(|o| o.kind == "ExternalSecret");
+            let vault_keys = s.namespace().as_deref() == Some(self.endpoint.namespace.as_str())
+                && s.name_any() == self.keys_secret;
             if owned_by_eso || vault_keys {
                 continue;
             }
             for (key, value) in s.data.iter().flatten() {
                 let d: [u8; 32] = Sha256::digest(&value.0).into();
                 if digests.contains(&d) {
-                    found.push(format!("Secret {}/{} key {key}", s.namespace().unwrap_or_default(), s.name_any()));
+                    found.push(format!(
+                        "Secret {}/{} key {key}",
+                        s.namespace().unwrap_or_default(),
+                        s.name_any()
+                    ));
                 }
             }
         }
         Ok(if found.is_empty() {
             Verified::Holds
         } else {
-            Verified::DoesNotHold { reason: format!("a bootstrap secret value is still in the cluster outside ESO-owned Secrets: {}; delete it (Vault holds the value)", found.join(", ")) }
+            Verified::DoesNotHold {
+                reason: format!(
+                    "a bootstrap secret value is still in the cluster outside ESO-owned Secrets: {}; delete it (Vault holds the value)",
+                    found.join(", ")
+                ),
+            }
         })
     }
 
@@ -478,7 +564,11 @@ impl Cleanup {
     }
 
     fn build(&self) -> Report {
-        let kc = self.kubeconfig.as_deref().map(|k| format!("--kubeconfig {k} ")).unwrap_or_default();
+        let kc = self
+            .kubeconfig
+            .as_deref()
+            .map(|k| format!("--kubeconfig {k} "))
+            .unwrap_or_default();
         Report {
             kubeconfig: self.kubeconfig.clone(),
             look: vec![
@@ -487,7 +577,10 @@ impl Cleanup {
                 format!("kubectl {kc}get helmreleases,externalsecrets -A"),
                 format!("kubectl {kc}get clustersecretstores"),
             ],
-            stop: self.sandbox_dir.as_ref().map(|d| format!("kubestrap sandbox down --dir {d}")),
+            stop: self
+                .sandbox_dir
+                .as_ref()
+                .map(|d| format!("kubestrap sandbox down --dir {d}")),
         }
     }
 
@@ -523,10 +616,12 @@ impl Step for Cleanup {
     /// by every step, and the zeroizing allocator wipes every copy freed before).
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         let report = self.build();
-        let text = serde_json::to_string_pretty(&report).map_err(|e| StepError::permanent(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| StepError::permanent(e.to_string()))?;
         let same = std::fs::read_to_string(&self.report).is_ok_and(|t| t == text);
         if !same {
-            std::fs::write(&self.report, &text).map_err(|e| StepError::permanent(format!("write {}: {e}", self.report)))?;
+            std::fs::write(&self.report, &text)
+                .map_err(|e| StepError::permanent(format!("write {}: {e}", self.report)))?;
         }
         if let Some(kc) = &report.kubeconfig {
             ctx.progress(format!("kubeconfig: {kc}"));
@@ -544,7 +639,9 @@ impl Step for Cleanup {
         Ok(if std::path::Path::new(&self.report).exists() {
             Verified::Holds
         } else {
-            Verified::DoesNotHold { reason: format!("{} is missing", self.report) }
+            Verified::DoesNotHold {
+                reason: format!("{} is missing", self.report),
+            }
         })
     }
 }

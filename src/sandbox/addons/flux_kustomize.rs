@@ -326,6 +326,35 @@ impl KustomizeController {
             fail("PruneFailed", &msg, Some(&revision));
             return Action::RequeueAfter(self.backoff.failed(key, retry));
         }
+        let health_checked = o["spec"]["wait"] == true
+            || o["spec"]["healthChecks"]
+                .as_array()
+                .is_some_and(|h| !h.is_empty());
+        let unhealthy = applied.iter().find(|a| {
+            (a.kind == "Deployment" || a.kind == "StatefulSet")
+                && !kit::get(shared, &a.resource, &a.namespace, &a.name)
+                    .is_some_and(|w| kit::workload_ready(&w))
+        });
+        if health_checked && let Some(u) = unhealthy {
+            let msg = format!(
+                "Health check in progress: waiting for {}/{}/{} to become ready",
+                u.kind, u.namespace, u.name
+            );
+            kit::write_status(shared, &rt, &o, NAME, |st| {
+                st["lastAttemptedRevision"] = json!(revision);
+                kit::set_conditions(
+                    st,
+                    &[Cond {
+                        kind: "Ready",
+                        status: "Unknown",
+                        reason: "Progressing",
+                        message: &msg,
+                    }],
+                    Some(generation),
+                );
+            });
+            return Action::RequeueAfter(Duration::from_millis(500));
+        }
         self.backoff.succeeded(key);
         self.last_applied
             .lock()
@@ -340,24 +369,23 @@ impl KustomizeController {
             st["lastAppliedRevision"] = json!(revision);
             st["lastAttemptedRevision"] = json!(revision);
             st["inventory"] = json!({"entries": entries});
-            kit::set_conditions(
-                st,
-                &[
-                    Cond {
-                        kind: "Ready",
-                        status: "True",
-                        reason: "ReconciliationSucceeded",
-                        message: &msg,
-                    },
-                    Cond {
-                        kind: "Healthy",
-                        status: "True",
-                        reason: "Succeeded",
-                        message: "Health check passed",
-                    },
-                ],
-                Some(generation),
-            );
+            let mut conds = vec![Cond {
+                kind: "Ready",
+                status: "True",
+                reason: "ReconciliationSucceeded",
+                message: &msg,
+            }];
+            // Health is only assessed with `wait` or health checks (applied workloads are
+            // made ready by the sandbox's workload controller).
+            if health_checked {
+                conds.push(Cond {
+                    kind: "Healthy",
+                    status: "True",
+                    reason: "Succeeded",
+                    message: "Health check passed",
+                });
+            }
+            kit::set_conditions(st, &conds, Some(generation));
         });
         Action::RequeueAfter(every)
     }

@@ -81,7 +81,7 @@ pub struct Cond<'a> {
     pub message: &'a str,
 }
 
-/// Sets conditions on `status` (replacing all others when `exclusive`), keeping each
+/// Sets `status.conditions` to exactly `conds` (controllers own their conditions), keeping each
 /// condition's `lastTransitionTime` while its status does not change, and stamping
 /// `observedGeneration` when `generation` is given (Flux's `metav1.Condition`).
 pub fn set_conditions(status: &mut Value, conds: &[Cond<'_>], generation: Option<i64>) {

@@ -1,5 +1,12 @@
 //! ExternalSecret sync: reads Vault KV v2 through the store's login and writes the target
 //! Secret as ESO does.
+//!
+//! # Caveats
+//! Simulated: `data[]` with `property`/`version`, `dataFrom[].extract`, `creationPolicy`
+//! Owner/Orphan/Merge/None, `target.template` (`type`, `metadata`, `data` with `{{ .key }}`),
+//! `refreshInterval`/`refreshPolicy`. Anything else (`dataFrom[].find`, generators,
+//! `templateFrom`, deletionPolicy Delete) fails the sync with "not implemented in the sandbox"
+//! rather than syncing something different from what ESO would.
 
 use base64::Engine as _;
 use serde_json::Map;
@@ -127,6 +134,14 @@ impl ExternalSecretController {
                 &format!("{kind} {name:?} is not ready: {why}"),
             ));
         }
+        if es["spec"]["target"]["template"]["templateFrom"].is_array()
+            || es["spec"]["target"]["deletionPolicy"] == "Delete"
+        {
+            return Err(provider_failure(
+                "not implemented in the sandbox",
+                "templateFrom and deletionPolicy Delete are not simulated",
+            ));
+        }
         let session = connect(shared, &self.vault, &store, Some(ns))
             .await
             .map_err(|f| {
@@ -163,7 +178,10 @@ impl ExternalSecretController {
         {
             let rr = &item["extract"];
             let Some(key) = rr["key"].as_str() else {
-                continue;
+                return Err(provider_failure(
+                    "not implemented in the sandbox",
+                    "dataFrom supports only extract (find, generators and rewrite are not simulated)",
+                ));
             };
             for (k, v) in read_key(&self.vault, &session, key, rr["version"].as_str()).await? {
                 out.insert(k, json!(as_string(&v)));
