@@ -534,25 +534,11 @@ impl Step for VaultInit {
     }
 }
 
-/// Writes a file with mode 0600 (temp file, fsync, rename).
+/// Writes a file with mode 0600 in a 0700 directory (exclusive temp file, fsync, rename):
+/// [`crate::secrets::write_private`], which never reuses an existing temp file's mode.
 fn write_private(path: &Path, text: &str) -> Result<(), StepError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let fail = |e: std::io::Error| StepError::permanent(format!("write {}: {e}", path.display()));
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(fail)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(fail)?;
-    f.write_all(text.as_bytes()).map_err(fail)?;
-    f.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    crate::secrets::write_private(path, text.as_bytes())
+        .map_err(|e| StepError::permanent(format!("write {}: {e}", path.display())))
 }
 
 /// `vault.unseal`: submit `threshold` keys from the keys Secret.
