@@ -493,6 +493,9 @@ impl Step for VaultInit {
                     resp.keys.into_iter().map(SecretString::from).collect();
                 let root = SecretString::from(resp.root_token);
                 drop(resp.keys_base64);
+                // Secrets born in this run: the redactor must know them before anything can
+                // print them (issue 5).
+                super::vault_api::mask_vault_secrets(&root, &keys);
                 ctx.progress("Vault initialised; writing the keys Secret");
                 self.store_keys(ctx, &keys, &root, stale).await?;
                 Ok(StepOutcome::new(true))
