@@ -132,6 +132,13 @@ fn audit_modes(state: &Path, cluster_dir: &Path) {
         "checkpoint {}",
         checkpoint.display()
     );
+    let lock = cluster_dir.join("lock");
+    assert_eq!(mode(&lock), 0o600, "lock {}", lock.display());
+    // Written only when the keys Secret cannot be; private whenever it exists.
+    let emergency = cluster_dir.join("vault-init-keys.emergency.json");
+    if emergency.exists() {
+        assert_eq!(mode(&emergency), 0o600, "{}", emergency.display());
+    }
 }
 
 /// `kubestrap plan` with the canaries in its environment: nothing of them in its output.
@@ -254,6 +261,11 @@ fn synthetic_run_leaves_no_canary_anywhere() {
     }
 
     audit_plan(dir, &["plan", "--synthetic-steps", "steps.toml"], &forms);
+    eprintln!(
+        "canary audit (synthetic run): 0 copies of {} forms in memory, /proc/PID/environ, \
+         stdout, stderr, the state dir and the plan output",
+        forms.len()
+    );
 }
 
 /// Variables a Terraform child may receive (README "Secrets"): the runner's own, the step's
@@ -486,4 +498,11 @@ fn full_sandbox_apply_leaves_no_canary_anywhere() {
     }
 
     audit_plan(root, &["plan", "-p", "playbooks/sandbox.toml"], &forms);
+    eprintln!(
+        "canary audit (full sandbox apply): 0 copies of {} forms in memory, /proc/PID/environ, \
+         stdout, stderr, {files} state files and the plan output; 0 in argv/environ of {} \
+         child records",
+        forms.len(),
+        terraform.len() + 1 + done.children.len()
+    );
 }
