@@ -6,7 +6,8 @@
 //!   it;
 //! - the **zeroizing global allocator** wipes a block freed through the ordinary global
 //!   allocator path (a `Vec`/`String` dropped or grown);
-//! - **stack burning** overwrites what a deeper frame left on the stack.
+//! - **stack burning** overwrites what a deeper frame left on the stack, on the main thread as
+//!   deep as it was ever used.
 //!
 //! This binary has no test harness (`harness = false` in Cargo.toml): [`kubestrap::secrets::
 //! capture`] must run while the process has a single thread, and libtest runs every test on a
@@ -40,6 +41,8 @@ fn main() {
         println!("ok: zeroizing allocator");
         burned_stack_holds_no_leftovers();
         println!("ok: stack burn");
+        main_stack_burn_reaches_the_deepest_frame();
+        println!("ok: main stack burn");
         return;
     }
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -59,7 +62,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert!(status.success(), "a memory proof failed: {status}");
-    println!("test result: ok. 3 proofs passed");
+    println!("test result: ok. 4 proofs passed");
 }
 
 /// Read `len` bytes of our own memory at `addr`.
@@ -191,5 +194,39 @@ fn burned_stack_holds_no_leftovers() {
     assert!(
         left < 64,
         "burn_stack left a {left}-byte run of the dead frame's pattern"
+    );
+}
+
+fn main_stack_burn_reaches_the_deepest_frame() {
+    const FILL: u8 = 0x6B;
+    const FRAME: usize = 64 * 1024;
+    // Deeper than the fixed burn_stack size, as a debug build's block_on can go.
+    const DEPTH: usize = 3 * 1024 * 1024 / FRAME;
+
+    /// Recurse `n` frames, each leaving a 64 KiB pattern; return the deepest block's address.
+    #[inline(never)]
+    fn descend(n: usize) -> u64 {
+        let block = [FILL; FRAME];
+        std::hint::black_box(&block);
+        let deepest = if n == 0 {
+            block.as_ptr() as u64
+        } else {
+            descend(n - 1)
+        };
+        std::hint::black_box(&block);
+        deepest
+    }
+
+    let deepest = descend(DEPTH);
+    let pattern_bytes = |addr| peek(addr, FRAME).iter().filter(|&&b| b == FILL).count();
+    assert!(
+        pattern_bytes(deepest) > FRAME / 2,
+        "control: the deepest dead frame holds its pattern"
+    );
+    kubestrap::secrets::burn_main_stack();
+    assert_eq!(
+        pattern_bytes(deepest),
+        0,
+        "burn_main_stack did not reach the deepest frame the process used"
     );
 }

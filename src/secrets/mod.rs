@@ -21,4 +21,4 @@ pub use capture::{CaptureError, capture};
 pub use private_file::write_private;
 pub use redact::{RedactingStderr, Redactor};
 pub use store::SecretStore;
-pub use wipe::{burn_stack, release_process_secrets};
+pub use wipe::{burn_main_stack, burn_stack, release_process_secrets};
