@@ -562,9 +562,17 @@ fn the_real_registry_is_a_valid_five_phase_dag() {
 }
 
 #[tokio::test]
-async fn unimplemented_steps_fail_clearly_and_permanently() {
+async fn a_missing_existing_cluster_fails_clearly_and_permanently() {
     let dir = tempfile::tempdir().unwrap();
-    let pb = common::playbook_in(dir.path(), common::MINIMAL);
+    let missing = dir.path().join("no-such-kubeconfig");
+    let text = common::MINIMAL.replace(
+        "provider = \"existing\"",
+        &format!(
+            "provider = \"existing\"\nkubeconfig = {:?}",
+            missing.display().to_string()
+        ),
+    );
+    let pb = common::playbook_in(dir.path(), &text);
     let engine = kubestrap::steps::build(&pb).unwrap();
     let env = RunEnv::new(pb);
     let req = ApplyRequest {
@@ -581,11 +589,9 @@ async fn unimplemented_steps_fail_clearly_and_permanently() {
     );
     let first = &report.steps[0];
     assert_eq!((first.step.as_str(), first.attempts), ("k3s.install", 1));
+    let error = first.error.as_deref().unwrap();
     assert!(
-        first
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("not implemented yet")
+        error.contains("no-such-kubeconfig") && error.contains("does not exist"),
+        "{error}"
     );
 }

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use phases_common::{Bootstrap, Options, runtime, text};
+use phases_common::{Bootstrap, Options, runtime, text, text as text_of};
 use serde_json::json;
 
 fn es_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
@@ -122,11 +122,13 @@ fn failures_are_diagnosed_and_a_missing_keys_secret_is_refused_with_recovery() {
     assert!(msg.contains("store is not ready"), "{msg}");
 
     // The keys Secret is gone while Vault is initialised: refusal with the recovery text.
-    rt.block_on(async {
+    let saved = rt.block_on(async {
         let keys: Api<Secret> = Api::namespaced(fx.client().await, "vault");
+        let saved = keys.get("vault-init-keys").await.unwrap();
         keys.delete("vault-init-keys", &DeleteParams::default())
             .await
             .unwrap();
+        saved
     });
     let out = fx.run(&["apply", "--fresh"], false);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -137,4 +139,27 @@ fn failures_are_diagnosed_and_a_missing_keys_secret_is_refused_with_recovery() {
         msg.contains("kubectl -n vault create secret generic vault-init-keys"),
         "{msg}"
     );
+
+    // Recovery 2: an emergency copy in the state dir (what vault.init writes when the Secret
+    // cannot be written) is restored on the next run, then removed.
+    let data = saved.data.unwrap();
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    let copy = json!({
+        "keys": (0..5).map(|i| text(&format!("unseal-key-{i}"))).collect::<Vec<_>>(),
+        "root_token": text("root-token"),
+    });
+    let emergency = fx.cluster_dir().join("vault-init-keys.emergency.json");
+    std::fs::write(&emergency, copy.to_string()).unwrap();
+    // The failed --fresh run replaced the checkpoint, so the secrets are needed again.
+    let out = fx.run(&["apply", "--resume"], true);
+    assert!(out.status.success(), "{}", text_of(&out));
+    assert!(
+        !emergency.exists(),
+        "the emergency copy must be removed once restored"
+    );
+    rt.block_on(async {
+        let keys: Api<Secret> = Api::namespaced(fx.client().await, "vault");
+        let restored = keys.get("vault-init-keys").await.unwrap();
+        assert_eq!(restored.data.unwrap()["root-token"].0, data["root-token"].0);
+    });
 }

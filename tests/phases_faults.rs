@@ -19,8 +19,16 @@ fn ten_percent_transient_api_faults_the_run_completes() {
         "{}",
         text(&out)
     );
-    // The faults really happened: the sandbox logs every injected error.
-    let log = std::fs::read_to_string(fx.sandbox_dir().join("sandbox.log")).unwrap_or_default();
-    let injected = log.matches("injected API fault").count();
-    assert!(injected > 0, "no fault was injected; sandbox log:\n{log}");
+    // The faults really happened: retries or watch errors name the injected failures.
+    let all = text(&out);
+    let seen = [
+        "fault injection",
+        "Internal Server Error",
+        "Service Unavailable",
+        "Too Many Requests",
+    ]
+    .iter()
+    .filter(|needle| all.contains(*needle))
+    .count();
+    assert!(seen > 0, "no injected fault was observed: {all}");
 }

@@ -14,6 +14,7 @@ use kube::api::{
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use kubestrap::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
+use kubestrap::templates::{Manifest, VaultAutoUnseal};
 use serde_json::{Value, json};
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 
@@ -991,31 +992,6 @@ async fn helm_releases_vault_pod_and_eso_sync_secrets_from_vault() {
     p.h.shutdown().await.expect("shutdown");
 }
 
-const UNSEALER: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: vault-unsealer
-  namespace: vault
-  labels: {app.kubernetes.io/name: vault-unsealer}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app.kubernetes.io/name: vault-unsealer}}
-  template:
-    metadata: {labels: {app.kubernetes.io/name: vault-unsealer}}
-    spec:
-      automountServiceAccountToken: false
-      containers:
-      - name: unsealer
-        image: hashicorp/vault:1.19.0
-        env:
-        - {name: VAULT_ADDR, value: "http://vault.vault.svc:8200"}
-        - {name: UNSEAL_INTERVAL, value: "1"}
-      volumes:
-      - name: keys
-        secret: {secretName: vault-init-keys, optional: true, items: [{key: unseal-key-0, path: unseal-key-0}]}
-"#;
-
 #[tokio::test]
 async fn faults_delay_flux_and_flap_the_store() {
     let p = platform().await;
@@ -1192,7 +1168,17 @@ async fn deleting_vault_0_seals_vault_until_the_unsealer_runs() {
     // The unsealer workload with the keys Secret brings it back within its period.
     apply(c, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vault-init-keys", "namespace": "vault"},
         "stringData": {"unseal-key-0": p.key, "root-token": p.root}})).await;
-    apply_yaml(c, UNSEALER).await;
+    // kubestrap's own unsealer template, addressing the pod through the headless Service.
+    let unsealer = VaultAutoUnseal {
+        keys_secret: "vault-init-keys".into(),
+        vault_image: "hashicorp/vault:1.19.0".into(),
+        vault_addr: "http://vault-0.vault-internal:8200".into(),
+        interval_seconds: 1,
+        unseal_keys: 1,
+    }
+    .render()
+    .expect("render the unsealer template");
+    apply_yaml(c, &unsealer).await;
     within("auto-unseal", async {
         while vault_srv.status().sealed {
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -87,18 +87,24 @@ fn sandbox_cmd(args: crate::sandbox::SandboxArgs) -> Result<ExitStatus, CliError
     Ok(ExitStatus::Success)
 }
 
+/// Default log filter. vaultrs/rustify log every non-2xx answer (a sealed Vault's health check
+/// is one) at error level; kube's client logs a response body it cannot decode at warn level,
+/// which could be a Secret list. Waits report watch errors themselves, so those stay quiet.
+const DEFAULT_LOG_FILTER: &str =
+    "warn,rustify=off,vaultrs=off,kube_client=error,kube_runtime=error";
+
 /// Targets whose logs carry raw wire payloads at `trace`, and so any secret on the wire:
 /// tungstenite dumps every WebSocket frame of a port-forward (Vault's HTTP traffic, with its
 /// token and `sys/init` response, in text and hex, split at frame boundaries where the
 /// redactor cannot recognise a value). They are off whatever filter the user sets.
 const WIRE_DUMP_TARGETS: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
 
-/// Logs follow `KUBESTRAP_LOG`, else `RUST_LOG` (tracing filter syntax), else `warn`; the
-/// [`WIRE_DUMP_TARGETS`] are always off.
+/// Logs follow `KUBESTRAP_LOG`, else `RUST_LOG` (tracing filter syntax), else
+/// [`DEFAULT_LOG_FILTER`]; the [`WIRE_DUMP_TARGETS`] are always off.
 fn init_tracing() {
     let mut filter = tracing_subscriber::EnvFilter::try_from_env("KUBESTRAP_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rustify=off,vaultrs=off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     for target in WIRE_DUMP_TARGETS {
         if let Ok(off) = format!("{target}=off").parse() {
             filter = filter.add_directive(off);

@@ -260,7 +260,7 @@ impl Applier {
                 }
             }
             let name = obj.name_any();
-            outcomes.push(self.apply_one(obj).await?);
+            outcomes.push(self.apply_one_retrying(obj).await?);
             if is_crd {
                 pending_crds.push(name);
             }
@@ -293,6 +293,26 @@ impl Applier {
     /// A parse error or any [`ApplyError`] from planning.
     pub async fn plan_yaml(&self, yaml: &str) -> Result<Vec<PlanOutcome>, ApplyError> {
         self.plan(parse_manifests(yaml)?).await
+    }
+
+    /// [`Applier::apply_one`], retried a few times with a short backoff when the API answers
+    /// 429/5xx or does not answer, as client-go does for its idempotent requests: one manifest
+    /// is dozens of requests, and a single transient error must not fail the whole stream.
+    ///
+    /// # Errors
+    /// The last [`ApplyError`] when every attempt failed, or the first permanent one.
+    pub async fn apply_one_retrying(&self, obj: DynamicObject) -> Result<ApplyOutcome, ApplyError> {
+        let mut delay = Duration::from_millis(100);
+        for _ in 1..REQUEST_ATTEMPTS {
+            match self.apply_one(obj.clone()).await {
+                Err(e) if is_transient(&e) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+        self.apply_one(obj).await
     }
 
     /// Server-side-applies one object; sends the real apply only when a dry-run shows a change.
@@ -354,7 +374,7 @@ impl Applier {
                 });
                 continue;
             }
-            match self.plan_one(obj.clone()).await {
+            match self.plan_one_retrying(obj.clone()).await {
                 Ok(outcome) => out.push(outcome),
                 Err(ApplyError::UnknownKind { object, .. }) => out.push(PlanOutcome {
                     object,
@@ -374,6 +394,24 @@ impl Applier {
             }
         }
         Ok(out)
+    }
+
+    /// [`Applier::plan_one`] with the same retries as [`Applier::apply_one_retrying`].
+    async fn plan_one_retrying(&self, obj: DynamicObject) -> Result<PlanOutcome, ApplyError> {
+        let mut delay = Duration::from_millis(100);
+        for _ in 1..REQUEST_ATTEMPTS {
+            match self.plan_one(obj.clone()).await {
+                Err(e)
+                    if is_transient(&e)
+                        && !matches!(&e, ApplyError::Transport { source, .. } if is_unreachable(source)) =>
+                {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+        self.plan_one(obj).await
     }
 
     /// Plans one object (see [`Applier::plan`]).
@@ -489,6 +527,18 @@ impl Applier {
 
 /// Whether a client error means "no API answered" (connection refused, TLS or DNS failure),
 /// as opposed to an API that answered something wrong.
+/// Attempts per object before a transient API error is given up on.
+const REQUEST_ATTEMPTS: u32 = 6;
+
+/// Whether an error may pass by itself: throttling, a server error, a conflict, no answer.
+fn is_transient(e: &ApplyError) -> bool {
+    match e {
+        ApplyError::Api(r) => r.code == 429 || r.code >= 500,
+        ApplyError::Transport { .. } => true,
+        _ => false,
+    }
+}
+
 fn is_unreachable(e: &::kube::Error) -> bool {
     matches!(e, ::kube::Error::HyperError(_) | ::kube::Error::Service(_))
 }

@@ -271,8 +271,48 @@ impl Step for SecretsTerraform {
         self.env_names()
     }
 
-    async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
-        Ok(self.actions())
+    /// Against a reachable Vault: which declared secrets are already there (presence only,
+    /// `plan` reads no secret values) and so whether Terraform would run at all.
+    async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        let Ok(token) = root_token(ctx, &self.endpoint, &self.keys_secret).await else {
+            return Ok(self.actions());
+        };
+        let Ok(session) = connect(ctx, &self.endpoint, Some(&token)).await else {
+            return Ok(self.actions());
+        };
+        let Ok(found) = compare(ctx, &session, &self.kv_mount, &self.secrets).await else {
+            return Ok(self.actions());
+        };
+        let mut actions = Vec::new();
+        let mut any_missing = false;
+        for (r, (c, _)) in self.secrets.iter().zip(&found) {
+            let target = format!(
+                "Vault {}/data/{} key {}",
+                self.kv_mount, r.vault_path, r.vault_key
+            );
+            actions.push(
+                if matches!(c, Compare::Absent | Compare::AbsentNotCaptured) {
+                    any_missing = true;
+                    Action::create(target).with_detail(format!("from ${}", r.env))
+                } else {
+                    Action::unchanged(target)
+                        .with_detail("present; compared by digest with the exported value at apply")
+                },
+            );
+        }
+        let run = Action::run(format!(
+            "{} init + apply in {} (variables through a pipe)",
+            self.binary, self.dir
+        ));
+        actions.insert(
+            0,
+            if any_missing {
+                run
+            } else {
+                run.with_detail("only if an exported value differs from Vault's")
+            },
+        );
+        Ok(actions)
     }
 
     /// Unchanged (Terraform not run) when Vault already holds every declared value: compared
@@ -437,5 +477,78 @@ impl Step for SecretsVerify {
         let session = connect(ctx, &self.endpoint, Some(&token)).await?;
         let found = compare(ctx, &session, &self.kv_mount, &self.secrets).await?;
         Ok(describe(&self.kv_mount, &self.secrets, &found))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step() -> SecretsTerraform {
+        let route = |env: &str, path: &str, key: &str| SecretRoute {
+            env: env.into(),
+            tf_var: env.to_ascii_lowercase(),
+            vault_path: path.into(),
+            vault_key: key.into(),
+        };
+        SecretsTerraform {
+            binary: "terraform".into(),
+            dir: "/m".into(),
+            kv_mount: "secret".into(),
+            secrets: vec![
+                route("A", "bootstrap/app", "one"),
+                route("B", "bootstrap/app", "two"),
+                route("C", "bootstrap/other", "token"),
+            ],
+            timeout: HumanDuration::from_secs(60),
+            endpoint: VaultEndpoint {
+                namespace: "vault".into(),
+                release: "vault".into(),
+                access: crate::playbook::VaultAccess::PortForward,
+                address: None,
+            },
+            keys_secret: "vault-init-keys".into(),
+        }
+    }
+
+    #[test]
+    fn variables_group_keys_by_path_and_keep_values_secret() {
+        let vars = step().variables(vec![
+            SecretString::from("v1".to_owned()),
+            SecretString::from("v2".to_owned()),
+            SecretString::from("v3".to_owned()),
+        ]);
+        assert_eq!(vars.secret_values().len(), 3);
+        let text = vars.render().unwrap();
+        assert!(text.contains("mount = \"secret\""), "{}", &*text);
+        let app = text.find("\"bootstrap/app\"").unwrap();
+        let other = text.find("\"bootstrap/other\"").unwrap();
+        assert!(app < other);
+        assert!(text[app..other].contains("one") && text[app..other].contains("two"));
+    }
+
+    #[test]
+    fn verification_names_what_is_missing_or_different_without_values() {
+        let s = step();
+        let found = vec![
+            (Compare::Same, None),
+            (
+                Compare::Differs,
+                Some(SecretString::from("secret-value".to_owned())),
+            ),
+            (Compare::AbsentNotCaptured, None),
+        ];
+        let Verified::DoesNotHold { reason } = describe("secret", &s.secrets, &found) else {
+            panic!("must not hold");
+        };
+        assert!(reason.contains("secret/data/bootstrap/app key two holds another value than $B"));
+        assert!(reason.contains("secret/data/bootstrap/other key token is missing"));
+        assert!(!reason.contains("secret-value"));
+        let ok = vec![
+            (Compare::Same, None),
+            (Compare::PresentNotCaptured, None),
+            (Compare::Same, None),
+        ];
+        assert_eq!(describe("secret", &s.secrets, &ok), Verified::Holds);
     }
 }

@@ -1093,3 +1093,58 @@ impl Step for VaultConfigure {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configure(paths: &[&str]) -> VaultConfigure {
+        VaultConfigure {
+            endpoint: VaultEndpoint {
+                namespace: "vault".into(),
+                release: "vault".into(),
+                access: VaultAccess::PortForward,
+                address: None,
+            },
+            kv_mount: "secret".into(),
+            auth_mount: "kubernetes".into(),
+            eso_policy: "external-secrets".into(),
+            eso_role: "external-secrets".into(),
+            eso_namespace: "external-secrets".into(),
+            eso_service_account: "external-secrets".into(),
+            read_paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            keys_secret: "vault-init-keys".into(),
+        }
+    }
+
+    #[test]
+    fn the_eso_policy_reads_exactly_the_declared_paths() {
+        let hcl = configure(&["bootstrap/cloudflare", "bootstrap/github"]).policy();
+        assert_eq!(hcl.matches("path ").count(), 2, "{hcl}");
+        assert!(
+            hcl.contains("path \"secret/data/bootstrap/github\" {\n  capabilities = [\"read\"]\n}")
+        );
+        assert!(!hcl.contains('*'), "no wildcard: {hcl}");
+        assert!(!hcl.contains("update") && !hcl.contains("create"));
+        assert_eq!(configure(&[]).policy().matches("path ").count(), 0);
+    }
+
+    #[test]
+    fn the_recovery_text_names_every_way_out_and_never_reinitialises() {
+        let text = recovery_text("vault", "vault-init-keys", Path::new("/s/x.json"));
+        assert!(text.contains("never re-initialises"));
+        assert!(text.contains("kubectl -n vault create secret generic vault-init-keys"));
+        assert!(text.contains("/s/x.json"));
+        assert!(text.contains("kubestrap apply --resume"));
+    }
+
+    #[test]
+    fn emergency_copies_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join(EMERGENCY_FILE);
+        write_private(&path, "{}").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+}

@@ -530,7 +530,8 @@ impl VerifyNoBootstrapSecrets {
 }
 check_step!(VerifyNoBootstrapSecrets, "verify.no-bootstrap-secrets");
 
-/// `cleanup`: wipe the captured secrets from memory and write the run report.
+/// `cleanup`: write the run report (no secret in it) and say where to look; the captured
+/// secrets are zeroised when the run ends and drops them.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cleanup {
     /// Where the report goes.
@@ -586,7 +587,10 @@ impl Cleanup {
 
     fn actions(&self) -> Vec<Action> {
         vec![
-            Action::run("wipe the captured bootstrap secrets from memory"),
+            Action::run(
+                "print where to look (kubeconfig, kubectl commands, how to stop the sandbox)",
+            )
+            .with_detail("the captured secrets are zeroised when the run ends"),
             Action::create(format!("report {}", self.report)),
         ]
     }

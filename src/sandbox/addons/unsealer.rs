@@ -112,7 +112,7 @@ impl Controller for Unsealer {
             return Action::RequeueAfter(interval);
         }
         let addr = env(container, "VAULT_ADDR").unwrap_or_default();
-        if let Err(e) = self.vault.resolve(shared, &addr) {
+        if let Err(e) = self.vault.resolve(shared, &addr, &key.namespace) {
             tracing::info!(error = %e, "vault-unsealer: vault not reachable");
             return Action::RequeueAfter(interval);
         }

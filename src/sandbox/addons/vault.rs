@@ -220,12 +220,18 @@ impl VaultHttp {
         self.vault.status()
     }
 
-    /// Resolves an in-cluster address (`http://vault.vault.svc:8200`) the way cluster DNS
-    /// would: the Service must exist, select a running Vault pod, and the port must be 8200.
+    /// Resolves an in-cluster address the way cluster DNS would for a pod in `from_ns`:
+    /// `<svc>`, `<svc>.<ns>[.svc[.cluster.local]]` (a Service selecting a running Vault pod) or
+    /// `<pod>.<headless-svc>[.<ns>…]` (a StatefulSet pod's own name); the port must be 8200.
     ///
     /// # Errors
-    /// No such Service, or no running pod behind it.
-    pub fn resolve(&self, shared: &Shared, addr: &str) -> Result<(), VaultCallError> {
+    /// No such Service or pod, or nothing running behind it.
+    pub fn resolve(
+        &self,
+        shared: &Shared,
+        addr: &str,
+        from_ns: &str,
+    ) -> Result<(), VaultCallError> {
         let rest = addr
             .strip_prefix("http://")
             .or_else(|| addr.strip_prefix("https://"))
@@ -235,29 +241,58 @@ impl VaultHttp {
             Some((h, p)) => (h, p.parse::<u16>().unwrap_or(0)),
             None => (authority, 80),
         };
-        let mut labels = host.split('.');
-        let svc = labels.next().unwrap_or("");
-        let ns = labels.next().unwrap_or("default");
-        let Some(service) = kit::get(shared, "/services", ns, svc) else {
-            return Err(VaultCallError::NoSuchHost(host.into()));
-        };
-        let selector = service["spec"]["selector"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-        let pod_ok = kit::list(shared, "/pods", Some(ns)).iter().any(|p| {
-            !selector.is_empty()
-                && selector
-                    .iter()
-                    .all(|(k, v)| p["metadata"]["labels"][k] == *v)
-                && p["status"]["phase"] == "Running"
+        let trimmed = host
+            .trim_end_matches(".cluster.local")
+            .trim_end_matches(".svc");
+        let labels: Vec<&str> = trimmed.split('.').collect();
+        let service = |ns: &str, svc: &str| kit::get(shared, "/services", ns, svc);
+        let usable = |ns: &str, p: &Value| {
+            p["status"]["phase"] == "Running"
                 && p["metadata"]["deletionTimestamp"].is_null()
                 && shared.backends.find(ns, kit::meta(p, "name")).is_some()
-        });
-        if !pod_ok || port != VAULT_PORT {
-            return Err(VaultCallError::Refused(format!("{host}:{port}")));
+        };
+        let refused = || VaultCallError::Refused(format!("{host}:{port}"));
+        if port != VAULT_PORT {
+            return Err(refused());
         }
-        Ok(())
+        // `<svc>` or `<svc>.<ns>`: any running pod the Service selects.
+        let svc_form = match labels.as_slice() {
+            [svc] => Some((from_ns, *svc)),
+            [svc, ns] if service(ns, svc).is_some() => Some((*ns, *svc)),
+            _ => None,
+        };
+        if let Some((ns, svc)) = svc_form {
+            let s = service(ns, svc).ok_or_else(|| VaultCallError::NoSuchHost(host.into()))?;
+            let selector = s["spec"]["selector"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            let ok = !selector.is_empty()
+                && kit::list(shared, "/pods", Some(ns)).iter().any(|p| {
+                    selector
+                        .iter()
+                        .all(|(k, v)| p["metadata"]["labels"][k] == *v)
+                        && usable(ns, p)
+                });
+            return if ok { Ok(()) } else { Err(refused()) };
+        }
+        // `<pod>.<headless-svc>[.<ns>]`: the pod's hostname/subdomain record.
+        let (pod, svc, ns) = match labels.as_slice() {
+            [pod, svc] => (*pod, *svc, from_ns),
+            [pod, svc, ns] => (*pod, *svc, *ns),
+            _ => return Err(VaultCallError::NoSuchHost(host.into())),
+        };
+        if service(ns, svc).is_none() {
+            return Err(VaultCallError::NoSuchHost(host.into()));
+        }
+        let p = kit::get(shared, "/pods", ns, pod)
+            .filter(|p| p["spec"]["hostname"] == pod && p["spec"]["subdomain"] == svc)
+            .ok_or_else(|| VaultCallError::NoSuchHost(host.into()))?;
+        if usable(ns, &p) {
+            Ok(())
+        } else {
+            Err(refused())
+        }
     }
 
     /// One request: `method` on `/v1/<path>` with an optional token and JSON body; returns

@@ -37,10 +37,18 @@ pub(super) const STORE_REVALIDATE: Duration = Duration::from_secs(300);
 
 /// Whether an external-secrets controller Deployment runs (any namespace).
 pub(super) fn eso_running(shared: &Shared) -> bool {
-    kit::list(shared, "apps/deployments", None).iter().any(|d| {
-        d["metadata"]["labels"]["app.kubernetes.io/name"] == "external-secrets"
-            && kit::workload_ready(d)
-    })
+    eso_namespace(shared).is_some()
+}
+
+/// The namespace the external-secrets controller runs in (where its DNS lookups start).
+fn eso_namespace(shared: &Shared) -> Option<String> {
+    kit::list(shared, "apps/deployments", None)
+        .iter()
+        .find(|d| {
+            d["metadata"]["labels"]["app.kubernetes.io/name"] == "external-secrets"
+                && kit::workload_ready(d)
+        })
+        .map(|d| kit::meta(d, "namespace").to_string())
 }
 
 pub(super) fn short_hash(s: &str) -> String {
@@ -104,7 +112,11 @@ pub(super) async fn connect(
         .trim_end_matches('/')
         .to_string();
     vault
-        .resolve(shared, &server)
+        .resolve(
+            shared,
+            &server,
+            &eso_namespace(shared).unwrap_or_else(|| "default".into()),
+        )
         .map_err(|e| client_err(e.to_string()))?;
     let k = &p["auth"]["kubernetes"];
     if !k.is_object() {
