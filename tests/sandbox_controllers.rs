@@ -326,6 +326,18 @@ async fn flux_is_inert_until_installed_then_git_and_kustomizations_reconcile() {
     apply(&c, git_secret("other-auth", "right-token")).await;
     wait_ready(&repos, "other", "Succeeded").await;
 
+    // Refs the sandbox Git host does not serve fail loudly rather than fetching a branch.
+    let mut tagged = git_repo("tagged", "flux-system");
+    tagged["spec"]["ref"] = json!({"tag": "v1.0.0"});
+    apply(&c, tagged).await;
+    wait_not_ready(
+        &repos,
+        "tagged",
+        "GitOperationFailed",
+        "not implemented in the sandbox: ref.tag",
+    )
+    .await;
+
     // A manual reconcile request is acknowledged.
     request_reconcile(&repos, "other", "now-1").await;
     wait_json(&repos, "other", "lastHandledReconcileAt", |o| {

@@ -117,7 +117,18 @@ impl SourceController {
         let requested = o["metadata"]["annotations"][REQUESTED_AT]
             .as_str()
             .map(str::to_string);
-        let fetched = credentials(shared, &key.namespace, &o).and_then(|pw| {
+        let other_ref = ["tag", "semver", "name", "commit"]
+            .into_iter()
+            .find(|k| o["spec"]["ref"][*k].is_string());
+        let fetched = match other_ref {
+            Some(k) => Err((
+                "GitOperationFailed",
+                format!("not implemented in the sandbox: ref.{k} (only branch refs are served)"),
+            )),
+            None => Ok(()),
+        }
+        .and_then(|()| credentials(shared, &key.namespace, &o))
+        .and_then(|pw| {
             self.git.fetch(&url, &branch, pw.as_deref()).map_err(|e| {
                 let reason = match e {
                     GitError::AuthRequired | GitError::AuthFailed => "AuthenticationFailed",

@@ -171,6 +171,9 @@ pub struct Store {
     events: broadcast::Sender<Arc<StoreEvent>>,
     dirty: Notify,
     path: Option<PathBuf>,
+    /// Serialises snapshot writes: the background persister's blocking write can still be
+    /// running when shutdown flushes, and both use the same temp file.
+    flush_lock: Mutex<()>,
 }
 
 impl Store {
@@ -189,6 +192,7 @@ impl Store {
             events,
             dirty: Notify::new(),
             path,
+            flush_lock: Mutex::new(()),
         }
     }
 
@@ -445,6 +449,8 @@ impl Store {
         let Some(path) = &self.path else {
             return Ok(());
         };
+        // Taken before the snapshot, so the last writer always saves the newest state.
+        let _serial = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
         let (rv, objects) = {
             let g = self.lock();
             let mut objects: Vec<(String, Arc<Value>)> = Vec::with_capacity(g.objects.len());
