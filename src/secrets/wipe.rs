@@ -16,10 +16,10 @@
 
 use zeroize::Zeroize;
 
-/// How much stack [`burn_stack`] overwrites below its caller. Worker threads have 2 MiB stacks
-/// (tokio's default) and the main thread 8 MiB; a run never goes deeper than a few hundred KiB
-/// (measured with the canary test), so 1 MiB covers it with room to spare while leaving 1 MiB
-/// of headroom on a worker thread.
+/// How much stack [`burn_stack`] overwrites below its caller. Runtime threads have 2 MiB
+/// stacks (tokio's default) and poll tasks whose state lives in heap-allocated futures, so a
+/// poll is shallow: half the stack covers it and leaves the other half as headroom. (The main
+/// thread, which polls the whole run through `block_on`, gets [`burn_main_stack`] instead.)
 pub const STACK_BURN_BYTES: usize = 1024 * 1024;
 
 /// Overwrite [`STACK_BURN_BYTES`] of the calling thread's stack below the caller's frame with
