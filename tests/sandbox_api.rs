@@ -352,6 +352,23 @@ async fn status_subresource_and_workload_controllers() {
             .any(|c| c.type_ == "Available" && c.status == "True")
     );
     assert_eq!(ready.metadata.generation, Some(1));
+    let rss: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(c.clone(), "default");
+    let owned = within(
+        "replicasets",
+        rss.list(&ListParams::default().labels("app=web")),
+    )
+    .await
+    .expect("replicasets");
+    assert_eq!(owned.items.len(), 1, "one ReplicaSet per template");
+    assert_eq!(
+        owned.items[0]
+            .metadata
+            .owner_references
+            .as_ref()
+            .and_then(|o| o.first())
+            .map(|o| o.kind.as_str()),
+        Some("Deployment")
+    );
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
     let listed = within("pods", pods.list(&ListParams::default().labels("app=web")))
         .await
@@ -413,6 +430,24 @@ async fn status_subresource_and_workload_controllers() {
     .await;
     wait_for(&sts, "vault", "sts ready", |s| {
         s.status.as_ref().and_then(|s| s.ready_replicas) == Some(1)
+    })
+    .await;
+    // A Job's pod runs to completion and the Job becomes Complete.
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(c.clone(), "default");
+    let job = serde_json::from_value(json!({"metadata": {"name": "migrate"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "m", "image": "busybox"}]}}}}))
+    .expect("job");
+    within("job", jobs.create(&PostParams::default(), &job))
+        .await
+        .expect("job");
+    wait_for(&jobs, "migrate", "job complete", |j| {
+        j.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Complete" && c.status == "True")
+            })
     })
     .await;
     // A Service over the pods gets Endpoints with the ready pod.
@@ -537,6 +572,26 @@ async fn watch_delivers_events_bookmarks_and_expires() {
         }
     })
     .await;
+    // Streaming lists: initial ADDED events end with the initial-events-end bookmark.
+    let mut streaming = kube::runtime::watcher(
+        cms.clone(),
+        kube::runtime::watcher::Config::default().streaming_lists(),
+    )
+    .boxed();
+    let mut initial = Vec::new();
+    within("streaming list", async {
+        loop {
+            match streaming.try_next().await.expect("watcher").expect("open") {
+                kube::runtime::watcher::Event::InitApply(o) => {
+                    initial.push(o.metadata.name.unwrap_or_default())
+                }
+                kube::runtime::watcher::Event::InitDone => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(initial.contains(&"w2".to_string()), "{initial:?}");
     h.shutdown().await.expect("shutdown");
 }
 
@@ -595,6 +650,24 @@ async fn crd_lifecycle() {
     .await
     .expect_err("415");
     assert_eq!(api_code(e).0, 415);
+    // kube-rs discovery, aggregated and legacy, sees built-ins and the new kind.
+    for aggregated in [true, false] {
+        let d = kube::Discovery::new(c.clone());
+        let d = if aggregated {
+            within("aggregated discovery", d.run_aggregated()).await
+        } else {
+            within("discovery", d.run()).await
+        }
+        .expect("discovery");
+        assert!(
+            d.resolve_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment"))
+                .is_some(),
+            "aggregated={aggregated}"
+        );
+        let (res, caps) = d.resolve_gvk(&gvk).expect("widget discovered");
+        assert_eq!(res.plural, "widgets");
+        assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+    }
     // Served in discovery.
     let disc = raw(&c, "GET", "/apis/example.com/v1", "").await;
     assert!(
@@ -678,6 +751,30 @@ async fn token_request_and_review() {
     .await
     .expect("review");
     assert_ne!(wrong.status.expect("status").authenticated, Some(true));
+    // A token for the API server's audience authenticates API requests as the account.
+    let api_token = within(
+        "api token",
+        sas.create_token_request("eso", &PostParams::default(), &TokenRequest::default()),
+    )
+    .await
+    .expect("token")
+    .status
+    .expect("status")
+    .token;
+    let mut cfg = Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(h.kubeconfig_path()).expect("kc"),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .expect("cfg");
+    cfg.auth_info.token = Some(api_token.into());
+    let as_sa = Client::try_from(cfg).expect("client");
+    within(
+        "list as sa",
+        Api::<Namespace>::all(as_sa).list(&ListParams::default()),
+    )
+    .await
+    .expect("service-account token authenticates");
     within("delete sa", sas.delete("eso", &DeleteParams::default()))
         .await
         .expect("delete");
@@ -760,10 +857,34 @@ async fn state_persists_across_restart() {
     let first = within("create", cms.create(&PostParams::default(), &cm))
         .await
         .expect("create");
+    // A CRD and one of its objects survive too (the type is served again at start).
+    h.apply_manifest(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: notes.example.com}\nspec:\n  group: example.com\n  scope: Namespaced\n  names: {plural: notes, kind: Note}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}\n---\napiVersion: example.com/v1\nkind: Note\nmetadata: {name: n1}\ntext: hello\n",
+        "test",
+    )
+    .expect("crd and note");
+    let port = h.port();
     h.shutdown().await.expect("shutdown");
 
     let (h2, c2) = start(dir.path()).await;
+    if h2.port() != port {
+        // Only acceptable when something else took the port in between.
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_err(),
+            "a restarted sandbox keeps its port when it is free"
+        );
+    }
     let cms2: Api<ConfigMap> = Api::namespaced(c2.clone(), "default");
+    let gvk = GroupVersionKind::gvk("example.com", "v1", "Note");
+    let notes: Api<DynamicObject> = Api::namespaced_with(
+        c2.clone(),
+        "default",
+        &ApiResource::from_gvk_with_plural(&gvk, "notes"),
+    );
+    let note = within("note", notes.get("n1"))
+        .await
+        .expect("custom object kept and served");
+    assert_eq!(note.data["text"], "hello");
     let again = within("get", cms2.get("keep"))
         .await
         .expect("kept across restart");
@@ -816,5 +937,221 @@ async fn faults_inject_errors_and_can_be_changed_at_run_time() {
     within("healthy list", cms.list(&ListParams::default()))
         .await
         .expect("no faults now");
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn namespace_deletion_waits_for_finalizers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    let nss: Api<Namespace> = Api::all(c.clone());
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "doomed"}})).expect("ns");
+    within("ns", nss.create(&PostParams::default(), &ns))
+        .await
+        .expect("create ns");
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "doomed");
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "held", "finalizers": ["example.com/hold"]}}),
+    )
+    .expect("cm");
+    within("cm", cms.create(&PostParams::default(), &cm))
+        .await
+        .expect("create cm");
+    within("delete ns", nss.delete("doomed", &DeleteParams::default()))
+        .await
+        .expect("delete ns");
+    let terminating = wait_for(&nss, "doomed", "terminating", |n| {
+        n.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+    })
+    .await;
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    // New content is refused while terminating.
+    let late: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "late"}})).expect("cm");
+    let e = within("late", cms.create(&PostParams::default(), &late))
+        .await
+        .expect_err("forbidden");
+    assert_eq!(api_code(e).0, 403);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        within("still there", nss.get_opt("doomed"))
+            .await
+            .expect("get")
+            .is_some(),
+        "held by the finalizer"
+    );
+    within(
+        "release",
+        cms.patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        ),
+    )
+    .await
+    .expect("release finalizer");
+    within("namespace gone", async {
+        while nss.get_opt("doomed").await.expect("get").is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    h.shutdown().await.expect("shutdown");
+}
+
+/// Counts restarts and reports readiness, like a Vault that is Ready only when unsealed.
+struct Restartable {
+    deleted: std::sync::atomic::AtomicUsize,
+    ready: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl PodBackend for Restartable {
+    async fn connect(&self, _ns: &str, _pod: &str, _port: u16) -> Option<PodStream> {
+        None
+    }
+
+    fn ready(&self, _ns: &str, _pod: &str) -> Option<bool> {
+        Some(self.ready.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn pod_deleted(&self, _ns: &str, _pod: &str) {
+        self.deleted
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.ready.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn restart_fault_and_backend_readiness() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    let backend = Arc::new(Restartable {
+        deleted: std::sync::atomic::AtomicUsize::new(0),
+        ready: std::sync::atomic::AtomicBool::new(false),
+    });
+    h.register_pod_backend("default", "vault-0", backend.clone());
+    let sts: Api<StatefulSet> = Api::namespaced(c.clone(), "default");
+    let s: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "vault"},
+        "spec": {"replicas": 1, "serviceName": "vault", "selector": {"matchLabels": {"app": "vault"}},
+            "template": {"metadata": {"labels": {"app": "vault"}}, "spec": {"containers": [{"name": "vault", "image": "hashicorp/vault"}]}}}
+    }))
+    .expect("sts");
+    within("sts", sts.create(&PostParams::default(), &s))
+        .await
+        .expect("sts");
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    let is_ready = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let running = wait_for(&pods, "vault-0", "running", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+    assert!(!is_ready(&running), "not ready while the backend says so");
+    backend
+        .ready
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    h.pod_readiness_changed("default", "vault-0");
+    let first = wait_for(&pods, "vault-0", "ready", is_ready).await;
+
+    raw(&c, "PUT", "/sandbox/v1/faults", "restart.vault=200ms").await;
+    let again = wait_for(&pods, "vault-0", "recreated", |p| {
+        p.metadata.uid != first.metadata.uid
+    })
+    .await;
+    raw(&c, "PUT", "/sandbox/v1/faults", "").await;
+    assert!(
+        backend.deleted.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the backend saw its pod die"
+    );
+    assert!(
+        !is_ready(&again),
+        "a restarted pod is not Ready until its backend says so"
+    );
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn preinstalled_vault_objects_come_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    let objs = h
+        .apply_manifest(kubestrap::sandbox::preinstall::VAULT, "helm")
+        .expect("preinstall applies");
+    assert_eq!(objs.len(), 7);
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "vault");
+    wait_for(&pods, "vault-0", "vault-0 running", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+    let log = raw(&c, "GET", "/sandbox/v1/writes", "").await;
+    assert_eq!(
+        log["count"], 0,
+        "installer writes are not client writes: {log}"
+    );
+    h.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn concurrent_writers_watch_sees_every_event_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (h, c) = start(dir.path()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let rv = within("list", cms.list(&ListParams::default()))
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("rv");
+    let mut stream = within(
+        "watch",
+        cms.watch(&WatchParams::default().labels("load=yes"), &rv),
+    )
+    .await
+    .expect("watch")
+    .boxed();
+    const WRITERS: usize = 8;
+    const EACH: usize = 50;
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let cms = cms.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                let cm: ConfigMap = serde_json::from_value(
+                    json!({"metadata": {"name": format!("load-{w}-{i}"), "labels": {"load": "yes"}}}),
+                )
+                .expect("cm");
+                cms.create(&PostParams::default(), &cm).await.expect("create");
+            }
+        }));
+    }
+    for t in tasks {
+        within("writers", t).await.expect("writer");
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut last = 0u64;
+    within("all events", async {
+        while seen.len() < WRITERS * EACH {
+            if let WatchEvent::Added(o) = stream.try_next().await.expect("event").expect("open") {
+                let rv: u64 = o
+                    .metadata
+                    .resource_version
+                    .as_deref()
+                    .expect("rv")
+                    .parse()
+                    .expect("int");
+                assert!(rv > last, "events arrive in resourceVersion order");
+                last = rv;
+                assert!(seen.insert(o.metadata.name.expect("name")), "no duplicates");
+            }
+        }
+    })
+    .await;
     h.shutdown().await.expect("shutdown");
 }

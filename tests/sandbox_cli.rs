@@ -46,6 +46,20 @@ async fn up_writes_kubeconfig_and_down_stops_it_gracefully() {
         );
     }
 
+    // A second `up` on the same directory refuses to share its state.
+    let second = tokio::time::timeout(
+        T,
+        Command::new(bin)
+            .args(["sandbox", "up", "--dir"])
+            .arg(&sdir)
+            .output(),
+    )
+    .await
+    .expect("second up exits")
+    .expect("runs");
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
+
     let down = tokio::time::timeout(
         T,
         Command::new(bin)

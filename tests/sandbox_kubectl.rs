@@ -180,6 +180,10 @@ async fn version_get_describe_api_resources() {
     .await;
     let d = k.ok(&["describe", "node", "sandbox"]).await;
     assert!(d.contains("Ready"), "{d}");
+    let can = k
+        .ok(&["auth", "can-i", "create", "secrets", "-n", "vault"])
+        .await;
+    assert_eq!(can.trim(), "yes", "RBAC is stored, not enforced");
     let r = k.ok(&["api-resources"]).await;
     assert!(
         r.contains("deployments") && r.contains("customresourcedefinitions"),
@@ -262,6 +266,88 @@ async fn create_commands_send_protobuf_and_work() {
         ])
         .await;
     assert_eq!(token.trim().split('.').count(), 3, "a JWT");
+    k.ok(&[
+        "-n",
+        "team",
+        "create",
+        "job",
+        "migrate",
+        "--image=busybox",
+        "--",
+        "echo",
+        "hi",
+    ])
+    .await;
+    k.ok(&[
+        "-n",
+        "team",
+        "wait",
+        "--for=condition=Complete",
+        "job/migrate",
+        "--timeout=30s",
+    ])
+    .await;
+    k.ok(&[
+        "-n",
+        "team",
+        "create",
+        "service",
+        "clusterip",
+        "api",
+        "--tcp=80:8080",
+    ])
+    .await;
+    let target = k
+        .ok(&[
+            "-n",
+            "team",
+            "get",
+            "svc",
+            "api",
+            "-o",
+            "jsonpath={.spec.ports[0].targetPort}",
+        ])
+        .await;
+    assert_eq!(target, "8080");
+    k.ok(&[
+        "create",
+        "clusterrolebinding",
+        "vault-auth",
+        "--clusterrole=system:auth-delegator",
+        "--serviceaccount=team:default",
+    ])
+    .await;
+    let subject = k
+        .ok(&[
+            "get",
+            "clusterrolebinding",
+            "vault-auth",
+            "-o",
+            "jsonpath={.subjects[0].namespace}/{.subjects[0].name}",
+        ])
+        .await;
+    assert_eq!(subject, "team/default");
+    k.ok(&[
+        "-n",
+        "team",
+        "run",
+        "dbg",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "sleep",
+        "3600",
+    ])
+    .await;
+    k.ok(&[
+        "-n",
+        "team",
+        "wait",
+        "--for=condition=Ready",
+        "pod/dbg",
+        "--timeout=30s",
+    ])
+    .await;
     let err = k.fails(&["create", "namespace", "team"]).await;
     assert!(
         err.contains("AlreadyExists") || err.contains("already exists"),
@@ -282,6 +368,30 @@ async fn apply_client_side_server_side_and_dry_run() {
     assert!(out.contains("deployment.apps/web created"), "{out}");
     let again = k.ok_stdin(&["apply", "-f", "-"], MANIFEST).await;
     assert!(again.contains("configmap/settings unchanged"), "{again}");
+    // Strict validation (kubectl's default) rejects a typo in a built-in kind.
+    let typo = MANIFEST.replace("replicas: 2", "replica: 2");
+    let mut cmd = k.command(&["apply", "-f", "-"]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(typo.as_bytes())
+        .await
+        .expect("write");
+    let out = tokio::time::timeout(T, child.wait_with_output())
+        .await
+        .expect("done")
+        .expect("out");
+    assert!(!out.status.success(), "a typo must be rejected");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown field \"spec.replica\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dry = k
         .ok_stdin(
             &["apply", "--dry-run=server", "-f", "-"],
@@ -307,7 +417,9 @@ async fn apply_client_side_server_side_and_dry_run() {
     );
     let ssa = k
         .ok_stdin(
-            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+            // Moving from client-side to server-side apply needs no force: kubectl takes
+            // over the fields of its last client-side apply.
+            &["apply", "--server-side", "-f", "-"],
             &MANIFEST.replace("mode: one", "mode: three"),
         )
         .await;
@@ -337,7 +449,12 @@ async fn apply_client_side_server_side_and_dry_run() {
             "jsonpath={.metadata.managedFields[*].manager}",
         ])
         .await;
-    assert!(managers.contains("kubectl"), "{managers}");
+    let managers: Vec<&str> = managers.split_whitespace().collect();
+    assert!(managers.contains(&"kubectl"), "{managers:?}");
+    assert!(
+        !managers.contains(&"kubectl-client-side-apply"),
+        "ownership migrated: {managers:?}"
+    );
     k.ok(&[
         "-n",
         "apps",
@@ -524,6 +641,9 @@ spec:
     served: true
     storage: true
     subresources: {status: {}}
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
     schema:
       openAPIV3Schema:
         type: object
@@ -548,6 +668,21 @@ spec:
         k.ok(&["get", "gd", "g1", "-o", "jsonpath={.spec.size}"])
             .await,
         "3"
+    );
+    let table = k.ok(&["get", "gadgets"]).await;
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, vec!["NAME", "SIZE", "AGE"], "{table}");
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("g1") && l.contains(" 3 ")),
+        "{table}"
     );
     // Strict validation rejects unknown fields of a custom resource.
     let bad = cr.replace("size: 3", "size: 3\n  bogus: true");

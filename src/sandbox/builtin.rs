@@ -167,7 +167,12 @@ fn admit_secret(old: Option<&Value>, obj: &mut Value, name: &str) -> Result<(), 
         && let Some(sd) = sd.as_object()
     {
         for (k, v) in sd {
-            let s = v.as_str().unwrap_or_default();
+            // Never echo the value: it is secret material.
+            let s = v.as_str().ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Secret in version \"v1\" cannot be handled as a Secret: stringData[{k}] must be a string"
+                ))
+            })?;
             obj["data"][k] = json!(b64.encode(s.as_bytes()));
         }
     }

@@ -12,9 +12,11 @@ use super::crd;
 use super::patch::apply::{self, Writer};
 use super::patch::fields::Scope;
 use super::patch::{self, PatchType};
+use super::portforward::Backends;
 use super::resources::{Registry, ResourceType};
 use super::status::ApiError;
 use super::store::{Actor, Mutation, ObjectKey, Store, WriteMeta};
+use super::validation;
 
 /// Options of one write.
 #[derive(Debug, Clone)]
@@ -62,6 +64,8 @@ pub struct Cluster {
     pub store: Arc<Store>,
     /// Served types.
     pub registry: Registry,
+    /// What runs in pods: told when its pod is deleted.
+    pub backends: Backends,
 }
 
 fn now() -> String {
@@ -101,10 +105,44 @@ fn spec_differs(a: &Value, b: &Value, skip_status: bool) -> bool {
     strip(a) != strip(b)
 }
 
+/// `managedFields` without the `time` of each entry.
+fn without_times(mf: &Value) -> Value {
+    match mf {
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|e| {
+                    let mut e = e.clone();
+                    if let Some(m) = e.as_object_mut() {
+                        m.remove("time");
+                    }
+                    e
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 impl Cluster {
-    /// A cluster over a store and registry.
-    pub fn new(store: Arc<Store>, registry: Registry) -> Self {
-        Self { store, registry }
+    /// A cluster over a store, a registry and pod backends.
+    pub fn new(store: Arc<Store>, registry: Registry, backends: Backends) -> Self {
+        Self {
+            store,
+            registry,
+            backends,
+        }
+    }
+
+    /// Tells a pod's backend that the pod is going away. Runs under the store lock, in
+    /// the same critical section as the delete, so a replacement pod (same name) cannot
+    /// be created and probed before the backend has reacted.
+    fn pod_removed(&self, rt: &ResourceType, ns: &str, name: &str, dry_run: bool) {
+        if dry_run || !rt.group.is_empty() || rt.plural != "pods" {
+            return;
+        }
+        if let Some(b) = self.backends.find(ns, name) {
+            b.pod_deleted(ns, name);
+        }
     }
 
     fn key(rt: &ResourceType, ns: &str, name: &str) -> ObjectKey {
@@ -211,13 +249,14 @@ impl Cluster {
         }
     }
 
+    /// Ownership-tracking parameters for a write in `rt`'s version (`api_version`).
     fn writer<'a>(
-        rt: &'a ResourceType,
+        rt: &ResourceType,
         manager: &'a str,
         status: bool,
         now: &'a str,
-    ) -> (Writer<'a>, String) {
-        let api_version = rt.api_version();
+        api_version: &'a str,
+    ) -> Writer<'a> {
         let scope = if status {
             Scope::StatusOnly
         } else if rt.status_subresource {
@@ -225,16 +264,13 @@ impl Cluster {
         } else {
             Scope::All
         };
-        (
-            Writer {
-                manager,
-                api_version: "",
-                scope,
-                subresource: status.then_some("status"),
-                now,
-            },
+        Writer {
+            manager,
             api_version,
-        )
+            scope,
+            subresource: status.then_some("status"),
+            now,
+        }
     }
 
     /// Validates, defaults and post-processes an object about to be stored.
@@ -300,6 +336,9 @@ impl Cluster {
                 }
             }
         }
+        if opts.strict && rt.builtin {
+            validation::strict(rt, &obj)?;
+        }
         if let Some(schema) = &rt.schema {
             let unknown = crd::prune(schema, &mut obj);
             if opts.strict && !unknown.is_empty() {
@@ -346,8 +385,8 @@ impl Cluster {
                 .clone()
                 .unwrap_or_else(|| "unknown".into());
             let now = now();
-            let (mut w, av) = Self::writer(rt, &manager, status_write, &now);
-            w.api_version = &av;
+            let av = rt.api_version();
+            let w = Self::writer(rt, &manager, status_write, &now, &av);
             apply::track_update(old, &mut obj, &w);
         }
         // A finalizing object whose last finalizer is gone is removed.
@@ -356,6 +395,8 @@ impl Cluster {
                 .as_array()
                 .is_none_or(Vec::is_empty)
         {
+            let ns = meta_str(&obj, "namespace").unwrap_or("");
+            self.pod_removed(rt, ns, meta_str(&obj, "name").unwrap_or(""), opts.dry_run);
             return Ok(Mutation::Delete);
         }
         if let Some(o) = old {
@@ -367,7 +408,12 @@ impl Cluster {
                     m.remove("managedFields");
                 }
             }
-            if a == b && o["metadata"]["managedFields"] == obj["metadata"]["managedFields"] {
+            // A write that changes neither content nor ownership (timestamps aside) is a
+            // no-op: no new resourceVersion, no event, like the apiserver.
+            if a == b
+                && without_times(&o["metadata"]["managedFields"])
+                    == without_times(&obj["metadata"]["managedFields"])
+            {
                 return Ok(Mutation::Unchanged(o.clone()));
             }
         }
@@ -477,7 +523,9 @@ impl Cluster {
             }
             None => obj["metadata"]["name"] = json!(name),
         }
-        let want_rv = meta_str(&obj, "resourceVersion").map(str::to_string);
+        let want_rv = meta_str(&obj, "resourceVersion")
+            .filter(|rv| !rv.is_empty())
+            .map(str::to_string);
         if want_rv.is_none() && !rt.builtin {
             return Err(ApiError::invalid(
                 &rt.kind,
@@ -498,8 +546,11 @@ impl Cluster {
             {
                 return Err(ApiError::conflict(&qualified, name));
             }
-            // Client-sent managedFields are ignored: ownership is the server's record.
-            obj["metadata"]["managedFields"] = cur["metadata"]["managedFields"].clone();
+            // Without managedFields in the body the record is kept; with them, the client
+            // rewrites it (kubectl does when migrating client-side to server-side apply).
+            if obj["metadata"]["managedFields"].is_null() {
+                obj["metadata"]["managedFields"] = cur["metadata"]["managedFields"].clone();
+            }
             self.finish(rt, Some(cur), obj, status, opts, false)
         })?;
         self.after_commit(rt, &res.object, res.deleted, opts.dry_run);
@@ -612,13 +663,13 @@ impl Cluster {
                         }
                     Self::normalise_identity(rt, ns, &mut target)?;
                     target["metadata"]["name"] = json!(name);
-                    target["metadata"]["managedFields"] = cur["metadata"]["managedFields"].clone();
+                    // A patch that edits managedFields rewrites the record (see update).
                     self.finish(rt, Some(cur), target, status, opts, false)
                 }
                 (Some(applied), cur) => {
                     let manager = opts.field_manager.as_deref().unwrap_or("");
-                    let (mut w, av) = Self::writer(rt, manager, status, &now);
-                    w.api_version = &av;
+                    let av = rt.api_version();
+                    let w = Self::writer(rt, manager, status, &now, &av);
                     let base = match cur {
                         Some(c) => c.clone(),
                         None => {
@@ -634,6 +685,10 @@ impl Cluster {
                     if cur.is_none() {
                         builtin::validate_name(rt, name)?;
                     }
+                    if let (Some(want), Some(c)) = (meta_str(applied, "resourceVersion"), cur)
+                        && Some(want) != meta_str(c, "resourceVersion") {
+                            return Err(ApiError::conflict(&qualified, name));
+                        }
                     let merged = apply::server_side_apply(&base, applied, &w, opts.force)?;
                     self.finish(rt, cur, merged, status, opts, true)
                 }
@@ -683,6 +738,7 @@ impl Cluster {
                     .is_some_and(|f| !f.is_empty())
                     || (is_namespace);
                 if !has_finalizers {
+                    self.pod_removed(rt, ns, name, opts.dry_run);
                     return Ok(Mutation::Delete);
                 }
                 if cur["metadata"]["deletionTimestamp"].is_string() {
@@ -710,6 +766,7 @@ impl Cluster {
         let meta = self.meta(rt, "delete", &WriteOpts::controller(actor));
         if let Ok(r) = self.store.mutate(&key, meta, |cur| {
             if cur.is_some() {
+                self.pod_removed(rt, ns, name, false);
                 Ok(Mutation::Delete)
             } else {
                 Err(ApiError::not_found("", name))
@@ -717,6 +774,56 @@ impl Cluster {
         }) {
             self.after_commit(rt, &r.object, true, false);
         }
+    }
+
+    /// Server-side applies every document of a (multi-document) YAML manifest as
+    /// `manager`, with force and a controller actor: how simulated installers (Helm
+    /// charts, Flux, a preinstalled Vault) create what they create. Namespaced objects
+    /// without a namespace land in `default_namespace`.
+    ///
+    /// # Errors
+    /// 400 for unparseable YAML, 404 for an unknown kind, or the first failing apply.
+    pub fn apply_manifest(
+        &self,
+        yaml: &str,
+        manager: &str,
+        default_namespace: &str,
+    ) -> Result<Vec<Value>, ApiError> {
+        use serde::Deserialize;
+        let mut out = Vec::new();
+        for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+            let v = Value::deserialize(doc)
+                .map_err(|e| ApiError::bad_request(format!("invalid manifest YAML: {e}")))?;
+            if v.is_null() {
+                continue;
+            }
+            let (Some(av), Some(kind)) = (v["apiVersion"].as_str(), v["kind"].as_str()) else {
+                return Err(ApiError::bad_request(
+                    "every manifest document needs apiVersion and kind",
+                ));
+            };
+            let rt = self.registry.by_kind(av, kind).ok_or_else(|| {
+                let mut e = ApiError::no_route();
+                e.message = format!(
+                    "no kind {kind:?} is registered for version {av:?}; install its CRD first"
+                );
+                e
+            })?;
+            let name = meta_str(&v, "name")
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("a {kind} in the manifest has no metadata.name"))
+                })?
+                .to_string();
+            let ns = meta_str(&v, "namespace")
+                .unwrap_or(default_namespace)
+                .to_string();
+            let body = serde_json::to_vec(&v).map_err(|e| ApiError::internal(e.to_string()))?;
+            let mut opts = WriteOpts::controller(manager);
+            opts.force = true;
+            let r = self.patch(&rt, &ns, &name, PatchType::Apply, &body, false, &opts)?;
+            out.push(r.object);
+        }
+        Ok(out)
     }
 
     /// Convenience for controllers: read-modify-write of an object's status (or whole
@@ -766,7 +873,11 @@ mod tests {
     use crate::sandbox::store::Actor;
 
     fn cluster() -> Cluster {
-        let c = Cluster::new(Arc::new(Store::new(None, 1000)), Registry::new());
+        let c = Cluster::new(
+            Arc::new(Store::new(None, 1000)),
+            Registry::new(),
+            Backends::default(),
+        );
         let ns = c.registry.lookup("", "v1", "namespaces").expect("ns");
         c.create(&ns, "", json!({"metadata":{"name":"default"}}), &opts())
             .expect("ns");
@@ -898,5 +1009,79 @@ mod tests {
             .create(&rt, "nope", json!({"metadata":{"name":"a"}}), &opts())
             .expect_err("ns");
         assert_eq!(e.message, "namespaces \"nope\" not found");
+    }
+
+    #[test]
+    fn identical_apply_is_a_no_op_and_stale_apply_conflicts() {
+        let c = cluster();
+        let rt = c.registry.lookup("", "v1", "configmaps").expect("cm");
+        let mut o = opts();
+        o.field_manager = Some("orch".into());
+        let body =
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"},"data":{"k":"v"}}"#;
+        let first = c
+            .patch(&rt, "default", "a", PatchType::Apply, body, false, &o)
+            .expect("apply");
+        assert!(first.created);
+        let writes_before = c.store.writes().iter().filter(|w| w.changed).count();
+        let second = c
+            .patch(&rt, "default", "a", PatchType::Apply, body, false, &o)
+            .expect("again");
+        assert_eq!(
+            first.object["metadata"]["resourceVersion"],
+            second.object["metadata"]["resourceVersion"],
+            "a no-op apply keeps the resourceVersion"
+        );
+        assert_eq!(
+            c.store.writes().iter().filter(|w| w.changed).count(),
+            writes_before
+        );
+        let stale = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","resourceVersion":"1"},"data":{"k":"w"}}"#;
+        let e = c
+            .patch(&rt, "default", "a", PatchType::Apply, stale, false, &o)
+            .expect_err("stale");
+        assert_eq!(e.reason, "Conflict");
+        let odd = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","uid":"fake","creationTimestamp":null},"data":{"k":"v"}}"#;
+        let kept = c
+            .patch(&rt, "default", "a", PatchType::Apply, odd, false, &o)
+            .expect("identity ignored");
+        assert_eq!(
+            kept.object["metadata"]["uid"],
+            first.object["metadata"]["uid"]
+        );
+        assert!(kept.object["metadata"]["creationTimestamp"].is_string());
+    }
+
+    #[test]
+    fn manifests_apply_document_by_document() {
+        let c = cluster();
+        let yaml = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: vault\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: vault\n  namespace: vault\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: plain\ndata:\n  a: b\n";
+        let objs = c
+            .apply_manifest(yaml, "preinstall", "default")
+            .expect("apply");
+        assert_eq!(objs.len(), 3);
+        let cm = c.registry.lookup("", "v1", "configmaps").expect("cm");
+        assert_eq!(
+            c.get(&cm, "default", "plain").expect("cm")["data"]["a"],
+            "b"
+        );
+        let writes = c.store.writes();
+        let installer: Vec<_> = writes
+            .iter()
+            .filter(|w| w.field_manager.as_deref() == Some("preinstall"))
+            .collect();
+        assert_eq!(installer.len(), 3);
+        assert!(
+            installer.iter().all(|w| w.actor != Actor::Client),
+            "installer writes are not client writes"
+        );
+        let e = c
+            .apply_manifest(
+                "apiVersion: x/v1\nkind: Nope\nmetadata:\n  name: n\n",
+                "p",
+                "default",
+            )
+            .expect_err("unknown kind");
+        assert_eq!(e.code, 404);
     }
 }

@@ -100,11 +100,11 @@ pub fn admit_crd(old: Option<&Value>, obj: &mut Value) -> Result<(), ApiError> {
             {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": since},
         ],
     });
-    if obj["metadata"]["deletionTimestamp"].is_string() {
-        obj["status"]["conditions"]
-            .as_array_mut()
-            .expect("conditions")
-            .push(json!({"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress", "message": "CustomResourceDefinition marked for deletion", "lastTransitionTime": now()}));
+    if let (true, Some(conditions)) = (
+        obj["metadata"]["deletionTimestamp"].is_string(),
+        obj["status"]["conditions"].as_array_mut(),
+    ) {
+        conditions.push(json!({"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress", "message": "CustomResourceDefinition marked for deletion", "lastTransitionTime": now()}));
     }
     Ok(())
 }
@@ -151,6 +151,15 @@ pub fn types_for(crd: &Value) -> Vec<ResourceType> {
                         vec![]
                     },
                     create_only: false,
+                    printer_columns: v["additionalPrinterColumns"]
+                        .as_array()
+                        .map(|cols| {
+                            cols.iter()
+                                .filter(|c| c["priority"].as_i64().unwrap_or(0) == 0)
+                                .map(|c| (s(&c["name"]), s(&c["type"]), s(&c["jsonPath"])))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                     schema: v["schema"]["openAPIV3Schema"]
                         .as_object()
                         .map(|m| Value::Object(m.clone())),

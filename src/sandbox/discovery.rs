@@ -1,7 +1,9 @@
 //! `/version` and API discovery (`/api`, `/api/v1`, `/apis`, `/apis/<g>`, `/apis/<g>/<v>`).
 //!
-//! kubectl 1.32 asks for aggregated discovery first; we answer the plain documents with
-//! `Content-Type: application/json`, which makes client-go fall back to per-group requests.
+//! kubectl and kube-rs ask `/api` and `/apis` for aggregated discovery (`apidiscovery.k8s.io/v2`)
+//! first. kubectl falls back to the plain documents when the response is not aggregated, but
+//! kube-rs' `Discovery::run_aggregated` does not, so aggregated requests get the aggregated
+//! document with its own `Content-Type`.
 
 use std::collections::BTreeMap;
 
@@ -180,6 +182,83 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Result<
     )
 }
 
+/// The media type of an aggregated discovery response.
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether a request's `Accept` includes aggregated discovery `v2` (clients that only know
+/// `v2beta1`, like kubectl 1.29, get the plain documents and fall back).
+pub fn wants_aggregated(headers: &HeaderMap) -> bool {
+    headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| {
+            accept.split(',').any(|media| {
+                let params: Vec<&str> = media.split(';').map(str::trim).collect();
+                params.contains(&"g=apidiscovery.k8s.io")
+                    && params.contains(&"v=v2")
+                    && params.contains(&"as=APIGroupDiscoveryList")
+            })
+        })
+}
+
+/// The aggregated discovery document of the core group (`core`) or of all named groups.
+pub fn aggregated(registry: &Registry, core: bool) -> Value {
+    let types = registry.all();
+    let names: Vec<String> = if core {
+        vec![String::new()]
+    } else {
+        groups(registry).keys().cloned().collect()
+    };
+    let items: Vec<Value> = names
+        .iter()
+        .map(|g| {
+            let mut versions: Vec<String> = types.iter().filter(|r| &r.group == g).map(|r| r.version.clone()).collect();
+            versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+            versions.dedup();
+            let vs: Vec<Value> = versions
+                .iter()
+                .map(|v| {
+                    let resources: Vec<Value> = types
+                        .iter()
+                        .filter(|r| &r.group == g && &r.version == v)
+                        .map(|r| {
+                            let kind = json!({"group": r.group, "version": r.version, "kind": r.kind});
+                            let mut subs: Vec<Value> = Vec::new();
+                            if r.status_subresource {
+                                subs.push(json!({"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}));
+                            }
+                            for (sub, verbs) in &r.extra_subresources {
+                                subs.push(json!({"subresource": sub, "responseKind": kind, "verbs": verbs}));
+                            }
+                            let mut e = json!({
+                                "resource": r.plural,
+                                "responseKind": kind,
+                                "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+                                "singularResource": r.singular,
+                                "verbs": r.verbs(),
+                            });
+                            if !r.short_names.is_empty() {
+                                e["shortNames"] = json!(r.short_names);
+                            }
+                            if !r.categories.is_empty() {
+                                e["categories"] = json!(r.categories);
+                            }
+                            if !subs.is_empty() {
+                                e["subresources"] = json!(subs);
+                            }
+                            e
+                        })
+                        .collect();
+                    json!({"version": v, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": vs})
+        })
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+}
+
 fn storage_hash(key: &str) -> String {
     use base64::Engine;
     use sha2::Digest;
@@ -231,6 +310,45 @@ mod tests {
                 .any(|x| x.name == "serviceaccounts/token")
         );
         assert!(resource_list(&r, "nope", "v1").is_err());
+    }
+
+    #[test]
+    fn aggregated_documents_parse_with_kube_core() {
+        let r = Registry::new();
+        let apis: kube::core::discovery::v2::APIGroupDiscoveryList =
+            serde_json::from_value(aggregated(&r, false)).expect("aggregated /apis");
+        let apps = apis
+            .items
+            .iter()
+            .find(|g| g.metadata.as_ref().and_then(|m| m.name.as_deref()) == Some("apps"))
+            .expect("apps");
+        assert!(
+            apps.versions[0]
+                .resources
+                .iter()
+                .any(|x| x.resource.as_deref() == Some("deployments"))
+        );
+        let core: kube::core::discovery::v2::APIGroupDiscoveryList =
+            serde_json::from_value(aggregated(&r, true)).expect("aggregated /api");
+        assert_eq!(core.items.len(), 1);
+    }
+
+    #[test]
+    fn only_v2_aggregated_requests_get_the_aggregated_document() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "accept",
+            kube::core::discovery::v2::ACCEPT_AGGREGATED_DISCOVERY_V2
+                .parse()
+                .expect("header"),
+        );
+        assert!(wants_aggregated(&h));
+        h.insert(
+            "accept",
+            "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json".parse().expect("header"),
+        );
+        assert!(!wants_aggregated(&h));
+        assert!(!wants_aggregated(&HeaderMap::new()));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Fault injection: API error rate and latency, per-component readiness delays, and
 //! component-specific knobs for the later controllers. Deterministic for a given seed.
 //!
-//! Spec syntax: `seed=7,api_error_rate=0.1,api_error=503|500|429,latency_ms=50,delay.node=2s,delay_scale=0.5`.
+//! Spec syntax: `seed=7,api_error_rate=0.1,api_error=503|500|429,latency_ms=50,delay.node=2s,delay_scale=0.5,restart.vault=30s`.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, RwLock};
@@ -19,7 +19,7 @@ pub enum FaultSpecError {
     Syntax(String),
     /// An unknown key.
     #[error(
-        "unknown fault setting {0:?}; known: seed, api_error_rate, api_error, latency_ms, delay.<component> (node, vault, eso, flux, a workload), delay_scale, vault_restart, eso_store_flap, vault.*, eso.*, flux.*, helm.*"
+        "unknown fault setting {0:?}; known: seed, api_error_rate, api_error, latency_ms, delay.<component> (node, vault, eso, flux, a workload), delay_scale, restart.<component>, vault_restart, eso_store_flap, vault.*, eso.*, flux.*, helm.*"
     )]
     UnknownKey(String),
     /// A value of the wrong type.
@@ -47,6 +47,8 @@ pub struct FaultSpec {
     pub latency_ms: u64,
     /// Readiness delay per component (`node`, `vault`, a workload name, ...).
     pub delays: BTreeMap<String, Duration>,
+    /// Restart (delete) a component's pods at this interval (`restart.vault=30s`).
+    pub restarts: BTreeMap<String, Duration>,
     /// Multiplies every delay.
     pub delay_scale: f64,
     /// Component knobs for other controllers (`vault.restart_every=30s`, ...).
@@ -61,6 +63,7 @@ impl Default for FaultSpec {
             api_errors: vec![503],
             latency_ms: 0,
             delays: BTreeMap::new(),
+            restarts: BTreeMap::new(),
             delay_scale: 1.0,
             extra: BTreeMap::new(),
         }
@@ -137,7 +140,12 @@ impl FaultSpec {
                     out.extra.insert("eso.store_flap".into(), v.to_string());
                 }
                 _ => {
-                    if let Some(c) = k.strip_prefix("delay.") {
+                    if let Some(c) = k.strip_prefix("restart.") {
+                        let d = parse_duration(v)
+                            .filter(|d| !d.is_zero())
+                            .ok_or_else(|| bad("a non-zero duration like 30s"))?;
+                        out.restarts.insert(c.to_string(), d);
+                    } else if let Some(c) = k.strip_prefix("delay.") {
                         let d =
                             parse_duration(v).ok_or_else(|| bad("a duration like 15s or 500ms"))?;
                         out.delays.insert(c.to_string(), d);
@@ -221,6 +229,15 @@ impl Faults {
             .unwrap_or_default()
     }
 
+    /// Pod-restart intervals per component.
+    pub fn restarts(&self) -> BTreeMap<String, Duration> {
+        self.spec
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .restarts
+            .clone()
+    }
+
     /// A component knob (`vault.restart_every`), for controllers added later.
     pub fn extra(&self, key: &str) -> Option<String> {
         self.spec
@@ -238,11 +255,13 @@ mod tests {
 
     #[test]
     fn parses_the_documented_example() {
-        let s = FaultSpec::parse("seed=7,api_error_rate=0.1,api_error=503|500|429,latency_ms=50,delay.node=2s,delay_scale=0.5,vault.restart=1")
+        let s = FaultSpec::parse("seed=7,api_error_rate=0.1,api_error=503|500|429,latency_ms=50,delay.node=2s,delay_scale=0.5,vault.restart=1,restart.vault=30s")
             .expect("parse");
         assert_eq!(s.seed, 7);
         assert_eq!(s.api_errors, vec![503, 500, 429]);
         assert_eq!(s.delays["node"], Duration::from_secs(2));
+        assert_eq!(s.restarts["vault"], Duration::from_secs(30));
+        assert!(FaultSpec::parse("restart.vault=0s").is_err());
         assert_eq!(Faults::new(s).delay("node"), Duration::from_secs(1));
     }
 

@@ -5,11 +5,48 @@
 //!
 //! In-process use (tests): [`Sandbox::start`] returns a [`SandboxHandle`]. Command line:
 //! `kubestrap sandbox up --dir DIR [--faults SPEC]` ([`run_up`]) and `sandbox down` ([`run_down`]).
+//!
+//! # The directory
+//! `kubeconfig` (server `https://127.0.0.1:PORT`, CA data, admin bearer token; cluster,
+//! context and user named `default` like k3s), `ca.crt`/`ca.key` (kept across restarts),
+//! `token` and `sa.key` (admin token, service-account signing key), `port` (reused on
+//! restart when free), `state.json` (every
+//! object; written atomically shortly after changes and at shutdown), `sandbox.pid` and
+//! `sandbox.log` (`sandbox up` only). Secret files are mode 0600, the directory 0700.
+//!
+//! # Admin endpoints (admin token only)
+//! `GET /sandbox/v1/writes` (the write log: `count` of accepted API-client writes,
+//! `changed`, `controllerCount`, and each `(verb, resource, namespace, name, fieldManager,
+//! actor)`), `GET|PUT /sandbox/v1/faults` (read or replace the spec), `POST
+//! /sandbox/v1/compact` (forget watch history so older watches get 410).
+//!
+//! # Faults
+//! `seed=7,api_error_rate=0.1,api_error=503|500|429,latency_ms=50,delay.node=2s,delay_scale=0.5`:
+//! API error rate and codes (429 carries `Retry-After`), added latency, readiness delays per
+//! component (`node`, `pods`, or a workload's name such as `vault`), periodic pod restarts
+//! per component (`restart.vault=30s`), one Vault restart after start (`vault_restart=30s`),
+//! ClusterSecretStore flapping (`eso_store_flap=10s`), and `vault.*`/`eso.*`/`flux.*`/`helm.*`
+//! knobs that controllers read through [`faults::Faults::extra`]. Add-on readiness delays are
+//! `delay.vault`, `delay.eso` and `delay.flux`.
+//!
+//! # Add-ons
+//! [`addons`] runs Vault behind pod `vault-0`, Flux (`GET /sandbox/flux/install.yaml`,
+//! GitRepository, Kustomization, HelmRepository, HelmRelease), ESO and the auto-unsealer;
+//! `DIR/sandbox.json` records the server, kubeconfig, CA file and Flux install URL.
+//! Decisions are a deterministic sequence for a seed.
+//!
+//! # Extending
+//! Controllers implement [`Controller`] and run with [`SandboxHandle::add_controller`];
+//! they read and write through [`Shared::cluster`] ([`cluster::Cluster`]) with
+//! [`cluster::WriteOpts::controller`], so watches fire and the write log keeps them apart
+//! from API clients. What runs inside a pod (port-forward target, readiness probe, restart
+//! reaction) is a [`PodBackend`] registered with [`SandboxHandle::register_pod_backend`].
 
 pub mod addons;
 mod admin;
 pub mod auth;
 mod builtin;
+mod cli;
 pub mod cluster;
 pub mod controllers;
 mod crd;
@@ -20,6 +57,7 @@ mod kubeconfig;
 mod openapi;
 pub mod patch;
 pub mod portforward;
+pub mod preinstall;
 mod protobuf;
 pub mod resources;
 mod rest;
@@ -31,6 +69,7 @@ pub mod store;
 mod table;
 mod tls;
 mod tokens;
+mod validation;
 pub mod vault;
 mod watch;
 
@@ -44,6 +83,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use auth::AuthError;
+pub use cli::{DownArgs, SandboxArgs, SandboxCommand, UpArgs, run, run_down, run_up, run_up_with};
 pub use controllers::{Action, Controller, Triggers};
 pub use faults::{FaultSpec, FaultSpecError};
 pub use portforward::{PodBackend, PodIo, PodStream};
@@ -90,6 +130,16 @@ pub enum SandboxError {
     /// The `--faults` spec is invalid.
     #[error(transparent)]
     Faults(#[from] FaultSpecError),
+    /// `sandbox up` found another sandbox running from the same directory.
+    #[error(
+        "a sandbox is already running from {dir} (pid {pid}); stop it with `kubestrap sandbox down --dir {dir}`"
+    )]
+    AlreadyRunning {
+        /// The directory.
+        dir: PathBuf,
+        /// Its process.
+        pid: i32,
+    },
     /// `sandbox down` found no running sandbox.
     #[error("no sandbox is running from {0} (no live pid file); nothing to stop")]
     NotRunning(PathBuf),
@@ -164,7 +214,7 @@ pub struct SandboxHandle {
     tracker: TaskTracker,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SandboxError + '_ {
     move |source| SandboxError::Io {
         path: path.to_path_buf(),
         source,
@@ -194,28 +244,41 @@ impl Sandbox {
             .list("apiextensions.k8s.io/customresourcedefinitions", None)
             .0;
         crd::register_all(&registry, &crds);
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
-            .await
-            .map_err(|source| SandboxError::Bind {
-                port: config.port,
-                source,
-            })?;
+        // Like k3s on 6443, a restarted sandbox keeps its port when it can, so clients
+        // holding the old kubeconfig reconnect.
+        let port_file = dir.join("port");
+        let previous = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok());
+        let listener = match (config.port, previous) {
+            (0, Some(p)) => match tokio::net::TcpListener::bind(("127.0.0.1", p)).await {
+                Ok(l) => Ok(l),
+                Err(_) => tokio::net::TcpListener::bind(("127.0.0.1", 0)).await,
+            },
+            (port, _) => tokio::net::TcpListener::bind(("127.0.0.1", port)).await,
+        }
+        .map_err(|source| SandboxError::Bind {
+            port: config.port,
+            source,
+        })?;
         let addr = listener.local_addr().map_err(|source| SandboxError::Bind {
             port: config.port,
             source,
         })?;
         let shutdown = CancellationToken::new();
+        let backends = Backends::default();
         let shared = Arc::new(Shared {
-            cluster: Cluster::new(store.clone(), registry),
+            cluster: Cluster::new(store.clone(), registry, backends.clone()),
             auth,
             faults: Faults::new(config.faults.clone()),
             ca_pem: tls.ca_pem.clone(),
-            backends: Backends::default(),
+            backends,
             bookmark_interval: config.bookmark_interval,
             shutdown: shutdown.clone(),
             triggers: Triggers::default(),
             vault: std::sync::OnceLock::new(),
         });
+        std::fs::write(&port_file, addr.port().to_string()).map_err(io_err(&port_file))?;
         let url = format!("https://127.0.0.1:{}", addr.port());
         let kc_path = dir.join("kubeconfig");
         kubeconfig::write(
@@ -240,6 +303,7 @@ impl Sandbox {
                 }
             });
         }
+        tracker.spawn(controllers::restarts::run(shared.clone()));
         for c in controllers::builtin() {
             controllers::spawn(shared.clone(), c, &tracker);
         }
@@ -390,6 +454,20 @@ impl SandboxHandle {
         controllers::spawn(self.shared.clone(), controller, &self.tracker);
     }
 
+    /// Server-side applies a multi-document YAML manifest as an installer would (a
+    /// controller actor, so it does not count as client writes), e.g. to preinstall what a
+    /// chart creates. Namespaced objects without a namespace go to `default`.
+    ///
+    /// # Errors
+    /// Invalid YAML, unknown kinds, or a rejected object.
+    pub fn apply_manifest(
+        &self,
+        yaml: &str,
+        manager: &str,
+    ) -> Result<Vec<serde_json::Value>, status::ApiError> {
+        self.shared.cluster.apply_manifest(yaml, manager, "default")
+    }
+
     /// Replaces the fault spec.
     pub fn set_faults(&self, spec: FaultSpec) {
         self.shared.faults.set(spec);
@@ -412,150 +490,4 @@ impl SandboxHandle {
         tracing::info!("sandbox cluster stopped");
         Ok(())
     }
-}
-
-/// `kubestrap sandbox ...` arguments.
-#[derive(Debug, clap::Args)]
-pub struct SandboxArgs {
-    /// What to do.
-    #[command(subcommand)]
-    pub command: SandboxCommand,
-}
-
-/// `sandbox` subcommands.
-#[derive(Debug, clap::Subcommand)]
-pub enum SandboxCommand {
-    /// Run the sandbox cluster in the foreground until SIGTERM or Ctrl-C.
-    Up(UpArgs),
-    /// Stop a sandbox running in the background (SIGTERM via its pid file).
-    Down(DownArgs),
-}
-
-/// `sandbox up`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct UpArgs {
-    /// State directory (kubeconfig, certificates, objects, pid file, log).
-    #[arg(long)]
-    pub dir: PathBuf,
-    /// Faults, e.g. `seed=7,api_error_rate=0.1,api_error=503|500|429,latency_ms=50,delay.node=2s`.
-    #[arg(long, default_value = "")]
-    pub faults: String,
-    /// Port on 127.0.0.1 (0: a free one).
-    #[arg(long, default_value_t = 0)]
-    pub port: u16,
-    /// Serve a Git repository URL from a local directory (`URL=DIR`, repeatable); also read
-    /// from `DIR/git-repos.json`.
-    #[arg(long = "git-repo", value_name = "URL=DIR")]
-    pub git_repos: Vec<String>,
-    /// Start with a component already deployed; `vault`: the vault chart's objects and an
-    /// uninitialised Vault in namespace `vault`.
-    #[arg(long, value_parser = ["vault"])]
-    pub preinstall: Vec<String>,
-}
-
-/// `sandbox down`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct DownArgs {
-    /// State directory of the running sandbox.
-    #[arg(long)]
-    pub dir: PathBuf,
-    /// Seconds to wait for a graceful stop.
-    #[arg(long, default_value_t = 15)]
-    pub timeout: u64,
-}
-
-/// Runs a `sandbox` subcommand.
-///
-/// # Errors
-/// See [`run_up`] and [`run_down`].
-pub async fn run(args: SandboxArgs) -> Result<(), SandboxError> {
-    match args.command {
-        SandboxCommand::Up(a) => run_up(a).await,
-        SandboxCommand::Down(a) => run_down(a).await,
-    }
-}
-
-fn init_file_logging(dir: &Path) {
-    let path = dir.join("sandbox.log");
-    if let Ok(file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-            )
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(file))
-            .try_init();
-    }
-}
-
-/// `sandbox up`: runs in the foreground, writes `DIR/kubeconfig`, `DIR/sandbox.pid` and
-/// `DIR/sandbox.log`, and stops gracefully on SIGTERM or Ctrl-C.
-///
-/// # Errors
-/// Start-up failures, or the final snapshot could not be written.
-pub async fn run_up(args: UpArgs) -> Result<(), SandboxError> {
-    let faults = FaultSpec::parse(&args.faults)?;
-    std::fs::create_dir_all(&args.dir).map_err(io_err(&args.dir))?;
-    init_file_logging(&args.dir);
-    let mut config = SandboxConfig::new(&args.dir);
-    config.port = args.port;
-    config.faults = faults;
-    for g in &args.git_repos {
-        let (url, dir) = parse_git_repo(g)?;
-        let dir = if dir.is_absolute() {
-            dir
-        } else {
-            std::env::current_dir().map_err(io_err(&dir))?.join(dir)
-        };
-        config.git_repos.insert(url, dir);
-    }
-    config.preinstall_vault = args.preinstall.iter().any(|p| p == "vault");
-    let handle = Sandbox::start(config).await?;
-    let pid_path = args.dir.join("sandbox.pid");
-    std::fs::write(&pid_path, format!("{}\n", std::process::id())).map_err(io_err(&pid_path))?;
-    println!("sandbox cluster listening on {}", handle.url());
-    println!("kubeconfig: {}", handle.kubeconfig_path().display());
-    println!("flux install manifest: {}", handle.flux_install_url());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(SandboxError::Signal)?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    let result = handle.shutdown().await;
-    let _ = std::fs::remove_file(&pid_path);
-    result
-}
-
-/// `sandbox down`: sends SIGTERM to the sandbox in `DIR` and waits until it has exited.
-///
-/// # Errors
-/// No running sandbox, or it did not stop in time.
-pub async fn run_down(args: DownArgs) -> Result<(), SandboxError> {
-    let pid_path = args.dir.join("sandbox.pid");
-    let pid: i32 = std::fs::read_to_string(&pid_path)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| SandboxError::NotRunning(args.dir.clone()))?;
-    if !signal::alive(pid) || !signal::is_sandbox(pid) {
-        let _ = std::fs::remove_file(&pid_path);
-        return Err(SandboxError::NotRunning(args.dir.clone()));
-    }
-    signal::terminate(pid).map_err(SandboxError::Signal)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
-    while signal::alive(pid) {
-        if tokio::time::Instant::now() >= deadline {
-            return Err(SandboxError::StopTimeout {
-                pid,
-                secs: args.timeout,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
 }

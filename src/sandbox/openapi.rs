@@ -119,7 +119,14 @@ pub fn document(registry: &Registry, rest: &[&str]) -> Result<Value, ApiError> {
             format!("{base}/{}", rt.plural)
         };
         if rt.create_only {
-            paths.insert(coll, json!({"post": op(rt, "post", write.clone(), &id)}));
+            // kubectl's strict-validation check looks for the GVK's PATCH operation and
+            // otherwise falls back to OpenAPI v2, which the sandbox does not serve. The
+            // apiserver answers PATCH on this path with 405; the entry only carries the
+            // GVK and the parameters kubectl checks for.
+            paths.insert(
+                coll,
+                json!({"post": op(rt, "post", write.clone(), &id), "patch": op(rt, "patch", write.clone(), &id)}),
+            );
         } else {
             paths.insert(coll.clone(), json!({
                 "get": op(rt, "list", params(&["labelSelector", "fieldSelector", "limit", "continue", "watch", "resourceVersion"]), &id),

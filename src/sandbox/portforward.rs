@@ -42,6 +42,11 @@ pub trait PodBackend: Send + Sync + 'static {
     }
 
     /// Called when the pod object is deleted (its process "dies"; e.g. Vault reseals).
+    ///
+    /// # Caveats
+    /// Runs inside the store's critical section, so a replacement pod cannot be probed
+    /// first: it must be quick and must not call back into the sandbox's store or API
+    /// (that would deadlock). Flip a flag or send on a channel.
     fn pod_deleted(&self, _namespace: &str, _pod: &str) {}
 }
 
@@ -144,7 +149,7 @@ fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
 }
 
 /// Handles `pods/<name>/portforward`: validates, answers 101 and runs the session.
-pub async fn handle(
+pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     ns: &str,

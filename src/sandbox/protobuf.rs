@@ -1,7 +1,8 @@
 //! Decoding of `application/vnd.kubernetes.protobuf` request bodies.
 //!
 //! kubectl's typed `create` commands (namespace, secret, configmap, serviceaccount,
-//! deployment, token) send protobuf and do not fall back to JSON, so the sandbox decodes
+//! deployment, token, service, job, cronjob, role(binding), clusterrole(binding), and
+//! `kubectl run`'s pod) send protobuf and do not fall back to JSON, so the sandbox decodes
 //! the kinds they send into JSON objects. Field numbers follow the upstream
 //! `generated.proto` files. Non-pointer scalars are always on the wire in protobuf; their
 //! zero values are dropped here, as JSON's `omitempty` would. Unknown fields are skipped;
@@ -206,6 +207,10 @@ const POD_SPEC: &[F] = &[
     r(20, "initContainers", T::Msg(CONTAINER)),
     p(21, "automountServiceAccountToken", T::Bool),
 ];
+const POD: &[F] = &[
+    f(1, "metadata", T::Msg(OBJECT_META)),
+    f(2, "spec", T::Msg(POD_SPEC)),
+];
 const POD_TEMPLATE_SPEC: &[F] = &[
     f(1, "metadata", T::Msg(OBJECT_META)),
     f(2, "spec", T::Msg(POD_SPEC)),
@@ -233,6 +238,110 @@ const DEPLOYMENT: &[F] = &[
     f(2, "spec", T::Msg(DEPLOYMENT_SPEC)),
 ];
 
+const SERVICE_PORT: &[F] = &[
+    f(1, "name", T::Str),
+    f(2, "protocol", T::Str),
+    f(3, "port", T::Int),
+    f(4, "targetPort", T::IntOrString),
+    f(5, "nodePort", T::Int),
+    p(6, "appProtocol", T::Str),
+];
+const SERVICE_SPEC: &[F] = &[
+    r(1, "ports", T::Msg(SERVICE_PORT)),
+    f(2, "selector", T::MapStr),
+    f(3, "clusterIP", T::Str),
+    f(4, "type", T::Str),
+    r(5, "externalIPs", T::Str),
+    f(7, "sessionAffinity", T::Str),
+    f(11, "externalName", T::Str),
+];
+const SERVICE: &[F] = &[
+    f(1, "metadata", T::Msg(OBJECT_META)),
+    f(2, "spec", T::Msg(SERVICE_SPEC)),
+];
+
+const JOB_SPEC: &[F] = &[
+    p(1, "parallelism", T::Int),
+    p(2, "completions", T::Int),
+    p(3, "activeDeadlineSeconds", T::Int),
+    f(4, "selector", T::Msg(LABEL_SELECTOR)),
+    p(5, "manualSelector", T::Bool),
+    f(6, "template", T::Msg(POD_TEMPLATE_SPEC)),
+    p(7, "backoffLimit", T::Int),
+    p(8, "ttlSecondsAfterFinished", T::Int),
+    p(9, "completionMode", T::Str),
+    p(10, "suspend", T::Bool),
+];
+const JOB: &[F] = &[
+    f(1, "metadata", T::Msg(OBJECT_META)),
+    f(2, "spec", T::Msg(JOB_SPEC)),
+];
+const JOB_TEMPLATE: &[F] = &[
+    f(1, "metadata", T::Msg(OBJECT_META)),
+    f(2, "spec", T::Msg(JOB_SPEC)),
+];
+const CRON_JOB_SPEC: &[F] = &[
+    f(1, "schedule", T::Str),
+    p(2, "startingDeadlineSeconds", T::Int),
+    f(3, "concurrencyPolicy", T::Str),
+    p(4, "suspend", T::Bool),
+    f(5, "jobTemplate", T::Msg(JOB_TEMPLATE)),
+    p(6, "successfulJobsHistoryLimit", T::Int),
+    p(7, "failedJobsHistoryLimit", T::Int),
+    p(8, "timeZone", T::Str),
+];
+const CRON_JOB: &[F] = &[
+    f(1, "metadata", T::Msg(OBJECT_META)),
+    f(2, "spec", T::Msg(CRON_JOB_SPEC)),
+];
+
+const POLICY_RULE: &[F] = &[
+    r(1, "verbs", T::Str),
+    r(2, "apiGroups", T::Str),
+    r(3, "resources", T::Str),
+    r(4, "resourceNames", T::Str),
+    r(5, "nonResourceURLs", T::Str),
+];
+const ROLE: &[F] = &[
+    f(1, "metadata", T::Msg(OBJECT_META)),
+    r(2, "rules", T::Msg(POLICY_RULE)),
+];
+const SUBJECT: &[F] = &[
+    f(1, "kind", T::Str),
+    f(2, "apiGroup", T::Str),
+    f(3, "name", T::Str),
+    f(4, "namespace", T::Str),
+];
+const ROLE_REF: &[F] = &[
+    f(1, "apiGroup", T::Str),
+    f(2, "kind", T::Str),
+    f(3, "name", T::Str),
+];
+const ROLE_BINDING: &[F] = &[
+    f(1, "metadata", T::Msg(OBJECT_META)),
+    r(2, "subjects", T::Msg(SUBJECT)),
+    f(3, "roleRef", T::Msg(ROLE_REF)),
+];
+
+const RESOURCE_ATTRIBUTES: &[F] = &[
+    f(1, "namespace", T::Str),
+    f(2, "verb", T::Str),
+    f(3, "group", T::Str),
+    f(4, "version", T::Str),
+    f(5, "resource", T::Str),
+    f(6, "subresource", T::Str),
+    f(7, "name", T::Str),
+];
+const NON_RESOURCE_ATTRIBUTES: &[F] = &[f(1, "path", T::Str), f(2, "verb", T::Str)];
+const SELF_ACCESS_REVIEW_SPEC: &[F] = &[
+    f(1, "resourceAttributes", T::Msg(RESOURCE_ATTRIBUTES)),
+    f(2, "nonResourceAttributes", T::Msg(NON_RESOURCE_ATTRIBUTES)),
+];
+const SELF_ACCESS_REVIEW: &[F] = &[
+    f(1, "metadata", T::Msg(OBJECT_META)),
+    f(2, "spec", T::Msg(SELF_ACCESS_REVIEW_SPEC)),
+];
+
 fn schema_for(api_version: &str, kind: &str) -> Option<&'static [F]> {
     Some(match (api_version, kind) {
         ("v1", "Namespace") => NAMESPACE,
@@ -241,6 +350,13 @@ fn schema_for(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
         ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
         ("apps/v1", "Deployment") => DEPLOYMENT,
+        ("v1", "Service") => SERVICE,
+        ("v1", "Pod") => POD,
+        ("batch/v1", "Job") => JOB,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SELF_ACCESS_REVIEW,
+        ("batch/v1", "CronJob") => CRON_JOB,
+        ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => ROLE,
+        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => ROLE_BINDING,
         _ => return None,
     })
 }
@@ -519,7 +635,7 @@ mod tests {
 
     #[test]
     fn unknown_kinds_are_refused() {
-        let tm = [field(1, b"v1"), field(2, b"Pod")].concat();
+        let tm = [field(1, b"v1"), field(2, b"ReplicationController")].concat();
         let body = [MAGIC.to_vec(), field(1, &tm)].concat();
         assert_eq!(decode(&body).expect_err("415").code, 415);
         assert_eq!(decode(b"nope").expect_err("400").code, 400);

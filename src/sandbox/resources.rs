@@ -37,6 +37,8 @@ pub struct ResourceType {
     pub create_only: bool,
     /// Structural schema (CRDs), used for defaults and OpenAPI.
     pub schema: Option<Value>,
+    /// CRD `additionalPrinterColumns`: (name, type, JSONPath), for `kubectl get` tables.
+    pub printer_columns: Vec<(String, String, String)>,
 }
 
 impl ResourceType {
@@ -290,6 +292,56 @@ const BUILTINS: &[Builtin] = &[
         false,
     ),
     b(
+        "",
+        "v1",
+        "resourcequotas",
+        "resourcequota",
+        "ResourceQuota",
+        true,
+        &["quota"],
+        true,
+    ),
+    b(
+        "",
+        "v1",
+        "limitranges",
+        "limitrange",
+        "LimitRange",
+        true,
+        &["limits"],
+        false,
+    ),
+    b(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        "HorizontalPodAutoscaler",
+        true,
+        &["hpa"],
+        true,
+    ),
+    b(
+        "apiregistration.k8s.io",
+        "v1",
+        "apiservices",
+        "apiservice",
+        "APIService",
+        false,
+        &[],
+        true,
+    ),
+    b(
+        "networking.k8s.io",
+        "v1",
+        "ingressclasses",
+        "ingressclass",
+        "IngressClass",
+        false,
+        &[],
+        false,
+    ),
+    b(
         "events.k8s.io",
         "v1",
         "events",
@@ -456,23 +508,53 @@ fn builtin_types() -> Vec<ResourceType> {
                 .collect(),
             create_only: false,
             schema: None,
+            printer_columns: vec![],
         })
         .collect();
-    out.push(ResourceType {
-        group: "authentication.k8s.io".into(),
-        version: "v1".into(),
-        plural: "tokenreviews".into(),
-        singular: "tokenreview".into(),
-        kind: "TokenReview".into(),
-        namespaced: false,
-        short_names: vec![],
-        categories: vec![],
-        status_subresource: false,
-        builtin: true,
-        extra_subresources: vec![],
-        create_only: true,
-        schema: None,
-    });
+    // Reviews: create-only, nothing stored.
+    for (group, plural, kind, namespaced) in [
+        (
+            "authentication.k8s.io",
+            "tokenreviews",
+            "TokenReview",
+            false,
+        ),
+        (
+            "authorization.k8s.io",
+            "subjectaccessreviews",
+            "SubjectAccessReview",
+            false,
+        ),
+        (
+            "authorization.k8s.io",
+            "selfsubjectaccessreviews",
+            "SelfSubjectAccessReview",
+            false,
+        ),
+        (
+            "authorization.k8s.io",
+            "localsubjectaccessreviews",
+            "LocalSubjectAccessReview",
+            true,
+        ),
+    ] {
+        out.push(ResourceType {
+            group: group.into(),
+            version: "v1".into(),
+            plural: plural.into(),
+            singular: kind.to_lowercase(),
+            kind: kind.into(),
+            namespaced,
+            short_names: vec![],
+            categories: vec![],
+            status_subresource: false,
+            builtin: true,
+            extra_subresources: vec![],
+            create_only: true,
+            schema: None,
+            printer_columns: vec![],
+        });
+    }
     out
 }
 
@@ -610,6 +692,7 @@ mod tests {
             extra_subresources: vec![],
             create_only: false,
             schema: None,
+            printer_columns: vec![],
         };
         r.set_custom("widgets.example.com", vec![t]);
         assert!(r.has_group_version("example.com", "v1"));

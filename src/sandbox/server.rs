@@ -148,8 +148,17 @@ pub fn authenticate(shared: &Shared, token: &str) -> Option<Caller> {
         .then(|| Caller::ServiceAccount(k.namespace.clone(), k.serviceaccount.name.clone()))
 }
 
-/// The single entry point for every request.
+/// The single entry point for every request (logged without query or body: those may
+/// carry object content).
 pub async fn handle_request(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = route(shared, req).await;
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
+    resp
+}
+
+async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     // k3s serves these without authentication.
@@ -190,6 +199,20 @@ pub async fn handle_request(shared: Arc<Shared>, req: Request<Incoming>) -> Resp
         .map(http::decode)
         .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    if method == Method::GET
+        && matches!(segs.as_slice(), ["api"] | ["apis"])
+        && discovery::wants_aggregated(req.headers())
+    {
+        let doc = discovery::aggregated(
+            &shared.cluster.registry,
+            segs.len() == 1 && segs[0] == "api",
+        );
+        let mut r = http::json(200, &doc);
+        if let Ok(v) = discovery::AGGREGATED_CONTENT_TYPE.parse() {
+            r.headers_mut().insert("content-type", v);
+        }
+        return r;
+    }
     let resp = match segs.as_slice() {
         ["api"] => ok_get(&method, || discovery::core_versions(req.headers())),
         ["apis"] => ok_get(&method, || {

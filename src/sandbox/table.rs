@@ -35,6 +35,11 @@ fn extra_columns(rt: &ResourceType) -> Vec<(&'static str, &'static str)> {
             ("Available", "integer"),
         ],
         ("apps", "statefulsets") => vec![("Ready", "string")],
+        ("apps", "replicasets") => vec![
+            ("Desired", "integer"),
+            ("Current", "integer"),
+            ("Ready", "integer"),
+        ],
         ("", "namespaces") => vec![("Status", "string")],
         ("", "nodes") => vec![
             ("Status", "string"),
@@ -70,8 +75,15 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
             let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
             let ready = statuses.iter().filter(|c| c["ready"] == true).count();
             let restarts: i64 = statuses.iter().map(|c| s(&c["restartCount"])).sum();
+            let terminated = statuses.iter().find_map(|c| {
+                c["state"]["terminated"]["reason"]
+                    .as_str()
+                    .map(str::to_string)
+            });
             let phase = if o["metadata"]["deletionTimestamp"].is_string() {
                 json!("Terminating")
+            } else if let Some(reason) = terminated {
+                json!(reason)
             } else {
                 o["status"]["phase"].clone()
             };
@@ -85,6 +97,11 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
             )),
             json!(s(&o["status"]["updatedReplicas"])),
             json!(s(&o["status"]["availableReplicas"])),
+        ],
+        ("apps", "replicasets") => vec![
+            json!(s(&o["spec"]["replicas"])),
+            json!(s(&o["status"]["replicas"])),
+            json!(s(&o["status"]["readyReplicas"])),
         ],
         ("apps", "statefulsets") => vec![json!(format!(
             "{}/{}",
@@ -136,20 +153,78 @@ fn cells(rt: &ResourceType, o: &Value) -> Vec<Value> {
     }
 }
 
+/// Evaluates the JSONPath subset CRD printer columns use: `.a.b`, `[0]` and
+/// `[?(@.field=="value")]` filters. Returns the first match.
+pub fn json_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = obj;
+    let mut rest = path.trim().trim_start_matches('{').trim_end_matches('}');
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            if end > 0 {
+                cur = cur.get(&r[..end])?;
+            }
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']')?;
+            let inner = &r[..end];
+            rest = &r[end + 1..];
+            if let Some(filter) = inner.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')')) {
+                let (field, want) = filter.split_once("==")?;
+                let want = want.trim().trim_matches(|c| c == '"' || c == '\'');
+                cur = cur
+                    .as_array()?
+                    .iter()
+                    .find(|e| e.get(field.trim()).and_then(Value::as_str) == Some(want))?;
+            } else {
+                cur = cur.as_array()?.get(inner.trim().parse::<usize>().ok()?)?;
+            }
+        } else {
+            return None;
+        }
+    }
+    Some(cur)
+}
+
+fn printer_cell(ty: &str, v: Option<&Value>) -> Value {
+    match (ty, v) {
+        (_, None | Some(Value::Null)) => json!("<none>"),
+        ("date", Some(v)) => json!(age(v)),
+        (_, Some(Value::String(s))) => json!(s),
+        (_, Some(other)) => json!(other.to_string()),
+    }
+}
+
 /// Renders a list (or one object) as a Table.
 pub fn render(rt: &ResourceType, body: &Value) -> Value {
     let items: Vec<&Value> = match body["items"].as_array() {
         Some(a) => a.iter().collect(),
         None => vec![body],
     };
-    let extra = extra_columns(rt);
+    let custom = !rt.printer_columns.is_empty();
+    let extra = if custom { vec![] } else { extra_columns(rt) };
     let mut columns = vec![col("Name", "string")];
-    columns.extend(extra.iter().map(|(n, t)| col(n, t)));
-    columns.push(col("Age", "string"));
+    if custom {
+        columns.extend(
+            rt.printer_columns
+                .iter()
+                .map(|(n, t, _)| col(n, if t == "date" { "string" } else { t })),
+        );
+    } else {
+        columns.extend(extra.iter().map(|(n, t)| col(n, t)));
+        columns.push(col("Age", "string"));
+    }
     let rows: Vec<Value> = items
         .iter()
         .map(|o| {
             let mut c = vec![o["metadata"]["name"].clone()];
+            if custom {
+                c.extend(rt.printer_columns.iter().map(|(_, t, p)| printer_cell(t, json_path(o, p))));
+                return json!({
+                    "cells": c,
+                    "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]},
+                });
+            }
             let mut e = cells(rt, o);
             e.resize(extra.len(), json!(""));
             c.extend(e);
@@ -175,6 +250,22 @@ pub fn render(rt: &ResourceType, body: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_path_subset() {
+        let o = json!({"spec": {"url": "https://x"}, "status": {"conditions": [
+            {"type": "Reconciling", "status": "False"}, {"type": "Ready", "status": "True", "message": "ok"}]}});
+        assert_eq!(json_path(&o, ".spec.url"), Some(&json!("https://x")));
+        assert_eq!(
+            json_path(&o, ".status.conditions[?(@.type==\"Ready\")].message"),
+            Some(&json!("ok"))
+        );
+        assert_eq!(
+            json_path(&o, ".status.conditions[0].type"),
+            Some(&json!("Reconciling"))
+        );
+        assert_eq!(json_path(&o, ".status.missing"), None);
+    }
     use crate::sandbox::resources::Registry;
 
     #[test]

@@ -1,4 +1,5 @@
-//! TokenRequest (`serviceaccounts/<name>/token`) and TokenReview.
+//! TokenRequest (`serviceaccounts/<name>/token`), TokenReview, and the access reviews
+//! (`kubectl auth can-i`), which always allow: the sandbox stores RBAC but enforces none.
 
 use serde_json::{Value, json};
 
@@ -6,7 +7,7 @@ use super::auth::{Claims, DEFAULT_AUDIENCES, ISSUER, K8sClaims, NameUid};
 use super::cluster::WriteOpts;
 use super::server::{Caller, Shared};
 use super::status::ApiError;
-use super::store::ObjectKey;
+use super::store::{ObjectKey, WriteMeta};
 
 /// Shortest token lifetime the apiserver issues (10 minutes).
 const MIN_EXPIRATION: i64 = 600;
@@ -65,6 +66,16 @@ pub fn token_request(
             },
         },
     };
+    shared.cluster.store.record_unstored(
+        &ObjectKey::new("/serviceaccounts", ns, name),
+        &WriteMeta {
+            verb: "create-token",
+            resource: "serviceaccounts/token".into(),
+            field_manager: opts.field_manager.clone(),
+            actor: opts.actor.clone(),
+            dry_run: opts.dry_run,
+        },
+    );
     let token = if opts.dry_run {
         String::new()
     } else {
@@ -153,4 +164,15 @@ pub fn token_review(shared: &Shared, _caller: &Caller, body: Value) -> Result<Va
         "spec": {"token": token, "audiences": body["spec"]["audiences"].clone()},
         "status": status,
     }))
+}
+
+/// Answers a (Self/Local)SubjectAccessReview: allowed, since RBAC is stored, not enforced.
+pub fn access_review(rt: &super::resources::ResourceType, body: Value) -> Value {
+    json!({
+        "kind": rt.kind,
+        "apiVersion": rt.api_version(),
+        "metadata": {"creationTimestamp": null},
+        "spec": body["spec"].clone(),
+        "status": {"allowed": true, "reason": "the sandbox cluster does not enforce RBAC"},
+    })
 }

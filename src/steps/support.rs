@@ -18,19 +18,11 @@ use crate::playbook::HumanDuration;
 /// How often a running wait reports what it last observed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
-/// Classifies a Kubernetes client error: throttling, conflicts, server errors and transport
-/// failures may pass; anything else (forbidden, invalid) needs a change by someone.
+/// Classifies a Kubernetes client error with the engine's shared rules
+/// ([`StepError::from_kube`]): throttling, conflicts, server errors and transport failures may
+/// pass; anything else (forbidden, invalid) needs a change by someone.
 pub(crate) fn kube_error(what: &str, e: ::kube::Error) -> StepError {
-    let transient = match &e {
-        ::kube::Error::Api(s) => s.code == 409 || s.code == 429 || s.code >= 500,
-        _ => true,
-    };
-    let message = format!("{what}: {e}");
-    if transient {
-        StepError::transient(message)
-    } else {
-        StepError::permanent(message)
-    }
+    StepError::from_kube(what, e)
 }
 
 /// Classifies an [`ApplyError`]: a kind that is not served yet (its CRD comes from a chart that

@@ -840,6 +840,7 @@ impl VaultConfigure {
         &self,
         ctx: &StepContext,
         session: &VaultSession,
+        write: bool,
     ) -> Result<bool, StepError> {
         let mounts = vaultrs::sys::mount::list(&session.client)
             .await
@@ -860,6 +861,9 @@ impl VaultConfigure {
                 version.unwrap_or("1")
             )));
         }
+        if !write {
+            return Ok(true);
+        }
         let mut opts = vaultrs::api::sys::requests::EnableEngineRequest::builder();
         opts.options(std::collections::HashMap::from([(
             "version".to_owned(),
@@ -877,6 +881,7 @@ impl VaultConfigure {
         &self,
         ctx: &StepContext,
         session: &VaultSession,
+        write: bool,
     ) -> Result<bool, StepError> {
         let auths = vaultrs::sys::auth::list(&session.client)
             .await
@@ -891,6 +896,9 @@ impl VaultConfigure {
                 a.mount_type
             )));
         }
+        if !write {
+            return Ok(true);
+        }
         vaultrs::sys::auth::enable(&session.client, &self.auth_mount, "kubernetes", None)
             .await
             .map_err(|e| vault_error(&format!("enable kubernetes auth at {key}"), e))?;
@@ -902,6 +910,7 @@ impl VaultConfigure {
         &self,
         ctx: &StepContext,
         session: &VaultSession,
+        write: bool,
     ) -> Result<bool, StepError> {
         let ca = cluster_ca(ctx, &self.endpoint.namespace).await?;
         match vaultrs::auth::kubernetes::read_config(&session.client, &self.auth_mount).await {
@@ -915,6 +924,9 @@ impl VaultConfigure {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(vault_error("read the kubernetes auth config", e)),
+        }
+        if !write {
+            return Ok(true);
         }
         let mut opts =
             vaultrs::api::auth::kubernetes::requests::ConfigureKubernetesAuthRequest::builder();
@@ -940,6 +952,7 @@ impl VaultConfigure {
         &self,
         ctx: &StepContext,
         session: &VaultSession,
+        write: bool,
     ) -> Result<bool, StepError> {
         let want = self.policy();
         match vaultrs::sys::policy::read(&session.client, &self.eso_policy).await {
@@ -947,6 +960,9 @@ impl VaultConfigure {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(vault_error("read the ESO policy", e)),
+        }
+        if !write {
+            return Ok(true);
         }
         vaultrs::sys::policy::set(&session.client, &self.eso_policy, &want)
             .await
@@ -959,6 +975,7 @@ impl VaultConfigure {
         &self,
         ctx: &StepContext,
         session: &VaultSession,
+        write: bool,
     ) -> Result<bool, StepError> {
         let names = vec![self.eso_service_account.clone()];
         let namespaces = vec![self.eso_namespace.clone()];
@@ -980,6 +997,9 @@ impl VaultConfigure {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(vault_error("read the ESO role", e)),
+        }
+        if !write {
+            return Ok(true);
         }
         let mut opts =
             vaultrs::api::auth::kubernetes::requests::CreateKubernetesRoleRequest::builder();
@@ -1057,18 +1077,44 @@ impl Step for VaultConfigure {
         payload_of(self)
     }
 
-    async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
-        Ok(self.actions())
+    /// Against a reachable, unsealed Vault: the same checks as `apply`, without the writes.
+    async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
+        let Ok(token) = root_token(ctx, &self.endpoint, &self.keys_secret).await else {
+            return Ok(self.actions());
+        };
+        let Ok(session) = connect(ctx, &self.endpoint, Some(&token)).await else {
+            return Ok(self.actions());
+        };
+        let checks = async {
+            Ok::<_, StepError>([
+                self.ensure_kv(ctx, &session, false).await?,
+                self.ensure_auth(ctx, &session, false).await?,
+                self.ensure_auth_config(ctx, &session, false).await?,
+                self.ensure_policy(ctx, &session, false).await?,
+                self.ensure_role(ctx, &session, false).await?,
+            ])
+        };
+        let Ok(would) = checks.await else {
+            return Ok(self.actions());
+        };
+        let mut actions = self.actions();
+        // actions() is [reach, mount, auth, config, policy, role].
+        for (action, change) in actions.iter_mut().skip(1).zip(would) {
+            if !change {
+                action.op = crate::engine::Op::Unchanged;
+            }
+        }
+        Ok(actions)
     }
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         let token = root_token(ctx, &self.endpoint, &self.keys_secret).await?;
         let session = connect(ctx, &self.endpoint, Some(&token)).await?;
-        let mut changed = self.ensure_kv(ctx, &session).await?;
-        changed |= self.ensure_auth(ctx, &session).await?;
-        changed |= self.ensure_auth_config(ctx, &session).await?;
-        changed |= self.ensure_policy(ctx, &session).await?;
-        changed |= self.ensure_role(ctx, &session).await?;
+        let mut changed = self.ensure_kv(ctx, &session, true).await?;
+        changed |= self.ensure_auth(ctx, &session, true).await?;
+        changed |= self.ensure_auth_config(ctx, &session, true).await?;
+        changed |= self.ensure_policy(ctx, &session, true).await?;
+        changed |= self.ensure_role(ctx, &session, true).await?;
         Ok(StepOutcome::new(changed))
     }
 

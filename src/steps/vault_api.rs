@@ -90,23 +90,11 @@ pub(crate) async fn connect(
     })
 }
 
-/// Classifies a Vault client error; `what` says what was attempted. Vault's error texts never
-/// contain the values sent, so they are safe to show.
+/// Classifies a Vault client error with the engine's shared rules
+/// ([`StepError::from_vault`]); `what` says what was attempted. Vault's error texts never contain
+/// the values sent, so they are safe to show.
 pub(crate) fn vault_error(what: &str, e: ClientError) -> StepError {
-    let (transient, detail) = match &e {
-        ClientError::APIError { code, errors } => (
-            *code == 429 || *code >= 500,
-            format!("Vault answered {code}: {}", errors.join("; ")),
-        ),
-        ClientError::RestClientError { source } => (true, source.to_string()),
-        other => (false, other.to_string()),
-    };
-    let message = format!("{what}: {detail}");
-    if transient {
-        StepError::transient(message)
-    } else {
-        StepError::permanent(message)
-    }
+    StepError::from_vault(what, e)
 }
 
 /// Whether a Vault error is a plain 404 (nothing at that path).

@@ -193,6 +193,17 @@ impl Step for VerifyVault {
             .await
             .map_err(|e| kube_error("read the Vault pod", e))?
             .and_then(|p| p.uid());
+        // Timestamps have second precision: restart in a later second than the unsealer was
+        // created, so the proof check above recognises the new pod on the next run.
+        let unsealer_second = Api::<Deployment>::namespaced(ctx.kube().await?, &self.namespace)
+            .get_opt(UNSEALER_NAME)
+            .await
+            .map_err(|e| kube_error("read the unsealer Deployment", e))?
+            .and_then(|u| u.creation_timestamp())
+            .map(|t| t.0.as_second());
+        while unsealer_second.is_some_and(|s| jiff::Timestamp::now().as_second() <= s) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         ctx.progress(format!(
             "restarting Pod {}/{} to prove auto-unseal",
             self.namespace,

@@ -1,5 +1,5 @@
 //! Garbage collection: objects whose owners (by `ownerReferences` uid) are gone are deleted
-//! (background propagation), and pod backends learn that their pod died.
+//! (background propagation).
 //!
 //! An owner-uid index, kept from the event stream, makes finding dependents O(1) per delete.
 
@@ -77,18 +77,13 @@ impl Controller for GarbageCollector {
         }
     }
 
-    fn map(&self, shared: &Shared, event: &StoreEvent) -> Vec<ObjectKey> {
+    fn map(&self, _shared: &Shared, event: &StoreEvent) -> Vec<ObjectKey> {
         match event.kind {
             EventType::Deleted => self.index(&event.key, Some(&event.object), None),
             _ => self.index(&event.key, event.old.as_deref(), Some(&event.object)),
         }
         if event.kind != EventType::Deleted {
             return Vec::new();
-        }
-        if event.key.resource == "/pods"
-            && let Some(b) = shared.backends.find(&event.key.namespace, &event.key.name)
-        {
-            b.pod_deleted(&event.key.namespace, &event.key.name);
         }
         let Some(uid) = event.object["metadata"]["uid"].as_str() else {
             return Vec::new();

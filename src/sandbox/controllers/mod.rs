@@ -8,6 +8,7 @@ mod endpoints;
 mod gc;
 mod namespaces;
 mod node;
+pub(crate) mod restarts;
 mod workloads;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};

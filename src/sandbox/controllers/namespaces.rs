@@ -1,5 +1,6 @@
 //! Namespaces: the four k3s namespaces exist; every namespace gets the `kube-root-ca.crt`
-//! ConfigMap and a `default` ServiceAccount; a terminating namespace is emptied, then removed.
+//! ConfigMap and a `default` ServiceAccount; a terminating namespace is emptied (objects
+//! with finalizers wait for them), then removed.
 
 use std::sync::Arc;
 
@@ -77,11 +78,26 @@ impl Controller for NamespaceController {
         };
         let opts = WriteOpts::controller(NAME);
         if ns["metadata"]["deletionTimestamp"].is_string() {
+            // Delete everything inside (finalizers are honoured, so this may take several
+            // passes); the namespace goes once it is empty.
+            let mut seen = std::collections::HashSet::new();
+            let mut remaining = 0usize;
             for rt in reg.all().iter().filter(|r| r.namespaced && !r.create_only) {
+                if !seen.insert(rt.storage_key()) {
+                    continue;
+                }
                 for o in c.store.list(&rt.storage_key(), Some(&key.name)).0 {
                     let name = o["metadata"]["name"].as_str().unwrap_or("");
-                    c.remove(rt, &key.name, name, NAME);
+                    match c.delete(rt, &key.name, name, &serde_json::Value::Null, &opts) {
+                        Ok(r) if r.deleted => {}
+                        Ok(_) => remaining += 1,
+                        Err(e) if e.code == 404 => {}
+                        Err(_) => remaining += 1,
+                    }
                 }
+            }
+            if remaining > 0 {
+                return Action::RequeueAfter(std::time::Duration::from_millis(200));
             }
             c.remove(&ns_rt, "", &key.name, NAME);
             return Action::Done;

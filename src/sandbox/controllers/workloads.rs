@@ -1,7 +1,9 @@
-//! Workloads: Deployments and StatefulSets get pods from their templates; pods are
+//! Workloads: Deployments (through ReplicaSets), StatefulSets and Jobs get pods from their
+//! templates; pods are
 //! scheduled on the node and become Running, then Ready after their component's delay
 //! (and only while their backend's readiness probe passes); workload status reports
-//! replicas, ready/available counts and the Available/Progressing conditions.
+//! replicas, ready/available counts and the Available/Progressing conditions. Job pods
+//! run to completion (Succeeded) and the Job becomes Complete.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,8 @@ const NAME: &str = "workload-controller";
 const DEPLOY: &str = "apps/deployments";
 const STS: &str = "apps/statefulsets";
 const PODS: &str = "/pods";
+const JOBS: &str = "batch/jobs";
+const REPLICASETS: &str = "apps/replicasets";
 
 /// Reconciles Deployments, StatefulSets and their pods.
 #[derive(Debug, Default)]
@@ -68,6 +72,18 @@ fn controller_owner(o: &Value) -> Option<(String, String)> {
                 r["name"].as_str()?.to_string(),
             ))
         })
+}
+
+/// The component a pod belongs to, as fault settings name it: its workload (a ReplicaSet
+/// `<deployment>-<hash>` counts as its Deployment), or the pod itself.
+pub(crate) fn component_of(pod: &Value) -> String {
+    match controller_owner(pod) {
+        Some((kind, n)) if kind == "ReplicaSet" => {
+            n.rsplit_once('-').map_or(n.clone(), |(d, _)| d.to_string())
+        }
+        Some((_, n)) => n,
+        None => pod["metadata"]["name"].as_str().unwrap_or("").to_string(),
+    }
 }
 
 fn is_ready(pod: &Value) -> bool {
@@ -152,8 +168,12 @@ impl WorkloadController {
         ))
     }
 
+    /// A Deployment owns one ReplicaSet per pod template (`<name>-<hash>`); the current one
+    /// is scaled to `spec.replicas`, older ones to zero. Status sums the ReplicaSets.
     fn deployment(&self, c: &Cluster, key: &ObjectKey) -> Action {
-        let Some((d_rt, _, p_rt)) = Self::rts(c) else {
+        let (Some((d_rt, _, _)), Some(rs_rt)) =
+            (Self::rts(c), c.registry.lookup("apps", "v1", "replicasets"))
+        else {
             return Action::Done;
         };
         let Ok(d) = c.get(&d_rt, &key.namespace, &key.name) else {
@@ -163,31 +183,140 @@ impl WorkloadController {
             return Action::Done;
         }
         let opts = WriteOpts::controller(NAME);
-        let want = d["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
+        let want = d["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
         let hash = template_hash(&d["spec"]["template"]);
+        let rs_name = format!("{}-{hash}", key.name);
         let uid = d["metadata"]["uid"].as_str().unwrap_or("").to_string();
-        let pods = owned_pods(c, &key.namespace, &uid);
-        let (current, stale): (Vec<Value>, Vec<Value>) = pods
+        let owned: Vec<Value> = c
+            .store
+            .list(REPLICASETS, Some(&key.namespace))
+            .0
+            .iter()
+            .filter(|r| {
+                r["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|x| x["uid"] == uid.as_str()))
+            })
+            .map(|r| (**r).clone())
+            .collect();
+        let revision = owned
+            .iter()
+            .filter_map(|r| {
+                r["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+                    .as_str()?
+                    .parse::<i64>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0);
+        for r in &owned {
+            let name = r["metadata"]["name"].as_str().unwrap_or("");
+            if name != rs_name && r["spec"]["replicas"].as_i64() != Some(0) {
+                let _ = c.modify(&rs_rt, &key.namespace, name, false, NAME, |o| {
+                    o["spec"]["replicas"] = json!(0)
+                });
+            }
+        }
+        match owned
+            .iter()
+            .find(|r| r["metadata"]["name"] == rs_name.as_str())
+        {
+            Some(r) if r["spec"]["replicas"].as_i64() != Some(want) => {
+                let _ = c.modify(&rs_rt, &key.namespace, &rs_name, false, NAME, |o| {
+                    o["spec"]["replicas"] = json!(want)
+                });
+            }
+            Some(_) => {}
+            None => {
+                let mut template = d["spec"]["template"].clone();
+                template["metadata"]["labels"]["pod-template-hash"] = json!(hash);
+                let mut selector = d["spec"]["selector"].clone();
+                selector["matchLabels"]["pod-template-hash"] = json!(hash);
+                let rs = json!({
+                    "metadata": {
+                        "name": rs_name,
+                        "labels": template["metadata"]["labels"],
+                        "annotations": {"deployment.kubernetes.io/revision": (revision + 1).to_string(),
+                            "deployment.kubernetes.io/desired-replicas": want.to_string()},
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": key.name,
+                            "uid": uid, "controller": true, "blockOwnerDeletion": true}],
+                    },
+                    "spec": {"replicas": want, "selector": selector, "template": template},
+                });
+                if let Err(e) = c.create(&rs_rt, &key.namespace, rs, &opts) {
+                    tracing::warn!(error = %e, deployment = %key.name, "cannot create a replicaset");
+                    return Action::RequeueAfter(Duration::from_secs(1));
+                }
+            }
+        }
+        let count = |r: &Value, f: &str| r["status"][f].as_i64().unwrap_or(0);
+        let total: i64 = owned.iter().map(|r| count(r, "replicas")).sum();
+        let current = owned
+            .iter()
+            .find(|r| r["metadata"]["name"] == rs_name.as_str());
+        let updated = current.map_or(0, |r| count(r, "replicas"));
+        let ready: i64 = owned.iter().map(|r| count(r, "readyReplicas")).sum();
+        let available = ready >= want && updated == want && total == want;
+        let generation = d["metadata"]["generation"].clone();
+        let _ = c.modify(&d_rt, &key.namespace, &key.name, true, NAME, |o| {
+            let old = o.clone();
+            let mut status = json!({
+                "observedGeneration": generation,
+                "replicas": total,
+                "updatedReplicas": updated,
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+                "conditions": [
+                    condition("Available", ready >= want,
+                        if ready >= want { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
+                        if ready >= want { "Deployment has minimum availability." } else { "Deployment does not have minimum availability." }, &old),
+                    condition("Progressing", true,
+                        if available { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
+                        &format!("ReplicaSet \"{rs_name}\" {}", if available { "has successfully progressed." } else { "is progressing." }), &old),
+                ],
+            });
+            if total > ready {
+                status["unavailableReplicas"] = json!(total - ready);
+            }
+            for k in ["readyReplicas", "availableReplicas", "updatedReplicas", "replicas"] {
+                if status[k] == 0
+                    && let Some(m) = status.as_object_mut()
+                {
+                    m.remove(k);
+                }
+            }
+            o["status"] = status;
+        });
+        Action::Done
+    }
+
+    /// A ReplicaSet keeps `spec.replicas` pods from its template.
+    fn replicaset(&self, c: &Cluster, key: &ObjectKey) -> Action {
+        let (Some((_, _, p_rt)), Some(rs_rt)) =
+            (Self::rts(c), c.registry.lookup("apps", "v1", "replicasets"))
+        else {
+            return Action::Done;
+        };
+        let Ok(rs) = c.get(&rs_rt, &key.namespace, &key.name) else {
+            return Action::Done;
+        };
+        if rs["metadata"]["deletionTimestamp"].is_string() {
+            return Action::Done;
+        }
+        let opts = WriteOpts::controller(NAME);
+        let want = rs["spec"]["replicas"].as_i64().unwrap_or(1).max(0) as usize;
+        let uid = rs["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        let mut current: Vec<Value> = owned_pods(c, &key.namespace, &uid)
             .into_iter()
             .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-            .partition(|p| p["metadata"]["labels"]["pod-template-hash"] == hash.as_str());
-        for p in &stale {
-            let _ = c.delete(
-                &p_rt,
-                &key.namespace,
-                p["metadata"]["name"].as_str().unwrap_or(""),
-                &Value::Null,
-                &opts,
-            );
-        }
-        let mut current = current;
+            .collect();
         while current.len() < want {
-            let name = format!("{}-{hash}-{}", key.name, random_suffix());
-            let pod = pod_from(&d, "Deployment", &name, json!({"pod-template-hash": hash}));
+            let name = format!("{}-{}", key.name, random_suffix());
+            let pod = pod_from(&rs, "ReplicaSet", &name, json!({}));
             match c.create(&p_rt, &key.namespace, pod, &opts) {
                 Ok(r) => current.push(r.object),
                 Err(e) => {
-                    tracing::warn!(error = %e, deployment = %key.name, "cannot create a pod");
+                    tracing::warn!(error = %e, replicaset = %key.name, "cannot create a pod");
                     return Action::RequeueAfter(Duration::from_secs(1));
                 }
             }
@@ -204,33 +333,21 @@ impl WorkloadController {
             }
         }
         let ready = current.iter().filter(|p| is_ready(p)).count();
-        let available = ready >= want;
-        let generation = d["metadata"]["generation"].clone();
-        let _ = c.modify(&d_rt, &key.namespace, &key.name, true, NAME, |o| {
-            let old = o.clone();
+        let generation = rs["metadata"]["generation"].clone();
+        let _ = c.modify(&rs_rt, &key.namespace, &key.name, true, NAME, |o| {
             let mut status = json!({
                 "observedGeneration": generation,
                 "replicas": current.len(),
-                "updatedReplicas": current.len(),
+                "fullyLabeledReplicas": current.len(),
                 "readyReplicas": ready,
                 "availableReplicas": ready,
-                "conditions": [
-                    condition("Available", available,
-                        if available { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" },
-                        if available { "Deployment has minimum availability." } else { "Deployment does not have minimum availability." }, &old),
-                    condition("Progressing", true,
-                        if available { "NewReplicaSetAvailable" } else { "ReplicaSetUpdated" },
-                        &format!("ReplicaSet \"{}-{hash}\" {}", key.name, if available { "has successfully progressed." } else { "is progressing." }), &old),
-                ],
             });
-            if current.len() > ready {
-                status["unavailableReplicas"] = json!(current.len() - ready);
-            }
-            for k in ["readyReplicas", "availableReplicas"] {
+            for k in ["readyReplicas", "availableReplicas", "fullyLabeledReplicas"] {
                 if status[k] == 0
-                    && let Some(m) = status.as_object_mut() {
-                        m.remove(k);
-                    }
+                    && let Some(m) = status.as_object_mut()
+                {
+                    m.remove(k);
+                }
             }
             o["status"] = status;
         });
@@ -324,6 +441,86 @@ impl WorkloadController {
         Action::Done
     }
 
+    fn job(&self, c: &Cluster, key: &ObjectKey) -> Action {
+        let (Some(j_rt), Some(p_rt)) = (
+            c.registry.lookup("batch", "v1", "jobs"),
+            c.registry.lookup("", "v1", "pods"),
+        ) else {
+            return Action::Done;
+        };
+        let Ok(job) = c.get(&j_rt, &key.namespace, &key.name) else {
+            return Action::Done;
+        };
+        if job["metadata"]["deletionTimestamp"].is_string() || job["spec"]["suspend"] == true {
+            return Action::Done;
+        }
+        let completions = job["spec"]["completions"].as_i64().unwrap_or(1).max(1) as usize;
+        let uid = job["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        let pods = owned_pods(c, &key.namespace, &uid);
+        let succeeded = pods
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Succeeded")
+            .count();
+        let active = pods
+            .iter()
+            .filter(|p| !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")))
+            .count();
+        if succeeded + active < completions {
+            for _ in 0..(completions - succeeded - active) {
+                let name = format!("{}-{}", key.name, random_suffix());
+                let mut pod = pod_from(
+                    &job,
+                    "Job",
+                    &name,
+                    json!({
+                        "batch.kubernetes.io/job-name": key.name, "job-name": key.name,
+                        "batch.kubernetes.io/controller-uid": uid, "controller-uid": uid,
+                    }),
+                );
+                pod["metadata"]["ownerReferences"][0]["apiVersion"] = json!("batch/v1");
+                let _ = c.create(&p_rt, &key.namespace, pod, &WriteOpts::controller(NAME));
+            }
+        }
+        let done = succeeded >= completions;
+        let _ = c.modify(&j_rt, &key.namespace, &key.name, true, NAME, |o| {
+            let old = o.clone();
+            let start = old["status"]["startTime"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(now);
+            let mut status =
+                json!({"startTime": start, "succeeded": succeeded, "ready": 0, "terminating": 0});
+            if active > 0 && !done {
+                status["active"] = json!(active);
+            }
+            if done {
+                let completed = old["status"]["completionTime"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(now);
+                status["completionTime"] = json!(completed);
+                status["conditions"] = json!([
+                    condition(
+                        "SuccessCriteriaMet",
+                        true,
+                        "CompletionsReached",
+                        "Reached expected number of succeeded pods",
+                        &old
+                    ),
+                    condition(
+                        "Complete",
+                        true,
+                        "CompletionsReached",
+                        "Reached expected number of succeeded pods",
+                        &old
+                    ),
+                ]);
+            }
+            o["status"] = status;
+        });
+        Action::Done
+    }
+
     fn pod(&self, shared: &Shared, key: &ObjectKey) -> Action {
         let c = &shared.cluster;
         let Some((_, _, p_rt)) = Self::rts(c) else {
@@ -352,9 +549,7 @@ impl WorkloadController {
         if !node_ready {
             return Action::RequeueAfter(Duration::from_millis(200));
         }
-        let component = controller_owner(&pod)
-            .map(|(_, n)| n)
-            .unwrap_or_else(|| key.name.clone());
+        let component = component_of(&pod);
         let delay = shared
             .faults
             .delay(&component)
@@ -369,11 +564,19 @@ impl WorkloadController {
         if !delay.is_zero() && elapsed < due {
             return Action::RequeueAfter(Duration::from_millis((due - elapsed).max(10) as u64));
         }
+        if matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        ) {
+            return Action::Done;
+        }
+        // Job pods run to completion; every other pod keeps running.
+        let completes = controller_owner(&pod).is_some_and(|(kind, _)| kind == "Job");
         let backend = shared.backends.find(&key.namespace, &key.name);
         let probe = backend
             .as_ref()
             .and_then(|b| b.ready(&key.namespace, &key.name));
-        let ready = probe.unwrap_or(true);
+        let ready = probe.unwrap_or(true) && !completes;
         let started = pod["status"]["startTime"]
             .as_str()
             .map(str::to_string)
@@ -392,16 +595,20 @@ impl WorkloadController {
                     json!({
                         "name": name, "image": ct["image"], "imageID": format!("sandbox://{}", ct["image"].as_str().unwrap_or("")),
                         "containerID": format!("containerd://{}", template_hash(&json!([key.namespace, key.name, name]))),
-                        "ready": ready, "started": true,
+                        "ready": ready, "started": !completes,
                         "restartCount": prev.as_ref().map_or(json!(0), |s| s["restartCount"].clone()),
-                        "state": {"running": {"startedAt": started}},
+                        "state": if completes {
+                            json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": now()}})
+                        } else {
+                            json!({"running": {"startedAt": started}})
+                        },
                     })
                 })
                 .collect();
-            let reason = if ready { "" } else { "ContainersNotReady" };
-            let message = if ready { String::new() } else { "containers with unready status: readiness probe failed".to_string() };
+            let reason = if ready { "" } else if completes { "PodCompleted" } else { "ContainersNotReady" };
+            let message = if ready || completes { String::new() } else { "containers with unready status: readiness probe failed".to_string() };
             p["status"] = json!({
-                "phase": "Running",
+                "phase": if completes { "Succeeded" } else { "Running" },
                 "conditions": [
                     condition("PodReadyToStartContainers", true, "", "", &old),
                     condition("Initialized", true, "", "", &old),
@@ -431,25 +638,30 @@ impl Controller for WorkloadController {
     }
 
     fn watches(&self) -> Vec<String> {
-        vec![DEPLOY.into(), STS.into(), PODS.into()]
+        vec![
+            DEPLOY.into(),
+            REPLICASETS.into(),
+            STS.into(),
+            JOBS.into(),
+            PODS.into(),
+        ]
     }
 
     fn map(&self, _shared: &Shared, e: &StoreEvent) -> Vec<ObjectKey> {
         let mut out = Vec::new();
-        if e.key.resource == PODS {
-            if e.kind != EventType::Deleted {
-                out.push(e.key.clone());
-            }
-            if let Some((kind, name)) = controller_owner(&e.object) {
-                let res = match kind.as_str() {
-                    "Deployment" => DEPLOY,
-                    "StatefulSet" => STS,
-                    _ => return out,
-                };
-                out.push(ObjectKey::new(res, e.key.namespace.as_str(), name));
-            }
-        } else if e.kind != EventType::Deleted {
+        if e.kind != EventType::Deleted {
             out.push(e.key.clone());
+        }
+        // Pods and ReplicaSets wake their owner (ReplicaSet, StatefulSet, Job; Deployment).
+        if let Some((kind, name)) = controller_owner(&e.object) {
+            let res = match kind.as_str() {
+                "Deployment" => DEPLOY,
+                "ReplicaSet" => REPLICASETS,
+                "StatefulSet" => STS,
+                "Job" => JOBS,
+                _ => return out,
+            };
+            out.push(ObjectKey::new(res, e.key.namespace.as_str(), name));
         }
         out
     }
@@ -458,6 +670,8 @@ impl Controller for WorkloadController {
         match key.resource.as_str() {
             DEPLOY => self.deployment(&shared.cluster, key),
             STS => self.statefulset(&shared.cluster, key),
+            JOBS => self.job(&shared.cluster, key),
+            REPLICASETS => self.replicaset(&shared.cluster, key),
             PODS => self.pod(shared, key),
             _ => Action::Done,
         }

@@ -11,6 +11,18 @@ use super::fields::{self, FieldSet, PathElem, Scope};
 use super::strategic::merge_key;
 use crate::sandbox::status::ApiError;
 
+/// Metadata fields an apply body cannot set.
+const SERVER_METADATA: &[&str] = &[
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+];
+
 /// One `managedFields` entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManagedEntry {
@@ -134,7 +146,7 @@ pub fn server_side_apply(
             }
         }
     }
-    if !conflicts.is_empty() && !force {
+    if !conflicts.is_empty() && !force && !upgrades_client_side_apply(&base, w, &conflicting) {
         return Err(ApiError::apply_conflicts(&conflicts));
     }
     for (i, p) in conflicting {
@@ -166,6 +178,17 @@ pub fn server_side_apply(
                 continue;
             }
             let slot = b.entry(k.clone()).or_insert(Value::Null);
+            if k == "metadata" {
+                // Identity and bookkeeping fields are the server's, whatever the body says.
+                let mut m = v.clone();
+                if let Some(mm) = m.as_object_mut() {
+                    for f in SERVER_METADATA {
+                        mm.remove(*f);
+                    }
+                }
+                merge_applied(k, slot, &m);
+                continue;
+            }
             merge_applied(k, slot, v);
         }
     }
@@ -184,6 +207,28 @@ pub fn server_side_apply(
     }
     write_managed(&mut base, &managed);
     Ok(base)
+}
+
+/// kubectl moving an object from client-side to server-side apply: the apiserver lets
+/// manager `kubectl` take over, without conflict, every field its last client-side apply
+/// set (the `last-applied-configuration` annotation), so the switch needs no force.
+fn upgrades_client_side_apply(
+    live: &Value,
+    w: &Writer<'_>,
+    conflicting: &[(usize, Vec<PathElem>)],
+) -> bool {
+    if w.manager != "kubectl" {
+        return false;
+    }
+    let Some(last) =
+        live["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .as_str()
+            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+    else {
+        return false;
+    };
+    let allowed = FieldSet::of(&last, w.scope);
+    conflicting.iter().all(|(_, p)| allowed.0.contains(p))
 }
 
 fn merge_applied(field: &str, slot: &mut Value, applied: &Value) {
@@ -227,9 +272,11 @@ fn merge_applied(field: &str, slot: &mut Value, applied: &Value) {
 
 /// Records ownership for a non-apply write (create, update, patch) by `w.manager`:
 /// the manager takes the fields it changed, and removed fields leave every set.
+/// The ownership record starts from `new`'s `managedFields`, which callers set to the
+/// stored record unless the client deliberately rewrote it.
 pub fn track_update(old: Option<&Value>, new: &mut Value, w: &Writer<'_>) {
     let mut managed = match old {
-        Some(o) => parse_managed(o),
+        Some(_) => parse_managed(new),
         None => Vec::new(),
     };
     let new_set = FieldSet::of(new, w.scope);
@@ -355,6 +402,19 @@ mod tests {
             server_side_apply(&base, &cm(json!({"x":"1","y":"2"})), &w("a"), false).expect("a");
         let two = server_side_apply(&one, &cm(json!({"x":"1"})), &w("a"), false).expect("a again");
         assert!(two["data"].get("y").is_none());
+    }
+
+    #[test]
+    fn kubectl_takes_over_its_client_side_apply_fields() {
+        let mut live = cm(json!({"key": "1"}));
+        live["metadata"]["annotations"] = json!({"kubectl.kubernetes.io/last-applied-configuration":
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"d"},"data":{"key":"1"}}"#});
+        track_update(None, &mut live, &w("kubectl-client-side-apply"));
+        let out = server_side_apply(&live, &cm(json!({"key": "2"})), &w("kubectl"), false)
+            .expect("no conflict");
+        assert_eq!(out["data"]["key"], "2");
+        // Any other manager still conflicts.
+        assert!(server_side_apply(&live, &cm(json!({"key": "2"})), &w("orch"), false).is_err());
     }
 
     #[test]

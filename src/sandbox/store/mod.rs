@@ -161,7 +161,8 @@ struct Inner {
     history_limit: usize,
     /// Watches from a resourceVersion below this get 410 Expired.
     oldest_rv: u64,
-    writes: Vec<WriteRecord>,
+    writes: VecDeque<WriteRecord>,
+    write_seq: u64,
 }
 
 /// The shared store. Cheap to share behind an `Arc`.
@@ -171,9 +172,8 @@ pub struct Store {
     events: broadcast::Sender<Arc<StoreEvent>>,
     dirty: Notify,
     path: Option<PathBuf>,
-    /// Serialises snapshot writes: the background persister's blocking write can still be
-    /// running when shutdown flushes, and both use the same temp file.
-    flush_lock: Mutex<()>,
+    /// Serialises snapshot writers (the debounced loop and the final flush share a temp file).
+    flushing: Mutex<()>,
 }
 
 impl Store {
@@ -187,12 +187,13 @@ impl Store {
                 history: VecDeque::new(),
                 history_limit: history_limit.max(1),
                 oldest_rv: 1,
-                writes: Vec::new(),
+                writes: VecDeque::new(),
+                write_seq: 0,
             }),
             events,
             dirty: Notify::new(),
             path,
-            flush_lock: Mutex::new(()),
+            flushing: Mutex::new(()),
         }
     }
 
@@ -387,6 +388,14 @@ impl Store {
         Ok(result)
     }
 
+    /// Logs an accepted write that stores nothing (a TokenRequest): it counts as a client
+    /// write, with `changed: false`.
+    pub fn record_unstored(&self, key: &ObjectKey, meta: &WriteMeta) {
+        if !meta.dry_run {
+            record(&mut self.lock(), key, meta, false);
+        }
+    }
+
     /// Subscribes to changes after `from_rv`: returns the backlog from history and a
     /// receiver for everything later, atomically (no gap, no duplicate).
     ///
@@ -438,7 +447,7 @@ impl Store {
 
     /// The write log.
     pub fn writes(&self) -> Vec<WriteRecord> {
-        self.lock().writes.clone()
+        self.lock().writes.iter().cloned().collect()
     }
 
     /// Writes the snapshot now (atomically: temp file, fsync, rename).
@@ -449,8 +458,7 @@ impl Store {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        // Taken before the snapshot, so the last writer always saves the newest state.
-        let _serial = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_writer = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         let (rv, objects) = {
             let g = self.lock();
             let mut objects: Vec<(String, Arc<Value>)> = Vec::with_capacity(g.objects.len());
@@ -465,10 +473,18 @@ impl Store {
     }
 
     /// Runs forever, writing the snapshot shortly after changes (debounced).
+    ///
+    /// A snapshot is O(objects), so under sustained writes it is taken at most once a
+    /// second; a graceful shutdown always writes the final state.
     pub async fn persist_loop(self: Arc<Self>) {
+        let min_interval = std::time::Duration::from_secs(1);
+        let mut last = tokio::time::Instant::now() - min_interval;
         loop {
             self.dirty.notified().await;
-            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            let debounce = std::time::Duration::from_millis(200);
+            let earliest = last + min_interval;
+            tokio::time::sleep_until(earliest.max(tokio::time::Instant::now() + debounce)).await;
+            last = tokio::time::Instant::now();
             let store = self.clone();
             let res = tokio::task::spawn_blocking(move || store.flush()).await;
             match res {
@@ -480,9 +496,16 @@ impl Store {
     }
 }
 
+/// The write log keeps the most recent records; counts cover everything.
+const WRITE_LOG_LIMIT: usize = 50_000;
+
 fn record(g: &mut Inner, key: &ObjectKey, meta: &WriteMeta, changed: bool) {
-    let seq = g.writes.len() as u64 + 1;
-    g.writes.push(WriteRecord {
+    g.write_seq += 1;
+    let seq = g.write_seq;
+    if g.writes.len() >= WRITE_LOG_LIMIT {
+        g.writes.pop_front();
+    }
+    g.writes.push_back(WriteRecord {
         seq,
         verb: meta.verb.to_string(),
         resource: meta.resource.clone(),
@@ -571,5 +594,25 @@ mod tests {
         }
         assert_eq!(s.list("/configmaps", Some("a")).0.len(), 2);
         assert_eq!(s.list("/configmaps", None).0.len(), 3);
+    }
+
+    #[test]
+    fn concurrent_flushes_do_not_race_on_the_temp_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Arc::new(Store::open(dir.path().join("state.json"), 10).expect("open"));
+        let k = ObjectKey::new("/configmaps", "default", "a");
+        s.mutate(&k, meta(false), |_| Ok(Mutation::Put(cm("a"))))
+            .expect("put");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || (0..20).try_for_each(|_| s.flush()))
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread").expect("every flush succeeds");
+        }
+        let reopened = Store::open(dir.path().join("state.json"), 10).expect("reopen");
+        assert!(reopened.get(&k).is_some());
     }
 }

@@ -103,7 +103,15 @@ pub(super) fn save(
     let bytes = serde_json::to_vec(&snap).map_err(|e| io(std::io::Error::other(e)))?;
     let tmp = path.with_extension("json.tmp");
     {
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // The snapshot holds Secrets, like etcd: owner-only.
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
         f.write_all(&bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
