@@ -2,6 +2,7 @@
 //! the outcome onto an exit code.
 
 mod args;
+pub mod audit;
 mod exit;
 
 use std::collections::BTreeSet;
@@ -32,8 +33,18 @@ pub fn main() -> ExitCode {
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
+    let audit = matches!(&cli.command, Command::Apply(a) if !a.dry_run) && audit::requested();
     init_tracing();
-    match run(cli) {
+    let status = finish(run(cli));
+    if audit {
+        audit::release_and_pause();
+    }
+    status
+}
+
+/// Report the outcome of [`run`] (the error, redacted, on stderr) as an exit code.
+fn finish(outcome: Result<ExitStatus, CliError>) -> ExitCode {
+    match outcome {
         Ok(status) => status.into(),
         // `kubestrap plan | head`: the reader left; not an error worth a message.
         Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
@@ -82,9 +93,23 @@ fn sandbox_cmd(args: crate::sandbox::SandboxArgs) -> Result<ExitStatus, CliError
 const DEFAULT_LOG_FILTER: &str =
     "warn,rustify=off,vaultrs=off,kube_client=error,kube_runtime=error";
 
+/// Targets whose logs carry raw wire payloads at `trace`, and so any secret on the wire:
+/// tungstenite dumps every WebSocket frame of a port-forward (Vault's HTTP traffic, with its
+/// token and `sys/init` response, in text and hex, split at frame boundaries where the
+/// redactor cannot recognise a value). They are off whatever filter the user sets.
+const WIRE_DUMP_TARGETS: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
+
+/// Logs follow `KUBESTRAP_LOG`, else `RUST_LOG` (tracing filter syntax), else
+/// [`DEFAULT_LOG_FILTER`]; the [`WIRE_DUMP_TARGETS`] are always off.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KUBESTRAP_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("KUBESTRAP_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    for target in WIRE_DUMP_TARGETS {
+        if let Ok(off) = format!("{target}=off").parse() {
+            filter = filter.add_directive(off);
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(secrets::RedactingStderr)
@@ -200,6 +225,8 @@ fn kubeconfig_path(common: &Common, pb: &LoadedPlaybook) -> Option<PathBuf> {
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // A stopped thread's stack stays mapped in glibc's stack cache: burn what it held.
+        .on_thread_stop(secrets::burn_stack)
         .build()
         .map_err(CliError::Runtime)
 }

@@ -6,11 +6,11 @@
 
 use std::borrow::Cow;
 use std::io::{self, Write};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tracing_subscriber::fmt::MakeWriter;
 use zeroize::Zeroizing;
 
@@ -22,17 +22,23 @@ pub const MIN_SECRET_LEN: usize = 4;
 /// Shortest base64 fragment that is masked (fragments cover secrets embedded at any offset).
 const MIN_FRAGMENT_LEN: usize = 8;
 
+/// (pattern, label) pairs, longest first so a longer match wins over its own substring.
+type Patterns = Vec<(Zeroizing<String>, String)>;
+
 /// Masks known secret values in text.
+///
+/// Starts with the captured bootstrap secrets and learns the ones a run creates (Vault's root
+/// token and unseal keys) through [`Redactor::add`], so one shared instance (the run's and the
+/// process-wide one are the same `Arc`) masks them everywhere from then on.
 #[derive(Default)]
 pub struct Redactor {
-    /// (pattern, label), longest first so a longer match wins over its own substring.
-    patterns: Vec<(Zeroizing<String>, String)>,
+    patterns: RwLock<Patterns>,
 }
 
 impl std::fmt::Debug for Redactor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Redactor")
-            .field("patterns", &self.patterns.len())
+            .field("patterns", &self.read().len())
             .finish()
     }
 }
@@ -43,39 +49,65 @@ impl Redactor {
     pub fn new(store: &SecretStore) -> Self {
         let mut patterns = Vec::new();
         for (name, value) in store.iter() {
-            let raw = value.expose_secret();
-            if raw.len() < MIN_SECRET_LEN {
-                continue;
-            }
-            let label = format!("[redacted {name}]");
-            patterns.push((Zeroizing::new(raw.to_owned()), label.clone()));
-            patterns.push((Zeroizing::new(hex::encode(raw.as_bytes())), label.clone()));
-            for fragment in base64_fragments(raw.as_bytes()) {
-                patterns.push((fragment, label.clone()));
-            }
+            push_forms(&mut patterns, name, value.expose_secret());
         }
-        patterns.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
-        patterns.dedup_by(|a, b| *a.0 == *b.0);
-        Self { patterns }
+        sort(&mut patterns);
+        Self {
+            patterns: RwLock::new(patterns),
+        }
+    }
+
+    /// Also mask `value` (raw, hex, base64 at any alignment) as `[redacted NAME]` from now on:
+    /// for secrets that appear during a run, such as Vault's root token and unseal keys.
+    pub fn add(&self, name: &str, value: &SecretString) {
+        let mut patterns = self
+            .patterns
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        push_forms(&mut patterns, name, value.expose_secret());
+        sort(&mut patterns);
     }
 
     /// Whether this redactor masks anything at all.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
+        self.read().is_empty()
     }
 
     /// `text` with every known secret form replaced by `[redacted NAME]`.
     #[must_use]
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
-        for (pattern, label) in &self.patterns {
+        for (pattern, label) in self.read().iter() {
             if out.contains(pattern.as_str()) {
                 out = Cow::Owned(out.replace(pattern.as_str(), label));
             }
         }
         out
     }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Patterns> {
+        self.patterns.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Add the forms of one secret (too short ones are skipped: they would mask ordinary words).
+fn push_forms(patterns: &mut Patterns, name: &str, raw: &str) {
+    if raw.len() < MIN_SECRET_LEN {
+        return;
+    }
+    let label = format!("[redacted {name}]");
+    patterns.push((Zeroizing::new(raw.to_owned()), label.clone()));
+    patterns.push((Zeroizing::new(hex::encode(raw.as_bytes())), label.clone()));
+    for fragment in base64_fragments(raw.as_bytes()) {
+        patterns.push((fragment, label.clone()));
+    }
+}
+
+/// Longest first, duplicates dropped.
+fn sort(patterns: &mut Patterns) {
+    patterns.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+    patterns.dedup_by(|a, b| *a.0 == *b.0);
 }
 
 /// Base64 forms of `secret` as they appear when it is encoded at any byte offset inside a
@@ -99,17 +131,44 @@ fn base64_fragments(secret: &[u8]) -> Vec<Zeroizing<String>> {
     out
 }
 
-static GLOBAL: OnceLock<Arc<Redactor>> = OnceLock::new();
+/// The process-wide redactor. Not a `OnceLock`: it holds every secret in raw and encoded form,
+/// so it must be droppable once the run is over ([`uninstall_global`]).
+static GLOBAL: RwLock<Option<Arc<Redactor>>> = RwLock::new(None);
 
-/// Install the process-wide redactor used by the tracing writer. The first call wins.
+/// Install the process-wide redactor used by the tracing writer and the CLI's error printer.
+/// A later call replaces it.
 pub fn install_global(redactor: Arc<Redactor>) {
-    let _ = GLOBAL.set(redactor);
+    *GLOBAL.write().unwrap_or_else(PoisonError::into_inner) = Some(redactor);
 }
 
-/// The process-wide redactor (empty until [`install_global`]).
+/// Drop the process-wide redactor (and with it, when no step still holds a clone, its copies
+/// of the secrets). Called once a run is over, before the audit pause.
+pub fn uninstall_global() {
+    let old = GLOBAL
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    drop(old);
+}
+
+/// The process-wide redactor (`None` before [`install_global`] and after
+/// [`uninstall_global`]).
 #[must_use]
-pub fn global() -> Option<&'static Arc<Redactor>> {
-    GLOBAL.get()
+pub fn global() -> Option<Arc<Redactor>> {
+    GLOBAL
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+/// Mask `value` as `[redacted NAME]` in everything printed, logged or recorded from now on, by
+/// teaching the process-wide redactor (shared with the run's) about it. Steps call it as soon
+/// as a secret they did not capture enters the process (Vault's root token, unseal keys). A
+/// no-op before [`install_global`] (`plan`, `status`: nothing is recorded there).
+pub fn mask_also(name: &str, value: &SecretString) {
+    if let Some(redactor) = global() {
+        redactor.add(name, value);
+    }
 }
 
 /// A `tracing_subscriber` writer that redacts each formatted log record before writing it to
@@ -136,7 +195,8 @@ impl Write for RedactingRecord {
 
 impl Drop for RedactingRecord {
     fn drop(&mut self) {
-        let _ = write_redacted(global().map(AsRef::as_ref), &self.buf, &mut io::stderr());
+        let redactor = global();
+        let _ = write_redacted(redactor.as_deref(), &self.buf, &mut io::stderr());
     }
 }
 
@@ -164,7 +224,6 @@ impl<'a> MakeWriter<'a> for RedactingStderr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::SecretString;
 
     fn redactor(values: &[(&str, &str)]) -> Redactor {
         let mut store = SecretStore::new();
@@ -212,6 +271,27 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "WARN request failed: bearer [redacted CLOUDFLARE_API_TOKEN]\n"
+        );
+    }
+
+    #[test]
+    fn secrets_added_during_a_run_are_masked_by_every_holder() {
+        let shared = Arc::new(redactor(&[("GITHUB_TOKEN", "ghp_s3cretvalue123")]));
+        let holder = Arc::clone(&shared);
+        let token = SecretString::from("hvs.ROOTtokenFromInit42");
+        assert_eq!(
+            holder.redact("token hvs.ROOTtokenFromInit42"),
+            "token hvs.ROOTtokenFromInit42"
+        );
+        shared.add("VAULT_ROOT_TOKEN", &token);
+        assert_eq!(
+            holder.redact("x-vault-token: hvs.ROOTtokenFromInit42 and ghp_s3cretvalue123"),
+            "x-vault-token: [redacted VAULT_ROOT_TOKEN] and [redacted GITHUB_TOKEN]"
+        );
+        let b64 = base64::engine::general_purpose::STANDARD.encode("k:hvs.ROOTtokenFromInit42");
+        assert!(
+            holder.redact(&b64).contains("[redacted VAULT_ROOT_TOKEN]"),
+            "{b64}"
         );
     }
 

@@ -493,6 +493,9 @@ impl Step for VaultInit {
                     resp.keys.into_iter().map(SecretString::from).collect();
                 let root = SecretString::from(resp.root_token);
                 drop(resp.keys_base64);
+                // Secrets born in this run: the redactor must know them before anything can
+                // print them (issue 5).
+                super::vault_api::mask_vault_secrets(&root, &keys);
                 ctx.progress("Vault initialised; writing the keys Secret");
                 self.store_keys(ctx, &keys, &root, stale).await?;
                 Ok(StepOutcome::new(true))
@@ -534,25 +537,11 @@ impl Step for VaultInit {
     }
 }
 
-/// Writes a file with mode 0600 (temp file, fsync, rename).
+/// Writes a file with mode 0600 in a 0700 directory (exclusive temp file, fsync, rename):
+/// [`crate::secrets::write_private`], which never reuses an existing temp file's mode.
 fn write_private(path: &Path, text: &str) -> Result<(), StepError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let fail = |e: std::io::Error| StepError::permanent(format!("write {}: {e}", path.display()));
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(fail)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(fail)?;
-    f.write_all(text.as_bytes()).map_err(fail)?;
-    f.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    crate::secrets::write_private(path, text.as_bytes())
+        .map_err(|e| StepError::permanent(format!("write {}: {e}", path.display())))
 }
 
 /// `vault.unseal`: submit `threshold` keys from the keys Secret.

@@ -151,6 +151,15 @@ pub(crate) fn share_key(n: usize) -> String {
 /// Key of the root token in the keys Secret.
 pub(crate) const ROOT_TOKEN_KEY: &str = "root-token";
 
+/// Teach the run's redactor Vault's root token and unseal keys, so no log line, error or
+/// record can show them (issue 5: they are secrets kubestrap creates, not captures).
+pub(crate) fn mask_vault_secrets(root: &SecretString, unseal: &[SecretString]) {
+    crate::secrets::redact::mask_also("VAULT_ROOT_TOKEN", root);
+    for key in unseal {
+        crate::secrets::redact::mask_also("VAULT_UNSEAL_KEY", key);
+    }
+}
+
 /// Reads the keys Secret; `None` when it does not exist.
 ///
 /// # Errors
@@ -180,6 +189,7 @@ pub(crate) async fn read_keys(
         ))
     })?;
     let unseal: Vec<SecretString> = (0..).map_while(|n| text(&share_key(n))).collect();
+    mask_vault_secrets(&root, &unseal);
     if unseal.is_empty() {
         return Err(StepError::permanent(format!(
             "Secret {namespace}/{name} holds no unseal-key-<n> entries: see the recovery section of the README"
