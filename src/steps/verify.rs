@@ -635,7 +635,8 @@ impl Step for Cleanup {
             .map_err(|e| StepError::permanent(e.to_string()))?;
         let same = std::fs::read_to_string(&self.report).is_ok_and(|t| t == text);
         if !same {
-            std::fs::write(&self.report, &text)
+            // Owner-only: it names the cluster's paths and endpoints, like the rest of the state.
+            crate::secrets::write_private(std::path::Path::new(&self.report), text.as_bytes())
                 .map_err(|e| StepError::permanent(format!("write {}: {e}", self.report)))?;
         }
         if let Some(kc) = &report.kubeconfig {
