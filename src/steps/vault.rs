@@ -17,7 +17,7 @@ use super::support::{
 };
 use super::vault_api::{
     ROOT_TOKEN_KEY, VaultKeys, VaultSession, VaultState, connect, is_not_found, read_keys,
-    root_token, share_key, state, vault_error,
+    root_token, share_key, state, vault_error, verify_unsealed,
 };
 use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
@@ -639,13 +639,7 @@ impl Step for VaultUnseal {
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-        let session = connect(ctx, &self.endpoint, None).await?;
-        Ok(match state(&session).await? {
-            VaultState::Unsealed => Verified::Holds,
-            other => Verified::DoesNotHold {
-                reason: format!("Vault is {other:?}"),
-            },
-        })
+        verify_unsealed(ctx, &self.endpoint).await
     }
 }
 
