@@ -57,6 +57,15 @@ fn five_phases_then_a_second_run_changes_and_writes_nothing() {
     let all = format!("{}{}", text(&out), fx.checkpoint_text());
     assert!(!all.contains(&fx.github) && !all.contains(&fx.cloudflare));
 
+    // The report and Terraform's working files are the owner's alone.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode =
+            |p: std::path::PathBuf| std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(fx.cluster_dir().join("report.json")), 0o600);
+        assert_eq!(mode(fx.cluster_dir().join("terraform")), 0o700);
+    }
+
     let rt = runtime();
     rt.block_on(async {
         let client = fx.client().await;

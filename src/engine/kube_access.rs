@@ -1,9 +1,9 @@
 //! Lazily-built Kubernetes client shared by all steps of a run.
 //!
 //! Built on first use, so `plan` on a cluster that does not exist yet (k3s not installed) and
-//! steps that never talk to the API do not fail early. Kubeconfig selection follows kubectl:
-//! `--kubeconfig`, else `KUBECONFIG` (a colon-separated list), else `~/.kube/config`; then
-//! `--context`, else the current context.
+//! steps that never talk to the API do not fail early. Kubeconfig selection follows kubectl,
+//! through the toolkit's [`crate::kube::client::connect`]: `--kubeconfig`, else `KUBECONFIG`
+//! (a colon-separated list), else `~/.kube/config`; then `--context`, else the current context.
 
 use std::path::PathBuf;
 
@@ -12,14 +12,14 @@ use tokio::sync::OnceCell;
 /// Why the Kubernetes client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeAccessError {
-    /// The kubeconfig file could not be read or parsed.
+    /// The kubeconfig could not be found, read or parsed, or names no usable context.
     #[error("failed to read kubeconfig {}: {source}; pass --kubeconfig or set KUBECONFIG", .path.as_deref().map_or_else(|| "(KUBECONFIG or ~/.kube/config)".to_owned(), |p| p.display().to_string()))]
     Kubeconfig {
         /// The file, when one was named.
         path: Option<PathBuf>,
-        /// The error.
+        /// The toolkit's error, which says which file or context is wrong.
         #[source]
-        source: ::kube::config::KubeconfigError,
+        source: crate::kube::client::ClientError,
     },
     /// The client could not be created from the configuration.
     #[error("failed to create a Kubernetes client: {0}")]
@@ -80,26 +80,16 @@ impl KubeAccess {
     }
 
     async fn build(&self) -> Result<::kube::Client, KubeAccessError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let kubeconfig = match &self.kubeconfig {
-            Some(path) => ::kube::config::Kubeconfig::read_from(path),
-            None => ::kube::config::Kubeconfig::read(),
-        }
-        .map_err(|source| KubeAccessError::Kubeconfig {
-            path: self.kubeconfig.clone(),
-            source,
-        })?;
-        let options = ::kube::config::KubeConfigOptions {
-            context: self.context.clone(),
-            ..Default::default()
-        };
-        let config = ::kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        use crate::kube::client::{ClientError, connect};
+        connect(self.kubeconfig.as_deref(), self.context.as_deref())
             .await
-            .map_err(|source| KubeAccessError::Kubeconfig {
-                path: self.kubeconfig.clone(),
-                source,
-            })?;
-        ::kube::Client::try_from(config).map_err(KubeAccessError::Client)
+            .map_err(|e| match e {
+                ClientError::Client(source) => KubeAccessError::Client(*source),
+                source => KubeAccessError::Kubeconfig {
+                    path: self.kubeconfig.clone(),
+                    source,
+                },
+            })
     }
 }
 

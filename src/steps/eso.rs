@@ -47,6 +47,7 @@ macro_rules! template_step {
         }
     };
 }
+pub(super) use template_step;
 
 /// `eso.install`: HelmRepository + HelmRelease for the pinned `external-secrets` chart.
 #[derive(Debug, Clone, Serialize)]

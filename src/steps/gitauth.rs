@@ -5,6 +5,7 @@ use ::kube::core::DynamicObject;
 use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
 
+use super::eso::template_step;
 use super::flux::FluxSource;
 use super::support::{
     apply_yaml, cancellable, external_secret, git_repository, kube_error, plan_yaml, ready_state,
@@ -119,38 +120,17 @@ impl GitAuthExternalSecret {
         .render()
         .map_err(|e| StepError::permanent(e.to_string()))
     }
-}
 
-#[async_trait::async_trait]
-impl Step for GitAuthExternalSecret {
-    fn kind(&self) -> &'static str {
-        "gitauth.external-secret"
+    fn waits(&self) -> Vec<Action> {
+        self.actions().split_off(1)
     }
 
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
-
-    async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
-        match plan_yaml(ctx, &self.manifest()?).await {
-            Ok(mut a) => {
-                a.extend(self.actions().split_off(1));
-                Ok(a)
-            }
-            Err(_) => Ok(self.actions()),
-        }
-    }
-
-    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
-        let changed = apply_yaml(ctx, &self.manifest()?).await?;
-        wait_synced(ctx, &self.namespace, &self.name, self.timeout).await?;
-        Ok(StepOutcome::new(changed))
-    }
-
-    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-        manifest_matches(ctx, &self.manifest()?).await
+    /// Waits for ESO to sync the Secret.
+    async fn after_apply(&self, ctx: &StepContext) -> Result<(), StepError> {
+        wait_synced(ctx, &self.namespace, &self.name, self.timeout).await
     }
 }
+template_step!(GitAuthExternalSecret, "gitauth.external-secret");
 
 /// `gitauth.switch`: the GitRepository uses the ESO-managed Secret and is Ready with it.
 #[derive(Debug, Clone, Serialize)]

@@ -181,8 +181,18 @@ impl SecretsTerraform {
         let work = std::path::absolute(ctx.state_dir().join("terraform"))
             .map_err(|e| StepError::permanent(format!("resolve the state directory: {e}")))?;
         let home = work.join("home");
-        std::fs::create_dir_all(&home)
-            .map_err(|e| StepError::permanent(format!("create {}: {e}", home.display())))?;
+        // Owner-only: the state, providers' data and home Terraform writes here hold secrets.
+        {
+            use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&home)
+                .and_then(|()| {
+                    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o700))
+                })
+                .map_err(|e| StepError::permanent(format!("create {}: {e}", home.display())))?;
+        }
         let state = work.join("terraform.tfstate");
         // A Terraform left running by a killed run may still hold the state lock: wait for it.
         let state_arg = format!("-state={} -lock-timeout=120s", state.display());

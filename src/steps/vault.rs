@@ -10,13 +10,14 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
+use super::eso::template_step;
 use super::support::{
     apply_yaml, cancellable, helm_release, kube_error, plan_yaml, reporter, wait_error,
     wait_options,
 };
 use super::vault_api::{
     ROOT_TOKEN_KEY, VaultKeys, VaultSession, VaultState, connect, is_not_found, read_keys,
-    root_token, share_key, state, vault_error,
+    root_token, share_key, state, vault_error, verify_unsealed,
 };
 use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
@@ -120,33 +121,20 @@ impl VaultInstall {
         .render()
         .map_err(|e| StepError::permanent(e.to_string()))
     }
-}
 
-#[async_trait::async_trait]
-impl Step for VaultInstall {
-    fn kind(&self) -> &'static str {
-        "vault.install"
+    fn waits(&self) -> Vec<Action> {
+        Vec::new()
     }
 
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
-
-    async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
-        match plan_yaml(ctx, &self.manifest()?).await {
-            Ok(actions) => Ok(actions),
-            Err(_) => Ok(self.actions()),
-        }
-    }
-
-    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
-        Ok(StepOutcome::new(apply_yaml(ctx, &self.manifest()?).await?))
-    }
-
-    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-        manifest_matches(ctx, &self.manifest()?).await
+    #[expect(
+        clippy::unused_async,
+        reason = "same shape as the steps that wait after applying"
+    )]
+    async fn after_apply(&self, _ctx: &StepContext) -> Result<(), StepError> {
+        Ok(())
     }
 }
+template_step!(VaultInstall, "vault.install");
 
 /// Whether every object of a manifest exists as it would be applied (server-side dry-run).
 pub(crate) async fn manifest_matches(ctx: &StepContext, yaml: &str) -> Result<Verified, StepError> {
@@ -651,13 +639,7 @@ impl Step for VaultUnseal {
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-        let session = connect(ctx, &self.endpoint, None).await?;
-        Ok(match state(&session).await? {
-            VaultState::Unsealed => Verified::Holds,
-            other => Verified::DoesNotHold {
-                reason: format!("Vault is {other:?}"),
-            },
-        })
+        verify_unsealed(ctx, &self.endpoint).await
     }
 }
 
@@ -721,27 +703,13 @@ impl VaultAutoUnseal {
             )),
         ]
     }
-}
 
-#[async_trait::async_trait]
-impl Step for VaultAutoUnseal {
-    fn kind(&self) -> &'static str {
-        "vault.auto-unseal"
+    fn waits(&self) -> Vec<Action> {
+        Vec::new()
     }
 
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
-
-    async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
-        match plan_yaml(ctx, &self.manifest()?).await {
-            Ok(actions) => Ok(actions),
-            Err(_) => Ok(self.actions()),
-        }
-    }
-
-    async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
-        let changed = apply_yaml(ctx, &self.manifest()?).await?;
+    /// Waits for the unsealer Deployment to be Available.
+    async fn after_apply(&self, ctx: &StepContext) -> Result<(), StepError> {
         let client = ctx.kube().await?;
         let options = wait_options(self.timeout);
         let mut report = reporter(ctx);
@@ -756,14 +724,10 @@ impl Step for VaultAutoUnseal {
             .await
             .map_err(wait_error)
         })
-        .await?;
-        Ok(StepOutcome::new(changed))
-    }
-
-    async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-        manifest_matches(ctx, &self.manifest()?).await
+        .await
     }
 }
+template_step!(VaultAutoUnseal, "vault.auto-unseal");
 
 /// `vault.configure`: KV v2, Kubernetes auth, the ESO policy and role.
 #[derive(Debug, Clone, Serialize)]

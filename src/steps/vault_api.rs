@@ -127,6 +127,25 @@ pub(crate) async fn state(session: &VaultSession) -> Result<VaultState, StepErro
     }
 }
 
+/// Whether Vault (reached through `endpoint`) is unsealed: the `verify` of both `vault.unseal`
+/// and `verify.vault`.
+///
+/// # Errors
+/// A transient [`StepError`] when Vault cannot be reached or does not answer.
+pub(crate) async fn verify_unsealed(
+    ctx: &StepContext,
+    endpoint: &VaultEndpoint,
+) -> Result<crate::engine::Verified, StepError> {
+    use crate::engine::Verified;
+    let session = connect(ctx, endpoint, None).await?;
+    Ok(match state(&session).await? {
+        VaultState::Unsealed => Verified::Holds,
+        other => Verified::DoesNotHold {
+            reason: format!("Vault is {other:?}"),
+        },
+    })
+}
+
 /// The contents of the keys Secret.
 pub(crate) struct VaultKeys {
     /// Unseal shares in order.

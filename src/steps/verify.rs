@@ -16,7 +16,7 @@ use super::apps::AppsSecretsSynced;
 use super::eso::EsoStore;
 use super::support::{cancellable, kube_error, ready_state, resource};
 use super::vault::{UNSEALER_NAME, VaultEndpoint};
-use super::vault_api::{VaultState, connect, state};
+use super::vault_api::{VaultState, connect, state, verify_unsealed};
 use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook};
@@ -259,13 +259,7 @@ impl Step for VerifyVault {
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-        let session = connect(ctx, &self.endpoint, None).await?;
-        Ok(match state(&session).await? {
-            VaultState::Unsealed => Verified::Holds,
-            other => Verified::DoesNotHold {
-                reason: format!("Vault is {other:?}"),
-            },
-        })
+        verify_unsealed(ctx, &self.endpoint).await
     }
 }
 
@@ -635,7 +629,8 @@ impl Step for Cleanup {
             .map_err(|e| StepError::permanent(e.to_string()))?;
         let same = std::fs::read_to_string(&self.report).is_ok_and(|t| t == text);
         if !same {
-            std::fs::write(&self.report, &text)
+            // Owner-only: it names the cluster's paths and endpoints, like the rest of the state.
+            crate::secrets::write_private(std::path::Path::new(&self.report), text.as_bytes())
                 .map_err(|e| StepError::permanent(format!("write {}: {e}", self.report)))?;
         }
         if let Some(kc) = &report.kubeconfig {

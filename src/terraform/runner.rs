@@ -3,6 +3,8 @@
 //! The child environment is cleared, then gets only: `PATH`, `HOME`, `TF_IN_AUTOMATION=1`,
 //! `TF_INPUT=0`, `CHECKPOINT_DISABLE=1` (no version check calls home from a bootstrap), and
 //! the caller's explicit extra variables (the step passes `VAULT_ADDR` and `VAULT_TOKEN`).
+//! Secret variables go only to `apply` and `plan`: `init` downloads providers and never needs
+//! them, so it gets the plain ones alone.
 //! Variables travel through an inherited pipe as `-var-file=/dev/fd/N` ([`super::pipe`]).
 //! Output is streamed line by line to a caller-supplied sink, with every known secret value
 //! replaced by `[redacted]` first; on failure the error carries Terraform's own error text.
@@ -92,7 +94,10 @@ pub struct Terraform {
     module_dir: PathBuf,
     path_env: OsString,
     home: Option<PathBuf>,
-    env: Vec<(String, SecretString)>,
+    /// Non-secret variables, passed to every command.
+    env: Vec<(String, String)>,
+    /// Secret variables, passed only to the commands that talk to providers (`apply`, `plan`).
+    secret_env: Vec<(String, SecretString)>,
 }
 
 impl Terraform {
@@ -129,6 +134,7 @@ impl Terraform {
             path_env: path,
             home: std::env::var_os("HOME").map(PathBuf::from),
             env: Vec::new(),
+            secret_env: Vec::new(),
         })
     }
 
@@ -148,20 +154,21 @@ impl Terraform {
 
     /// Adds a non-secret environment variable for the child (e.g. `VAULT_ADDR`, `TF_DATA_DIR`).
     #[must_use]
-    pub fn env(self, key: &str, value: &str) -> Self {
-        self.secret_env(key, SecretString::from(value.to_owned()))
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
     }
 
     /// Adds a secret environment variable for the child (e.g. `VAULT_TOKEN`, which the vault
     /// provider and provisioners read from the environment). Its value is also redacted from
-    /// the output.
+    /// the output. Only `apply` and `plan` receive it; `init` does not need it.
     #[must_use]
     pub fn secret_env(mut self, key: &str, value: SecretString) -> Self {
-        self.env.push((key.to_owned(), value));
+        self.secret_env.push((key.to_owned(), value));
         self
     }
 
-    /// `terraform init -input=false -no-color`.
+    /// `terraform init -input=false -no-color`, with the plain environment only (no secret env).
     ///
     /// # Errors
     /// [`TerraformError::Failed`] with Terraform's error text, or a process error.
@@ -170,6 +177,7 @@ impl Terraform {
             "init",
             &["init", "-input=false", "-no-color"],
             None,
+            false,
             &[0],
             sink,
         )
@@ -187,6 +195,7 @@ impl Terraform {
             "apply",
             &["apply", "-auto-approve", "-input=false", "-no-color"],
             Some(vars),
+            true,
             &[0],
             sink,
         )
@@ -206,6 +215,7 @@ impl Terraform {
                 "plan",
                 &["plan", "-detailed-exitcode", "-input=false", "-no-color"],
                 Some(vars),
+                true,
                 &[0, 2],
                 sink,
             )
@@ -213,16 +223,24 @@ impl Terraform {
         Ok(code == 2)
     }
 
-    /// Runs one command; `ok` lists the exit codes that mean success. Returns the exit code.
+    /// Runs one command; `secrets` says whether the secret env is passed; `ok` lists the exit
+    /// codes that mean success. Returns the exit code.
     async fn run(
         &self,
         command: &'static str,
         args: &[&str],
         vars: Option<&Variables>,
+        secrets: bool,
         ok: &[i32],
         sink: Sink<'_>,
     ) -> Result<i32, TerraformError> {
-        let mut redact: Vec<&str> = self.env.iter().map(|(_, v)| v.expose_secret()).collect();
+        // Every known value is redacted, even where the secret env is not passed.
+        let mut redact: Vec<&str> = self
+            .env
+            .iter()
+            .map(|(_, v)| v.as_str())
+            .chain(self.secret_env.iter().map(|(_, v)| v.expose_secret()))
+            .collect();
         if let Some(vars) = vars {
             redact.extend(
                 vars.secret_values()
@@ -253,7 +271,12 @@ impl Terraform {
             cmd.env("HOME", home);
         }
         for (k, v) in &self.env {
-            cmd.env(k, v.expose_secret());
+            cmd.env(k, v);
+        }
+        if secrets {
+            for (k, v) in &self.secret_env {
+                cmd.env(k, v.expose_secret());
+            }
         }
         let pipe = match &var_file {
             Some(_) => {
@@ -459,20 +482,66 @@ mod tests {
             .unwrap()
             .secret_env("VAULT_TOKEN", SecretString::from("hvs.canary-token"));
         let mut seen = Vec::new();
+        // `apply`, since only the commands that need it receive the secret env.
         let err = tokio::time::timeout(
             std::time::Duration::from_secs(30),
-            tf.init(&mut |s, l| seen.push((s, l.to_owned()))),
+            tf.apply(&Variables::new(), &mut |s, l| seen.push((s, l.to_owned()))),
         )
         .await
         .expect("finished")
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "terraform init failed (exit status: 1):\nError: Unsupported argument\n  on main.tf line 1"
+            "terraform apply failed (exit status: 1):\nError: Unsupported argument\n  on main.tf line 1"
         );
         assert!(
             seen.contains(&(OutputStream::Stdout, "using [redacted]".to_owned())),
             "{seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn init_gets_the_plain_env_but_not_the_secret_env() {
+        // A stand-in "terraform" that prints its whole environment.
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("terraform");
+        std::fs::write(&bin, "#!/bin/sh\nenv\n").unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path =
+            std::env::join_paths([dir.path(), Path::new("/usr/bin"), Path::new("/bin")]).unwrap();
+        let tf = Terraform::with_path("terraform", dir.path(), path)
+            .unwrap()
+            .env("VAULT_ADDR", "http://127.0.0.1:8200")
+            .secret_env("VAULT_TOKEN", SecretString::from("hvs.canary-token"));
+        let mut init_env = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            tf.init(&mut |_, l| init_env.push(l.to_owned())),
+        )
+        .await
+        .expect("finished")
+        .unwrap();
+        assert!(
+            init_env.iter().any(|l| l.starts_with("VAULT_ADDR=")),
+            "{init_env:?}"
+        );
+        assert!(
+            !init_env.iter().any(|l| l.starts_with("VAULT_TOKEN=")),
+            "{init_env:?}"
+        );
+        // apply does get it (redacted in the output).
+        let mut apply_env = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            tf.apply(&Variables::new(), &mut |_, l| apply_env.push(l.to_owned())),
+        )
+        .await
+        .expect("finished")
+        .unwrap();
+        assert!(
+            apply_env.iter().any(|l| l == "VAULT_TOKEN=[redacted]"),
+            "{apply_env:?}"
         );
     }
 }
