@@ -6,14 +6,15 @@
 //! phased DAG and walks it (plan or apply), [`steps`] holds the step kinds (built from the
 //! [`kube`], [`terraform`] and [`templates`] toolkits), [`secrets`] guards bootstrap secrets
 //! from capture to redaction, [`output`] renders engine events and plans, [`cli`] is the command
-//! line with its exit codes, and [`sandbox`] is the local stand-in cluster everything is proven on.
+//! line with its exit codes. The local stand-in cluster everything is proven on is its own crate,
+//! `kubestrap-sandbox`, reached only through the CLI (`kubestrap sandbox`) and the `sandbox`
+//! provider.
 
 pub mod cli;
 pub mod engine;
 pub mod kube;
 pub mod output;
 pub mod playbook;
-pub mod sandbox;
 pub mod secrets;
 pub mod steps;
 pub mod templates;

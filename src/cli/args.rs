@@ -27,8 +27,9 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show what the checkpoint says: done / failed / pending per step.
     Status(StatusArgs),
-    /// Run or stop the local sandbox cluster (a stand-in for k3s and its add-ons, design §6).
-    Sandbox(crate::sandbox::SandboxArgs),
+    /// Run or stop the local sandbox cluster (a stand-in for k3s and its add-ons).
+    #[cfg(feature = "sandbox")]
+    Sandbox(kubestrap_sandbox::SandboxArgs),
     // Reserved: `Unseal` — `kubestrap unseal --kubeconfig K [--watch]` comes with the Vault steps.
 }
 

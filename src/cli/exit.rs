@@ -66,8 +66,9 @@ pub enum CliError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     /// The sandbox cluster could not start or stop.
+    #[cfg(feature = "sandbox")]
     #[error(transparent)]
-    Sandbox(#[from] crate::sandbox::SandboxError),
+    Sandbox(#[from] kubestrap_sandbox::SandboxError),
     /// The async runtime could not be started.
     #[error("failed to start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -120,8 +121,11 @@ impl CliError {
                 | ApplyError::UnknownStep { .. } => ExitStatus::BadInput,
             },
             Self::Checkpoint(c) => checkpoint_status(c),
-            Self::Sandbox(crate::sandbox::SandboxError::Faults(_)) => ExitStatus::BadInput,
-            Self::Sandbox(_) | Self::Runtime(_) | Self::Output(_) => ExitStatus::StepFailed,
+            #[cfg(feature = "sandbox")]
+            Self::Sandbox(kubestrap_sandbox::SandboxError::Faults(_)) => ExitStatus::BadInput,
+            #[cfg(feature = "sandbox")]
+            Self::Sandbox(_) => ExitStatus::StepFailed,
+            Self::Runtime(_) | Self::Output(_) => ExitStatus::StepFailed,
         }
     }
 }

@@ -76,14 +76,16 @@ pub fn run(cli: Cli) -> Result<ExitStatus, CliError> {
         }
         Command::Apply(a) => apply_cmd(&a),
         Command::Status(a) => status_cmd(&a),
+        #[cfg(feature = "sandbox")]
         Command::Sandbox(a) => sandbox_cmd(a),
     }
 }
 
 /// `kubestrap sandbox up|down`: the sandbox owns its own lifecycle; this only gives it a runtime.
-fn sandbox_cmd(args: crate::sandbox::SandboxArgs) -> Result<ExitStatus, CliError> {
+#[cfg(feature = "sandbox")]
+fn sandbox_cmd(args: kubestrap_sandbox::SandboxArgs) -> Result<ExitStatus, CliError> {
     let rt = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
-    rt.block_on(crate::sandbox::run(args))?;
+    rt.block_on(kubestrap_sandbox::run(args))?;
     Ok(ExitStatus::Success)
 }
 

@@ -88,6 +88,13 @@ fn cluster(pb: &Playbook, out: &mut Vec<Finding>) {
     }
     match (c.provider, &pb.sandbox) {
         (Provider::Sandbox, sandbox) => {
+            if !cfg!(feature = "sandbox") {
+                out.push(finding(
+                    "cluster.provider",
+                    "this kubestrap was built without the sandbox (cargo feature `sandbox`): \
+                     use k3s-local, k3s-ssh or existing, or a build with default features",
+                ));
+            }
             let repos = sandbox.as_ref().map(|s| &s.git_repos);
             if !repos.is_some_and(|r| r.contains_key(&pb.flux.git_url)) {
                 out.push(finding(

@@ -1,0 +1,168 @@
+//! An in-process sandbox and the clients a test talks to it with.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::Scope;
+use kube::{Client, Config};
+use kubestrap_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
+use serde::Deserialize;
+use serde_json::Value;
+use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+
+use crate::wait::within;
+
+/// Start a sandbox with `cfg` and connect an admin client to it (shut it down with
+/// [`SandboxHandle::shutdown`], or let the test's runtime abort it).
+///
+/// # Panics
+/// When it does not start in time.
+pub async fn start_sandbox(cfg: SandboxConfig) -> (SandboxHandle, Client) {
+    let handle = within("sandbox start", Sandbox::start(cfg))
+        .await
+        .expect("sandbox starts");
+    let client = kube_client(&handle).await;
+    (handle, client)
+}
+
+/// The kube-rs configuration of `handle`'s kubeconfig (admin token), for tests that change
+/// the token or the retry policy before building a client.
+///
+/// # Panics
+/// When the kubeconfig is unusable.
+pub async fn kube_config(handle: &SandboxHandle) -> Config {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let kc = Kubeconfig::read_from(handle.kubeconfig_path()).expect("kubeconfig");
+    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("config")
+}
+
+/// An admin kube-rs client on `handle`'s kubeconfig, exactly as a user's.
+///
+/// # Panics
+/// When the kubeconfig is unusable.
+pub async fn kube_client(handle: &SandboxHandle) -> Client {
+    Client::try_from(kube_config(handle).await).expect("client")
+}
+
+/// A client on `handle`'s API server that authenticates with `token` instead (e.g. a
+/// service account's).
+///
+/// # Panics
+/// When the kubeconfig is unusable.
+pub async fn kube_client_with_token(handle: &SandboxHandle, token: &str) -> Client {
+    let mut cfg = kube_config(handle).await;
+    cfg.auth_info.token = Some(token.to_string().into());
+    Client::try_from(cfg).expect("client")
+}
+
+/// A local TCP listener that forwards every connection through a new kube-rs port-forward to
+/// `pod`'s `port`, as `kubectl port-forward` does. Returns `http://127.0.0.1:PORT`.
+///
+/// # Panics
+/// When no local port can be bound.
+pub async fn forward(c: &Client, ns: &str, pod: &str, port: u16) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = format!("http://{}", listener.local_addr().expect("addr"));
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    let pod = pod.to_string();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let pods = pods.clone();
+            let pod = pod.clone();
+            tokio::spawn(async move {
+                let Ok(mut pf) = pods.portforward(&pod, &[port]).await else {
+                    return;
+                };
+                let Some(mut stream) = pf.take_stream(port) else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tcp, &mut stream).await;
+                drop(stream);
+                let _ = pf.join().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A vaultrs client for `addr` with `token` (empty for unauthenticated calls).
+///
+/// # Panics
+/// When the settings are invalid.
+#[must_use]
+pub fn vault_client(addr: &str, token: &str) -> VaultClient {
+    VaultClient::new(
+        VaultClientSettingsBuilder::default()
+            .address(addr)
+            .token(token)
+            .build()
+            .expect("vault settings"),
+    )
+    .expect("vault client")
+}
+
+/// Server-side apply every document of `text` (field manager `test`, forced), discovering
+/// each type.
+///
+/// # Panics
+/// When a document is not valid YAML or the apply fails.
+pub async fn apply_yaml(c: &Client, text: &str) -> Vec<DynamicObject> {
+    let mut applied = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let v = Value::deserialize(doc).expect("yaml");
+        if v.is_null() {
+            continue;
+        }
+        applied.push(apply(c, v).await);
+    }
+    applied
+}
+
+/// Server-side apply one object (field manager `test`, forced).
+///
+/// # Panics
+/// When the kind is not served or the apply fails.
+pub async fn apply(c: &Client, v: Value) -> DynamicObject {
+    let api = api_for(c, &v).await;
+    let name = v["metadata"]["name"].as_str().expect("name").to_string();
+    within(
+        &format!("apply {name}"),
+        api.patch(
+            &name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&v),
+        ),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"))
+}
+
+/// The dynamic API for the object `v` (its apiVersion, kind and namespace), discovered.
+///
+/// # Panics
+/// When the kind is not served.
+pub async fn api_for(c: &Client, v: &Value) -> Api<DynamicObject> {
+    let g = gvk(
+        v["apiVersion"].as_str().expect("apiVersion"),
+        v["kind"].as_str().expect("kind"),
+    );
+    let (ar, caps) = within("discovery", kube::discovery::pinned_kind(c, &g))
+        .await
+        .unwrap_or_else(|e| panic!("discover {g:?}: {e}"));
+    match (caps.scope, v["metadata"]["namespace"].as_str()) {
+        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(c.clone(), ns, &ar),
+        (Scope::Namespaced, None) => Api::default_namespaced_with(c.clone(), &ar),
+        (Scope::Cluster, _) => Api::all_with(c.clone(), &ar),
+    }
+}
+
+/// The group/version/kind of `api_version` + `kind`.
+#[must_use]
+pub fn gvk(api_version: &str, kind: &str) -> GroupVersionKind {
+    let (g, v) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    GroupVersionKind::gvk(g, v, kind)
+}
