@@ -1,17 +1,15 @@
 //! Sandbox API throughput and latency with 16 concurrent kube-rs clients, watch delivery
 //! latency, and resident memory while holding 5,000 objects.
 //!
-//! `cargo run --release --example sandbox_bench` (numbers from a debug build are not
-//! representative).
+//! `cargo bench -p kubestrap-sandbox --bench sandbox` (release build).
 
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
-use kubestrap_sandbox::{Sandbox, SandboxConfig};
+use kubestrap_sandbox::SandboxConfig;
+use kubestrap_test_support::start_sandbox;
 use serde_json::json;
 
 const CLIENTS: usize = 16;
@@ -69,17 +67,9 @@ where
 
 #[tokio::main]
 async fn main() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
     let rss_before = rss_kib();
-    let h = Sandbox::start(SandboxConfig::new(dir.path()))
-        .await
-        .expect("sandbox");
-    let kc = Kubeconfig::read_from(h.kubeconfig_path()).expect("kubeconfig");
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    let client = Client::try_from(cfg).expect("client");
+    let (h, client) = start_sandbox(SandboxConfig::new(dir.path())).await;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     tokio::time::sleep(Duration::from_millis(300)).await;
 

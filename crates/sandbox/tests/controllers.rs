@@ -413,7 +413,7 @@ struct Platform {
     _tmp: tempfile::TempDir,
 }
 
-/// The playbook's fleet repository, as `playbooks/sandbox.toml` maps it.
+/// The workspace's sandbox playbook's fleet repository, as `playbooks/sandbox.toml` maps it.
 const FLEET_URL: &str = "https://git.sandbox.local/org/fleet";
 
 async fn platform() -> Platform {
@@ -421,7 +421,7 @@ async fn platform() -> Platform {
     let mut cfg = SandboxConfig::new(tmp.path().join("sandbox"));
     cfg.git_repos.insert(
         FLEET_URL.into(),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/sandbox/git/fleet"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../playbooks/sandbox/git/fleet"),
     );
     let (h, c) = start(cfg).await;
     install_flux(&h, &c).await;

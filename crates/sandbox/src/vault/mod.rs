@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! # use std::sync::Arc;
-//! # use kubestrap::sandbox::vault::{ReviewError, ReviewedAccount, TokenReviewer, VaultServer};
+//! # use kubestrap_sandbox::vault::{ReviewError, ReviewedAccount, TokenReviewer, VaultServer};
 //! struct Review; // the sandbox answers from its TokenReview store
 //! #[async_trait::async_trait]
 //! impl TokenReviewer for Review {
