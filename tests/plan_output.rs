@@ -3,16 +3,19 @@
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use kubestrap::engine::{self, RunEnv};
 use kubestrap::output;
 use kubestrap::playbook::Playbook;
+use kubestrap::steps::Cluster;
 
 fn sandbox_plan() -> engine::Plan {
     // Relative path (tests run in the package root) so the snapshot holds no machine paths.
     let pb = Playbook::load(Path::new("playbooks/sandbox.toml")).unwrap();
     let engine = kubestrap::steps::build(&pb).unwrap();
-    let env = RunEnv::new(pb);
+    let cluster = Arc::new(Cluster::of_playbook(&pb));
+    let env = RunEnv::new(pb).with_finished_resource(cluster);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

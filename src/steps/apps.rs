@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::payload_of;
 use super::support::{
-    cancellable, cluster_secret_store, external_secret, kube_error, kustomization, ready_state,
+    ClusterContext, cancellable, cluster_secret_store, external_secret, kustomization, ready_state,
     reporter, wait_error, wait_options,
 };
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
@@ -119,7 +119,7 @@ impl Step for AppsReconcile {
             let o = api
                 .get_opt(name)
                 .await
-                .map_err(|e| kube_error("read a Kustomization", e))?;
+                .map_err(|e| StepError::classify("read a Kustomization", e))?;
             let Some(o) = o else {
                 return Ok(Verified::DoesNotHold {
                     reason: format!("Kustomization {k} does not exist"),
@@ -216,7 +216,7 @@ impl AppsSecretsSynced {
             out = api
                 .list(&ListParams::default())
                 .await
-                .map_err(|e| kube_error("list ExternalSecrets", e))?
+                .map_err(|e| StepError::classify("list ExternalSecrets", e))?
                 .items;
         } else {
             for ns in &self.namespaces {
@@ -225,7 +225,7 @@ impl AppsSecretsSynced {
                 out.extend(
                     api.list(&ListParams::default())
                         .await
-                        .map_err(|e| kube_error("list ExternalSecrets", e))?
+                        .map_err(|e| StepError::classify("list ExternalSecrets", e))?
                         .items,
                 );
             }

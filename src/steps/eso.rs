@@ -3,51 +3,13 @@
 use serde::Serialize;
 
 use super::support::{
-    apply_yaml, cancellable, cluster_secret_store, plan_yaml, ready_state, reporter, wait_error,
-    wait_options,
+    ClusterContext, TemplateStep, cancellable, cluster_secret_store, deployments_available,
+    ready_state, reporter, wait_error, wait_options, wait_release,
 };
-use super::vault::{manifest_matches, wait_release};
 use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook};
 use crate::templates::{self, Manifest};
-
-/// Implements `plan` / `apply` / `verify` for a step that applies one rendered template.
-macro_rules! template_step {
-    ($ty:ty, $kind:literal) => {
-        #[async_trait::async_trait]
-        impl Step for $ty {
-            fn kind(&self) -> &'static str {
-                $kind
-            }
-
-            fn payload(&self) -> serde_json::Value {
-                payload_of(self)
-            }
-
-            async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
-                match plan_yaml(ctx, &self.manifest()?).await {
-                    Ok(mut actions) => {
-                        actions.extend(self.waits());
-                        Ok(actions)
-                    }
-                    Err(_) => Ok(self.actions()),
-                }
-            }
-
-            async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
-                let changed = apply_yaml(ctx, &self.manifest()?).await?;
-                self.after_apply(ctx).await?;
-                Ok(StepOutcome::new(changed))
-            }
-
-            async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-                manifest_matches(ctx, &self.manifest()?).await
-            }
-        }
-    };
-}
-pub(super) use template_step;
 
 /// `eso.install`: HelmRepository + HelmRelease for the pinned `external-secrets` chart.
 #[derive(Debug, Clone, Serialize)]
@@ -77,6 +39,20 @@ impl EsoInstall {
             chart_version: e.chart_version.clone(),
         }
     }
+}
+
+#[async_trait::async_trait]
+impl TemplateStep for EsoInstall {
+    const KIND: &'static str = "eso.install";
+
+    fn manifest(&self) -> Result<String, StepError> {
+        templates::EsoRelease {
+            repository: self.chart_repo.clone(),
+            chart_version: self.chart_version.clone(),
+        }
+        .render()
+        .map_err(|e| StepError::permanent(e.to_string()))
+    }
 
     fn actions(&self) -> Vec<Action> {
         vec![
@@ -93,30 +69,6 @@ impl EsoInstall {
         ]
     }
 }
-
-impl EsoInstall {
-    fn manifest(&self) -> Result<String, StepError> {
-        templates::EsoRelease {
-            repository: self.chart_repo.clone(),
-            chart_version: self.chart_version.clone(),
-        }
-        .render()
-        .map_err(|e| StepError::permanent(e.to_string()))
-    }
-
-    fn waits(&self) -> Vec<Action> {
-        Vec::new()
-    }
-
-    #[expect(
-        clippy::unused_async,
-        reason = "same shape as the steps that wait after applying"
-    )]
-    async fn after_apply(&self, _ctx: &StepContext) -> Result<(), StepError> {
-        Ok(())
-    }
-}
-template_step!(EsoInstall, "eso.install");
 
 /// `eso.ready`: the release is Ready, its CRDs Established, the operator Available.
 #[derive(Debug, Clone, Serialize)]
@@ -206,7 +158,7 @@ impl Step for EsoReady {
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-        super::flux::deployments_available(ctx, &self.namespace, &[self.release.as_str()]).await
+        deployments_available(ctx, &self.namespace, &[self.release.as_str()]).await
     }
 }
 
@@ -254,6 +206,49 @@ impl EsoStore {
             timeout: pb.playbook.timeouts.eso_ready,
         }
     }
+}
+
+impl EsoStore {
+    /// Whether the store reports Ready now, with its status otherwise.
+    pub(crate) async fn ready_now(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let api: ::kube::Api<::kube::core::DynamicObject> =
+            ::kube::Api::all_with(ctx.kube().await?, &cluster_secret_store());
+        let store = api
+            .get_opt(&self.store)
+            .await
+            .map_err(|e| StepError::classify("read the ClusterSecretStore", e))?;
+        let Some(store) = store else {
+            return Ok(Verified::DoesNotHold {
+                reason: format!("ClusterSecretStore {} does not exist", self.store),
+            });
+        };
+        let (ready, status) = ready_state(&serde_json::to_value(&store).unwrap_or_default());
+        Ok(if ready {
+            Verified::Holds
+        } else {
+            Verified::DoesNotHold {
+                reason: format!("ClusterSecretStore {}: {status}", self.store),
+            }
+        })
+    }
+}
+#[async_trait::async_trait]
+impl TemplateStep for EsoStore {
+    const KIND: &'static str = "eso.store";
+
+    fn manifest(&self) -> Result<String, StepError> {
+        templates::ClusterSecretStore {
+            name: self.store.clone(),
+            vault_server: self.vault_server.clone(),
+            kv_mount: self.kv_mount.clone(),
+            auth_mount: self.auth_mount.clone(),
+            role: self.role.clone(),
+            eso_namespace: self.namespace.clone(),
+            eso_service_account: self.service_account.clone(),
+        }
+        .render()
+        .map_err(|e| StepError::permanent(e.to_string()))
+    }
 
     fn actions(&self) -> Vec<Action> {
         vec![
@@ -271,22 +266,6 @@ impl EsoStore {
                 self.store, self.timeout
             )),
         ]
-    }
-}
-
-impl EsoStore {
-    fn manifest(&self) -> Result<String, StepError> {
-        templates::ClusterSecretStore {
-            name: self.store.clone(),
-            vault_server: self.vault_server.clone(),
-            kv_mount: self.kv_mount.clone(),
-            auth_mount: self.auth_mount.clone(),
-            role: self.role.clone(),
-            eso_namespace: self.namespace.clone(),
-            eso_service_account: self.service_account.clone(),
-        }
-        .render()
-        .map_err(|e| StepError::permanent(e.to_string()))
     }
 
     fn waits(&self) -> Vec<Action> {
@@ -323,28 +302,4 @@ impl EsoStore {
         })
         .await
     }
-
-    /// Whether the store reports Ready now, with its status otherwise.
-    pub(crate) async fn ready_now(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-        let api: ::kube::Api<::kube::core::DynamicObject> =
-            ::kube::Api::all_with(ctx.kube().await?, &cluster_secret_store());
-        let store = api
-            .get_opt(&self.store)
-            .await
-            .map_err(|e| super::support::kube_error("read the ClusterSecretStore", e))?;
-        let Some(store) = store else {
-            return Ok(Verified::DoesNotHold {
-                reason: format!("ClusterSecretStore {} does not exist", self.store),
-            });
-        };
-        let (ready, status) = ready_state(&serde_json::to_value(&store).unwrap_or_default());
-        Ok(if ready {
-            Verified::Holds
-        } else {
-            Verified::DoesNotHold {
-                reason: format!("ClusterSecretStore {}: {status}", self.store),
-            }
-        })
-    }
 }
-template_step!(EsoStore, "eso.store");

@@ -3,14 +3,13 @@
 
 use ::kube::api::Api;
 use ::kube::core::DynamicObject;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::support::{
-    apply_error, apply_yaml, cancellable, git_repository, kube_error, plan_yaml, ready_state,
-    reporter, wait_error, wait_options,
+    ClusterContext, apply_yaml, cancellable, deployments_available, git_repository, plan_yaml,
+    ready_state, reporter, wait_error, wait_options,
 };
 use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
@@ -160,7 +159,7 @@ impl FluxInstall {
                 client
                     .request_text(req)
                     .await
-                    .map_err(|e| kube_error(&format!("GET {path} from the sandbox"), e))
+                    .map_err(|e| StepError::classify(format!("GET {path} from the sandbox"), e))
             })
             .await?
         } else if src.starts_with("https://") || src.starts_with("http://") {
@@ -282,37 +281,6 @@ impl Step for FluxReady {
     }
 }
 
-/// Whether every named Deployment reports `Available=True`.
-pub(crate) async fn deployments_available(
-    ctx: &StepContext,
-    namespace: &str,
-    names: &[&str],
-) -> Result<Verified, StepError> {
-    let api: Api<Deployment> = Api::namespaced(ctx.kube().await?, namespace);
-    for name in names {
-        let d = api
-            .get_opt(name)
-            .await
-            .map_err(|e| kube_error(&format!("read Deployment {namespace}/{name}"), e))?;
-        let Some(d) = d else {
-            return Ok(Verified::DoesNotHold {
-                reason: format!("Deployment {namespace}/{name} does not exist"),
-            });
-        };
-        let v = serde_json::to_value(&d).unwrap_or_default();
-        let check = crate::kube::wait::evaluate_condition(
-            Some(&v),
-            &crate::kube::ConditionSpec::is_true("Available"),
-        );
-        if !check.done {
-            return Ok(Verified::DoesNotHold {
-                reason: format!("Deployment {namespace}/{name}: {}", check.status),
-            });
-        }
-    }
-    Ok(Verified::Holds)
-}
-
 /// `flux.source`: the bootstrap Git Secret, the GitRepository and the root Kustomization, as
 /// `flux bootstrap` names them.
 #[derive(Debug, Clone, Serialize)]
@@ -382,7 +350,7 @@ impl FluxSource {
             Ok(o) => o,
             // The kind is not served yet: nothing exists.
             Err(::kube::Error::Api(s)) if s.code == 404 => None,
-            Err(e) => return Err(kube_error("read the GitRepository", e)),
+            Err(e) => return Err(StepError::classify("read the GitRepository", e)),
         };
         Ok(live.and_then(|o| {
             o.data
@@ -487,7 +455,7 @@ impl Step for FluxSource {
             let exists = api
                 .get_opt(&self.name)
                 .await
-                .map_err(|e| kube_error("read the bootstrap Git Secret", e))?
+                .map_err(|e| StepError::classify("read the bootstrap Git Secret", e))?
                 .is_some();
             if !exists {
                 // Namespace flux-system comes from install.yaml (flux.install ran before).
@@ -505,7 +473,7 @@ impl Step for FluxSource {
                 );
                 changed |= crate::kube::create_secret_if_absent(&client, &secret)
                     .await
-                    .map_err(apply_error)?;
+                    .map_err(|e| StepError::classify("apply", e))?;
                 drop(secret);
             }
         }
@@ -520,7 +488,7 @@ impl Step for FluxSource {
         let Some(repo) = api
             .get_opt(&self.name)
             .await
-            .map_err(|e| kube_error("read the GitRepository", e))?
+            .map_err(|e| StepError::classify("read the GitRepository", e))?
         else {
             return Ok(Verified::DoesNotHold {
                 reason: format!(

@@ -5,13 +5,11 @@ use ::kube::core::DynamicObject;
 use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
 
-use super::eso::template_step;
 use super::flux::FluxSource;
 use super::support::{
-    apply_yaml, cancellable, external_secret, git_repository, kube_error, plan_yaml, ready_state,
-    reporter, wait_error, wait_options,
+    ClusterContext, TemplateStep, apply_yaml, cancellable, external_secret, git_repository,
+    plan_yaml, ready_state, reporter, wait_error, wait_options,
 };
-use super::vault::manifest_matches;
 use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook};
@@ -88,24 +86,12 @@ impl GitAuthExternalSecret {
             timeout: p.timeouts.secret_sync,
         }
     }
-
-    fn actions(&self) -> Vec<Action> {
-        vec![
-            Action::create(obj("ExternalSecret", &self.namespace, &self.name)).with_detail(format!(
-                "store {}, password from {}#{}, username {:?}, refresh {}, creationPolicy Owner, deletionPolicy Retain",
-                self.store, self.vault_path, self.vault_key, self.username, self.refresh_interval
-            )),
-            Action::run(format!(
-                "wait for {} SecretSynced, then {} exists (timeout {})",
-                obj("ExternalSecret", &self.namespace, &self.name),
-                obj("Secret", &self.namespace, &self.name),
-                self.timeout
-            )),
-        ]
-    }
 }
 
-impl GitAuthExternalSecret {
+#[async_trait::async_trait]
+impl TemplateStep for GitAuthExternalSecret {
+    const KIND: &'static str = "gitauth.external-secret";
+
     fn manifest(&self) -> Result<String, StepError> {
         templates::GitExternalSecret {
             name: self.name.clone(),
@@ -121,6 +107,21 @@ impl GitAuthExternalSecret {
         .map_err(|e| StepError::permanent(e.to_string()))
     }
 
+    fn actions(&self) -> Vec<Action> {
+        vec![
+            Action::create(obj("ExternalSecret", &self.namespace, &self.name)).with_detail(format!(
+                "store {}, password from {}#{}, username {:?}, refresh {}, creationPolicy Owner, deletionPolicy Retain",
+                self.store, self.vault_path, self.vault_key, self.username, self.refresh_interval
+            )),
+            Action::run(format!(
+                "wait for {} SecretSynced, then {} exists (timeout {})",
+                obj("ExternalSecret", &self.namespace, &self.name),
+                obj("Secret", &self.namespace, &self.name),
+                self.timeout
+            )),
+        ]
+    }
+
     fn waits(&self) -> Vec<Action> {
         self.actions().split_off(1)
     }
@@ -130,7 +131,6 @@ impl GitAuthExternalSecret {
         wait_synced(ctx, &self.namespace, &self.name, self.timeout).await
     }
 }
-template_step!(GitAuthExternalSecret, "gitauth.external-secret");
 
 /// `gitauth.switch`: the GitRepository uses the ESO-managed Secret and is Ready with it.
 #[derive(Debug, Clone, Serialize)]
@@ -172,7 +172,7 @@ impl GitAuthSwitch {
         let Some(repo) = api
             .get_opt(&self.repository)
             .await
-            .map_err(|e| kube_error("read the GitRepository", e))?
+            .map_err(|e| StepError::classify("read the GitRepository", e))?
         else {
             return Ok(Verified::DoesNotHold {
                 reason: format!(
@@ -244,7 +244,7 @@ impl Step for GitAuthSwitch {
         if secrets
             .get_opt(&self.to_secret)
             .await
-            .map_err(|e| kube_error("read the ESO-managed Git Secret", e))?
+            .map_err(|e| StepError::classify("read the ESO-managed Git Secret", e))?
             .is_none()
         {
             return Err(StepError::permanent(format!(
@@ -343,7 +343,7 @@ impl Step for GitAuthCleanup {
         {
             Ok(_) => Ok(StepOutcome::new(true)),
             Err(::kube::Error::Api(s)) if s.code == 404 => Ok(StepOutcome::new(false)),
-            Err(e) => Err(kube_error("delete the bootstrap Git Secret", e)),
+            Err(e) => Err(StepError::classify("delete the bootstrap Git Secret", e)),
         }
     }
 
@@ -356,7 +356,7 @@ impl Step for GitAuthCleanup {
             match api
                 .get_opt(&self.bootstrap_secret)
                 .await
-                .map_err(|e| kube_error("read the bootstrap Git Secret", e))?
+                .map_err(|e| StepError::classify("read the bootstrap Git Secret", e))?
             {
                 None => Verified::Holds,
                 Some(_) => Verified::DoesNotHold {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::payload_of;
-use super::support::{cancellable, reporter, wait_error, wait_options};
+use super::support::{ClusterContext, cancellable, reporter, wait_error, wait_options};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook, Provider, SshTarget};
 use ::kube::ResourceExt;
@@ -573,7 +573,7 @@ impl Step for K3sReady {
         let nodes = api
             .list(&Default::default())
             .await
-            .map_err(|e| super::support::kube_error("list nodes", e))?;
+            .map_err(|e| StepError::classify("list nodes", e))?;
         for node in &nodes.items {
             let v = serde_json::to_value(node).unwrap_or_default();
             let (ready, status) = super::support::ready_state(&v);
@@ -619,14 +619,14 @@ impl K3sReady {
         let listed = api
             .list(&Default::default())
             .await
-            .map_err(|e| super::support::kube_error("list nodes", e))?;
+            .map_err(|e| StepError::classify("list nodes", e))?;
         for n in listed.items {
             let name = n.name_any();
             if !names.contains(&name) {
                 names.push(name);
             }
         }
-        let node = super::support::resource("", "v1", "Node");
+        let node = super::support::kinds::resource("", "v1", "Node");
         for name in &names {
             cancellable(ctx, async {
                 crate::kube::wait::condition(

@@ -12,7 +12,7 @@ mod eso;
 mod flux;
 mod gitauth;
 mod k3s;
-mod support;
+pub mod support;
 pub mod synthetic;
 mod terraform;
 mod vault;
@@ -29,6 +29,7 @@ pub use eso::{EsoInstall, EsoReady, EsoStore};
 pub use flux::{FluxInstall, FluxReady, FluxSource};
 pub use gitauth::{GitAuthCleanup, GitAuthExternalSecret, GitAuthSwitch};
 pub use k3s::{K3sInstall, K3sReady};
+pub use support::{Cluster, ClusterContext, TemplateStep};
 pub use terraform::{SecretsTerraform, SecretsVerify};
 pub use vault::{
     VaultAutoUnseal, VaultConfigure, VaultInit, VaultInstall, VaultReady, VaultUnseal,

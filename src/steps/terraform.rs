@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::payload_of;
 use super::vault::VaultEndpoint;
-use super::vault_api::{VaultSession, connect, is_not_found, root_token, vault_error};
+use super::vault_api::{VaultSession, connect, is_not_found, root_token};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook};
 use crate::terraform::{OutputStream, Terraform, VarValue, Variables};
@@ -30,7 +30,7 @@ pub(crate) async fn read_kv(
                 .collect(),
         )),
         Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => Err(vault_error(&format!("read {mount}/data/{path}"), e)),
+        Err(e) => Err(StepError::classify(format!("read {mount}/data/{path}"), e)),
     }
 }
 

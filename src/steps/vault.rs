@@ -10,14 +10,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use super::eso::template_step;
 use super::support::{
-    apply_yaml, cancellable, helm_release, kube_error, plan_yaml, reporter, wait_error,
-    wait_options,
+    ClusterContext, TemplateStep, cancellable, reporter, wait_error, wait_options, wait_release,
 };
 use super::vault_api::{
     ROOT_TOKEN_KEY, VaultKeys, VaultSession, VaultState, connect, is_not_found, read_keys,
-    root_token, share_key, state, vault_error, verify_unsealed,
+    root_token, share_key, state, verify_unsealed,
 };
 use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
@@ -96,6 +94,20 @@ impl VaultInstall {
             chart_version: v.chart_version.clone(),
         }
     }
+}
+
+#[async_trait::async_trait]
+impl TemplateStep for VaultInstall {
+    const KIND: &'static str = "vault.install";
+
+    fn manifest(&self) -> Result<String, StepError> {
+        templates::VaultRelease {
+            repository: self.chart_repo.clone(),
+            chart_version: self.chart_version.clone(),
+        }
+        .render()
+        .map_err(|e| StepError::permanent(e.to_string()))
+    }
 
     fn actions(&self) -> Vec<Action> {
         vec![
@@ -110,47 +122,6 @@ impl VaultInstall {
             ),
         ]
     }
-}
-
-impl VaultInstall {
-    fn manifest(&self) -> Result<String, StepError> {
-        templates::VaultRelease {
-            repository: self.chart_repo.clone(),
-            chart_version: self.chart_version.clone(),
-        }
-        .render()
-        .map_err(|e| StepError::permanent(e.to_string()))
-    }
-
-    fn waits(&self) -> Vec<Action> {
-        Vec::new()
-    }
-
-    #[expect(
-        clippy::unused_async,
-        reason = "same shape as the steps that wait after applying"
-    )]
-    async fn after_apply(&self, _ctx: &StepContext) -> Result<(), StepError> {
-        Ok(())
-    }
-}
-template_step!(VaultInstall, "vault.install");
-
-/// Whether every object of a manifest exists as it would be applied (server-side dry-run).
-pub(crate) async fn manifest_matches(ctx: &StepContext, yaml: &str) -> Result<Verified, StepError> {
-    let drift: Vec<String> = plan_yaml(ctx, yaml)
-        .await?
-        .into_iter()
-        .filter(|a| a.op != crate::engine::Op::Unchanged)
-        .map(|a| format!("{} ({:?})", a.target, a.op))
-        .collect();
-    Ok(if drift.is_empty() {
-        Verified::Holds
-    } else {
-        Verified::DoesNotHold {
-            reason: format!("not as applied: {}", drift.join(", ")),
-        }
-    })
 }
 
 /// `vault.ready`: the HelmRelease is Ready and the Vault pod runs (sealed is expected here).
@@ -235,7 +206,7 @@ impl Step for VaultReady {
         let phase = api
             .get_opt(&pod)
             .await
-            .map_err(|e| kube_error("read the Vault pod", e))?
+            .map_err(|e| StepError::classify("read the Vault pod", e))?
             .and_then(|p| p.status.and_then(|s| s.phase));
         Ok(if phase.as_deref() == Some("Running") {
             Verified::Holds
@@ -249,33 +220,6 @@ impl Step for VaultReady {
             }
         })
     }
-}
-
-/// Waits for a HelmRelease to be Ready; a failure names the release's last reason.
-pub(crate) async fn wait_release(
-    ctx: &StepContext,
-    client: &::kube::Client,
-    namespace: &str,
-    name: &str,
-    timeout: HumanDuration,
-) -> Result<(), StepError> {
-    let options = wait_options(timeout);
-    let mut report = reporter(ctx);
-    cancellable(ctx, async {
-        crate::kube::wait::condition(
-            client,
-            &helm_release(),
-            Some(namespace),
-            name,
-            &crate::kube::ConditionSpec::is_true("Ready"),
-            &options,
-            &mut report,
-        )
-        .await
-        .map(|_| ())
-        .map_err(wait_error)
-    })
-    .await
 }
 
 /// `vault.init`: `sys/init` once, the keys into the keys Secret immediately after.
@@ -476,7 +420,7 @@ impl Step for VaultInit {
                     None,
                 )
                 .await
-                .map_err(|e| vault_error("initialise Vault (POST /v1/sys/init)", e))?;
+                .map_err(|e| StepError::classify("initialise Vault (POST /v1/sys/init)", e))?;
                 let keys: Vec<SecretString> =
                     resp.keys.into_iter().map(SecretString::from).collect();
                 let root = SecretString::from(resp.root_token);
@@ -595,7 +539,7 @@ pub(crate) async fn unseal_with(
             Ok(r) if !r.sealed => return Ok(true),
             Ok(r) => last = Some(format!("progress {}/{}", r.progress, r.threshold)),
             Err(e) => {
-                let err = vault_error("submit an unseal key", e);
+                let err = StepError::classify("submit an unseal key", e);
                 if err.is_transient() {
                     return Err(err);
                 }
@@ -676,6 +620,10 @@ impl VaultAutoUnseal {
             timeout: pb.playbook.timeouts.vault_ready,
         }
     }
+}
+#[async_trait::async_trait]
+impl TemplateStep for VaultAutoUnseal {
+    const KIND: &'static str = "vault.auto-unseal";
 
     fn manifest(&self) -> Result<String, StepError> {
         templates::VaultAutoUnseal {
@@ -704,10 +652,6 @@ impl VaultAutoUnseal {
         ]
     }
 
-    fn waits(&self) -> Vec<Action> {
-        Vec::new()
-    }
-
     /// Waits for the unsealer Deployment to be Available.
     async fn after_apply(&self, ctx: &StepContext) -> Result<(), StepError> {
         let client = ctx.kube().await?;
@@ -727,7 +671,6 @@ impl VaultAutoUnseal {
         .await
     }
 }
-template_step!(VaultAutoUnseal, "vault.auto-unseal");
 
 /// `vault.configure`: KV v2, Kubernetes auth, the ESO policy and role.
 #[derive(Debug, Clone, Serialize)]
@@ -808,7 +751,7 @@ impl VaultConfigure {
     ) -> Result<bool, StepError> {
         let mounts = vaultrs::sys::mount::list(&session.client)
             .await
-            .map_err(|e| vault_error("list secrets engines", e))?;
+            .map_err(|e| StepError::classify("list secrets engines", e))?;
         let key = format!("{}/", self.kv_mount);
         if let Some(m) = mounts.get(&key) {
             let version = m
@@ -836,7 +779,7 @@ impl VaultConfigure {
         .description("kubestrap bootstrap secrets".to_owned());
         vaultrs::sys::mount::enable(&session.client, &self.kv_mount, "kv", Some(&mut opts))
             .await
-            .map_err(|e| vault_error(&format!("enable KV v2 at {key}"), e))?;
+            .map_err(|e| StepError::classify(format!("enable KV v2 at {key}"), e))?;
         ctx.progress(format!("enabled KV v2 at {key}"));
         Ok(true)
     }
@@ -849,7 +792,7 @@ impl VaultConfigure {
     ) -> Result<bool, StepError> {
         let auths = vaultrs::sys::auth::list(&session.client)
             .await
-            .map_err(|e| vault_error("list auth methods", e))?;
+            .map_err(|e| StepError::classify("list auth methods", e))?;
         let key = format!("{}/", self.auth_mount);
         if let Some(a) = auths.get(&key) {
             if a.mount_type == "kubernetes" {
@@ -865,7 +808,7 @@ impl VaultConfigure {
         }
         vaultrs::sys::auth::enable(&session.client, &self.auth_mount, "kubernetes", None)
             .await
-            .map_err(|e| vault_error(&format!("enable kubernetes auth at {key}"), e))?;
+            .map_err(|e| StepError::classify(format!("enable kubernetes auth at {key}"), e))?;
         ctx.progress(format!("enabled kubernetes auth at {key}"));
         Ok(true)
     }
@@ -887,7 +830,7 @@ impl VaultConfigure {
             }
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(vault_error("read the kubernetes auth config", e)),
+            Err(e) => return Err(StepError::classify("read the kubernetes auth config", e)),
         }
         if !write {
             return Ok(true);
@@ -904,7 +847,7 @@ impl VaultConfigure {
             Some(&mut opts),
         )
         .await
-        .map_err(|e| vault_error("configure kubernetes auth", e))?;
+        .map_err(|e| StepError::classify("configure kubernetes auth", e))?;
         ctx.progress(format!(
             "configured auth/{} for {KUBERNETES_HOST}",
             self.auth_mount
@@ -923,14 +866,14 @@ impl VaultConfigure {
             Ok(p) if p.rules.trim() == want.trim() => return Ok(false),
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(vault_error("read the ESO policy", e)),
+            Err(e) => return Err(StepError::classify("read the ESO policy", e)),
         }
         if !write {
             return Ok(true);
         }
         vaultrs::sys::policy::set(&session.client, &self.eso_policy, &want)
             .await
-            .map_err(|e| vault_error(&format!("write policy {}", self.eso_policy), e))?;
+            .map_err(|e| StepError::classify(format!("write policy {}", self.eso_policy), e))?;
         ctx.progress(format!("wrote policy {}", self.eso_policy));
         Ok(true)
     }
@@ -960,7 +903,7 @@ impl VaultConfigure {
             }
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(vault_error("read the ESO role", e)),
+            Err(e) => return Err(StepError::classify("read the ESO role", e)),
         }
         if !write {
             return Ok(true);
@@ -978,7 +921,7 @@ impl VaultConfigure {
             Some(&mut opts),
         )
         .await
-        .map_err(|e| vault_error(&format!("write role {}", self.eso_role), e))?;
+        .map_err(|e| StepError::classify(format!("write role {}", self.eso_role), e))?;
         ctx.progress(format!("wrote role {}", self.eso_role));
         Ok(true)
     }
@@ -1026,7 +969,7 @@ async fn cluster_ca(ctx: &StepContext, namespace: &str) -> Result<Option<String>
     Ok(api
         .get_opt("kube-root-ca.crt")
         .await
-        .map_err(|e| kube_error("read ConfigMap kube-root-ca.crt", e))?
+        .map_err(|e| StepError::classify("read ConfigMap kube-root-ca.crt", e))?
         .and_then(|c| c.data)
         .and_then(|mut d| d.remove("ca.crt")))
 }
@@ -1098,7 +1041,7 @@ impl Step for VaultConfigure {
                 reason: format!("policy {} differs from the declared paths", self.eso_policy),
             },
             (Err(e), _) | (_, Err(e)) => Verified::DoesNotHold {
-                reason: vault_error("read the ESO policy and role", e).to_string(),
+                reason: StepError::classify("read the ESO policy and role", e).to_string(),
             },
         })
     }

@@ -14,7 +14,9 @@ use sha2::{Digest, Sha256};
 
 use super::apps::AppsSecretsSynced;
 use super::eso::EsoStore;
-use super::support::{cancellable, kube_error, ready_state, resource};
+use super::support::{
+    ClusterContext, cancellable, deployments_available, kinds::resource, ready_state,
+};
 use super::vault::{UNSEALER_NAME, VaultEndpoint};
 use super::vault_api::{VaultState, connect, state, verify_unsealed};
 use super::{obj, payload_of};
@@ -115,11 +117,11 @@ impl VerifyVault {
         let pod = Api::<Pod>::namespaced(client.clone(), &self.namespace)
             .get_opt(&self.pod_name())
             .await
-            .map_err(|e| kube_error("read the Vault pod", e))?;
+            .map_err(|e| StepError::classify("read the Vault pod", e))?;
         let unsealer = Api::<Deployment>::namespaced(client, &self.namespace)
             .get_opt(UNSEALER_NAME)
             .await
-            .map_err(|e| kube_error("read the unsealer Deployment", e))?;
+            .map_err(|e| StepError::classify("read the unsealer Deployment", e))?;
         Ok(match (pod, unsealer) {
             (Some(p), Some(u)) => match (p.creation_timestamp(), u.creation_timestamp()) {
                 (Some(pt), Some(ut)) => pt.0 > ut.0,
@@ -191,14 +193,14 @@ impl Step for VerifyVault {
         let old_uid = pods
             .get_opt(&self.pod_name())
             .await
-            .map_err(|e| kube_error("read the Vault pod", e))?
+            .map_err(|e| StepError::classify("read the Vault pod", e))?
             .and_then(|p| p.uid());
         // Timestamps have second precision: restart in a later second than the unsealer was
         // created, so the proof check above recognises the new pod on the next run.
         let unsealer_second = Api::<Deployment>::namespaced(ctx.kube().await?, &self.namespace)
             .get_opt(UNSEALER_NAME)
             .await
-            .map_err(|e| kube_error("read the unsealer Deployment", e))?
+            .map_err(|e| StepError::classify("read the unsealer Deployment", e))?
             .and_then(|u| u.creation_timestamp())
             .map(|t| t.0.as_second());
         while unsealer_second.is_some_and(|s| jiff::Timestamp::now().as_second() <= s) {
@@ -215,7 +217,7 @@ impl Step for VerifyVault {
         {
             Ok(_) => {}
             Err(::kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(kube_error("delete the Vault pod", e)),
+            Err(e) => return Err(StepError::classify("delete the Vault pod", e)),
         }
         let options = super::support::wait_options(self.timeout);
         let mut report = super::support::reporter(ctx);
@@ -301,7 +303,7 @@ impl VerifyFlux {
             let list = api
                 .list(&ListParams::default())
                 .await
-                .map_err(|e| kube_error(&format!("list {}", kind.plural), e))?;
+                .map_err(|e| StepError::classify(format!("list {}", kind.plural), e))?;
             for o in list.items {
                 let (ready, status) = ready_state(&serde_json::to_value(&o).unwrap_or_default());
                 if !ready {
@@ -314,7 +316,7 @@ impl VerifyFlux {
                 }
             }
         }
-        if let Verified::DoesNotHold { reason } = super::flux::deployments_available(
+        if let Verified::DoesNotHold { reason } = deployments_available(
             ctx,
             &self.namespace,
             &[
@@ -371,8 +373,7 @@ impl VerifyEso {
 
     async fn check(&self, ctx: &StepContext) -> Result<Verified, StepError> {
         let deployment =
-            super::flux::deployments_available(ctx, &self.namespace, &[self.release.as_str()])
-                .await?;
+            deployments_available(ctx, &self.namespace, &[self.release.as_str()]).await?;
         if let Verified::DoesNotHold { .. } = deployment {
             return Ok(deployment);
         }
@@ -468,7 +469,7 @@ impl VerifyNoBootstrapSecrets {
         let all = api
             .list(&ListParams::default())
             .await
-            .map_err(|e| kube_error("list Secrets", e))?;
+            .map_err(|e| StepError::classify("list Secrets", e))?;
         if all.items.iter().any(|s| {
             s.namespace().as_deref() == Some(self.namespace.as_str())
                 && s.name_any() == self.bootstrap_secret
