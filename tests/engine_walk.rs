@@ -574,7 +574,8 @@ async fn a_missing_existing_cluster_fails_clearly_and_permanently() {
     );
     let pb = common::playbook_in(dir.path(), &text);
     let engine = kubestrap::steps::build(&pb).unwrap();
-    let env = RunEnv::new(pb);
+    let cluster = Arc::new(kubestrap::steps::Cluster::of_playbook(&pb));
+    let env = RunEnv::new(pb).with_finished_resource(cluster);
     let req = ApplyRequest {
         checkpoint: CheckpointMode::Fresh,
         only: Vec::new(),
