@@ -2,12 +2,14 @@
 
 use serde::Serialize;
 
+use super::obj;
+use super::support::checks::exists_with;
 use super::support::{
-    ClusterContext, TemplateStep, cancellable, cluster_secret_store, deployments_available,
-    ready_state, reporter, wait_error, wait_options, wait_release,
+    ClusterContext, StepWaits, TemplateStep, cluster_secret_store, deployments_available,
+    step_identity,
 };
-use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
+use crate::kube::ConditionSpec;
 use crate::playbook::{HumanDuration, LoadedPlaybook};
 use crate::templates::{self, Manifest};
 
@@ -116,44 +118,19 @@ impl EsoReady {
 
 #[async_trait::async_trait]
 impl Step for EsoReady {
-    fn kind(&self) -> &'static str {
-        "eso.ready"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("eso.ready");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         Ok(self.actions())
     }
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
-        let client = ctx.kube().await?;
-        wait_release(ctx, &client, &self.namespace, &self.release, self.timeout).await?;
-        let options = wait_options(self.timeout);
-        let mut report = reporter(ctx);
-        for crd in CRDS {
-            cancellable(ctx, async {
-                crate::kube::wait::crd_established(&client, crd, &options, &mut report)
-                    .await
-                    .map(|_| ())
-                    .map_err(wait_error)
-            })
+        let waits = StepWaits::new(ctx, ctx.kube().await?, self.timeout);
+        waits.release_ready(&self.namespace, &self.release).await?;
+        waits.crds_established(&CRDS).await?;
+        waits
+            .deployment_available(&self.namespace, &self.release)
             .await?;
-        }
-        cancellable(ctx, async {
-            crate::kube::wait::deployment_available(
-                &client,
-                &self.namespace,
-                &self.release,
-                &options,
-                &mut report,
-            )
-            .await
-            .map_err(wait_error)
-        })
-        .await?;
         Ok(StepOutcome::new(false))
     }
 
@@ -213,25 +190,11 @@ impl EsoStore {
     pub(crate) async fn ready_now(&self, ctx: &StepContext) -> Result<Verified, StepError> {
         let api: ::kube::Api<::kube::core::DynamicObject> =
             ::kube::Api::all_with(ctx.kube().await?, &cluster_secret_store());
-        let store = api
-            .get_opt(&self.store)
-            .await
-            .map_err(|e| StepError::classify("read the ClusterSecretStore", e))?;
-        let Some(store) = store else {
-            return Ok(Verified::DoesNotHold {
-                reason: format!("ClusterSecretStore {} does not exist", self.store),
-            });
-        };
-        let (ready, status) = ready_state(&serde_json::to_value(&store).unwrap_or_default());
-        Ok(if ready {
-            Verified::Holds
-        } else {
-            Verified::DoesNotHold {
-                reason: format!("ClusterSecretStore {}: {status}", self.store),
-            }
-        })
+        let what = format!("ClusterSecretStore {}", self.store);
+        exists_with(&api, &self.store, &what, &ConditionSpec::is_true("Ready")).await
     }
 }
+
 #[async_trait::async_trait]
 impl TemplateStep for EsoStore {
     const KIND: &'static str = "eso.store";
@@ -274,32 +237,16 @@ impl TemplateStep for EsoStore {
 
     /// Waits for the store to be Ready; a timeout carries ESO's own reason and message.
     async fn after_apply(&self, ctx: &StepContext) -> Result<(), StepError> {
-        let client = ctx.kube().await?;
-        let options = wait_options(self.timeout);
-        let mut report = reporter(ctx);
-        cancellable(ctx, async {
-            crate::kube::wait::condition(
-                &client,
-                &cluster_secret_store(),
-                None,
-                &self.store,
-                &crate::kube::ConditionSpec::is_true("Ready"),
-                &options,
-                &mut report,
-            )
+        StepWaits::new(ctx, ctx.kube().await?, self.timeout)
+            .ready(&cluster_secret_store(), None, &self.store)
             .await
             .map(|_| ())
-            .map_err(|e| {
-                StepError::permanent(format!(
-                    "ClusterSecretStore {} is not Ready, so External Secrets cannot log in to Vault: {}; check that vault.configure's role {} binds {}/{} and that Vault is unsealed",
-                    self.store,
-                    wait_error(e),
-                    self.role,
-                    self.namespace,
-                    self.service_account
-                ))
+            .map_err(|e| match e {
+                StepError::Cancelled => e,
+                timeout => StepError::permanent(format!(
+                    "ClusterSecretStore {} is not Ready, so External Secrets cannot log in to Vault: {timeout}; check that vault.configure's role {} binds {}/{} and that Vault is unsealed",
+                    self.store, self.role, self.namespace, self.service_account
+                )),
             })
-        })
-        .await
     }
 }

@@ -7,12 +7,14 @@ use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::obj;
+use super::support::checks::exists_with;
 use super::support::{
-    ClusterContext, apply_yaml, cancellable, deployments_available, git_repository, plan_yaml,
-    ready_state, reporter, wait_error, wait_options,
+    ClusterContext, StepWaits, apply_yaml, cancellable, deployments_available, git_repository,
+    plan_yaml, step_identity,
 };
-use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
+use crate::kube::ConditionSpec;
 use crate::playbook::{HumanDuration, LoadedPlaybook};
 use crate::templates::{FluxSync, Manifest};
 
@@ -65,13 +67,7 @@ impl FluxInstall {
 
 #[async_trait::async_trait]
 impl Step for FluxInstall {
-    fn kind(&self) -> &'static str {
-        "flux.install"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("flux.install");
 
     async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         if ctx.kube().await.is_ok()
@@ -223,13 +219,7 @@ impl FluxReady {
 
 #[async_trait::async_trait]
 impl Step for FluxReady {
-    fn kind(&self) -> &'static str {
-        "flux.ready"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("flux.ready");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         let mut actions: Vec<Action> = CRDS
@@ -247,32 +237,11 @@ impl Step for FluxReady {
     }
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
-        let client = ctx.kube().await?;
-        let options = wait_options(self.timeout);
-        let mut report = reporter(ctx);
-        for crd in CRDS {
-            cancellable(ctx, async {
-                crate::kube::wait::crd_established(&client, crd, &options, &mut report)
-                    .await
-                    .map(|_| ())
-                    .map_err(wait_error)
-            })
+        let waits = StepWaits::new(ctx, ctx.kube().await?, self.timeout);
+        waits.crds_established(&CRDS).await?;
+        waits
+            .deployments_available(&self.namespace, &CONTROLLERS)
             .await?;
-        }
-        for name in CONTROLLERS {
-            cancellable(ctx, async {
-                crate::kube::wait::deployment_available(
-                    &client,
-                    &self.namespace,
-                    name,
-                    &options,
-                    &mut report,
-                )
-                .await
-                .map_err(wait_error)
-            })
-            .await?;
-        }
         Ok(StepOutcome::new(false))
     }
 
@@ -378,13 +347,7 @@ pub struct SourceOutputs {
 
 #[async_trait::async_trait]
 impl Step for FluxSource {
-    fn kind(&self) -> &'static str {
-        "flux.source"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("flux.source");
 
     fn secrets(&self) -> Vec<String> {
         vec![self.token_env.clone()]
@@ -485,26 +448,8 @@ impl Step for FluxSource {
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(ctx.kube().await?, &self.namespace, &git_repository());
-        let Some(repo) = api
-            .get_opt(&self.name)
-            .await
-            .map_err(|e| StepError::classify("read the GitRepository", e))?
-        else {
-            return Ok(Verified::DoesNotHold {
-                reason: format!(
-                    "GitRepository {}/{} does not exist",
-                    self.namespace, self.name
-                ),
-            });
-        };
-        let (ready, status) = ready_state(&serde_json::to_value(&repo).unwrap_or_default());
-        Ok(if ready {
-            Verified::Holds
-        } else {
-            Verified::DoesNotHold {
-                reason: format!("GitRepository {}/{}: {status}", self.namespace, self.name),
-            }
-        })
+        let what = obj("GitRepository", &self.namespace, &self.name);
+        exists_with(&api, &self.name, &what, &ConditionSpec::is_true("Ready")).await
     }
 }
 
@@ -515,19 +460,15 @@ impl FluxSource {
         ctx: &StepContext,
         client: &::kube::Client,
     ) -> Result<String, StepError> {
-        let options = wait_options(self.timeout);
-        let mut report = reporter(ctx);
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &self.namespace, &git_repository());
         let object = format!("GitRepository {}/{}", self.namespace, self.name);
-        let found = cancellable(ctx, async {
-            crate::kube::wait::until(
+        let found = StepWaits::new(ctx, client.clone(), self.timeout)
+            .until(
                 api,
                 &self.name,
                 &object,
                 "Ready=True with an artifact revision",
-                &options,
-                &mut report,
                 |o: Option<&DynamicObject>| {
                     let v = o.and_then(|o| serde_json::to_value(o).ok());
                     let mut check = crate::kube::wait::evaluate_condition(
@@ -547,10 +488,7 @@ impl FluxSource {
                     check
                 },
             )
-            .await
-            .map_err(wait_error)
-        })
-        .await?;
+            .await?;
         Ok(found
             .and_then(|o| {
                 o.data

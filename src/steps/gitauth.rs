@@ -6,12 +6,14 @@ use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
 
 use super::flux::FluxSource;
+use super::obj;
+use super::support::checks::{condition_now, missing, read};
 use super::support::{
-    ClusterContext, TemplateStep, apply_yaml, cancellable, external_secret, git_repository,
-    plan_yaml, ready_state, reporter, wait_error, wait_options,
+    ClusterContext, StepWaits, TemplateStep, apply_yaml, external_secret, git_repository,
+    plan_yaml, step_identity,
 };
-use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
+use crate::kube::ConditionSpec;
 use crate::playbook::{HumanDuration, LoadedPlaybook};
 use crate::templates::{self, Manifest};
 
@@ -23,24 +25,15 @@ pub(crate) async fn wait_synced(
     name: &str,
     timeout: HumanDuration,
 ) -> Result<(), StepError> {
-    let client = ctx.kube().await?;
-    let options = wait_options(timeout);
-    let mut report = reporter(ctx);
-    cancellable(ctx, async {
-        crate::kube::wait::condition(
-            &client,
+    StepWaits::new(ctx, ctx.kube().await?, timeout)
+        .condition(
             &external_secret(),
             Some(namespace),
             name,
             &crate::kube::ConditionSpec::is_true("Ready").with_reason("SecretSynced"),
-            &options,
-            &mut report,
         )
         .await
         .map(|_| ())
-        .map_err(wait_error)
-    })
-    .await
 }
 
 /// `gitauth.external-secret`: the ExternalSecret that builds Flux's Git Secret from Vault.
@@ -169,17 +162,9 @@ impl GitAuthSwitch {
     async fn switched_and_ready(&self, ctx: &StepContext) -> Result<Verified, StepError> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(ctx.kube().await?, &self.namespace, &git_repository());
-        let Some(repo) = api
-            .get_opt(&self.repository)
-            .await
-            .map_err(|e| StepError::classify("read the GitRepository", e))?
-        else {
-            return Ok(Verified::DoesNotHold {
-                reason: format!(
-                    "GitRepository {}/{} does not exist",
-                    self.namespace, self.repository
-                ),
-            });
+        let what = obj("GitRepository", &self.namespace, &self.repository);
+        let Some(repo) = read(&api, &self.repository, &what).await? else {
+            return Ok(missing(&what));
         };
         let secret = repo
             .data
@@ -190,17 +175,11 @@ impl GitAuthSwitch {
                 reason: format!("GitRepository uses Secret {}", secret.unwrap_or("(none)")),
             });
         }
-        let (ready, status) = ready_state(&serde_json::to_value(&repo).unwrap_or_default());
-        Ok(if ready {
-            Verified::Holds
-        } else {
-            Verified::DoesNotHold {
-                reason: format!(
-                    "GitRepository {}/{}: {status}",
-                    self.namespace, self.repository
-                ),
-            }
-        })
+        Ok(condition_now(
+            &repo,
+            &what,
+            &ConditionSpec::is_true("Ready"),
+        ))
     }
 
     fn actions(&self) -> Vec<Action> {
@@ -220,13 +199,7 @@ impl GitAuthSwitch {
 
 #[async_trait::async_trait]
 impl Step for GitAuthSwitch {
-    fn kind(&self) -> &'static str {
-        "gitauth.switch"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("gitauth.switch");
 
     async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         match plan_yaml(ctx, &self.source.sync(&self.to_secret)?).await {
@@ -304,13 +277,7 @@ impl GitAuthCleanup {
 
 #[async_trait::async_trait]
 impl Step for GitAuthCleanup {
-    fn kind(&self) -> &'static str {
-        "gitauth.cleanup"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("gitauth.cleanup");
 
     async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         if self.delete

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::payload_of;
-use super::support::{ClusterContext, cancellable, reporter, wait_error, wait_options};
+use super::support::{
+    ClusterContext, StepWaits, cancellable, reporter, step_identity, wait_error, wait_options,
+};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook, Provider, SshTarget};
 use ::kube::ResourceExt;
@@ -85,13 +86,7 @@ impl K3sInstall {
 
 #[async_trait::async_trait]
 impl Step for K3sInstall {
-    fn kind(&self) -> &'static str {
-        "k3s.install"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("k3s.install");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         let kubeconfig = self
@@ -537,13 +532,7 @@ impl K3sReady {
 
 #[async_trait::async_trait]
 impl Step for K3sReady {
-    fn kind(&self) -> &'static str {
-        "k3s.ready"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("k3s.ready");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         Ok(vec![
@@ -627,21 +616,9 @@ impl K3sReady {
             }
         }
         let node = super::support::kinds::resource("", "v1", "Node");
+        let waits = StepWaits::new(ctx, client.clone(), self.timeout);
         for name in &names {
-            cancellable(ctx, async {
-                crate::kube::wait::condition(
-                    client,
-                    &node,
-                    None,
-                    name,
-                    &crate::kube::ConditionSpec::is_true("Ready"),
-                    &options,
-                    &mut report,
-                )
-                .await
-                .map_err(wait_error)
-            })
-            .await?;
+            waits.ready(&node, None, name).await?;
         }
         Ok(names)
     }

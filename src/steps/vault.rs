@@ -10,14 +10,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use super::support::{
-    ClusterContext, TemplateStep, cancellable, reporter, wait_error, wait_options, wait_release,
-};
+use super::obj;
+use super::support::{ClusterContext, StepWaits, TemplateStep, step_identity};
 use super::vault_api::{
     ROOT_TOKEN_KEY, VaultKeys, VaultSession, VaultState, connect, is_not_found, read_keys,
     root_token, share_key, state, verify_unsealed,
 };
-use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook, VaultAccess};
 use crate::templates::{self, Manifest};
@@ -165,38 +163,19 @@ impl VaultReady {
 
 #[async_trait::async_trait]
 impl Step for VaultReady {
-    fn kind(&self) -> &'static str {
-        "vault.ready"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("vault.ready");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         Ok(self.actions())
     }
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
-        let client = ctx.kube().await?;
-        wait_release(ctx, &client, &self.namespace, &self.release, self.timeout).await?;
-        let options = wait_options(self.timeout);
-        let mut report = reporter(ctx);
+        let waits = StepWaits::new(ctx, ctx.kube().await?, self.timeout);
+        waits.release_ready(&self.namespace, &self.release).await?;
         let pod = format!("{}-0", self.release);
-        cancellable(ctx, async {
-            crate::kube::wait::pod(
-                &client,
-                &self.namespace,
-                &pod,
-                crate::kube::PodState::Running,
-                &options,
-                &mut report,
-            )
-            .await
-            .map(|_| ())
-            .map_err(wait_error)
-        })
-        .await?;
+        waits
+            .pod(&self.namespace, &pod, crate::kube::PodState::Running)
+            .await?;
         Ok(StepOutcome::new(false))
     }
 
@@ -381,13 +360,7 @@ impl VaultInit {
 
 #[async_trait::async_trait]
 impl Step for VaultInit {
-    fn kind(&self) -> &'static str {
-        "vault.init"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("vault.init");
 
     async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         if let Ok(Verified::Holds) = self.verify(ctx).await {
@@ -557,13 +530,7 @@ pub(crate) async fn unseal_with(
 
 #[async_trait::async_trait]
 impl Step for VaultUnseal {
-    fn kind(&self) -> &'static str {
-        "vault.unseal"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("vault.unseal");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         Ok(self.actions())
@@ -654,21 +621,9 @@ impl TemplateStep for VaultAutoUnseal {
 
     /// Waits for the unsealer Deployment to be Available.
     async fn after_apply(&self, ctx: &StepContext) -> Result<(), StepError> {
-        let client = ctx.kube().await?;
-        let options = wait_options(self.timeout);
-        let mut report = reporter(ctx);
-        cancellable(ctx, async {
-            crate::kube::wait::deployment_available(
-                &client,
-                &self.namespace,
-                UNSEALER_NAME,
-                &options,
-                &mut report,
-            )
+        StepWaits::new(ctx, ctx.kube().await?, self.timeout)
+            .deployment_available(&self.namespace, UNSEALER_NAME)
             .await
-            .map_err(wait_error)
-        })
-        .await
     }
 }
 
@@ -976,13 +931,7 @@ async fn cluster_ca(ctx: &StepContext, namespace: &str) -> Result<Option<String>
 
 #[async_trait::async_trait]
 impl Step for VaultConfigure {
-    fn kind(&self) -> &'static str {
-        "vault.configure"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("vault.configure");
 
     /// Against a reachable, unsealed Vault: the same checks as `apply`, without the writes.
     async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {

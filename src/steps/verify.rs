@@ -14,12 +14,13 @@ use sha2::{Digest, Sha256};
 
 use super::apps::AppsSecretsSynced;
 use super::eso::EsoStore;
+use super::obj;
 use super::support::{
-    ClusterContext, cancellable, deployments_available, kinds::resource, ready_state,
+    ClusterContext, StepWaits, cancellable, deployments_available, kinds::resource, ready_state,
+    step_identity,
 };
 use super::vault::{UNSEALER_NAME, VaultEndpoint};
 use super::vault_api::{VaultState, connect, state, verify_unsealed};
-use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook};
 
@@ -29,13 +30,7 @@ macro_rules! check_step {
     ($ty:ty, $kind:literal) => {
         #[async_trait::async_trait]
         impl Step for $ty {
-            fn kind(&self) -> &'static str {
-                $kind
-            }
-
-            fn payload(&self) -> serde_json::Value {
-                payload_of(self)
-            }
+            $crate::steps::support::step_identity!($kind);
 
             async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
                 Ok(self.actions())
@@ -165,13 +160,7 @@ impl VerifyVault {
 
 #[async_trait::async_trait]
 impl Step for VerifyVault {
-    fn kind(&self) -> &'static str {
-        "verify.vault"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("verify.vault");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         Ok(self.actions())
@@ -219,17 +208,13 @@ impl Step for VerifyVault {
             Err(::kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(StepError::classify("delete the Vault pod", e)),
         }
-        let options = super::support::wait_options(self.timeout);
-        let mut report = super::support::reporter(ctx);
         let object = format!("Pod {}/{}", self.namespace, self.pod_name());
-        cancellable(ctx, async {
-            crate::kube::wait::until(
+        StepWaits::new(ctx, ctx.kube().await?, self.timeout)
+            .until(
                 pods.clone(),
                 &self.pod_name(),
                 &object,
                 "recreated and Running",
-                &options,
-                &mut report,
                 |p: Option<&Pod>| match p {
                     Some(p)
                         if p.uid() != old_uid
@@ -251,11 +236,7 @@ impl Step for VerifyVault {
                     None => crate::kube::Check::pending("deleted, not recreated yet"),
                 },
             )
-            .await
-            .map(|_| ())
-            .map_err(super::support::wait_error)
-        })
-        .await?;
+            .await?;
         self.wait_unsealed(ctx).await?;
         Ok(StepOutcome::new(true))
     }
@@ -604,13 +585,7 @@ impl Cleanup {
 
 #[async_trait::async_trait]
 impl Step for Cleanup {
-    fn kind(&self) -> &'static str {
-        "cleanup"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("cleanup");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         let mut actions = self.actions();
