@@ -1,7 +1,7 @@
 //! The walker, driven through the library with synthetic steps: ordering, the phase barrier,
 //! the concurrency bound, failure handling, retries, interruption, outputs and resume.
 
-mod common;
+use kubestrap_test_support as common;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -136,7 +136,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let pb = common::playbook_in(dir.path(), common::MINIMAL);
+    let pb = playbook_in(dir.path(), common::MINIMAL);
     let env = RunEnv::new(pb);
     let recorder = Recorder::new();
     env.events.subscribe(recorder.subscriber());
@@ -545,7 +545,7 @@ fn seal_reports_every_cycle_unknown_dependency_and_phase_inversion_at_once() {
 #[test]
 fn the_real_registry_is_a_valid_five_phase_dag() {
     let dir = tempfile::tempdir().unwrap();
-    let pb = common::playbook_in(dir.path(), common::MINIMAL);
+    let pb = playbook_in(dir.path(), common::MINIMAL);
     let engine = kubestrap::steps::build(&pb).unwrap();
     assert_eq!(engine.len(), 26);
     for phase in Phase::ALL {
@@ -572,7 +572,7 @@ async fn a_missing_existing_cluster_fails_clearly_and_permanently() {
             missing.display().to_string()
         ),
     );
-    let pb = common::playbook_in(dir.path(), &text);
+    let pb = playbook_in(dir.path(), &text);
     let engine = kubestrap::steps::build(&pb).unwrap();
     let cluster = Arc::new(kubestrap::steps::Cluster::of_playbook(&pb));
     let env = RunEnv::new(pb).with_finished_resource(cluster);
@@ -595,4 +595,9 @@ async fn a_missing_existing_cluster_fails_clearly_and_permanently() {
         error.contains("no-such-kubeconfig") && error.contains("does not exist"),
         "{error}"
     );
+}
+
+/// Write `text` as `dir/kubestrap.toml` and load it.
+fn playbook_in(dir: &std::path::Path, text: &str) -> kubestrap::playbook::LoadedPlaybook {
+    kubestrap::playbook::Playbook::load(&common::write_playbook(dir, text)).unwrap()
 }

@@ -14,15 +14,13 @@
 //! from passing by looking nowhere.
 #![cfg(target_os = "linux")]
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use support::audit::{Finished, PausedRun, run_until_pause};
-use support::{Form, assert_no_hits, forms_of, scan_bytes, scan_tree};
+use kubestrap_test_support::scan::audit::{Finished, PausedRun, run_until_pause};
+use kubestrap_test_support::scan::{Form, assert_no_hits, forms_of, scan_bytes, scan_tree};
 
 /// Canary values: long, unmistakable, different from each other in every form.
 const GITHUB_CANARY: &str = "ghp_CANARYgh7Qx2Lm9Vw4Tz8Kp3Rs6Yb1Nd5Jf0";
@@ -395,7 +393,7 @@ fn full_sandbox_apply_leaves_no_canary_anywhere() {
 
     // `terraform` first on PATH records how kubestrap starts it.
     let children_log = root.join("children");
-    support::children::install_wrapper(
+    kubestrap_test_support::scan::children::install_wrapper(
         &root.join("bin"),
         "terraform",
         &real_terraform,
@@ -417,7 +415,7 @@ fn full_sandbox_apply_leaves_no_canary_anywhere() {
     let sandbox = std::fs::read_to_string(sandbox_dir.join("sandbox.pid"))
         .ok()
         .and_then(|p| p.trim().parse::<u32>().ok())
-        .and_then(|pid| support::children::read_pid(pid, "sandbox"));
+        .and_then(|pid| kubestrap_test_support::scan::children::read_pid(pid, "sandbox"));
     let done = run.release(EXIT_LIMIT);
     assert_eq!(done.status.code(), Some(0), "{}", done.text());
     audit_output(&done, "apply", &forms);
@@ -432,7 +430,7 @@ fn full_sandbox_apply_leaves_no_canary_anywhere() {
     // Children: Terraform exactly as started, the sandbox, anything else the watcher saw.
     // (Terraform is given the Vault token on purpose, so only the canaries are looked for.)
     let canaries = canary_forms();
-    let terraform = support::children::wrapper_records(&children_log);
+    let terraform = kubestrap_test_support::scan::children::wrapper_records(&children_log);
     assert!(
         terraform.len() >= 2,
         "terraform init and apply were recorded: {terraform:?}"

@@ -1,6 +1,6 @@
 //! Snapshot tests of `plan` for the sandbox playbook: text, JSON and DOT.
 
-mod common;
+use kubestrap_test_support::{self as common, kubestrap_bin};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -76,6 +76,7 @@ fn plan_output_holds_no_secret_values() {
     // plan runs without secrets; the binary must not need them nor print them.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = common::run(
+        &kubestrap_bin!(),
         &["plan", "-p", "playbooks/sandbox.toml", "--output", "json"],
         dir,
         &[("GITHUB_TOKEN", "ghp_never-printed-0123456789")],

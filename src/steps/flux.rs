@@ -23,7 +23,7 @@ use crate::templates::{FluxSync, Manifest};
 pub const SANDBOX_SOURCE: &str = "sandbox:";
 
 /// Flux's controllers, as its `install.yaml` creates them.
-const CONTROLLERS: [&str; 4] = [
+pub(crate) const CONTROLLERS: [&str; 4] = [
     "source-controller",
     "kustomize-controller",
     "helm-controller",
@@ -119,7 +119,7 @@ impl Step for FluxInstall {
         let changed = apply_yaml(ctx, &yaml).await?;
         StepOutcome::with_outputs(
             changed,
-            &serde_json::json!({ "manifest_sha256": hex(&Sha256::digest(yaml.as_bytes())) }),
+            &serde_json::json!({ "manifest_sha256": hex::encode(Sha256::digest(yaml.as_bytes())) }),
         )
     }
 
@@ -180,7 +180,7 @@ impl FluxInstall {
                 ))
             })?
         };
-        let digest = hex(&Sha256::digest(text.as_bytes()));
+        let digest = hex::encode(Sha256::digest(text.as_bytes()));
         if let Some(want) = &self.install_sha256
             && !want.eq_ignore_ascii_case(&digest)
         {
@@ -190,11 +190,6 @@ impl FluxInstall {
         }
         Ok(text)
     }
-}
-
-/// Lowercase hex of a digest.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `flux.ready`: CRDs Established, controllers Available.

@@ -484,33 +484,15 @@ fn shell_quote(s: &str) -> String {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), StepError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    crate::secrets::ensure_private_dir(dir)
         .map_err(|e| StepError::permanent(format!("create {}: {e}", dir.display())))
 }
 
-/// Writes a credentials file with mode 0600 (atomically: temp file, then rename).
+/// Writes a credentials file (a cluster-admin kubeconfig) privately: 0600 from its first
+/// byte, never through an existing temp file or a symlink (see [`crate::secrets::write_private`]).
 fn write_private(path: &Path, text: &str) -> Result<(), StepError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let fail = |e: std::io::Error| StepError::permanent(format!("write {}: {e}", path.display()));
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_private_dir(parent)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(fail)?;
-    f.write_all(text.as_bytes()).map_err(fail)?;
-    f.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    crate::secrets::write_private(path, text.as_bytes())
+        .map_err(|e| StepError::permanent(format!("write {}: {e}", path.display())))
 }
 
 /// `k3s.ready`: the API answers `/readyz` and the node reports `Ready`.

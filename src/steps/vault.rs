@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ::kube::api::{Api, DeleteParams};
+use backon::{ExponentialBuilder, Retryable};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -247,7 +248,7 @@ impl VaultInit {
 pub const EMERGENCY_FILE: &str = "vault-init-keys.emergency.json";
 
 /// How often the keys Secret write is tried before falling back to the emergency file.
-const KEYS_WRITE_ATTEMPTS: u32 = 5;
+const KEYS_WRITE_ATTEMPTS: usize = 5;
 
 /// The recovery text for an initialised Vault whose keys Secret is gone.
 fn recovery_text(namespace: &str, secret: &str, emergency: &Path) -> String {
@@ -289,11 +290,7 @@ impl VaultInit {
         let secret =
             crate::kube::opaque_secret(&self.endpoint.namespace, &self.keys_secret, &entries);
         let api: Api<Secret> = Api::namespaced(client.clone(), &self.endpoint.namespace);
-        let mut last = String::new();
-        for attempt in 0..KEYS_WRITE_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
-            }
+        let write = || async {
             if replace {
                 match api
                     .delete(&self.keys_secret, &DeleteParams::default())
@@ -301,17 +298,20 @@ impl VaultInit {
                 {
                     Ok(_) => {}
                     Err(::kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => {
-                        last = e.to_string();
-                        continue;
-                    }
+                    Err(e) => return Err(e.to_string()),
                 }
             }
-            match crate::kube::create_secret_if_absent(&client, &secret).await {
-                Ok(_) => return Ok(()),
-                Err(e) => last = e.to_string(),
-            }
-        }
+            crate::kube::create_secret_if_absent(&client, &secret)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_times(KEYS_WRITE_ATTEMPTS - 1);
+        let Err(last) = write.retry(backoff).await else {
+            return Ok(());
+        };
         drop(secret);
         let path = self.emergency_path(ctx);
         let copy = EmergencyCopy {

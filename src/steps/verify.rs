@@ -297,17 +297,8 @@ impl VerifyFlux {
                 }
             }
         }
-        if let Verified::DoesNotHold { reason } = deployments_available(
-            ctx,
-            &self.namespace,
-            &[
-                "source-controller",
-                "kustomize-controller",
-                "helm-controller",
-                "notification-controller",
-            ],
-        )
-        .await?
+        if let Verified::DoesNotHold { reason } =
+            deployments_available(ctx, &self.namespace, &super::flux::CONTROLLERS).await?
         {
             bad.push(reason);
         }
