@@ -314,17 +314,12 @@ impl Applier {
     /// # Errors
     /// Any [`ApplyError`] naming the object.
     pub async fn apply_one(&self, obj: DynamicObject) -> Result<ApplyOutcome, ApplyError> {
-        let Observed {
-            api,
-            obj,
-            key,
-            name,
-            live,
-        } = self.observe(obj).await?;
+        let (api, obj, key, live) = self.observe(obj).await?;
+        let name = &key.name;
         let params = self.patch_params();
         if let Some(live) = &live {
             let dry = api
-                .patch(&name, &params.clone().dry_run(), &Patch::Apply(&obj))
+                .patch(name, &params.clone().dry_run(), &Patch::Apply(&obj))
                 .await
                 .map_err(|e| self.apply_error(&key, "dry-run apply", e))?;
             if changed_paths(live, &dry).is_empty() {
@@ -334,7 +329,7 @@ impl Applier {
                 });
             }
         }
-        api.patch(&name, &params, &Patch::Apply(&obj))
+        api.patch(name, &params, &Patch::Apply(&obj))
             .await
             .map_err(|e| self.apply_error(&key, "apply", e))?;
         let action = if live.is_some() {
@@ -409,15 +404,10 @@ impl Applier {
     /// Any [`ApplyError`], including [`ApplyError::UnknownKind`] and [`ApplyError::Transport`]
     /// which [`Applier::plan`] turns into "would create".
     pub async fn plan_one(&self, obj: DynamicObject) -> Result<PlanOutcome, ApplyError> {
-        let Observed {
-            api,
-            obj,
-            key,
-            name,
-            live,
-        } = self.observe(obj).await?;
+        let (api, obj, key, live) = self.observe(obj).await?;
+        let name = &key.name;
         let dry = api
-            .patch(&name, &self.patch_params().dry_run(), &Patch::Apply(&obj))
+            .patch(name, &self.patch_params().dry_run(), &Patch::Apply(&obj))
             .await
             .map_err(|e| self.apply_error(&key, "dry-run apply", e))?;
         let action = match live {
@@ -472,13 +462,7 @@ impl Applier {
             .get_opt(&name)
             .await
             .map_err(|e| api_error(&key, "get", e))?;
-        Ok(Observed {
-            api,
-            obj,
-            key,
-            name,
-            live,
-        })
+        Ok((api, obj, key, live))
     }
 
     async fn prepare(
@@ -541,13 +525,12 @@ const REQUEST_ATTEMPTS: usize = 6;
 /// Whether an error may pass by itself: throttling, a server error, a conflict, no answer.
 /// An object ready to be applied or planned: its API, its normalised manifest, its key and
 /// what the cluster holds now.
-struct Observed {
-    api: Api<DynamicObject>,
-    obj: DynamicObject,
-    key: ObjectKey,
-    name: String,
-    live: Option<DynamicObject>,
-}
+type Observed = (
+    Api<DynamicObject>,
+    DynamicObject,
+    ObjectKey,
+    Option<DynamicObject>,
+);
 
 /// The backoff of one request: 100 ms doubling up to 2 s, six attempts in all.
 fn request_backoff() -> ExponentialBuilder {

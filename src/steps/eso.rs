@@ -13,65 +13,6 @@ use crate::kube::ConditionSpec;
 use crate::playbook::{HumanDuration, LoadedPlaybook};
 use crate::templates::{self, Manifest};
 
-/// `eso.install`: HelmRepository + HelmRelease for the pinned `external-secrets` chart.
-#[derive(Debug, Clone, Serialize)]
-pub struct EsoInstall {
-    /// Flux's namespace (HelmRepository).
-    pub flux_namespace: String,
-    /// ESO's namespace.
-    pub namespace: String,
-    /// Release name.
-    pub release: String,
-    /// Chart repository.
-    pub chart_repo: String,
-    /// Pinned chart version.
-    pub chart_version: String,
-}
-
-impl EsoInstall {
-    /// From `[external_secrets]`.
-    #[must_use]
-    pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
-        let e = &pb.playbook.external_secrets;
-        Self {
-            flux_namespace: pb.playbook.flux.namespace.clone(),
-            namespace: e.namespace.clone(),
-            release: e.release.clone(),
-            chart_repo: e.chart_repo.clone(),
-            chart_version: e.chart_version.clone(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl TemplateStep for EsoInstall {
-    const KIND: &'static str = "eso.install";
-
-    fn manifest(&self) -> Result<String, StepError> {
-        templates::EsoRelease {
-            repository: self.chart_repo.clone(),
-            chart_version: self.chart_version.clone(),
-        }
-        .render()
-        .map_err(|e| StepError::permanent(e.to_string()))
-    }
-
-    fn actions(&self) -> Vec<Action> {
-        vec![
-            Action::create(format!("Namespace {}", self.namespace)),
-            Action::create(obj(
-                "HelmRepository",
-                &self.flux_namespace,
-                "external-secrets",
-            ))
-            .with_detail(self.chart_repo.clone()),
-            Action::create(obj("HelmRelease", &self.namespace, &self.release)).with_detail(
-                format!("chart external-secrets {}, installCRDs", self.chart_version),
-            ),
-        ]
-    }
-}
-
 /// `eso.ready`: the release is Ready, its CRDs Established, the operator Available.
 #[derive(Debug, Clone, Serialize)]
 pub struct EsoReady {
@@ -197,7 +138,9 @@ impl EsoStore {
 
 #[async_trait::async_trait]
 impl TemplateStep for EsoStore {
-    const KIND: &'static str = "eso.store";
+    fn kind(&self) -> &'static str {
+        "eso.store"
+    }
 
     fn manifest(&self) -> Result<String, StepError> {
         templates::ClusterSecretStore {

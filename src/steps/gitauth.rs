@@ -83,7 +83,9 @@ impl GitAuthExternalSecret {
 
 #[async_trait::async_trait]
 impl TemplateStep for GitAuthExternalSecret {
-    const KIND: &'static str = "gitauth.external-secret";
+    fn kind(&self) -> &'static str {
+        "gitauth.external-secret"
+    }
 
     fn manifest(&self) -> Result<String, StepError> {
         templates::GitExternalSecret {

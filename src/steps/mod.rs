@@ -7,6 +7,7 @@
 //! `vault_api` hold what several steps share; `detach` starts the sandbox as a service.
 
 mod apps;
+mod chart;
 mod detach;
 mod eso;
 mod flux;
@@ -25,15 +26,14 @@ use crate::engine::{Building, Built, Engine, GraphErrors, Phase};
 use crate::playbook::LoadedPlaybook;
 
 pub use apps::{AppsReconcile, AppsSecretsSynced};
-pub use eso::{EsoInstall, EsoReady, EsoStore};
+pub use chart::{Chart, ChartInstall};
+pub use eso::{EsoReady, EsoStore};
 pub use flux::{FluxInstall, FluxReady, FluxSource};
 pub use gitauth::{GitAuthCleanup, GitAuthExternalSecret, GitAuthSwitch};
 pub use k3s::{K3sInstall, K3sReady};
 pub use support::{Cluster, ClusterContext, TemplateStep};
 pub use terraform::{SecretsTerraform, SecretsVerify};
-pub use vault::{
-    VaultAutoUnseal, VaultConfigure, VaultInit, VaultInstall, VaultReady, VaultUnseal,
-};
+pub use vault::{VaultAutoUnseal, VaultConfigure, VaultInit, VaultReady, VaultUnseal};
 pub use verify::{Cleanup, VerifyEso, VerifyFlux, VerifyNoBootstrapSecrets, VerifyVault};
 
 /// Serialise a step's payload (steps are plain data, so this cannot fail in practice).
@@ -81,7 +81,7 @@ pub fn register(engine: &mut Engine<Building>, pb: &LoadedPlaybook) {
             "vault.install",
             Infrastructure,
             &["flux.ready"],
-            Arc::new(VaultInstall::from_playbook(p)),
+            Arc::new(ChartInstall::vault(p)),
         )
         .add(
             "vault.ready",
@@ -117,7 +117,7 @@ pub fn register(engine: &mut Engine<Building>, pb: &LoadedPlaybook) {
             "eso.install",
             Infrastructure,
             &["flux.ready"],
-            Arc::new(EsoInstall::from_playbook(p)),
+            Arc::new(ChartInstall::external_secrets(p)),
         )
         .add(
             "eso.ready",

@@ -65,64 +65,6 @@ impl VaultEndpoint {
     }
 }
 
-/// `vault.install`: HelmRepository + HelmRelease for the pinned `hashicorp/vault` chart.
-#[derive(Debug, Clone, Serialize)]
-pub struct VaultInstall {
-    /// Flux's namespace (where the HelmRepository lives).
-    pub flux_namespace: String,
-    /// Vault's namespace.
-    pub namespace: String,
-    /// Release name.
-    pub release: String,
-    /// Chart repository.
-    pub chart_repo: String,
-    /// Pinned chart version.
-    pub chart_version: String,
-}
-
-impl VaultInstall {
-    /// From `[vault]`.
-    #[must_use]
-    pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
-        let v = &pb.playbook.vault;
-        Self {
-            flux_namespace: pb.playbook.flux.namespace.clone(),
-            namespace: v.namespace.clone(),
-            release: v.release.clone(),
-            chart_repo: v.chart_repo.clone(),
-            chart_version: v.chart_version.clone(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl TemplateStep for VaultInstall {
-    const KIND: &'static str = "vault.install";
-
-    fn manifest(&self) -> Result<String, StepError> {
-        templates::VaultRelease {
-            repository: self.chart_repo.clone(),
-            chart_version: self.chart_version.clone(),
-        }
-        .render()
-        .map_err(|e| StepError::permanent(e.to_string()))
-    }
-
-    fn actions(&self) -> Vec<Action> {
-        vec![
-            Action::create(format!("Namespace {}", self.namespace)),
-            Action::create(obj("HelmRepository", &self.flux_namespace, "hashicorp"))
-                .with_detail(self.chart_repo.clone()),
-            Action::create(obj("HelmRelease", &self.namespace, &self.release)).with_detail(
-                format!(
-                    "chart vault {}; readiness tolerates a sealed pod",
-                    self.chart_version
-                ),
-            ),
-        ]
-    }
-}
-
 /// `vault.ready`: the HelmRelease is Ready and the Vault pod runs (sealed is expected here).
 #[derive(Debug, Clone, Serialize)]
 pub struct VaultReady {
@@ -590,7 +532,9 @@ impl VaultAutoUnseal {
 }
 #[async_trait::async_trait]
 impl TemplateStep for VaultAutoUnseal {
-    const KIND: &'static str = "vault.auto-unseal";
+    fn kind(&self) -> &'static str {
+        "vault.auto-unseal"
+    }
 
     fn manifest(&self) -> Result<String, StepError> {
         templates::VaultAutoUnseal {

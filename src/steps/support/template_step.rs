@@ -16,7 +16,7 @@ use super::manifests::{apply_yaml, manifest_matches, plan_yaml};
 #[async_trait::async_trait]
 pub trait TemplateStep: Serialize + Send + Sync + std::fmt::Debug {
     /// The step kind, e.g. `vault.install`.
-    const KIND: &'static str;
+    fn kind(&self) -> &'static str;
 
     /// The rendered template.
     ///
@@ -44,7 +44,7 @@ pub trait TemplateStep: Serialize + Send + Sync + std::fmt::Debug {
 #[async_trait::async_trait]
 impl<T: TemplateStep> Step for T {
     fn kind(&self) -> &'static str {
-        T::KIND
+        TemplateStep::kind(self)
     }
 
     fn payload(&self) -> serde_json::Value {
