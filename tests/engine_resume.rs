@@ -77,6 +77,23 @@ impl Fixture {
             .collect()
     }
 
+    /// `apply --output json` of the synthetic steps, running, its stdout piped.
+    fn spawn_apply_json(&self) -> std::process::Child {
+        Command::new(kubestrap_bin!())
+            .args([
+                "apply",
+                "--synthetic-steps",
+                "steps.toml",
+                "--output",
+                "json",
+            ])
+            .current_dir(self.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     fn apply(&self, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         let mut args = vec!["apply", "--synthetic-steps", "steps.toml"];
         args.extend_from_slice(extra);
@@ -92,19 +109,7 @@ fn s3_is_working(event: &serde_json::Value) -> bool {
 #[test]
 fn crash_half_way_then_resume_verifies_done_steps_and_runs_the_rest() {
     let fx = Fixture::new(CHAIN);
-    let mut child = Command::new(kubestrap_bin!())
-        .args([
-            "apply",
-            "--synthetic-steps",
-            "steps.toml",
-            "--output",
-            "json",
-        ])
-        .current_dir(fx.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = fx.spawn_apply_json();
     // Kill while s3 (the long step) is working: s1 and s2 are done by then.
     let _ = Lines::follow(&mut child).events_until(Duration::from_secs(30), s3_is_working);
     child.kill().unwrap(); // SIGKILL: no cleanup, no final checkpoint write
@@ -464,19 +469,7 @@ fn resume_explains_a_changed_playbook_and_reapplies_steps_whose_inputs_changed()
 #[test]
 fn sigterm_interrupts_the_run_and_resume_finishes_it() {
     let fx = Fixture::new(CHAIN);
-    let mut child = Command::new(kubestrap_bin!())
-        .args([
-            "apply",
-            "--synthetic-steps",
-            "steps.toml",
-            "--output",
-            "json",
-        ])
-        .current_dir(fx.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = fx.spawn_apply_json();
     let lines = Lines::follow(&mut child);
     let _ = lines.events_until(Duration::from_secs(30), s3_is_working);
     let status = Command::new("kill")

@@ -1,34 +1,67 @@
 //! `kubestrap sandbox up` in the foreground and `sandbox down` stopping it through its pid file.
 
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use tokio::process::Command;
+use k8s_openapi::api::core::v1::Pod;
+use kubestrap_test_support::{kube_client_from, kubestrap_bin, within_for};
+use tokio::process::{Child, Command};
 
 const T: Duration = Duration::from_secs(30);
 
-#[tokio::test]
-async fn up_writes_kubeconfig_and_down_stops_it_gracefully() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sdir = dir.path().join("cluster");
-    let bin = env!("CARGO_BIN_EXE_kubestrap");
-    let mut up = Command::new(bin)
-        .args(["sandbox", "up", "--dir"])
-        .arg(&sdir)
-        .args(["--faults", "seed=3,delay.node=100ms"])
+/// `kubestrap ARGS` to completion.
+async fn kubestrap(args: &[&str], dir: &Path) -> Output {
+    within_for(
+        T,
+        "kubestrap to finish",
+        Command::new(kubestrap_bin!()).args(args).arg(dir).output(),
+    )
+    .await
+    .expect("kubestrap runs")
+}
+
+/// `sandbox up ARGS --dir DIR` in the foreground, once its pid file exists.
+async fn up(args: &[&str], dir: &Path) -> Child {
+    let child = Command::new(kubestrap_bin!())
+        .args(["sandbox", "up"])
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("sandbox up starts");
-    let pid_file = sdir.join("sandbox.pid");
-    tokio::time::timeout(T, async {
+    let pid_file = dir.join("sandbox.pid");
+    within_for(T, "the pid file", async {
         while !pid_file.exists() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
-    .await
-    .expect("pid file appears");
+    .await;
+    child
+}
+
+/// `sandbox down --dir DIR` succeeds and the foreground `up` exits 0.
+async fn down(mut up: Child, dir: &Path) {
+    let down = kubestrap(&["sandbox", "down", "--dir"], dir).await;
+    assert!(
+        down.status.success(),
+        "down failed: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let status = within_for(T, "up to exit", up.wait())
+        .await
+        .expect("status");
+    assert!(status.success(), "graceful stop exits 0");
+}
+
+#[tokio::test]
+async fn up_writes_kubeconfig_and_down_stops_it_gracefully() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sdir = dir.path().join("cluster");
+    let up = up(&["--faults", "seed=3,delay.node=100ms"], &sdir).await;
     let kubeconfig = std::fs::read_to_string(sdir.join("kubeconfig")).expect("kubeconfig written");
     assert!(kubeconfig.contains("server: https://127.0.0.1:"));
     assert!(kubeconfig.contains("name: default"));
@@ -47,53 +80,16 @@ async fn up_writes_kubeconfig_and_down_stops_it_gracefully() {
     }
 
     // A second `up` on the same directory refuses to share its state.
-    let second = tokio::time::timeout(
-        T,
-        Command::new(bin)
-            .args(["sandbox", "up", "--dir"])
-            .arg(&sdir)
-            .output(),
-    )
-    .await
-    .expect("second up exits")
-    .expect("runs");
+    let second = kubestrap(&["sandbox", "up", "--dir"], &sdir).await;
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
 
-    let down = tokio::time::timeout(
-        T,
-        Command::new(bin)
-            .args(["sandbox", "down", "--dir"])
-            .arg(&sdir)
-            .output(),
-    )
-    .await
-    .expect("down finishes")
-    .expect("down runs");
-    assert!(
-        down.status.success(),
-        "down failed: {}",
-        String::from_utf8_lossy(&down.stderr)
-    );
-    let status = tokio::time::timeout(T, up.wait())
-        .await
-        .expect("up exits")
-        .expect("status");
-    assert!(status.success(), "graceful stop exits 0");
+    down(up, &sdir).await;
     assert!(sdir.join("state.json").exists(), "state flushed on stop");
-    assert!(!pid_file.exists(), "pid file removed");
+    assert!(!sdir.join("sandbox.pid").exists(), "pid file removed");
 
     // Nothing is running any more: down says so and fails.
-    let again = tokio::time::timeout(
-        T,
-        Command::new(bin)
-            .args(["sandbox", "down", "--dir"])
-            .arg(&sdir)
-            .output(),
-    )
-    .await
-    .expect("down finishes")
-    .expect("down runs");
+    let again = kubestrap(&["sandbox", "down", "--dir"], &sdir).await;
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("no sandbox is running"));
 }
@@ -101,17 +97,11 @@ async fn up_writes_kubeconfig_and_down_stops_it_gracefully() {
 #[tokio::test]
 async fn bad_fault_spec_is_rejected_before_starting() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = tokio::time::timeout(
-        T,
-        Command::new(env!("CARGO_BIN_EXE_kubestrap"))
-            .args(["sandbox", "up", "--dir"])
-            .arg(dir.path())
-            .args(["--faults", "api_error_rate=7"])
-            .output(),
+    let out = kubestrap(
+        &["sandbox", "up", "--faults", "api_error_rate=7", "--dir"],
+        dir.path(),
     )
-    .await
-    .expect("exits")
-    .expect("runs");
+    .await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("api_error_rate"));
     assert!(!dir.path().join("kubeconfig").exists());
@@ -124,28 +114,8 @@ async fn up_with_preinstalled_vault_and_git_repos_records_the_flux_url() {
     let sdir = dir.path().join("cluster");
     let fleet = dir.path().join("fleet");
     std::fs::create_dir_all(&fleet).expect("fleet");
-    let bin = env!("CARGO_BIN_EXE_kubestrap");
-    let mut up = Command::new(bin)
-        .args(["sandbox", "up", "--preinstall", "vault", "--dir"])
-        .arg(&sdir)
-        .arg("--git-repo")
-        .arg(format!(
-            "https://git.sandbox.local/org/fleet={}",
-            fleet.display()
-        ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sandbox up starts");
-    let pid_file = sdir.join("sandbox.pid");
-    tokio::time::timeout(T, async {
-        while !pid_file.exists() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("pid file appears");
+    let repo = format!("https://git.sandbox.local/org/fleet={}", fleet.display());
+    let up = up(&["--preinstall", "vault", "--git-repo", &repo], &sdir).await;
     let info: serde_json::Value =
         serde_json::from_slice(&std::fs::read(sdir.join("sandbox.json")).expect("sandbox.json"))
             .expect("json");
@@ -159,62 +129,30 @@ async fn up_with_preinstalled_vault_and_git_repos_records_the_flux_url() {
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("pem"))
         .build()
         .expect("http");
-    let body = tokio::time::timeout(T, async { http.get(&url).send().await?.text().await })
-        .await
-        .expect("in time")
-        .expect("manifest");
-    assert!(body.contains("kind: CustomResourceDefinition"));
-
-    let kc = kube::config::Kubeconfig::read_from(sdir.join("kubeconfig")).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("config");
-    let client = kube::Client::try_from(cfg).expect("client");
-    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, "vault");
-    tokio::time::timeout(T, async {
-        loop {
-            if let Ok(p) = pods.get("vault-0").await
-                && p.status.and_then(|s| s.phase).as_deref() == Some("Running")
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    let body = within_for(T, "the manifest", async {
+        http.get(&url).send().await?.text().await
     })
     .await
-    .expect("preinstalled vault-0 runs");
+    .expect("manifest");
+    assert!(body.contains("kind: CustomResourceDefinition"));
 
-    let down = tokio::time::timeout(
-        T,
-        Command::new(bin)
-            .args(["sandbox", "down", "--dir"])
-            .arg(&sdir)
-            .output(),
-    )
-    .await
-    .expect("down finishes")
-    .expect("down runs");
-    assert!(down.status.success());
-    let status = tokio::time::timeout(T, up.wait())
-        .await
-        .expect("up exits")
-        .expect("status");
-    assert!(status.success());
+    let client = kube_client_from(&sdir.join("kubeconfig")).await;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client, "vault");
+    kubestrap_test_support::wait_for(&pods, "vault-0", "preinstalled vault-0 Running", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+    down(up, &sdir).await;
 }
 
 #[tokio::test]
 async fn bad_git_repo_mapping_is_rejected_before_starting() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = tokio::time::timeout(
-        T,
-        Command::new(env!("CARGO_BIN_EXE_kubestrap"))
-            .args(["sandbox", "up", "--git-repo", "no-equals-sign", "--dir"])
-            .arg(dir.path())
-            .output(),
+    let out = kubestrap(
+        &["sandbox", "up", "--git-repo", "no-equals-sign", "--dir"],
+        dir.path(),
     )
-    .await
-    .expect("exits")
-    .expect("runs");
+    .await;
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("bad git repository mapping"),
