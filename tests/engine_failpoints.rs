@@ -1,6 +1,6 @@
-//! Orchestrator-side crash points (design §6), only with `--features failpoints`:
-//! `cargo test --features failpoints --test engine_failpoints`.
-#![cfg(feature = "failpoints")]
+//! Orchestrator-side crash points, only with the `failpoints` and `test-hooks` features:
+//! `cargo test --features failpoints,test-hooks --test engine_failpoints`.
+#![cfg(all(feature = "failpoints", feature = "test-hooks"))]
 
 use kubestrap_test_support::{self as common, kubestrap_bin};
 

@@ -1,6 +1,8 @@
 //! The real binary with synthetic steps: crash (SIGKILL) and resume, lock contention, unusable
 //! checkpoints, missing secrets, secret hygiene, `--only`.
 
+#![cfg(feature = "test-hooks")]
+
 use kubestrap_test_support::{self as common, Lines, kubestrap_bin};
 
 use std::path::Path;

@@ -176,6 +176,7 @@ fn wait(mut child: std::process::Child, limit: Duration) -> std::process::ExitSt
 }
 
 /// A playbook declaring both secrets, for the synthetic run.
+#[cfg(feature = "test-hooks")]
 const SYNTHETIC_PLAYBOOK: &str = r#"
 [cluster]
 name = "canary"
@@ -202,6 +203,7 @@ required = true
 /// Steps that handle the secrets the way leaks happen: read them, put one in the outputs
 /// (redacted before recording) and fail with the other quoted in the error (redacted before
 /// printing and recording), with retries so errors are formatted several times.
+#[cfg(feature = "test-hooks")]
 const SYNTHETIC_STEPS: &str = r#"
 [[step]]
 id = "uses-both"
@@ -222,6 +224,7 @@ max_attempts = 2
 /// The engine's own secret paths (capture, redaction of outputs, errors and logs, checkpoint,
 /// release at the end) through the real binary, with synthetic steps instead of a cluster.
 #[test]
+#[cfg(feature = "test-hooks")]
 fn synthetic_run_leaves_no_canary_anywhere() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -14,6 +14,7 @@ mod flux;
 mod gitauth;
 mod k3s;
 pub mod support;
+#[cfg(feature = "test-hooks")]
 pub mod synthetic;
 mod terraform;
 mod vault;
