@@ -59,6 +59,7 @@ pub mod patch;
 pub mod portforward;
 pub mod preinstall;
 mod protobuf;
+pub mod rbac;
 pub mod resources;
 mod rest;
 mod server;
@@ -278,6 +279,8 @@ impl Sandbox {
             triggers: Triggers::default(),
             vault: std::sync::OnceLock::new(),
         });
+        // The default roles and bindings exist before the first request, as on a real cluster.
+        rbac::ensure_defaults(&shared.cluster);
         std::fs::write(&port_file, addr.port().to_string()).map_err(io_err(&port_file))?;
         let url = format!("https://127.0.0.1:{}", addr.port());
         let kc_path = dir.join("kubeconfig");

@@ -23,6 +23,7 @@ use super::faults::Faults;
 use super::http::{self, Body, Query};
 use super::openapi;
 use super::portforward::Backends;
+use super::rbac::{self, UserInfo};
 use super::rest;
 use super::status::ApiError;
 use super::store::ObjectKey;
@@ -50,13 +51,24 @@ pub struct Shared {
     pub vault: std::sync::OnceLock<std::sync::Arc<super::vault::VaultServer>>,
 }
 
-/// Who is calling.
+/// Who is calling, as authenticated (before any impersonation).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Caller {
+pub struct Caller {
+    /// The identity the credential proves.
+    pub user: UserInfo,
+    /// Whether the credential is the kubeconfig's admin token (the only one the
+    /// `/sandbox/v1/*` admin endpoints accept).
+    pub admin_token: bool,
+}
+
+impl Caller {
     /// The kubeconfig's admin token.
-    Admin,
-    /// A service account (namespace, name).
-    ServiceAccount(String, String),
+    pub fn admin() -> Self {
+        Self {
+            user: UserInfo::admin(),
+            admin_token: true,
+        }
+    }
 }
 
 /// Accepts TLS connections until `shutdown` is cancelled.
@@ -131,7 +143,7 @@ fn bearer(req: &Request<Incoming>) -> Option<&str> {
 /// account still exists with the same uid.
 pub fn authenticate(shared: &Shared, token: &str) -> Option<Caller> {
     if shared.auth.is_admin(token) {
-        return Some(Caller::Admin);
+        return Some(Caller::admin());
     }
     let auds: Vec<String> = DEFAULT_AUDIENCES.iter().map(|s| s.to_string()).collect();
     let claims = shared
@@ -144,8 +156,14 @@ pub fn authenticate(shared: &Shared, token: &str) -> Option<Caller> {
         k.namespace.as_str(),
         k.serviceaccount.name.as_str(),
     ))?;
-    (sa["metadata"]["uid"].as_str() == Some(k.serviceaccount.uid.as_str()))
-        .then(|| Caller::ServiceAccount(k.namespace.clone(), k.serviceaccount.name.clone()))
+    (sa["metadata"]["uid"].as_str() == Some(k.serviceaccount.uid.as_str())).then(|| Caller {
+        user: UserInfo::service_account(
+            &k.namespace,
+            &k.serviceaccount.name,
+            &k.serviceaccount.uid,
+        ),
+        admin_token: false,
+    })
 }
 
 /// The single entry point for every request (logged without query or body: those may
@@ -182,6 +200,19 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     if path.starts_with("/sandbox/") {
         return admin::handle(&shared, req, &caller).await;
     }
+    // Impersonation, then authorization of the request as the user it acts as: the same
+    // decision for every path (reads, writes, watches, port-forwards, logs, tokens).
+    let user = match rbac::impersonation::resolve(&shared.cluster.store, &caller.user, req.headers())
+    {
+        Ok(u) => u,
+        Err(e) => return http::error(&e),
+    };
+    let query = Query::parse(req.uri().query());
+    let attrs = rbac::Attributes::from_request(&user, method.as_str(), &path, &query);
+    if let Err(e) = rbac::check(&shared.cluster.store, &attrs) {
+        tracing::debug!(user = %user.name, %path, "forbidden");
+        return http::error(&e);
+    }
     if path.starts_with("/api") {
         let d = shared.faults.decide();
         if !d.latency.is_zero() {
@@ -192,7 +223,6 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             return http::error(&ApiError::injected(code));
         }
     }
-    let query = Query::parse(req.uri().query());
     let segs: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
@@ -231,13 +261,13 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         }),
         ["openapi", "v2"] => Err(ApiError::no_route()),
         ["api", "v1", rest @ ..] => {
-            return rest::handle(&shared, req, &caller, "", "v1", rest, &query).await;
+            return rest::handle(&shared, req, &user, "", "v1", rest, &query).await;
         }
         ["apis", g, v, rest @ ..] => {
             let (g, v) = (g.to_string(), v.to_string());
             let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
             let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-            return rest::handle(&shared, req, &caller, &g, &v, &rest, &query).await;
+            return rest::handle(&shared, req, &user, &g, &v, &rest, &query).await;
         }
         _ => Err(ApiError::no_route()),
     };

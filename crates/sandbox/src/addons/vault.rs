@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::kit;
 use crate::portforward::{PodBackend, PodStream};
-use crate::server::{Caller, Shared};
+use crate::server::Shared;
 use crate::store::ObjectKey;
 use crate::tokens;
 use crate::vault::{ReviewError, ReviewedAccount, TokenReviewer, VaultServer};
@@ -98,7 +98,7 @@ impl TokenReviewer for ClusterReviewer {
         if !audiences.is_empty() {
             body["spec"]["audiences"] = json!(audiences);
         }
-        let review = tokens::token_review(&shared, &Caller::Admin, body)
+        let review = tokens::token_review(&shared, body)
             .map_err(|e| ReviewError::Unavailable(e.message))?;
         let st = &review["status"];
         if st["authenticated"] != true {
