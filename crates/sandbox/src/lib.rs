@@ -54,6 +54,7 @@ mod discovery;
 pub mod faults;
 mod http;
 mod kubeconfig;
+pub mod kubelet;
 mod openapi;
 pub mod patch;
 pub mod portforward;
@@ -62,6 +63,7 @@ mod protobuf;
 pub mod rbac;
 pub mod resources;
 mod rest;
+pub mod runtime;
 mod server;
 mod signal;
 mod spdy;
@@ -278,6 +280,7 @@ impl Sandbox {
             shutdown: shutdown.clone(),
             triggers: Triggers::default(),
             vault: std::sync::OnceLock::new(),
+            runtime: runtime::Runtime::default(),
         });
         // The default roles and bindings exist before the first request, as on a real cluster.
         rbac::ensure_defaults(&shared.cluster);

@@ -13,8 +13,8 @@ use super::http::{self, Body, Query};
 use super::patch::PatchType;
 use super::portforward;
 use super::protobuf;
-use super::resources::ResourceType;
 use super::rbac::{self, UserInfo};
+use super::resources::ResourceType;
 use super::server::Shared;
 use super::status::{ApiError, success_status};
 use super::store::Actor;
@@ -158,10 +158,25 @@ pub async fn handle(
         && t.rt.group.is_empty()
         && method == Method::GET
     {
-        // Simulated containers write no output: an existing pod has empty logs.
+        // What a simulated process printed (the runtime's record); other containers are silent.
         let ns = t.namespace.unwrap_or("");
-        return match shared.cluster.get(&t.rt, ns, t.name.unwrap_or("")) {
-            Ok(_) => http::text(200, ""),
+        let name = t.name.unwrap_or("");
+        return match shared.cluster.get(&t.rt, ns, name) {
+            Ok(pod) => {
+                let container = q
+                    .get("container")
+                    .filter(|c| !c.is_empty())
+                    .or_else(|| pod["spec"]["containers"][0]["name"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
+                match shared.runtime.logs(uid, &container, q.flag("previous")) {
+                    Some(text) => http::text(200, text),
+                    None => http::error(&ApiError::bad_request(format!(
+                        "previous terminated container {container:?} in pod {name:?} not found"
+                    ))),
+                }
+            }
             Err(e) => http::error(&e),
         };
     }
@@ -225,7 +240,9 @@ async fn dispatch(
         (&Method::POST, None, None) => {
             let opts = write_opts(q, &req, false)?;
             let body = parse_body(&ct, &http::read_body(req.into_body()).await?)?;
-            let r = guarded(shared, user, rt, &opts, |o| c.create(rt, ns, body.clone(), o))?;
+            let r = guarded(shared, user, rt, &opts, |o| {
+                c.create(rt, ns, body.clone(), o)
+            })?;
             Ok((201, r.object))
         }
         (&Method::POST, Some(name), Some("token"))

@@ -49,6 +49,8 @@ pub struct Shared {
     pub triggers: Triggers,
     /// The sandbox's Vault (set once the add-ons start).
     pub vault: std::sync::OnceLock<std::sync::Arc<super::vault::VaultServer>>,
+    /// Logs, exits and restarts of simulated containers.
+    pub runtime: super::runtime::Runtime,
 }
 
 /// Who is calling, as authenticated (before any impersonation).
@@ -202,11 +204,11 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     }
     // Impersonation, then authorization of the request as the user it acts as: the same
     // decision for every path (reads, writes, watches, port-forwards, logs, tokens).
-    let user = match rbac::impersonation::resolve(&shared.cluster.store, &caller.user, req.headers())
-    {
-        Ok(u) => u,
-        Err(e) => return http::error(&e),
-    };
+    let user =
+        match rbac::impersonation::resolve(&shared.cluster.store, &caller.user, req.headers()) {
+            Ok(u) => u,
+            Err(e) => return http::error(&e),
+        };
     let query = Query::parse(req.uri().query());
     let attrs = rbac::Attributes::from_request(&user, method.as_str(), &path, &query);
     if let Err(e) = rbac::check(&shared.cluster.store, &attrs) {

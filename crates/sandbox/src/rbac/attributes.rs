@@ -175,7 +175,13 @@ mod tests {
                 namespace.clone(),
                 name.clone(),
             ),
-            Target::NonResource { path } => (a.verb.clone(), path.clone(), "".into(), "".into(), "".into()),
+            Target::NonResource { path } => (
+                a.verb.clone(),
+                path.clone(),
+                "".into(),
+                "".into(),
+                "".into(),
+            ),
         }
     }
 
@@ -191,7 +197,11 @@ mod tests {
             (s("list"), s("secrets"), s(""), s(""), s(""))
         );
         assert_eq!(
-            res(&attrs("GET", "/api/v1/namespaces/ns/secrets", "watch=true&fieldSelector=metadata.name%3Dk")),
+            res(&attrs(
+                "GET",
+                "/api/v1/namespaces/ns/secrets",
+                "watch=true&fieldSelector=metadata.name%3Dk"
+            )),
             (s("watch"), s("secrets"), s(""), s("ns"), s("k"))
         );
         assert_eq!(
@@ -199,7 +209,11 @@ mod tests {
             (s("deletecollection"), s("pods"), s(""), s("ns"), s(""))
         );
         assert_eq!(
-            res(&attrs("POST", "/api/v1/namespaces/ns/pods/p/portforward", "")),
+            res(&attrs(
+                "POST",
+                "/api/v1/namespaces/ns/pods/p/portforward",
+                ""
+            )),
             (s("create"), s("pods"), s("portforward"), s("ns"), s("p"))
         );
         // A namespace is its own namespace; its status is a subresource.
@@ -215,6 +229,11 @@ mod tests {
             res(&attrs("GET", "/apis/apps/v1", "")),
             (s("get"), s("/apis/apps/v1"), s(""), s(""), s(""))
         );
-        assert_eq!(attrs("GET", "/version", "").target, Target::NonResource { path: "/version".into() });
+        assert_eq!(
+            attrs("GET", "/version", "").target,
+            Target::NonResource {
+                path: "/version".into()
+            }
+        );
     }
 }

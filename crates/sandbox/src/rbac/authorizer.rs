@@ -43,7 +43,10 @@ impl Source<'_> {
         let name = b["metadata"]["name"].as_str().unwrap_or("");
         let role_kind = b["roleRef"]["kind"].as_str().unwrap_or("");
         let role = b["roleRef"]["name"].as_str().unwrap_or("");
-        let binding = match b["metadata"]["namespace"].as_str().filter(|n| !n.is_empty()) {
+        let binding = match b["metadata"]["namespace"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+        {
             Some(ns) => format!("RoleBinding \"{name}/{ns}\""),
             None => format!("ClusterRoleBinding \"{name}\""),
         };
@@ -125,7 +128,10 @@ fn visit_rules(
                     continue;
                 }
             };
-            let source = Source { binding: b, subject };
+            let source = Source {
+                binding: b,
+                subject,
+            };
             for rule in PolicyRule::all_of(&role) {
                 if visit(&source, &rule) {
                     return errors;
@@ -191,7 +197,11 @@ pub fn authorize(store: &Store, a: &Attributes) -> Decision {
 
 /// Every rule bound to `user` in `namespace` (cluster-wide and namespaced), with whether
 /// resolution was incomplete (`SelfSubjectRulesReview`, escalation checks).
-pub fn rules_for(store: &Store, user: &UserInfo, namespace: &str) -> (Vec<PolicyRule>, Vec<String>) {
+pub fn rules_for(
+    store: &Store,
+    user: &UserInfo,
+    namespace: &str,
+) -> (Vec<PolicyRule>, Vec<String>) {
     if user.in_group(MASTERS) {
         let all = PolicyRule {
             verbs: vec!["*".into()],
@@ -221,7 +231,10 @@ mod tests {
     use serde_json::json;
 
     fn put(store: &Store, res: &str, obj: Value) {
-        let ns = obj["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         store
             .mutate(
@@ -245,10 +258,18 @@ mod tests {
     #[test]
     fn role_bindings_grant_in_their_namespace_only() {
         let store = Store::new(None, 100);
-        put(&store, CLUSTER_ROLES, json!({"metadata": {"name": "reader"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}));
-        put(&store, ROLE_BINDINGS, json!({"metadata": {"name": "rb", "namespace": "a"},
+        put(
+            &store,
+            CLUSTER_ROLES,
+            json!({"metadata": {"name": "reader"}, "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}),
+        );
+        put(
+            &store,
+            ROLE_BINDINGS,
+            json!({"metadata": {"name": "rb", "namespace": "a"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "reader"},
-            "subjects": [{"kind": "ServiceAccount", "name": "sa"}]}));
+            "subjects": [{"kind": "ServiceAccount", "name": "sa"}]}),
+        );
         let sa = UserInfo::service_account("a", "sa", "u");
         let d = authorize(&store, &get_secret(&sa, "a", "x"));
         assert!(d.allowed);
@@ -265,11 +286,21 @@ mod tests {
     #[test]
     fn a_binding_to_a_missing_role_is_the_denial_reason() {
         let store = Store::new(None, 100);
-        put(&store, CLUSTER_ROLE_BINDINGS, json!({"metadata": {"name": "b"},
+        put(
+            &store,
+            CLUSTER_ROLE_BINDINGS,
+            json!({"metadata": {"name": "b"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "foo"},
-            "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "system:authenticated"}]}));
-        let d = authorize(&store, &get_secret(&UserInfo::service_account("a", "sa", "u"), "a", "x"));
+            "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "system:authenticated"}]}),
+        );
+        let d = authorize(
+            &store,
+            &get_secret(&UserInfo::service_account("a", "sa", "u"), "a", "x"),
+        );
         assert!(!d.allowed);
-        assert_eq!(d.reason, r#"RBAC: clusterrole.rbac.authorization.k8s.io "foo" not found"#);
+        assert_eq!(
+            d.reason,
+            r#"RBAC: clusterrole.rbac.authorization.k8s.io "foo" not found"#
+        );
     }
 }

@@ -178,14 +178,20 @@ mod tests {
 
     #[test]
     fn defaults_aggregate_admin_edit_and_view() {
-        let c = Cluster::new(Arc::new(Store::new(None, 1000)), Registry::new(), Backends::default());
+        let c = Cluster::new(
+            Arc::new(Store::new(None, 1000)),
+            Registry::new(),
+            Backends::default(),
+        );
         ensure_defaults(&c);
         let get = |n: &str| c.store.get(&ObjectKey::new(CLUSTER_ROLES, "", n)).expect(n);
         let view = PolicyRule::all_of(&get("view"));
         let edit = PolicyRule::all_of(&get("edit"));
         let admin = PolicyRule::all_of(&get("admin"));
         let has = |rules: &[PolicyRule], res: &str, verb: &str| {
-            rules.iter().any(|r| r.resources.iter().any(|x| x == res) && r.verbs.iter().any(|v| v == verb))
+            rules
+                .iter()
+                .any(|r| r.resources.iter().any(|x| x == res) && r.verbs.iter().any(|v| v == verb))
         };
         assert!(has(&view, "pods/log", "get"));
         assert!(!has(&view, "secrets", "get"), "view does not read secrets");

@@ -86,7 +86,12 @@ fn may(store: &Store, user: &UserInfo, verb: &str, resource: &str, ns: &str, nam
 ///
 /// # Errors
 /// 403 Forbidden naming the permissions the user does not hold.
-pub fn check(store: &Store, user: &UserInfo, rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+pub fn check(
+    store: &Store,
+    user: &UserInfo,
+    rt: &ResourceType,
+    obj: &Value,
+) -> Result<(), ApiError> {
     if rt.group != GROUP || user.in_group(MASTERS) {
         return Ok(());
     }
@@ -107,12 +112,23 @@ pub fn check(store: &Store, user: &UserInfo, rt: &ResourceType, obj: &Value) -> 
                 Some("Role") => ("roles", ns),
                 _ => ("clusterroles", ""),
             };
-            if may(store, user, "bind", resource, if ns.is_empty() { role_ns } else { ns }, role) {
+            if may(
+                store,
+                user,
+                "bind",
+                resource,
+                if ns.is_empty() { role_ns } else { ns },
+                role,
+            ) {
                 return Ok(());
             }
             let key = ObjectKey::new(format!("{GROUP}/{resource}"), role_ns, role);
             let Some(role_obj) = store.get(&key) else {
-                let kind = if resource == "roles" { "role" } else { "clusterrole" };
+                let kind = if resource == "roles" {
+                    "role"
+                } else {
+                    "clusterrole"
+                };
                 return Err(denied(format!("{kind}.{GROUP} {role:?} not found")));
             };
             confirm_no_escalation(store, user, ns, &PolicyRule::all_of(&role_obj)).map_err(denied)

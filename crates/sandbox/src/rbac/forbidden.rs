@@ -112,7 +112,16 @@ mod tests {
             forbidden(&list, "").message,
             r#"secrets is forbidden: User "u" cannot list resource "secrets" in API group "" at the cluster scope"#
         );
-        let create = Attributes::resource(&u, "create", "external-secrets.io", "v1", "externalsecrets", "", "ns", "");
+        let create = Attributes::resource(
+            &u,
+            "create",
+            "external-secrets.io",
+            "v1",
+            "externalsecrets",
+            "",
+            "ns",
+            "",
+        );
         assert_eq!(
             forbidden(&create, "").message,
             r#"externalsecrets.external-secrets.io is forbidden: User "u" cannot create resource "externalsecrets" in API group "external-secrets.io" in the namespace "ns""#
@@ -124,11 +133,19 @@ mod tests {
         );
         let path = Attributes::non_resource(&u, "get", "/metrics");
         let e = forbidden(&path, "");
-        assert_eq!(e.message, r#"forbidden: User "u" cannot get path "/metrics""#);
+        assert_eq!(
+            e.message,
+            r#"forbidden: User "u" cannot get path "/metrics""#
+        );
         assert_eq!(e.code, 403);
         assert_eq!(e.to_status()["reason"], "Forbidden");
-        let e = forbidden(&get, r#"RBAC: clusterrole.rbac.authorization.k8s.io "foo" not found"#);
-        assert!(e.message.ends_with(r#"in the namespace "ns": RBAC: clusterrole.rbac.authorization.k8s.io "foo" not found"#));
+        let e = forbidden(
+            &get,
+            r#"RBAC: clusterrole.rbac.authorization.k8s.io "foo" not found"#,
+        );
+        assert!(e.message.ends_with(
+            r#"in the namespace "ns": RBAC: clusterrole.rbac.authorization.k8s.io "foo" not found"#
+        ));
         assert_eq!(e.to_status()["details"]["kind"], "secrets");
         assert_eq!(e.to_status()["details"]["name"], "x");
     }

@@ -40,7 +40,11 @@ fn values(headers: &HeaderMap, name: &str) -> Vec<String> {
 /// # Errors
 /// 403 Forbidden for the first item the requestor may not impersonate; 400 for groups,
 /// extras or a uid without a user.
-pub fn resolve(store: &Store, requestor: &UserInfo, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+pub fn resolve(
+    store: &Store,
+    requestor: &UserInfo,
+    headers: &HeaderMap,
+) -> Result<UserInfo, ApiError> {
     if !requested(headers) {
         return Ok(requestor.clone());
     }
@@ -61,14 +65,30 @@ pub fn resolve(store: &Store, requestor: &UserInfo, headers: &HeaderMap) -> Resu
     let mut checks: Vec<Attributes> = Vec::new();
     if let Some(u) = &user {
         checks.push(match split_service_account(u) {
-            Some((ns, name)) => {
-                Attributes::resource(requestor, "impersonate", "", "v1", "serviceaccounts", "", ns, name)
-            }
+            Some((ns, name)) => Attributes::resource(
+                requestor,
+                "impersonate",
+                "",
+                "v1",
+                "serviceaccounts",
+                "",
+                ns,
+                name,
+            ),
             None => Attributes::resource(requestor, "impersonate", "", "v1", "users", "", "", u),
         });
     }
     for g in &groups {
-        checks.push(Attributes::resource(requestor, "impersonate", "", "v1", "groups", "", "", g));
+        checks.push(Attributes::resource(
+            requestor,
+            "impersonate",
+            "",
+            "v1",
+            "groups",
+            "",
+            "",
+            g,
+        ));
     }
     for (k, vs) in &extra {
         for v in vs {
@@ -161,7 +181,11 @@ mod tests {
         assert_eq!(u.name, "system:serviceaccount:ns:sa");
         assert_eq!(
             u.groups,
-            ["system:serviceaccounts", "system:serviceaccounts:ns", "system:authenticated"]
+            [
+                "system:serviceaccounts",
+                "system:serviceaccounts:ns",
+                "system:authenticated"
+            ]
         );
         let g = resolve(
             &store,

@@ -63,6 +63,15 @@ pub fn check_resource(
 ) -> Result<(), ApiError> {
     check(
         store,
-        &Attributes::resource(user, verb, group, "v1", resource, subresource, namespace, name),
+        &Attributes::resource(
+            user,
+            verb,
+            group,
+            "v1",
+            resource,
+            subresource,
+            namespace,
+            name,
+        ),
     )
 }

@@ -69,7 +69,13 @@ fn attributes_of(rt: &ResourceType, user: &UserInfo, spec: &Value) -> Result<Att
     }
 }
 
-fn answer(rt: &ResourceType, spec: Value, store: &Store, a: &Attributes, namespace: Option<&str>) -> Value {
+fn answer(
+    rt: &ResourceType,
+    spec: Value,
+    store: &Store,
+    a: &Attributes,
+    namespace: Option<&str>,
+) -> Value {
     let d = authorize(store, a);
     let mut status = json!({"allowed": d.allowed});
     if !d.reason.is_empty() {
@@ -130,7 +136,9 @@ pub fn review(
             };
             let a = attributes_of(rt, &subject, &spec)?;
             if rt.plural == "localsubjectaccessreviews" {
-                let asked = spec["resourceAttributes"]["namespace"].as_str().unwrap_or("");
+                let asked = spec["resourceAttributes"]["namespace"]
+                    .as_str()
+                    .unwrap_or("");
                 if !spec["resourceAttributes"].is_object() || asked != namespace {
                     return Err(ApiError::bad_request(format!(
                         "spec.resourceAttributes.namespace must match namespace: {asked:?} != {namespace:?}"
@@ -156,7 +164,8 @@ pub fn review(
                     }
                     resource_rules.push(Value::Object(v));
                 } else {
-                    non_resource_rules.push(json!({"verbs": r.verbs, "nonResourceURLs": r.non_resource_urls}));
+                    non_resource_rules
+                        .push(json!({"verbs": r.verbs, "nonResourceURLs": r.non_resource_urls}));
                 }
             }
             let mut status = json!({

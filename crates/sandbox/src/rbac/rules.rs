@@ -94,9 +94,7 @@ impl PolicyRule {
 
     fn url_matches(&self, path: &str) -> bool {
         self.non_resource_urls.iter().any(|u| {
-            u == "*"
-                || u == path
-                || (u.ends_with('*') && path.starts_with(u.trim_end_matches('*')))
+            u == "*" || u == path || (u.ends_with('*') && path.starts_with(u.trim_end_matches('*')))
         })
     }
 
@@ -217,12 +215,22 @@ mod tests {
     }
 
     fn req(verb: &str, group: &str, res: &str, sub: &str, name: &str) -> Attributes {
-        Attributes::resource(&UserInfo::default(), verb, group, "v1", res, sub, "ns", name)
+        Attributes::resource(
+            &UserInfo::default(),
+            verb,
+            group,
+            "v1",
+            res,
+            sub,
+            "ns",
+            name,
+        )
     }
 
     #[test]
     fn subresources_need_their_own_grant() {
-        let pods = rule(json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "create"]}));
+        let pods =
+            rule(json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "create"]}));
         assert!(pods.allows(&req("get", "", "pods", "", "p")));
         assert!(!pods.allows(&req("create", "", "pods", "portforward", "p")));
         let star_sub = rule(json!({"apiGroups": [""], "resources": ["*/status"], "verbs": ["*"]}));
@@ -235,7 +243,9 @@ mod tests {
 
     #[test]
     fn resource_names_never_match_unnamed_requests() {
-        let r = rule(json!({"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["keys"], "verbs": ["get", "list", "create"]}));
+        let r = rule(
+            json!({"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["keys"], "verbs": ["get", "list", "create"]}),
+        );
         assert!(r.allows(&req("get", "", "secrets", "", "keys")));
         assert!(!r.allows(&req("get", "", "secrets", "", "other")));
         assert!(!r.allows(&req("list", "", "secrets", "", "")));
@@ -258,13 +268,20 @@ mod tests {
     #[test]
     fn compact_prints_like_the_escalation_message() {
         let r = rule(json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]}));
-        assert_eq!(r.compact(), r#"{APIGroups:[""], Resources:["pods"], Verbs:["delete"]}"#);
+        assert_eq!(
+            r.compact(),
+            r#"{APIGroups:[""], Resources:["pods"], Verbs:["delete"]}"#
+        );
         let admin = rule(json!({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}));
         assert!(r.breakdown().iter().all(|b| admin.covers(b)));
         assert!(!admin.breakdown().iter().all(|b| r.covers(b)));
-        let two = rule(json!({"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]}));
+        let two = rule(
+            json!({"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]}),
+        );
         assert_eq!(two.breakdown().len(), 4);
         let sub = rule(json!({"apiGroups": [""], "resources": ["*/log"], "verbs": ["get"]}));
-        assert!(sub.covers(&rule(json!({"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}))));
+        assert!(sub.covers(&rule(
+            json!({"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]})
+        )));
     }
 }
