@@ -261,7 +261,9 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         ["openapi", "v3", rest @ ..] => ok_get(&method, || {
             openapi::document(&shared.cluster.registry, rest)
         }),
-        ["openapi", "v2"] => Err(ApiError::no_route()),
+        ["openapi", "v2"] if method == Method::GET => {
+            return openapi_v2_response(&shared, req.headers());
+        }
         ["api", "v1", rest @ ..] => {
             return rest::handle(&shared, req, &user, "", "v1", rest, &query).await;
         }
@@ -289,6 +291,28 @@ fn ok_get(
         )));
     }
     f()
+}
+
+/// `GET /openapi/v2`: protobuf when the client asks for it (client-go, kubectl ≤ 1.28), else JSON.
+fn openapi_v2_response(shared: &Shared, headers: &hyper::HeaderMap) -> Response<Body> {
+    let doc = super::openapi_v2::document(&shared.cluster.registry);
+    let wants_protobuf = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("com.github.proto-openapi.spec.v2"));
+    if !wants_protobuf {
+        return http::json(200, &doc);
+    }
+    let bytes = super::gnostic::encode_document(&doc);
+    Response::builder()
+        .status(200)
+        .header(
+            "content-type",
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+        )
+        .header("cache-control", "no-cache, private")
+        .body(http::full(bytes))
+        .unwrap_or_else(|_| http::error(&ApiError::internal("cannot build the response")))
 }
 
 fn health_body(query: Option<&str>) -> String {

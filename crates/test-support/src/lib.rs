@@ -8,7 +8,7 @@ mod kubectl;
 mod sandbox;
 mod wait;
 
-pub use kubectl::{find_kubectl, kubectl_or_skip};
+pub use kubectl::{find_kubectl, find_kubectl_version, kubectl_or_skip, kubectl_version_or_skip};
 pub use sandbox::{
     api_for, apply, apply_yaml, forward, gvk, kube_client, kube_client_with_token, kube_config,
     start_sandbox, vault_client,
