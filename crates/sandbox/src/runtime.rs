@@ -1,5 +1,6 @@
 //! The container runtime's record of simulated containers: what each instance printed, how it
-//! ended, and when the kubelet restarts it (crash-loop back-off 10s doubling to 5m), so a
+//! ended, and when the kubelet restarts it (the first restart at once, then a crash-loop
+//! back-off of 10s doubling to 5m), so a
 //! simulated process that fails shows it as a real pod does: `kubectl logs` (and
 //! `--previous`), `restartCount`, `lastState.terminated` and a `CrashLoopBackOff` waiting state.
 
@@ -94,10 +95,14 @@ fn terminated(i: &Instance) -> Option<Terminated> {
     })
 }
 
+/// How long the kubelet waits before the next restart, after `restarts` restarts so far.
 fn backoff_for(restarts: u32) -> Duration {
-    BACKOFF_START
-        .saturating_mul(1 << restarts.min(6))
-        .min(BACKOFF_MAX)
+    match restarts {
+        0 => Duration::ZERO,
+        n => BACKOFF_START
+            .saturating_mul(1 << (n - 1).min(6))
+            .min(BACKOFF_MAX),
+    }
 }
 
 /// Every simulated container's record, by pod uid and container name.
@@ -217,17 +222,25 @@ mod tests {
         assert_eq!(rt.running("p", "c"), Some(0));
         rt.log("p", "c", "cannot read the keys");
         rt.exit("p", "c", 1);
+        // The first restart is immediate.
+        assert_eq!(rt.running("p", "c"), Some(1));
+        assert_eq!(
+            rt.logs("p", "c", true).expect("previous"),
+            "starting\ncannot read the keys\n"
+        );
+        rt.log("p", "c", "cannot read the keys");
+        rt.exit("p", "c", 1);
         assert_eq!(rt.running("p", "c"), None);
         let v = rt.view("p", "c").expect("known");
         assert!(v.running_since.is_none());
+        assert_eq!(v.restarts, 1);
         assert_eq!(v.backoff_total, Duration::from_secs(10));
         assert_eq!(v.last_terminated.expect("ended").exit_code, 1);
         assert_eq!(
             rt.logs("p", "c", false).expect("log"),
-            "starting\ncannot read the keys\n"
+            "cannot read the keys\n"
         );
-        assert!(rt.logs("p", "c", true).is_none());
-        assert_eq!(backoff_for(1), Duration::from_secs(20));
+        assert_eq!(backoff_for(2), Duration::from_secs(20));
         assert_eq!(backoff_for(9), BACKOFF_MAX);
     }
 }
