@@ -1,7 +1,10 @@
 //! The sandbox cluster: a local process speaking the real Kubernetes REST API over HTTPS
-//! (token auth, discovery, OpenAPI v3, CRUD/patch/apply/watch, CRDs, TokenRequest and
-//! TokenReview, pod port-forward) with simulated controllers, persisted in a directory,
-//! so kubestrap can be proven against it exactly as against k3s.
+//! (token auth, RBAC authorization and impersonation, discovery, OpenAPI v3 and v2,
+//! CRUD/patch/apply/watch, CRDs, TokenRequest and TokenReview, access reviews, pod
+//! port-forward and logs) with simulated controllers, persisted in a directory, so kubestrap
+//! can be proven against it exactly as against k3s. The admin kubeconfig is cluster-admin
+//! (`system:masters`); every other identity gets what RBAC grants ([`rbac`]), including the
+//! add-ons, which act as their workloads' service accounts.
 //!
 //! In-process use (tests): [`Sandbox::start`] returns a [`SandboxHandle`]. Command line:
 //! `kubestrap sandbox up --dir DIR [--faults SPEC]` ([`run_up`]) and `sandbox down` ([`run_down`]).

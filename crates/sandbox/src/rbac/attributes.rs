@@ -109,12 +109,12 @@ impl Attributes {
         .to_string();
         let mut namespace = String::new();
         let mut current: &[&str] = rest;
-        if current.first() == Some(&"namespaces") {
-            if let Some(ns) = current.get(1) {
-                namespace = (*ns).to_string();
-                if current.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&current[2]) {
-                    current = &current[2..];
-                }
+        if current.first() == Some(&"namespaces")
+            && let Some(ns) = current.get(1)
+        {
+            namespace = (*ns).to_string();
+            if current.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&current[2]) {
+                current = &current[2..];
             }
         }
         let resource = current.first().copied().unwrap_or("").to_string();
