@@ -1032,6 +1032,15 @@ async fn rbac_can_i_forbidden_then_role_binding(bin: PathBuf) {
         .trim(),
         "yes"
     );
+    // `can-i --list` (a SelfSubjectRulesReview, sent as protobuf) shows the bound rules.
+    let list = k
+        .ok(&["auth", "can-i", "--list", "-n", "team", &as_sa])
+        .await;
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("secrets ") && l.contains("get") && l.contains("create")),
+        "{list}"
+    );
     // The RoleBinding grants nothing elsewhere, and edit grants no RBAC writes.
     for args in [
         vec![
