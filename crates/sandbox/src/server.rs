@@ -181,14 +181,11 @@ pub async fn handle_request(shared: Arc<Shared>, req: Request<Incoming>) -> Resp
 async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    // k3s serves these without authentication.
+    // k3s's supervisor serves these without authentication (the apiserver itself runs with
+    // anonymous-auth=false: everything else needs a credential).
     match (&method, path.as_str()) {
         (&Method::GET, "/ping") => return http::text(200, "pong"),
         (&Method::GET, "/cacerts") => return http::text(200, shared.ca_pem.clone()),
-        (&Method::GET, "/healthz" | "/livez" | "/readyz") => {
-            return http::text(200, health_body(req.uri().query()));
-        }
-        (&Method::GET, "/version") => return http::json(200, &discovery::version()),
         // Like a release asset download: no cluster credentials needed.
         (&Method::GET, super::addons::FLUX_INSTALL_PATH) => {
             return http::text(200, super::addons::FLUX_INSTALL);
@@ -214,6 +211,13 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     if let Err(e) = rbac::check(&shared.cluster.store, &attrs) {
         tracing::debug!(user = %user.name, %path, "forbidden");
         return http::error(&e);
+    }
+    match (&method, path.as_str()) {
+        (&Method::GET, "/healthz" | "/livez" | "/readyz") => {
+            return http::text(200, health_body(req.uri().query()));
+        }
+        (&Method::GET, "/version") => return http::json(200, &discovery::version()),
+        _ => {}
     }
     if path.starts_with("/api") {
         let d = shared.faults.decide();

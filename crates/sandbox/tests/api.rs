@@ -67,6 +67,24 @@ async fn version_health_and_auth() {
     .await
     .expect("ping");
     assert_eq!(ping, "pong");
+    // Health and version need a credential too (k3s runs with anonymous-auth=false).
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(h.ca_pem().as_bytes()).expect("ca"))
+        .build()
+        .expect("http");
+    for path in ["/version", "/readyz"] {
+        let r = within(path, http.get(format!("{}{path}", h.url())).send())
+            .await
+            .expect("answer");
+        assert_eq!(r.status().as_u16(), 401, "{path}");
+    }
+    let ready = within(
+        "readyz",
+        c.request_text(hyper::Request::get("/readyz").body(vec![]).expect("req")),
+    )
+    .await
+    .expect("readyz with the admin token");
+    assert_eq!(ready, "ok");
     // A wrong token gets 401.
     let bad = kube_client_with_token(&h, "wrong").await;
     let err = within(
