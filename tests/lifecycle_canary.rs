@@ -280,18 +280,6 @@ fn documented_terraform_variable(name: &str) -> bool {
 }
 
 /// Copy `from` into `to` recursively.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// Stops the background sandbox a test's apply started, even when the test fails.
 struct SandboxGuard {
     dir: PathBuf,
@@ -368,25 +356,9 @@ fn full_sandbox_apply_leaves_no_canary_anywhere() {
         eprintln!("SKIP: terraform not found");
         return;
     };
-    // The repository's sandbox playbook, its Git content and the Terraform module, laid out
-    // as in the repository so the playbook's relative paths hold, in a private temp dir.
-    let tmp = tempfile::tempdir().unwrap();
+    // The repository's sandbox playbook, laid out in a private temp dir.
+    let tmp = kubestrap_test_support::sandbox_playbook_copy();
     let root = tmp.path();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::create_dir_all(root.join("playbooks")).unwrap();
-    std::fs::copy(
-        repo.join("playbooks/sandbox.toml"),
-        root.join("playbooks/sandbox.toml"),
-    )
-    .unwrap();
-    copy_tree(
-        &repo.join("playbooks/sandbox"),
-        &root.join("playbooks/sandbox"),
-    );
-    copy_tree(
-        &repo.join("tests/fixtures/terraform/vault-kv"),
-        &root.join("tests/fixtures/terraform/vault-kv"),
-    );
     let state = root.join("playbooks/.kubestrap");
     let cluster_dir = state.join("sandbox");
     let sandbox_dir = cluster_dir.join("sandbox");

@@ -1,6 +1,6 @@
 //! Snapshot tests of `plan` for the sandbox playbook: text, JSON and DOT.
 
-use kubestrap_test_support::{self as common, kubestrap_bin};
+use kubestrap_test_support::{self as common, kubestrap_bin, sandbox_playbook_copy};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,9 +10,10 @@ use kubestrap::output;
 use kubestrap::playbook::Playbook;
 use kubestrap::steps::Cluster;
 
-fn sandbox_plan() -> engine::Plan {
-    // Relative path (tests run in the package root) so the snapshot holds no machine paths.
-    let pb = Playbook::load(Path::new("playbooks/sandbox.toml")).unwrap();
+/// The plan of a private copy of the sandbox playbook, never the checkout's own: the
+/// quickstart may have left state (or a running sandbox) in `playbooks/.kubestrap`.
+fn sandbox_plan(root: &Path) -> engine::Plan {
+    let pb = Playbook::load(&root.join("playbooks/sandbox.toml")).unwrap();
     let engine = kubestrap::steps::build(&pb).unwrap();
     let cluster = Arc::new(Cluster::of_playbook(&pb));
     let env = RunEnv::new(pb).with_finished_resource(cluster);
@@ -30,10 +31,14 @@ fn sandbox_plan() -> engine::Plan {
     })
 }
 
+/// The rendered plan with the copy's location removed, so the snapshot holds paths relative
+/// to the repository root and no machine paths.
 fn render(f: impl Fn(&engine::Plan, &mut Vec<u8>) -> std::io::Result<()>) -> String {
+    let copy = sandbox_playbook_copy();
     let mut buf = Vec::new();
-    f(&sandbox_plan(), &mut buf).unwrap();
-    String::from_utf8(buf).unwrap()
+    f(&sandbox_plan(copy.path()), &mut buf).unwrap();
+    let root = format!("{}/", copy.path().display());
+    String::from_utf8(buf).unwrap().replace(&root, "")
 }
 
 #[test]
@@ -74,11 +79,11 @@ fn plan_is_stable_across_runs() {
 #[test]
 fn plan_output_holds_no_secret_values() {
     // plan runs without secrets; the binary must not need them nor print them.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let copy = sandbox_playbook_copy();
     let out = common::run(
         &kubestrap_bin!(),
         &["plan", "-p", "playbooks/sandbox.toml", "--output", "json"],
-        dir,
+        copy.path(),
         &[("GITHUB_TOKEN", "ghp_never-printed-0123456789")],
     );
     assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));

@@ -70,3 +70,49 @@ pub fn run(bin: &Path, args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Outpu
         .expect("start kubestrap");
     wait_with_timeout(child, Duration::from_secs(60))
 }
+
+/// A private copy of the workspace's sandbox playbook (`playbooks/sandbox.toml`), its Git
+/// content and the offline Terraform module, laid out as in the repository so the playbook's
+/// relative paths hold. Tests plan and apply this copy, never the checkout's own playbook,
+/// whose state dir (`playbooks/.kubestrap`) a user's quickstart run may have filled, or whose
+/// sandbox may still be running.
+///
+/// # Panics
+/// When the copy cannot be made.
+#[must_use]
+pub fn sandbox_playbook_copy() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let root = tmp.path();
+    let repo = workspace_root();
+    std::fs::create_dir_all(root.join("playbooks")).expect("playbooks dir");
+    std::fs::copy(
+        repo.join("playbooks/sandbox.toml"),
+        root.join("playbooks/sandbox.toml"),
+    )
+    .expect("copy the playbook");
+    copy_tree(
+        &repo.join("playbooks/sandbox"),
+        &root.join("playbooks/sandbox"),
+    );
+    copy_tree(
+        &repo.join("tests/fixtures/terraform/vault-kv"),
+        &root.join("tests/fixtures/terraform/vault-kv"),
+    );
+    tmp
+}
+
+/// Copy the directory tree `from` to `to`.
+///
+/// # Panics
+/// When a file cannot be copied.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}

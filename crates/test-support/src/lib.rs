@@ -17,7 +17,9 @@ mod wait;
 
 pub use bootstrap::{Bootstrap, Options, RUN_LIMIT, STEPS};
 pub use kubectl::{find_kubectl, find_kubectl_version, kubectl_or_skip, kubectl_version_or_skip};
-pub use kubestrap::{MINIMAL, run, workspace_root, write_playbook};
+pub use kubestrap::{
+    MINIMAL, copy_tree, run, sandbox_playbook_copy, workspace_root, write_playbook,
+};
 pub use process::{Lines, events, finished, runtime, text, wait_with_timeout};
 pub use sandbox::{
     api_for, apply, apply_yaml, forward, gvk, kube_client, kube_client_from,
