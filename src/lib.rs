@@ -12,6 +12,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod http;
 pub mod kube;
 pub mod output;
 pub mod playbook;

@@ -4,16 +4,11 @@
 //! port-forward comes up, 429, 5xx, a write conflict with a concurrent writer, Vault sealed).
 //! Permanent: it fails again until someone changes something (400/401/403/404/422, bad
 //! configuration, undecodable responses). The engine does not know the clients that produce
-//! these errors: each toolkit implements [`Classify`] for its own error types, and steps turn
-//! them into [`StepError`]s with [`StepError::classify`].
+//! these errors: each toolkit implements [`Classify`] for its own error types (HTTP statuses
+//! through `crate::http::is_transient_status`), and steps turn them into [`StepError`]s with
+//! [`StepError::classify`].
 
 use super::step::StepError;
-
-/// Whether an HTTP status is worth retrying: the rule every HTTP-speaking client error uses.
-#[must_use]
-pub const fn is_transient_status(code: u16) -> bool {
-    matches!(code, 408 | 409 | 425 | 429 | 500..=599)
-}
 
 /// An error type that knows whether retrying unchanged may succeed.
 pub trait Classify: std::error::Error + Send + Sync + 'static {
@@ -51,20 +46,10 @@ mod tests {
 
     impl Classify for Http {
         fn is_transient(&self) -> bool {
-            is_transient_status(self.0)
+            self.0 >= 500
         }
         fn describe(&self, action: &str) -> String {
             format!("{action}: answered {}", self.0)
-        }
-    }
-
-    #[test]
-    fn http_statuses_are_classified_once() {
-        for code in [408, 409, 425, 429, 500, 503] {
-            assert!(is_transient_status(code), "{code}");
-        }
-        for code in [400, 401, 403, 404, 422] {
-            assert!(!is_transient_status(code), "{code}");
         }
     }
 

@@ -20,7 +20,7 @@ pub mod step;
 mod walk;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointWriter, StepRecord, StepStatus};
-pub use classify::{Classify, is_transient_status};
+pub use classify::Classify;
 pub use context::{RunEnv, StepContext};
 pub use events::{
     EventBus, Recorder, RunEvent, RunMode, RunStatus, StepEnd, StepReport, Subscriber,

@@ -544,7 +544,7 @@ fn request_backoff() -> ExponentialBuilder {
 /// proper answer at all.
 fn is_transient(e: &ApplyError) -> bool {
     match e {
-        ApplyError::Api(r) => crate::engine::is_transient_status(r.code),
+        ApplyError::Api(r) => crate::http::is_transient_status(r.code),
         ApplyError::Transport { .. } => true,
         _ => false,
     }

@@ -1,11 +1,12 @@
 //! The one retry rule per client error kind the steps meet ([`Classify`]): Kubernetes API
 //! errors, server-side apply, cluster access, the lease and Vault. HTTP statuses all go through
-//! the engine's [`is_transient_status`], so a 409 means the same everywhere: a concurrent writer
+//! [`is_transient_status`], so a 409 means the same everywhere: a concurrent writer
 //! changed the object, try again (server-side apply with `force` has no field conflicts).
 
 use vaultrs::error::ClientError;
 
-use crate::engine::{Classify, is_transient_status};
+use crate::engine::Classify;
+use crate::http::is_transient_status;
 use crate::kube::{ApplyError, KubeAccessError, LeaseError, PortForwardError};
 
 impl Classify for ::kube::Error {
