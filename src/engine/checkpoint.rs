@@ -1,19 +1,24 @@
-//! The checkpoint: one JSON file per cluster recording what each step did (design §4).
+//! The checkpoint: what each step of a cluster's runs did, so a failed run can be resumed.
 //!
-//! Written atomically (temp file, fsync, rename, fsync of the directory) after every step
-//! transition, as a 0600 file in a 0700 directory. It holds no secret: outputs are non-secret by
-//! contract and errors pass through the redactor before they get here.
+//! A snapshot (`checkpoint.json`, written atomically: temp file, fsync, rename, fsync of the
+//! directory) plus, while a run is going, a journal of its transitions (`checkpoint.journal`,
+//! see [`super::journal`]) that is folded into the snapshot when the run ends. Reading replays
+//! the journal over the snapshot, so `status` and a resume after a crash see every transition.
+//! Both are 0600 in a 0700 directory and hold no secret: outputs are non-secret by contract and
+//! errors pass through the redactor before they get here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::events::{RunEvent, StepEnd, Subscriber, SubscriberError};
+use super::events::{RunEvent, StepEnd, StepReport, Subscriber, SubscriberError};
 use super::execute::millis;
 use super::graph::{Built, Engine};
+use super::journal::{self, Entry, Journal, JournalReadError};
 use super::step::{Phase, StepId};
 
 /// Format version written by this build. Older versions are read; newer ones are refused.
@@ -194,25 +199,38 @@ impl Checkpoint {
                 found: version,
             });
         }
-        serde_json::from_value(value)
-            .map(Some)
-            .map_err(|e| corrupt(e.to_string()))
+        let mut checkpoint: Self =
+            serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+        let entries = journal::read(&journal::path_for(path)).map_err(|e| match e {
+            JournalReadError::Io(source) => CheckpointError::Io {
+                path: journal::path_for(path),
+                source,
+            },
+            JournalReadError::Corrupt(reason) => corrupt(reason),
+        })?;
+        for Entry { step, record } in entries {
+            checkpoint.steps.insert(step, record);
+        }
+        Ok(Some(checkpoint))
     }
 
-    /// Write atomically to `path`: 0700 parent directory, 0600 temp file, fsync, rename, fsync
-    /// of the directory.
+    /// Write atomically to `path` (0700 parent directory, 0600 temp file, fsync, rename, fsync
+    /// of the directory), then drop the journal next to it, whose entries this snapshot holds.
     ///
     /// # Errors
     /// [`CheckpointError::Io`].
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
-        let bytes = serde_json::to_vec(self).map_err(|e| CheckpointError::Io {
-            path: path.to_owned(),
-            source: std::io::Error::other(e),
-        })?;
-        crate::secrets::write_private(path, &bytes).map_err(|source| CheckpointError::Io {
-            path: path.to_owned(),
-            source,
-        })
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| CheckpointError::Io { path, source }
+        };
+        let bytes = serde_json::to_vec(self).map_err(|e| io(path)(std::io::Error::other(e)))?;
+        crate::secrets::write_private(path, &bytes).map_err(io(path))?;
+        let journal = journal::path_for(path);
+        match fs::remove_file(&journal) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&journal)(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Steps whose recorded inputs differ from the current DAG's (inputs changed since).
@@ -230,97 +248,192 @@ impl Checkpoint {
     }
 }
 
-/// Subscriber that keeps the checkpoint in step with the run, writing it after every transition.
+/// The run's checkpoint in memory and its journal, shared by the subscriber that records
+/// starts and retries and by the walker, which commits each completion before it counts.
+#[derive(Debug, Clone)]
 pub struct CheckpointWriter {
-    path: PathBuf,
-    checkpoint: Checkpoint,
-    meta: BTreeMap<StepId, (Phase, String)>,
+    shared: Arc<Shared>,
 }
 
-impl std::fmt::Debug for CheckpointWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CheckpointWriter")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    journal: Journal,
+    meta: BTreeMap<StepId, (Phase, String)>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    checkpoint: Checkpoint,
+    /// Steps whose latest completion is already committed (the subscriber then skips it).
+    committed: BTreeSet<StepId>,
 }
 
 impl CheckpointWriter {
-    /// A writer continuing `checkpoint` at `path` for the steps of `engine`.
-    #[must_use]
-    pub fn new(path: PathBuf, checkpoint: Checkpoint, engine: &Engine<Built>) -> Self {
+    /// A writer continuing `checkpoint` at `path` (already saved there) for the steps of
+    /// `engine`.
+    ///
+    /// # Errors
+    /// [`CheckpointError::Io`] when the journal cannot be opened.
+    pub fn new(
+        path: PathBuf,
+        checkpoint: Checkpoint,
+        engine: &Engine<Built>,
+    ) -> Result<Self, CheckpointError> {
+        let journal_path = journal::path_for(&path);
+        let journal =
+            Journal::open(journal_path.clone()).map_err(|source| CheckpointError::Io {
+                path: journal_path,
+                source,
+            })?;
         let meta = engine
             .nodes()
             .map(|n| (n.id.clone(), (n.phase, n.input_hash.clone())))
             .collect();
-        Self {
-            path,
-            checkpoint,
-            meta,
-        }
+        Ok(Self {
+            shared: Arc::new(Shared {
+                path,
+                journal,
+                meta,
+                state: Mutex::new(State {
+                    checkpoint,
+                    committed: BTreeSet::new(),
+                }),
+            }),
+        })
     }
 
-    fn record(&mut self, step: &StepId) -> &mut StepRecord {
+    /// Make `report`'s completion durable; returns once it is on disk. Blocking (file IO):
+    /// call it off the async threads ([`tokio::task::spawn_blocking`]).
+    ///
+    /// # Errors
+    /// A message saying the checkpoint could not be written.
+    pub(crate) fn commit_finished(&self, report: &StepReport) -> Result<(), String> {
+        if report.end == StepEnd::Skipped {
+            // Verified: the earlier record stands.
+            return Ok(());
+        }
+        let entry = {
+            let mut state = self.state();
+            let rec = self.shared.record(&mut state.checkpoint, &report.step);
+            finish(rec, report);
+            let record = rec.clone();
+            state.committed.insert(report.step.clone());
+            Entry {
+                step: report.step.clone(),
+                record,
+            }
+        };
+        self.shared
+            .journal
+            .commit(&entry)
+            .map_err(|e| self.failed(&e))
+    }
+
+    /// Fold the journal into the snapshot (at the end of a run).
+    ///
+    /// # Errors
+    /// [`CheckpointError::Io`].
+    pub fn compact(&self) -> Result<(), CheckpointError> {
+        let mut state = self.state();
+        state.checkpoint.updated_at = Timestamp::now();
+        state.checkpoint.save(&self.shared.path)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn failed(&self, e: &std::io::Error) -> String {
+        format!(
+            "failed to write checkpoint journal {}: {e}; the run was stopped so no work goes unrecorded",
+            self.shared.journal.path().display()
+        )
+    }
+}
+
+impl Shared {
+    fn record<'a>(&self, checkpoint: &'a mut Checkpoint, step: &StepId) -> &'a mut StepRecord {
         let (phase, input_hash) = self
             .meta
             .get(step)
             .cloned()
             .unwrap_or((Phase::Verify, String::new()));
-        self.checkpoint
+        checkpoint
             .steps
             .entry(step.clone())
             .or_insert_with(|| StepRecord::new(StepStatus::Pending, phase, input_hash))
     }
+}
 
-    fn save(&mut self) -> Result<(), SubscriberError> {
-        self.checkpoint.updated_at = Timestamp::now();
-        self.checkpoint.save(&self.path).map_err(|e| {
-            SubscriberError(format!(
-                "{e}; the run was stopped so no work goes unrecorded"
-            ))
-        })
-    }
+/// A finished step's record.
+fn finish(rec: &mut StepRecord, r: &StepReport) {
+    rec.status = match r.end {
+        StepEnd::Done | StepEnd::Skipped => StepStatus::Done,
+        StepEnd::Failed => StepStatus::Failed,
+        StepEnd::Interrupted => StepStatus::Interrupted,
+    };
+    rec.finished_at = Some(Timestamp::now());
+    rec.duration_ms = Some(millis(r.duration));
+    rec.changed = Some(r.changed);
+    rec.outputs = r.outputs.clone();
+    rec.last_error.clone_from(&r.error);
 }
 
 impl Subscriber for CheckpointWriter {
     fn on_event(&mut self, event: &RunEvent) -> Result<(), SubscriberError> {
-        match event {
-            RunEvent::StepStarted { step, attempt, .. } => {
-                let input_hash = self.meta.get(step).map(|m| m.1.clone()).unwrap_or_default();
-                let rec = self.record(step);
-                rec.status = StepStatus::Running;
-                rec.attempts = *attempt;
-                rec.input_hash = input_hash;
-                if *attempt == 1 {
-                    rec.started_at = Some(Timestamp::now());
-                    rec.finished_at = None;
-                    rec.duration_ms = None;
+        let entry = {
+            let mut state = self.state();
+            let step = match event {
+                RunEvent::StepStarted { step, attempt, .. } => {
+                    let input_hash = self
+                        .shared
+                        .meta
+                        .get(step)
+                        .map(|m| m.1.clone())
+                        .unwrap_or_default();
+                    state.committed.remove(step);
+                    let rec = self.shared.record(&mut state.checkpoint, step);
+                    rec.status = StepStatus::Running;
+                    rec.attempts = *attempt;
+                    rec.input_hash = input_hash;
+                    if *attempt == 1 {
+                        rec.started_at = Some(Timestamp::now());
+                        rec.finished_at = None;
+                        rec.duration_ms = None;
+                    }
+                    step
                 }
-            }
-            RunEvent::StepRetrying { step, error, .. } => {
-                self.record(step).last_error = Some(error.clone());
-            }
-            RunEvent::StepFinished(r) => {
-                if r.end == StepEnd::Skipped {
-                    // Verified: the earlier record stands.
-                    return Ok(());
+                RunEvent::StepRetrying { step, error, .. } => {
+                    self.shared.record(&mut state.checkpoint, step).last_error =
+                        Some(error.clone());
+                    step
                 }
-                let rec = self.record(&r.step);
-                rec.status = match r.end {
-                    StepEnd::Done => StepStatus::Done,
-                    StepEnd::Failed => StepStatus::Failed,
-                    StepEnd::Interrupted => StepStatus::Interrupted,
-                    StepEnd::Skipped => unreachable!("handled above"),
-                };
-                rec.finished_at = Some(Timestamp::now());
-                rec.duration_ms = Some(millis(r.duration));
-                rec.changed = Some(r.changed);
-                rec.outputs = r.outputs.clone();
-                rec.last_error.clone_from(&r.error);
+                RunEvent::StepFinished(r) => {
+                    // Committed by the walker before anyone saw it: nothing left to write.
+                    if r.end == StepEnd::Skipped || state.committed.contains(&r.step) {
+                        return Ok(());
+                    }
+                    drop(state);
+                    return self.commit_finished(r).map_err(SubscriberError);
+                }
+                _ => return Ok(()),
+            };
+            Entry {
+                step: step.clone(),
+                record: self.shared.record(&mut state.checkpoint, step).clone(),
             }
-            _ => return Ok(()),
-        }
-        self.save()
+        };
+        // A start or a retry need not be synced: a crash then loses only a running step.
+        self.shared
+            .journal
+            .append(&entry)
+            .map(|_| ())
+            .map_err(|e| SubscriberError(self.failed(&e)))
     }
 }
 

@@ -219,6 +219,15 @@ impl EventBus {
         }
     }
 
+    /// Record a failure to keep the run's work recorded (as a failing subscriber does): the run
+    /// stops starting work. The first one is kept.
+    pub(crate) fn fail(&self, message: String) {
+        let mut state = self.lock();
+        if state.failure.is_none() {
+            state.failure = Some(message);
+        }
+    }
+
     /// The first subscriber failure, if any (taken: reported once).
     pub fn take_failure(&self) -> Option<String> {
         self.lock().failure.take()

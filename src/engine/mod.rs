@@ -12,6 +12,7 @@ pub mod context;
 pub mod events;
 mod execute;
 pub mod graph;
+mod journal;
 pub mod lock;
 pub mod resources;
 pub mod retry;

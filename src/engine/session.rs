@@ -212,8 +212,8 @@ pub async fn apply(
         env.emit(&RunEvent::Warning { message });
     }
     checkpoint.save(&path)?;
-    env.events
-        .subscribe_first(Box::new(CheckpointWriter::new(path, checkpoint, engine)));
+    let recorder = CheckpointWriter::new(path, checkpoint, engine)?;
+    env.events.subscribe_first(Box::new(recorder.clone()));
     let executor = Arc::new(ApplyExecutor {
         env: env.clone(),
         prior,
@@ -223,8 +223,14 @@ pub async fn apply(
         concurrency: req.concurrency,
         selected,
         known_outputs,
+        recorder: Some(recorder.clone()),
     };
     let report = walk(engine, env, executor, opts).await;
+    if let Err(e) = recorder.compact() {
+        env.emit(&RunEvent::Warning {
+            message: format!("{e}; its journal next to it holds the run's records"),
+        });
+    }
     env.resources.finish_all(&env.events).await;
     Ok(report)
 }
@@ -271,6 +277,7 @@ pub async fn plan(engine: &Engine<Built>, env: &RunEnv, concurrency: usize) -> P
         concurrency,
         selected: None,
         known_outputs: BTreeMap::new(),
+        recorder: None,
     };
     let report = walk(engine, env, Arc::new(PlanExecutor), opts).await;
     let by_id: HashMap<&StepId, &StepReport> = report.steps.iter().map(|r| (&r.step, r)).collect();

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
+use super::checkpoint::CheckpointWriter;
 use super::context::{RunEnv, StepContext};
 use super::events::{RunEvent, RunMode, RunStatus, StepEnd, StepReport};
 use super::graph::{Built, Engine, Node};
@@ -30,6 +31,8 @@ pub(crate) struct WalkOptions {
     pub selected: Option<BTreeSet<StepId>>,
     /// Outputs already known (from the checkpoint) for steps that will not run.
     pub known_outputs: BTreeMap<StepId, serde_json::Value>,
+    /// Where a step's completion is made durable before it counts (apply); `None` for plan.
+    pub recorder: Option<CheckpointWriter>,
 }
 
 /// What a walk did.
@@ -143,7 +146,15 @@ pub(crate) async fn walk<E: Executor>(
                     env.interrupt.child_token(),
                 );
                 let exec = Arc::clone(&executor);
-                let handle = running.spawn(async move { exec.execute(node, ctx).await });
+                let recorder = opts.recorder.clone();
+                let events = env.events.clone();
+                let handle = running.spawn(async move {
+                    let report = exec.execute(node, ctx).await;
+                    if let Some(recorder) = recorder {
+                        commit(recorder, &report, &events).await;
+                    }
+                    report
+                });
                 task_step.insert(handle.id(), i);
             }
             if running.is_empty() {
@@ -243,6 +254,19 @@ pub(crate) async fn walk<E: Executor>(
         report.root_cause = Some((None, failure));
     }
     report
+}
+
+/// Make a step's completion durable before it counts: its dependents start and printers
+/// announce it only afterwards. Steps finishing together share one sync. A failure stops the
+/// run, as a checkpoint that cannot be written must.
+async fn commit(recorder: CheckpointWriter, report: &StepReport, events: &super::events::EventBus) {
+    let finished = report.clone();
+    let result = tokio::task::spawn_blocking(move || recorder.commit_finished(&finished)).await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(message)) => events.fail(message),
+        Err(e) => events.fail(format!("recording step {} failed: {e}", report.step)),
+    }
 }
 
 fn panicked(node: &Node, err: &tokio::task::JoinError) -> StepReport {
