@@ -71,6 +71,7 @@ mod tls;
 mod tokens;
 mod validation;
 pub mod vault;
+pub mod vault_pod;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -184,6 +185,9 @@ pub struct SandboxConfig {
     pub git_repos: BTreeMap<String, PathBuf>,
     /// Start with the vault chart's objects deployed (`--preinstall vault`).
     pub preinstall_vault: bool,
+    /// Run this `bao` or `vault` server binary as the Vault pod's process
+    /// (`--vault-server PATH`) instead of the in-process emulator; see [`vault_pod`].
+    pub vault_server: Option<PathBuf>,
 }
 
 impl SandboxConfig {
@@ -197,6 +201,7 @@ impl SandboxConfig {
             history_limit: 10_000,
             git_repos: BTreeMap::new(),
             preinstall_vault: false,
+            vault_server: None,
         }
     }
 }
@@ -312,8 +317,14 @@ impl Sandbox {
         let addons_config = addons::AddonsConfig {
             git_repos,
             preinstall_vault: config.preinstall_vault,
+            vault_server: config.vault_server.clone(),
         };
-        addons::start(&shared, &dir, addr.port(), &addons_config, &tracker)?;
+        if let Err(e) = addons::start(&shared, &dir, addr.port(), &addons_config, &tracker).await {
+            shutdown.cancel();
+            tracker.close();
+            let _ = tokio::time::timeout(Duration::from_secs(15), tracker.wait()).await;
+            return Err(e.into());
+        }
         schedule_vault_restart(&shared, &tracker);
         let info_path = dir.join("sandbox.json");
         let info = serde_json::json!({
@@ -387,8 +398,14 @@ fn schedule_vault_restart(shared: &Arc<Shared>, tracker: &TaskTracker) {
 }
 
 impl SandboxHandle {
-    /// The sandbox's Vault server (seal state, restarts).
+    /// The sandbox's emulated Vault server (seal state, restarts); `None` when a real server
+    /// runs as the Vault pod (see [`Self::vault_pod`]).
     pub fn vault(&self) -> Option<Arc<vault::VaultServer>> {
+        self.shared.vault.get().and_then(|v| v.emulated().cloned())
+    }
+
+    /// What backs the Vault pod: the emulator or a real server process.
+    pub fn vault_pod(&self) -> Option<vault_pod::VaultPod> {
         self.shared.vault.get().cloned()
     }
 
@@ -480,6 +497,10 @@ impl SandboxHandle {
     pub async fn shutdown(self) -> Result<(), SandboxError> {
         self.shared.shutdown.cancel();
         self.tracker.close();
+        // A real Vault server gets its grace period to stop (it seals and closes raft).
+        if let Some(server) = self.shared.vault.get().and_then(|v| v.server().cloned()) {
+            server.stopped(Duration::from_secs(15)).await;
+        }
         if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
             .await
             .is_err()

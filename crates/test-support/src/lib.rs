@@ -1,16 +1,22 @@
 //! Test fixtures shared by the workspace's integration tests: an in-process sandbox with a kube
-//! client on its kubeconfig, a local port-forward listener, Vault clients, bounded waits and the
-//! real `kubectl`. Each fixture owns its temp dir and ports, so tests never share state.
+//! client on its kubeconfig, a local port-forward listener, Vault clients, bounded waits, the
+//! real `kubectl` and a real Vault-API server binary (OpenBao). Each fixture owns its temp dir
+//! and ports, so tests never share state.
 //!
 //! Only tests depend on this crate; it may import the sandbox, never the product.
 
 mod kubectl;
 mod sandbox;
+mod vault_server;
 mod wait;
 
 pub use kubectl::{find_kubectl, kubectl_or_skip};
 pub use sandbox::{
     api_for, apply, apply_yaml, forward, gvk, kube_client, kube_client_with_token, kube_config,
-    start_sandbox, vault_client,
+    start_sandbox, vault_client, vault_wait_active,
+};
+pub use vault_server::{
+    OPENBAO_VERSION, REQUIRE_VAULT_SERVER_ENV, VAULT_SERVER_ENV, find_vault_server,
+    pinned_openbao_path, vault_server_or_skip,
 };
 pub use wait::{DEFAULT_LIMIT, wait_for, within, within_for};

@@ -105,6 +105,35 @@ pub fn vault_client(addr: &str, token: &str) -> VaultClient {
     .expect("vault client")
 }
 
+/// Waits until Vault at `addr` is the active node (`GET /v1/sys/health` answers 200): a real
+/// server answers 429 (standby) and refuses writes with 500 "local node not active" for up to
+/// about 0.2 s after the last unseal key, while its raft node takes leadership. Raw HTTP, since
+/// vaultrs cannot read OpenBao's health body.
+///
+/// # Panics
+/// When Vault is not active within [`crate::DEFAULT_LIMIT`].
+pub async fn vault_wait_active(addr: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/sys/health", addr.trim_end_matches('/'));
+    let mut last = String::new();
+    let active = tokio::time::timeout(crate::DEFAULT_LIMIT, async {
+        loop {
+            match http.get(&url).send().await {
+                Ok(r) if r.status() == 200 => return,
+                Ok(r) => last = format!("HTTP {}", r.status()),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        active.is_ok(),
+        "vault at {addr} is not active; last answer: {last}"
+    );
+}
+
 /// Server-side apply every document of `text` (field manager `test`, forced), discovering
 /// each type.
 ///
