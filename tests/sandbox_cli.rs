@@ -222,3 +222,129 @@ async fn bad_git_repo_mapping_is_rejected_before_starting() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_vault_server_that_is_not_one_is_rejected_before_starting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sdir = dir.path().join("cluster");
+    for (binary, says) in [
+        (
+            "/nonexistent/bao",
+            "cannot run the vault server binary /nonexistent/bao",
+        ),
+        ("/bin/true", "/bin/true is not a Vault or OpenBao server"),
+    ] {
+        let out = tokio::time::timeout(
+            T,
+            Command::new(env!("CARGO_BIN_EXE_kubestrap"))
+                .args(["sandbox", "up", "--vault-server", binary, "--dir"])
+                .arg(&sdir)
+                .output(),
+        )
+        .await
+        .expect("exits")
+        .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "bad input: {stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!sdir.exists(), "nothing touched");
+    }
+}
+
+/// Whether `pid` runs (a zombie waiting for its reaper has stopped).
+fn process_runs(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+async fn wait_for_file(path: &std::path::Path) -> String {
+    tokio::time::timeout(T, async {
+        loop {
+            if let Ok(s) = std::fs::read_to_string(path)
+                && !s.trim().is_empty()
+            {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} appears", path.display()))
+}
+
+#[tokio::test]
+async fn a_real_vault_server_stops_with_the_sandbox_even_a_sigkilled_one() {
+    let Some(server) = kubestrap_test_support::vault_server_or_skip(
+        "a_real_vault_server_stops_with_the_sandbox_even_a_sigkilled_one",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sdir = dir.path().join("cluster");
+    let bin = env!("CARGO_BIN_EXE_kubestrap");
+    let up = || {
+        Command::new(bin)
+            .args(["sandbox", "up", "--preinstall", "vault", "--dir"])
+            .arg(&sdir)
+            .arg("--vault-server")
+            .arg(&server)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("sandbox up starts")
+    };
+    let server_pid = || async {
+        wait_for_file(&sdir.join("vault-server/server.pid"))
+            .await
+            .trim()
+            .parse::<u32>()
+            .expect("pid")
+    };
+
+    // Graceful: `sandbox down` stops the server before the sandbox exits.
+    let mut first = up();
+    wait_for_file(&sdir.join("sandbox.pid")).await;
+    let pid = server_pid().await;
+    assert!(process_runs(pid), "the server runs");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert!(String::from_utf8_lossy(&cmdline).contains("server\0-config="));
+    let down = tokio::time::timeout(
+        T,
+        Command::new(bin)
+            .args(["sandbox", "down", "--dir"])
+            .arg(&sdir)
+            .output(),
+    )
+    .await
+    .expect("down finishes")
+    .expect("down runs");
+    assert!(down.status.success());
+    assert!(
+        tokio::time::timeout(T, first.wait())
+            .await
+            .expect("up exits")
+            .expect("status")
+            .success()
+    );
+    assert!(!process_runs(pid), "the server stopped with the sandbox");
+    assert!(!sdir.join("vault-server/server.pid").exists());
+
+    // SIGKILL: nothing of the sandbox runs any more, yet the server dies too (parent-death
+    // signal), instead of keeping its ports and raft files.
+    let mut second = up();
+    wait_for_file(&sdir.join("sandbox.pid")).await;
+    let pid = server_pid().await;
+    assert!(process_runs(pid));
+    second.start_kill().expect("SIGKILL the sandbox");
+    second.wait().await.expect("reaped");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while process_runs(pid) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the server dies with its SIGKILLed sandbox");
+}

@@ -133,6 +133,13 @@ where
             pid,
         });
     }
+    let vault_server = match args.vault_server {
+        Some(p) if p.is_relative() => Some(std::env::current_dir().map_err(io_err(&p))?.join(p)),
+        other => other,
+    };
+    if let Some(binary) = &vault_server {
+        crate::vault_pod::identify(binary).await?;
+    }
     std::fs::create_dir_all(&args.dir).map_err(io_err(&args.dir))?;
     init_file_logging(&args.dir);
     let mut config = SandboxConfig::new(&args.dir);
@@ -140,10 +147,7 @@ where
     config.faults = faults;
     config.git_repos = git_repos;
     config.preinstall_vault = args.preinstall.iter().any(|p| p == "vault");
-    config.vault_server = match args.vault_server {
-        Some(p) if p.is_relative() => Some(std::env::current_dir().map_err(io_err(&p))?.join(p)),
-        other => other,
-    };
+    config.vault_server = vault_server;
     let handle = Sandbox::start(config).await?;
     if let Err(e) = setup(&handle) {
         let _ = handle.shutdown().await;

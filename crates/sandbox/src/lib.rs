@@ -160,6 +160,9 @@ pub enum SandboxError {
     /// Vault, Flux or ESO could not start.
     #[error(transparent)]
     Addons(#[from] addons::AddonsError),
+    /// `--vault-server` names no Vault-API server binary.
+    #[error(transparent)]
+    VaultServer(#[from] vault_pod::ServerError),
     /// A `--git-repo` flag or `git-repos.json` entry is malformed.
     #[error(
         "bad git repository mapping {0:?}: expected URL=DIR (e.g. https://git.sandbox.local/org/fleet=./fleet)"

@@ -37,7 +37,7 @@ use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use config::Flavor;
-pub use server::{PROBE_INTERVAL, ServerProcess, ServerSettings};
+pub use server::{PROBE_INTERVAL, ServerProcess, ServerSettings, identify};
 
 use crate::portforward::PodStream;
 use crate::vault::{VaultServer, VaultStatus};

@@ -79,8 +79,12 @@ impl std::fmt::Debug for ServerProcess {
     }
 }
 
-/// Runs `<binary> version` and tells which server it is.
-async fn identify(binary: &Path) -> Result<(Flavor, String), ServerError> {
+/// Runs `<binary> version` and tells which server it is (and its version): how `sandbox up`
+/// rejects a wrong `--vault-server` before it touches anything.
+///
+/// # Errors
+/// The binary cannot be run, or it is neither OpenBao nor Vault.
+pub async fn identify(binary: &Path) -> Result<(Flavor, String), ServerError> {
     let run = Command::new(binary)
         .arg("version")
         .env_clear()
