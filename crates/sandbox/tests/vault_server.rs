@@ -42,9 +42,12 @@ async fn unsealed(server: PathBuf) -> (SandboxHandle, Client, String, String, te
     .await;
     let addr = forward(&c, "vault", "vault-0", 8200).await;
     let anon = vault_client(&addr, "");
-    let init = within("init", vaultrs::sys::start_initialization(&anon, 1, 1, None))
-        .await
-        .expect("init");
+    let init = within(
+        "init",
+        vaultrs::sys::start_initialization(&anon, 1, 1, None),
+    )
+    .await
+    .expect("init");
     assert!(
         init.root_token.starts_with("s."),
         "OpenBao's legacy token prefix"
@@ -169,7 +172,11 @@ async fn kubernetes_auth_reviews_logins_with_the_sandbox_api_through_the_proxy()
     let other_dir = tempfile::tempdir().expect("tmp");
     let (other, _) = start_sandbox(SandboxConfig::new(other_dir.path())).await;
     configure(&admin, "https://kubernetes.default.svc", other.ca_pem()).await;
-    assert_eq!(login(&addr, "plain", &api_token).await, Err(403), "unknown CA");
+    assert_eq!(
+        login(&addr, "plain", &api_token).await,
+        Err(403),
+        "unknown CA"
+    );
     other.shutdown().await.expect("shutdown");
     configure(&admin, "https://kubernetes.default.svc", h.ca_pem()).await;
 
@@ -220,7 +227,11 @@ async fn kubernetes_auth_reviews_logins_with_the_sandbox_api_through_the_proxy()
 
     // Names outside the cluster do not resolve.
     configure(&admin, "https://kube.example.invalid", h.ca_pem()).await;
-    assert_eq!(login(&addr, "plain", &fresh).await, Err(403), "no such host");
+    assert_eq!(
+        login(&addr, "plain", &fresh).await,
+        Err(403),
+        "no such host"
+    );
     configure(&admin, "https://kubernetes.default.svc:443", h.ca_pem()).await;
     login(&addr, "plain", &fresh).await.expect("explicit port");
     h.shutdown().await.expect("shutdown");
