@@ -571,15 +571,26 @@ impl VaultUnseal {
     }
 }
 
+/// How long an unsealed Vault may take to become the active node (a raft node: about 0.2 s).
+const ACTIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Submits shares from the keys Secret until Vault reports unsealed; `false` when it already
-/// was.
+/// was. Either way it returns once Vault is the active node, so the next step's writes do not
+/// meet a raft node still taking leadership (500 "local node not active").
 pub(crate) async fn unseal_with(
     session: &VaultSession,
     keys: &VaultKeys,
     namespace: &str,
     secret: &str,
 ) -> Result<bool, StepError> {
-    if state(session).await? == VaultState::Unsealed {
+    let status = super::vault_status::seal_status(session).await?;
+    if !status.initialized {
+        return Err(StepError::permanent(
+            "Vault is not initialised, so there is nothing to unseal: run vault.init (`kubestrap apply --resume`)",
+        ));
+    }
+    if !status.sealed {
+        super::vault_status::wait_active(session, ACTIVE_WAIT).await?;
         return Ok(false);
     }
     let mut last = None;
@@ -592,7 +603,10 @@ pub(crate) async fn unseal_with(
         )
         .await;
         match resp {
-            Ok(r) if !r.sealed => return Ok(true),
+            Ok(r) if !r.sealed => {
+                super::vault_status::wait_active(session, ACTIVE_WAIT).await?;
+                return Ok(true);
+            }
             Ok(r) => last = Some(format!("progress {}/{}", r.progress, r.threshold)),
             Err(e) => {
                 let err = vault_error("submit an unseal key", e);
