@@ -7,6 +7,20 @@ use tokio::process::Command;
 
 const T: Duration = Duration::from_secs(30);
 
+/// `kubestrap sandbox down --dir DIR`, to completion.
+async fn sandbox_down(dir: &std::path::Path) -> std::process::Output {
+    tokio::time::timeout(
+        T,
+        Command::new(env!("CARGO_BIN_EXE_kubestrap"))
+            .args(["sandbox", "down", "--dir"])
+            .arg(dir)
+            .output(),
+    )
+    .await
+    .expect("down finishes")
+    .expect("down runs")
+}
+
 #[tokio::test]
 async fn up_writes_kubeconfig_and_down_stops_it_gracefully() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -60,16 +74,7 @@ async fn up_writes_kubeconfig_and_down_stops_it_gracefully() {
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
 
-    let down = tokio::time::timeout(
-        T,
-        Command::new(bin)
-            .args(["sandbox", "down", "--dir"])
-            .arg(&sdir)
-            .output(),
-    )
-    .await
-    .expect("down finishes")
-    .expect("down runs");
+    let down = sandbox_down(&sdir).await;
     assert!(
         down.status.success(),
         "down failed: {}",
@@ -84,16 +89,7 @@ async fn up_writes_kubeconfig_and_down_stops_it_gracefully() {
     assert!(!pid_file.exists(), "pid file removed");
 
     // Nothing is running any more: down says so and fails.
-    let again = tokio::time::timeout(
-        T,
-        Command::new(bin)
-            .args(["sandbox", "down", "--dir"])
-            .arg(&sdir)
-            .output(),
-    )
-    .await
-    .expect("down finishes")
-    .expect("down runs");
+    let again = sandbox_down(&sdir).await;
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("no sandbox is running"));
 }
@@ -184,16 +180,7 @@ async fn up_with_preinstalled_vault_and_git_repos_records_the_flux_url() {
     .await
     .expect("preinstalled vault-0 runs");
 
-    let down = tokio::time::timeout(
-        T,
-        Command::new(bin)
-            .args(["sandbox", "down", "--dir"])
-            .arg(&sdir)
-            .output(),
-    )
-    .await
-    .expect("down finishes")
-    .expect("down runs");
+    let down = sandbox_down(&sdir).await;
     assert!(down.status.success());
     let status = tokio::time::timeout(T, up.wait())
         .await
@@ -309,18 +296,19 @@ async fn a_real_vault_server_stops_with_the_sandbox_even_a_sigkilled_one() {
     wait_for_file(&sdir.join("sandbox.pid")).await;
     let pid = server_pid().await;
     assert!(process_runs(pid), "the server runs");
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sdir.join("sandbox.json")).expect("sandbox.json"))
+            .expect("json");
+    assert_eq!(info["vault_server"]["flavor"], "OpenBao", "{info}");
+    assert!(
+        info["vault_server"]["addr"]
+            .as_str()
+            .expect("addr")
+            .starts_with("http://127.0.0.1:")
+    );
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
     assert!(String::from_utf8_lossy(&cmdline).contains("server\0-config="));
-    let down = tokio::time::timeout(
-        T,
-        Command::new(bin)
-            .args(["sandbox", "down", "--dir"])
-            .arg(&sdir)
-            .output(),
-    )
-    .await
-    .expect("down finishes")
-    .expect("down runs");
+    let down = sandbox_down(&sdir).await;
     assert!(down.status.success());
     assert!(
         tokio::time::timeout(T, first.wait())

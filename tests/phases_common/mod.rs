@@ -226,6 +226,21 @@ terraform = "120s"
         wait_with_timeout(child, RUN_LIMIT)
     }
 
+    /// `apply --output json` with the canaries, which must finish every one of the 26 steps;
+    /// returns its output.
+    pub fn apply_all(&self) -> Output {
+        let out = self.run(&["apply", "--output", "json"], true);
+        assert!(out.status.success(), "{}", text(&out));
+        let steps = finished(&out);
+        assert_eq!(steps.len(), 26, "{}", text(&out));
+        assert!(
+            steps.iter().all(|s| s["status"] == "done"),
+            "{}",
+            text(&out)
+        );
+        out
+    }
+
     /// Starts `apply --output json ARGS` and SIGKILLs it as soon as an event line satisfies
     /// `kill_when`; returns the lines seen.
     pub fn apply_and_kill(&self, args: &[&str], kill_when: impl Fn(&Value) -> bool) -> Vec<Value> {

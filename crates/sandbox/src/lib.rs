@@ -12,7 +12,9 @@
 //! `token` and `sa.key` (admin token, service-account signing key), `port` (reused on
 //! restart when free), `state.json` (every
 //! object; written atomically shortly after changes and at shutdown), `sandbox.pid` and
-//! `sandbox.log` (`sandbox up` only). Secret files are mode 0600, the directory 0700.
+//! `sandbox.log` (`sandbox up` only), `vault/` (the emulated Vault's storage) or
+//! `vault-server/` (a real server's configuration, raft data, log and pid; [`vault_pod`]).
+//! Secret files are mode 0600, the directory 0700.
 //!
 //! # Admin endpoints (admin token only)
 //! `GET /sandbox/v1/writes` (the write log: `count` of accepted API-client writes,
@@ -30,7 +32,8 @@
 //! `delay.vault`, `delay.eso` and `delay.flux`.
 //!
 //! # Add-ons
-//! [`addons`] runs Vault behind pod `vault-0`, Flux (`GET /sandbox/flux/install.yaml`,
+//! [`addons`] runs Vault behind pod `vault-0` (the emulator, or a real `bao`/`vault` server
+//! with `--vault-server PATH`, see [`vault_pod`]), Flux (`GET /sandbox/flux/install.yaml`,
 //! GitRepository, Kustomization, HelmRepository, HelmRelease), ESO and the auto-unsealer;
 //! `DIR/sandbox.json` records the server, kubeconfig, CA file and Flux install URL.
 //! Decisions are a deterministic sequence for a seed.
@@ -330,12 +333,20 @@ impl Sandbox {
         }
         schedule_vault_restart(&shared, &tracker);
         let info_path = dir.join("sandbox.json");
-        let info = serde_json::json!({
+        let mut info = serde_json::json!({
             "server": url,
             "kubeconfig": kc_path,
             "ca_file": dir.join("ca.crt"),
             "flux_install_url": format!("{url}{}", addons::FLUX_INSTALL_PATH),
         });
+        if let Some(server) = shared.vault.get().and_then(|v| v.server()) {
+            info["vault_server"] = serde_json::json!({
+                "flavor": server.flavor().name(),
+                "version": server.version(),
+                "addr": server.api_addr(),
+                "log": server.log_path(),
+            });
+        }
         std::fs::write(
             &info_path,
             serde_json::to_vec_pretty(&info).unwrap_or_default(),

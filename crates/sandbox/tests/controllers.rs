@@ -17,7 +17,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParam
 use kubestrap_sandbox::{SandboxConfig, SandboxHandle};
 use kubestrap_test_support::{
     apply, apply_yaml, forward, gvk, start_sandbox as start, vault_client as vault,
-    vault_server_or_skip, vault_wait_active, wait_for, within,
+    vault_server_or_skip, vault_wait_active, wait_for, wait_pod_running, within,
 };
 use serde_json::{Value, json};
 
@@ -344,22 +344,6 @@ async fn flux_is_inert_until_installed_then_git_and_kustomizations_reconcile() {
         "{cond}"
     );
     h.shutdown().await.expect("shutdown");
-}
-
-async fn wait_pod_running(c: &Client, ns: &str, name: &str) {
-    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
-    within("pod running", async {
-        loop {
-            if let Ok(p) = pods.get(name).await
-                && p.metadata.deletion_timestamp.is_none()
-                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
 }
 
 fn pod_ready(p: &Pod) -> bool {

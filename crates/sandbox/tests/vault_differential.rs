@@ -14,15 +14,14 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use kube::Client;
+use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use kubestrap_sandbox::{SandboxConfig, SandboxHandle};
 use kubestrap_test_support::{
-    apply, forward, start_sandbox, vault_server_or_skip, vault_wait_active, within,
+    apply, forward, start_sandbox, vault_server_or_skip, vault_wait_active, wait_pod_running,
+    within,
 };
 use serde_json::{Value, json};
 
@@ -40,144 +39,45 @@ const fn known(step: &'static str, path: &'static str, why: &'static str) -> Kno
 }
 
 /// Every allowed difference, with its reason.
+#[rustfmt::skip]
 const KNOWN: &[Known] = &[
     // --- HashiCorp Vault 1.19 (the emulator's model) sends more health fields than OpenBao 2.7.
-    known(
-        "*",
-        "/performance_standby",
-        "Vault-only health field (OpenBao has no performance standbys)",
-    ),
+    known("*", "/performance_standby", "Vault-only health field (OpenBao has no performance standbys)"),
     known("*", "/enterprise", "Vault-only health field"),
     known("*", "/echo_duration_ms", "Vault-only health field"),
     known("*", "/clock_skew_ms", "Vault-only health field"),
-    known(
-        "*",
-        "/replication_primary_canary_age_ms",
-        "Vault-only health field",
-    ),
-    known(
-        "*",
-        "/removed_from_cluster",
-        "Vault 1.19 health and seal-status field",
-    ),
+    known("*", "/replication_primary_canary_age_ms", "Vault-only health field"),
+    known("*", "/removed_from_cluster", "Vault 1.19 health and seal-status field"),
     // --- seal-status (also the body of sys/unseal).
-    known(
-        "*",
-        "/build_date",
-        "Vault's field; OpenBao sends commit_date instead",
-    ),
-    known(
-        "*",
-        "/commit_date",
-        "OpenBao's field; Vault sends build_date instead",
-    ),
+    known("*", "/build_date", "Vault's field; OpenBao sends commit_date instead"),
+    known("*", "/commit_date", "OpenBao's field; Vault sends build_date instead"),
     // --- The response envelope.
-    known(
-        "*",
-        "/mount_type",
-        "Vault (1.14+) names the serving mount's type in every response; OpenBao does not",
-    ),
+    known("*", "/mount_type", "Vault (1.14+) names the serving mount's type in every response; OpenBao does not"),
     // --- OpenBao's additions to KV v2 and ACL policies.
-    known(
-        "kv_*",
-        "/data/current_metadata_version",
-        "OpenBao's KV v2 metadata versioning",
-    ),
-    known(
-        "kv_*",
-        "/data/metadata_cas_required",
-        "OpenBao's KV v2 metadata check-and-set",
-    ),
+    known("kv_*", "/data/current_metadata_version", "OpenBao's KV v2 metadata versioning"),
+    known("kv_*", "/data/metadata_cas_required", "OpenBao's KV v2 metadata check-and-set"),
     known("policy_read*", "*/version", "OpenBao's versioned policies"),
     known("policy_read*", "*/modified", "OpenBao's versioned policies"),
-    known(
-        "policy_read*",
-        "*/cas_required",
-        "OpenBao's policy check-and-set",
-    ),
-    known(
-        "policy_read*",
-        "*/allow_slashes_in_identity_templates",
-        "OpenBao's policy templating options",
-    ),
-    known(
-        "policy_read*",
-        "*/allow_wildcards_in_identity_templates",
-        "OpenBao's policy templating options",
-    ),
+    known("policy_read*", "*/cas_required", "OpenBao's policy check-and-set"),
+    known("policy_read*", "*/allow_slashes_in_identity_templates", "OpenBao's policy templating options"),
+    known("policy_read*", "*/allow_wildcards_in_identity_templates", "OpenBao's policy templating options"),
     // --- The kubernetes auth plugin: Vault's is newer, OpenBao's dropped deprecated fields.
-    known(
-        "k8s_config_read",
-        "/data/use_annotations_as_alias_metadata",
-        "Vault plugin field (0.19+), not in OpenBao",
-    ),
-    known(
-        "k8s_role",
-        "status",
-        "Vault answers 200 with a warning for a role without an audience; OpenBao 204",
-    ),
-    known(
-        "k8s_role",
-        "/",
-        "Vault's warning envelope vs OpenBao's empty 204",
-    ),
-    known(
-        "k8s_role_read",
-        "/data/audience",
-        "Vault reports the audience even when unset; OpenBao omits it then",
-    ),
-    known(
-        "k8s_role_read",
-        "/data/max_ttl",
-        "Vault's deprecated role field, removed from OpenBao",
-    ),
-    known(
-        "k8s_role_read",
-        "/data/num_uses",
-        "Vault's deprecated role field, removed from OpenBao",
-    ),
-    known(
-        "k8s_role_read",
-        "/data/period",
-        "Vault's deprecated role field, removed from OpenBao",
-    ),
-    known(
-        "k8s_role_read",
-        "/data/policies",
-        "Vault's deprecated role field, removed from OpenBao",
-    ),
-    known(
-        "k8s_role_read",
-        "/data/ttl",
-        "Vault's deprecated role field, removed from OpenBao",
-    ),
-    known(
-        "k8s_role_read",
-        "/data/token_strictly_bind_ip",
-        "OpenBao-only token field",
-    ),
+    known("k8s_config_read", "/data/use_annotations_as_alias_metadata", "Vault plugin field (0.19+), not in OpenBao"),
+    known("k8s_role", "status", "Vault answers 200 with a warning for a role without an audience; OpenBao 204"),
+    known("k8s_role", "/", "Vault's warning envelope vs OpenBao's empty 204"),
+    known("k8s_role_read", "/data/audience", "Vault reports the audience even when unset; OpenBao omits it then"),
+    known("k8s_role_read", "/data/max_ttl", "Vault's deprecated role field, removed from OpenBao"),
+    known("k8s_role_read", "/data/num_uses", "Vault's deprecated role field, removed from OpenBao"),
+    known("k8s_role_read", "/data/period", "Vault's deprecated role field, removed from OpenBao"),
+    known("k8s_role_read", "/data/policies", "Vault's deprecated role field, removed from OpenBao"),
+    known("k8s_role_read", "/data/ttl", "Vault's deprecated role field, removed from OpenBao"),
+    known("k8s_role_read", "/data/token_strictly_bind_ip", "OpenBao-only token field"),
     // --- Emulator bugs being fixed by another engineer (issue 10 hand-off): delete these four
     // entries with the fix; the test then fails until they are gone.
-    known(
-        "seal_when_sealed",
-        "status",
-        "emulator bug: PUT sys/seal on a sealed Vault must answer 204",
-    ),
-    known(
-        "seal_when_sealed",
-        "/",
-        "emulator bug: PUT sys/seal on a sealed Vault must answer 204 (no body)",
-    ),
-    known(
-        "kv_v1_path_on_v2",
-        "status",
-        "emulator bug: a v1-style path on a KV v2 mount must answer 404",
-    ),
-    known(
-        "kv_v1_path_on_v2",
-        "*",
-        "emulator bug: the v1-style path's 404 envelope (data: null, warnings)",
-    ),
+    known("seal_when_sealed", "status", "emulator bug: PUT sys/seal on a sealed Vault must answer 204"),
+    known("seal_when_sealed", "/", "emulator bug: PUT sys/seal on a sealed Vault must answer 204 (no body)"),
+    known("kv_v1_path_on_v2", "status", "emulator bug: a v1-style path on a KV v2 mount must answer 404"),
+    known("kv_v1_path_on_v2", "*", "emulator bug: the v1-style path's 404 envelope (data: null, warnings)"),
 ];
 
 /// One request of the script.
@@ -229,410 +129,74 @@ const POLICY: &str = r#"{"policy": "path \"secret/data/app/*\" { capabilities = 
 
 /// The script: every unauthenticated seal endpoint in every state, then KV v2, policies,
 /// kubernetes auth and a non-root token, as kubestrap and ESO use them.
+#[rustfmt::skip]
 const SCRIPT: &[Step] = &[
-    step(
-        "health_uninitialised",
-        "GET",
-        "sys/health",
-        Auth::None,
-        Body::None,
-    ),
-    step(
-        "seal_status_uninitialised",
-        "GET",
-        "sys/seal-status",
-        Auth::None,
-        Body::None,
-    ),
+    step("health_uninitialised", "GET", "sys/health", Auth::None, Body::None),
+    step("seal_status_uninitialised", "GET", "sys/seal-status", Auth::None, Body::None),
     step("init_status", "GET", "sys/init", Auth::None, Body::None),
-    step(
-        "unseal_before_init",
-        "PUT",
-        "sys/unseal",
-        Auth::None,
-        Body::Json(r#"{"key":"abcd"}"#),
-    ),
-    step(
-        "init",
-        "PUT",
-        "sys/init",
-        Auth::None,
-        Body::Json(r#"{"secret_shares":3,"secret_threshold":2}"#),
-    ),
-    step(
-        "init_again",
-        "PUT",
-        "sys/init",
-        Auth::None,
-        Body::Json(r#"{"secret_shares":3,"secret_threshold":2}"#),
-    ),
-    step(
-        "init_status_after",
-        "GET",
-        "sys/init",
-        Auth::None,
-        Body::None,
-    ),
+    step("unseal_before_init", "PUT", "sys/unseal", Auth::None, Body::Json(r#"{"key":"abcd"}"#)),
+    step("init", "PUT", "sys/init", Auth::None, Body::Json(r#"{"secret_shares":3,"secret_threshold":2}"#)),
+    step("init_again", "PUT", "sys/init", Auth::None, Body::Json(r#"{"secret_shares":3,"secret_threshold":2}"#)),
+    step("init_status_after", "GET", "sys/init", Auth::None, Body::None),
     step("health_sealed", "GET", "sys/health", Auth::None, Body::None),
-    step(
-        "health_sealed_codes",
-        "GET",
-        "sys/health?sealedcode=204&uninitcode=204",
-        Auth::None,
-        Body::None,
-    ),
-    step(
-        "seal_status_sealed",
-        "GET",
-        "sys/seal-status",
-        Auth::None,
-        Body::None,
-    ),
-    step(
-        "mounts_when_sealed",
-        "GET",
-        "sys/mounts",
-        Auth::Root,
-        Body::None,
-    ),
-    step(
-        "seal_when_sealed",
-        "PUT",
-        "sys/seal",
-        Auth::Root,
-        Body::None,
-    ),
+    step("health_sealed_codes", "GET", "sys/health?sealedcode=204&uninitcode=204", Auth::None, Body::None),
+    step("seal_status_sealed", "GET", "sys/seal-status", Auth::None, Body::None),
+    step("mounts_when_sealed", "GET", "sys/mounts", Auth::Root, Body::None),
+    step("seal_when_sealed", "PUT", "sys/seal", Auth::Root, Body::None),
     step("unseal_get", "GET", "sys/unseal", Auth::None, Body::None),
-    step(
-        "unseal_empty",
-        "PUT",
-        "sys/unseal",
-        Auth::None,
-        Body::Json("{}"),
-    ),
-    step(
-        "unseal_not_a_key",
-        "PUT",
-        "sys/unseal",
-        Auth::None,
-        Body::Json(r#"{"key":"zz"}"#),
-    ),
-    step(
-        "unseal_short_key",
-        "PUT",
-        "sys/unseal",
-        Auth::None,
-        Body::Json(r#"{"key":"deadbeef"}"#),
-    ),
-    step(
-        "unseal_first",
-        "PUT",
-        "sys/unseal",
-        Auth::None,
-        Body::Share(0),
-    ),
-    step(
-        "unseal_reset",
-        "PUT",
-        "sys/unseal",
-        Auth::None,
-        Body::Json(r#"{"reset":true}"#),
-    ),
-    step(
-        "unseal_first_again",
-        "PUT",
-        "sys/unseal",
-        Auth::None,
-        Body::Share(0),
-    ),
-    step(
-        "unseal_last",
-        "PUT",
-        "sys/unseal",
-        Auth::None,
-        Body::Share(1),
-    ),
+    step("unseal_empty", "PUT", "sys/unseal", Auth::None, Body::Json("{}")),
+    step("unseal_not_a_key", "PUT", "sys/unseal", Auth::None, Body::Json(r#"{"key":"zz"}"#)),
+    step("unseal_short_key", "PUT", "sys/unseal", Auth::None, Body::Json(r#"{"key":"deadbeef"}"#)),
+    step("unseal_first", "PUT", "sys/unseal", Auth::None, Body::Share(0)),
+    step("unseal_reset", "PUT", "sys/unseal", Auth::None, Body::Json(r#"{"reset":true}"#)),
+    step("unseal_first_again", "PUT", "sys/unseal", Auth::None, Body::Share(0)),
+    step("unseal_last", "PUT", "sys/unseal", Auth::None, Body::Share(1)),
     // (Both wait here until they are the active node.)
     step("health_active", "GET", "sys/health", Auth::None, Body::None),
-    step(
-        "seal_status_unsealed",
-        "GET",
-        "sys/seal-status",
-        Auth::None,
-        Body::None,
-    ),
-    step(
-        "unseal_when_unsealed",
-        "PUT",
-        "sys/unseal",
-        Auth::None,
-        Body::Share(2),
-    ),
+    step("seal_status_unsealed", "GET", "sys/seal-status", Auth::None, Body::None),
+    step("unseal_when_unsealed", "PUT", "sys/unseal", Auth::None, Body::Share(2)),
     step("no_token", "GET", "sys/mounts", Auth::None, Body::None),
     step("bogus_token", "GET", "sys/mounts", Auth::Bogus, Body::None),
-    step(
-        "enable_kv2",
-        "POST",
-        "sys/mounts/secret",
-        Auth::Root,
-        Body::Json(r#"{"type":"kv","options":{"version":"2"},"description":"app secrets"}"#),
-    ),
-    step(
-        "enable_kv2_again",
-        "POST",
-        "sys/mounts/secret",
-        Auth::Root,
-        Body::Json(r#"{"type":"kv","options":{"version":"2"}}"#),
-    ),
-    step(
-        "kv_write",
-        "POST",
-        "secret/data/app/db",
-        Auth::Root,
-        Body::Json(r#"{"data":{"user":"u","password":"p1"}}"#),
-    ),
-    step(
-        "kv_write_cas",
-        "POST",
-        "secret/data/app/db",
-        Auth::Root,
-        Body::Json(r#"{"options":{"cas":1},"data":{"user":"u","password":"p2"}}"#),
-    ),
-    step(
-        "kv_write_cas_stale",
-        "POST",
-        "secret/data/app/db",
-        Auth::Root,
-        Body::Json(r#"{"options":{"cas":1},"data":{"user":"u"}}"#),
-    ),
-    step(
-        "kv_read",
-        "GET",
-        "secret/data/app/db",
-        Auth::Root,
-        Body::None,
-    ),
-    step(
-        "kv_read_version",
-        "GET",
-        "secret/data/app/db?version=1",
-        Auth::Root,
-        Body::None,
-    ),
-    step(
-        "kv_read_missing",
-        "GET",
-        "secret/data/app/none",
-        Auth::Root,
-        Body::None,
-    ),
-    step(
-        "kv_v1_path_on_v2",
-        "GET",
-        "secret/app/db",
-        Auth::Root,
-        Body::None,
-    ),
-    step(
-        "kv_metadata",
-        "GET",
-        "secret/metadata/app/db",
-        Auth::Root,
-        Body::None,
-    ),
-    step(
-        "kv_list",
-        "LIST",
-        "secret/metadata/app",
-        Auth::Root,
-        Body::None,
-    ),
+    step("enable_kv2", "POST", "sys/mounts/secret", Auth::Root, Body::Json(r#"{"type":"kv","options":{"version":"2"},"description":"app secrets"}"#)),
+    step("enable_kv2_again", "POST", "sys/mounts/secret", Auth::Root, Body::Json(r#"{"type":"kv","options":{"version":"2"}}"#)),
+    step("kv_write", "POST", "secret/data/app/db", Auth::Root, Body::Json(r#"{"data":{"user":"u","password":"p1"}}"#)),
+    step("kv_write_cas", "POST", "secret/data/app/db", Auth::Root, Body::Json(r#"{"options":{"cas":1},"data":{"user":"u","password":"p2"}}"#)),
+    step("kv_write_cas_stale", "POST", "secret/data/app/db", Auth::Root, Body::Json(r#"{"options":{"cas":1},"data":{"user":"u"}}"#)),
+    step("kv_read", "GET", "secret/data/app/db", Auth::Root, Body::None),
+    step("kv_read_version", "GET", "secret/data/app/db?version=1", Auth::Root, Body::None),
+    step("kv_read_missing", "GET", "secret/data/app/none", Auth::Root, Body::None),
+    step("kv_v1_path_on_v2", "GET", "secret/app/db", Auth::Root, Body::None),
+    step("kv_metadata", "GET", "secret/metadata/app/db", Auth::Root, Body::None),
+    step("kv_list", "LIST", "secret/metadata/app", Auth::Root, Body::None),
     step("kv_config", "GET", "secret/config", Auth::Root, Body::None),
-    step(
-        "kv_delete",
-        "DELETE",
-        "secret/data/app/db",
-        Auth::Root,
-        Body::None,
+    step("kv_delete", "DELETE", "secret/data/app/db", Auth::Root, Body::None),
+    step("kv_read_deleted", "GET", "secret/data/app/db", Auth::Root, Body::None),
+    step("kv_write_other", "POST", "secret/data/app/api", Auth::Root, Body::Json(r#"{"data":{"token":"t"}}"#)),
+    step("kv_write_private", "POST", "secret/data/private", Auth::Root, Body::Json(r#"{"data":{"k":"v"}}"#)),
+    step("policy_write", "PUT", "sys/policies/acl/reader", Auth::Root, Body::Json(POLICY)),
+    step("policy_read", "GET", "sys/policies/acl/reader", Auth::Root, Body::None),
+    step("policy_read_legacy", "GET", "sys/policy/reader", Auth::Root, Body::None),
+    step("policy_list", "LIST", "sys/policies/acl", Auth::Root, Body::None),
+    step("policy_missing", "GET", "sys/policies/acl/none", Auth::Root, Body::None),
+    step("policy_bad", "PUT", "sys/policies/acl/bad", Auth::Root, Body::Json(r#"{"policy":"path {"}"#)),
+    step("auth_enable", "POST", "sys/auth/kubernetes", Auth::Root, Body::Json(r#"{"type":"kubernetes"}"#)),
+    step("k8s_config_missing", "GET", "auth/kubernetes/config", Auth::Root, Body::None),
+    step("k8s_config", "POST", "auth/kubernetes/config", Auth::Root, Body::KubeConfig),
+    step("k8s_config_read", "GET", "auth/kubernetes/config", Auth::Root, Body::None),
+    step("k8s_role_unbound", "POST", "auth/kubernetes/role/bad", Auth::Root, Body::Json(r#"{"bound_service_account_names":["reader"]}"#)),
+    step("k8s_role", "POST", "auth/kubernetes/role/reader", Auth::Root, Body::Json(r#"{"bound_service_account_names":["reader"],"bound_service_account_namespaces":["apps"],"token_policies":["reader"],"token_ttl":"1h"}"#),
     ),
-    step(
-        "kv_read_deleted",
-        "GET",
-        "secret/data/app/db",
-        Auth::Root,
-        Body::None,
-    ),
-    step(
-        "kv_write_other",
-        "POST",
-        "secret/data/app/api",
-        Auth::Root,
-        Body::Json(r#"{"data":{"token":"t"}}"#),
-    ),
-    step(
-        "kv_write_private",
-        "POST",
-        "secret/data/private",
-        Auth::Root,
-        Body::Json(r#"{"data":{"k":"v"}}"#),
-    ),
-    step(
-        "policy_write",
-        "PUT",
-        "sys/policies/acl/reader",
-        Auth::Root,
-        Body::Json(POLICY),
-    ),
-    step(
-        "policy_read",
-        "GET",
-        "sys/policies/acl/reader",
-        Auth::Root,
-        Body::None,
-    ),
-    step(
-        "policy_read_legacy",
-        "GET",
-        "sys/policy/reader",
-        Auth::Root,
-        Body::None,
-    ),
-    step(
-        "policy_list",
-        "LIST",
-        "sys/policies/acl",
-        Auth::Root,
-        Body::None,
-    ),
-    step(
-        "policy_missing",
-        "GET",
-        "sys/policies/acl/none",
-        Auth::Root,
-        Body::None,
-    ),
-    step(
-        "policy_bad",
-        "PUT",
-        "sys/policies/acl/bad",
-        Auth::Root,
-        Body::Json(r#"{"policy":"path {"}"#),
-    ),
-    step(
-        "auth_enable",
-        "POST",
-        "sys/auth/kubernetes",
-        Auth::Root,
-        Body::Json(r#"{"type":"kubernetes"}"#),
-    ),
-    step(
-        "k8s_config_missing",
-        "GET",
-        "auth/kubernetes/config",
-        Auth::Root,
-        Body::None,
-    ),
-    step(
-        "k8s_config",
-        "POST",
-        "auth/kubernetes/config",
-        Auth::Root,
-        Body::KubeConfig,
-    ),
-    step(
-        "k8s_config_read",
-        "GET",
-        "auth/kubernetes/config",
-        Auth::Root,
-        Body::None,
-    ),
-    step(
-        "k8s_role_unbound",
-        "POST",
-        "auth/kubernetes/role/bad",
-        Auth::Root,
-        Body::Json(r#"{"bound_service_account_names":["reader"]}"#),
-    ),
-    step(
-        "k8s_role",
-        "POST",
-        "auth/kubernetes/role/reader",
-        Auth::Root,
-        Body::Json(
-            r#"{"bound_service_account_names":["reader"],"bound_service_account_namespaces":["apps"],"token_policies":["reader"],"token_ttl":"1h"}"#,
-        ),
-    ),
-    step(
-        "k8s_role_read",
-        "GET",
-        "auth/kubernetes/role/reader",
-        Auth::Root,
-        Body::None,
-    ),
-    step(
-        "k8s_role_list",
-        "LIST",
-        "auth/kubernetes/role",
-        Auth::Root,
-        Body::None,
-    ),
-    step(
-        "k8s_role_missing",
-        "GET",
-        "auth/kubernetes/role/none",
-        Auth::Root,
-        Body::None,
-    ),
-    step(
-        "k8s_login_unknown_role",
-        "POST",
-        "auth/kubernetes/login",
-        Auth::None,
-        Body::Login("none"),
-    ),
-    step(
-        "k8s_login",
-        "POST",
-        "auth/kubernetes/login",
-        Auth::None,
-        Body::Login("reader"),
-    ),
-    step(
-        "lookup_self",
-        "GET",
-        "auth/token/lookup-self",
-        Auth::Login,
-        Body::None,
-    ),
-    step(
-        "read_allowed",
-        "GET",
-        "secret/data/app/api",
-        Auth::Login,
-        Body::None,
-    ),
-    step(
-        "read_denied",
-        "GET",
-        "secret/data/private",
-        Auth::Login,
-        Body::None,
-    ),
-    step(
-        "write_denied",
-        "POST",
-        "secret/data/app/api",
-        Auth::Login,
-        Body::Json(r#"{"data":{"token":"x"}}"#),
-    ),
+    step("k8s_role_read", "GET", "auth/kubernetes/role/reader", Auth::Root, Body::None),
+    step("k8s_role_list", "LIST", "auth/kubernetes/role", Auth::Root, Body::None),
+    step("k8s_role_missing", "GET", "auth/kubernetes/role/none", Auth::Root, Body::None),
+    step("k8s_login_unknown_role", "POST", "auth/kubernetes/login", Auth::None, Body::Login("none")),
+    step("k8s_login", "POST", "auth/kubernetes/login", Auth::None, Body::Login("reader")),
+    step("lookup_self", "GET", "auth/token/lookup-self", Auth::Login, Body::None),
+    step("read_allowed", "GET", "secret/data/app/api", Auth::Login, Body::None),
+    step("read_denied", "GET", "secret/data/private", Auth::Login, Body::None),
+    step("write_denied", "POST", "secret/data/app/api", Auth::Login, Body::Json(r#"{"data":{"token":"x"}}"#)),
     step("seal", "PUT", "sys/seal", Auth::Root, Body::None),
-    step(
-        "health_resealed",
-        "GET",
-        "sys/health",
-        Auth::None,
-        Body::None,
-    ),
+    step("health_resealed", "GET", "sys/health", Auth::None, Body::None),
 ];
 
 /// One sandbox whose Vault pod is the emulator or the real server, and what the script learns.
@@ -653,7 +217,7 @@ async fn target(label: &'static str, vault_server: Option<PathBuf>) -> Target {
     cfg.preinstall_vault = true;
     cfg.vault_server = vault_server;
     let (h, c) = start_sandbox(cfg).await;
-    wait_running(&c).await;
+    wait_pod_running(&c, "vault", "vault-0").await;
     apply(
         &c,
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "apps"}}),
@@ -681,21 +245,6 @@ async fn target(label: &'static str, vault_server: Option<PathBuf>) -> Target {
         login: String::new(),
         _tmp: tmp,
     }
-}
-
-async fn wait_running(c: &Client) {
-    let pods: Api<Pod> = Api::namespaced(c.clone(), "vault");
-    within("vault-0 running", async {
-        loop {
-            if let Ok(p) = pods.get("vault-0").await
-                && p.status.and_then(|s| s.phase).as_deref() == Some("Running")
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
 }
 
 impl Target {

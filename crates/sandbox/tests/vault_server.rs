@@ -6,12 +6,13 @@
 use std::path::PathBuf;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use kubestrap_sandbox::{SandboxConfig, SandboxHandle};
 use kubestrap_test_support::{
-    apply, forward, start_sandbox, vault_client, vault_server_or_skip, vault_wait_active, within,
+    apply, forward, start_sandbox, vault_client, vault_server_or_skip, vault_wait_active,
+    wait_pod_running, within,
 };
 use serde_json::json;
 use vaultrs::api::auth::kubernetes::requests::{
@@ -28,18 +29,7 @@ async fn unsealed(server: PathBuf) -> (SandboxHandle, Client, String, String, te
     cfg.preinstall_vault = true;
     cfg.vault_server = Some(server);
     let (h, c) = start_sandbox(cfg).await;
-    let pods: Api<Pod> = Api::namespaced(c.clone(), "vault");
-    within("vault-0 running", async {
-        loop {
-            if let Ok(p) = pods.get("vault-0").await
-                && p.status.and_then(|s| s.phase).as_deref() == Some("Running")
-            {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    wait_pod_running(&c, "vault", "vault-0").await;
     let addr = forward(&c, "vault", "vault-0", 8200).await;
     let anon = vault_client(&addr, "");
     let init = within(

@@ -57,6 +57,26 @@ pub async fn kube_client_with_token(handle: &SandboxHandle, token: &str) -> Clie
     Client::try_from(cfg).expect("client")
 }
 
+/// Waits until pod `ns/name` exists, is not being deleted and is `Running`.
+///
+/// # Panics
+/// When it is not within [`crate::DEFAULT_LIMIT`].
+pub async fn wait_pod_running(c: &Client, ns: &str, name: &str) {
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    within(&format!("pod {ns}/{name} running"), async {
+        loop {
+            if let Ok(p) = pods.get(name).await
+                && p.metadata.deletion_timestamp.is_none()
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
 /// A local TCP listener that forwards every connection through a new kube-rs port-forward to
 /// `pod`'s `port`, as `kubectl port-forward` does. Returns `http://127.0.0.1:PORT`.
 ///

@@ -7,14 +7,14 @@
 //! the unsealer). So with a real server, all of them talk to it over its real TCP listener.
 //!
 //! # The real server
-//! - Production-style configuration ([`config`]): raft storage in `DIR/vault-server/data`,
+//! - Production-style configuration (`config.rs`): raft storage in `DIR/vault-server/data`,
 //!   Shamir seal, plain HTTP on a free loopback port (kept across sandbox restarts).
 //! - Deleting the pod, a `restart.vault` fault or `POST /sandbox/v1/vault/restart` stops the
 //!   process (SIGTERM, SIGKILL after 10 s) and starts it again: it comes back sealed, with its
 //!   data.
-//! - It never outlives the sandbox, even a SIGKILLed one ([`spawn`]).
+//! - It never outlives the sandbox, even a SIGKILLed one (`spawn.rs`: a parent-death signal).
 //! - Its kubernetes auth reaches the sandbox API as `https://kubernetes.default.svc` through a
-//!   loopback `CONNECT` proxy given to it as `HTTPS_PROXY` ([`proxy`]). With no reviewer JWT and
+//!   loopback `CONNECT` proxy given to it as `HTTPS_PROXY` (`proxy.rs`). With no reviewer JWT and
 //!   no pod token file on the host, the server presents the login JWT itself as the
 //!   TokenReview's bearer token, so the sandbox's API authenticates it as a real API server
 //!   would: a token only bound to a foreign audience (say `vault`) is not a valid bearer
