@@ -571,6 +571,39 @@ impl VaultUnseal {
     }
 }
 
+/// What a fresh KV v2 mount answers (400) while it sets itself up, for a moment after
+/// `sys/mounts` created it (measured on OpenBao 2.7.2: about one in three writes right after
+/// the mount).
+const KV_UPGRADING: &str = "Upgrading from non-versioned to versioned data";
+
+/// Waits (at most [`ACTIVE_WAIT`]) until the fresh KV v2 mount `mount` answers `GET
+/// <mount>/config`, so the writers after vault.configure (Terraform) never meet its set-up
+/// window.
+///
+/// # Errors
+/// Transient when the mount is still setting up after the wait; Vault's other errors as
+/// classified.
+async fn wait_kv_ready(session: &VaultSession, mount: &str) -> Result<(), StepError> {
+    let deadline = tokio::time::Instant::now() + ACTIVE_WAIT;
+    loop {
+        match vaultrs::kv2::config::read(&session.client, mount).await {
+            Ok(_) => return Ok(()),
+            Err(vaultrs::error::ClientError::APIError { code: 400, errors })
+                if errors.iter().any(|e| e.starts_with(KV_UPGRADING)) =>
+            {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(StepError::transient(format!(
+                        "the KV v2 mount {mount}/ was still setting up after {}s",
+                        ACTIVE_WAIT.as_secs()
+                    )));
+                }
+            }
+            Err(e) => return Err(vault_error(&format!("read {mount}/config"), e)),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// How long an unsealed Vault may take to become the active node (a raft node: about 0.2 s).
 const ACTIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -851,6 +884,7 @@ impl VaultConfigure {
         vaultrs::sys::mount::enable(&session.client, &self.kv_mount, "kv", Some(&mut opts))
             .await
             .map_err(|e| vault_error(&format!("enable KV v2 at {key}"), e))?;
+        wait_kv_ready(session, &self.kv_mount).await?;
         ctx.progress(format!("enabled KV v2 at {key}"));
         Ok(true)
     }

@@ -17,7 +17,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParam
 use kubestrap_sandbox::{SandboxConfig, SandboxHandle};
 use kubestrap_test_support::{
     apply, apply_yaml, forward, gvk, start_sandbox as start, vault_client as vault,
-    vault_server_or_skip, vault_wait_active, wait_for, wait_pod_running, within,
+    vault_server_or_skip, vault_wait_active, vault_wait_kv2, wait_for, wait_pod_running, within,
 };
 use serde_json::{Value, json};
 
@@ -513,6 +513,7 @@ async fn platform(vault_server: Option<PathBuf>) -> Platform {
     )
     .await
     .expect("kv");
+    vault_wait_kv2(&addr, &root, "secret").await;
     within(
         "kv",
         vaultrs::kv2::set(
@@ -1225,6 +1226,7 @@ async fn preinstalled_vault_persists_on(vault_server: Option<PathBuf>) {
     )
     .await
     .expect("kv");
+    vault_wait_kv2(&addr, &init.root_token, "secret").await;
     within(
         "kv",
         vaultrs::kv2::set(&admin, "secret", "a/b", &json!({"k": "v"})),

@@ -20,8 +20,8 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use kubestrap_sandbox::{SandboxConfig, SandboxHandle};
 use kubestrap_test_support::{
-    apply, forward, start_sandbox, vault_server_or_skip, vault_wait_active, wait_pod_running,
-    within,
+    apply, forward, start_sandbox, vault_server_or_skip, vault_wait_active, vault_wait_kv2,
+    wait_pod_running, within,
 };
 use serde_json::{Value, json};
 
@@ -151,7 +151,8 @@ const SCRIPT: &[Step] = &[
     step("unseal_reset", "PUT", "sys/unseal", Auth::None, Body::Json(r#"{"reset":true}"#)),
     step("unseal_first_again", "PUT", "sys/unseal", Auth::None, Body::Share(0)),
     step("unseal_last", "PUT", "sys/unseal", Auth::None, Body::Share(1)),
-    // (Both wait here until they are the active node.)
+    // (Both wait here until they are the active node, and before kv_write until the fresh
+    // KV v2 mount is set up.)
     step("health_active", "GET", "sys/health", Auth::None, Body::None),
     step("seal_status_unsealed", "GET", "sys/seal-status", Auth::None, Body::None),
     step("unseal_when_unsealed", "PUT", "sys/unseal", Auth::None, Body::Share(2)),
@@ -382,6 +383,10 @@ async fn the_emulator_answers_like_openbao() {
         if s.name == "health_active" {
             vault_wait_active(&emu.addr).await;
             vault_wait_active(&bao.addr).await;
+        }
+        if s.name == "kv_write" {
+            vault_wait_kv2(&emu.addr, &emu.root, "secret").await;
+            vault_wait_kv2(&bao.addr, &bao.root, "secret").await;
         }
         let (ec, ev) = emu.send(&http, s).await;
         let (bc, bv) = bao.send(&http, s).await;

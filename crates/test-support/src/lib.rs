@@ -13,7 +13,7 @@ mod wait;
 pub use kubectl::{find_kubectl, kubectl_or_skip};
 pub use sandbox::{
     api_for, apply, apply_yaml, forward, gvk, kube_client, kube_client_with_token, kube_config,
-    start_sandbox, vault_client, vault_wait_active, wait_pod_running,
+    start_sandbox, vault_client, vault_wait_active, vault_wait_kv2, wait_pod_running,
 };
 pub use vault_server::{
     OPENBAO_VERSION, REQUIRE_VAULT_SERVER_ENV, VAULT_SERVER_ENV, find_vault_server,

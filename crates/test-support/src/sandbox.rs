@@ -154,6 +154,34 @@ pub async fn vault_wait_active(addr: &str) {
     );
 }
 
+/// Waits until the KV v2 mount `mount` of Vault at `addr` is set up (`GET
+/// /v1/<mount>/config` answers 200 to `token`): right after `sys/mounts` creates it, a real
+/// server answers 400 "Upgrading from non-versioned to versioned data" for a moment.
+///
+/// # Panics
+/// When it is not set up within [`crate::DEFAULT_LIMIT`].
+pub async fn vault_wait_kv2(addr: &str, token: &str, mount: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/{mount}/config", addr.trim_end_matches('/'));
+    let mut last = String::new();
+    let ready = tokio::time::timeout(crate::DEFAULT_LIMIT, async {
+        loop {
+            match http.get(&url).header("x-vault-token", token).send().await {
+                Ok(r) if r.status() == 200 => return,
+                Ok(r) => last = format!("HTTP {}", r.status()),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        ready.is_ok(),
+        "KV v2 at {addr}/v1/{mount} is not set up; last answer: {last}"
+    );
+}
+
 /// Server-side apply every document of `text` (field manager `test`, forced), discovering
 /// each type.
 ///
