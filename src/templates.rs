@@ -141,19 +141,11 @@ fn count_quotes(s: &str) -> usize {
     n
 }
 
-/// Escapes for the inside of a YAML double-quoted scalar.
+/// Escapes for the inside of a YAML double-quoted scalar. JSON's string escapes are all YAML
+/// escapes too (YAML 1.2 is a superset of JSON), so serde_json's encoder does it.
 fn escape_into(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
+    let quoted = serde_json::Value::String(value.to_owned()).to_string();
+    out.push_str(&quoted[1..quoted.len() - 1]);
 }
 
 /// A typed template context.
@@ -210,11 +202,6 @@ pub struct VaultRelease {
     pub chart_version: String,
 }
 
-impl VaultRelease {
-    /// HashiCorp's chart repository.
-    pub const DEFAULT_REPOSITORY: &'static str = "https://helm.releases.hashicorp.com";
-}
-
 impl Manifest for VaultRelease {
     const TEMPLATE: Template = template!("1-infrastructure/vault-release.yaml");
 
@@ -233,14 +220,6 @@ pub struct EsoRelease {
     pub repository: String,
     /// Pinned chart version from the playbook (the phase 3 template pins defaults for 0.16–2.8).
     pub chart_version: String,
-}
-
-impl EsoRelease {
-    /// The ESO project's chart repository.
-    pub const DEFAULT_REPOSITORY: &'static str = "https://charts.external-secrets.io";
-    /// The chart version the templates were written for (defaults pinned in phase 3 hold for
-    /// ESO 0.16 through 2.8).
-    pub const DEFAULT_CHART_VERSION: &'static str = "1.0.0";
 }
 
 impl Manifest for EsoRelease {

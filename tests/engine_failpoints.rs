@@ -1,8 +1,8 @@
-//! Orchestrator-side crash points (design §6), only with `--features failpoints`:
-//! `cargo test --features failpoints --test engine_failpoints`.
-#![cfg(feature = "failpoints")]
+//! Orchestrator-side crash points, only with the `failpoints` and `test-hooks` features:
+//! `cargo test --features failpoints,test-hooks --test engine_failpoints`.
+#![cfg(all(feature = "failpoints", feature = "test-hooks"))]
 
-mod common;
+use kubestrap_test_support::{self as common, kubestrap_bin};
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ fn killed_after_apply_but_before_recording_the_step_runs_again_on_resume() {
     std::fs::write(dir.path().join("kubestrap.toml"), common::MINIMAL).unwrap();
     std::fs::write(dir.path().join("steps.toml"), STEPS).unwrap();
     let cluster = dir.path().join(".kubestrap/test");
-    let mut child = Command::new(common::bin())
+    let mut child = Command::new(kubestrap_bin!())
         .args(["apply", "--synthetic-steps", "steps.toml"])
         .current_dir(dir.path())
         .env("FAILPOINTS", "after-apply:s2=sleep(30000)")
@@ -58,6 +58,7 @@ fn killed_after_apply_but_before_recording_the_step_runs_again_on_resume() {
     assert_eq!(cp.steps["s2"].status, StepStatus::Running);
 
     let out = common::run(
+        &kubestrap_bin!(),
         &["apply", "--synthetic-steps", "steps.toml", "--resume"],
         dir.path(),
         &[],

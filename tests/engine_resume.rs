@@ -1,12 +1,12 @@
 //! The real binary with synthetic steps: crash (SIGKILL) and resume, lock contention, unusable
 //! checkpoints, missing secrets, secret hygiene, `--only`.
 
-mod common;
+#![cfg(feature = "test-hooks")]
 
-use std::io::{BufRead, BufReader};
+use kubestrap_test_support::{self as common, Lines, kubestrap_bin};
+
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use kubestrap::engine::{Checkpoint, RunLock, StepStatus};
@@ -79,47 +79,41 @@ impl Fixture {
             .collect()
     }
 
+    /// `apply --output json` of the synthetic steps, running, its stdout piped.
+    fn spawn_apply_json(&self) -> std::process::Child {
+        Command::new(kubestrap_bin!())
+            .args([
+                "apply",
+                "--synthetic-steps",
+                "steps.toml",
+                "--output",
+                "json",
+            ])
+            .current_dir(self.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     fn apply(&self, extra: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         let mut args = vec!["apply", "--synthetic-steps", "steps.toml"];
         args.extend_from_slice(extra);
-        common::run(&args, self.path(), env)
+        common::run(&kubestrap_bin!(), &args, self.path(), env)
     }
+}
+
+/// The long step s3 reports progress: s1 and s2 are done.
+fn s3_is_working(event: &serde_json::Value) -> bool {
+    event["event"] == "step_progress" && event["step"] == "s3"
 }
 
 #[test]
 fn crash_half_way_then_resume_verifies_done_steps_and_runs_the_rest() {
     let fx = Fixture::new(CHAIN);
-    let mut child = Command::new(common::bin())
-        .args([
-            "apply",
-            "--synthetic-steps",
-            "steps.toml",
-            "--output",
-            "json",
-        ])
-        .current_dir(fx.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut child = fx.spawn_apply_json();
     // Kill while s3 (the long step) is working: s1 and s2 are done by then.
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("child never started s3");
-        if line.contains(r#""event":"step_progress","step":"s3""#) {
-            break;
-        }
-    }
+    let _ = Lines::follow(&mut child).events_until(Duration::from_secs(30), s3_is_working);
     child.kill().unwrap(); // SIGKILL: no cleanup, no final checkpoint write
     child.wait().unwrap();
 
@@ -246,6 +240,7 @@ fn a_corrupt_checkpoint_exits_2_and_is_never_overwritten() {
         );
     }
     let out = common::run(
+        &kubestrap_bin!(),
         &["status", "--synthetic-steps", "steps.toml"],
         fx.path(),
         &[],
@@ -324,7 +319,12 @@ secrets = ["KS_TEST_TOKEN", "KS_OTHER"]
         "nothing may be written before the secrets check"
     );
     // plan never needs secrets.
-    let out = common::run(&["plan", "--synthetic-steps", "steps.toml"], fx.path(), &[]);
+    let out = common::run(
+        &kubestrap_bin!(),
+        &["plan", "--synthetic-steps", "steps.toml"],
+        fx.path(),
+        &[],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
 }
 
@@ -345,7 +345,7 @@ phase = "secrets"
 fail_with_secret = "KS_TEST_TOKEN"
 "#;
     let fx = Fixture::new(steps);
-    let child = Command::new(common::bin())
+    let child = Command::new(kubestrap_bin!())
         .args([
             "apply",
             "--synthetic-steps",
@@ -471,45 +471,15 @@ fn resume_explains_a_changed_playbook_and_reapplies_steps_whose_inputs_changed()
 #[test]
 fn sigterm_interrupts_the_run_and_resume_finishes_it() {
     let fx = Fixture::new(CHAIN);
-    let mut child = Command::new(common::bin())
-        .args([
-            "apply",
-            "--synthetic-steps",
-            "steps.toml",
-            "--output",
-            "json",
-        ])
-        .current_dir(fx.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("child never started s3");
-        if line.contains(r#""event":"step_progress","step":"s3""#) {
-            break;
-        }
-    }
+    let mut child = fx.spawn_apply_json();
+    let lines = Lines::follow(&mut child);
+    let _ = lines.events_until(Duration::from_secs(30), s3_is_working);
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let mut rest = Vec::new();
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
-        rest.push(line);
-    }
+    let rest = lines.rest(Duration::from_secs(30));
     let code = child.wait().unwrap().code();
     assert_eq!(code, Some(1), "{rest:#?}");
     assert!(
@@ -541,22 +511,19 @@ fn status_reports_a_step_of_a_dead_run_as_interrupted_not_running() {
         cp.steps.insert(
             id.into(),
             kubestrap::engine::StepRecord {
-                status,
-                phase: kubestrap::engine::Phase::Infrastructure,
-                input_hash: String::new(),
                 attempts: 1,
-                started_at: None,
-                finished_at: None,
-                duration_ms: None,
-                changed: None,
-                outputs: serde_json::Value::Null,
-                last_error: None,
+                ..kubestrap::engine::StepRecord::new(
+                    status,
+                    kubestrap::engine::Phase::Infrastructure,
+                    String::new(),
+                )
             },
         );
     }
     cp.save(&Checkpoint::path_in(&fx.cluster_dir())).unwrap();
     let status = |fx: &Fixture| {
         let out = common::run(
+            &kubestrap_bin!(),
             &["status", "--synthetic-steps", "steps.toml", "-o", "json"],
             fx.path(),
             &[],
@@ -586,7 +553,7 @@ fn status_reports_a_step_of_a_dead_run_as_interrupted_not_running() {
 fn a_secret_that_is_not_utf8_exits_2() {
     use std::os::unix::ffi::OsStrExt;
     let fx = Fixture::new(&CHAIN.replace("sleep_ms = 3000", "sleep_ms = 1"));
-    let out = Command::new(common::bin())
+    let out = Command::new(kubestrap_bin!())
         .args(["apply", "--synthetic-steps", "steps.toml"])
         .current_dir(fx.path())
         .env(

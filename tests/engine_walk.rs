@@ -1,7 +1,7 @@
 //! The walker, driven through the library with synthetic steps: ordering, the phase barrier,
 //! the concurrency bound, failure handling, retries, interruption, outputs and resume.
 
-mod common;
+use kubestrap_test_support as common;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,6 +82,15 @@ impl Probe {
     }
 }
 
+/// A sealed DAG of probes: `(id, phase, dependencies, milliseconds of work, how it fails)`.
+fn probes(t: &Arc<Tracker>, spec: &[(&str, Phase, &[&str], u64, Fail)]) -> Engine<engine::Built> {
+    let mut e = Engine::new();
+    for &(id, phase, deps, ms, fail) in spec {
+        e.add(id, phase, deps, Probe::arc(id, ms, fail, t));
+    }
+    e.seal().unwrap()
+}
+
 #[async_trait::async_trait]
 impl Step for Probe {
     fn kind(&self) -> &'static str {
@@ -136,7 +145,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let pb = common::playbook_in(dir.path(), common::MINIMAL);
+    let pb = playbook_in(dir.path(), common::MINIMAL);
     let env = RunEnv::new(pb);
     let recorder = Recorder::new();
     env.events.subscribe(recorder.subscriber());
@@ -162,38 +171,16 @@ async fn apply(engine: &Engine<engine::Built>, s: &Setup, concurrency: usize) ->
 #[tokio::test]
 async fn dependencies_and_the_phase_barrier_order_the_steps() {
     let t = Arc::new(Tracker::default());
-    let mut e = Engine::new();
-    e.add(
-        "a",
-        Phase::Infrastructure,
-        &[],
-        Probe::arc("a", 60, Fail::Never, &t),
-    )
-    .add(
-        "b",
-        Phase::Infrastructure,
-        &["a"],
-        Probe::arc("b", 10, Fail::Never, &t),
-    )
-    .add(
-        "c",
-        Phase::Infrastructure,
-        &[],
-        Probe::arc("c", 120, Fail::Never, &t),
-    )
-    .add(
-        "d",
-        Phase::Secrets,
-        &[],
-        Probe::arc("d", 10, Fail::Never, &t),
-    )
-    .add(
-        "e",
-        Phase::Verify,
-        &["d"],
-        Probe::arc("e", 10, Fail::Never, &t),
+    let engine = probes(
+        &t,
+        &[
+            ("a", Phase::Infrastructure, &[], 60, Fail::Never),
+            ("b", Phase::Infrastructure, &["a"], 10, Fail::Never),
+            ("c", Phase::Infrastructure, &[], 120, Fail::Never),
+            ("d", Phase::Secrets, &[], 10, Fail::Never),
+            ("e", Phase::Verify, &["d"], 10, Fail::Never),
+        ],
     );
-    let engine = e.seal().unwrap();
     let s = setup();
     let report = apply(&engine, &s, 4).await;
     assert_eq!(report.status, RunStatus::Succeeded);
@@ -258,38 +245,16 @@ async fn concurrency_is_bounded_and_independent_steps_overlap() {
 #[tokio::test]
 async fn a_failure_starts_nothing_new_lets_running_steps_finish_and_is_recorded() {
     let t = Arc::new(Tracker::default());
-    let mut e = Engine::new();
-    e.add(
-        "fails",
-        Phase::Infrastructure,
-        &[],
-        Probe::arc("fails", 20, Fail::Permanent, &t),
-    )
-    .add(
-        "slow",
-        Phase::Infrastructure,
-        &[],
-        Probe::arc("slow", 200, Fail::Never, &t),
-    )
-    .add(
-        "queued",
-        Phase::Infrastructure,
-        &[],
-        Probe::arc("queued", 10, Fail::Never, &t),
-    )
-    .add(
-        "after",
-        Phase::Infrastructure,
-        &["fails"],
-        Probe::arc("after", 10, Fail::Never, &t),
-    )
-    .add(
-        "later",
-        Phase::Secrets,
-        &[],
-        Probe::arc("later", 10, Fail::Never, &t),
+    let engine = probes(
+        &t,
+        &[
+            ("fails", Phase::Infrastructure, &[], 20, Fail::Permanent),
+            ("slow", Phase::Infrastructure, &[], 200, Fail::Never),
+            ("queued", Phase::Infrastructure, &[], 10, Fail::Never),
+            ("after", Phase::Infrastructure, &["fails"], 10, Fail::Never),
+            ("later", Phase::Secrets, &[], 10, Fail::Never),
+        ],
     );
-    let engine = e.seal().unwrap();
     let s = setup();
     let report = apply(&engine, &s, 2).await;
     assert_eq!(report.status, RunStatus::Failed);
@@ -328,20 +293,13 @@ async fn a_failure_starts_nothing_new_lets_running_steps_finish_and_is_recorded(
 #[tokio::test]
 async fn transient_errors_are_retried_with_backoff() {
     let t = Arc::new(Tracker::default());
-    let mut e = Engine::new();
-    e.add(
-        "flaky",
-        Phase::Infrastructure,
-        &[],
-        Probe::arc("flaky", 1, Fail::Transient(2), &t),
-    )
-    .add(
-        "hopeless",
-        Phase::Secrets,
-        &[],
-        Probe::arc("hopeless", 1, Fail::Transient(99), &t),
+    let engine = probes(
+        &t,
+        &[
+            ("flaky", Phase::Infrastructure, &[], 1, Fail::Transient(2)),
+            ("hopeless", Phase::Secrets, &[], 1, Fail::Transient(99)),
+        ],
     );
-    let engine = e.seal().unwrap();
     let s = setup();
     let report = apply(&engine, &s, 4).await;
     let flaky = report.step("flaky").unwrap();
@@ -389,20 +347,13 @@ async fn transient_errors_are_retried_with_backoff() {
 #[tokio::test]
 async fn an_interrupt_stops_running_steps_and_starts_nothing_new() {
     let t = Arc::new(Tracker::default());
-    let mut e = Engine::new();
-    e.add(
-        "long",
-        Phase::Infrastructure,
-        &[],
-        Probe::arc("long", 10_000, Fail::Never, &t),
-    )
-    .add(
-        "next",
-        Phase::Secrets,
-        &[],
-        Probe::arc("next", 1, Fail::Never, &t),
+    let engine = probes(
+        &t,
+        &[
+            ("long", Phase::Infrastructure, &[], 10_000, Fail::Never),
+            ("next", Phase::Secrets, &[], 1, Fail::Never),
+        ],
     );
-    let engine = e.seal().unwrap();
     let s = setup();
     let token = s.env.interrupt.clone();
     tokio::spawn(async move {
@@ -469,14 +420,7 @@ async fn outputs_flow_to_dependents_and_resume_verifies_instead_of_reapplying() 
 #[tokio::test]
 async fn an_existing_checkpoint_needs_resume_or_fresh() {
     let t = Arc::new(Tracker::default());
-    let mut e = Engine::new();
-    e.add(
-        "a",
-        Phase::Infrastructure,
-        &[],
-        Probe::arc("a", 1, Fail::Never, &t),
-    );
-    let engine = e.seal().unwrap();
+    let engine = probes(&t, &[("a", Phase::Infrastructure, &[], 1, Fail::Never)]);
     let s = setup();
     apply(&engine, &s, 1).await;
     let req = ApplyRequest::default();
@@ -545,7 +489,7 @@ fn seal_reports_every_cycle_unknown_dependency_and_phase_inversion_at_once() {
 #[test]
 fn the_real_registry_is_a_valid_five_phase_dag() {
     let dir = tempfile::tempdir().unwrap();
-    let pb = common::playbook_in(dir.path(), common::MINIMAL);
+    let pb = playbook_in(dir.path(), common::MINIMAL);
     let engine = kubestrap::steps::build(&pb).unwrap();
     assert_eq!(engine.len(), 26);
     for phase in Phase::ALL {
@@ -572,9 +516,10 @@ async fn a_missing_existing_cluster_fails_clearly_and_permanently() {
             missing.display().to_string()
         ),
     );
-    let pb = common::playbook_in(dir.path(), &text);
+    let pb = playbook_in(dir.path(), &text);
     let engine = kubestrap::steps::build(&pb).unwrap();
-    let env = RunEnv::new(pb);
+    let cluster = Arc::new(kubestrap::steps::Cluster::of_playbook(&pb));
+    let env = RunEnv::new(pb).with_finished_resource(cluster);
     let req = ApplyRequest {
         checkpoint: CheckpointMode::Fresh,
         only: Vec::new(),
@@ -594,4 +539,9 @@ async fn a_missing_existing_cluster_fails_clearly_and_permanently() {
         error.contains("no-such-kubeconfig") && error.contains("does not exist"),
         "{error}"
     );
+}
+
+/// Write `text` as `dir/kubestrap.toml` and load it.
+fn playbook_in(dir: &std::path::Path, text: &str) -> kubestrap::playbook::LoadedPlaybook {
+    kubestrap::playbook::Playbook::load(&common::write_playbook(dir, text)).unwrap()
 }

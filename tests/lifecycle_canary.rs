@@ -14,15 +14,13 @@
 //! from passing by looking nowhere.
 #![cfg(target_os = "linux")]
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use support::audit::{Finished, PausedRun, run_until_pause};
-use support::{Form, assert_no_hits, forms_of, scan_bytes, scan_tree};
+use kubestrap_test_support::scan::audit::{Finished, PausedRun, run_until_pause};
+use kubestrap_test_support::scan::{Form, assert_no_hits, forms_of, scan_bytes, scan_tree};
 
 /// Canary values: long, unmistakable, different from each other in every form.
 const GITHUB_CANARY: &str = "ghp_CANARYgh7Qx2Lm9Vw4Tz8Kp3Rs6Yb1Nd5Jf0";
@@ -178,6 +176,7 @@ fn wait(mut child: std::process::Child, limit: Duration) -> std::process::ExitSt
 }
 
 /// A playbook declaring both secrets, for the synthetic run.
+#[cfg(feature = "test-hooks")]
 const SYNTHETIC_PLAYBOOK: &str = r#"
 [cluster]
 name = "canary"
@@ -204,6 +203,7 @@ required = true
 /// Steps that handle the secrets the way leaks happen: read them, put one in the outputs
 /// (redacted before recording) and fail with the other quoted in the error (redacted before
 /// printing and recording), with retries so errors are formatted several times.
+#[cfg(feature = "test-hooks")]
 const SYNTHETIC_STEPS: &str = r#"
 [[step]]
 id = "uses-both"
@@ -224,6 +224,7 @@ max_attempts = 2
 /// The engine's own secret paths (capture, redaction of outputs, errors and logs, checkpoint,
 /// release at the end) through the real binary, with synthetic steps instead of a cluster.
 #[test]
+#[cfg(feature = "test-hooks")]
 fn synthetic_run_leaves_no_canary_anywhere() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
@@ -395,7 +396,7 @@ fn full_sandbox_apply_leaves_no_canary_anywhere() {
 
     // `terraform` first on PATH records how kubestrap starts it.
     let children_log = root.join("children");
-    support::children::install_wrapper(
+    kubestrap_test_support::scan::children::install_wrapper(
         &root.join("bin"),
         "terraform",
         &real_terraform,
@@ -417,7 +418,7 @@ fn full_sandbox_apply_leaves_no_canary_anywhere() {
     let sandbox = std::fs::read_to_string(sandbox_dir.join("sandbox.pid"))
         .ok()
         .and_then(|p| p.trim().parse::<u32>().ok())
-        .and_then(|pid| support::children::read_pid(pid, "sandbox"));
+        .and_then(|pid| kubestrap_test_support::scan::children::read_pid(pid, "sandbox"));
     let done = run.release(EXIT_LIMIT);
     assert_eq!(done.status.code(), Some(0), "{}", done.text());
     audit_output(&done, "apply", &forms);
@@ -432,7 +433,7 @@ fn full_sandbox_apply_leaves_no_canary_anywhere() {
     // Children: Terraform exactly as started, the sandbox, anything else the watcher saw.
     // (Terraform is given the Vault token on purpose, so only the canaries are looked for.)
     let canaries = canary_forms();
-    let terraform = support::children::wrapper_records(&children_log);
+    let terraform = kubestrap_test_support::scan::children::wrapper_records(&children_log);
     assert!(
         terraform.len() >= 2,
         "terraform init and apply were recorded: {terraform:?}"

@@ -1,8 +1,6 @@
 //! End to end: the five phases on the sandbox, with canary secret values, then a second run
 //! that must change nothing and write nothing.
 
-mod phases_common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -10,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::core::DynamicObject;
 use kube::discovery::ApiResource;
-use phases_common::{Bootstrap, Options, finished, runtime, text};
+use kubestrap_test_support::{Bootstrap, Options, finished, kubestrap_bin, runtime, text};
 use serde_json::Value;
 
 fn secret_value(s: &Secret, key: &str) -> String {
@@ -42,8 +40,8 @@ async fn vault_kv(client: &kube::Client, path: &str) -> HashMap<String, String> 
 
 #[test]
 fn five_phases_then_a_second_run_changes_and_writes_nothing() {
-    let fx = Bootstrap::new(&Options::default());
-    let out = fx.apply_all();
+    let fx = Bootstrap::new(kubestrap_bin!(), &Options::default());
+    let out = fx.apply_all_done();
 
     // No secret value in the output or the checkpoint.
     let all = format!("{}{}", text(&out), fx.checkpoint_text());
@@ -157,7 +155,7 @@ fn collect_actions(v: &Value, out: &mut Vec<Value>) {
 
 #[test]
 fn status_reports_the_kubeconfig_path() {
-    let fx = Bootstrap::new(&Options::default());
+    let fx = Bootstrap::new(kubestrap_bin!(), &Options::default());
     let out = fx.run(&["status", "--output", "json"], false);
     assert!(out.status.success(), "{}", text(&out));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();

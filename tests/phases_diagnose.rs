@@ -2,13 +2,11 @@
 //! not allow, one whose key is missing in Vault, one whose store is not ready; and a Vault whose
 //! keys Secret is gone (refusal with the recovery text, never a re-init).
 
-mod phases_common;
-
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use phases_common::{Bootstrap, Options, runtime, text, text as text_of};
+use kubestrap_test_support::{Bootstrap, Options, kubestrap_bin, runtime, text, text as text_of};
 use serde_json::json;
 
 fn es_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
@@ -64,11 +62,14 @@ fn diagnose(fx: &Bootstrap, es: DynamicObject) -> String {
 
 #[test]
 fn failures_are_diagnosed_and_a_missing_keys_secret_is_refused_with_recovery() {
-    let fx = Bootstrap::new(&Options {
-        secret_sync: "5s",
-        restart_vault: false,
-        ..Options::default()
-    });
+    let fx = Bootstrap::new(
+        kubestrap_bin!(),
+        &Options {
+            secret_sync: "5s",
+            restart_vault: false,
+            ..Options::default()
+        },
+    );
     let out = fx.run(&["apply"], true);
     assert!(out.status.success(), "{}", text(&out));
 

@@ -5,14 +5,12 @@
 //! deleted and the real server unsealed again by the auto-unsealer. Skips loudly without a
 //! server binary (`KUBESTRAP_VAULT_SERVER`).
 
-mod phases_common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use phases_common::{Bootstrap, Options, finished, runtime, text};
+use kubestrap_test_support::{Bootstrap, Options, finished, kubestrap_bin, runtime, text};
 use serde_json::Value;
 
 #[test]
@@ -22,12 +20,15 @@ fn five_phases_on_a_real_openbao_with_the_restart_proof() {
     ) else {
         return;
     };
-    let fx = Bootstrap::new(&Options {
-        vault_server: Some(server),
-        restart_vault: true,
-        ..Options::default()
-    });
-    let steps = finished(&fx.apply_all());
+    let fx = Bootstrap::new(
+        kubestrap_bin!(),
+        &Options {
+            vault_server: Some(server),
+            restart_vault: true,
+            ..Options::default()
+        },
+    );
+    let steps = finished(&fx.apply_all_done());
     let restart = steps
         .iter()
         .find(|s| s["step"] == "verify.vault")

@@ -2,11 +2,9 @@
 //! right after `vault.init`, while Terraform runs) and check that `apply --resume` always ends
 //! verified. The background sandbox must survive the kills.
 
-mod phases_common;
-
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use phases_common::{Bootstrap, Options, finished, runtime, text};
+use kubestrap_test_support::{Bootstrap, Options, finished, kubestrap_bin, runtime, text};
 use serde_json::Value;
 
 fn finished_step(e: &Value, step: &str) -> bool {
@@ -15,7 +13,7 @@ fn finished_step(e: &Value, step: &str) -> bool {
 
 #[test]
 fn sigkill_at_several_points_then_resume_ends_verified() {
-    let fx = Bootstrap::new(&Options::default());
+    let fx = Bootstrap::new(kubestrap_bin!(), &Options::default());
 
     // 1. Right after the sandbox started: kubestrap dies, the detached sandbox lives on.
     fx.apply_and_kill(&[], |e| finished_step(e, "k3s.install"));

@@ -1,18 +1,21 @@
 //! Snapshot tests of `plan` for the sandbox playbook: text, JSON and DOT.
 
-mod common;
+use kubestrap_test_support::{self as common, kubestrap_bin};
 
 use std::path::Path;
+use std::sync::Arc;
 
 use kubestrap::engine::{self, RunEnv};
 use kubestrap::output;
 use kubestrap::playbook::Playbook;
+use kubestrap::steps::Cluster;
 
 fn sandbox_plan() -> engine::Plan {
     // Relative path (tests run in the package root) so the snapshot holds no machine paths.
     let pb = Playbook::load(Path::new("playbooks/sandbox.toml")).unwrap();
     let engine = kubestrap::steps::build(&pb).unwrap();
-    let env = RunEnv::new(pb);
+    let cluster = Arc::new(Cluster::of_playbook(&pb));
+    let env = RunEnv::new(pb).with_finished_resource(cluster);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -73,6 +76,7 @@ fn plan_output_holds_no_secret_values() {
     // plan runs without secrets; the binary must not need them nor print them.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = common::run(
+        &kubestrap_bin!(),
         &["plan", "-p", "playbooks/sandbox.toml", "--output", "json"],
         dir,
         &[("GITHUB_TOKEN", "ghp_never-printed-0123456789")],

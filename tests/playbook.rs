@@ -1,7 +1,7 @@
 //! Playbook loading: the shipped playbooks load, and every kind of bad input is reported with
 //! file:line, key and suggestion, all at once.
 
-mod common;
+use kubestrap_test_support::{self as common, kubestrap_bin};
 
 use std::path::Path;
 
@@ -49,7 +49,7 @@ fn relative_paths_resolve_against_the_playbook_directory() {
         "provider = \"existing\"",
         "provider = \"sandbox\"\nkubeconfig = \"kc/config\"",
     ) + "[sandbox]\ngit_repos = { \"https://example.com/org/fleet\" = \"git/fleet\" }\n[terraform]\ndir = \"tf\"\n";
-    let pb = common::playbook_in(dir.path(), &text);
+    let pb = playbook_in(dir.path(), &text);
     let p = &pb.playbook;
     assert_eq!(
         p.cluster.kubeconfig.as_deref(),
@@ -228,7 +228,7 @@ fn sandbox_vault_server_resolves_relative_and_must_be_an_executable() {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let pb = common::playbook_in(dir.path(), &with_server("bin/bao"));
+    let pb = playbook_in(dir.path(), &with_server("bin/bao"));
     assert_eq!(
         pb.playbook
             .sandbox
@@ -260,9 +260,9 @@ fn sandbox_vault_server_resolves_relative_and_must_be_an_executable() {
 #[test]
 fn fingerprint_ignores_comments_but_not_values() {
     let dir = tempfile::tempdir().unwrap();
-    let a = common::playbook_in(dir.path(), common::MINIMAL);
-    let b = common::playbook_in(dir.path(), &format!("# a comment\n{}", common::MINIMAL));
-    let c = common::playbook_in(
+    let a = playbook_in(dir.path(), common::MINIMAL);
+    let b = playbook_in(dir.path(), &format!("# a comment\n{}", common::MINIMAL));
+    let c = playbook_in(
         dir.path(),
         &common::MINIMAL.replace("clusters/test", "clusters/other"),
     );
@@ -276,7 +276,7 @@ fn binary_exits_2_and_lists_all_problems() {
     let text = common::MINIMAL.replace("path = \"clusters", "pth = \"clusters")
         + "[vault]\nkey_shars = 1\n";
     std::fs::write(dir.path().join("kubestrap.toml"), text).unwrap();
-    let out = common::run(&["plan"], dir.path(), &[]);
+    let out = common::run(&kubestrap_bin!(), &["plan"], dir.path(), &[]);
     assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -291,7 +291,17 @@ fn binary_exits_2_and_lists_all_problems() {
 #[test]
 fn binary_exits_2_when_the_playbook_is_missing() {
     let dir = tempfile::tempdir().unwrap();
-    let out = common::run(&["plan", "-p", "nope.toml"], dir.path(), &[]);
+    let out = common::run(
+        &kubestrap_bin!(),
+        &["plan", "-p", "nope.toml"],
+        dir.path(),
+        &[],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("failed to read playbook nope.toml"));
+}
+
+/// Write `text` as `dir/kubestrap.toml` and load it.
+fn playbook_in(dir: &std::path::Path, text: &str) -> kubestrap::playbook::LoadedPlaybook {
+    kubestrap::playbook::Playbook::load(&common::write_playbook(dir, text)).unwrap()
 }

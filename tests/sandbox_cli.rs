@@ -1,48 +1,67 @@
 //! `kubestrap sandbox up` in the foreground and `sandbox down` stopping it through its pid file.
 
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use tokio::process::Command;
+use k8s_openapi::api::core::v1::Pod;
+use kubestrap_test_support::{kube_client_from, kubestrap_bin, within_for};
+use tokio::process::{Child, Command};
 
 const T: Duration = Duration::from_secs(30);
 
-/// `kubestrap sandbox down --dir DIR`, to completion.
-async fn sandbox_down(dir: &std::path::Path) -> std::process::Output {
-    tokio::time::timeout(
+/// `kubestrap ARGS` to completion.
+async fn kubestrap(args: &[&str], dir: &Path) -> Output {
+    within_for(
         T,
-        Command::new(env!("CARGO_BIN_EXE_kubestrap"))
-            .args(["sandbox", "down", "--dir"])
-            .arg(dir)
-            .output(),
+        "kubestrap to finish",
+        Command::new(kubestrap_bin!()).args(args).arg(dir).output(),
     )
     .await
-    .expect("down finishes")
-    .expect("down runs")
+    .expect("kubestrap runs")
+}
+
+/// `sandbox up ARGS --dir DIR` in the foreground, once its pid file exists.
+async fn up(args: &[&str], dir: &Path) -> Child {
+    let child = Command::new(kubestrap_bin!())
+        .args(["sandbox", "up"])
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sandbox up starts");
+    let pid_file = dir.join("sandbox.pid");
+    within_for(T, "the pid file", async {
+        while !pid_file.exists() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    child
+}
+
+/// `sandbox down --dir DIR` succeeds and the foreground `up` exits 0.
+async fn down(mut up: Child, dir: &Path) {
+    let down = kubestrap(&["sandbox", "down", "--dir"], dir).await;
+    assert!(
+        down.status.success(),
+        "down failed: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let status = within_for(T, "up to exit", up.wait())
+        .await
+        .expect("status");
+    assert!(status.success(), "graceful stop exits 0");
 }
 
 #[tokio::test]
 async fn up_writes_kubeconfig_and_down_stops_it_gracefully() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sdir = dir.path().join("cluster");
-    let bin = env!("CARGO_BIN_EXE_kubestrap");
-    let mut up = Command::new(bin)
-        .args(["sandbox", "up", "--dir"])
-        .arg(&sdir)
-        .args(["--faults", "seed=3,delay.node=100ms"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sandbox up starts");
-    let pid_file = sdir.join("sandbox.pid");
-    tokio::time::timeout(T, async {
-        while !pid_file.exists() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("pid file appears");
+    let up = up(&["--faults", "seed=3,delay.node=100ms"], &sdir).await;
     let kubeconfig = std::fs::read_to_string(sdir.join("kubeconfig")).expect("kubeconfig written");
     assert!(kubeconfig.contains("server: https://127.0.0.1:"));
     assert!(kubeconfig.contains("name: default"));
@@ -61,35 +80,16 @@ async fn up_writes_kubeconfig_and_down_stops_it_gracefully() {
     }
 
     // A second `up` on the same directory refuses to share its state.
-    let second = tokio::time::timeout(
-        T,
-        Command::new(bin)
-            .args(["sandbox", "up", "--dir"])
-            .arg(&sdir)
-            .output(),
-    )
-    .await
-    .expect("second up exits")
-    .expect("runs");
+    let second = kubestrap(&["sandbox", "up", "--dir"], &sdir).await;
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
 
-    let down = sandbox_down(&sdir).await;
-    assert!(
-        down.status.success(),
-        "down failed: {}",
-        String::from_utf8_lossy(&down.stderr)
-    );
-    let status = tokio::time::timeout(T, up.wait())
-        .await
-        .expect("up exits")
-        .expect("status");
-    assert!(status.success(), "graceful stop exits 0");
+    down(up, &sdir).await;
     assert!(sdir.join("state.json").exists(), "state flushed on stop");
-    assert!(!pid_file.exists(), "pid file removed");
+    assert!(!sdir.join("sandbox.pid").exists(), "pid file removed");
 
     // Nothing is running any more: down says so and fails.
-    let again = sandbox_down(&sdir).await;
+    let again = kubestrap(&["sandbox", "down", "--dir"], &sdir).await;
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("no sandbox is running"));
 }
@@ -97,17 +97,11 @@ async fn up_writes_kubeconfig_and_down_stops_it_gracefully() {
 #[tokio::test]
 async fn bad_fault_spec_is_rejected_before_starting() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = tokio::time::timeout(
-        T,
-        Command::new(env!("CARGO_BIN_EXE_kubestrap"))
-            .args(["sandbox", "up", "--dir"])
-            .arg(dir.path())
-            .args(["--faults", "api_error_rate=7"])
-            .output(),
+    let out = kubestrap(
+        &["sandbox", "up", "--faults", "api_error_rate=7", "--dir"],
+        dir.path(),
     )
-    .await
-    .expect("exits")
-    .expect("runs");
+    .await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("api_error_rate"));
     assert!(!dir.path().join("kubeconfig").exists());
@@ -120,28 +114,8 @@ async fn up_with_preinstalled_vault_and_git_repos_records_the_flux_url() {
     let sdir = dir.path().join("cluster");
     let fleet = dir.path().join("fleet");
     std::fs::create_dir_all(&fleet).expect("fleet");
-    let bin = env!("CARGO_BIN_EXE_kubestrap");
-    let mut up = Command::new(bin)
-        .args(["sandbox", "up", "--preinstall", "vault", "--dir"])
-        .arg(&sdir)
-        .arg("--git-repo")
-        .arg(format!(
-            "https://git.sandbox.local/org/fleet={}",
-            fleet.display()
-        ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sandbox up starts");
-    let pid_file = sdir.join("sandbox.pid");
-    tokio::time::timeout(T, async {
-        while !pid_file.exists() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("pid file appears");
+    let repo = format!("https://git.sandbox.local/org/fleet={}", fleet.display());
+    let up = up(&["--preinstall", "vault", "--git-repo", &repo], &sdir).await;
     let info: serde_json::Value =
         serde_json::from_slice(&std::fs::read(sdir.join("sandbox.json")).expect("sandbox.json"))
             .expect("json");
@@ -155,53 +129,30 @@ async fn up_with_preinstalled_vault_and_git_repos_records_the_flux_url() {
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("pem"))
         .build()
         .expect("http");
-    let body = tokio::time::timeout(T, async { http.get(&url).send().await?.text().await })
-        .await
-        .expect("in time")
-        .expect("manifest");
-    assert!(body.contains("kind: CustomResourceDefinition"));
-
-    let kc = kube::config::Kubeconfig::read_from(sdir.join("kubeconfig")).expect("kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("config");
-    let client = kube::Client::try_from(cfg).expect("client");
-    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, "vault");
-    tokio::time::timeout(T, async {
-        loop {
-            if let Ok(p) = pods.get("vault-0").await
-                && p.status.and_then(|s| s.phase).as_deref() == Some("Running")
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    let body = within_for(T, "the manifest", async {
+        http.get(&url).send().await?.text().await
     })
     .await
-    .expect("preinstalled vault-0 runs");
+    .expect("manifest");
+    assert!(body.contains("kind: CustomResourceDefinition"));
 
-    let down = sandbox_down(&sdir).await;
-    assert!(down.status.success());
-    let status = tokio::time::timeout(T, up.wait())
-        .await
-        .expect("up exits")
-        .expect("status");
-    assert!(status.success());
+    let client = kube_client_from(&sdir.join("kubeconfig")).await;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client, "vault");
+    kubestrap_test_support::wait_for(&pods, "vault-0", "preinstalled vault-0 Running", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+    down(up, &sdir).await;
 }
 
 #[tokio::test]
 async fn bad_git_repo_mapping_is_rejected_before_starting() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = tokio::time::timeout(
-        T,
-        Command::new(env!("CARGO_BIN_EXE_kubestrap"))
-            .args(["sandbox", "up", "--git-repo", "no-equals-sign", "--dir"])
-            .arg(dir.path())
-            .output(),
+    let out = kubestrap(
+        &["sandbox", "up", "--git-repo", "no-equals-sign", "--dir"],
+        dir.path(),
     )
-    .await
-    .expect("exits")
-    .expect("runs");
+    .await;
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("bad git repository mapping"),
@@ -221,16 +172,7 @@ async fn a_vault_server_that_is_not_one_is_rejected_before_starting() {
         ),
         ("/bin/true", "/bin/true is not a Vault or OpenBao server"),
     ] {
-        let out = tokio::time::timeout(
-            T,
-            Command::new(env!("CARGO_BIN_EXE_kubestrap"))
-                .args(["sandbox", "up", "--vault-server", binary, "--dir"])
-                .arg(&sdir)
-                .output(),
-        )
-        .await
-        .expect("exits")
-        .expect("runs");
+        let out = kubestrap(&["sandbox", "up", "--vault-server", binary, "--dir"], &sdir).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "bad input: {stderr}");
         assert!(stderr.contains(says), "{stderr}");
@@ -246,19 +188,21 @@ fn process_runs(pid: u32) -> bool {
     })
 }
 
-async fn wait_for_file(path: &std::path::Path) -> String {
-    tokio::time::timeout(T, async {
+/// The pid the sandbox recorded for its Vault server.
+async fn server_pid(dir: &Path) -> u32 {
+    let path = dir.join("vault-server/server.pid");
+    within_for(T, "the vault server's pid file", async {
         loop {
-            if let Ok(s) = std::fs::read_to_string(path)
-                && !s.trim().is_empty()
+            if let Some(pid) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
             {
-                return s;
+                return pid;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("{} appears", path.display()))
 }
 
 #[tokio::test]
@@ -270,31 +214,12 @@ async fn a_real_vault_server_stops_with_the_sandbox_even_a_sigkilled_one() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let sdir = dir.path().join("cluster");
-    let bin = env!("CARGO_BIN_EXE_kubestrap");
-    let up = || {
-        Command::new(bin)
-            .args(["sandbox", "up", "--preinstall", "vault", "--dir"])
-            .arg(&sdir)
-            .arg("--vault-server")
-            .arg(&server)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("sandbox up starts")
-    };
-    let server_pid = || async {
-        wait_for_file(&sdir.join("vault-server/server.pid"))
-            .await
-            .trim()
-            .parse::<u32>()
-            .expect("pid")
-    };
+    let server = server.display().to_string();
+    let args = ["--preinstall", "vault", "--vault-server", server.as_str()];
 
     // Graceful: `sandbox down` stops the server before the sandbox exits.
-    let mut first = up();
-    wait_for_file(&sdir.join("sandbox.pid")).await;
-    let pid = server_pid().await;
+    let first = up(&args, &sdir).await;
+    let pid = server_pid(&sdir).await;
     assert!(process_runs(pid), "the server runs");
     let info: serde_json::Value =
         serde_json::from_slice(&std::fs::read(sdir.join("sandbox.json")).expect("sandbox.json"))
@@ -308,31 +233,25 @@ async fn a_real_vault_server_stops_with_the_sandbox_even_a_sigkilled_one() {
     );
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
     assert!(String::from_utf8_lossy(&cmdline).contains("server\0-config="));
-    let down = sandbox_down(&sdir).await;
-    assert!(down.status.success());
-    assert!(
-        tokio::time::timeout(T, first.wait())
-            .await
-            .expect("up exits")
-            .expect("status")
-            .success()
-    );
+    down(first, &sdir).await;
     assert!(!process_runs(pid), "the server stopped with the sandbox");
     assert!(!sdir.join("vault-server/server.pid").exists());
 
     // SIGKILL: nothing of the sandbox runs any more, yet the server dies too (parent-death
     // signal), instead of keeping its ports and raft files.
-    let mut second = up();
-    wait_for_file(&sdir.join("sandbox.pid")).await;
-    let pid = server_pid().await;
+    let mut second = up(&args, &sdir).await;
+    let pid = server_pid(&sdir).await;
     assert!(process_runs(pid));
     second.start_kill().expect("SIGKILL the sandbox");
     second.wait().await.expect("reaped");
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while process_runs(pid) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the server dies with its SIGKILLed sandbox");
+    within_for(
+        Duration::from_secs(10),
+        "the server to die with its SIGKILLed sandbox",
+        async {
+            while process_runs(pid) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await;
 }

@@ -10,24 +10,7 @@ use std::time::Duration;
 
 use kubestrap::kube::client::config_from_sources;
 
-const FIRST: &str = r#"
-apiVersion: v1
-kind: Config
-current-context: alpha
-clusters:
-- name: one
-  cluster: {server: "https://127.0.0.1:6443"}
-- name: two
-  cluster: {server: "https://127.0.0.2:7443"}
-users:
-- name: u
-  user: {token: not-a-real-token}
-contexts:
-- name: alpha
-  context: {cluster: one, user: u, namespace: apps}
-- name: beta
-  context: {cluster: two, user: u}
-"#;
+const FIRST: &str = include_str!("fixtures/kubeconfig/two-contexts.yaml");
 
 const SECOND: &str = r#"
 apiVersion: v1
@@ -47,17 +30,6 @@ contexts:
 - name: delta
   context: {cluster: one, user: u}
 "#;
-
-fn kubectl() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .map(|d| d.join("kubectl"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        eprintln!("SKIP: kubectl not found");
-    }
-    found
-}
 
 struct Case<'a> {
     name: &'a str,
@@ -107,7 +79,9 @@ async fn kubectl_view(kubectl: &Path, home: &Path, case: &Case<'_>) -> (String, 
 
 #[tokio::test]
 async fn the_same_cluster_and_namespace_as_kubectl() {
-    let Some(kubectl) = kubectl() else { return };
+    let Some(kubectl) = kubestrap_test_support::kubectl_or_skip("toolkit_kube") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     std::fs::create_dir_all(home.join(".kube")).unwrap();
@@ -159,7 +133,7 @@ async fn the_same_cluster_and_namespace_as_kubectl() {
             name: "--kubeconfig with --context",
             flag: Some(first.clone()),
             env: None,
-            context: Some("beta"),
+            context: Some("second"),
         },
     ];
     for case in &cases {

@@ -52,6 +52,7 @@ pub struct Common {
     pub context: Option<String>,
     /// Test hook: replace the real steps with synthetic ones described in FILE (see
     /// `kubestrap::steps::synthetic`). Never use it on a real cluster.
+    #[cfg(feature = "test-hooks")]
     #[arg(long, value_name = "FILE", hide = true)]
     pub synthetic_steps: Option<PathBuf>,
 }

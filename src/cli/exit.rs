@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use crate::engine::{ApplyError, CheckpointError, GraphErrors, LockError, StepId};
 use crate::playbook::PlaybookError;
 use crate::secrets::CaptureError;
+#[cfg(feature = "test-hooks")]
 use crate::steps::synthetic::SyntheticError;
 
 /// kubestrap's documented exit codes.
@@ -51,6 +52,7 @@ pub enum CliError {
     #[error(transparent)]
     Graph(#[from] GraphErrors),
     /// The synthetic test steps could not be loaded.
+    #[cfg(feature = "test-hooks")]
     #[error(transparent)]
     Synthetic(#[from] SyntheticError),
     /// Secrets could not be captured.
@@ -107,11 +109,11 @@ impl CliError {
     #[must_use]
     pub fn exit_status(&self) -> ExitStatus {
         match self {
-            Self::Playbook(_)
-            | Self::Graph(_)
-            | Self::Synthetic(_)
-            | Self::Capture(_)
-            | Self::MissingSecrets(_) => ExitStatus::BadInput,
+            Self::Playbook(_) | Self::Graph(_) | Self::Capture(_) | Self::MissingSecrets(_) => {
+                ExitStatus::BadInput
+            }
+            #[cfg(feature = "test-hooks")]
+            Self::Synthetic(_) => ExitStatus::BadInput,
             Self::Apply(e) => match e {
                 ApplyError::Lock(LockError::Held { .. }) => ExitStatus::Refused,
                 ApplyError::Lock(LockError::Io { .. }) => ExitStatus::StepFailed,

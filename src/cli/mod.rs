@@ -18,13 +18,13 @@ pub use args::{ApplyArgs, Cli, Command, Common, Format, PlanArgs, PlanFormat, St
 pub use exit::{CliError, ExitStatus};
 
 use crate::engine::{
-    self, ApplyRequest, Built, CheckpointMode, Engine, KubeAccess, RunEnv, RunStatus, StepId,
-    StepStatus,
+    self, ApplyRequest, Built, CheckpointMode, Engine, RunEnv, RunStatus, StepId, StepStatus,
 };
+use crate::kube::KubeAccess;
 use crate::output;
 use crate::playbook::{LoadedPlaybook, Playbook};
 use crate::secrets::{self, Redactor, SecretStore};
-use crate::steps;
+use crate::steps::{self, Cluster};
 
 /// Entry point of the `kubestrap` binary.
 #[must_use]
@@ -121,10 +121,12 @@ fn init_tracing() {
 
 fn prepare(common: &Common) -> Result<(LoadedPlaybook, Engine<Built>), CliError> {
     let pb = Playbook::load(&common.playbook)?;
-    let engine = match &common.synthetic_steps {
-        Some(file) => steps::synthetic::build_from_file(file)?,
-        None => steps::build(&pb)?,
-    };
+    #[cfg(feature = "test-hooks")]
+    if let Some(file) = &common.synthetic_steps {
+        let engine = steps::synthetic::build_from_file(file)?;
+        return Ok((pb, engine));
+    }
+    let engine = steps::build(&pb)?;
     Ok((pb, engine))
 }
 
@@ -208,14 +210,16 @@ fn check_required(
     }
 }
 
-fn kube_access(common: &Common, pb: &LoadedPlaybook) -> KubeAccess {
-    KubeAccess::new(
+/// The playbook's cluster, reached as `--kubeconfig`/`--context` (or the playbook) say.
+fn cluster(common: &Common, pb: &LoadedPlaybook) -> Arc<Cluster> {
+    let access = KubeAccess::new(
         kubeconfig_path(common, pb),
         common
             .context
             .clone()
             .or_else(|| pb.playbook.cluster.context.clone()),
-    )
+    );
+    Arc::new(Cluster::for_playbook(pb, access))
 }
 
 /// `--kubeconfig`, else the playbook's (or the sandbox's), else kube's own default
@@ -259,9 +263,9 @@ fn plan_cmd(common: &Common, format: PlanFormat) -> Result<ExitStatus, CliError>
     let (pb, engine) = prepare(common)?;
     let store = capture(&pb, &engine)?;
     drop(store); // plan never uses secret values
-    let kube = kube_access(common, &pb);
+    let cluster = cluster(common, &pb);
     let rt = runtime()?;
-    let env = RunEnv::new(pb).with_kube(Arc::new(kube));
+    let env = RunEnv::new(pb).with_finished_resource(cluster);
     let plan = rt.block_on(async {
         watch_signals(env.interrupt.clone());
         engine::plan(&engine, &env, 8).await
@@ -286,10 +290,10 @@ fn apply_cmd(a: &ApplyArgs) -> Result<ExitStatus, CliError> {
     check_required(&pb, &engine, &store, &a.only)?;
     let redactor = Arc::new(Redactor::new(&store));
     secrets::redact::install_global(Arc::clone(&redactor));
-    let kube = kube_access(&a.common, &pb);
+    let cluster = cluster(&a.common, &pb);
     let rt = runtime()?;
     let env = RunEnv::new(pb)
-        .with_kube(Arc::new(kube))
+        .with_finished_resource(cluster)
         .with_secrets(Arc::new(store), redactor);
     let tty = match a.output {
         Format::Json => {

@@ -5,9 +5,7 @@
 //! contract and errors pass through the redactor before they get here.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -106,6 +104,25 @@ pub struct StepRecord {
     pub last_error: Option<String>,
 }
 
+impl StepRecord {
+    /// A record with `status` and nothing run yet.
+    #[must_use]
+    pub fn new(status: StepStatus, phase: Phase, input_hash: String) -> Self {
+        Self {
+            status,
+            phase,
+            input_hash,
+            attempts: 0,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            changed: None,
+            outputs: serde_json::Value::Null,
+            last_error: None,
+        }
+    }
+}
+
 /// The whole checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -192,7 +209,7 @@ impl Checkpoint {
             path: path.to_owned(),
             source: std::io::Error::other(e),
         })?;
-        write_atomic(path, &bytes).map_err(|source| CheckpointError::Io {
+        crate::secrets::write_private(path, &bytes).map_err(|source| CheckpointError::Io {
             path: path.to_owned(),
             source,
         })
@@ -211,49 +228,6 @@ impl Checkpoint {
             .map(|n| n.id.clone())
             .collect()
     }
-}
-
-/// Create `dir` (and parents) with mode 0700, tightening an existing one.
-///
-/// # Errors
-/// IO errors.
-pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let perms = fs::metadata(dir)?.permissions();
-    if perms.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    ensure_private_dir(dir)?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Subscriber that keeps the checkpoint in step with the run, writing it after every transition.
@@ -295,18 +269,7 @@ impl CheckpointWriter {
         self.checkpoint
             .steps
             .entry(step.clone())
-            .or_insert_with(|| StepRecord {
-                status: StepStatus::Pending,
-                phase,
-                input_hash,
-                attempts: 0,
-                started_at: None,
-                finished_at: None,
-                duration_ms: None,
-                changed: None,
-                outputs: serde_json::Value::Null,
-                last_error: None,
-            })
+            .or_insert_with(|| StepRecord::new(StepStatus::Pending, phase, input_hash))
     }
 
     fn save(&mut self) -> Result<(), SubscriberError> {

@@ -1,65 +1,42 @@
-//! One place that decides which client errors are worth retrying, so every step classifies
-//! Kubernetes and Vault failures the same way.
+//! How a step's failure is classified for the retry policy, with one rule per error kind.
 //!
-//! Transient: the request may succeed later unchanged (connection refused while a port-forward
-//! or an API server comes up, 429, 5xx, 409 conflicts from concurrent writers, Vault sealed).
-//! Permanent: it will fail again until someone changes something (400/401/403/404/422, bad
-//! configuration, undecodable responses).
+//! Transient: the same request may succeed later (connection refused while an API server or a
+//! port-forward comes up, 429, 5xx, a write conflict with a concurrent writer, Vault sealed).
+//! Permanent: it fails again until someone changes something (400/401/403/404/422, bad
+//! configuration, undecodable responses). The engine does not know the clients that produce
+//! these errors: each toolkit implements [`Classify`] for its own error types, and steps turn
+//! them into [`StepError`]s with [`StepError::classify`].
 
 use super::step::StepError;
 
-/// Whether an HTTP status is worth retrying.
+/// Whether an HTTP status is worth retrying: the rule every HTTP-speaking client error uses.
 #[must_use]
 pub const fn is_transient_status(code: u16) -> bool {
     matches!(code, 408 | 409 | 425 | 429 | 500..=599)
 }
 
+/// An error type that knows whether retrying unchanged may succeed.
+pub trait Classify: std::error::Error + Send + Sync + 'static {
+    /// Whether the retry policy may try again.
+    fn is_transient(&self) -> bool;
+
+    /// The step error's message for `action` (a lowercase fragment such as "apply HelmRelease
+    /// vault/vault"). The error itself is kept as the source, so by default the message is the
+    /// action alone; types whose display omits what the server said add it here.
+    fn describe(&self, action: &str) -> String {
+        action.to_owned()
+    }
+}
+
 impl StepError {
-    /// Classify a Kubernetes client error. `action` says what was attempted, as a lowercase
-    /// fragment ("apply HelmRelease vault/vault").
+    /// Classify `err`, which happened while doing `action`.
     #[must_use]
-    pub fn from_kube(action: impl Into<String>, err: ::kube::Error) -> Self {
-        let action = action.into();
-        let transient = match &err {
-            ::kube::Error::Api(status) => is_transient_status(status.code),
-            ::kube::Error::HyperError(_)
-            | ::kube::Error::Service(_)
-            | ::kube::Error::ReadEvents(_)
-            | ::kube::Error::UpgradeConnection(_) => true,
-            _ => false,
-        };
-        let message = match &err {
-            ::kube::Error::Api(status) => format!(
-                "{action}: the API answered {} {}: {}",
-                status.code, status.reason, status.message
-            ),
-            _ => action,
-        };
-        if transient {
+    pub fn classify(action: impl AsRef<str>, err: impl Classify) -> Self {
+        let message = err.describe(action.as_ref());
+        if err.is_transient() {
             Self::transient_from(message, err)
         } else {
             Self::permanent_from(message, err)
-        }
-    }
-
-    /// Classify a Vault client (vaultrs) error. Vault's own error messages are kept, since
-    /// vaultrs' display text omits them.
-    #[must_use]
-    pub fn from_vault(action: impl Into<String>, err: vaultrs::error::ClientError) -> Self {
-        let action = action.into();
-        match &err {
-            vaultrs::error::ClientError::APIError { code, errors } => {
-                let message = format!("{action}: vault answered {code}: {}", errors.join("; "));
-                if is_transient_status(*code) {
-                    Self::transient_from(message, err)
-                } else {
-                    Self::permanent_from(message, err)
-                }
-            }
-            vaultrs::error::ClientError::RestClientError { .. } => {
-                Self::transient_from(action, err)
-            }
-            _ => Self::permanent_from(action, err),
         }
     }
 }
@@ -68,61 +45,34 @@ impl StepError {
 mod tests {
     use super::*;
 
-    fn api(code: u16) -> ::kube::Error {
-        ::kube::Error::Api(Box::new(::kube::core::Status {
-            code,
-            reason: "Reason".into(),
-            message: "details".into(),
-            ..Default::default()
-        }))
+    #[derive(Debug, thiserror::Error)]
+    #[error("status {0}")]
+    struct Http(u16);
+
+    impl Classify for Http {
+        fn is_transient(&self) -> bool {
+            is_transient_status(self.0)
+        }
+        fn describe(&self, action: &str) -> String {
+            format!("{action}: answered {}", self.0)
+        }
     }
 
     #[test]
-    fn kubernetes_errors_are_classified_by_status() {
-        for code in [409, 429, 500, 503] {
-            assert!(
-                StepError::from_kube("x", api(code)).is_transient(),
-                "{code}"
-            );
+    fn http_statuses_are_classified_once() {
+        for code in [408, 409, 425, 429, 500, 503] {
+            assert!(is_transient_status(code), "{code}");
         }
-        for code in [400, 403, 404, 422] {
-            assert!(
-                !StepError::from_kube("x", api(code)).is_transient(),
-                "{code}"
-            );
+        for code in [400, 401, 403, 404, 422] {
+            assert!(!is_transient_status(code), "{code}");
         }
-        let e = StepError::from_kube("apply Namespace vault", api(422));
-        assert_eq!(
-            e.to_string(),
-            "apply Namespace vault: the API answered 422 Reason: details"
-        );
-        assert!(
-            StepError::from_kube("x", ::kube::Error::Service("connection refused".into()))
-                .is_transient()
-        );
-        assert!(!StepError::from_kube("x", ::kube::Error::TlsRequired).is_transient());
     }
 
     #[test]
-    fn vault_errors_keep_vaults_message() {
-        let sealed = vaultrs::error::ClientError::APIError {
-            code: 503,
-            errors: vec!["Vault is sealed".into()],
-        };
-        let e = StepError::from_vault("read secret/data/x", sealed);
+    fn classify_keeps_the_error_as_source_and_its_description() {
+        let e = StepError::classify("read x", Http(503));
         assert!(e.is_transient());
-        assert_eq!(
-            e.to_string(),
-            "read secret/data/x: vault answered 503: Vault is sealed"
-        );
-        let denied = vaultrs::error::ClientError::APIError {
-            code: 403,
-            errors: vec!["permission denied".into()],
-        };
-        assert!(!StepError::from_vault("x", denied).is_transient());
-        assert!(
-            !StepError::from_vault("x", vaultrs::error::ClientError::ResponseDataEmptyError)
-                .is_transient()
-        );
+        assert_eq!(e.chain(), "read x: answered 503: status 503");
+        assert!(!StepError::classify("read x", Http(403)).is_transient());
     }
 }

@@ -1,5 +1,6 @@
-//! What a step can reach while it runs: the playbook, its dependencies' outputs, the cluster,
-//! the captured secrets, the state directory, progress reporting and cancellation.
+//! What a step can reach while it runs: the playbook, its dependencies' outputs, the captured
+//! secrets, the state directory, the run's resources (e.g. the cluster connection, plugged in by
+//! whoever built the run), progress reporting and cancellation.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,8 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{EventBus, RunEvent, RunMode};
-use super::kube_access::KubeAccess;
-use super::lease::{LeaseConfig, LeaseError, LeaseSlot};
+use super::resources::{Finish, Resources, RunControl};
 use super::step::{StepError, StepId};
 use crate::playbook::LoadedPlaybook;
 use crate::secrets::{Redactor, SecretStore};
@@ -22,39 +22,29 @@ use crate::secrets::{Redactor, SecretStore};
 pub struct RunEnv {
     /// The validated playbook.
     pub playbook: Arc<LoadedPlaybook>,
-    /// The cluster's API.
-    pub kube: Arc<KubeAccess>,
     /// Captured secrets (empty for `plan` and `status`).
     pub secrets: Arc<SecretStore>,
     /// Masks secret values in everything the engine records or emits.
     pub redactor: Arc<Redactor>,
     /// Where events go.
     pub events: EventBus,
-    /// Cancelled on SIGINT/SIGTERM (or when the cluster lease is lost): running steps are
+    /// Cancelled on SIGINT/SIGTERM (or when a resource stops the run): running steps are
     /// interrupted, nothing new starts.
     pub interrupt: CancellationToken,
-    /// The in-cluster lease, taken when an `apply` step first reaches the API.
-    pub lease: Arc<LeaseSlot>,
+    /// What the steps share beyond the playbook (e.g. the cluster connection).
+    pub resources: Resources,
 }
 
 impl RunEnv {
-    /// A run environment with no secrets, no subscribers and kubectl-default cluster access.
+    /// A run environment with no secrets, no subscribers and no resources.
     #[must_use]
     pub fn new(playbook: LoadedPlaybook) -> Self {
-        let kube = KubeAccess::new(
-            playbook.kubeconfig(),
-            playbook.playbook.cluster.context.clone(),
-        );
         Self {
-            kube: Arc::new(kube),
             secrets: Arc::new(SecretStore::new()),
             redactor: Arc::new(Redactor::default()),
             events: EventBus::new(),
             interrupt: CancellationToken::new(),
-            lease: Arc::new(LeaseSlot::new(LeaseConfig::for_cluster(
-                &playbook.playbook.cluster.name,
-                &playbook.cluster_dir(),
-            ))),
+            resources: Resources::default(),
             playbook: Arc::new(playbook),
         }
     }
@@ -67,17 +57,17 @@ impl RunEnv {
         self
     }
 
-    /// The same environment with a different cluster access.
+    /// The same environment with the resource `resource` (replacing one of the same type).
     #[must_use]
-    pub fn with_kube(mut self, kube: Arc<KubeAccess>) -> Self {
-        self.kube = kube;
+    pub fn with_resource<T: std::any::Any + Send + Sync>(mut self, resource: Arc<T>) -> Self {
+        self.resources.insert(resource);
         self
     }
 
-    /// The same environment with a different lease slot (e.g. [`LeaseSlot::disabled`]).
+    /// The same environment with `resource`, finished when an `apply` ends.
     #[must_use]
-    pub fn with_lease(mut self, lease: Arc<LeaseSlot>) -> Self {
-        self.lease = lease;
+    pub fn with_finished_resource<T: std::any::Any + Finish>(mut self, resource: Arc<T>) -> Self {
+        self.resources.insert_finished(resource);
         self
     }
 
@@ -167,32 +157,17 @@ impl StepContext {
         self.outputs.get(dep)
     }
 
-    /// The cluster's API client, built on first use. In `apply`, the first call also takes the
-    /// in-cluster lease (design §4), so two runs never work on one cluster.
-    ///
-    /// # Errors
-    /// Permanent [`StepError`] when the kubeconfig is unusable or another run holds the lease;
-    /// transient when the lease could not be written.
-    pub async fn kube(&self) -> Result<::kube::Client, StepError> {
-        let client = self
-            .env
-            .kube
-            .client()
-            .await
-            .map_err(|e| StepError::permanent_from("connect to the Kubernetes API", e))?;
-        if self.mode == RunMode::Apply {
-            self.env
-                .lease
-                .ensure(&client, &self.env.events, &self.env.interrupt)
-                .await
-                .map_err(|e| match e {
-                    LeaseError::Held { .. } => StepError::permanent(e.to_string()),
-                    LeaseError::Api { .. } => {
-                        StepError::transient_from("take the cluster lease", e)
-                    }
-                })?;
-        }
-        Ok(client)
+    /// The run's resource of type `T`, if whoever built the run provided one.
+    #[must_use]
+    pub fn resource<T: std::any::Any + Send + Sync>(&self) -> Option<&T> {
+        self.env.resources.get::<T>()
+    }
+
+    /// A handle for helpers that outlive this step (a background renewer): they may warn and stop
+    /// the run.
+    #[must_use]
+    pub fn run_control(&self) -> RunControl {
+        RunControl::new(self.env.events.clone(), self.env.interrupt.clone())
     }
 
     /// The captured secret `env`.
@@ -222,12 +197,6 @@ impl StepContext {
             message,
             elapsed: self.started.elapsed(),
         });
-    }
-
-    /// Kubeconfig path the run uses, when one was named (playbook, sandbox or `--kubeconfig`).
-    #[must_use]
-    pub fn kubeconfig_path(&self) -> Option<&std::path::Path> {
-        self.env.kube.kubeconfig()
     }
 
     /// Cancelled when the run is interrupted; long waits should select on it.

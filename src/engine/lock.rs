@@ -9,7 +9,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::checkpoint::ensure_private_dir;
+use crate::secrets::ensure_private_dir;
 
 /// File name inside the cluster's state directory.
 pub const LOCK_FILE: &str = "lock";

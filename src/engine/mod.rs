@@ -12,25 +12,23 @@ pub mod context;
 pub mod events;
 mod execute;
 pub mod graph;
-pub mod kube_access;
-pub mod lease;
 pub mod lock;
+pub mod resources;
 pub mod retry;
 pub mod session;
 pub mod step;
 mod walk;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointWriter, StepRecord, StepStatus};
-pub use classify::is_transient_status;
+pub use classify::{Classify, is_transient_status};
 pub use context::{RunEnv, StepContext};
 pub use events::{
     EventBus, Recorder, RunEvent, RunMode, RunStatus, StepEnd, StepReport, Subscriber,
     SubscriberError,
 };
 pub use graph::{Building, Built, Engine, GraphErrors, GraphProblem, Node};
-pub use kube_access::{KubeAccess, KubeAccessError};
-pub use lease::{ClusterLease, LeaseConfig, LeaseError, LeaseSlot};
 pub use lock::{LockError, RunLock};
+pub use resources::{Finish, Resources, RunControl};
 pub use retry::RetryPolicy;
 pub use session::{
     ApplyError, ApplyRequest, CheckpointMode, Plan, PlannedStep, StatusReport, StepState, apply,

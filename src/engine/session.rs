@@ -225,11 +225,7 @@ pub async fn apply(
         known_outputs,
     };
     let report = walk(engine, env, executor, opts).await;
-    if let Err(e) = env.lease.release().await {
-        env.emit(&RunEvent::Warning {
-            message: format!("{e}; it expires by itself"),
-        });
-    }
+    env.resources.finish_all(&env.events).await;
     Ok(report)
 }
 

@@ -252,16 +252,6 @@ pub enum StepError {
         #[source]
         source: Option<BoxError>,
     },
-    /// The operation is not written yet; nothing was changed.
-    #[error(
-        "{operation} of step {step} is not implemented yet (it comes with the phases work, issue 4); nothing was changed; `kubestrap plan` shows what it will do"
-    )]
-    NotImplemented {
-        /// The step kind.
-        step: &'static str,
-        /// `apply` or `verify`.
-        operation: &'static str,
-    },
     /// The run was interrupted while the step was running.
     #[error("interrupted before the step finished; run `kubestrap apply --resume` to continue")]
     Cancelled,

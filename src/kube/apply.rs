@@ -18,6 +18,7 @@ use ::kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use ::kube::core::{ApiResource, GroupVersionKind};
 use ::kube::discovery::{self, Scope};
 use ::kube::{Client, ResourceExt};
+use backon::{ExponentialBuilder, Retryable};
 use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 use serde_json::Value;
@@ -302,17 +303,10 @@ impl Applier {
     /// # Errors
     /// The last [`ApplyError`] when every attempt failed, or the first permanent one.
     pub async fn apply_one_retrying(&self, obj: DynamicObject) -> Result<ApplyOutcome, ApplyError> {
-        let mut delay = Duration::from_millis(100);
-        for _ in 1..REQUEST_ATTEMPTS {
-            match self.apply_one(obj.clone()).await {
-                Err(e) if is_transient(&e) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-                other => return other,
-            }
-        }
-        self.apply_one(obj).await
+        (|| self.apply_one(obj.clone()))
+            .retry(request_backoff())
+            .when(is_transient)
+            .await
     }
 
     /// Server-side-applies one object; sends the real apply only when a dry-run shows a change.
@@ -320,16 +314,12 @@ impl Applier {
     /// # Errors
     /// Any [`ApplyError`] naming the object.
     pub async fn apply_one(&self, obj: DynamicObject) -> Result<ApplyOutcome, ApplyError> {
-        let (api, obj, key) = self.prepare(obj).await?;
-        let name = key.name.clone();
-        let live = api
-            .get_opt(&name)
-            .await
-            .map_err(|e| api_error(&key, "get", e))?;
+        let (api, obj, key, live) = self.observe(obj).await?;
+        let name = &key.name;
         let params = self.patch_params();
         if let Some(live) = &live {
             let dry = api
-                .patch(&name, &params.clone().dry_run(), &Patch::Apply(&obj))
+                .patch(name, &params.clone().dry_run(), &Patch::Apply(&obj))
                 .await
                 .map_err(|e| self.apply_error(&key, "dry-run apply", e))?;
             if changed_paths(live, &dry).is_empty() {
@@ -339,7 +329,7 @@ impl Applier {
                 });
             }
         }
-        api.patch(&name, &params, &Patch::Apply(&obj))
+        api.patch(name, &params, &Patch::Apply(&obj))
             .await
             .map_err(|e| self.apply_error(&key, "apply", e))?;
         let action = if live.is_some() {
@@ -398,20 +388,14 @@ impl Applier {
 
     /// [`Applier::plan_one`] with the same retries as [`Applier::apply_one_retrying`].
     async fn plan_one_retrying(&self, obj: DynamicObject) -> Result<PlanOutcome, ApplyError> {
-        let mut delay = Duration::from_millis(100);
-        for _ in 1..REQUEST_ATTEMPTS {
-            match self.plan_one(obj.clone()).await {
-                Err(e)
-                    if is_transient(&e)
-                        && !matches!(&e, ApplyError::Transport { source, .. } if is_unreachable(source)) =>
-                {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-                other => return other,
-            }
-        }
-        self.plan_one(obj).await
+        // An unreachable API is not waited out here: the plan says "would create" at once.
+        (|| self.plan_one(obj.clone()))
+            .retry(request_backoff())
+            .when(|e| {
+                is_transient(e)
+                    && !matches!(e, ApplyError::Transport { source, .. } if is_unreachable(source))
+            })
+            .await
     }
 
     /// Plans one object (see [`Applier::plan`]).
@@ -420,14 +404,10 @@ impl Applier {
     /// Any [`ApplyError`], including [`ApplyError::UnknownKind`] and [`ApplyError::Transport`]
     /// which [`Applier::plan`] turns into "would create".
     pub async fn plan_one(&self, obj: DynamicObject) -> Result<PlanOutcome, ApplyError> {
-        let (api, obj, key) = self.prepare(obj).await?;
-        let name = key.name.clone();
-        let live = api
-            .get_opt(&name)
-            .await
-            .map_err(|e| api_error(&key, "get", e))?;
+        let (api, obj, key, live) = self.observe(obj).await?;
+        let name = &key.name;
         let dry = api
-            .patch(&name, &self.patch_params().dry_run(), &Patch::Apply(&obj))
+            .patch(name, &self.patch_params().dry_run(), &Patch::Apply(&obj))
             .await
             .map_err(|e| self.apply_error(&key, "dry-run apply", e))?;
         let action = match live {
@@ -473,6 +453,18 @@ impl Applier {
     }
 
     /// Resolves the object's kind, fills in the namespace and builds the matching `Api`.
+    /// [`Applier::prepare`] and the live object, which both applying and planning compare
+    /// against.
+    async fn observe(&self, obj: DynamicObject) -> Result<Observed, ApplyError> {
+        let (api, obj, key) = self.prepare(obj).await?;
+        let name = key.name.clone();
+        let live = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| api_error(&key, "get", e))?;
+        Ok((api, obj, key, live))
+    }
+
     async fn prepare(
         &self,
         mut obj: DynamicObject,
@@ -528,12 +520,31 @@ impl Applier {
 /// Whether a client error means "no API answered" (connection refused, TLS or DNS failure),
 /// as opposed to an API that answered something wrong.
 /// Attempts per object before a transient API error is given up on.
-const REQUEST_ATTEMPTS: u32 = 6;
+const REQUEST_ATTEMPTS: usize = 6;
 
 /// Whether an error may pass by itself: throttling, a server error, a conflict, no answer.
+/// An object ready to be applied or planned: its API, its normalised manifest, its key and
+/// what the cluster holds now.
+type Observed = (
+    Api<DynamicObject>,
+    DynamicObject,
+    ObjectKey,
+    Option<DynamicObject>,
+);
+
+/// The backoff of one request: 100 ms doubling up to 2 s, six attempts in all.
+fn request_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(REQUEST_ATTEMPTS - 1)
+}
+
+/// Worth another attempt of the same request: the HTTP rule every client error follows, or no
+/// proper answer at all.
 fn is_transient(e: &ApplyError) -> bool {
     match e {
-        ApplyError::Api(r) => r.code == 429 || r.code >= 500,
+        ApplyError::Api(r) => crate::engine::is_transient_status(r.code),
         ApplyError::Transport { .. } => true,
         _ => false,
     }

@@ -245,24 +245,7 @@ pub async fn connect(
 mod tests {
     use super::*;
 
-    const TWO_CONTEXTS: &str = r#"
-apiVersion: v1
-kind: Config
-current-context: first
-clusters:
-- name: one
-  cluster: {server: "https://127.0.0.1:6443"}
-- name: two
-  cluster: {server: "https://127.0.0.2:7443"}
-users:
-- name: u
-  user: {token: not-a-real-token}
-contexts:
-- name: first
-  context: {cluster: one, user: u, namespace: apps}
-- name: second
-  context: {cluster: two, user: u}
-"#;
+    const TWO_CONTEXTS: &str = include_str!("../../tests/fixtures/kubeconfig/two-contexts.yaml");
 
     const OTHER: &str = r#"
 apiVersion: v1

@@ -100,17 +100,7 @@ impl<W: Write + Send> Subscriber for PlainLines<W> {
                 format!("  {step}: {message} ({})", secs(*elapsed))
             }
             RunEvent::StepProgress { step, message, .. } => format!("  {step}: {message}"),
-            RunEvent::StepRetrying {
-                step,
-                attempt,
-                error,
-                delay,
-            } => {
-                format!(
-                    "  {step}: attempt {attempt} failed ({error}); retrying in {}",
-                    short(*delay)
-                )
-            }
+            RunEvent::StepRetrying { step, .. } => format!("  {step}: {}", retrying(event)),
             RunEvent::StepFinished(r) => {
                 let what = match (r.end, r.changed) {
                     (StepEnd::Done, true) => "changed",
@@ -257,17 +247,8 @@ impl Subscriber for TtyProgress {
                     entry.1 = Some(message.clone());
                 }
             }
-            RunEvent::StepRetrying {
-                step,
-                attempt,
-                error,
-                delay,
-            } => {
-                let _ = writeln!(
-                    out,
-                    "  \x1b[33m↻\x1b[0m {step}: attempt {attempt} failed ({error}); retrying in {}",
-                    short(*delay)
-                );
+            RunEvent::StepRetrying { step, .. } => {
+                let _ = writeln!(out, "  \x1b[33m↻\x1b[0m {step}: {}", retrying(event));
             }
             RunEvent::StepFinished(r) => {
                 state.running.remove(&r.step);
@@ -292,6 +273,22 @@ impl Subscriber for TtyProgress {
         }
         draw_status(&mut state, &mut out);
         Ok(())
+    }
+}
+
+/// What a retry announces: the failed attempt, its error and the backoff.
+fn retrying(event: &RunEvent) -> String {
+    match event {
+        RunEvent::StepRetrying {
+            attempt,
+            error,
+            delay,
+            ..
+        } => format!(
+            "attempt {attempt} failed ({error}); retrying in {}",
+            short(*delay)
+        ),
+        _ => String::new(),
     }
 }
 

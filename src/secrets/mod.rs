@@ -18,7 +18,7 @@ pub mod wipe;
 
 pub use alloc::ZeroizingAllocator;
 pub use capture::{CaptureError, capture};
-pub use private_file::write_private;
+pub use private_file::{ensure_private_dir, write_private};
 pub use redact::{RedactingStderr, Redactor};
 pub use store::SecretStore;
 pub use wipe::{burn_main_stack, burn_stack, release_process_secrets};

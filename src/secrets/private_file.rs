@@ -4,8 +4,11 @@
 //! `OpenOptions::mode` applies only when a file is *created*: opening an existing temp file
 //! (left by a crash, or planted by another local user as a symlink) would keep that file's
 //! mode or follow the link. So the temp file is created exclusively (`O_CREAT|O_EXCL`, which
-//! also refuses a symlink), 0600 from its first byte, in a directory tightened to 0700, then
-//! fsynced and renamed over the destination.
+//! also refuses a symlink), 0600 from its first byte, under a random name (a crashed writer's
+//! leftover, even one with the same pid as in a container, is never in the way), in a
+//! directory tightened to 0700, then fsynced and renamed over the destination, and the
+//! directory fsynced. Everything kubestrap writes that a crash must not tear or expose goes
+//! through here: checkpoints, the emergency keys copy, kubeconfigs, the run report.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -16,6 +19,22 @@ use std::path::Path;
 pub const PRIVATE_FILE_MODE: u32 = 0o600;
 /// Mode of the directory holding one.
 pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Create `dir` (and parents) with mode 0700, tightening an existing one.
+///
+/// # Errors
+/// IO errors.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)?;
+    let perms = fs::metadata(dir)?.permissions();
+    if perms.mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE))?;
+    }
+    Ok(())
+}
 
 /// Atomically replace `path` with `bytes`, readable and writable by the owner only (0600), in
 /// a directory made (or tightened to) 0700.
@@ -28,14 +47,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(PRIVATE_DIR_MODE)
-        .create(dir)?;
-    let perms = fs::metadata(dir)?.permissions();
-    if perms.mode() & 0o077 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE))?;
-    }
+    ensure_private_dir(dir)?;
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -45,7 +57,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         name.to_string_lossy(),
-        std::process::id()
+        uuid::Uuid::new_v4().simple()
     ));
     let result = (|| {
         let mut file = OpenOptions::new()

@@ -7,12 +7,13 @@ use k8s_openapi::api::core::v1::Event;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::payload_of;
+use super::support::checks::exists_with;
 use super::support::{
-    cancellable, cluster_secret_store, external_secret, kube_error, kustomization, ready_state,
-    reporter, wait_error, wait_options,
+    ClusterContext, StepWaits, cluster_secret_store, external_secret, kustomization, ready_state,
+    step_identity,
 };
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
+use crate::kube::ConditionSpec;
 use crate::playbook::{HumanDuration, LoadedPlaybook};
 
 /// `namespace/name` -> (namespace, name).
@@ -64,39 +65,18 @@ impl AppsReconcile {
 
 #[async_trait::async_trait]
 impl Step for AppsReconcile {
-    fn kind(&self) -> &'static str {
-        "apps.reconcile"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("apps.reconcile");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         Ok(self.actions())
     }
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
-        let client = ctx.kube().await?;
-        let options = wait_options(self.timeout);
-        let mut report = reporter(ctx);
+        let waits = StepWaits::new(ctx, ctx.kube().await?, self.timeout);
         let mut revisions = serde_json::Map::new();
         for k in &self.kustomizations {
             let (ns, name) = split(k);
-            let found = cancellable(ctx, async {
-                crate::kube::wait::condition(
-                    &client,
-                    &kustomization(),
-                    Some(ns),
-                    name,
-                    &crate::kube::ConditionSpec::is_true("Ready"),
-                    &options,
-                    &mut report,
-                )
-                .await
-                .map_err(wait_error)
-            })
-            .await?;
+            let found = waits.ready(&kustomization(), Some(ns), name).await?;
             let rev = found
                 .data
                 .pointer("/status/lastAppliedRevision")
@@ -116,20 +96,10 @@ impl Step for AppsReconcile {
             let (ns, name) = split(k);
             let api: Api<DynamicObject> =
                 Api::namespaced_with(client.clone(), ns, &kustomization());
-            let o = api
-                .get_opt(name)
-                .await
-                .map_err(|e| kube_error("read a Kustomization", e))?;
-            let Some(o) = o else {
-                return Ok(Verified::DoesNotHold {
-                    reason: format!("Kustomization {k} does not exist"),
-                });
-            };
-            let (ready, status) = ready_state(&serde_json::to_value(&o).unwrap_or_default());
-            if !ready {
-                return Ok(Verified::DoesNotHold {
-                    reason: format!("Kustomization {k}: {status}"),
-                });
+            let what = format!("Kustomization {k}");
+            let ready = exists_with(&api, name, &what, &ConditionSpec::is_true("Ready")).await?;
+            if ready != Verified::Holds {
+                return Ok(ready);
             }
         }
         Ok(Verified::Holds)
@@ -216,7 +186,7 @@ impl AppsSecretsSynced {
             out = api
                 .list(&ListParams::default())
                 .await
-                .map_err(|e| kube_error("list ExternalSecrets", e))?
+                .map_err(|e| StepError::classify("list ExternalSecrets", e))?
                 .items;
         } else {
             for ns in &self.namespaces {
@@ -225,7 +195,7 @@ impl AppsSecretsSynced {
                 out.extend(
                     api.list(&ListParams::default())
                         .await
-                        .map_err(|e| kube_error("list ExternalSecrets", e))?
+                        .map_err(|e| StepError::classify("list ExternalSecrets", e))?
                         .items,
                 );
             }
@@ -340,13 +310,7 @@ impl AppsSecretsSynced {
 
 #[async_trait::async_trait]
 impl Step for AppsSecretsSynced {
-    fn kind(&self) -> &'static str {
-        "apps.secrets-synced"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("apps.secrets-synced");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         Ok(self.actions())

@@ -2,121 +2,16 @@
 
 use serde::Serialize;
 
+use super::obj;
+use super::support::checks::exists_with;
 use super::support::{
-    apply_yaml, cancellable, cluster_secret_store, plan_yaml, ready_state, reporter, wait_error,
-    wait_options,
+    ClusterContext, StepWaits, TemplateStep, cluster_secret_store, deployments_available,
+    step_identity,
 };
-use super::vault::{manifest_matches, wait_release};
-use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
+use crate::kube::ConditionSpec;
 use crate::playbook::{HumanDuration, LoadedPlaybook};
 use crate::templates::{self, Manifest};
-
-/// Implements `plan` / `apply` / `verify` for a step that applies one rendered template.
-macro_rules! template_step {
-    ($ty:ty, $kind:literal) => {
-        #[async_trait::async_trait]
-        impl Step for $ty {
-            fn kind(&self) -> &'static str {
-                $kind
-            }
-
-            fn payload(&self) -> serde_json::Value {
-                payload_of(self)
-            }
-
-            async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
-                match plan_yaml(ctx, &self.manifest()?).await {
-                    Ok(mut actions) => {
-                        actions.extend(self.waits());
-                        Ok(actions)
-                    }
-                    Err(_) => Ok(self.actions()),
-                }
-            }
-
-            async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
-                let changed = apply_yaml(ctx, &self.manifest()?).await?;
-                self.after_apply(ctx).await?;
-                Ok(StepOutcome::new(changed))
-            }
-
-            async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-                manifest_matches(ctx, &self.manifest()?).await
-            }
-        }
-    };
-}
-pub(super) use template_step;
-
-/// `eso.install`: HelmRepository + HelmRelease for the pinned `external-secrets` chart.
-#[derive(Debug, Clone, Serialize)]
-pub struct EsoInstall {
-    /// Flux's namespace (HelmRepository).
-    pub flux_namespace: String,
-    /// ESO's namespace.
-    pub namespace: String,
-    /// Release name.
-    pub release: String,
-    /// Chart repository.
-    pub chart_repo: String,
-    /// Pinned chart version.
-    pub chart_version: String,
-}
-
-impl EsoInstall {
-    /// From `[external_secrets]`.
-    #[must_use]
-    pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
-        let e = &pb.playbook.external_secrets;
-        Self {
-            flux_namespace: pb.playbook.flux.namespace.clone(),
-            namespace: e.namespace.clone(),
-            release: e.release.clone(),
-            chart_repo: e.chart_repo.clone(),
-            chart_version: e.chart_version.clone(),
-        }
-    }
-
-    fn actions(&self) -> Vec<Action> {
-        vec![
-            Action::create(format!("Namespace {}", self.namespace)),
-            Action::create(obj(
-                "HelmRepository",
-                &self.flux_namespace,
-                "external-secrets",
-            ))
-            .with_detail(self.chart_repo.clone()),
-            Action::create(obj("HelmRelease", &self.namespace, &self.release)).with_detail(
-                format!("chart external-secrets {}, installCRDs", self.chart_version),
-            ),
-        ]
-    }
-}
-
-impl EsoInstall {
-    fn manifest(&self) -> Result<String, StepError> {
-        templates::EsoRelease {
-            repository: self.chart_repo.clone(),
-            chart_version: self.chart_version.clone(),
-        }
-        .render()
-        .map_err(|e| StepError::permanent(e.to_string()))
-    }
-
-    fn waits(&self) -> Vec<Action> {
-        Vec::new()
-    }
-
-    #[expect(
-        clippy::unused_async,
-        reason = "same shape as the steps that wait after applying"
-    )]
-    async fn after_apply(&self, _ctx: &StepContext) -> Result<(), StepError> {
-        Ok(())
-    }
-}
-template_step!(EsoInstall, "eso.install");
 
 /// `eso.ready`: the release is Ready, its CRDs Established, the operator Available.
 #[derive(Debug, Clone, Serialize)]
@@ -164,49 +59,24 @@ impl EsoReady {
 
 #[async_trait::async_trait]
 impl Step for EsoReady {
-    fn kind(&self) -> &'static str {
-        "eso.ready"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("eso.ready");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         Ok(self.actions())
     }
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
-        let client = ctx.kube().await?;
-        wait_release(ctx, &client, &self.namespace, &self.release, self.timeout).await?;
-        let options = wait_options(self.timeout);
-        let mut report = reporter(ctx);
-        for crd in CRDS {
-            cancellable(ctx, async {
-                crate::kube::wait::crd_established(&client, crd, &options, &mut report)
-                    .await
-                    .map(|_| ())
-                    .map_err(wait_error)
-            })
+        let waits = StepWaits::new(ctx, ctx.kube().await?, self.timeout);
+        waits.release_ready(&self.namespace, &self.release).await?;
+        waits.crds_established(&CRDS).await?;
+        waits
+            .deployment_available(&self.namespace, &self.release)
             .await?;
-        }
-        cancellable(ctx, async {
-            crate::kube::wait::deployment_available(
-                &client,
-                &self.namespace,
-                &self.release,
-                &options,
-                &mut report,
-            )
-            .await
-            .map_err(wait_error)
-        })
-        .await?;
         Ok(StepOutcome::new(false))
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-        super::flux::deployments_available(ctx, &self.namespace, &[self.release.as_str()]).await
+        deployments_available(ctx, &self.namespace, &[self.release.as_str()]).await
     }
 }
 
@@ -254,6 +124,37 @@ impl EsoStore {
             timeout: pb.playbook.timeouts.eso_ready,
         }
     }
+}
+
+impl EsoStore {
+    /// Whether the store reports Ready now, with its status otherwise.
+    pub(crate) async fn ready_now(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let api: ::kube::Api<::kube::core::DynamicObject> =
+            ::kube::Api::all_with(ctx.kube().await?, &cluster_secret_store());
+        let what = format!("ClusterSecretStore {}", self.store);
+        exists_with(&api, &self.store, &what, &ConditionSpec::is_true("Ready")).await
+    }
+}
+
+#[async_trait::async_trait]
+impl TemplateStep for EsoStore {
+    fn kind(&self) -> &'static str {
+        "eso.store"
+    }
+
+    fn manifest(&self) -> Result<String, StepError> {
+        templates::ClusterSecretStore {
+            name: self.store.clone(),
+            vault_server: self.vault_server.clone(),
+            kv_mount: self.kv_mount.clone(),
+            auth_mount: self.auth_mount.clone(),
+            role: self.role.clone(),
+            eso_namespace: self.namespace.clone(),
+            eso_service_account: self.service_account.clone(),
+        }
+        .render()
+        .map_err(|e| StepError::permanent(e.to_string()))
+    }
 
     fn actions(&self) -> Vec<Action> {
         vec![
@@ -272,22 +173,6 @@ impl EsoStore {
             )),
         ]
     }
-}
-
-impl EsoStore {
-    fn manifest(&self) -> Result<String, StepError> {
-        templates::ClusterSecretStore {
-            name: self.store.clone(),
-            vault_server: self.vault_server.clone(),
-            kv_mount: self.kv_mount.clone(),
-            auth_mount: self.auth_mount.clone(),
-            role: self.role.clone(),
-            eso_namespace: self.namespace.clone(),
-            eso_service_account: self.service_account.clone(),
-        }
-        .render()
-        .map_err(|e| StepError::permanent(e.to_string()))
-    }
 
     fn waits(&self) -> Vec<Action> {
         self.actions().split_off(1)
@@ -295,56 +180,16 @@ impl EsoStore {
 
     /// Waits for the store to be Ready; a timeout carries ESO's own reason and message.
     async fn after_apply(&self, ctx: &StepContext) -> Result<(), StepError> {
-        let client = ctx.kube().await?;
-        let options = wait_options(self.timeout);
-        let mut report = reporter(ctx);
-        cancellable(ctx, async {
-            crate::kube::wait::condition(
-                &client,
-                &cluster_secret_store(),
-                None,
-                &self.store,
-                &crate::kube::ConditionSpec::is_true("Ready"),
-                &options,
-                &mut report,
-            )
+        StepWaits::new(ctx, ctx.kube().await?, self.timeout)
+            .ready(&cluster_secret_store(), None, &self.store)
             .await
             .map(|_| ())
-            .map_err(|e| {
-                StepError::permanent(format!(
-                    "ClusterSecretStore {} is not Ready, so External Secrets cannot log in to Vault: {}; check that vault.configure's role {} binds {}/{} and that Vault is unsealed",
-                    self.store,
-                    wait_error(e),
-                    self.role,
-                    self.namespace,
-                    self.service_account
-                ))
+            .map_err(|e| match e {
+                StepError::Cancelled => e,
+                timeout => StepError::permanent(format!(
+                    "ClusterSecretStore {} is not Ready, so External Secrets cannot log in to Vault: {timeout}; check that vault.configure's role {} binds {}/{} and that Vault is unsealed",
+                    self.store, self.role, self.namespace, self.service_account
+                )),
             })
-        })
-        .await
-    }
-
-    /// Whether the store reports Ready now, with its status otherwise.
-    pub(crate) async fn ready_now(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-        let api: ::kube::Api<::kube::core::DynamicObject> =
-            ::kube::Api::all_with(ctx.kube().await?, &cluster_secret_store());
-        let store = api
-            .get_opt(&self.store)
-            .await
-            .map_err(|e| super::support::kube_error("read the ClusterSecretStore", e))?;
-        let Some(store) = store else {
-            return Ok(Verified::DoesNotHold {
-                reason: format!("ClusterSecretStore {} does not exist", self.store),
-            });
-        };
-        let (ready, status) = ready_state(&serde_json::to_value(&store).unwrap_or_default());
-        Ok(if ready {
-            Verified::Holds
-        } else {
-            Verified::DoesNotHold {
-                reason: format!("ClusterSecretStore {}: {status}", self.store),
-            }
-        })
     }
 }
-template_step!(EsoStore, "eso.store");

@@ -3,17 +3,18 @@
 
 use ::kube::api::Api;
 use ::kube::core::DynamicObject;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::obj;
+use super::support::checks::exists_with;
 use super::support::{
-    apply_error, apply_yaml, cancellable, git_repository, kube_error, plan_yaml, ready_state,
-    reporter, wait_error, wait_options,
+    ClusterContext, StepWaits, apply_yaml, cancellable, deployments_available, git_repository,
+    plan_yaml, step_identity,
 };
-use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
+use crate::kube::ConditionSpec;
 use crate::playbook::{HumanDuration, LoadedPlaybook};
 use crate::templates::{FluxSync, Manifest};
 
@@ -22,7 +23,7 @@ use crate::templates::{FluxSync, Manifest};
 pub const SANDBOX_SOURCE: &str = "sandbox:";
 
 /// Flux's controllers, as its `install.yaml` creates them.
-const CONTROLLERS: [&str; 4] = [
+pub(crate) const CONTROLLERS: [&str; 4] = [
     "source-controller",
     "kustomize-controller",
     "helm-controller",
@@ -66,13 +67,7 @@ impl FluxInstall {
 
 #[async_trait::async_trait]
 impl Step for FluxInstall {
-    fn kind(&self) -> &'static str {
-        "flux.install"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("flux.install");
 
     async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         if ctx.kube().await.is_ok()
@@ -124,7 +119,7 @@ impl Step for FluxInstall {
         let changed = apply_yaml(ctx, &yaml).await?;
         StepOutcome::with_outputs(
             changed,
-            &serde_json::json!({ "manifest_sha256": hex(&Sha256::digest(yaml.as_bytes())) }),
+            &serde_json::json!({ "manifest_sha256": hex::encode(Sha256::digest(yaml.as_bytes())) }),
         )
     }
 
@@ -160,7 +155,7 @@ impl FluxInstall {
                 client
                     .request_text(req)
                     .await
-                    .map_err(|e| kube_error(&format!("GET {path} from the sandbox"), e))
+                    .map_err(|e| StepError::classify(format!("GET {path} from the sandbox"), e))
             })
             .await?
         } else if src.starts_with("https://") || src.starts_with("http://") {
@@ -185,7 +180,7 @@ impl FluxInstall {
                 ))
             })?
         };
-        let digest = hex(&Sha256::digest(text.as_bytes()));
+        let digest = hex::encode(Sha256::digest(text.as_bytes()));
         if let Some(want) = &self.install_sha256
             && !want.eq_ignore_ascii_case(&digest)
         {
@@ -195,11 +190,6 @@ impl FluxInstall {
         }
         Ok(text)
     }
-}
-
-/// Lowercase hex of a digest.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `flux.ready`: CRDs Established, controllers Available.
@@ -224,13 +214,7 @@ impl FluxReady {
 
 #[async_trait::async_trait]
 impl Step for FluxReady {
-    fn kind(&self) -> &'static str {
-        "flux.ready"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("flux.ready");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         let mut actions: Vec<Action> = CRDS
@@ -248,69 +232,17 @@ impl Step for FluxReady {
     }
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
-        let client = ctx.kube().await?;
-        let options = wait_options(self.timeout);
-        let mut report = reporter(ctx);
-        for crd in CRDS {
-            cancellable(ctx, async {
-                crate::kube::wait::crd_established(&client, crd, &options, &mut report)
-                    .await
-                    .map(|_| ())
-                    .map_err(wait_error)
-            })
+        let waits = StepWaits::new(ctx, ctx.kube().await?, self.timeout);
+        waits.crds_established(&CRDS).await?;
+        waits
+            .deployments_available(&self.namespace, &CONTROLLERS)
             .await?;
-        }
-        for name in CONTROLLERS {
-            cancellable(ctx, async {
-                crate::kube::wait::deployment_available(
-                    &client,
-                    &self.namespace,
-                    name,
-                    &options,
-                    &mut report,
-                )
-                .await
-                .map_err(wait_error)
-            })
-            .await?;
-        }
         Ok(StepOutcome::new(false))
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
         deployments_available(ctx, &self.namespace, &CONTROLLERS).await
     }
-}
-
-/// Whether every named Deployment reports `Available=True`.
-pub(crate) async fn deployments_available(
-    ctx: &StepContext,
-    namespace: &str,
-    names: &[&str],
-) -> Result<Verified, StepError> {
-    let api: Api<Deployment> = Api::namespaced(ctx.kube().await?, namespace);
-    for name in names {
-        let d = api
-            .get_opt(name)
-            .await
-            .map_err(|e| kube_error(&format!("read Deployment {namespace}/{name}"), e))?;
-        let Some(d) = d else {
-            return Ok(Verified::DoesNotHold {
-                reason: format!("Deployment {namespace}/{name} does not exist"),
-            });
-        };
-        let v = serde_json::to_value(&d).unwrap_or_default();
-        let check = crate::kube::wait::evaluate_condition(
-            Some(&v),
-            &crate::kube::ConditionSpec::is_true("Available"),
-        );
-        if !check.done {
-            return Ok(Verified::DoesNotHold {
-                reason: format!("Deployment {namespace}/{name}: {}", check.status),
-            });
-        }
-    }
-    Ok(Verified::Holds)
 }
 
 /// `flux.source`: the bootstrap Git Secret, the GitRepository and the root Kustomization, as
@@ -382,7 +314,7 @@ impl FluxSource {
             Ok(o) => o,
             // The kind is not served yet: nothing exists.
             Err(::kube::Error::Api(s)) if s.code == 404 => None,
-            Err(e) => return Err(kube_error("read the GitRepository", e)),
+            Err(e) => return Err(StepError::classify("read the GitRepository", e)),
         };
         Ok(live.and_then(|o| {
             o.data
@@ -410,13 +342,7 @@ pub struct SourceOutputs {
 
 #[async_trait::async_trait]
 impl Step for FluxSource {
-    fn kind(&self) -> &'static str {
-        "flux.source"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("flux.source");
 
     fn secrets(&self) -> Vec<String> {
         vec![self.token_env.clone()]
@@ -487,7 +413,7 @@ impl Step for FluxSource {
             let exists = api
                 .get_opt(&self.name)
                 .await
-                .map_err(|e| kube_error("read the bootstrap Git Secret", e))?
+                .map_err(|e| StepError::classify("read the bootstrap Git Secret", e))?
                 .is_some();
             if !exists {
                 // Namespace flux-system comes from install.yaml (flux.install ran before).
@@ -505,7 +431,7 @@ impl Step for FluxSource {
                 );
                 changed |= crate::kube::create_secret_if_absent(&client, &secret)
                     .await
-                    .map_err(apply_error)?;
+                    .map_err(|e| StepError::classify("apply", e))?;
                 drop(secret);
             }
         }
@@ -517,26 +443,8 @@ impl Step for FluxSource {
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(ctx.kube().await?, &self.namespace, &git_repository());
-        let Some(repo) = api
-            .get_opt(&self.name)
-            .await
-            .map_err(|e| kube_error("read the GitRepository", e))?
-        else {
-            return Ok(Verified::DoesNotHold {
-                reason: format!(
-                    "GitRepository {}/{} does not exist",
-                    self.namespace, self.name
-                ),
-            });
-        };
-        let (ready, status) = ready_state(&serde_json::to_value(&repo).unwrap_or_default());
-        Ok(if ready {
-            Verified::Holds
-        } else {
-            Verified::DoesNotHold {
-                reason: format!("GitRepository {}/{}: {status}", self.namespace, self.name),
-            }
-        })
+        let what = obj("GitRepository", &self.namespace, &self.name);
+        exists_with(&api, &self.name, &what, &ConditionSpec::is_true("Ready")).await
     }
 }
 
@@ -547,19 +455,15 @@ impl FluxSource {
         ctx: &StepContext,
         client: &::kube::Client,
     ) -> Result<String, StepError> {
-        let options = wait_options(self.timeout);
-        let mut report = reporter(ctx);
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &self.namespace, &git_repository());
         let object = format!("GitRepository {}/{}", self.namespace, self.name);
-        let found = cancellable(ctx, async {
-            crate::kube::wait::until(
+        let found = StepWaits::new(ctx, client.clone(), self.timeout)
+            .until(
                 api,
                 &self.name,
                 &object,
                 "Ready=True with an artifact revision",
-                &options,
-                &mut report,
                 |o: Option<&DynamicObject>| {
                     let v = o.and_then(|o| serde_json::to_value(o).ok());
                     let mut check = crate::kube::wait::evaluate_condition(
@@ -579,10 +483,7 @@ impl FluxSource {
                     check
                 },
             )
-            .await
-            .map_err(wait_error)
-        })
-        .await?;
+            .await?;
         Ok(found
             .and_then(|o| {
                 o.data

@@ -5,15 +5,15 @@ use ::kube::core::DynamicObject;
 use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
 
-use super::eso::template_step;
 use super::flux::FluxSource;
+use super::obj;
+use super::support::checks::{condition_now, missing, read};
 use super::support::{
-    apply_yaml, cancellable, external_secret, git_repository, kube_error, plan_yaml, ready_state,
-    reporter, wait_error, wait_options,
+    ClusterContext, StepWaits, TemplateStep, apply_yaml, external_secret, git_repository,
+    plan_yaml, step_identity,
 };
-use super::vault::manifest_matches;
-use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
+use crate::kube::ConditionSpec;
 use crate::playbook::{HumanDuration, LoadedPlaybook};
 use crate::templates::{self, Manifest};
 
@@ -25,24 +25,15 @@ pub(crate) async fn wait_synced(
     name: &str,
     timeout: HumanDuration,
 ) -> Result<(), StepError> {
-    let client = ctx.kube().await?;
-    let options = wait_options(timeout);
-    let mut report = reporter(ctx);
-    cancellable(ctx, async {
-        crate::kube::wait::condition(
-            &client,
+    StepWaits::new(ctx, ctx.kube().await?, timeout)
+        .condition(
             &external_secret(),
             Some(namespace),
             name,
             &crate::kube::ConditionSpec::is_true("Ready").with_reason("SecretSynced"),
-            &options,
-            &mut report,
         )
         .await
         .map(|_| ())
-        .map_err(wait_error)
-    })
-    .await
 }
 
 /// `gitauth.external-secret`: the ExternalSecret that builds Flux's Git Secret from Vault.
@@ -88,24 +79,14 @@ impl GitAuthExternalSecret {
             timeout: p.timeouts.secret_sync,
         }
     }
-
-    fn actions(&self) -> Vec<Action> {
-        vec![
-            Action::create(obj("ExternalSecret", &self.namespace, &self.name)).with_detail(format!(
-                "store {}, password from {}#{}, username {:?}, refresh {}, creationPolicy Owner, deletionPolicy Retain",
-                self.store, self.vault_path, self.vault_key, self.username, self.refresh_interval
-            )),
-            Action::run(format!(
-                "wait for {} SecretSynced, then {} exists (timeout {})",
-                obj("ExternalSecret", &self.namespace, &self.name),
-                obj("Secret", &self.namespace, &self.name),
-                self.timeout
-            )),
-        ]
-    }
 }
 
-impl GitAuthExternalSecret {
+#[async_trait::async_trait]
+impl TemplateStep for GitAuthExternalSecret {
+    fn kind(&self) -> &'static str {
+        "gitauth.external-secret"
+    }
+
     fn manifest(&self) -> Result<String, StepError> {
         templates::GitExternalSecret {
             name: self.name.clone(),
@@ -121,6 +102,21 @@ impl GitAuthExternalSecret {
         .map_err(|e| StepError::permanent(e.to_string()))
     }
 
+    fn actions(&self) -> Vec<Action> {
+        vec![
+            Action::create(obj("ExternalSecret", &self.namespace, &self.name)).with_detail(format!(
+                "store {}, password from {}#{}, username {:?}, refresh {}, creationPolicy Owner, deletionPolicy Retain",
+                self.store, self.vault_path, self.vault_key, self.username, self.refresh_interval
+            )),
+            Action::run(format!(
+                "wait for {} SecretSynced, then {} exists (timeout {})",
+                obj("ExternalSecret", &self.namespace, &self.name),
+                obj("Secret", &self.namespace, &self.name),
+                self.timeout
+            )),
+        ]
+    }
+
     fn waits(&self) -> Vec<Action> {
         self.actions().split_off(1)
     }
@@ -130,7 +126,6 @@ impl GitAuthExternalSecret {
         wait_synced(ctx, &self.namespace, &self.name, self.timeout).await
     }
 }
-template_step!(GitAuthExternalSecret, "gitauth.external-secret");
 
 /// `gitauth.switch`: the GitRepository uses the ESO-managed Secret and is Ready with it.
 #[derive(Debug, Clone, Serialize)]
@@ -169,17 +164,9 @@ impl GitAuthSwitch {
     async fn switched_and_ready(&self, ctx: &StepContext) -> Result<Verified, StepError> {
         let api: Api<DynamicObject> =
             Api::namespaced_with(ctx.kube().await?, &self.namespace, &git_repository());
-        let Some(repo) = api
-            .get_opt(&self.repository)
-            .await
-            .map_err(|e| kube_error("read the GitRepository", e))?
-        else {
-            return Ok(Verified::DoesNotHold {
-                reason: format!(
-                    "GitRepository {}/{} does not exist",
-                    self.namespace, self.repository
-                ),
-            });
+        let what = obj("GitRepository", &self.namespace, &self.repository);
+        let Some(repo) = read(&api, &self.repository, &what).await? else {
+            return Ok(missing(&what));
         };
         let secret = repo
             .data
@@ -190,17 +177,11 @@ impl GitAuthSwitch {
                 reason: format!("GitRepository uses Secret {}", secret.unwrap_or("(none)")),
             });
         }
-        let (ready, status) = ready_state(&serde_json::to_value(&repo).unwrap_or_default());
-        Ok(if ready {
-            Verified::Holds
-        } else {
-            Verified::DoesNotHold {
-                reason: format!(
-                    "GitRepository {}/{}: {status}",
-                    self.namespace, self.repository
-                ),
-            }
-        })
+        Ok(condition_now(
+            &repo,
+            &what,
+            &ConditionSpec::is_true("Ready"),
+        ))
     }
 
     fn actions(&self) -> Vec<Action> {
@@ -220,13 +201,7 @@ impl GitAuthSwitch {
 
 #[async_trait::async_trait]
 impl Step for GitAuthSwitch {
-    fn kind(&self) -> &'static str {
-        "gitauth.switch"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("gitauth.switch");
 
     async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         match plan_yaml(ctx, &self.source.sync(&self.to_secret)?).await {
@@ -244,7 +219,7 @@ impl Step for GitAuthSwitch {
         if secrets
             .get_opt(&self.to_secret)
             .await
-            .map_err(|e| kube_error("read the ESO-managed Git Secret", e))?
+            .map_err(|e| StepError::classify("read the ESO-managed Git Secret", e))?
             .is_none()
         {
             return Err(StepError::permanent(format!(
@@ -304,13 +279,7 @@ impl GitAuthCleanup {
 
 #[async_trait::async_trait]
 impl Step for GitAuthCleanup {
-    fn kind(&self) -> &'static str {
-        "gitauth.cleanup"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("gitauth.cleanup");
 
     async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         if self.delete
@@ -343,7 +312,7 @@ impl Step for GitAuthCleanup {
         {
             Ok(_) => Ok(StepOutcome::new(true)),
             Err(::kube::Error::Api(s)) if s.code == 404 => Ok(StepOutcome::new(false)),
-            Err(e) => Err(kube_error("delete the bootstrap Git Secret", e)),
+            Err(e) => Err(StepError::classify("delete the bootstrap Git Secret", e)),
         }
     }
 
@@ -356,7 +325,7 @@ impl Step for GitAuthCleanup {
             match api
                 .get_opt(&self.bootstrap_secret)
                 .await
-                .map_err(|e| kube_error("read the bootstrap Git Secret", e))?
+                .map_err(|e| StepError::classify("read the bootstrap Git Secret", e))?
             {
                 None => Verified::Holds,
                 Some(_) => Verified::DoesNotHold {

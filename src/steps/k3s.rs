@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::payload_of;
-use super::support::{cancellable, reporter, wait_error, wait_options};
+use super::support::{
+    ClusterContext, StepWaits, cancellable, reporter, step_identity, wait_error, wait_options,
+};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook, Provider, SshTarget};
 use ::kube::ResourceExt;
@@ -94,13 +95,7 @@ impl K3sInstall {
 
 #[async_trait::async_trait]
 impl Step for K3sInstall {
-    fn kind(&self) -> &'static str {
-        "k3s.install"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("k3s.install");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         let kubeconfig = self
@@ -504,33 +499,15 @@ fn shell_quote(s: &str) -> String {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), StepError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    crate::secrets::ensure_private_dir(dir)
         .map_err(|e| StepError::permanent(format!("create {}: {e}", dir.display())))
 }
 
-/// Writes a credentials file with mode 0600 (atomically: temp file, then rename).
+/// Writes a credentials file (a cluster-admin kubeconfig) privately: 0600 from its first
+/// byte, never through an existing temp file or a symlink (see [`crate::secrets::write_private`]).
 fn write_private(path: &Path, text: &str) -> Result<(), StepError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let fail = |e: std::io::Error| StepError::permanent(format!("write {}: {e}", path.display()));
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_private_dir(parent)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(fail)?;
-    f.write_all(text.as_bytes()).map_err(fail)?;
-    f.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    crate::secrets::write_private(path, text.as_bytes())
+        .map_err(|e| StepError::permanent(format!("write {}: {e}", path.display())))
 }
 
 /// `k3s.ready`: the API answers `/readyz` and the node reports `Ready`.
@@ -552,13 +529,7 @@ impl K3sReady {
 
 #[async_trait::async_trait]
 impl Step for K3sReady {
-    fn kind(&self) -> &'static str {
-        "k3s.ready"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("k3s.ready");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         Ok(vec![
@@ -588,7 +559,7 @@ impl Step for K3sReady {
         let nodes = api
             .list(&Default::default())
             .await
-            .map_err(|e| super::support::kube_error("list nodes", e))?;
+            .map_err(|e| StepError::classify("list nodes", e))?;
         for node in &nodes.items {
             let v = serde_json::to_value(node).unwrap_or_default();
             let (ready, status) = super::support::ready_state(&v);
@@ -634,29 +605,17 @@ impl K3sReady {
         let listed = api
             .list(&Default::default())
             .await
-            .map_err(|e| super::support::kube_error("list nodes", e))?;
+            .map_err(|e| StepError::classify("list nodes", e))?;
         for n in listed.items {
             let name = n.name_any();
             if !names.contains(&name) {
                 names.push(name);
             }
         }
-        let node = super::support::resource("", "v1", "Node");
+        let node = super::support::kinds::resource("", "v1", "Node");
+        let waits = StepWaits::new(ctx, client.clone(), self.timeout);
         for name in &names {
-            cancellable(ctx, async {
-                crate::kube::wait::condition(
-                    client,
-                    &node,
-                    None,
-                    name,
-                    &crate::kube::ConditionSpec::is_true("Ready"),
-                    &options,
-                    &mut report,
-                )
-                .await
-                .map_err(wait_error)
-            })
-            .await?;
+            waits.ready(&node, None, name).await?;
         }
         Ok(names)
     }

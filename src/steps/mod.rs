@@ -8,12 +8,14 @@
 //! steps share; `detach` starts the sandbox as a service.
 
 mod apps;
+mod chart;
 mod detach;
 mod eso;
 mod flux;
 mod gitauth;
 mod k3s;
-mod support;
+pub mod support;
+#[cfg(feature = "test-hooks")]
 pub mod synthetic;
 mod terraform;
 mod vault;
@@ -27,14 +29,14 @@ use crate::engine::{Building, Built, Engine, GraphErrors, Phase};
 use crate::playbook::LoadedPlaybook;
 
 pub use apps::{AppsReconcile, AppsSecretsSynced};
-pub use eso::{EsoInstall, EsoReady, EsoStore};
+pub use chart::{Chart, ChartInstall};
+pub use eso::{EsoReady, EsoStore};
 pub use flux::{FluxInstall, FluxReady, FluxSource};
 pub use gitauth::{GitAuthCleanup, GitAuthExternalSecret, GitAuthSwitch};
 pub use k3s::{K3sInstall, K3sReady};
+pub use support::{Cluster, ClusterContext, TemplateStep};
 pub use terraform::{SecretsTerraform, SecretsVerify};
-pub use vault::{
-    VaultAutoUnseal, VaultConfigure, VaultInit, VaultInstall, VaultReady, VaultUnseal,
-};
+pub use vault::{VaultAutoUnseal, VaultConfigure, VaultInit, VaultReady, VaultUnseal};
 pub use verify::{Cleanup, VerifyEso, VerifyFlux, VerifyNoBootstrapSecrets, VerifyVault};
 
 /// Serialise a step's payload (steps are plain data, so this cannot fail in practice).
@@ -82,7 +84,7 @@ pub fn register(engine: &mut Engine<Building>, pb: &LoadedPlaybook) {
             "vault.install",
             Infrastructure,
             &["flux.ready"],
-            Arc::new(VaultInstall::from_playbook(p)),
+            Arc::new(ChartInstall::vault(p)),
         )
         .add(
             "vault.ready",
@@ -118,7 +120,7 @@ pub fn register(engine: &mut Engine<Building>, pb: &LoadedPlaybook) {
             "eso.install",
             Infrastructure,
             &["flux.ready"],
-            Arc::new(EsoInstall::from_playbook(p)),
+            Arc::new(ChartInstall::external_secrets(p)),
         )
         .add(
             "eso.ready",

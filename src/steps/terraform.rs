@@ -7,9 +7,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::payload_of;
+use super::support::step_identity;
 use super::vault::VaultEndpoint;
-use super::vault_api::{VaultSession, connect, is_not_found, root_token, vault_error};
+use super::vault_api::{VaultSession, connect, is_not_found, root_token};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook};
 use crate::terraform::{OutputStream, Terraform, VarValue, Variables};
@@ -30,7 +30,7 @@ pub(crate) async fn read_kv(
                 .collect(),
         )),
         Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => Err(vault_error(&format!("read {mount}/data/{path}"), e)),
+        Err(e) => Err(StepError::classify(format!("read {mount}/data/{path}"), e)),
     }
 }
 
@@ -269,13 +269,7 @@ impl SecretsTerraform {
 
 #[async_trait::async_trait]
 impl Step for SecretsTerraform {
-    fn kind(&self) -> &'static str {
-        "secrets.terraform"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("secrets.terraform");
 
     fn secrets(&self) -> Vec<String> {
         self.env_names()
@@ -461,13 +455,7 @@ impl SecretsVerify {
 
 #[async_trait::async_trait]
 impl Step for SecretsVerify {
-    fn kind(&self) -> &'static str {
-        "secrets.verify"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("secrets.verify");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         Ok(self.actions())

@@ -6,20 +6,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ::kube::api::{Api, DeleteParams};
+use backon::{ExponentialBuilder, Retryable};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use super::eso::template_step;
-use super::support::{
-    apply_yaml, cancellable, helm_release, kube_error, plan_yaml, reporter, wait_error,
-    wait_options,
-};
+use super::obj;
+use super::support::{ClusterContext, StepWaits, TemplateStep, step_identity};
 use super::vault_api::{
     ROOT_TOKEN_KEY, VaultKeys, VaultSession, VaultState, connect, is_not_found, read_keys,
-    root_token, share_key, state, vault_error, verify_unsealed,
+    root_token, share_key, state, verify_unsealed,
 };
-use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook, VaultAccess};
 use crate::templates::{self, Manifest};
@@ -68,91 +65,6 @@ impl VaultEndpoint {
     }
 }
 
-/// `vault.install`: HelmRepository + HelmRelease for the pinned `hashicorp/vault` chart.
-#[derive(Debug, Clone, Serialize)]
-pub struct VaultInstall {
-    /// Flux's namespace (where the HelmRepository lives).
-    pub flux_namespace: String,
-    /// Vault's namespace.
-    pub namespace: String,
-    /// Release name.
-    pub release: String,
-    /// Chart repository.
-    pub chart_repo: String,
-    /// Pinned chart version.
-    pub chart_version: String,
-}
-
-impl VaultInstall {
-    /// From `[vault]`.
-    #[must_use]
-    pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
-        let v = &pb.playbook.vault;
-        Self {
-            flux_namespace: pb.playbook.flux.namespace.clone(),
-            namespace: v.namespace.clone(),
-            release: v.release.clone(),
-            chart_repo: v.chart_repo.clone(),
-            chart_version: v.chart_version.clone(),
-        }
-    }
-
-    fn actions(&self) -> Vec<Action> {
-        vec![
-            Action::create(format!("Namespace {}", self.namespace)),
-            Action::create(obj("HelmRepository", &self.flux_namespace, "hashicorp"))
-                .with_detail(self.chart_repo.clone()),
-            Action::create(obj("HelmRelease", &self.namespace, &self.release)).with_detail(
-                format!(
-                    "chart vault {}; readiness tolerates a sealed pod",
-                    self.chart_version
-                ),
-            ),
-        ]
-    }
-}
-
-impl VaultInstall {
-    fn manifest(&self) -> Result<String, StepError> {
-        templates::VaultRelease {
-            repository: self.chart_repo.clone(),
-            chart_version: self.chart_version.clone(),
-        }
-        .render()
-        .map_err(|e| StepError::permanent(e.to_string()))
-    }
-
-    fn waits(&self) -> Vec<Action> {
-        Vec::new()
-    }
-
-    #[expect(
-        clippy::unused_async,
-        reason = "same shape as the steps that wait after applying"
-    )]
-    async fn after_apply(&self, _ctx: &StepContext) -> Result<(), StepError> {
-        Ok(())
-    }
-}
-template_step!(VaultInstall, "vault.install");
-
-/// Whether every object of a manifest exists as it would be applied (server-side dry-run).
-pub(crate) async fn manifest_matches(ctx: &StepContext, yaml: &str) -> Result<Verified, StepError> {
-    let drift: Vec<String> = plan_yaml(ctx, yaml)
-        .await?
-        .into_iter()
-        .filter(|a| a.op != crate::engine::Op::Unchanged)
-        .map(|a| format!("{} ({:?})", a.target, a.op))
-        .collect();
-    Ok(if drift.is_empty() {
-        Verified::Holds
-    } else {
-        Verified::DoesNotHold {
-            reason: format!("not as applied: {}", drift.join(", ")),
-        }
-    })
-}
-
 /// `vault.ready`: the HelmRelease is Ready and the Vault pod runs (sealed is expected here).
 #[derive(Debug, Clone, Serialize)]
 pub struct VaultReady {
@@ -194,38 +106,19 @@ impl VaultReady {
 
 #[async_trait::async_trait]
 impl Step for VaultReady {
-    fn kind(&self) -> &'static str {
-        "vault.ready"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("vault.ready");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         Ok(self.actions())
     }
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
-        let client = ctx.kube().await?;
-        wait_release(ctx, &client, &self.namespace, &self.release, self.timeout).await?;
-        let options = wait_options(self.timeout);
-        let mut report = reporter(ctx);
+        let waits = StepWaits::new(ctx, ctx.kube().await?, self.timeout);
+        waits.release_ready(&self.namespace, &self.release).await?;
         let pod = format!("{}-0", self.release);
-        cancellable(ctx, async {
-            crate::kube::wait::pod(
-                &client,
-                &self.namespace,
-                &pod,
-                crate::kube::PodState::Running,
-                &options,
-                &mut report,
-            )
-            .await
-            .map(|_| ())
-            .map_err(wait_error)
-        })
-        .await?;
+        waits
+            .pod(&self.namespace, &pod, crate::kube::PodState::Running)
+            .await?;
         Ok(StepOutcome::new(false))
     }
 
@@ -235,7 +128,7 @@ impl Step for VaultReady {
         let phase = api
             .get_opt(&pod)
             .await
-            .map_err(|e| kube_error("read the Vault pod", e))?
+            .map_err(|e| StepError::classify("read the Vault pod", e))?
             .and_then(|p| p.status.and_then(|s| s.phase));
         Ok(if phase.as_deref() == Some("Running") {
             Verified::Holds
@@ -249,33 +142,6 @@ impl Step for VaultReady {
             }
         })
     }
-}
-
-/// Waits for a HelmRelease to be Ready; a failure names the release's last reason.
-pub(crate) async fn wait_release(
-    ctx: &StepContext,
-    client: &::kube::Client,
-    namespace: &str,
-    name: &str,
-    timeout: HumanDuration,
-) -> Result<(), StepError> {
-    let options = wait_options(timeout);
-    let mut report = reporter(ctx);
-    cancellable(ctx, async {
-        crate::kube::wait::condition(
-            client,
-            &helm_release(),
-            Some(namespace),
-            name,
-            &crate::kube::ConditionSpec::is_true("Ready"),
-            &options,
-            &mut report,
-        )
-        .await
-        .map(|_| ())
-        .map_err(wait_error)
-    })
-    .await
 }
 
 /// `vault.init`: `sys/init` once, the keys into the keys Secret immediately after.
@@ -324,7 +190,7 @@ impl VaultInit {
 pub const EMERGENCY_FILE: &str = "vault-init-keys.emergency.json";
 
 /// How often the keys Secret write is tried before falling back to the emergency file.
-const KEYS_WRITE_ATTEMPTS: u32 = 5;
+const KEYS_WRITE_ATTEMPTS: usize = 5;
 
 /// The recovery text for an initialised Vault whose keys Secret is gone.
 fn recovery_text(namespace: &str, secret: &str, emergency: &Path) -> String {
@@ -366,11 +232,7 @@ impl VaultInit {
         let secret =
             crate::kube::opaque_secret(&self.endpoint.namespace, &self.keys_secret, &entries);
         let api: Api<Secret> = Api::namespaced(client.clone(), &self.endpoint.namespace);
-        let mut last = String::new();
-        for attempt in 0..KEYS_WRITE_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
-            }
+        let write = || async {
             if replace {
                 match api
                     .delete(&self.keys_secret, &DeleteParams::default())
@@ -378,17 +240,20 @@ impl VaultInit {
                 {
                     Ok(_) => {}
                     Err(::kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => {
-                        last = e.to_string();
-                        continue;
-                    }
+                    Err(e) => return Err(e.to_string()),
                 }
             }
-            match crate::kube::create_secret_if_absent(&client, &secret).await {
-                Ok(_) => return Ok(()),
-                Err(e) => last = e.to_string(),
-            }
-        }
+            crate::kube::create_secret_if_absent(&client, &secret)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_times(KEYS_WRITE_ATTEMPTS - 1);
+        let Err(last) = write.retry(backoff).await else {
+            return Ok(());
+        };
         drop(secret);
         let path = self.emergency_path(ctx);
         let copy = EmergencyCopy {
@@ -437,13 +302,7 @@ impl VaultInit {
 
 #[async_trait::async_trait]
 impl Step for VaultInit {
-    fn kind(&self) -> &'static str {
-        "vault.init"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("vault.init");
 
     async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         if let Ok(Verified::Holds) = self.verify(ctx).await {
@@ -476,7 +335,7 @@ impl Step for VaultInit {
                     None,
                 )
                 .await
-                .map_err(|e| vault_error("initialise Vault (POST /v1/sys/init)", e))?;
+                .map_err(|e| StepError::classify("initialise Vault (POST /v1/sys/init)", e))?;
                 let keys: Vec<SecretString> =
                     resp.keys.into_iter().map(SecretString::from).collect();
                 let root = SecretString::from(resp.root_token);
@@ -598,7 +457,7 @@ async fn wait_kv_ready(session: &VaultSession, mount: &str) -> Result<(), StepEr
                     )));
                 }
             }
-            Err(e) => return Err(vault_error(&format!("read {mount}/config"), e)),
+            Err(e) => return Err(StepError::classify(format!("read {mount}/config"), e)),
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
@@ -642,7 +501,7 @@ pub(crate) async fn unseal_with(
             }
             Ok(r) => last = Some(format!("progress {}/{}", r.progress, r.threshold)),
             Err(e) => {
-                let err = vault_error("submit an unseal key", e);
+                let err = StepError::classify("submit an unseal key", e);
                 if err.is_transient() {
                     return Err(err);
                 }
@@ -660,13 +519,7 @@ pub(crate) async fn unseal_with(
 
 #[async_trait::async_trait]
 impl Step for VaultUnseal {
-    fn kind(&self) -> &'static str {
-        "vault.unseal"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("vault.unseal");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         Ok(self.actions())
@@ -723,6 +576,12 @@ impl VaultAutoUnseal {
             timeout: pb.playbook.timeouts.vault_ready,
         }
     }
+}
+#[async_trait::async_trait]
+impl TemplateStep for VaultAutoUnseal {
+    fn kind(&self) -> &'static str {
+        "vault.auto-unseal"
+    }
 
     fn manifest(&self) -> Result<String, StepError> {
         templates::VaultAutoUnseal {
@@ -751,30 +610,13 @@ impl VaultAutoUnseal {
         ]
     }
 
-    fn waits(&self) -> Vec<Action> {
-        Vec::new()
-    }
-
     /// Waits for the unsealer Deployment to be Available.
     async fn after_apply(&self, ctx: &StepContext) -> Result<(), StepError> {
-        let client = ctx.kube().await?;
-        let options = wait_options(self.timeout);
-        let mut report = reporter(ctx);
-        cancellable(ctx, async {
-            crate::kube::wait::deployment_available(
-                &client,
-                &self.namespace,
-                UNSEALER_NAME,
-                &options,
-                &mut report,
-            )
+        StepWaits::new(ctx, ctx.kube().await?, self.timeout)
+            .deployment_available(&self.namespace, UNSEALER_NAME)
             .await
-            .map_err(wait_error)
-        })
-        .await
     }
 }
-template_step!(VaultAutoUnseal, "vault.auto-unseal");
 
 /// `vault.configure`: KV v2, Kubernetes auth, the ESO policy and role.
 #[derive(Debug, Clone, Serialize)]
@@ -855,7 +697,7 @@ impl VaultConfigure {
     ) -> Result<bool, StepError> {
         let mounts = vaultrs::sys::mount::list(&session.client)
             .await
-            .map_err(|e| vault_error("list secrets engines", e))?;
+            .map_err(|e| StepError::classify("list secrets engines", e))?;
         let key = format!("{}/", self.kv_mount);
         if let Some(m) = mounts.get(&key) {
             let version = m
@@ -883,7 +725,7 @@ impl VaultConfigure {
         .description("kubestrap bootstrap secrets".to_owned());
         vaultrs::sys::mount::enable(&session.client, &self.kv_mount, "kv", Some(&mut opts))
             .await
-            .map_err(|e| vault_error(&format!("enable KV v2 at {key}"), e))?;
+            .map_err(|e| StepError::classify(format!("enable KV v2 at {key}"), e))?;
         wait_kv_ready(session, &self.kv_mount).await?;
         ctx.progress(format!("enabled KV v2 at {key}"));
         Ok(true)
@@ -897,7 +739,7 @@ impl VaultConfigure {
     ) -> Result<bool, StepError> {
         let auths = vaultrs::sys::auth::list(&session.client)
             .await
-            .map_err(|e| vault_error("list auth methods", e))?;
+            .map_err(|e| StepError::classify("list auth methods", e))?;
         let key = format!("{}/", self.auth_mount);
         if let Some(a) = auths.get(&key) {
             if a.mount_type == "kubernetes" {
@@ -913,7 +755,7 @@ impl VaultConfigure {
         }
         vaultrs::sys::auth::enable(&session.client, &self.auth_mount, "kubernetes", None)
             .await
-            .map_err(|e| vault_error(&format!("enable kubernetes auth at {key}"), e))?;
+            .map_err(|e| StepError::classify(format!("enable kubernetes auth at {key}"), e))?;
         ctx.progress(format!("enabled kubernetes auth at {key}"));
         Ok(true)
     }
@@ -935,7 +777,7 @@ impl VaultConfigure {
             }
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(vault_error("read the kubernetes auth config", e)),
+            Err(e) => return Err(StepError::classify("read the kubernetes auth config", e)),
         }
         if !write {
             return Ok(true);
@@ -952,7 +794,7 @@ impl VaultConfigure {
             Some(&mut opts),
         )
         .await
-        .map_err(|e| vault_error("configure kubernetes auth", e))?;
+        .map_err(|e| StepError::classify("configure kubernetes auth", e))?;
         ctx.progress(format!(
             "configured auth/{} for {KUBERNETES_HOST}",
             self.auth_mount
@@ -971,14 +813,14 @@ impl VaultConfigure {
             Ok(p) if p.rules.trim() == want.trim() => return Ok(false),
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(vault_error("read the ESO policy", e)),
+            Err(e) => return Err(StepError::classify("read the ESO policy", e)),
         }
         if !write {
             return Ok(true);
         }
         vaultrs::sys::policy::set(&session.client, &self.eso_policy, &want)
             .await
-            .map_err(|e| vault_error(&format!("write policy {}", self.eso_policy), e))?;
+            .map_err(|e| StepError::classify(format!("write policy {}", self.eso_policy), e))?;
         ctx.progress(format!("wrote policy {}", self.eso_policy));
         Ok(true)
     }
@@ -1008,7 +850,7 @@ impl VaultConfigure {
             }
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(vault_error("read the ESO role", e)),
+            Err(e) => return Err(StepError::classify("read the ESO role", e)),
         }
         if !write {
             return Ok(true);
@@ -1026,7 +868,7 @@ impl VaultConfigure {
             Some(&mut opts),
         )
         .await
-        .map_err(|e| vault_error(&format!("write role {}", self.eso_role), e))?;
+        .map_err(|e| StepError::classify(format!("write role {}", self.eso_role), e))?;
         ctx.progress(format!("wrote role {}", self.eso_role));
         Ok(true)
     }
@@ -1074,20 +916,14 @@ async fn cluster_ca(ctx: &StepContext, namespace: &str) -> Result<Option<String>
     Ok(api
         .get_opt("kube-root-ca.crt")
         .await
-        .map_err(|e| kube_error("read ConfigMap kube-root-ca.crt", e))?
+        .map_err(|e| StepError::classify("read ConfigMap kube-root-ca.crt", e))?
         .and_then(|c| c.data)
         .and_then(|mut d| d.remove("ca.crt")))
 }
 
 #[async_trait::async_trait]
 impl Step for VaultConfigure {
-    fn kind(&self) -> &'static str {
-        "vault.configure"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("vault.configure");
 
     /// Against a reachable, unsealed Vault: the same checks as `apply`, without the writes.
     async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
@@ -1146,7 +982,7 @@ impl Step for VaultConfigure {
                 reason: format!("policy {} differs from the declared paths", self.eso_policy),
             },
             (Err(e), _) | (_, Err(e)) => Verified::DoesNotHold {
-                reason: vault_error("read the ESO policy and role", e).to_string(),
+                reason: StepError::classify("read the ESO policy and role", e).to_string(),
             },
         })
     }

@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
-use super::support::kube_error;
+use super::support::ClusterContext;
 use super::vault::VaultEndpoint;
 use crate::engine::{StepContext, StepError};
 use crate::kube::PortForward;
@@ -88,13 +88,6 @@ pub(crate) async fn connect(
         addr,
         _forward: forward,
     })
-}
-
-/// Classifies a Vault client error with the engine's shared rules
-/// ([`StepError::from_vault`]); `what` says what was attempted. Vault's error texts never contain
-/// the values sent, so they are safe to show.
-pub(crate) fn vault_error(what: &str, e: ClientError) -> StepError {
-    StepError::from_vault(what, e)
 }
 
 /// Whether a Vault error is a plain 404 (nothing at that path).
@@ -193,7 +186,7 @@ pub(crate) async fn read_keys(
     let Some(secret) = api
         .get_opt(name)
         .await
-        .map_err(|e| kube_error(&format!("read Secret {namespace}/{name}"), e))?
+        .map_err(|e| StepError::classify(format!("read Secret {namespace}/{name}"), e))?
     else {
         return Ok(None);
     };

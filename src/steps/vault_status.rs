@@ -17,8 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::vault_api::VaultSession;
-use crate::engine::StepError;
-use crate::engine::is_transient_status;
+use crate::engine::{Classify, StepError, is_transient_status};
 
 /// What `sys/health` says about the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,19 +107,17 @@ pub(crate) enum StatusError {
     },
 }
 
-impl StatusError {
-    /// Retry later (5xx, 429) or give up (anything else).
-    fn into_step_error(self, action: &str) -> StepError {
-        let transient = match &self {
+/// Retry later (5xx, 429) or give up (an answer that is not Vault's).
+impl Classify for StatusError {
+    fn is_transient(&self) -> bool {
+        match self {
             Self::Server { code, .. } => is_transient_status(*code),
             Self::Undecodable { .. } => false,
-        };
-        let message = format!("{action}: {self}");
-        if transient {
-            StepError::transient(message)
-        } else {
-            StepError::permanent(message)
         }
+    }
+
+    fn describe(&self, action: &str) -> String {
+        format!("{action}: {self}")
     }
 }
 
@@ -223,7 +220,7 @@ async fn get(
 pub(crate) async fn health(session: &VaultSession) -> Result<Health, StepError> {
     const ACTION: &str = "read Vault's health (GET /v1/sys/health)";
     let (code, body) = get(session, "sys/health", ACTION).await?;
-    parse_health(code, &body).map_err(|e| e.into_step_error(ACTION))
+    parse_health(code, &body).map_err(|e| StepError::classify(ACTION, e))
 }
 
 /// Asks `sys/seal-status`.
@@ -233,7 +230,7 @@ pub(crate) async fn health(session: &VaultSession) -> Result<Health, StepError> 
 pub(crate) async fn seal_status(session: &VaultSession) -> Result<SealStatus, StepError> {
     const ACTION: &str = "read Vault's seal status (GET /v1/sys/seal-status)";
     let (code, body) = get(session, "sys/seal-status", ACTION).await?;
-    parse_seal_status(code, &body).map_err(|e| e.into_step_error(ACTION))
+    parse_seal_status(code, &body).map_err(|e| StepError::classify(ACTION, e))
 }
 
 /// After the last unseal key: waits (at most `limit`) until the node is active, so the next
@@ -323,7 +320,7 @@ mod tests {
                 message: "local node not active but active cluster node not found".into()
             }
         );
-        let step = e.into_step_error("read Vault's health");
+        let step = StepError::classify("read Vault's health", e);
         assert!(step.is_transient());
         assert!(step.to_string().contains("local node not active"), "{step}");
     }
@@ -335,14 +332,11 @@ mod tests {
             matches!(e, StatusError::Undecodable { code: 404, .. }),
             "{e:?}"
         );
-        assert!(!e.into_step_error("x").is_transient());
+        assert!(!e.is_transient());
         let e = parse_seal_status(502, b"Bad Gateway").expect_err("proxy");
-        assert!(
-            !e.into_step_error("x").is_transient(),
-            "an unreadable answer is permanent"
-        );
+        assert!(!e.is_transient(), "an unreadable answer is permanent");
         let e = parse_seal_status(503, br#"{"errors":["Vault is sealed"]}"#).expect_err("5xx");
-        assert!(e.into_step_error("x").is_transient());
+        assert!(e.is_transient());
     }
 
     #[test]

@@ -14,10 +14,13 @@ use sha2::{Digest, Sha256};
 
 use super::apps::AppsSecretsSynced;
 use super::eso::EsoStore;
-use super::support::{cancellable, kube_error, ready_state, resource};
+use super::obj;
+use super::support::{
+    ClusterContext, StepWaits, cancellable, deployments_available, kinds::resource, ready_state,
+    step_identity,
+};
 use super::vault::{UNSEALER_NAME, VaultEndpoint};
 use super::vault_api::{VaultState, connect, state, verify_unsealed};
-use super::{obj, payload_of};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook};
 
@@ -27,13 +30,7 @@ macro_rules! check_step {
     ($ty:ty, $kind:literal) => {
         #[async_trait::async_trait]
         impl Step for $ty {
-            fn kind(&self) -> &'static str {
-                $kind
-            }
-
-            fn payload(&self) -> serde_json::Value {
-                payload_of(self)
-            }
+            $crate::steps::support::step_identity!($kind);
 
             async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
                 Ok(self.actions())
@@ -115,11 +112,11 @@ impl VerifyVault {
         let pod = Api::<Pod>::namespaced(client.clone(), &self.namespace)
             .get_opt(&self.pod_name())
             .await
-            .map_err(|e| kube_error("read the Vault pod", e))?;
+            .map_err(|e| StepError::classify("read the Vault pod", e))?;
         let unsealer = Api::<Deployment>::namespaced(client, &self.namespace)
             .get_opt(UNSEALER_NAME)
             .await
-            .map_err(|e| kube_error("read the unsealer Deployment", e))?;
+            .map_err(|e| StepError::classify("read the unsealer Deployment", e))?;
         Ok(match (pod, unsealer) {
             (Some(p), Some(u)) => match (p.creation_timestamp(), u.creation_timestamp()) {
                 (Some(pt), Some(ut)) => pt.0 > ut.0,
@@ -163,13 +160,7 @@ impl VerifyVault {
 
 #[async_trait::async_trait]
 impl Step for VerifyVault {
-    fn kind(&self) -> &'static str {
-        "verify.vault"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("verify.vault");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         Ok(self.actions())
@@ -191,14 +182,14 @@ impl Step for VerifyVault {
         let old_uid = pods
             .get_opt(&self.pod_name())
             .await
-            .map_err(|e| kube_error("read the Vault pod", e))?
+            .map_err(|e| StepError::classify("read the Vault pod", e))?
             .and_then(|p| p.uid());
         // Timestamps have second precision: restart in a later second than the unsealer was
         // created, so the proof check above recognises the new pod on the next run.
         let unsealer_second = Api::<Deployment>::namespaced(ctx.kube().await?, &self.namespace)
             .get_opt(UNSEALER_NAME)
             .await
-            .map_err(|e| kube_error("read the unsealer Deployment", e))?
+            .map_err(|e| StepError::classify("read the unsealer Deployment", e))?
             .and_then(|u| u.creation_timestamp())
             .map(|t| t.0.as_second());
         while unsealer_second.is_some_and(|s| jiff::Timestamp::now().as_second() <= s) {
@@ -215,19 +206,15 @@ impl Step for VerifyVault {
         {
             Ok(_) => {}
             Err(::kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(kube_error("delete the Vault pod", e)),
+            Err(e) => return Err(StepError::classify("delete the Vault pod", e)),
         }
-        let options = super::support::wait_options(self.timeout);
-        let mut report = super::support::reporter(ctx);
         let object = format!("Pod {}/{}", self.namespace, self.pod_name());
-        cancellable(ctx, async {
-            crate::kube::wait::until(
+        StepWaits::new(ctx, ctx.kube().await?, self.timeout)
+            .until(
                 pods.clone(),
                 &self.pod_name(),
                 &object,
                 "recreated and Running",
-                &options,
-                &mut report,
                 |p: Option<&Pod>| match p {
                     Some(p)
                         if p.uid() != old_uid
@@ -249,11 +236,7 @@ impl Step for VerifyVault {
                     None => crate::kube::Check::pending("deleted, not recreated yet"),
                 },
             )
-            .await
-            .map(|_| ())
-            .map_err(super::support::wait_error)
-        })
-        .await?;
+            .await?;
         self.wait_unsealed(ctx).await?;
         Ok(StepOutcome::new(true))
     }
@@ -301,7 +284,7 @@ impl VerifyFlux {
             let list = api
                 .list(&ListParams::default())
                 .await
-                .map_err(|e| kube_error(&format!("list {}", kind.plural), e))?;
+                .map_err(|e| StepError::classify(format!("list {}", kind.plural), e))?;
             for o in list.items {
                 let (ready, status) = ready_state(&serde_json::to_value(&o).unwrap_or_default());
                 if !ready {
@@ -314,17 +297,8 @@ impl VerifyFlux {
                 }
             }
         }
-        if let Verified::DoesNotHold { reason } = super::flux::deployments_available(
-            ctx,
-            &self.namespace,
-            &[
-                "source-controller",
-                "kustomize-controller",
-                "helm-controller",
-                "notification-controller",
-            ],
-        )
-        .await?
+        if let Verified::DoesNotHold { reason } =
+            deployments_available(ctx, &self.namespace, &super::flux::CONTROLLERS).await?
         {
             bad.push(reason);
         }
@@ -371,8 +345,7 @@ impl VerifyEso {
 
     async fn check(&self, ctx: &StepContext) -> Result<Verified, StepError> {
         let deployment =
-            super::flux::deployments_available(ctx, &self.namespace, &[self.release.as_str()])
-                .await?;
+            deployments_available(ctx, &self.namespace, &[self.release.as_str()]).await?;
         if let Verified::DoesNotHold { .. } = deployment {
             return Ok(deployment);
         }
@@ -468,7 +441,7 @@ impl VerifyNoBootstrapSecrets {
         let all = api
             .list(&ListParams::default())
             .await
-            .map_err(|e| kube_error("list Secrets", e))?;
+            .map_err(|e| StepError::classify("list Secrets", e))?;
         if all.items.iter().any(|s| {
             s.namespace().as_deref() == Some(self.namespace.as_str())
                 && s.name_any() == self.bootstrap_secret
@@ -603,13 +576,7 @@ impl Cleanup {
 
 #[async_trait::async_trait]
 impl Step for Cleanup {
-    fn kind(&self) -> &'static str {
-        "cleanup"
-    }
-
-    fn payload(&self) -> serde_json::Value {
-        payload_of(self)
-    }
+    step_identity!("cleanup");
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         let mut actions = self.actions();

@@ -54,7 +54,7 @@ fn rendered() -> Vec<(&'static str, Vec<Value>)> {
         (
             VaultRelease::TEMPLATE.path,
             VaultRelease {
-                repository: VaultRelease::DEFAULT_REPOSITORY.to_owned(),
+                repository: crate::playbook::Vault::default().chart_repo,
                 chart_version: "0.28.1".to_owned(),
             }
             .render(),
@@ -62,8 +62,8 @@ fn rendered() -> Vec<(&'static str, Vec<Value>)> {
         (
             EsoRelease::TEMPLATE.path,
             EsoRelease {
-                repository: EsoRelease::DEFAULT_REPOSITORY.to_owned(),
-                chart_version: EsoRelease::DEFAULT_CHART_VERSION.to_owned(),
+                repository: crate::playbook::ExternalSecrets::default().chart_repo,
+                chart_version: "1.0.0".to_owned(),
             }
             .render(),
         ),

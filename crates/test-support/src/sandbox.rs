@@ -31,11 +31,27 @@ pub async fn start_sandbox(cfg: SandboxConfig) -> (SandboxHandle, Client) {
 /// # Panics
 /// When the kubeconfig is unusable.
 pub async fn kube_config(handle: &SandboxHandle) -> Config {
+    kube_config_from(&handle.kubeconfig_path()).await
+}
+
+/// The kube-rs configuration of the kubeconfig file `path` (its current context).
+///
+/// # Panics
+/// When the kubeconfig is unusable.
+pub async fn kube_config_from(path: &std::path::Path) -> Config {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let kc = Kubeconfig::read_from(handle.kubeconfig_path()).expect("kubeconfig");
+    let kc = Kubeconfig::read_from(path).expect("kubeconfig");
     Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .expect("config")
+}
+
+/// A kube-rs client on the kubeconfig file `path` (a sandbox started as a process).
+///
+/// # Panics
+/// When the kubeconfig is unusable.
+pub async fn kube_client_from(path: &std::path::Path) -> Client {
+    Client::try_from(kube_config_from(path).await).expect("client")
 }
 
 /// An admin kube-rs client on `handle`'s kubeconfig, exactly as a user's.

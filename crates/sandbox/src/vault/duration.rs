@@ -19,6 +19,7 @@ pub fn seconds(field: &str, value: Option<&Value>) -> Result<u64, ApiError> {
     }
 }
 
+/// Seconds of a bare integer or a duration string (whole seconds, as Vault stores TTLs).
 fn parse(text: &str) -> Option<u64> {
     let text = text.trim();
     if text.is_empty() {
@@ -27,29 +28,7 @@ fn parse(text: &str) -> Option<u64> {
     if let Ok(n) = text.parse::<u64>() {
         return Some(n);
     }
-    let mut total: u64 = 0;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
-        if digits == 0 {
-            return None;
-        }
-        let number: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            _ => return None,
-        };
-        total = total.checked_add(number.checked_mul(factor)?)?;
-        rest = &rest[unit_len..];
-    }
-    Some(total)
+    humantime::parse_duration(text).ok().map(|d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! Scanning helpers for the secret-lifecycle tests (`tests/lifecycle_*.rs`): every form a
 //! canary can take in memory or on disk, and scanners for a live process's memory, files and
 //! process records.
-#![allow(dead_code, reason = "each test binary uses a different subset")]
 
 pub mod audit;
 pub mod children;

@@ -2,27 +2,20 @@
 //! `sandbox` provider (the real `kubestrap` binary starts the sandbox as a background service),
 //! the real `terraform` binary with the offline fixture module, and a guard that stops the
 //! sandbox (`kubestrap sandbox down`) even when the test fails.
-#![allow(dead_code, reason = "each test binary uses a different subset")]
-
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::kubestrap::workspace_root;
+use crate::process::{Lines, finished, text, wait_with_timeout};
+
+/// How many steps the fixture playbook's DAG has.
+pub const STEPS: usize = 26;
+
 /// How long one `kubestrap apply` may take before the test fails (never hangs).
 pub const RUN_LIMIT: Duration = Duration::from_secs(240);
-
-/// The built binary.
-pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_kubestrap"))
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Playbook knobs a test may change.
 #[derive(Debug, Clone)]
@@ -56,6 +49,7 @@ impl Default for Options {
 
 /// One bootstrap under test: its own directory, sandbox and canary secret values.
 pub struct Bootstrap {
+    bin: PathBuf,
     dir: tempfile::TempDir,
     /// Canary for `GITHUB_TOKEN`.
     pub github: String,
@@ -65,7 +59,7 @@ pub struct Bootstrap {
 
 impl Drop for Bootstrap {
     fn drop(&mut self) {
-        let _ = Command::new(bin())
+        let _ = Command::new(&self.bin)
             .args(["sandbox", "down", "--dir"])
             .arg(self.sandbox_dir())
             .stdout(Stdio::null())
@@ -75,8 +69,12 @@ impl Drop for Bootstrap {
 }
 
 impl Bootstrap {
-    /// A fresh fixture (nothing started yet).
-    pub fn new(options: &Options) -> Self {
+    /// A fresh fixture driving `bin` (see [`crate::kubestrap_bin!`]); nothing started yet.
+    ///
+    /// # Panics
+    /// When the temp directory or the playbook cannot be written.
+    #[must_use]
+    pub fn new(bin: PathBuf, options: &Options) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let tag = dir
             .path()
@@ -85,6 +83,7 @@ impl Bootstrap {
             .to_string_lossy()
             .replace('.', "");
         let fx = Self {
+            bin,
             github: format!("ghp_canary_{tag}_gh"),
             cloudflare: format!("cf_canary_{tag}_cf"),
             dir,
@@ -157,8 +156,12 @@ secret_sync = "{secret_sync}"
 terraform = "120s"
 "#,
             state = fx.state_dir().display(),
-            fleet = repo().join("playbooks/sandbox/git/fleet").display(),
-            module = repo().join("tests/fixtures/terraform/vault-kv").display(),
+            fleet = workspace_root()
+                .join("playbooks/sandbox/git/fleet")
+                .display(),
+            module = workspace_root()
+                .join("tests/fixtures/terraform/vault-kv")
+                .display(),
             extra = options.extra_secrets,
             restart = options.restart_vault,
             eso_ready = options.eso_ready,
@@ -199,7 +202,7 @@ terraform = "120s"
     }
 
     fn command(&self, args: &[&str], with_secrets: bool) -> Command {
-        let mut cmd = Command::new(bin());
+        let mut cmd = Command::new(&self.bin);
         cmd.args(args)
             .arg("-p")
             .arg(self.playbook())
@@ -226,13 +229,17 @@ terraform = "120s"
         wait_with_timeout(child, RUN_LIMIT)
     }
 
-    /// `apply --output json` with the canaries, which must finish every one of the 26 steps;
-    /// returns its output.
-    pub fn apply_all(&self) -> Output {
+    /// Runs `apply --output json` with the canaries exported and checks that it succeeded with
+    /// every one of the playbook's [`STEPS`] steps done; returns its output.
+    ///
+    /// # Panics
+    /// When the run failed or a step did not end `done`.
+    #[must_use]
+    pub fn apply_all_done(&self) -> Output {
         let out = self.run(&["apply", "--output", "json"], true);
         assert!(out.status.success(), "{}", text(&out));
         let steps = finished(&out);
-        assert_eq!(steps.len(), 26, "{}", text(&out));
+        assert_eq!(steps.len(), STEPS, "{}", text(&out));
         assert!(
             steps.iter().all(|s| s["status"] == "done"),
             "{}",
@@ -252,35 +259,13 @@ terraform = "120s"
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let start = Instant::now();
-        let mut seen = Vec::new();
-        loop {
-            let left = RUN_LIMIT.saturating_sub(start.elapsed());
-            let Ok(line) = rx.recv_timeout(left) else {
-                let _ = child.kill();
-                panic!("the kill point never came; events: {seen:#?}");
-            };
-            let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            let hit = kill_when(&event);
-            seen.push(event);
-            if hit {
-                break;
-            }
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        seen
+        let lines = Lines::follow(&mut child);
+        let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lines.events_until(RUN_LIMIT, kill_when)
+        }));
+        let _ = child.kill();
+        let _ = child.wait();
+        seen.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     /// The checkpoint file's text.
@@ -289,16 +274,17 @@ terraform = "120s"
     }
 
     /// A kube client for the sandbox (inside a runtime the caller provides).
+    ///
+    /// # Panics
+    /// When the sandbox's kubeconfig is unusable.
     pub async fn client(&self) -> kube::Client {
-        kubestrap::kube::connect(Some(&self.kubeconfig()), None)
-            .await
-            .unwrap()
+        crate::sandbox::kube_client_from(&self.kubeconfig()).await
     }
 
     /// The sandbox's write log (`GET /sandbox/v1/writes`).
     pub async fn writes(&self) -> Value {
         let client = self.client().await;
-        let req = hyper::Request::get("/sandbox/v1/writes")
+        let req = http::Request::get("/sandbox/v1/writes")
             .body(Vec::new())
             .unwrap();
         let text = tokio::time::timeout(Duration::from_secs(30), client.request_text(req))
@@ -324,7 +310,7 @@ terraform = "120s"
     /// Replaces the sandbox's fault spec through its admin API.
     pub async fn set_faults(&self, spec: &str) {
         let client = self.client().await;
-        let req = hyper::Request::put("/sandbox/v1/faults")
+        let req = http::Request::put("/sandbox/v1/faults")
             .body(spec.as_bytes().to_vec())
             .unwrap();
         tokio::time::timeout(Duration::from_secs(30), client.request_text(req))
@@ -332,51 +318,4 @@ terraform = "120s"
             .unwrap()
             .unwrap();
     }
-}
-
-/// Waits for `child`, killing it if it exceeds `limit`.
-pub fn wait_with_timeout(mut child: std::process::Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "kubestrap did not finish within {limit:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// stdout + stderr, for assertion messages.
-pub fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The `step_finished` events of a JSON-lines apply output.
-pub fn finished(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["event"] == "step_finished")
-        .collect()
-}
-
-/// A runtime for the async assertions of a synchronous test.
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }

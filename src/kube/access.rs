@@ -2,7 +2,7 @@
 //!
 //! Built on first use, so `plan` on a cluster that does not exist yet (k3s not installed) and
 //! steps that never talk to the API do not fail early. Kubeconfig selection follows kubectl,
-//! through the toolkit's [`crate::kube::client::connect`]: `--kubeconfig`, else `KUBECONFIG`
+//! through [`super::client::connect`]: `--kubeconfig`, else `KUBECONFIG`
 //! (a colon-separated list), else `~/.kube/config`; then `--context`, else the current context.
 
 use std::path::PathBuf;
@@ -19,7 +19,7 @@ pub enum KubeAccessError {
         path: Option<PathBuf>,
         /// The toolkit's error, which says which file or context is wrong.
         #[source]
-        source: crate::kube::client::ClientError,
+        source: super::client::ClientError,
     },
     /// The client could not be created from the configuration.
     #[error("failed to create a Kubernetes client: {0}")]
@@ -80,7 +80,7 @@ impl KubeAccess {
     }
 
     async fn build(&self) -> Result<::kube::Client, KubeAccessError> {
-        use crate::kube::client::{ClientError, connect};
+        use super::client::{ClientError, connect};
         connect(self.kubeconfig.as_deref(), self.context.as_deref())
             .await
             .map_err(|e| match e {

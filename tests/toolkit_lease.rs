@@ -1,4 +1,5 @@
-//! The in-cluster lease against a minimal in-test Kubernetes API (just Leases, with
+//! The in-cluster lease (the kube toolkit's `ClusterLease` and the steps' `Cluster` resource
+//! that takes it in `apply`) against a minimal in-test Kubernetes API (just Leases, with
 //! resourceVersion conflicts), through a real kube-rs client over HTTP.
 
 use std::collections::HashMap;
@@ -11,7 +12,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use kubestrap::engine::{ClusterLease, EventBus, LeaseConfig, LeaseError};
+use kubestrap::kube::{ClusterLease, LeaseConfig, LeaseError, OnLost};
+use kubestrap::steps::{Cluster, ClusterContext};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -150,6 +152,11 @@ fn config(holder: &str, secs: u64) -> LeaseConfig {
     }
 }
 
+/// A loss handler for tests where the lease is never lost.
+fn ignore_loss() -> OnLost {
+    Arc::new(|message| panic!("lease lost unexpectedly: {message}"))
+}
+
 fn spec(store: &Shared) -> Value {
     store.lock().unwrap().leases["kubestrap-test"]["spec"].clone()
 }
@@ -163,12 +170,10 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
 #[tokio::test]
 async fn a_second_holder_is_refused_until_the_first_releases() {
     let (store, client) = server().await;
-    let events = EventBus::new();
     let a = within(ClusterLease::acquire(
         client.clone(),
         config("a", 60),
-        events.clone(),
-        CancellationToken::new(),
+        ignore_loss(),
     ))
     .await
     .unwrap();
@@ -176,8 +181,7 @@ async fn a_second_holder_is_refused_until_the_first_releases() {
     let err = within(ClusterLease::acquire(
         client.clone(),
         config("b", 60),
-        events.clone(),
-        CancellationToken::new(),
+        ignore_loss(),
     ))
     .await
     .unwrap_err();
@@ -199,8 +203,7 @@ async fn a_second_holder_is_refused_until_the_first_releases() {
     let b = within(ClusterLease::acquire(
         client,
         config("b", 60),
-        events,
-        CancellationToken::new(),
+        ignore_loss(),
     ))
     .await
     .unwrap();
@@ -225,8 +228,7 @@ async fn an_expired_lease_of_a_dead_run_is_taken_over() {
     let lease = within(ClusterLease::acquire(
         client,
         config("new", 60),
-        EventBus::new(),
-        CancellationToken::new(),
+        ignore_loss(),
     ))
     .await
     .unwrap();
@@ -238,29 +240,28 @@ async fn an_expired_lease_of_a_dead_run_is_taken_over() {
 #[tokio::test]
 async fn losing_the_lease_to_another_holder_stops_the_run() {
     let (store, client) = server().await;
-    let events = EventBus::new();
-    let recorder = kubestrap::engine::Recorder::new();
-    events.subscribe(recorder.subscriber());
     let lost = CancellationToken::new();
+    let why = Arc::new(Mutex::new(Vec::<String>::new()));
+    let on_lost: OnLost = {
+        let (lost, why) = (lost.clone(), Arc::clone(&why));
+        Arc::new(move |message| {
+            why.lock().unwrap().push(message);
+            lost.cancel();
+        })
+    };
     // 3s validity: renewed every second.
-    let _lease = within(ClusterLease::acquire(
-        client,
-        config("me", 3),
-        events,
-        lost.clone(),
-    ))
-    .await
-    .unwrap();
+    let _lease = within(ClusterLease::acquire(client, config("me", 3), on_lost))
+        .await
+        .unwrap();
     {
         let mut s = store.lock().unwrap();
         let l = s.leases.get_mut("kubestrap-test").unwrap();
         l["spec"]["holderIdentity"] = "intruder".into();
     }
     within(lost.cancelled()).await;
-    let warned = recorder.events().iter().any(|e| {
-        matches!(e, kubestrap::engine::RunEvent::Warning { message } if message.contains("now held by intruder"))
-    });
-    assert!(warned);
+    let why = why.lock().unwrap();
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert!(why[0].contains("now held by intruder"), "{why:?}");
 }
 
 /// A step that only reaches the API, as every real step does.
@@ -297,11 +298,17 @@ impl kubestrap::engine::Step for UsesApi {
     }
 }
 
+/// The playbook's cluster (with its lease) through `client`.
+fn cluster(pb: &kubestrap::playbook::LoadedPlaybook, client: &kube::Client) -> Arc<Cluster> {
+    Arc::new(Cluster::for_playbook(
+        pb,
+        kubestrap::kube::KubeAccess::with_client(client.clone()),
+    ))
+}
+
 #[tokio::test]
 async fn apply_takes_the_lease_on_first_api_use_refuses_a_held_one_and_releases_it() {
-    use kubestrap::engine::{
-        self, ApplyRequest, CheckpointMode, KubeAccess, Phase, RunEnv, RunStatus,
-    };
+    use kubestrap::engine::{self, ApplyRequest, CheckpointMode, Phase, RunEnv, RunStatus};
     let (store, client) = server().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubestrap.toml");
@@ -321,7 +328,7 @@ async fn apply_takes_the_lease_on_first_api_use_refuses_a_held_one_and_releases_
     };
 
     // plan never writes the lease.
-    let env = RunEnv::new(pb.clone()).with_kube(Arc::new(KubeAccess::with_client(client.clone())));
+    let env = RunEnv::new(pb.clone()).with_finished_resource(cluster(&pb, &client));
     within(engine::plan(&dag, &env, 1)).await;
     assert!(store.lock().unwrap().leases.is_empty());
 
@@ -329,12 +336,11 @@ async fn apply_takes_the_lease_on_first_api_use_refuses_a_held_one_and_releases_
     let other = within(ClusterLease::acquire(
         client.clone(),
         config("other-laptop", 60),
-        EventBus::new(),
-        CancellationToken::new(),
+        ignore_loss(),
     ))
     .await
     .unwrap();
-    let env = RunEnv::new(pb.clone()).with_kube(Arc::new(KubeAccess::with_client(client.clone())));
+    let env = RunEnv::new(pb.clone()).with_finished_resource(cluster(&pb, &client));
     let report = within(engine::apply(&dag, &env, &req)).await.unwrap();
     assert_eq!(report.status, RunStatus::Failed);
     let error = report.step("uses-api").unwrap().error.clone().unwrap();
@@ -347,7 +353,7 @@ async fn apply_takes_the_lease_on_first_api_use_refuses_a_held_one_and_releases_
     within(other.release()).await.unwrap();
 
     // Free: taken during the run, handed back at its end.
-    let env = RunEnv::new(pb).with_kube(Arc::new(KubeAccess::with_client(client)));
+    let env = RunEnv::new(pb.clone()).with_finished_resource(cluster(&pb, &client));
     let report = within(engine::apply(&dag, &env, &req)).await.unwrap();
     assert_eq!(report.status, RunStatus::Succeeded);
     let s = spec(&store);

@@ -1,19 +1,24 @@
-//! The in-cluster half of "one run per cluster" (design §4): a `coordination.k8s.io` Lease,
-//! taken the first time a step of an `apply` reaches the API (that is "once the API is up":
-//! before k3s exists there is nothing to hold it in), renewed while the run lasts and released at
-//! its end. Two laptops with their own local locks still cannot bootstrap one cluster at once.
+//! The in-cluster half of "one run per cluster": a `coordination.k8s.io` Lease, taken the first
+//! time a step of an `apply` reaches the API (that is "once the API is up": before k3s exists
+//! there is nothing to hold it in), renewed while the run lasts and released at its end. Two
+//! laptops with their own local locks still cannot bootstrap one cluster at once.
+//!
+//! This module knows leases, not runs: whoever takes one says what happens when it is lost
+//! ([`OnLost`]); the steps' cluster resource stops the run.
 
 use std::time::Duration;
 
 use ::kube::api::{Api, PostParams};
 use ::kube::core::ObjectMeta;
+use std::sync::Arc;
+
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use tokio::sync::Mutex;
-use tokio_util::sync::CancellationToken;
 
-use super::events::{EventBus, RunEvent};
+/// Called once, with a sentence saying why, when a held lease is lost (another holder took it
+/// after renewals failed): the holder must stop working on the cluster.
+pub type OnLost = Arc<dyn Fn(String) + Send + Sync>;
 
 /// Namespace the lease lives in (exists in every cluster).
 pub const LEASE_NAMESPACE: &str = "kube-system";
@@ -111,7 +116,7 @@ pub struct ClusterLease {
 impl ClusterLease {
     /// Take the lease (create it, renew our own, or take over an expired one) and keep it
     /// renewed. If it is lost later (another holder took it after we failed to renew),
-    /// `on_lost` is cancelled and a warning emitted, so the run stops starting work.
+    /// `on_lost` is called with the reason.
     ///
     /// # Errors
     /// [`LeaseError::Held`] while another holder's lease is valid; [`LeaseError::Api`] when the
@@ -119,12 +124,11 @@ impl ClusterLease {
     pub async fn acquire(
         client: ::kube::Client,
         config: LeaseConfig,
-        events: EventBus,
-        on_lost: CancellationToken,
+        on_lost: OnLost,
     ) -> Result<Self, LeaseError> {
         let api: Api<Lease> = Api::namespaced(client, &config.namespace);
         take(&api, &config).await?;
-        let renewer = tokio::spawn(renew_loop(api.clone(), config.clone(), events, on_lost));
+        let renewer = tokio::spawn(renew_loop(api.clone(), config.clone(), on_lost));
         Ok(Self {
             api,
             config,
@@ -259,12 +263,7 @@ async fn take(api: &Api<Lease>, config: &LeaseConfig) -> Result<(), LeaseError> 
     ))
 }
 
-async fn renew_loop(
-    api: Api<Lease>,
-    config: LeaseConfig,
-    events: EventBus,
-    on_lost: CancellationToken,
-) {
+async fn renew_loop(api: Api<Lease>, config: LeaseConfig, on_lost: OnLost) {
     let every = config.duration / 3;
     let mut last_renewed = tokio::time::Instant::now();
     loop {
@@ -273,17 +272,11 @@ async fn renew_loop(
         match result {
             Ok(()) => last_renewed = tokio::time::Instant::now(),
             Err(LeaseError::Held { holder, .. }) => {
-                lost(
-                    &events,
-                    &on_lost,
-                    &config,
-                    &format!("it is now held by {holder}"),
-                );
+                lost(&on_lost, &config, &format!("it is now held by {holder}"));
                 return;
             }
             Err(e) if last_renewed.elapsed() >= config.duration => {
                 lost(
-                    &events,
                     &on_lost,
                     &config,
                     &format!("it could not be renewed before it expired ({e})"),
@@ -324,87 +317,11 @@ async fn renew_once(api: &Api<Lease>, config: &LeaseConfig) -> Result<(), LeaseE
         .map_err(|e| api_error("renew", config, e))
 }
 
-fn lost(events: &EventBus, on_lost: &CancellationToken, config: &LeaseConfig, why: &str) {
-    events.emit(&RunEvent::Warning {
-        message: format!(
-            "lost the cluster lease {}/{}: {why}; stopping: nothing new is started",
-            config.namespace, config.name
-        ),
-    });
-    on_lost.cancel();
-}
-
-/// The run's lease, taken on first use by [`LeaseSlot::ensure`] and released by
-/// [`LeaseSlot::release`].
-#[derive(Debug)]
-pub struct LeaseSlot {
-    config: Option<LeaseConfig>,
-    held: Mutex<Option<ClusterLease>>,
-}
-
-impl LeaseSlot {
-    /// A slot that takes `config` when a step first reaches the API.
-    #[must_use]
-    pub fn new(config: LeaseConfig) -> Self {
-        Self {
-            config: Some(config),
-            held: Mutex::new(None),
-        }
-    }
-
-    /// A slot that never takes a lease (tests, and clusters where the user opted out).
-    #[must_use]
-    pub fn disabled() -> Self {
-        Self {
-            config: None,
-            held: Mutex::new(None),
-        }
-    }
-
-    /// Take the lease if this run does not hold it yet.
-    ///
-    /// # Errors
-    /// As [`ClusterLease::acquire`].
-    pub async fn ensure(
-        &self,
-        client: &::kube::Client,
-        events: &EventBus,
-        on_lost: &CancellationToken,
-    ) -> Result<(), LeaseError> {
-        let Some(config) = &self.config else {
-            return Ok(());
-        };
-        let mut held = self.held.lock().await;
-        if held.is_none() {
-            *held = Some(
-                ClusterLease::acquire(
-                    client.clone(),
-                    config.clone(),
-                    events.clone(),
-                    on_lost.clone(),
-                )
-                .await?,
-            );
-        }
-        Ok(())
-    }
-
-    /// Whether the lease is held by this run.
-    pub async fn is_held(&self) -> bool {
-        self.held.lock().await.is_some()
-    }
-
-    /// Hand the lease back, if held.
-    ///
-    /// # Errors
-    /// As [`ClusterLease::release`].
-    pub async fn release(&self) -> Result<(), LeaseError> {
-        let lease = self.held.lock().await.take();
-        match lease {
-            Some(l) => l.release().await,
-            None => Ok(()),
-        }
-    }
+fn lost(on_lost: &OnLost, config: &LeaseConfig, why: &str) {
+    on_lost(format!(
+        "lost the cluster lease {}/{}: {why}; stopping: nothing new is started",
+        config.namespace, config.name
+    ));
 }
 
 #[cfg(test)]

@@ -1,0 +1,249 @@
+//! Waits as steps use them: the playbook's timeout, progress forwarded to the step's events,
+//! interruption by the run, and the waits several steps share (a HelmRelease Ready, Deployments
+//! Available).
+
+use std::future::Future;
+use std::time::Duration;
+
+use ::kube::Api;
+use ::kube::core::{ApiResource, DynamicObject};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use serde::de::DeserializeOwned;
+
+use crate::engine::{StepContext, StepError, Verified};
+use crate::kube::wait::{self, WaitProgress};
+use crate::kube::{Check, ConditionSpec, PodState, WaitError, WaitOptions};
+use crate::playbook::HumanDuration;
+
+use super::cluster::ClusterContext;
+use super::kinds::helm_release;
+
+/// How often a running wait reports what it last observed.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// A wait that ran out of time: permanent (the timeout is the playbook's bound), and the
+/// message already names the object, the condition and the last observed status.
+pub(crate) fn wait_error(e: WaitError) -> StepError {
+    StepError::permanent(format!(
+        "{e}; raise the matching [timeouts] value if the cluster is just slow"
+    ))
+}
+
+/// Wait options for a playbook timeout.
+pub(crate) fn wait_options(timeout: HumanDuration) -> WaitOptions {
+    WaitOptions {
+        timeout: timeout.get(),
+        progress_every: PROGRESS_EVERY,
+    }
+}
+
+/// Runs `fut` unless the run is interrupted first.
+pub(crate) async fn cancellable<T>(
+    ctx: &StepContext,
+    fut: impl Future<Output = Result<T, StepError>>,
+) -> Result<T, StepError> {
+    tokio::select! {
+        r = fut => r,
+        () = ctx.cancellation().cancelled() => Err(StepError::Cancelled),
+    }
+}
+
+/// A progress callback for the toolkit's waits that forwards to the step's progress events.
+pub(crate) fn reporter(ctx: &StepContext) -> impl FnMut(&WaitProgress<'_>) + Send + '_ {
+    move |p: &WaitProgress<'_>| ctx.progress(p.to_string())
+}
+
+/// One step's waits: every toolkit wait with the step's timeout, its progress reported as the
+/// step's, ended by an interruption of the run, and a timeout turned into a permanent
+/// [`StepError`] that names the object, the condition and what was last observed.
+pub(crate) struct StepWaits<'a> {
+    ctx: &'a StepContext,
+    client: ::kube::Client,
+    options: WaitOptions,
+}
+
+impl<'a> StepWaits<'a> {
+    /// Waits of `ctx` through `client`, each bounded by `timeout`.
+    pub(crate) fn new(
+        ctx: &'a StepContext,
+        client: ::kube::Client,
+        timeout: HumanDuration,
+    ) -> Self {
+        Self {
+            ctx,
+            client,
+            options: wait_options(timeout),
+        }
+    }
+
+    async fn guard<T>(
+        &self,
+        wait: impl Future<Output = Result<T, WaitError>>,
+    ) -> Result<T, StepError> {
+        cancellable(self.ctx, async { wait.await.map_err(wait_error) }).await
+    }
+
+    /// Until the object's condition matches `spec`; returns the object.
+    pub(crate) async fn condition(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+        spec: &ConditionSpec,
+    ) -> Result<DynamicObject, StepError> {
+        let mut report = reporter(self.ctx);
+        self.guard(wait::condition(
+            &self.client,
+            resource,
+            namespace,
+            name,
+            spec,
+            &self.options,
+            &mut report,
+        ))
+        .await
+    }
+
+    /// Until the object reports `Ready=True`; returns the object.
+    pub(crate) async fn ready(
+        &self,
+        resource: &ApiResource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<DynamicObject, StepError> {
+        self.condition(resource, namespace, name, &ConditionSpec::is_true("Ready"))
+            .await
+    }
+
+    /// Until the HelmRelease is Ready.
+    pub(crate) async fn release_ready(&self, namespace: &str, name: &str) -> Result<(), StepError> {
+        self.ready(&helm_release(), Some(namespace), name)
+            .await
+            .map(|_| ())
+    }
+
+    /// Until the Deployment is Available.
+    pub(crate) async fn deployment_available(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), StepError> {
+        let mut report = reporter(self.ctx);
+        self.guard(wait::deployment_available(
+            &self.client,
+            namespace,
+            name,
+            &self.options,
+            &mut report,
+        ))
+        .await
+    }
+
+    /// Until every named Deployment is Available, one after the other.
+    pub(crate) async fn deployments_available(
+        &self,
+        namespace: &str,
+        names: &[&str],
+    ) -> Result<(), StepError> {
+        for name in names {
+            self.deployment_available(namespace, name).await?;
+        }
+        Ok(())
+    }
+
+    /// Until every named CustomResourceDefinition is Established.
+    pub(crate) async fn crds_established(&self, names: &[&str]) -> Result<(), StepError> {
+        for name in names {
+            self.crd_established(name).await?;
+        }
+        Ok(())
+    }
+
+    /// Until the CustomResourceDefinition is Established.
+    pub(crate) async fn crd_established(&self, name: &str) -> Result<(), StepError> {
+        let mut report = reporter(self.ctx);
+        self.guard(wait::crd_established(
+            &self.client,
+            name,
+            &self.options,
+            &mut report,
+        ))
+        .await
+        .map(|_| ())
+    }
+
+    /// Until the pod is in `state`; returns it.
+    pub(crate) async fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        state: PodState,
+    ) -> Result<Pod, StepError> {
+        let mut report = reporter(self.ctx);
+        self.guard(wait::pod(
+            &self.client,
+            namespace,
+            name,
+            state,
+            &self.options,
+            &mut report,
+        ))
+        .await
+    }
+
+    /// Until `predicate` holds on the object (`None`: it does not exist), described as
+    /// `object` and `condition` in progress and errors.
+    pub(crate) async fn until<K, P>(
+        &self,
+        api: Api<K>,
+        name: &str,
+        object: &str,
+        condition: &str,
+        predicate: P,
+    ) -> Result<Option<K>, StepError>
+    where
+        K: ::kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+        P: FnMut(Option<&K>) -> Check + Send,
+    {
+        let mut report = reporter(self.ctx);
+        self.guard(wait::until(
+            api,
+            name,
+            object,
+            condition,
+            &self.options,
+            &mut report,
+            predicate,
+        ))
+        .await
+    }
+}
+
+/// Whether every named Deployment reports `Available=True`.
+pub(crate) async fn deployments_available(
+    ctx: &StepContext,
+    namespace: &str,
+    names: &[&str],
+) -> Result<Verified, StepError> {
+    let api: Api<Deployment> = Api::namespaced(ctx.kube().await?, namespace);
+    for name in names {
+        let what = format!("Deployment {namespace}/{name}");
+        let available =
+            super::checks::exists_with(&api, name, &what, &ConditionSpec::is_true("Available"))
+                .await?;
+        if available != Verified::Holds {
+            return Ok(available);
+        }
+    }
+    Ok(Verified::Holds)
+}
+
+/// `Ready=True` on a condition list, with a description of what was seen otherwise.
+pub(crate) fn ready_state(obj: &serde_json::Value) -> (bool, String) {
+    let check = crate::kube::wait::evaluate_condition(
+        Some(obj),
+        &crate::kube::ConditionSpec::is_true("Ready"),
+    );
+    (check.done, check.status)
+}
