@@ -246,10 +246,17 @@ pub struct VaultAutoUnseal {
     pub vault_image: String,
     /// Address of the Vault server to unseal, e.g. `http://vault-0.vault-internal:8200`.
     pub vault_addr: String,
-    /// Seconds between checks.
-    pub interval_seconds: u32,
+    /// Time between seal-status polls (sub-second, so a restarted Vault is unsealed within
+    /// a second of serving).
+    pub poll_interval: std::time::Duration,
     /// How many shares to mount (the playbook's threshold): `unseal-key-0` onwards.
     pub unseal_keys: u32,
+}
+
+impl VaultAutoUnseal {
+    /// The default poll interval: half a second, so Vault is unsealed within a second of
+    /// serving again, at the cost of two tiny HTTP requests a second.
+    pub const DEFAULT_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 }
 
 impl Manifest for VaultAutoUnseal {
@@ -260,7 +267,10 @@ impl Manifest for VaultAutoUnseal {
             ("keys_secret", self.keys_secret.clone()),
             ("vault_image", self.vault_image.clone()),
             ("vault_addr", self.vault_addr.clone()),
-            ("interval_seconds", self.interval_seconds.to_string()),
+            (
+                "poll_seconds",
+                format!("{}", self.poll_interval.as_secs_f64()),
+            ),
         ]
     }
 

@@ -59,22 +59,28 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
         name.to_string_lossy(),
         uuid::Uuid::new_v4().simple()
     ));
+    write_through(&tmp, path, dir, bytes)
+}
+
+/// Create `tmp` exclusively, write, sync, rename it over `path`, sync `dir`; a failure removes
+/// `tmp` only when it is the regular file this call created.
+fn write_through(tmp: &Path, path: &Path, dir: &Path, bytes: &[u8]) -> io::Result<()> {
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(PRIVATE_FILE_MODE)
-            .open(&tmp)?;
+            .open(tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
-        fs::rename(&tmp, path)?;
+        fs::rename(tmp, path)?;
         File::open(dir)?.sync_all()
     })();
     if result.is_err() {
         // Only our own temp file: `create_new` failed before anything was created otherwise.
-        if fs::symlink_metadata(&tmp).is_ok_and(|m| m.is_file()) {
-            let _ = fs::remove_file(&tmp);
+        if fs::symlink_metadata(tmp).is_ok_and(|m| m.is_file()) {
+            let _ = fs::remove_file(tmp);
         }
     }
     result
@@ -125,9 +131,10 @@ mod tests {
         fs::create_dir(&dir).unwrap();
         let path = dir.join("keys");
         let target = tmp.path().join("stolen");
-        let planted = dir.join(format!(".keys.tmp-{}", std::process::id()));
+        // The temp name is random; plant the symlink where this write would go.
+        let planted = dir.join(".keys.tmp-planted");
         std::os::unix::fs::symlink(&target, &planted).unwrap();
-        let err = write_private(&path, b"secret").unwrap_err();
+        let err = write_through(&planted, &path, &dir, b"secret").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert!(!target.exists(), "the symlink was followed");
         assert!(!path.exists());

@@ -588,7 +588,7 @@ impl TemplateStep for VaultAutoUnseal {
             keys_secret: self.keys_secret.clone(),
             vault_image: UNSEALER_IMAGE.to_owned(),
             vault_addr: format!("http://{}.{}.svc:8200", self.release, self.namespace),
-            interval_seconds: 5,
+            poll_interval: templates::VaultAutoUnseal::DEFAULT_POLL_INTERVAL,
             unseal_keys: u32::from(self.key_threshold),
         }
         .render()

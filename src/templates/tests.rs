@@ -17,7 +17,7 @@ fn vault_auto_unseal() -> VaultAutoUnseal {
         keys_secret: "vault-init-keys".to_owned(),
         vault_image: "hashicorp/vault:1.17.2".to_owned(),
         vault_addr: "http://vault.vault.svc:8200".to_owned(),
-        interval_seconds: 10,
+        poll_interval: VaultAutoUnseal::DEFAULT_POLL_INTERVAL,
         unseal_keys: 3,
     }
 }
@@ -170,12 +170,42 @@ fn unsealer_has_least_privilege_and_mounts_only_the_unseal_shares() {
     assert_eq!(items.as_array().unwrap().len(), 3);
     assert_eq!(items[2]["key"], "unseal-key-2");
     let script = pod["containers"][0]["args"][0].as_str().unwrap();
+    // The seal status is polled over HTTP (busybox wget: cheap at a sub-second interval);
+    // the keys still go through the Vault CLI from their files.
     assert!(
-        script.contains("vault status") && script.contains("key=@\"$key\""),
+        script.contains("/v1/sys/seal-status") && script.contains("key=@\"$key\""),
         "{script}"
     );
     assert_eq!(pod["containers"][0]["image"], "hashicorp/vault:1.17.2");
-    assert_eq!(pod["containers"][0]["env"][1]["value"], "10");
+    assert_eq!(pod["containers"][0]["env"][1]["value"], "0.5");
+}
+
+/// On a real node the kubelet writes the keys root-owned with the volume's mode: uid 100 reads
+/// them only through a group the pod gets from fsGroup (issue 9: a restarted Vault stayed
+/// sealed because the unsealer could not read 0400 root:root keys, and hid the error).
+#[test]
+fn unsealer_can_read_its_keys_on_a_real_node_and_shows_its_errors() {
+    let all = rendered();
+    let deploy = find(&all[3].1, "Deployment");
+    let pod = &deploy["spec"]["template"]["spec"];
+    let sc = &pod["securityContext"];
+    assert_eq!(sc["runAsUser"], 100);
+    assert_eq!(sc["runAsGroup"], 1000);
+    assert_eq!(
+        sc["fsGroup"], 1000,
+        "the key files' group must be the pod's"
+    );
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(pod["volumes"][0]["secret"]["defaultMode"], 0o440);
+    let script = pod["containers"][0]["args"][0].as_str().unwrap();
+    assert!(
+        !script.contains("2>&1 >/dev/null") && !script.contains(">/dev/null 2>&1"),
+        "the script must not swallow the CLI's errors: {script}"
+    );
+    assert!(
+        script.contains("[ ! -r \"$key\" ]") && script.contains("exit 1"),
+        "{script}"
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ use super::store::Actor;
 
 /// Handles a `/sandbox/...` request.
 pub async fn handle(shared: &Shared, req: Request<Incoming>, caller: &Caller) -> Response<Body> {
-    if *caller != Caller::Admin {
+    if !caller.admin_token || crate::rbac::impersonation::requested(req.headers()) {
         let mut e =
             ApiError::bad_request("the sandbox admin API needs the kubeconfig's admin token");
         e.code = 403;

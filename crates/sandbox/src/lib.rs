@@ -1,7 +1,10 @@
 //! The sandbox cluster: a local process speaking the real Kubernetes REST API over HTTPS
-//! (token auth, discovery, OpenAPI v3, CRUD/patch/apply/watch, CRDs, TokenRequest and
-//! TokenReview, pod port-forward) with simulated controllers, persisted in a directory,
-//! so kubestrap can be proven against it exactly as against k3s.
+//! (token auth, RBAC authorization and impersonation, discovery, OpenAPI v3 and v2,
+//! CRUD/patch/apply/watch, CRDs, TokenRequest and TokenReview, access reviews, pod
+//! port-forward and logs) with simulated controllers, persisted in a directory, so kubestrap
+//! can be proven against it exactly as against k3s. The admin kubeconfig is cluster-admin
+//! (`system:masters`); every other identity gets what RBAC grants ([`rbac`]), including the
+//! add-ons, which act as their workloads' service accounts.
 //!
 //! In-process use (tests): [`Sandbox::start`] returns a [`SandboxHandle`]. Command line:
 //! `kubestrap sandbox up --dir DIR [--faults SPEC]` ([`run_up`]) and `sandbox down` ([`run_down`]).
@@ -55,15 +58,20 @@ pub mod controllers;
 mod crd;
 mod discovery;
 pub mod faults;
+mod gnostic;
 mod http;
 mod kubeconfig;
+pub mod kubelet;
 mod openapi;
+mod openapi_v2;
 pub mod patch;
 pub mod portforward;
 pub mod preinstall;
 mod protobuf;
+pub mod rbac;
 pub mod resources;
 mod rest;
+pub mod runtime;
 mod server;
 mod signal;
 mod spdy;
@@ -288,7 +296,10 @@ impl Sandbox {
             shutdown: shutdown.clone(),
             triggers: Triggers::default(),
             vault: std::sync::OnceLock::new(),
+            runtime: runtime::Runtime::default(),
         });
+        // The default roles and bindings exist before the first request, as on a real cluster.
+        rbac::ensure_defaults(&shared.cluster);
         std::fs::write(&port_file, addr.port().to_string()).map_err(io_err(&port_file))?;
         let url = format!("https://127.0.0.1:{}", addr.port());
         let kc_path = dir.join("kubeconfig");

@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use super::resources::{Registry, ResourceType};
 use super::status::ApiError;
 
-fn gv_path(group: &str, version: &str) -> String {
+/// `api/v1` or `apis/<group>/<version>`.
+pub(crate) fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() {
         format!("api/{version}")
     } else {
@@ -55,7 +56,8 @@ pub fn index(registry: &Registry) -> Value {
     json!({"paths": paths})
 }
 
-fn schema_id(rt: &ResourceType) -> String {
+/// The definition name of a type (`io.k8s.api.apps.v1.Deployment`, `io.fluxcd.toolkit.source.v1.GitRepository`).
+pub(crate) fn schema_id(rt: &ResourceType) -> String {
     if rt.builtin {
         let g = if rt.group.is_empty() {
             "core".to_string()
@@ -86,6 +88,26 @@ fn op(rt: &ResourceType, action: &str, parameters: Value, id: &str) -> Value {
         "x-kubernetes-action": action,
         "x-kubernetes-group-version-kind": {"group": rt.group, "version": rt.version, "kind": rt.kind},
     })
+}
+
+/// The schema of a type, shared by OpenAPI v3 and v2: a CRD's structural schema, or for
+/// built-in kinds an open object (kubectl then uses its compiled-in types).
+pub(crate) fn schema_of(rt: &ResourceType) -> Value {
+    let mut schema = rt.schema.clone().unwrap_or_else(|| {
+        json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": {
+            "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}})
+    });
+    if let Some(props) = schema["properties"].as_object_mut() {
+        props
+            .entry("metadata")
+            .or_insert(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+    }
+    schema
+}
+
+/// `x-kubernetes-group-version-kind` of a definition.
+pub(crate) fn gvk_list(rt: &ResourceType) -> Value {
+    json!([{"group": rt.group, "version": rt.version, "kind": rt.kind}])
 }
 
 /// `GET /openapi/v3/api/v1`, `GET /openapi/v3/apis/<g>/<v>`.
@@ -152,17 +174,8 @@ pub fn document(registry: &Registry, rest: &[&str]) -> Result<Value, ApiError> {
                 );
             }
         }
-        let mut schema = rt.schema.clone().unwrap_or_else(|| {
-            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": {
-                "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}})
-        });
-        if let Some(props) = schema["properties"].as_object_mut() {
-            props
-                .entry("metadata")
-                .or_insert(json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
-        }
-        schema["x-kubernetes-group-version-kind"] =
-            json!([{"group": rt.group, "version": rt.version, "kind": rt.kind}]);
+        let mut schema = schema_of(rt);
+        schema["x-kubernetes-group-version-kind"] = gvk_list(rt);
         schemas.insert(id, schema);
     }
     Ok(json!({

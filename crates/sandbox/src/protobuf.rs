@@ -2,8 +2,8 @@
 //!
 //! kubectl's typed `create` commands (namespace, secret, configmap, serviceaccount,
 //! deployment, token, service, job, cronjob, role(binding), clusterrole(binding), and
-//! `kubectl run`'s pod) send protobuf and do not fall back to JSON, so the sandbox decodes
-//! the kinds they send into JSON objects. Field numbers follow the upstream
+//! `kubectl run`'s pod) and its `auth can-i [--list]` and `auth whoami` reviews send protobuf
+//! and do not fall back to JSON, so the sandbox decodes the kinds they send into JSON objects. Field numbers follow the upstream
 //! `generated.proto` files. Non-pointer scalars are always on the wire in protobuf; their
 //! zero values are dropped here, as JSON's `omitempty` would. Unknown fields are skipped;
 //! unknown kinds are refused with 415 so the client sees a clear message.
@@ -342,6 +342,14 @@ const SELF_ACCESS_REVIEW: &[F] = &[
     f(2, "spec", T::Msg(SELF_ACCESS_REVIEW_SPEC)),
 ];
 
+const SELF_RULES_REVIEW_SPEC: &[F] = &[p(1, "namespace", T::Str)];
+const SELF_RULES_REVIEW: &[F] = &[
+    f(1, "metadata", T::Msg(OBJECT_META)),
+    f(2, "spec", T::Msg(SELF_RULES_REVIEW_SPEC)),
+];
+/// `kubectl auth whoami` sends only metadata.
+const SELF_SUBJECT_REVIEW: &[F] = &[f(1, "metadata", T::Msg(OBJECT_META))];
+
 fn schema_for(api_version: &str, kind: &str) -> Option<&'static [F]> {
     Some(match (api_version, kind) {
         ("v1", "Namespace") => NAMESPACE,
@@ -354,6 +362,8 @@ fn schema_for(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("v1", "Pod") => POD,
         ("batch/v1", "Job") => JOB,
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => SELF_ACCESS_REVIEW,
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => SELF_RULES_REVIEW,
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => SELF_SUBJECT_REVIEW,
         ("batch/v1", "CronJob") => CRON_JOB,
         ("rbac.authorization.k8s.io/v1", "Role" | "ClusterRole") => ROLE,
         ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => ROLE_BINDING,

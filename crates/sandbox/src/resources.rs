@@ -537,6 +537,18 @@ fn builtin_types() -> Vec<ResourceType> {
             "LocalSubjectAccessReview",
             true,
         ),
+        (
+            "authorization.k8s.io",
+            "selfsubjectrulesreviews",
+            "SelfSubjectRulesReview",
+            false,
+        ),
+        (
+            "authentication.k8s.io",
+            "selfsubjectreviews",
+            "SelfSubjectReview",
+            false,
+        ),
     ] {
         out.push(ResourceType {
             group: group.into(),

@@ -13,8 +13,9 @@ use super::http::{self, Body, Query};
 use super::patch::PatchType;
 use super::portforward;
 use super::protobuf;
+use super::rbac::{self, UserInfo};
 use super::resources::ResourceType;
-use super::server::{Caller, Shared};
+use super::server::Shared;
 use super::status::{ApiError, success_status};
 use super::store::Actor;
 use super::store::selector::{FieldSelector, LabelSelector};
@@ -121,7 +122,7 @@ fn parse_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
 pub async fn handle(
     shared: &Arc<Shared>,
     req: Request<Incoming>,
-    caller: &Caller,
+    user: &UserInfo,
     group: &str,
     version: &str,
     rest: &[&str],
@@ -157,10 +158,25 @@ pub async fn handle(
         && t.rt.group.is_empty()
         && method == Method::GET
     {
-        // Simulated containers write no output: an existing pod has empty logs.
+        // What a simulated process printed (the runtime's record); other containers are silent.
         let ns = t.namespace.unwrap_or("");
-        return match shared.cluster.get(&t.rt, ns, t.name.unwrap_or("")) {
-            Ok(_) => http::text(200, ""),
+        let name = t.name.unwrap_or("");
+        return match shared.cluster.get(&t.rt, ns, name) {
+            Ok(pod) => {
+                let container = q
+                    .get("container")
+                    .filter(|c| !c.is_empty())
+                    .or_else(|| pod["spec"]["containers"][0]["name"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
+                match shared.runtime.logs(uid, &container, q.flag("previous")) {
+                    Some(text) => http::text(200, text),
+                    None => http::error(&ApiError::bad_request(format!(
+                        "previous terminated container {container:?} in pod {name:?} not found"
+                    ))),
+                }
+            }
             Err(e) => http::error(&e),
         };
     }
@@ -173,7 +189,7 @@ pub async fn handle(
         let ns = t.namespace.map(str::to_string);
         return watch::handle(shared.clone(), t.rt.clone(), ns, q, accept_table).await;
     }
-    let result = dispatch(shared, req, caller, &t, &method, q).await;
+    let result = dispatch(shared, req, user, &t, &method, q).await;
     match result {
         Ok((code, body)) => {
             if accept_table && code == 200 && t.sub.is_none() && method == Method::GET {
@@ -188,7 +204,7 @@ pub async fn handle(
 async fn dispatch(
     shared: &Arc<Shared>,
     req: Request<Incoming>,
-    caller: &Caller,
+    user: &UserInfo,
     t: &Target<'_>,
     method: &Method,
     q: &Query,
@@ -214,9 +230,9 @@ async fn dispatch(
         write_opts(q, &req, false)?;
         let body = parse_body(&ct, &http::read_body(req.into_body()).await?)?;
         if rt.plural == "tokenreviews" {
-            return tokens::token_review(shared, caller, body).map(|v| (201, v));
+            return tokens::token_review(shared, body).map(|v| (201, v));
         }
-        return Ok((201, tokens::access_review(rt, body)));
+        return rbac::reviews::review(&c.store, rt, user, ns, body).map(|v| (201, v));
     }
     match (method, t.name, t.sub) {
         (&Method::GET, None, None) => list(shared, rt, t.namespace, q).map(|v| (200, v)),
@@ -224,7 +240,9 @@ async fn dispatch(
         (&Method::POST, None, None) => {
             let opts = write_opts(q, &req, false)?;
             let body = parse_body(&ct, &http::read_body(req.into_body()).await?)?;
-            let r = c.create(rt, ns, body, &opts)?;
+            let r = guarded(shared, user, rt, &opts, |o| {
+                c.create(rt, ns, body.clone(), o)
+            })?;
             Ok((201, r.object))
         }
         (&Method::POST, Some(name), Some("token"))
@@ -240,7 +258,9 @@ async fn dispatch(
             }
             let opts = write_opts(q, &req, false)?;
             let body = parse_body(&ct, &http::read_body(req.into_body()).await?)?;
-            let r = c.update(rt, ns, name, body, sub.is_some(), &opts)?;
+            let r = guarded(shared, user, rt, &opts, |o| {
+                c.update(rt, ns, name, body.clone(), sub.is_some(), o)
+            })?;
             Ok((200, r.object))
         }
         (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
@@ -250,7 +270,12 @@ async fn dispatch(
             let kind = PatchType::from_content_type(&ct)?;
             let opts = write_opts(q, &req, kind == PatchType::Apply)?;
             let body = http::read_body(req.into_body()).await?;
-            let r = c.patch(rt, ns, name, kind, &body, sub.is_some(), &opts)?;
+            if kind == PatchType::Apply && sub.is_none() && c.get(rt, ns, name).is_err() {
+                authorize_create_on_apply(shared, user, rt, ns, name)?;
+            }
+            let r = guarded(shared, user, rt, &opts, |o| {
+                c.patch(rt, ns, name, kind, &body, sub.is_some(), o)
+            })?;
             Ok((if r.created { 201 } else { 200 }, r.object))
         }
         (&Method::DELETE, Some(name), None) => {
@@ -310,6 +335,52 @@ async fn dispatch(
         }
         _ => Err(not_allowed()),
     }
+}
+
+/// A server-side apply that creates its object also needs `create` (the apiserver's
+/// `withAuthorization` on create-on-update); its denial carries only the authorizer's reason,
+/// usually empty: `configmaps "x" is forbidden: `.
+fn authorize_create_on_apply(
+    shared: &Shared,
+    user: &UserInfo,
+    rt: &ResourceType,
+    ns: &str,
+    name: &str,
+) -> Result<(), ApiError> {
+    let a = rbac::Attributes::resource(
+        user,
+        "create",
+        &rt.group,
+        &rt.version,
+        &rt.plural,
+        "",
+        if rt.namespaced { ns } else { "" },
+        name,
+    );
+    let d = rbac::authorize(&shared.cluster.store, &a);
+    if d.allowed {
+        Ok(())
+    } else {
+        Err(rbac::new_forbidden(&rt.group, &rt.plural, name, &d.reason))
+    }
+}
+
+/// Runs a write; for RBAC kinds written by anyone but `system:masters`, first as a dry run
+/// whose result must pass escalation prevention (a role may only grant what its writer holds).
+fn guarded(
+    shared: &Shared,
+    user: &UserInfo,
+    rt: &ResourceType,
+    opts: &WriteOpts,
+    write: impl Fn(&WriteOpts) -> Result<crate::cluster::WriteResult, ApiError>,
+) -> Result<crate::cluster::WriteResult, ApiError> {
+    if rt.group == "rbac.authorization.k8s.io" && !user.in_group(rbac::MASTERS) {
+        let mut dry = opts.clone();
+        dry.dry_run = true;
+        let would = write(&dry)?;
+        rbac::escalation::check(&shared.cluster.store, user, rt, &would.object)?;
+    }
+    write(opts)
 }
 
 fn scale_of(obj: &Value) -> Value {

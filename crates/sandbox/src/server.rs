@@ -23,6 +23,7 @@ use super::faults::Faults;
 use super::http::{self, Body, Query};
 use super::openapi;
 use super::portforward::Backends;
+use super::rbac::{self, UserInfo};
 use super::rest;
 use super::status::ApiError;
 use super::store::ObjectKey;
@@ -48,15 +49,28 @@ pub struct Shared {
     pub triggers: Triggers,
     /// The sandbox's Vault (set once the add-ons start).
     pub vault: std::sync::OnceLock<super::vault_pod::VaultPod>,
+    /// Logs, exits and restarts of simulated containers.
+    pub runtime: super::runtime::Runtime,
 }
 
-/// Who is calling.
+/// Who is calling, as authenticated (before any impersonation).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Caller {
+pub struct Caller {
+    /// The identity the credential proves.
+    pub user: UserInfo,
+    /// Whether the credential is the kubeconfig's admin token (the only one the
+    /// `/sandbox/v1/*` admin endpoints accept).
+    pub admin_token: bool,
+}
+
+impl Caller {
     /// The kubeconfig's admin token.
-    Admin,
-    /// A service account (namespace, name).
-    ServiceAccount(String, String),
+    pub fn admin() -> Self {
+        Self {
+            user: UserInfo::admin(),
+            admin_token: true,
+        }
+    }
 }
 
 /// Accepts TLS connections until `shutdown` is cancelled.
@@ -131,7 +145,7 @@ fn bearer(req: &Request<Incoming>) -> Option<&str> {
 /// account still exists with the same uid.
 pub fn authenticate(shared: &Shared, token: &str) -> Option<Caller> {
     if shared.auth.is_admin(token) {
-        return Some(Caller::Admin);
+        return Some(Caller::admin());
     }
     let auds: Vec<String> = DEFAULT_AUDIENCES.iter().map(|s| s.to_string()).collect();
     let claims = shared
@@ -144,8 +158,14 @@ pub fn authenticate(shared: &Shared, token: &str) -> Option<Caller> {
         k.namespace.as_str(),
         k.serviceaccount.name.as_str(),
     ))?;
-    (sa["metadata"]["uid"].as_str() == Some(k.serviceaccount.uid.as_str()))
-        .then(|| Caller::ServiceAccount(k.namespace.clone(), k.serviceaccount.name.clone()))
+    (sa["metadata"]["uid"].as_str() == Some(k.serviceaccount.uid.as_str())).then(|| Caller {
+        user: UserInfo::service_account(
+            &k.namespace,
+            &k.serviceaccount.name,
+            &k.serviceaccount.uid,
+        ),
+        admin_token: false,
+    })
 }
 
 /// The single entry point for every request (logged without query or body: those may
@@ -161,14 +181,11 @@ pub async fn handle_request(shared: Arc<Shared>, req: Request<Incoming>) -> Resp
 async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    // k3s serves these without authentication.
+    // k3s's supervisor serves these without authentication (the apiserver itself runs with
+    // anonymous-auth=false: everything else needs a credential).
     match (&method, path.as_str()) {
         (&Method::GET, "/ping") => return http::text(200, "pong"),
         (&Method::GET, "/cacerts") => return http::text(200, shared.ca_pem.clone()),
-        (&Method::GET, "/healthz" | "/livez" | "/readyz") => {
-            return http::text(200, health_body(req.uri().query()));
-        }
-        (&Method::GET, "/version") => return http::json(200, &discovery::version()),
         // Like a release asset download: no cluster credentials needed.
         (&Method::GET, super::addons::FLUX_INSTALL_PATH) => {
             return http::text(200, super::addons::FLUX_INSTALL);
@@ -182,6 +199,26 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     if path.starts_with("/sandbox/") {
         return admin::handle(&shared, req, &caller).await;
     }
+    // Impersonation, then authorization of the request as the user it acts as: the same
+    // decision for every path (reads, writes, watches, port-forwards, logs, tokens).
+    let user =
+        match rbac::impersonation::resolve(&shared.cluster.store, &caller.user, req.headers()) {
+            Ok(u) => u,
+            Err(e) => return http::error(&e),
+        };
+    let query = Query::parse(req.uri().query());
+    let attrs = rbac::Attributes::from_request(&user, method.as_str(), &path, &query);
+    if let Err(e) = rbac::check(&shared.cluster.store, &attrs) {
+        tracing::debug!(user = %user.name, %path, "forbidden");
+        return http::error(&e);
+    }
+    match (&method, path.as_str()) {
+        (&Method::GET, "/healthz" | "/livez" | "/readyz") => {
+            return http::text(200, health_body(req.uri().query()));
+        }
+        (&Method::GET, "/version") => return http::json(200, &discovery::version()),
+        _ => {}
+    }
     if path.starts_with("/api") {
         let d = shared.faults.decide();
         if !d.latency.is_zero() {
@@ -192,7 +229,6 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             return http::error(&ApiError::injected(code));
         }
     }
-    let query = Query::parse(req.uri().query());
     let segs: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
@@ -229,15 +265,17 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         ["openapi", "v3", rest @ ..] => ok_get(&method, || {
             openapi::document(&shared.cluster.registry, rest)
         }),
-        ["openapi", "v2"] => Err(ApiError::no_route()),
+        ["openapi", "v2"] if method == Method::GET => {
+            return openapi_v2_response(&shared, req.headers());
+        }
         ["api", "v1", rest @ ..] => {
-            return rest::handle(&shared, req, &caller, "", "v1", rest, &query).await;
+            return rest::handle(&shared, req, &user, "", "v1", rest, &query).await;
         }
         ["apis", g, v, rest @ ..] => {
             let (g, v) = (g.to_string(), v.to_string());
             let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
             let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-            return rest::handle(&shared, req, &caller, &g, &v, &rest, &query).await;
+            return rest::handle(&shared, req, &user, &g, &v, &rest, &query).await;
         }
         _ => Err(ApiError::no_route()),
     };
@@ -257,6 +295,28 @@ fn ok_get(
         )));
     }
     f()
+}
+
+/// `GET /openapi/v2`: protobuf when the client asks for it (client-go, kubectl ≤ 1.28), else JSON.
+fn openapi_v2_response(shared: &Shared, headers: &hyper::HeaderMap) -> Response<Body> {
+    let doc = super::openapi_v2::document(&shared.cluster.registry);
+    let wants_protobuf = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("com.github.proto-openapi.spec.v2"));
+    if !wants_protobuf {
+        return http::json(200, &doc);
+    }
+    let bytes = super::gnostic::encode_document(&doc);
+    Response::builder()
+        .status(200)
+        .header(
+            "content-type",
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+        )
+        .header("cache-control", "no-cache, private")
+        .body(http::full(bytes))
+        .unwrap_or_else(|_| http::error(&ApiError::internal("cannot build the response")))
 }
 
 fn health_body(query: Option<&str>) -> String {

@@ -1,11 +1,11 @@
-//! TokenRequest (`serviceaccounts/<name>/token`), TokenReview, and the access reviews
-//! (`kubectl auth can-i`), which always allow: the sandbox stores RBAC but enforces none.
+//! TokenRequest (`serviceaccounts/<name>/token`) and TokenReview. Who may call them is
+//! decided by RBAC before they run (`create serviceaccounts/token`, `create tokenreviews`).
 
 use serde_json::{Value, json};
 
 use super::auth::{Claims, DEFAULT_AUDIENCES, ISSUER, K8sClaims, NameUid};
 use super::cluster::WriteOpts;
-use super::server::{Caller, Shared};
+use super::server::Shared;
 use super::status::ApiError;
 use super::store::{ObjectKey, WriteMeta};
 
@@ -98,7 +98,7 @@ pub fn token_request(
 ///
 /// # Errors
 /// 400 when `spec.token` is missing.
-pub fn token_review(shared: &Shared, _caller: &Caller, body: Value) -> Result<Value, ApiError> {
+pub fn token_review(shared: &Shared, body: Value) -> Result<Value, ApiError> {
     let token = body["spec"]["token"]
         .as_str()
         .filter(|t| !t.is_empty())
@@ -164,15 +164,4 @@ pub fn token_review(shared: &Shared, _caller: &Caller, body: Value) -> Result<Va
         "spec": {"token": token, "audiences": body["spec"]["audiences"].clone()},
         "status": status,
     }))
-}
-
-/// Answers a (Self/Local)SubjectAccessReview: allowed, since RBAC is stored, not enforced.
-pub fn access_review(rt: &super::resources::ResourceType, body: Value) -> Value {
-    json!({
-        "kind": rt.kind,
-        "apiVersion": rt.api_version(),
-        "metadata": {"creationTimestamp": null},
-        "spec": body["spec"].clone(),
-        "status": {"allowed": true, "reason": "the sandbox cluster does not enforce RBAC"},
-    })
 }

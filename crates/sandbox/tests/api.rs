@@ -67,6 +67,24 @@ async fn version_health_and_auth() {
     .await
     .expect("ping");
     assert_eq!(ping, "pong");
+    // Health and version need a credential too (k3s runs with anonymous-auth=false).
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(h.ca_pem().as_bytes()).expect("ca"))
+        .build()
+        .expect("http");
+    for path in ["/version", "/readyz"] {
+        let r = within(path, http.get(format!("{}{path}", h.url())).send())
+            .await
+            .expect("answer");
+        assert_eq!(r.status().as_u16(), 401, "{path}");
+    }
+    let ready = within(
+        "readyz",
+        c.request_text(hyper::Request::get("/readyz").body(vec![]).expect("req")),
+    )
+    .await
+    .expect("readyz with the admin token");
+    assert_eq!(ready, "ok");
     // A wrong token gets 401.
     let bad = kube_client_with_token(&h, "wrong").await;
     let err = within(
@@ -718,12 +736,41 @@ async fn token_request_and_review() {
     .expect("status")
     .token;
     let as_sa = kube_client_with_token(&h, &api_token).await;
+    // Authenticated as the account (403 names it; a bad token is 401), authorized by RBAC only.
+    let denied = within(
+        "list as sa",
+        Api::<Namespace>::all(as_sa.clone()).list(&ListParams::default()),
+    )
+    .await
+    .expect_err("no RBAC grant yet");
+    match denied {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (403, "Forbidden"));
+            assert_eq!(
+                s.message,
+                r#"namespaces is forbidden: User "system:serviceaccount:default:eso" cannot list resource "namespaces" in API group "" at the cluster scope"#
+            );
+        }
+        other => panic!("expected Forbidden, got {other:?}"),
+    }
+    let crb: k8s_openapi::api::rbac::v1::ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "eso-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "eso", "namespace": "default"}],
+    }))
+    .expect("crb");
+    within(
+        "bind view",
+        Api::all(c.clone()).create(&PostParams::default(), &crb),
+    )
+    .await
+    .expect("binding");
     within(
         "list as sa",
         Api::<Namespace>::all(as_sa).list(&ListParams::default()),
     )
     .await
-    .expect("service-account token authenticates");
+    .expect("service-account token authenticates, and view lets it list namespaces");
     within("delete sa", sas.delete("eso", &DeleteParams::default()))
         .await
         .expect("delete");

@@ -478,6 +478,12 @@ async fn platform(vault_server: Option<PathBuf>) -> Platform {
     sas.get("external-secrets")
         .await
         .expect("eso service account");
+    if h.vault_pod().is_some_and(|v| v.server().is_some()) {
+        // A real server outside any pod has no pod token of its own: it reviews each login
+        // with the login JWT, so ESO's account needs what kubestrap's
+        // cluster-secret-store.yaml grants it for that case.
+        apply(&c, eso_review_binding()).await;
+    }
 
     let addr = forward(&c, "vault", "vault-0", 8200).await;
     let anon = vault(&addr, "");
@@ -558,8 +564,9 @@ async fn platform(vault_server: Option<PathBuf>) -> Platform {
     }
 }
 
-/// Points Vault's kubernetes auth at `host`, trusting the cluster's CA (as kubestrap does),
-/// without a reviewer JWT and without the host's pod token file, if any.
+/// Points Vault's kubernetes auth at `host`, trusting the cluster's CA, without a reviewer JWT:
+/// as kubestrap configures it (so Vault reviews with its pod's token, or, outside a pod, with
+/// the login JWT itself).
 async fn configure_kubernetes_auth(
     h: &SandboxHandle,
     admin: &vaultrs::client::VaultClient,
@@ -573,13 +580,21 @@ async fn configure_kubernetes_auth(
             host,
             Some(
                 vaultrs::api::auth::kubernetes::requests::ConfigureKubernetesAuthRequest::builder()
-                    .kubernetes_ca_cert(h.ca_pem().to_string())
-                    .disable_local_ca_jwt(true),
+                    .kubernetes_ca_cert(h.ca_pem().to_string()),
             ),
         ),
     )
     .await
     .expect("config");
+}
+
+/// `system:auth-delegator` for ESO's service account (kubestrap's
+/// `external-secrets-vault-tokenreview`).
+fn eso_review_binding() -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "external-secrets-vault-tokenreview"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": [{"kind": "ServiceAccount", "name": "external-secrets", "namespace": "external-secrets"}]})
 }
 
 async fn create_eso_role(p: &Platform) {
@@ -1264,5 +1279,419 @@ async fn preinstalled_vault_persists_on(vault_server: Option<PathBuf>) {
     .expect("read");
     assert_eq!(v["k"], "v");
     wait_pod_ready(&c, "vault", "vault-0", true).await;
+    h.shutdown().await.expect("shutdown");
+}
+
+/// The unsealer as kubestrap deployed it before issue 9: uid 100, keys Secret mounted 0400,
+/// no fsGroup. `$FS_GROUP` is replaced by a pod `fsGroup` line (or nothing).
+const STRICT_UNSEALER: &str = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: vault-unsealer, namespace: vault}
+automountServiceAccountToken: false
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: vault-unsealer
+  namespace: vault
+  labels: {app.kubernetes.io/name: vault-unsealer}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app.kubernetes.io/name: vault-unsealer}
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: vault-unsealer}
+    spec:
+      serviceAccountName: vault-unsealer
+      automountServiceAccountToken: false
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 100
+        runAsGroup: 1000
+$FS_GROUP
+      containers:
+        - name: unsealer
+          image: "hashicorp/vault:1.19.0"
+          env:
+            - {name: VAULT_ADDR, value: "http://vault.vault.svc:8200"}
+            - {name: UNSEAL_INTERVAL, value: "0.5"}
+          volumeMounts:
+            - {name: keys, mountPath: /vault-keys, readOnly: true}
+          securityContext:
+            allowPrivilegeEscalation: false
+            capabilities: {drop: ["ALL"]}
+      volumes:
+        - name: keys
+          secret:
+            secretName: vault-init-keys
+            optional: true
+            defaultMode: 256
+            items:
+              - {key: unseal-key-0, path: unseal-key-0}
+"#;
+
+/// Restarts `vault-0` and waits for the new pod to run (sealed).
+async fn restart_vault_pod(c: &Client) {
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "vault");
+    let uid = pods.get("vault-0").await.expect("pod").metadata.uid;
+    within("delete", pods.delete("vault-0", &DeleteParams::default()))
+        .await
+        .expect("delete");
+    within("recreated", async {
+        loop {
+            if let Ok(p) = pods.get("vault-0").await
+                && p.metadata.uid != uid
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    wait_pod_running(c, "vault", "vault-0").await;
+}
+
+/// The unsealer's pod, once its container is in `state` (`waiting` reason, or `running`).
+async fn unsealer_pod_in(c: &Client, state: &str) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "vault");
+    within(&format!("unsealer pod {state}"), async {
+        loop {
+            let list = pods
+                .list(
+                    &kube::api::ListParams::default()
+                        .labels("app.kubernetes.io/name=vault-unsealer"),
+                )
+                .await
+                .expect("list");
+            for p in list.items {
+                let st = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|cs| cs.first())
+                    .and_then(|cs| cs.state.clone());
+                let hit = match state {
+                    "running" => st.as_ref().is_some_and(|s| s.running.is_some()),
+                    reason => st
+                        .as_ref()
+                        .and_then(|s| s.waiting.as_ref())
+                        .is_some_and(|w| w.reason.as_deref() == Some(reason)),
+                };
+                if hit && p.metadata.deletion_timestamp.is_none() {
+                    return p;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+}
+
+/// Issue 9: the sandbox ran the unsealer's effect whatever its pod could read, so an unsealer
+/// whose uid cannot read the root-owned 0400 key files (no fsGroup) "unsealed" Vault in every
+/// test while a real node leaves Vault sealed. Now the keys are files with the kubelet's owner,
+/// group and mode: without fsGroup the container says why and crash-loops, Vault stays sealed;
+/// with fsGroup the same unsealer unseals a restarted Vault.
+#[tokio::test]
+async fn unsealer_that_cannot_read_its_root_owned_keys_leaves_vault_sealed() {
+    let p = platform(None).await;
+    let c = &p.c;
+    let vault_srv = p.h.vault().expect("vault");
+    apply(c, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vault-init-keys", "namespace": "vault"},
+        "stringData": {"unseal-key-0": p.key, "root-token": p.root}})).await;
+    apply_yaml(c, &STRICT_UNSEALER.replace("$FS_GROUP", "")).await;
+    restart_vault_pod(c).await;
+    let pod = unsealer_pod_in(c, "CrashLoopBackOff").await;
+    let status = &pod
+        .status
+        .as_ref()
+        .expect("status")
+        .container_statuses
+        .as_ref()
+        .expect("cs")[0];
+    assert!(status.restart_count >= 1, "{status:?}");
+    assert!(!status.ready);
+    let last = status
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .expect("last terminated");
+    assert_eq!((last.exit_code, last.reason.as_deref()), (1, Some("Error")));
+    let waiting = status
+        .state
+        .as_ref()
+        .and_then(|s| s.waiting.as_ref())
+        .expect("waiting");
+    assert!(
+        waiting
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("back-off 10s restarting failed container=unsealer pod="),
+        "{waiting:?}"
+    );
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "vault");
+    let name = pod.metadata.name.clone().expect("name");
+    let log = within("logs", pods.logs(&name, &kube::api::LogParams::default()))
+        .await
+        .expect("logs");
+    assert!(
+        log.contains("vault-unsealer: cannot read /vault-keys/unseal-key-0 as uid 100 gid 1000 (file -r-------- owner 0:0): Permission denied"),
+        "{log}"
+    );
+    assert!(
+        vault_srv.status().sealed,
+        "an unreadable key unseals nothing"
+    );
+    let deploys: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(c.clone(), "vault");
+    let d = deploys.get("vault-unsealer").await.expect("deploy");
+    assert_eq!(
+        d.status.and_then(|s| s.available_replicas).unwrap_or(0),
+        0,
+        "a crash-looping unsealer is not Available"
+    );
+
+    // fsGroup: the kubelet gives the files the pod's group (0400 | 0440 = 0440): it unseals.
+    apply_yaml(
+        c,
+        &STRICT_UNSEALER.replace("$FS_GROUP", "        fsGroup: 1000"),
+    )
+    .await;
+    within("auto-unseal with fsGroup", async {
+        while vault_srv.status().sealed {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let pod = unsealer_pod_in(c, "running").await;
+    let log = within(
+        "logs",
+        pods.logs(
+            &pod.metadata.name.clone().expect("name"),
+            &kube::api::LogParams::default(),
+        ),
+    )
+    .await
+    .expect("logs");
+    assert!(log.contains("vault-unsealer: vault is unsealed"), "{log}");
+    // A later restart is healed too, within the poll period.
+    restart_vault_pod(c).await;
+    within("auto-unseal after a restart", async {
+        while vault_srv.status().sealed {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    p.h.shutdown().await.expect("shutdown");
+}
+
+/// The newest Warning Event about `name` whose message contains `text`.
+async fn wait_event(c: &Client, name: &str, text: &str) -> Event {
+    let events: Api<Event> = Api::namespaced(c.clone(), "default");
+    within(&format!("event on {name}: {text}"), async {
+        loop {
+            let list = events.list(&Default::default()).await.expect("events");
+            if let Some(e) = list.items.into_iter().find(|e| {
+                e.involved_object.name.as_deref() == Some(name)
+                    && e.message.as_deref().unwrap_or("").contains(text)
+            }) {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+}
+
+/// Issue 9: ESO and Vault's TokenReview ran with the sandbox's own rights, so a chart or
+/// kubestrap manifest missing a grant passed. Now ESO requests its login token as its service
+/// account (the chart's ClusterRole grants `create serviceaccounts/token`), and Vault reviews
+/// the login with its own pod token (the chart's `system:auth-delegator` binding).
+#[tokio::test]
+async fn eso_and_vault_act_as_their_service_accounts() {
+    let p = platform(None).await;
+    let c = &p.c;
+    create_eso_role(&p).await;
+    let stores = dynamic(
+        c,
+        "external-secrets.io/v1",
+        "ClusterSecretStore",
+        "clustersecretstores",
+        None,
+    );
+    apply(c, store("granted")).await;
+    wait_ready(&stores, "granted", "Valid").await;
+    let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(c.clone());
+    // Without the chart's `serviceaccounts/token` rule its service account may not request
+    // the login token (every other grant kept, so ESO still sees its stores).
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(c.clone());
+    let chart_role = roles
+        .get("external-secrets-controller")
+        .await
+        .expect("chart role");
+    let without_token: Vec<Value> = serde_json::to_value(&chart_role.rules)
+        .expect("rules")
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|r| r["resources"] != json!(["serviceaccounts/token"]))
+        .cloned()
+        .collect();
+    let set_rules = |rules: Value| {
+        let roles = roles.clone();
+        async move {
+            within(
+                "rules",
+                roles.patch(
+                    "external-secrets-controller",
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"rules": rules})),
+                ),
+            )
+            .await
+            .expect("patch rules");
+        }
+    };
+    set_rules(json!(without_token)).await;
+    apply(c, store("no-eso-rbac")).await;
+    wait_not_ready(
+        &stores,
+        "no-eso-rbac",
+        "InvalidProviderConfig",
+        "unable to create client",
+    )
+    .await;
+    wait_event(
+        c,
+        "no-eso-rbac",
+        r#"cannot request Kubernetes service account token for service account "external-secrets": serviceaccounts "external-secrets" is forbidden: User "system:serviceaccount:external-secrets:external-secrets" cannot create resource "serviceaccounts/token" in API group "" in the namespace "external-secrets""#,
+    )
+    .await;
+    set_rules(serde_json::to_value(&chart_role.rules).expect("rules")).await;
+    wait_ready(&stores, "no-eso-rbac", "Valid").await;
+
+    // Without the chart's auth-delegator binding, Vault's TokenReview is forbidden: the login
+    // is denied.
+    within(
+        "unbind vault",
+        crbs.delete("vault-server-binding", &DeleteParams::default()),
+    )
+    .await
+    .expect("delete");
+    apply(c, store("no-vault-rbac")).await;
+    wait_not_ready(
+        &stores,
+        "no-vault-rbac",
+        "InvalidProviderConfig",
+        "unable to create client",
+    )
+    .await;
+    wait_event(c, "no-vault-rbac", "permission denied").await;
+    p.h.shutdown().await.expect("shutdown");
+}
+
+/// Issue 9: Flux applied whatever a Kustomization held, whoever it named. Now
+/// kustomize-controller applies as its own service account (cluster-admin through Flux's
+/// `cluster-reconciler` binding) or impersonates `spec.serviceAccountName`, which gets only what
+/// RBAC grants it.
+#[tokio::test]
+async fn kustomizations_apply_as_their_service_account() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let repo = tmp.path().join("fleet");
+    write(
+        &repo,
+        "apps/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: limited, namespace: default}\ndata: {a: b}\n",
+    );
+    let mut cfg = SandboxConfig::new(tmp.path().join("sandbox"));
+    cfg.git_repos.insert(REPO.into(), repo);
+    let (h, c) = start(cfg).await;
+    install_flux(&h, &c).await;
+    apply(&c, git_secret("git-creds", "sandbox-token")).await;
+    apply(&c, git_repo("fleet", "git-creds")).await;
+    apply(
+        &c,
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer", "namespace": "flux-system"}}),
+    )
+    .await;
+    let mut ks = kustomization("apps", "./apps", &[]);
+    ks["spec"]["sourceRef"]["name"] = json!("fleet");
+    ks["spec"]["serviceAccountName"] = json!("deployer");
+    apply(&c, ks).await;
+    let kss = dynamic(
+        &c,
+        "kustomize.toolkit.fluxcd.io/v1",
+        "Kustomization",
+        "kustomizations",
+        Some("flux-system"),
+    );
+    wait_not_ready(
+        &kss,
+        "apps",
+        "ReconciliationFailed",
+        r#"ConfigMap/default/limited dry-run failed (Forbidden): configmaps "limited" is forbidden: User "system:serviceaccount:flux-system:deployer" cannot patch resource "configmaps" in API group "" in the namespace "default""#,
+    )
+    .await;
+    apply(
+        &c,
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "deployer-edit", "namespace": "default"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": "flux-system"}]}),
+    )
+    .await;
+    request_reconcile(&kss, "apps", "1").await;
+    wait_ready(&kss, "apps", "ReconciliationSucceeded").await;
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    assert!(cms.get("limited").await.is_ok());
+    h.shutdown().await.expect("shutdown");
+}
+
+/// Issue 9: readiness delays were counted from the start of the creation second
+/// (creationTimestamp has second precision), adding up to a second per delayed object. A pod
+/// created early in a second with `delay.pods=2s` became Ready almost 3 s later.
+#[tokio::test]
+async fn readiness_delay_counts_from_the_creation_instant_not_its_second() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut cfg = SandboxConfig::new(tmp.path().join("sandbox"));
+    cfg.faults = kubestrap_sandbox::FaultSpec::parse("delay.pods=2s").expect("spec");
+    let (h, c) = start(cfg).await;
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
+    // Create early in a wall-clock second, where the old rounding added almost a second.
+    within("early in a second", async {
+        while jiff::Timestamp::now().subsec_millisecond() > 150 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}))
+    .expect("pod");
+    let started = std::time::Instant::now();
+    within("create", pods.create(&Default::default(), &pod))
+        .await
+        .expect("create");
+    within("ready", async {
+        loop {
+            if let Ok(p) = pods.get("p").await
+                && pod_ready(&p)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "not before the delay: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(2700),
+        "counted from the creation instant, not the start of its second: {took:?}"
+    );
     h.shutdown().await.expect("shutdown");
 }

@@ -1,8 +1,11 @@
 //! The sandbox judged by real kubectl, with its defaults (strict validation, protobuf for
-//! typed creates, SPDY-over-WebSocket port-forward). Each test has its own sandbox, its
-//! own KUBECONFIG and its own discovery cache.
+//! typed creates, SPDY-over-WebSocket port-forward), once per kubectl version a 1.33 API
+//! server serves: 1.27 to 1.33 (`kubectl.1.NN` beside the `kubectl` on PATH). Each scenario
+//! is one test per version (`kubectl_1_27::apply_client_side_server_side_and_dry_run`), with its
+//! own sandbox, KUBECONFIG and discovery cache, so versions run in parallel and a failure names
+//! its version.
 //!
-//! Without kubectl these tests print a loud SKIP line and pass, unless
+//! Without a version's binary its tests print a loud SKIP line and pass, unless
 //! `KUBESTRAP_REQUIRE_KUBECTL=1` (CI), which turns a missing kubectl into a failure.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kubestrap_sandbox::{PodBackend, PodStream, Sandbox, SandboxConfig, SandboxHandle};
-use kubestrap_test_support::kubectl_or_skip;
+use kubestrap_test_support::kubectl_version_or_skip;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
@@ -56,6 +59,7 @@ impl Kubectl {
             "kubectl {args:?} failed:\nstdout: {stdout}\nstderr: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        no_degraded_client(args, &String::from_utf8_lossy(&out.stderr));
         stdout
     }
 
@@ -82,6 +86,7 @@ impl Kubectl {
             "kubectl {args:?} failed:\nstdout: {stdout}\nstderr: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        no_degraded_client(args, &String::from_utf8_lossy(&out.stderr));
         stdout
     }
 
@@ -93,6 +98,32 @@ impl Kubectl {
         assert!(!out.status.success(), "kubectl {args:?} should fail");
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
+}
+
+/// A command that succeeded may still have worked around the server: client-go logs when
+/// discovery or OpenAPI failed and kubectl warns when it fell back from the server's schema.
+fn no_degraded_client(args: &[&str], stderr: &str) {
+    for sign in [
+        "error calculating patch from openapi spec",
+        "failed to download openapi",
+        "couldn't get resource list",
+        "couldn't get current server API group list",
+        "memcache.go",
+    ] {
+        assert!(
+            !stderr.contains(sign),
+            "kubectl {args:?} worked around the server ({sign:?}):\n{stderr}"
+        );
+    }
+}
+
+/// The minor version of a `kubectl.1.NN` binary.
+fn minor_of(bin: &Path) -> String {
+    bin.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.rsplit('.').next())
+        .unwrap_or("")
+        .to_string()
 }
 
 async fn sandbox(dir: &Path) -> SandboxHandle {
@@ -137,16 +168,20 @@ spec:
         ports: [{containerPort: 80}]
 "#;
 
-#[tokio::test]
-async fn version_get_describe_api_resources() {
-    let Some(bin) = kubectl_or_skip("version_get_describe_api_resources") else {
-        return;
-    };
+async fn version_get_describe_api_resources(bin: PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let h = sandbox(dir.path()).await;
     let k = Kubectl::new(bin, &h, dir.path());
     let v = k.ok(&["version", "-o", "json"]).await;
     assert!(v.contains("\"gitVersion\": \"v1.33"), "{v}");
+    let client: serde_json::Value = serde_json::from_str(&v).expect("version json");
+    assert_eq!(
+        client["clientVersion"]["minor"]
+            .as_str()
+            .map(|m| m.trim_end_matches('+')),
+        Some(minor_of(&k.bin).as_str()),
+        "the kubectl under test"
+    );
     let ns = k.ok(&["get", "namespaces"]).await;
     for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         assert!(ns.contains(n), "{ns}");
@@ -163,7 +198,7 @@ async fn version_get_describe_api_resources() {
     let can = k
         .ok(&["auth", "can-i", "create", "secrets", "-n", "vault"])
         .await;
-    assert_eq!(can.trim(), "yes", "RBAC is stored, not enforced");
+    assert_eq!(can.trim(), "yes", "the admin kubeconfig is cluster-admin");
     let r = k.ok(&["api-resources"]).await;
     assert!(
         r.contains("deployments") && r.contains("customresourcedefinitions"),
@@ -184,11 +219,7 @@ async fn version_get_describe_api_resources() {
     h.shutdown().await.expect("shutdown");
 }
 
-#[tokio::test]
-async fn create_commands_send_protobuf_and_work() {
-    let Some(bin) = kubectl_or_skip("create_commands_send_protobuf_and_work") else {
-        return;
-    };
+async fn create_commands_send_protobuf_and_work(bin: PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let h = sandbox(dir.path()).await;
     let k = Kubectl::new(bin, &h, dir.path());
@@ -336,11 +367,7 @@ async fn create_commands_send_protobuf_and_work() {
     h.shutdown().await.expect("shutdown");
 }
 
-#[tokio::test]
-async fn apply_client_side_server_side_and_dry_run() {
-    let Some(bin) = kubectl_or_skip("apply_client_side_server_side_and_dry_run") else {
-        return;
-    };
+async fn apply_client_side_server_side_and_dry_run(bin: PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let h = sandbox(dir.path()).await;
     let k = Kubectl::new(bin, &h, dir.path());
@@ -451,11 +478,7 @@ async fn apply_client_side_server_side_and_dry_run() {
     h.shutdown().await.expect("shutdown");
 }
 
-#[tokio::test]
-async fn patch_label_delete_and_watch() {
-    let Some(bin) = kubectl_or_skip("patch_label_delete_and_watch") else {
-        return;
-    };
+async fn patch_label_delete_and_watch(bin: PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let h = sandbox(dir.path()).await;
     let k = Kubectl::new(bin, &h, dir.path());
@@ -599,11 +622,7 @@ async fn patch_label_delete_and_watch() {
     h.shutdown().await.expect("shutdown");
 }
 
-#[tokio::test]
-async fn crd_apply_wait_and_custom_resource() {
-    let Some(bin) = kubectl_or_skip("crd_apply_wait_and_custom_resource") else {
-        return;
-    };
+async fn crd_apply_wait_and_custom_resource(bin: PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let h = sandbox(dir.path()).await;
     let k = Kubectl::new(bin, &h, dir.path());
@@ -717,11 +736,7 @@ impl PodBackend for Echo {
     }
 }
 
-#[tokio::test]
-async fn port_forward_to_a_service() {
-    let Some(bin) = kubectl_or_skip("port_forward_to_a_service") else {
-        return;
-    };
+async fn port_forward_to_a_service(bin: PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let h = sandbox(dir.path()).await;
     h.register_pod_backend("vault", "vault-0", Arc::new(Echo));
@@ -832,12 +847,7 @@ spec:
   url: https://git.sandbox.test/org/fleet
 "#;
 
-#[tokio::test]
-async fn flux_gitrepository_wait_and_port_forward_to_the_real_vault() {
-    let Some(bin) = kubectl_or_skip("flux_gitrepository_wait_and_port_forward_to_the_real_vault")
-    else {
-        return;
-    };
+async fn flux_gitrepository_wait_and_port_forward_to_the_real_vault(bin: PathBuf) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = dir.path().join("fleet");
@@ -951,3 +961,170 @@ async fn flux_gitrepository_wait_and_port_forward_to_the_real_vault() {
     child.kill().await.expect("stop port-forward");
     h.shutdown().await.expect("shutdown");
 }
+
+/// RBAC as kubectl meets it: `auth can-i` (also `--as` a service account), a service-account
+/// token refused with the apiserver's Forbidden message, then allowed after a RoleBinding.
+async fn rbac_can_i_forbidden_then_role_binding(bin: PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = sandbox(dir.path()).await;
+    let k = Kubectl::new(bin, &h, dir.path());
+    k.ok(&["create", "namespace", "team"]).await;
+    k.ok(&["-n", "team", "create", "serviceaccount", "bot"])
+        .await;
+    let sa = "system:serviceaccount:team:bot";
+    let as_sa = format!("--as={sa}");
+    assert_eq!(
+        k.ok(&["auth", "can-i", "get", "secrets", "-n", "team"])
+            .await
+            .trim(),
+        "yes"
+    );
+    let mut no = k.command(&["auth", "can-i", "get", "secrets", "-n", "team", &as_sa]);
+    let out = tokio::time::timeout(T, no.output())
+        .await
+        .expect("can-i in time")
+        .expect("can-i runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+    assert_eq!(out.status.code(), Some(1), "can-i exits 1 for no");
+    let token = k
+        .ok(&["-n", "team", "create", "token", "bot"])
+        .await
+        .trim()
+        .to_string();
+    let with_token = format!("--token={token}");
+    let err = k
+        .fails(&["-n", "team", "get", "secrets", &with_token])
+        .await;
+    assert!(
+        err.contains(&format!(
+            "Error from server (Forbidden): secrets is forbidden: User \"{sa}\" cannot list resource \"secrets\" in API group \"\" in the namespace \"team\""
+        )),
+        "{err}"
+    );
+    k.ok(&[
+        "-n",
+        "team",
+        "create",
+        "rolebinding",
+        "bot-edit",
+        "--clusterrole=edit",
+        "--serviceaccount=team:bot",
+    ])
+    .await;
+    k.ok(&["-n", "team", "get", "secrets", &with_token]).await;
+    assert_eq!(
+        k.ok(&["auth", "can-i", "get", "secrets", "-n", "team", &as_sa])
+            .await
+            .trim(),
+        "yes"
+    );
+    assert_eq!(
+        k.ok(&[
+            "auth",
+            "can-i",
+            "create",
+            "pods/portforward",
+            "-n",
+            "team",
+            &as_sa
+        ])
+        .await
+        .trim(),
+        "yes"
+    );
+    // `can-i --list` (a SelfSubjectRulesReview, sent as protobuf) shows the bound rules.
+    let list = k
+        .ok(&["auth", "can-i", "--list", "-n", "team", &as_sa])
+        .await;
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("secrets ") && l.contains("get") && l.contains("create")),
+        "{list}"
+    );
+    // The RoleBinding grants nothing elsewhere, and edit grants no RBAC writes.
+    for args in [
+        vec![
+            "auth",
+            "can-i",
+            "get",
+            "secrets",
+            "-n",
+            "default",
+            as_sa.as_str(),
+        ],
+        vec![
+            "auth",
+            "can-i",
+            "create",
+            "roles",
+            "-n",
+            "team",
+            as_sa.as_str(),
+        ],
+    ] {
+        let out = tokio::time::timeout(T, k.command(&args).output())
+            .await
+            .expect("can-i in time")
+            .expect("can-i runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "no",
+            "{args:?}"
+        );
+    }
+    let err = k.fails(&["get", "namespaces", &with_token]).await;
+    assert!(
+        err.contains(&format!("User \"{sa}\" cannot list resource \"namespaces\" in API group \"\" at the cluster scope")),
+        "{err}"
+    );
+    h.shutdown().await.expect("shutdown");
+}
+
+/// Runs `scenario` with kubectl 1.`minor`, or prints a loud SKIP when that binary is missing.
+async fn with_kubectl<F: std::future::Future<Output = ()>>(
+    minor: u32,
+    test: &str,
+    scenario: impl FnOnce(PathBuf) -> F,
+) {
+    if let Some(bin) = kubectl_version_or_skip(minor, test) {
+        scenario(bin).await;
+    }
+}
+
+/// One test per scenario for kubectl 1.`$minor`.
+macro_rules! scenarios {
+    ($minor:literal; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                super::with_kubectl($minor, stringify!($name), super::$name).await;
+            }
+        )*
+    };
+}
+
+/// The whole suite for one kubectl version.
+macro_rules! kubectl_version {
+    ($module:ident, $minor:literal) => {
+        mod $module {
+            scenarios!($minor;
+                version_get_describe_api_resources,
+                create_commands_send_protobuf_and_work,
+                apply_client_side_server_side_and_dry_run,
+                patch_label_delete_and_watch,
+                crd_apply_wait_and_custom_resource,
+                port_forward_to_a_service,
+                flux_gitrepository_wait_and_port_forward_to_the_real_vault,
+                rbac_can_i_forbidden_then_role_binding,
+            );
+        }
+    };
+}
+
+kubectl_version!(kubectl_1_27, 27);
+kubectl_version!(kubectl_1_28, 28);
+kubectl_version!(kubectl_1_29, 29);
+kubectl_version!(kubectl_1_30, 30);
+kubectl_version!(kubectl_1_31, 31);
+kubectl_version!(kubectl_1_32, 32);
+kubectl_version!(kubectl_1_33, 33);

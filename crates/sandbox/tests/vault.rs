@@ -1065,3 +1065,58 @@ async fn wire_shapes_match_vault() {
     let (status, _, _) = send("PUT", "/v1/secret/data/x", Some(json!("text"))).await;
     assert_eq!(status, 400);
 }
+
+/// Issue 9: reading a KV v2 mount with a v1-style path (`secret/foo`) answered 400; Vault's
+/// `pathInvalid` answers 404 with a warning naming the `vault kv` subcommand and no `errors`.
+#[tokio::test]
+async fn kv2_v1_style_path_is_404_with_a_warning_not_400() {
+    let vault = start().await;
+    let (root, _) = vault.ready().await;
+    let client = vault.client(&root);
+    t(vaultrs::sys::mount::enable(
+        &client, "secret", "kv-v2", None,
+    ))
+    .await
+    .unwrap();
+    t(vaultrs::kv2::set(
+        &client,
+        "secret",
+        "foo",
+        &json!({"k": "v"}),
+    ))
+    .await
+    .unwrap();
+    for (method, sub) in [("GET", "get"), ("PUT", "put"), ("DELETE", "delete")] {
+        let (code, body) = vault.raw(method, "/v1/secret/foo", Some(&root)).await;
+        assert_eq!(code, 404, "{method}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert!(body.get("errors").is_none(), "{body}");
+        assert!(body["data"].is_null());
+        assert_eq!(
+            body["warnings"],
+            json!([format!(
+                "Invalid path for a versioned K/V secrets engine. See the API docs for the appropriate API endpoints to use. If using the Vault CLI, use 'vault kv {sub}' for this operation."
+            )])
+        );
+    }
+}
+
+/// Issue 9: `PUT sys/seal` on a sealed Vault answered 503; Vault's `SealWithRequest` returns
+/// early on a sealed core, so it answers 204, with or without a token.
+#[tokio::test]
+async fn sealing_a_sealed_vault_is_204_not_503() {
+    let vault = start().await;
+    let (root, _) = vault.ready().await;
+    t(vaultrs::sys::seal(&vault.client(&root))).await.unwrap();
+    assert!(vault.server.status().sealed);
+    let (code, body) = vault.raw("PUT", "/v1/sys/seal", Some(&root)).await;
+    assert_eq!((code, body.as_str()), (204, ""));
+    let (code, body) = vault.raw("PUT", "/v1/sys/seal", None).await;
+    assert_eq!((code, body.as_str()), (204, ""));
+    t(vaultrs::sys::seal(&vault.client(&root)))
+        .await
+        .expect("vaultrs sys::seal on a sealed Vault is Ok, as against a real one");
+    // Not a seal: still 405 for other methods.
+    let (code, _) = vault.raw("GET", "/v1/sys/seal", None).await;
+    assert_ne!(code, 204);
+}

@@ -72,12 +72,6 @@ const KNOWN: &[Known] = &[
     known("k8s_role_read", "/data/policies", "Vault's deprecated role field, removed from OpenBao"),
     known("k8s_role_read", "/data/ttl", "Vault's deprecated role field, removed from OpenBao"),
     known("k8s_role_read", "/data/token_strictly_bind_ip", "OpenBao-only token field"),
-    // --- Emulator bugs being fixed by another engineer (issue 10 hand-off): delete these four
-    // entries with the fix; the test then fails until they are gone.
-    known("seal_when_sealed", "status", "emulator bug: PUT sys/seal on a sealed Vault must answer 204"),
-    known("seal_when_sealed", "/", "emulator bug: PUT sys/seal on a sealed Vault must answer 204 (no body)"),
-    known("kv_v1_path_on_v2", "status", "emulator bug: a v1-style path on a KV v2 mount must answer 404"),
-    known("kv_v1_path_on_v2", "*", "emulator bug: the v1-style path's 404 envelope (data: null, warnings)"),
 ];
 
 /// One request of the script.
@@ -225,6 +219,12 @@ async fn target(label: &'static str, vault_server: Option<PathBuf>) -> Target {
     )
     .await;
     apply(&c, json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader", "namespace": "apps"}})).await;
+    // Both review logins with the login JWT (`disable_local_ca_jwt`, as a server outside a pod
+    // does), so the account needs `create tokenreviews`.
+    apply(&c, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "reader-tokenreview"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": "apps"}]})).await;
     let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), "apps");
     let jwt = within(
         "token",
@@ -379,6 +379,7 @@ async fn the_emulator_answers_like_openbao() {
     let mut unexpected = Vec::new();
     let mut seen = vec![false; KNOWN.len()];
     let mut table = String::new();
+    let mut codes = std::collections::BTreeMap::new();
     for s in SCRIPT {
         if s.name == "health_active" {
             vault_wait_active(&emu.addr).await;
@@ -394,6 +395,7 @@ async fn the_emulator_answers_like_openbao() {
             "{:<28} {:<7} {:<44} {ec} {bc}\n",
             s.name, s.method, s.path
         ));
+        codes.insert(s.name, (ec, bc));
         let mut found = Vec::new();
         if ec != bc {
             found.push(("status".to_string(), format!("{ec} vs {bc}")));
@@ -407,6 +409,20 @@ async fn the_emulator_answers_like_openbao() {
         }
     }
     eprintln!("step / method / path / emulator status / OpenBao status\n{table}");
+    // The script did what it means to on both (equal codes alone could be equal failures).
+    for (step, want) in [
+        ("init", 200),
+        ("unseal_last", 200),
+        ("health_active", 200),
+        ("kv_write", 200),
+        ("k8s_login", 200),
+        ("lookup_self", 200),
+        ("read_allowed", 200),
+        ("read_denied", 403),
+        ("health_resealed", 503),
+    ] {
+        assert_eq!(codes[step], (want, want), "{step}\n{table}");
+    }
     let stale: Vec<String> = KNOWN
         .iter()
         .zip(&seen)

@@ -1,12 +1,14 @@
 //! A real OpenBao server as the Vault pod's process (`SandboxConfig::vault_server`): its
 //! kubernetes auth reviews logins with the sandbox API's TokenReview, reached as
 //! `https://kubernetes.default.svc` through the sandbox's proxy, with TLS checked against the
-//! configured CA. Skips loudly without a server binary (`KUBESTRAP_VAULT_SERVER`).
+//! configured CA and the review's bearer (the login JWT) authenticated and authorised (RBAC) as
+//! a real API server would. Skips loudly without a server binary (`KUBESTRAP_VAULT_SERVER`).
 
 use std::path::PathBuf;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use kubestrap_sandbox::{SandboxConfig, SandboxHandle};
@@ -88,6 +90,14 @@ async fn login(admin_addr: &str, role: &str, jwt: &str) -> Result<String, u16> {
     }
 }
 
+/// `system:auth-delegator` for `apps/reader` (create TokenReviews and SubjectAccessReviews).
+fn review_binding() -> serde_json::Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "reader-tokenreview"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": "apps"}]})
+}
+
 async fn configure(admin: &VaultClient, host: &str, ca: &str) {
     within(
         "configure",
@@ -156,6 +166,10 @@ async fn kubernetes_auth_reviews_logins_with_the_sandbox_api_through_the_proxy()
         .expect("role");
     }
 
+    // The server has no pod token, so each review's bearer is the login JWT itself: the
+    // account needs `create tokenreviews`, as kubestrap grants ESO's (system:auth-delegator).
+    apply(&c, review_binding()).await;
+
     // TLS through the tunnel is checked against the configured CA. (First, before any login:
     // OpenBao keeps pooled connections across a CA change.)
     let api_token = token(&c, "apps", "reader", &[]).await;
@@ -179,6 +193,24 @@ async fn kubernetes_auth_reviews_logins_with_the_sandbox_api_through_the_proxy()
     .await
     .expect("lookup");
     assert_eq!(me.meta.expect("meta")["service_account_name"], "reader");
+
+    // The review is an API request like any other: without the grant it is forbidden.
+    let crbs: Api<ClusterRoleBinding> = Api::all(c.clone());
+    within(
+        "unbind",
+        crbs.delete("reader-tokenreview", &DeleteParams::default()),
+    )
+    .await
+    .expect("delete binding");
+    assert_eq!(
+        login(&addr, "plain", &api_token).await,
+        Err(403),
+        "no grant"
+    );
+    apply(&c, review_binding()).await;
+    login(&addr, "plain", &api_token)
+        .await
+        .expect("granted again");
     assert_eq!(
         login(&addr, "bound", &api_token).await,
         Err(403),

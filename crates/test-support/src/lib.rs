@@ -18,7 +18,7 @@ mod vault_server;
 mod wait;
 
 pub use bootstrap::{Bootstrap, Options, RUN_LIMIT, STEPS};
-pub use kubectl::{find_kubectl, kubectl_or_skip};
+pub use kubectl::{find_kubectl, find_kubectl_version, kubectl_or_skip, kubectl_version_or_skip};
 pub use kubestrap::{MINIMAL, run, workspace_root, write_playbook};
 pub use process::{Lines, events, finished, runtime, text, wait_with_timeout};
 pub use sandbox::{

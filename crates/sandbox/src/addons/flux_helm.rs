@@ -13,9 +13,10 @@ use serde_json::json;
 use sha2::Digest;
 
 use super::charts::{Chart, HELM_CONTROLLER};
-use super::flux_source::{HELMREPOS, flux_running};
+use super::flux_source::{HELMREPOS, flux_access_denied, flux_actor, flux_identity, flux_running};
 use super::kit::{self, Backoff, Cond};
 use crate::controllers::{Action, Controller};
+use crate::rbac::UserInfo;
 use crate::server::Shared;
 use crate::store::{ObjectKey, StoreEvent};
 
@@ -52,7 +53,13 @@ impl HelmController {
         if !flux_running(shared, HELM_CONTROLLER) {
             return Action::RequeueAfter(Duration::from_secs(1));
         }
-        if let Some(d) = kit::delay_remaining(shared, "flux", kit::meta(&o, "creationTimestamp")) {
+        let own = flux_identity(shared, HELM_CONTROLLER);
+        if let Some(why) = flux_access_denied(shared, own.as_ref(), &rt, &key.namespace, &key.name)
+        {
+            tracing::warn!(error = %why, "helm-controller cannot reconcile helmreleases");
+            return Action::RequeueAfter(Duration::from_secs(5));
+        }
+        if let Some(d) = kit::delay_remaining(shared, "flux", &o) {
             return Action::RequeueAfter(d);
         }
         let ns = key.namespace.as_str();
@@ -177,10 +184,17 @@ impl HelmController {
             .and_then(|h| h["version"].as_i64())
             .unwrap_or(0);
         if needs_apply {
+            let actor = match flux_actor(shared, HELM_CONTROLLER, &o) {
+                Ok(a) => a,
+                Err(msg) => {
+                    fail(failed_reason, &fail_msg(&msg));
+                    return Action::RequeueAfter(self.backoff.failed(key, Duration::from_secs(30)));
+                }
+            };
             if kit::get(shared, "/namespaces", "", &rel.target_ns).is_none() {
                 if o["spec"]["install"]["createNamespace"] == true {
                     let ns_doc = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": rel.target_ns}});
-                    if let Err(e) = kit::apply_all(shared, &[ns_doc], NAME, "") {
+                    if let Err(e) = kit::apply_all_as(shared, actor.as_ref(), &[ns_doc], NAME, "") {
                         fail(failed_reason, &fail_msg(&e.to_string()));
                         return Action::RequeueAfter(
                             self.backoff.failed(key, Duration::from_secs(30)),
@@ -204,12 +218,12 @@ impl HelmController {
                     return Action::RequeueAfter(self.backoff.failed(key, Duration::from_secs(30)));
                 }
             };
-            if let Err(e) = kit::apply_all(shared, &docs, NAME, &rel.target_ns) {
+            if let Err(e) = kit::apply_all_as(shared, actor.as_ref(), &docs, NAME, &rel.target_ns) {
                 fail(failed_reason, &fail_msg(&e.to_string()));
                 return Action::RequeueAfter(self.backoff.failed(key, Duration::from_secs(30)));
             }
             version_n += 1;
-            self.release_secret(shared, &rel, version_n);
+            self.release_secret(shared, actor.as_ref(), &rel, version_n);
             let now = kit::now();
             let first = current
                 .as_ref()
@@ -317,7 +331,7 @@ impl HelmController {
     }
 
     /// Helm's release record (`sh.helm.release.v1.<name>.v<N>`), without chart contents.
-    fn release_secret(&self, shared: &Shared, rel: &Release, n: i64) {
+    fn release_secret(&self, shared: &Shared, actor: Option<&UserInfo>, rel: &Release, n: i64) {
         let record = json!({"name": rel.name, "namespace": rel.target_ns, "version": n,
             "chart": {"metadata": {"name": rel.chart, "version": rel.version}}, "info": {"status": "deployed"}});
         let doc = json!({
@@ -328,7 +342,7 @@ impl HelmController {
             },
             "data": {"release": base64::engine::general_purpose::STANDARD.encode(record.to_string())},
         });
-        if let Err(e) = kit::apply_all(shared, &[doc], NAME, &rel.target_ns) {
+        if let Err(e) = kit::apply_all_as(shared, actor, &[doc], NAME, &rel.target_ns) {
             tracing::warn!(error = %e, "cannot record the helm release secret");
         }
     }

@@ -12,11 +12,12 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::charts::KUSTOMIZE_CONTROLLER;
-use super::flux_source::{GITREPOS, flux_running};
+use super::flux_source::{GITREPOS, flux_access_denied, flux_actor, flux_identity, flux_running};
 use super::git::GitHost;
 use super::kit::{self, Backoff, Cond};
 use crate::cluster::WriteOpts;
 use crate::controllers::{Action, Controller};
+use crate::rbac::UserInfo;
 use crate::server::Shared;
 use crate::store::{ObjectKey, StoreEvent};
 
@@ -140,7 +141,12 @@ impl KustomizeController {
         None
     }
 
-    fn prune(shared: &Shared, old: &Value, keep: &BTreeSet<String>) -> Result<(), String> {
+    fn prune(
+        shared: &Shared,
+        user: Option<&UserInfo>,
+        old: &Value,
+        keep: &BTreeSet<String>,
+    ) -> Result<(), String> {
         let opts = WriteOpts::controller(NAME);
         for e in old["entries"].as_array().cloned().unwrap_or_default() {
             let id = e["id"].as_str().unwrap_or("");
@@ -160,6 +166,8 @@ impl KustomizeController {
             let Some(rt) = shared.cluster.registry.by_kind(&av, kind) else {
                 continue;
             };
+            kit::allowed(shared, user, "delete", &rt.group, &rt.plural, "", ns, name)
+                .map_err(|e| format!("{kind}/{ns}/{name} prune failed: {}", e.message))?;
             match shared.cluster.delete(&rt, ns, name, &Value::Null, &opts) {
                 Ok(_) => tracing::info!(%id, "pruned"),
                 Err(e) if e.code == 404 => {}
@@ -183,7 +191,13 @@ impl KustomizeController {
         if !flux_running(shared, KUSTOMIZE_CONTROLLER) {
             return Action::RequeueAfter(Duration::from_secs(1));
         }
-        if let Some(d) = kit::delay_remaining(shared, "flux", kit::meta(&o, "creationTimestamp")) {
+        let own = flux_identity(shared, KUSTOMIZE_CONTROLLER);
+        if let Some(why) = flux_access_denied(shared, own.as_ref(), &rt, &key.namespace, &key.name)
+        {
+            tracing::warn!(error = %why, "kustomize-controller cannot reconcile kustomizations");
+            return Action::RequeueAfter(Duration::from_secs(5));
+        }
+        if let Some(d) = kit::delay_remaining(shared, "flux", &o) {
             return Action::RequeueAfter(d);
         }
         let ns = key.namespace.as_str();
@@ -308,7 +322,14 @@ impl KustomizeController {
                 d["metadata"]["namespace"] = json!(target_ns);
             }
         }
-        let applied = match kit::apply_all(shared, &docs, NAME, "default") {
+        let actor = match flux_actor(shared, KUSTOMIZE_CONTROLLER, &o) {
+            Ok(a) => a,
+            Err(msg) => {
+                fail("ReconciliationFailed", &msg, Some(&revision));
+                return Action::RequeueAfter(self.backoff.failed(key, retry));
+            }
+        };
+        let applied = match kit::apply_all_as(shared, actor.as_ref(), &docs, NAME, "default") {
             Ok(a) => a,
             Err(e) => {
                 fail("ReconciliationFailed", &e.to_string(), Some(&revision));
@@ -321,7 +342,7 @@ impl KustomizeController {
             .collect();
         let keep: BTreeSet<String> = applied.iter().map(kit::Applied::id).collect();
         if o["spec"]["prune"] == true
-            && let Err(msg) = Self::prune(shared, &o["status"]["inventory"], &keep)
+            && let Err(msg) = Self::prune(shared, actor.as_ref(), &o["status"]["inventory"], &keep)
         {
             fail("PruneFailed", &msg, Some(&revision));
             return Action::RequeueAfter(self.backoff.failed(key, retry));

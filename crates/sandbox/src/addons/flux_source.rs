@@ -15,6 +15,7 @@ use super::charts::SOURCE_CONTROLLER;
 use super::git::{GitError, GitHost};
 use super::kit::{self, Backoff, Cond};
 use crate::controllers::{Action, Controller};
+use crate::rbac::UserInfo;
 use crate::server::Shared;
 use crate::store::{ObjectKey, StoreEvent};
 
@@ -48,6 +49,69 @@ pub fn flux_running(shared: &Shared, name: &str) -> bool {
     kit::deployment_available(shared, FLUX_NS, name)
 }
 
+/// Who the Flux controller `name` acts as: the service account of its Deployment's pods
+/// (the install manifest binds them to `crd-controller`, kustomize and helm to `cluster-admin`).
+pub fn flux_identity(shared: &Shared, name: &str) -> Option<UserInfo> {
+    kit::get(shared, "apps/deployments", FLUX_NS, name)
+        .and_then(|d| kit::workload_identity(shared, &d))
+}
+
+/// Who the controller applies an object's manifests as: its own identity, or the account named
+/// by `spec.serviceAccountName` in the object's namespace, which the controller impersonates
+/// (so it needs `impersonate` on that account).
+///
+/// # Errors
+/// The Forbidden message of the impersonation.
+pub fn flux_actor(
+    shared: &Shared,
+    controller: &str,
+    o: &Value,
+) -> Result<Option<UserInfo>, String> {
+    let own = flux_identity(shared, controller);
+    let Some(sa) = o["spec"]["serviceAccountName"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(own);
+    };
+    let ns = kit::meta(o, "namespace");
+    kit::allowed(
+        shared,
+        own.as_ref(),
+        "impersonate",
+        "",
+        "serviceaccounts",
+        "",
+        ns,
+        sa,
+    )
+    .map_err(|e| e.message)?;
+    let uid = kit::get(shared, "/serviceaccounts", ns, sa)
+        .map_or(String::new(), |a| kit::meta(&a, "uid").to_string());
+    Ok(Some(UserInfo::service_account(ns, sa, &uid)))
+}
+
+/// Why the Flux controller acting as `user` cannot reconcile `rt` objects (its informer lists
+/// and watches every namespace; it patches their status), or `None`.
+pub fn flux_access_denied(
+    shared: &Shared,
+    user: Option<&UserInfo>,
+    rt: &crate::resources::ResourceType,
+    ns: &str,
+    name: &str,
+) -> Option<String> {
+    let checks = [
+        ("list", "", "", ""),
+        ("watch", "", "", ""),
+        ("patch", "status", ns, name),
+    ];
+    checks.iter().find_map(|(verb, sub, ns, name)| {
+        kit::allowed(shared, user, verb, &rt.group, &rt.plural, sub, ns, name)
+            .err()
+            .map(|e| e.message)
+    })
+}
+
 fn interval(o: &Value, default: Duration) -> Duration {
     o["spec"]["interval"]
         .as_str()
@@ -59,10 +123,21 @@ fn interval(o: &Value, default: Duration) -> Duration {
 /// `(reason, message)` of a failed fetch.
 type Failure = (&'static str, String);
 
-fn credentials(shared: &Shared, ns: &str, o: &Value) -> Result<Option<String>, Failure> {
+fn credentials(
+    shared: &Shared,
+    user: Option<&UserInfo>,
+    ns: &str,
+    o: &Value,
+) -> Result<Option<String>, Failure> {
     let Some(secret_name) = o["spec"]["secretRef"]["name"].as_str() else {
         return Ok(None);
     };
+    if let Err(e) = kit::allowed(shared, user, "get", "", "secrets", "", ns, secret_name) {
+        return Err((
+            "AuthenticationFailed",
+            format!("failed to get secret '{ns}/{secret_name}': {}", e.message),
+        ));
+    }
     let Some(secret) = kit::get(shared, "/secrets", ns, secret_name) else {
         return Err((
             "AuthenticationFailed",
@@ -104,7 +179,13 @@ impl SourceController {
         if !flux_running(shared, SOURCE_CONTROLLER) {
             return Action::RequeueAfter(Duration::from_secs(1));
         }
-        if let Some(d) = kit::delay_remaining(shared, "flux", kit::meta(&o, "creationTimestamp")) {
+        let user = flux_identity(shared, SOURCE_CONTROLLER);
+        if let Some(why) = flux_access_denied(shared, user.as_ref(), &rt, &key.namespace, &key.name)
+        {
+            tracing::warn!(error = %why, "source-controller cannot reconcile gitrepositories");
+            return Action::RequeueAfter(Duration::from_secs(5));
+        }
+        if let Some(d) = kit::delay_remaining(shared, "flux", &o) {
             return Action::RequeueAfter(d);
         }
         let every = interval(&o, Duration::from_secs(60));
@@ -127,7 +208,7 @@ impl SourceController {
             )),
             None => Ok(()),
         }
-        .and_then(|()| credentials(shared, &key.namespace, &o))
+        .and_then(|()| credentials(shared, user.as_ref(), &key.namespace, &o))
         .and_then(|pw| {
             self.git.fetch(&url, &branch, pw.as_deref()).map_err(|e| {
                 let reason = match e {
@@ -239,7 +320,13 @@ impl SourceController {
         if !flux_running(shared, SOURCE_CONTROLLER) {
             return Action::RequeueAfter(Duration::from_secs(1));
         }
-        if let Some(d) = kit::delay_remaining(shared, "flux", kit::meta(&o, "creationTimestamp")) {
+        let user = flux_identity(shared, SOURCE_CONTROLLER);
+        if let Some(why) = flux_access_denied(shared, user.as_ref(), &rt, &key.namespace, &key.name)
+        {
+            tracing::warn!(error = %why, "source-controller cannot reconcile helmrepositories");
+            return Action::RequeueAfter(Duration::from_secs(5));
+        }
+        if let Some(d) = kit::delay_remaining(shared, "flux", &o) {
             return Action::RequeueAfter(d);
         }
         let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::WriteOpts;
 use crate::patch::PatchType;
+use crate::rbac::{self, UserInfo};
 use crate::resources::ResourceType;
 use crate::server::Shared;
 use crate::store::ObjectKey;
@@ -160,6 +161,18 @@ pub enum ApplyError {
         /// Name.
         name: String,
     },
+    /// The applier's identity may not write the object (Flux's dry-run message).
+    #[error("{kind}/{namespace}{name} dry-run failed (Forbidden): {message}")]
+    Forbidden {
+        /// Kind.
+        kind: String,
+        /// `ns/` or empty.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The API's Status message.
+        message: String,
+    },
     /// The API refused the object.
     #[error("{kind}/{namespace}{name} apply failed: {message}")]
     Rejected {
@@ -263,11 +276,27 @@ fn ns_prefix(o: &Value, default_ns: &str) -> String {
 /// Server-side-applies `docs` with `manager` (forcing ownership, as controllers do), in
 /// stages (CRDs and Namespaces first, so later documents can use them). Every type is
 /// checked before a stage writes anything, so an unknown kind applies nothing of its stage.
+/// Installers that run with cluster-admin rights (`--preinstall`) use this.
 ///
 /// # Errors
 /// Unknown kinds and API rejections.
 pub fn apply_all(
     shared: &Shared,
+    docs: &[Value],
+    manager: &str,
+    default_ns: &str,
+) -> Result<Vec<Applied>, ApplyError> {
+    apply_all_as(shared, Some(&UserInfo::admin()), docs, manager, default_ns)
+}
+
+/// [`apply_all`] as `user` (a controller's service account): each object needs `patch`, and
+/// `create` when it does not exist yet, as a server-side apply through the API would.
+///
+/// # Errors
+/// Unknown kinds, denied writes ([`ApplyError::Forbidden`]) and API rejections.
+pub fn apply_all_as(
+    shared: &Shared,
+    user: Option<&UserInfo>,
     docs: &[Value],
     manager: &str,
     default_ns: &str,
@@ -295,17 +324,44 @@ pub fn apply_all(
                 String::new()
             };
             let name = meta(d, "name").to_string();
+            let prefix = if ns.is_empty() {
+                ns.clone()
+            } else {
+                format!("{ns}/")
+            };
+            let exists = shared.cluster.get(&rt, &ns, &name).is_ok();
+            let verbs: &[&str] = if exists {
+                &["patch"]
+            } else {
+                &["patch", "create"]
+            };
+            for verb in verbs {
+                allowed(shared, user, verb, &rt.group, &rt.plural, "", &ns, &name).map_err(
+                    |e| ApplyError::Forbidden {
+                        kind: rt.kind.clone(),
+                        namespace: prefix.clone(),
+                        name: name.clone(),
+                        message: e.message.clone(),
+                    },
+                )?;
+            }
+            if let Some(user) = user {
+                rbac::escalation::check(&shared.cluster.store, user, &rt, &body).map_err(|e| {
+                    ApplyError::Forbidden {
+                        kind: rt.kind.clone(),
+                        namespace: prefix.clone(),
+                        name: name.clone(),
+                        message: e.message.clone(),
+                    }
+                })?;
+            }
             let bytes = serde_json::to_vec(&body).unwrap_or_default();
             shared
                 .cluster
                 .patch(&rt, &ns, &name, PatchType::Apply, &bytes, false, &opts)
                 .map_err(|e| ApplyError::Rejected {
                     kind: rt.kind.clone(),
-                    namespace: if ns.is_empty() {
-                        ns.clone()
-                    } else {
-                        format!("{ns}/")
-                    },
+                    namespace: prefix.clone(),
                     name: name.clone(),
                     message: e.message.clone(),
                 })?;
@@ -435,20 +491,87 @@ impl Backoff {
 }
 
 /// Remaining readiness delay of `component` (fault `delay.<component>`, scaled by
-/// `delay_scale`) for an object created at `creation` (RFC 3339); `None` once due. Capped at
-/// one second so that a fault spec replaced at run time takes effect promptly.
-pub fn delay_remaining(shared: &Shared, component: &str, creation: &str) -> Option<Duration> {
+/// `delay_scale`) for `obj`, counted from the instant it was created; `None` once due. Capped
+/// at one second so that a fault spec replaced at run time takes effect promptly.
+pub fn delay_remaining(shared: &Shared, component: &str, obj: &Value) -> Option<Duration> {
     let delay = shared.faults.delay(component);
     if delay.is_zero() {
         return None;
     }
-    let created = creation
-        .parse::<jiff::Timestamp>()
-        .map_or(0, |t| t.as_millisecond());
-    // creationTimestamp has second precision: count from the end of that second.
-    let due = created + 1000 + delay.as_millis() as i64;
+    let created = shared.cluster.store.created_ms(obj).unwrap_or(0);
+    let due = created + delay.as_millis() as i64;
     let now = jiff::Timestamp::now().as_millisecond();
-    (now < due).then(|| Duration::from_millis((due - now).clamp(10, 1000) as u64))
+    (now < due).then(|| Duration::from_millis((due - now).clamp(1, 1000) as u64))
+}
+
+/// The service account a pod spec's processes authenticate as with their mounted token
+/// (`serviceAccountName`, default `default`), or `None` when no token is mounted
+/// (`automountServiceAccountToken: false` on the pod, or on the account when the pod is silent).
+pub fn token_identity(shared: &Shared, namespace: &str, pod_spec: &Value) -> Option<UserInfo> {
+    let name = pod_spec["serviceAccountName"]
+        .as_str()
+        .or_else(|| pod_spec["serviceAccount"].as_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default");
+    let sa = get(shared, "/serviceaccounts", namespace, name);
+    let automount = pod_spec["automountServiceAccountToken"]
+        .as_bool()
+        .or_else(|| {
+            sa.as_ref()
+                .and_then(|a| a["automountServiceAccountToken"].as_bool())
+        })
+        .unwrap_or(true);
+    automount.then(|| {
+        UserInfo::service_account(namespace, name, sa.as_ref().map_or("", |a| meta(a, "uid")))
+    })
+}
+
+/// [`token_identity`] of a pod.
+pub fn pod_token_identity(shared: &Shared, pod: &Value) -> Option<UserInfo> {
+    token_identity(shared, meta(pod, "namespace"), &pod["spec"])
+}
+
+/// [`token_identity`] of a workload's pods (its pod template).
+pub fn workload_identity(shared: &Shared, workload: &Value) -> Option<UserInfo> {
+    token_identity(
+        shared,
+        meta(workload, "namespace"),
+        &workload["spec"]["template"]["spec"],
+    )
+}
+
+/// Authorizes a request of a simulated workload acting as `user` (`None`: no token, so every
+/// request is unauthenticated and refused, as a real API server would with a 401).
+///
+/// # Errors
+/// 403 Forbidden (or 401) as the API server would answer.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the resource attributes of one request"
+)]
+pub fn allowed(
+    shared: &Shared,
+    user: Option<&UserInfo>,
+    verb: &str,
+    group: &str,
+    resource: &str,
+    subresource: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<(), crate::status::ApiError> {
+    let Some(user) = user else {
+        return Err(crate::status::ApiError::unauthorized());
+    };
+    rbac::check_resource(
+        &shared.cluster.store,
+        user,
+        verb,
+        group,
+        resource,
+        subresource,
+        namespace,
+        name,
+    )
 }
 
 /// Whether a Deployment named `name` in `ns` reports all its replicas available.

@@ -18,10 +18,11 @@ use serde_json::{Value, json};
 
 use super::kit;
 use crate::portforward::{PodBackend, PodStream};
-use crate::server::{Caller, Shared};
+use crate::rbac::{self, UserInfo};
+use crate::server::Shared;
 use crate::store::ObjectKey;
 use crate::tokens;
-use crate::vault::{ReviewError, ReviewedAccount, TokenReviewer};
+use crate::vault::{ReviewError, ReviewedAccount, ReviewerJwt, TokenReviewer};
 use crate::vault_pod::{VaultPod, call_over};
 
 /// The port Vault listens on inside its pod.
@@ -73,11 +74,69 @@ impl ClusterReviewer {
     }
 }
 
+/// What the apiserver answers a TokenReview whose bearer does not authenticate, as Vault's
+/// kubernetes auth plugin reports it.
+const REVIEWER_UNAUTHORIZED: &str = "lookup failed: service account unauthorized; this could mean it has been deleted or recreated with a new token";
+
+/// The identity of the pod Vault runs in, as its mounted service-account token proves it:
+/// `None` when no Vault pod runs or its token is not mounted (`automountServiceAccountToken:
+/// false`), so Vault has no local token to review with.
+fn vault_pod_identity(shared: &Shared) -> Option<Option<UserInfo>> {
+    let pod = kit::list(shared, "/pods", None).into_iter().find(|p| {
+        p["metadata"]["labels"]["app.kubernetes.io/name"] == "vault"
+            && p["status"]["phase"] == "Running"
+            && p["metadata"]["deletionTimestamp"].is_null()
+            && shared
+                .backends
+                .find(kit::meta(p, "namespace"), kit::meta(p, "name"))
+                .is_some()
+    })?;
+    Some(kit::pod_token_identity(shared, &pod))
+}
+
+impl ClusterReviewer {
+    /// The user the review's bearer authenticates as, or why it does not.
+    fn reviewer_identity(
+        shared: &Shared,
+        reviewer: &ReviewerJwt,
+        jwt: &str,
+    ) -> Result<UserInfo, ReviewError> {
+        let bearer = match reviewer {
+            ReviewerJwt::Configured(t) => t.as_str(),
+            ReviewerJwt::Local => match vault_pod_identity(shared) {
+                Some(Some(user)) => return Ok(user),
+                Some(None) => {
+                    return Err(ReviewError::Rejected(REVIEWER_UNAUTHORIZED.into()));
+                }
+                // Vault outside a pod: the plugin falls back to the login JWT.
+                None => jwt,
+            },
+            ReviewerJwt::Client => jwt,
+        };
+        crate::server::authenticate(shared, bearer)
+            .map(|c| c.user)
+            .ok_or_else(|| ReviewError::Rejected(REVIEWER_UNAUTHORIZED.into()))
+    }
+}
+
 #[async_trait]
 impl TokenReviewer for ClusterReviewer {
     async fn review(
         &self,
         kubernetes_host: &str,
+        jwt: &str,
+        audiences: &[String],
+    ) -> Result<ReviewedAccount, ReviewError> {
+        self.review_as(kubernetes_host, &ReviewerJwt::Client, jwt, audiences)
+            .await
+    }
+
+    /// The review is an API request like any other: its bearer (Vault's pod token, the
+    /// configured reviewer JWT or the login JWT) must be allowed `create tokenreviews`.
+    async fn review_as(
+        &self,
+        kubernetes_host: &str,
+        reviewer: &ReviewerJwt,
         jwt: &str,
         audiences: &[String],
     ) -> Result<ReviewedAccount, ReviewError> {
@@ -92,12 +151,24 @@ impl TokenReviewer for ClusterReviewer {
             .unwrap_or_else(|p| p.into_inner())
             .upgrade()
             .ok_or_else(|| ReviewError::Unavailable("the cluster is shutting down".into()))?;
+        let user = Self::reviewer_identity(&shared, reviewer, jwt)?;
+        rbac::check_resource(
+            &shared.cluster.store,
+            &user,
+            "create",
+            "authentication.k8s.io",
+            "tokenreviews",
+            "",
+            "",
+            "",
+        )
+        .map_err(|e| ReviewError::Rejected(e.message))?;
         let mut body = json!({"spec": {"token": jwt}});
         if !audiences.is_empty() {
             body["spec"]["audiences"] = json!(audiences);
         }
-        let review = tokens::token_review(&shared, &Caller::Admin, body)
-            .map_err(|e| ReviewError::Unavailable(e.message))?;
+        let review =
+            tokens::token_review(&shared, body).map_err(|e| ReviewError::Unavailable(e.message))?;
         let st = &review["status"];
         if st["authenticated"] != true {
             return Err(ReviewError::Rejected(

@@ -89,6 +89,7 @@ pub fn builtin() -> Vec<Arc<dyn Controller>> {
         Arc::new(WorkloadController),
         Arc::new(EndpointsController),
         Arc::new(GarbageCollector::default()),
+        Arc::new(crate::rbac::AggregationController),
     ]
 }
 

@@ -137,6 +137,26 @@ fn pod_from(owner: &Value, kind: &str, name: &str, extra_labels: Value) -> Value
     pod
 }
 
+/// A container as the kubelet sees it.
+enum ContainerState {
+    /// Runs as the pod says (no simulated process decides otherwise).
+    Plain,
+    /// The kubelet refuses to start it (runAsNonRoot).
+    ConfigError(String),
+    /// A simulated process runs in it: its runtime record.
+    Runtime(crate::runtime::ContainerView),
+}
+
+impl ContainerState {
+    fn running(&self) -> bool {
+        match self {
+            Self::Plain => true,
+            Self::ConfigError(_) => false,
+            Self::Runtime(v) => v.running_since.is_some(),
+        }
+    }
+}
+
 fn condition(kind: &str, ok: bool, reason: &str, message: &str, old: &Value) -> Value {
     let status = if ok { "True" } else { "False" };
     let prev = old["status"]["conditions"]
@@ -554,15 +574,12 @@ impl WorkloadController {
             .faults
             .delay(&component)
             .max(shared.faults.delay("pods"));
-        let created = pod["metadata"]["creationTimestamp"]
-            .as_str()
-            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-            .map_or(0, |t| t.as_millisecond());
+        // Counted from the instant the pod was created (creationTimestamp has second precision).
+        let created = c.store.created_ms(&pod).unwrap_or(0);
         let elapsed = jiff::Timestamp::now().as_millisecond() - created;
-        // creationTimestamp has second precision: count from the end of that second.
-        let due = delay.as_millis() as i64 + 1000;
+        let due = delay.as_millis() as i64;
         if !delay.is_zero() && elapsed < due {
-            return Action::RequeueAfter(Duration::from_millis((due - elapsed).max(10) as u64));
+            return Action::RequeueAfter(Duration::from_millis((due - elapsed).max(1) as u64));
         }
         if matches!(
             pod["status"]["phase"].as_str(),
@@ -576,7 +593,6 @@ impl WorkloadController {
         let probe = backend
             .as_ref()
             .and_then(|b| b.ready(&key.namespace, &key.name));
-        let ready = probe.unwrap_or(true) && !completes;
         let started = pod["status"]["startTime"]
             .as_str()
             .map(str::to_string)
@@ -585,16 +601,52 @@ impl WorkloadController {
             .as_array()
             .cloned()
             .unwrap_or_default();
+        let pod_uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_string();
+        // What the kubelet and the runtime say about each container: a runAsNonRoot refusal
+        // (CreateContainerConfigError) or a simulated process that exited (CrashLoopBackOff).
+        let states: Vec<ContainerState> = containers
+            .iter()
+            .map(|ct| {
+                let name = ct["name"].as_str().unwrap_or("");
+                match crate::kubelet::process(&pod, ct) {
+                    Err(msg) => ContainerState::ConfigError(msg),
+                    Ok(_) => match shared.runtime.view(&pod_uid, name) {
+                        Some(v) => ContainerState::Runtime(v),
+                        None => ContainerState::Plain,
+                    },
+                }
+            })
+            .collect();
+        let config_error = states
+            .iter()
+            .any(|s| matches!(s, ContainerState::ConfigError(_)));
+        let backoff = states
+            .iter()
+            .filter_map(|s| match s {
+                ContainerState::Runtime(v) => v.backoff,
+                _ => None,
+            })
+            .min();
+        let unready: Vec<String> = containers
+            .iter()
+            .zip(&states)
+            .filter(|(_, st)| !st.running())
+            .map(|(ct, _)| ct["name"].as_str().unwrap_or("").to_string())
+            .collect();
+        let ready = probe.unwrap_or(true) && !completes && unready.is_empty();
+        let pod_ref = crate::kubelet::format_pod(&pod);
         let _ = c.modify(&p_rt, &key.namespace, &key.name, true, NAME, |p| {
             let old = p.clone();
             let statuses: Vec<Value> = containers
                 .iter()
-                .map(|ct| {
+                .zip(&states)
+                .map(|(ct, st)| {
                     let name = ct["name"].as_str().unwrap_or("");
                     let prev = old["status"]["containerStatuses"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name)).cloned();
-                    json!({
+                    let container_id = format!("containerd://{}", template_hash(&json!([key.namespace, key.name, name])));
+                    let mut status = json!({
                         "name": name, "image": ct["image"], "imageID": format!("sandbox://{}", ct["image"].as_str().unwrap_or("")),
-                        "containerID": format!("containerd://{}", template_hash(&json!([key.namespace, key.name, name]))),
+                        "containerID": container_id,
                         "ready": ready, "started": !completes,
                         "restartCount": prev.as_ref().map_or(json!(0), |s| s["restartCount"].clone()),
                         "state": if completes {
@@ -602,13 +654,54 @@ impl WorkloadController {
                         } else {
                             json!({"running": {"startedAt": started}})
                         },
-                    })
+                    });
+                    match st {
+                        ContainerState::Plain => {}
+                        ContainerState::ConfigError(msg) => {
+                            status["ready"] = json!(false);
+                            status["started"] = json!(false);
+                            status["imageID"] = json!("");
+                            if let Some(m) = status.as_object_mut() {
+                                m.remove("containerID");
+                            }
+                            status["state"] = json!({"waiting": {"reason": "CreateContainerConfigError", "message": msg}});
+                        }
+                        ContainerState::Runtime(v) => {
+                            status["restartCount"] = json!(v.restarts);
+                            status["ready"] = json!(ready && v.running_since.is_some());
+                            status["started"] = json!(v.running_since.is_some());
+                            status["state"] = match &v.running_since {
+                                Some(since) => json!({"running": {"startedAt": since}}),
+                                None => json!({"waiting": {
+                                    "reason": "CrashLoopBackOff",
+                                    "message": format!("back-off {}s restarting failed container={name} pod={pod_ref}", v.backoff_total.as_secs()),
+                                }}),
+                            };
+                            if let Some(t) = &v.last_terminated {
+                                status["lastState"] = json!({"terminated": {
+                                    "exitCode": t.exit_code, "reason": t.reason,
+                                    "startedAt": t.started_at, "finishedAt": t.finished_at,
+                                    "containerID": status["containerID"].clone(),
+                                }});
+                            }
+                        }
+                    }
+                    status
                 })
                 .collect();
             let reason = if ready { "" } else if completes { "PodCompleted" } else { "ContainersNotReady" };
-            let message = if ready || completes { String::new() } else { "containers with unready status: readiness probe failed".to_string() };
+            let message = if ready || completes {
+                String::new()
+            } else if unready.is_empty() {
+                // Only the readiness probe fails.
+                let all: Vec<&str> = containers.iter().filter_map(|ct| ct["name"].as_str()).collect();
+                format!("containers with unready status: [{}]", all.join(" "))
+            } else {
+                format!("containers with unready status: [{}]", unready.join(" "))
+            };
+            let phase = if completes { "Succeeded" } else if config_error { "Pending" } else { "Running" };
             p["status"] = json!({
-                "phase": if completes { "Succeeded" } else { "Running" },
+                "phase": phase,
                 "conditions": [
                     condition("PodReadyToStartContainers", true, "", "", &old),
                     condition("Initialized", true, "", "", &old),
@@ -623,6 +716,10 @@ impl WorkloadController {
                 "qosClass": "BestEffort",
             });
         });
+        if let Some(wait) = backoff {
+            // The kubelet restarts the container when its back-off ends.
+            return Action::RequeueAfter(wait.max(Duration::from_millis(10)));
+        }
         if probe.is_some() {
             // The probe can change without a store event: poll it like a kubelet.
             return Action::RequeueAfter(Duration::from_secs(1));
@@ -647,10 +744,15 @@ impl Controller for WorkloadController {
         ]
     }
 
-    fn map(&self, _shared: &Shared, e: &StoreEvent) -> Vec<ObjectKey> {
+    fn map(&self, shared: &Shared, e: &StoreEvent) -> Vec<ObjectKey> {
         let mut out = Vec::new();
         if e.kind != EventType::Deleted {
             out.push(e.key.clone());
+        } else if e.key.resource == PODS
+            && let Some(uid) = e.object["metadata"]["uid"].as_str()
+        {
+            // The pod's containers are gone with it.
+            shared.runtime.forget(uid);
         }
         // Pods and ReplicaSets wake their owner (ReplicaSet, StatefulSet, Job; Deployment).
         if let Some((kind, name)) = controller_owner(&e.object) {

@@ -163,6 +163,9 @@ struct Inner {
     oldest_rv: u64,
     writes: VecDeque<WriteRecord>,
     write_seq: u64,
+    /// When each object (by uid) was created, in milliseconds since the epoch:
+    /// `creationTimestamp` has second precision, readiness delays need the instant.
+    created_ms: HashMap<String, i64>,
 }
 
 /// The shared store. Cheap to share behind an `Arc`.
@@ -189,6 +192,7 @@ impl Store {
                 oldest_rv: 1,
                 writes: VecDeque::new(),
                 write_seq: 0,
+                created_ms: HashMap::new(),
             }),
             events,
             dirty: Notify::new(),
@@ -313,6 +317,10 @@ impl Store {
                 g.rv += 1;
                 let rv = g.rv;
                 obj["metadata"]["resourceVersion"] = Value::String(rv.to_string());
+                if !existed && let Some(uid) = obj["metadata"]["uid"].as_str() {
+                    let now = jiff::Timestamp::now().as_millisecond();
+                    g.created_ms.insert(uid.to_string(), now);
+                }
                 let arc = Arc::new(obj);
                 g.objects
                     .entry(key.resource.clone())
@@ -354,6 +362,9 @@ impl Store {
                 if let Some(m) = g.objects.get_mut(&key.resource) {
                     m.remove(&(key.namespace.clone(), key.name.clone()));
                 }
+                if let Some(uid) = cur["metadata"]["uid"].as_str() {
+                    g.created_ms.remove(uid);
+                }
                 let mut last = (*cur).clone();
                 last["metadata"]["resourceVersion"] = Value::String(rv.to_string());
                 let arc = Arc::new(last);
@@ -386,6 +397,21 @@ impl Store {
         drop(g);
         self.dirty.notify_one();
         Ok(result)
+    }
+
+    /// When `obj` was created, in milliseconds since the epoch: the instant this store
+    /// created it, or (for objects loaded from a snapshot) its second-precision
+    /// `creationTimestamp`.
+    pub fn created_ms(&self, obj: &Value) -> Option<i64> {
+        let known = obj["metadata"]["uid"]
+            .as_str()
+            .and_then(|uid| self.lock().created_ms.get(uid).copied());
+        known.or_else(|| {
+            obj["metadata"]["creationTimestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| t.as_millisecond())
+        })
     }
 
     /// Logs an accepted write that stores nothing (a TokenRequest): it counts as a client

@@ -12,12 +12,12 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::ReviewedAccount;
 use super::duration;
 use super::envelope::Reply;
 use super::error::ApiError;
 use super::request::{ApiRequest, Verb, string_list};
 use super::tokens::{self, DEFAULT_TTL, TokenEntry, TokenStore};
+use super::{ReviewedAccount, ReviewerJwt};
 
 /// One kubernetes auth mount's configuration, roles and identity aliases.
 #[derive(Default, Serialize, Deserialize)]
@@ -80,6 +80,8 @@ pub struct PendingLogin {
     pub jwt: String,
     /// The audiences the review must check (the role's `audience`, if any).
     pub audiences: Vec<String>,
+    /// The credential the review is sent with.
+    pub reviewer: ReviewerJwt,
 }
 
 /// Never prints the JWT.
@@ -496,6 +498,13 @@ pub fn prepare_login(
         kubernetes_host: config.kubernetes_host.clone(),
         jwt: jwt.to_string(),
         audiences,
+        reviewer: if !config.token_reviewer_jwt.is_empty() {
+            ReviewerJwt::Configured(config.token_reviewer_jwt.clone())
+        } else if !config.disable_local_ca_jwt {
+            ReviewerJwt::Local
+        } else {
+            ReviewerJwt::Client
+        },
     })
 }
 

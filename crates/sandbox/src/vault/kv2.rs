@@ -199,11 +199,24 @@ impl Kv2Store {
             ("config" | "data" | "metadata" | "delete" | "undelete" | "destroy", _) => {
                 Err(ApiError::UnsupportedOperation)
             }
-            _ => Err(ApiError::bad(
-                "Invalid path for a versioned K/V secrets engine. See the API docs for the \
-                 appropriate API endpoints to use. If using the Vault CLI, use 'vault kv get' \
-                 for this operation.",
-            )),
+            // `pathInvalid`: a 404 envelope whose only content is a warning naming the CLI
+            // subcommand for the operation (no `errors`).
+            _ => Ok(Reply::Envelope {
+                status: hyper::StatusCode::NOT_FOUND,
+                data: None,
+                warnings: Some(vec![format!(
+                    "Invalid path for a versioned K/V secrets engine. See the API docs for the \
+                     appropriate API endpoints to use. If using the Vault CLI, use 'vault kv {}' \
+                     for this operation.",
+                    match req.verb {
+                        Verb::Write => "put",
+                        Verb::List => "list",
+                        Verb::Delete => "delete",
+                        Verb::Read | Verb::Head => "get",
+                    }
+                )]),
+                auth: None,
+            }),
         }
     }
 

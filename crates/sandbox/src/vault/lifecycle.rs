@@ -117,6 +117,8 @@ impl Core {
             )),
             ("sys/unseal", Verb::Write) => self.unseal(req),
             ("sys/health", _) => health::health(req, self.view()),
+            // `SealWithRequest` returns early on a sealed core: 204, token or not.
+            ("sys/seal", Verb::Write) if self.status().sealed => Ok(Reply::NoContent),
             ("sys/init" | "sys/seal-status" | "sys/unseal", _) => {
                 Err(ApiError::UnsupportedOperation)
             }

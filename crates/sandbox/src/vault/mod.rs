@@ -94,6 +94,31 @@ pub enum ReviewError {
     Unavailable(String),
 }
 
+/// Which credential Vault's kubernetes auth sends its TokenReview with
+/// (`vault-plugin-auth-kubernetes`): the configured `token_reviewer_jwt`; else, unless
+/// `disable_local_ca_jwt`, the token of the pod Vault runs in; else the login JWT itself. The
+/// cluster authorizes that identity for `create tokenreviews` (`system:auth-delegator`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum ReviewerJwt {
+    /// `token_reviewer_jwt` from the auth config (never printed).
+    Configured(String),
+    /// Vault's own pod service-account token (the chart's `authDelegator` binding).
+    Local,
+    /// The JWT under review, used as its own bearer.
+    Client,
+}
+
+/// Never prints a configured token.
+impl std::fmt::Debug for ReviewerJwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Configured(_) => "Configured(..)",
+            Self::Local => "Local",
+            Self::Client => "Client",
+        })
+    }
+}
+
 /// How Vault's kubernetes auth validates a service-account JWT: the sandbox wires this to its
 /// TokenReview, so Vault never trusts a JWT merely because its claims parse.
 #[async_trait]
@@ -106,6 +131,19 @@ pub trait TokenReviewer: Send + Sync {
         jwt: &str,
         audiences: &[String],
     ) -> Result<ReviewedAccount, ReviewError>;
+
+    /// [`Self::review`] sent with `reviewer`'s credential; reviewers that model no
+    /// authorization of the review itself ignore it.
+    async fn review_as(
+        &self,
+        kubernetes_host: &str,
+        reviewer: &ReviewerJwt,
+        jwt: &str,
+        audiences: &[String],
+    ) -> Result<ReviewedAccount, ReviewError> {
+        let _ = reviewer;
+        self.review(kubernetes_host, jwt, audiences).await
+    }
 }
 
 /// In-process Vault server state, persisted in one file (the "storage backend").

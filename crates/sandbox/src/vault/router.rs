@@ -277,10 +277,12 @@ async fn login(server: &VaultServer, req: &ApiRequest, rest: &str) -> Result<Rep
         }
         auth_kubernetes::prepare_login(&state.auths[&mount].kubernetes, &mount, req, tokens::now())?
     };
-    let review =
-        server
-            .reviewer()
-            .review(&pending.kubernetes_host, &pending.jwt, &pending.audiences);
+    let review = server.reviewer().review_as(
+        &pending.kubernetes_host,
+        &pending.reviewer,
+        &pending.jwt,
+        &pending.audiences,
+    );
     let reviewed: ReviewedAccount = match tokio::time::timeout(REVIEW_TIMEOUT, review).await {
         Ok(Ok(account)) => account,
         Ok(Err(err)) => {

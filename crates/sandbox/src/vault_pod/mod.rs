@@ -16,9 +16,10 @@
 //! - Its kubernetes auth reaches the sandbox API as `https://kubernetes.default.svc` through a
 //!   loopback `CONNECT` proxy given to it as `HTTPS_PROXY` (`proxy.rs`). With no reviewer JWT and
 //!   no pod token file on the host, the server presents the login JWT itself as the
-//!   TokenReview's bearer token, so the sandbox's API authenticates it as a real API server
-//!   would: a token only bound to a foreign audience (say `vault`) is not a valid bearer
-//!   token, and its login is denied, as it would be for a Vault outside a real cluster.
+//!   TokenReview's bearer token, so the sandbox's API authenticates and authorises it as a real
+//!   API server would: the login's account needs `create tokenreviews`, and a token only bound
+//!   to a foreign audience (say `vault`) is not a valid bearer token, so its login is denied,
+//!   as it would be for a Vault outside a real cluster.
 
 mod config;
 mod proxy;

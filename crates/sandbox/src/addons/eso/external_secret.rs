@@ -21,9 +21,10 @@ use super::super::vault::VaultHttp;
 use super::super::vault::vault_errors;
 use super::{
     CLUSTER_STORES, COMPONENT, DATA_HASH, EXTERNAL_SECRETS, MANAGED, STORES, Session, connect,
-    eso_running, short_hash,
+    eso_identity, eso_running, informer_denied, short_hash,
 };
 use crate::controllers::{Action, Controller};
+use crate::rbac::UserInfo;
 use crate::server::Shared;
 use crate::store::{ObjectKey, StoreEvent};
 
@@ -109,7 +110,12 @@ async fn read_key(
 }
 
 impl ExternalSecretController {
-    async fn fetch(&self, shared: &Shared, es: &Value) -> Result<Map<String, Value>, SyncFailure> {
+    async fn fetch(
+        &self,
+        shared: &Shared,
+        es: &Value,
+        user: Option<&UserInfo>,
+    ) -> Result<Map<String, Value>, SyncFailure> {
         let ns = kit::meta(es, "namespace");
         let r = &es["spec"]["secretStoreRef"];
         let kind = r["kind"].as_str().unwrap_or("SecretStore");
@@ -142,7 +148,7 @@ impl ExternalSecretController {
                 "templateFrom and deletionPolicy Delete are not simulated",
             ));
         }
-        let session = connect(shared, &self.vault, &store, Some(ns))
+        let session = connect(shared, &self.vault, &store, Some(ns), user)
             .await
             .map_err(|f| {
                 if f.detail.contains("Code: 403") {
@@ -196,6 +202,7 @@ impl ExternalSecretController {
         shared: &Shared,
         es: &Value,
         data: &Map<String, Value>,
+        user: Option<&UserInfo>,
     ) -> Result<Option<String>, SyncFailure> {
         let ns = kit::meta(es, "namespace");
         let es_name = kit::meta(es, "name");
@@ -286,7 +293,7 @@ impl ExternalSecretController {
                 "uid": es["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true,
             }]);
         }
-        kit::apply_all(shared, &[doc], COMPONENT, ns)
+        kit::apply_all_as(shared, user, &[doc], COMPONENT, ns)
             .map_err(|e| write_err(&format!("could not update secret: {e}")))?;
         Ok(Some(name))
     }
@@ -379,7 +386,12 @@ impl Controller for ExternalSecretController {
         if !eso_running(shared) {
             return Action::RequeueAfter(Duration::from_secs(1));
         }
-        if let Some(d) = kit::delay_remaining(shared, "eso", kit::meta(&es, "creationTimestamp")) {
+        let user = eso_identity(shared);
+        if let Some(why) = informer_denied(shared, user.as_ref(), "externalsecrets") {
+            tracing::warn!(error = %why, "external-secrets cannot watch externalsecrets");
+            return Action::RequeueAfter(Duration::from_secs(5));
+        }
+        if let Some(d) = kit::delay_remaining(shared, "eso", &es) {
             return Action::RequeueAfter(d);
         }
         let refresh = es["spec"]["refreshInterval"]
@@ -410,13 +422,27 @@ impl Controller for ExternalSecretController {
                 return Action::RequeueAfter(Duration::from_secs(due as u64));
             }
         }
-        let result = match self.fetch(shared, &es).await {
-            Ok(data) => self.write_target(shared, &es, &data),
+        let result = match self.fetch(shared, &es, user.as_ref()).await {
+            Ok(data) => self.write_target(shared, &es, &data, user.as_ref()),
             Err(f) => Err(f),
         };
         let Some(es) = kit::get(shared, EXTERNAL_SECRETS, &key.namespace, &key.name) else {
             return Action::Done;
         };
+        // ESO updates the status subresource.
+        if let Err(e) = kit::allowed(
+            shared,
+            user.as_ref(),
+            "update",
+            "external-secrets.io",
+            "externalsecrets",
+            "status",
+            &key.namespace,
+            &key.name,
+        ) {
+            tracing::warn!(error = %e.message, "external-secrets cannot write an ExternalSecret status");
+            return Action::RequeueAfter(Duration::from_secs(5));
+        }
         match result {
             Ok(written) => {
                 self.backoff.succeeded(key);

@@ -20,6 +20,7 @@ use sha2::Digest;
 use super::kit;
 use super::vault::{VaultHttp, vault_errors};
 use crate::cluster::WriteOpts;
+use crate::rbac::UserInfo;
 use crate::server::Shared;
 use crate::tokens;
 
@@ -37,18 +38,51 @@ pub(super) const STORE_REVALIDATE: Duration = Duration::from_secs(300);
 
 /// Whether an external-secrets controller Deployment runs (any namespace).
 pub(super) fn eso_running(shared: &Shared) -> bool {
-    eso_namespace(shared).is_some()
+    eso_deployment(shared).is_some()
 }
 
-/// The namespace the external-secrets controller runs in (where its DNS lookups start).
-fn eso_namespace(shared: &Shared) -> Option<String> {
+/// The running external-secrets controller Deployment.
+fn eso_deployment(shared: &Shared) -> Option<std::sync::Arc<Value>> {
     kit::list(shared, "apps/deployments", None)
-        .iter()
+        .into_iter()
         .find(|d| {
             d["metadata"]["labels"]["app.kubernetes.io/name"] == "external-secrets"
                 && kit::workload_ready(d)
         })
-        .map(|d| kit::meta(d, "namespace").to_string())
+}
+
+/// The namespace the external-secrets controller runs in (where its DNS lookups start).
+fn eso_namespace(shared: &Shared) -> Option<String> {
+    eso_deployment(shared).map(|d| kit::meta(&d, "namespace").to_string())
+}
+
+/// Who the controller acts as: the service account of its pods (the chart's
+/// `serviceAccount.name`), whose ClusterRole decides what it may read and write.
+pub(super) fn eso_identity(shared: &Shared) -> Option<UserInfo> {
+    eso_deployment(shared).and_then(|d| kit::workload_identity(shared, &d))
+}
+
+/// Why the controller's informer for `resource` cannot run (it lists and watches every
+/// namespace), or `None` when it may. Without it the controller never sees those objects.
+pub(super) fn informer_denied(
+    shared: &Shared,
+    user: Option<&UserInfo>,
+    resource: &str,
+) -> Option<String> {
+    ["list", "watch"].iter().find_map(|verb| {
+        kit::allowed(
+            shared,
+            user,
+            verb,
+            "external-secrets.io",
+            resource,
+            "",
+            "",
+            "",
+        )
+        .err()
+        .map(|e| e.message)
+    })
 }
 
 pub(super) fn short_hash(s: &str) -> String {
@@ -91,6 +125,7 @@ pub(super) async fn connect(
     vault: &VaultHttp,
     store: &Value,
     es_ns: Option<&str>,
+    user: Option<&UserInfo>,
 ) -> Result<Session, StoreFailure> {
     let client_err = |detail: String| StoreFailure {
         message: "unable to create client",
@@ -142,6 +177,22 @@ pub(super) async fn connect(
             "serviceAccountRef.namespace is required for a ClusterSecretStore".into(),
         ));
     };
+    kit::allowed(
+        shared,
+        user,
+        "create",
+        "",
+        "serviceaccounts",
+        "token",
+        sa_ns,
+        sa_name,
+    )
+    .map_err(|e| {
+        client_err(format!(
+            "cannot request Kubernetes service account token for service account {sa_name:?}: {}",
+            e.message
+        ))
+    })?;
     let mut req = json!({"spec": {"expirationSeconds": 600}});
     if let Some(a) = sa["audiences"].as_array() {
         req["spec"]["audiences"] = json!(a);

@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 
 use super::super::kit::{self, Backoff, Cond, Recorder};
 use super::super::vault::VaultHttp;
-use super::{CLUSTER_STORES, COMPONENT, STORE_REVALIDATE, STORES, connect, eso_running, flapping};
+use super::{
+    CLUSTER_STORES, COMPONENT, STORE_REVALIDATE, STORES, connect, eso_identity, eso_running,
+    flapping, informer_denied,
+};
 use crate::controllers::{Action, Controller};
 use crate::server::Shared;
 use crate::store::{ObjectKey, StoreEvent};
@@ -98,8 +101,12 @@ impl Controller for StoreController {
         if !eso_running(shared) {
             return Action::RequeueAfter(Duration::from_secs(1));
         }
-        if let Some(d) = kit::delay_remaining(shared, "eso", kit::meta(&store, "creationTimestamp"))
-        {
+        let user = eso_identity(shared);
+        if let Some(why) = informer_denied(shared, user.as_ref(), &rt.plural) {
+            tracing::warn!(error = %why, "external-secrets cannot watch {}", rt.plural);
+            return Action::RequeueAfter(Duration::from_secs(5));
+        }
+        if let Some(d) = kit::delay_remaining(shared, "eso", &store) {
             return Action::RequeueAfter(d);
         }
         let flap = shared
@@ -112,11 +119,25 @@ impl Controller for StoreController {
         if flapping(shared).is_none() && self.recently_validated(key, &store) {
             return Action::RequeueAfter(poll);
         }
-        let result = connect(shared, &self.vault, &store, None).await;
+        let result = connect(shared, &self.vault, &store, None, user.as_ref()).await;
         // Re-read: the login took time and the object may have changed meanwhile.
         let Some(store) = kit::get(shared, &key.resource, &key.namespace, &key.name) else {
             return Action::Done;
         };
+        // ESO merge-patches the status subresource.
+        if let Err(e) = kit::allowed(
+            shared,
+            user.as_ref(),
+            "patch",
+            &rt.group,
+            &rt.plural,
+            "status",
+            &key.namespace,
+            &key.name,
+        ) {
+            tracing::warn!(error = %e.message, "external-secrets cannot write a store status");
+            return Action::RequeueAfter(Duration::from_secs(5));
+        }
         match result {
             Ok(_) => {
                 self.backoff.succeeded(key);
