@@ -213,6 +213,51 @@ fn sandbox_provider_needs_its_git_url_mapped() {
 }
 
 #[test]
+fn sandbox_vault_server_resolves_relative_and_must_be_an_executable() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("git/fleet")).unwrap();
+    let with_server = |server: &str| {
+        common::MINIMAL.replace("provider = \"existing\"", "provider = \"sandbox\"")
+            + "[sandbox]\ngit_repos = { \"https://example.com/org/fleet\" = \"git/fleet\" }\n"
+            + &format!("vault_server = {server:?}\n")
+    };
+    let bin = dir.path().join("bin/bao");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::write(&bin, "#!/bin/sh\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let pb = playbook_in(dir.path(), &with_server("bin/bao"));
+    assert_eq!(
+        pb.playbook
+            .sandbox
+            .as_ref()
+            .unwrap()
+            .vault_server
+            .as_deref(),
+        Some(bin.as_path())
+    );
+    let text = with_server("/nonexistent/bao");
+    let found = match Playbook::from_str_at(&text, &dir.path().join("kubestrap.toml")) {
+        Err(PlaybookError::Invalid(p)) => p.problems,
+        other => panic!("expected problems, got {other:?}"),
+    };
+    let p = find(&found, "sandbox.vault_server");
+    assert!(
+        p.message
+            .contains("/nonexistent/bao is not an executable file"),
+        "{p:?}"
+    );
+    assert!(
+        p.suggestion
+            .as_deref()
+            .unwrap_or("")
+            .contains("scripts/install-openbao")
+    );
+}
+
+#[test]
 fn fingerprint_ignores_comments_but_not_values() {
     let dir = tempfile::tempdir().unwrap();
     let a = playbook_in(dir.path(), common::MINIMAL);

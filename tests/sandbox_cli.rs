@@ -160,3 +160,98 @@ async fn bad_git_repo_mapping_is_rejected_before_starting() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_vault_server_that_is_not_one_is_rejected_before_starting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sdir = dir.path().join("cluster");
+    for (binary, says) in [
+        (
+            "/nonexistent/bao",
+            "cannot run the vault server binary /nonexistent/bao",
+        ),
+        ("/bin/true", "/bin/true is not a Vault or OpenBao server"),
+    ] {
+        let out = kubestrap(&["sandbox", "up", "--vault-server", binary, "--dir"], &sdir).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "bad input: {stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!sdir.exists(), "nothing touched");
+    }
+}
+
+/// Whether `pid` runs (a zombie waiting for its reaper has stopped).
+fn process_runs(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// The pid the sandbox recorded for its Vault server.
+async fn server_pid(dir: &Path) -> u32 {
+    let path = dir.join("vault-server/server.pid");
+    within_for(T, "the vault server's pid file", async {
+        loop {
+            if let Some(pid) = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_real_vault_server_stops_with_the_sandbox_even_a_sigkilled_one() {
+    let Some(server) = kubestrap_test_support::vault_server_or_skip(
+        "a_real_vault_server_stops_with_the_sandbox_even_a_sigkilled_one",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sdir = dir.path().join("cluster");
+    let server = server.display().to_string();
+    let args = ["--preinstall", "vault", "--vault-server", server.as_str()];
+
+    // Graceful: `sandbox down` stops the server before the sandbox exits.
+    let first = up(&args, &sdir).await;
+    let pid = server_pid(&sdir).await;
+    assert!(process_runs(pid), "the server runs");
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sdir.join("sandbox.json")).expect("sandbox.json"))
+            .expect("json");
+    assert_eq!(info["vault_server"]["flavor"], "OpenBao", "{info}");
+    assert!(
+        info["vault_server"]["addr"]
+            .as_str()
+            .expect("addr")
+            .starts_with("http://127.0.0.1:")
+    );
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert!(String::from_utf8_lossy(&cmdline).contains("server\0-config="));
+    down(first, &sdir).await;
+    assert!(!process_runs(pid), "the server stopped with the sandbox");
+    assert!(!sdir.join("vault-server/server.pid").exists());
+
+    // SIGKILL: nothing of the sandbox runs any more, yet the server dies too (parent-death
+    // signal), instead of keeping its ports and raft files.
+    let mut second = up(&args, &sdir).await;
+    let pid = server_pid(&sdir).await;
+    assert!(process_runs(pid));
+    second.start_kill().expect("SIGKILL the sandbox");
+    second.wait().await.expect("reaped");
+    within_for(
+        Duration::from_secs(10),
+        "the server to die with its SIGKILLed sandbox",
+        async {
+            while process_runs(pid) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await;
+}

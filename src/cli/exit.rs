@@ -124,7 +124,10 @@ impl CliError {
             },
             Self::Checkpoint(c) => checkpoint_status(c),
             #[cfg(feature = "sandbox")]
-            Self::Sandbox(kubestrap_sandbox::SandboxError::Faults(_)) => ExitStatus::BadInput,
+            Self::Sandbox(
+                kubestrap_sandbox::SandboxError::Faults(_)
+                | kubestrap_sandbox::SandboxError::VaultServer(_),
+            ) => ExitStatus::BadInput,
             #[cfg(feature = "sandbox")]
             Self::Sandbox(_) => ExitStatus::StepFailed,
             Self::Runtime(_) | Self::Output(_) => ExitStatus::StepFailed,

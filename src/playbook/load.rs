@@ -330,6 +330,13 @@ fn fingerprint(pb: &Playbook) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
 
+/// Whether `path` is a regular file someone may execute (checked before `sandbox up` is
+/// started with it, so a wrong path is bad input, not a failed step).
+fn is_executable_file(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 fn resolve(mut pb: Playbook, dir: &Path, findings: &mut Vec<Finding>) -> Playbook {
     let abs = |p: &Path| {
         if p.is_absolute() {
@@ -350,6 +357,21 @@ fn resolve(mut pb: Playbook, dir: &Path, findings: &mut Vec<Finding>) -> Playboo
     }
     if let Some(sandbox) = &mut pb.sandbox {
         sandbox.dir = sandbox.dir.as_deref().map(abs);
+        sandbox.vault_server = sandbox.vault_server.as_deref().map(abs);
+        if let Some(server) = &sandbox.vault_server
+            && !is_executable_file(server)
+        {
+            findings.push(Finding {
+                key: "sandbox.vault_server".into(),
+                message: format!(
+                    "{} is not an executable file: name a `bao` or `vault` server binary",
+                    server.display()
+                ),
+                suggestion: Some(
+                    "scripts/install-openbao installs OpenBao and prints its binary's path".into(),
+                ),
+            });
+        }
         for (url, path) in &mut sandbox.git_repos {
             *path = abs(path);
             if !path.is_dir() {

@@ -143,6 +143,11 @@ pub struct Sandbox {
     /// `seed=7,api_error_rate=0.1`; for tests and benchmarks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub faults: Option<String>,
+    /// A real Vault-API server binary (`bao` or `vault`) the sandbox runs as the Vault pod's
+    /// process instead of its emulated Vault (`kubestrap sandbox up --vault-server`), e.g. the
+    /// OpenBao `scripts/install-openbao` installs. Relative to the playbook's directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vault_server: Option<PathBuf>,
 }
 
 /// `[flux]`.

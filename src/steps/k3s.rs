@@ -37,6 +37,9 @@ pub struct K3sInstall {
     pub git_repos: BTreeMap<String, String>,
     /// `--faults` for the sandbox (provider sandbox; tests and benchmarks).
     pub sandbox_faults: Option<String>,
+    /// `--vault-server` for the sandbox: a real Vault-API server as the Vault pod's process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox_vault_server: Option<String>,
     /// The SSH target in full (k3s-ssh).
     pub ssh: Option<SshTarget>,
 }
@@ -71,6 +74,12 @@ impl K3sInstall {
                 })
                 .unwrap_or_default(),
             sandbox_faults: pb.playbook.sandbox.as_ref().and_then(|s| s.faults.clone()),
+            sandbox_vault_server: pb
+                .playbook
+                .sandbox
+                .as_ref()
+                .and_then(|s| s.vault_server.as_ref())
+                .map(|p| p.display().to_string()),
             ssh: c.ssh.clone(),
         }
     }
@@ -113,9 +122,12 @@ impl Step for K3sInstall {
                     Action::run(format!(
                         "start the sandbox cluster in {dir} unless it is already running"
                     ))
-                    .with_detail(format!(
-                        "as `kubestrap sandbox up --dir {dir}`, in the background"
-                    )),
+                    .with_detail(match &self.sandbox_vault_server {
+                        None => format!("as `kubestrap sandbox up --dir {dir}`, in the background"),
+                        Some(server) => format!(
+                            "as `kubestrap sandbox up --dir {dir} --vault-server {server}`, in the background (Vault is that real server)"
+                        ),
+                    }),
                     Action::create(format!("kubeconfig {kubeconfig}"))
                         .with_detail("written by the sandbox"),
                 ]
@@ -213,6 +225,9 @@ impl K3sInstall {
         }
         if let Some(faults) = self.sandbox_faults.as_deref().filter(|f| !f.is_empty()) {
             cmd.arg("--faults").arg(faults);
+        }
+        if let Some(server) = &self.sandbox_vault_server {
+            cmd.arg("--vault-server").arg(server);
         }
         cmd
     }
@@ -662,6 +677,7 @@ mod tests {
             sandbox_dir: Some("/tmp/sb".into()),
             git_repos: BTreeMap::from([("https://git.example/fleet".into(), "/srv/fleet".into())]),
             sandbox_faults: Some("api_error_rate=0.1".into()),
+            sandbox_vault_server: Some("/opt/openbao/bin/bao".into()),
             ssh: Some(SshTarget {
                 host: "10.0.0.5".into(),
                 user: "admin".into(),
@@ -679,7 +695,7 @@ mod tests {
     }
 
     #[test]
-    fn sandbox_command_passes_dir_git_repos_and_faults() {
+    fn sandbox_command_passes_dir_git_repos_faults_and_vault_server() {
         let i = install(Provider::Sandbox);
         let cmd = i.sandbox_command(Path::new("/bin/kubestrap"), Path::new("/tmp/sb"));
         assert_eq!(
@@ -693,7 +709,9 @@ mod tests {
                 "--git-repo",
                 "https://git.example/fleet=/srv/fleet",
                 "--faults",
-                "api_error_rate=0.1"
+                "api_error_rate=0.1",
+                "--vault-server",
+                "/opt/openbao/bin/bao"
             ]
         );
     }

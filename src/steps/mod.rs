@@ -3,8 +3,9 @@
 //! One file per component. Each step is a serde-serialisable struct built from the playbook
 //! (its payload) implementing [`crate::engine::Step`] with real operations: Kubernetes through
 //! kube-rs (server-side apply with dry-run plans, watch-based waits), Vault through vaultrs over
-//! a port-forward, Terraform through the runner with secrets on a pipe. `support` and
-//! `vault_api` hold what several steps share; `detach` starts the sandbox as a service.
+//! a port-forward, Terraform through the runner with secrets on a pipe. `support`, `vault_api`
+//! and `vault_status` (Vault's health and seal status, for Vault and OpenBao) hold what several
+//! steps share; `detach` starts the sandbox as a service.
 
 mod apps;
 mod chart;
@@ -19,6 +20,7 @@ pub mod synthetic;
 mod terraform;
 mod vault;
 mod vault_api;
+mod vault_status;
 mod verify;
 
 use std::sync::Arc;

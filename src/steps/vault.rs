@@ -430,15 +430,59 @@ impl VaultUnseal {
     }
 }
 
+/// What a fresh KV v2 mount answers (400) while it sets itself up, for a moment after
+/// `sys/mounts` created it (measured on OpenBao 2.7.2: about one in three writes right after
+/// the mount).
+const KV_UPGRADING: &str = "Upgrading from non-versioned to versioned data";
+
+/// Waits (at most [`ACTIVE_WAIT`]) until the fresh KV v2 mount `mount` answers `GET
+/// <mount>/config`, so the writers after vault.configure (Terraform) never meet its set-up
+/// window.
+///
+/// # Errors
+/// Transient when the mount is still setting up after the wait; Vault's other errors as
+/// classified.
+async fn wait_kv_ready(session: &VaultSession, mount: &str) -> Result<(), StepError> {
+    let deadline = tokio::time::Instant::now() + ACTIVE_WAIT;
+    loop {
+        match vaultrs::kv2::config::read(&session.client, mount).await {
+            Ok(_) => return Ok(()),
+            Err(vaultrs::error::ClientError::APIError { code: 400, errors })
+                if errors.iter().any(|e| e.starts_with(KV_UPGRADING)) =>
+            {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(StepError::transient(format!(
+                        "the KV v2 mount {mount}/ was still setting up after {}s",
+                        ACTIVE_WAIT.as_secs()
+                    )));
+                }
+            }
+            Err(e) => return Err(StepError::classify(format!("read {mount}/config"), e)),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// How long an unsealed Vault may take to become the active node (a raft node: about 0.2 s).
+const ACTIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Submits shares from the keys Secret until Vault reports unsealed; `false` when it already
-/// was.
+/// was. Either way it returns once Vault is the active node, so the next step's writes do not
+/// meet a raft node still taking leadership (500 "local node not active").
 pub(crate) async fn unseal_with(
     session: &VaultSession,
     keys: &VaultKeys,
     namespace: &str,
     secret: &str,
 ) -> Result<bool, StepError> {
-    if state(session).await? == VaultState::Unsealed {
+    let status = super::vault_status::seal_status(session).await?;
+    if !status.initialized {
+        return Err(StepError::permanent(
+            "Vault is not initialised, so there is nothing to unseal: run vault.init (`kubestrap apply --resume`)",
+        ));
+    }
+    if !status.sealed {
+        super::vault_status::wait_active(session, ACTIVE_WAIT).await?;
         return Ok(false);
     }
     let mut last = None;
@@ -451,7 +495,10 @@ pub(crate) async fn unseal_with(
         )
         .await;
         match resp {
-            Ok(r) if !r.sealed => return Ok(true),
+            Ok(r) if !r.sealed => {
+                super::vault_status::wait_active(session, ACTIVE_WAIT).await?;
+                return Ok(true);
+            }
             Ok(r) => last = Some(format!("progress {}/{}", r.progress, r.threshold)),
             Err(e) => {
                 let err = StepError::classify("submit an unseal key", e);
@@ -679,6 +726,7 @@ impl VaultConfigure {
         vaultrs::sys::mount::enable(&session.client, &self.kv_mount, "kv", Some(&mut opts))
             .await
             .map_err(|e| StepError::classify(format!("enable KV v2 at {key}"), e))?;
+        wait_kv_ready(session, &self.kv_mount).await?;
         ctx.progress(format!("enabled KV v2 at {key}"));
         Ok(true)
     }

@@ -106,18 +106,18 @@ pub(crate) enum VaultState {
     Unsealed,
 }
 
-/// Asks `sys/health` (through vaultrs' status mapping).
+/// Asks `sys/health` ([`super::vault_status`]: works against Vault and OpenBao); a standby
+/// node (also a raft node in the moments after unsealing) counts as unsealed.
 ///
 /// # Errors
-/// A transient [`StepError`] when Vault does not answer.
+/// A transient [`StepError`] when Vault does not answer or answers 5xx.
 pub(crate) async fn state(session: &VaultSession) -> Result<VaultState, StepError> {
-    use vaultrs::sys::ServerStatus;
-    match vaultrs::sys::status(&session.client).await {
-        Ok(ServerStatus::UNINITIALIZED) => Ok(VaultState::Uninitialized),
-        Ok(ServerStatus::SEALED) => Ok(VaultState::Sealed),
-        Ok(_) => Ok(VaultState::Unsealed),
-        Err(e) => Err(StepError::classify("read Vault's health", e)),
-    }
+    use super::vault_status::Node;
+    Ok(match super::vault_status::health(session).await?.node() {
+        Node::Uninitialized => VaultState::Uninitialized,
+        Node::Sealed => VaultState::Sealed,
+        Node::Standby | Node::Active => VaultState::Unsealed,
+    })
 }
 
 /// Whether Vault (reached through `endpoint`) is unsealed: the `verify` of both `vault.unseal`

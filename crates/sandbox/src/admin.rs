@@ -60,11 +60,17 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>, caller: &Caller) ->
             Some(v) => {
                 tracing::info!("vault restart requested through the admin API");
                 v.restart();
-                let st = v.status();
-                http::json(
-                    200,
-                    &json!({"initialized": st.initialized, "sealed": st.sealed}),
-                )
+                // A real server answers again within about a second; report its state then.
+                v.answering(std::time::Duration::from_secs(30)).await;
+                match v.status() {
+                    Some(st) => http::json(
+                        200,
+                        &json!({"initialized": st.initialized, "sealed": st.sealed}),
+                    ),
+                    None => http::error(&ApiError::internal(
+                        "vault did not answer within 30s after the restart; see its log",
+                    )),
+                }
             }
             None => http::error(&ApiError::no_route()),
         },

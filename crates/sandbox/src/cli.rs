@@ -44,6 +44,10 @@ pub struct UpArgs {
     /// uninitialised Vault in namespace `vault`.
     #[arg(long, value_parser = ["vault"])]
     pub preinstall: Vec<String>,
+    /// Run this Vault-API server binary (`bao` or `vault`) as the Vault pod's process, with raft
+    /// storage in DIR/vault-server, instead of the in-process emulator.
+    #[arg(long, value_name = "PATH")]
+    pub vault_server: Option<PathBuf>,
 }
 
 /// `sandbox down`.
@@ -129,6 +133,13 @@ where
             pid,
         });
     }
+    let vault_server = match args.vault_server {
+        Some(p) if p.is_relative() => Some(std::env::current_dir().map_err(io_err(&p))?.join(p)),
+        other => other,
+    };
+    if let Some(binary) = &vault_server {
+        crate::vault_pod::identify(binary).await?;
+    }
     std::fs::create_dir_all(&args.dir).map_err(io_err(&args.dir))?;
     init_file_logging(&args.dir);
     let mut config = SandboxConfig::new(&args.dir);
@@ -136,6 +147,7 @@ where
     config.faults = faults;
     config.git_repos = git_repos;
     config.preinstall_vault = args.preinstall.iter().any(|p| p == "vault");
+    config.vault_server = vault_server;
     let handle = Sandbox::start(config).await?;
     if let Err(e) = setup(&handle) {
         let _ = handle.shutdown().await;

@@ -15,7 +15,9 @@
 //! `token` and `sa.key` (admin token, service-account signing key), `port` (reused on
 //! restart when free), `state.json` (every
 //! object; written atomically shortly after changes and at shutdown), `sandbox.pid` and
-//! `sandbox.log` (`sandbox up` only). Secret files are mode 0600, the directory 0700.
+//! `sandbox.log` (`sandbox up` only), `vault/` (the emulated Vault's storage) or
+//! `vault-server/` (a real server's configuration, raft data, log and pid; [`vault_pod`]).
+//! Secret files are mode 0600, the directory 0700.
 //!
 //! # Admin endpoints (admin token only)
 //! `GET /sandbox/v1/writes` (the write log: `count` of accepted API-client writes,
@@ -33,7 +35,8 @@
 //! `delay.vault`, `delay.eso` and `delay.flux`.
 //!
 //! # Add-ons
-//! [`addons`] runs Vault behind pod `vault-0`, Flux (`GET /sandbox/flux/install.yaml`,
+//! [`addons`] runs Vault behind pod `vault-0` (the emulator, or a real `bao`/`vault` server
+//! with `--vault-server PATH`, see [`vault_pod`]), Flux (`GET /sandbox/flux/install.yaml`,
 //! GitRepository, Kustomization, HelmRepository, HelmRelease), ESO and the auto-unsealer;
 //! `DIR/sandbox.json` records the server, kubeconfig, CA file and Flux install URL.
 //! Decisions are a deterministic sequence for a seed.
@@ -79,6 +82,7 @@ mod tls;
 mod tokens;
 mod validation;
 pub mod vault;
+pub mod vault_pod;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -167,6 +171,9 @@ pub enum SandboxError {
     /// Vault, Flux or ESO could not start.
     #[error(transparent)]
     Addons(#[from] addons::AddonsError),
+    /// `--vault-server` names no Vault-API server binary.
+    #[error(transparent)]
+    VaultServer(#[from] vault_pod::ServerError),
     /// A `--git-repo` flag or `git-repos.json` entry is malformed.
     #[error(
         "bad git repository mapping {0:?}: expected URL=DIR (e.g. https://git.sandbox.local/org/fleet=./fleet)"
@@ -192,6 +199,9 @@ pub struct SandboxConfig {
     pub git_repos: BTreeMap<String, PathBuf>,
     /// Start with the vault chart's objects deployed (`--preinstall vault`).
     pub preinstall_vault: bool,
+    /// Run this `bao` or `vault` server binary as the Vault pod's process
+    /// (`--vault-server PATH`) instead of the in-process emulator; see [`vault_pod`].
+    pub vault_server: Option<PathBuf>,
 }
 
 impl SandboxConfig {
@@ -205,6 +215,7 @@ impl SandboxConfig {
             history_limit: 10_000,
             git_repos: BTreeMap::new(),
             preinstall_vault: false,
+            vault_server: None,
         }
     }
 }
@@ -323,16 +334,30 @@ impl Sandbox {
         let addons_config = addons::AddonsConfig {
             git_repos,
             preinstall_vault: config.preinstall_vault,
+            vault_server: config.vault_server.clone(),
         };
-        addons::start(&shared, &dir, addr.port(), &addons_config, &tracker)?;
+        if let Err(e) = addons::start(&shared, &dir, addr.port(), &addons_config, &tracker).await {
+            shutdown.cancel();
+            tracker.close();
+            let _ = tokio::time::timeout(Duration::from_secs(15), tracker.wait()).await;
+            return Err(e.into());
+        }
         schedule_vault_restart(&shared, &tracker);
         let info_path = dir.join("sandbox.json");
-        let info = serde_json::json!({
+        let mut info = serde_json::json!({
             "server": url,
             "kubeconfig": kc_path,
             "ca_file": dir.join("ca.crt"),
             "flux_install_url": format!("{url}{}", addons::FLUX_INSTALL_PATH),
         });
+        if let Some(server) = shared.vault.get().and_then(|v| v.server()) {
+            info["vault_server"] = serde_json::json!({
+                "flavor": server.flavor().name(),
+                "version": server.version(),
+                "addr": server.api_addr(),
+                "log": server.log_path(),
+            });
+        }
         std::fs::write(
             &info_path,
             serde_json::to_vec_pretty(&info).unwrap_or_default(),
@@ -398,8 +423,14 @@ fn schedule_vault_restart(shared: &Arc<Shared>, tracker: &TaskTracker) {
 }
 
 impl SandboxHandle {
-    /// The sandbox's Vault server (seal state, restarts).
+    /// The sandbox's emulated Vault server (seal state, restarts); `None` when a real server
+    /// runs as the Vault pod (see [`Self::vault_pod`]).
     pub fn vault(&self) -> Option<Arc<vault::VaultServer>> {
+        self.shared.vault.get().and_then(|v| v.emulated().cloned())
+    }
+
+    /// What backs the Vault pod: the emulator or a real server process.
+    pub fn vault_pod(&self) -> Option<vault_pod::VaultPod> {
         self.shared.vault.get().cloned()
     }
 
@@ -491,6 +522,10 @@ impl SandboxHandle {
     pub async fn shutdown(self) -> Result<(), SandboxError> {
         self.shared.shutdown.cancel();
         self.tracker.close();
+        // A real Vault server gets its grace period to stop (it seals and closes raft).
+        if let Some(server) = self.shared.vault.get().and_then(|v| v.server().cloned()) {
+            server.stopped(Duration::from_secs(15)).await;
+        }
         if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
             .await
             .is_err()

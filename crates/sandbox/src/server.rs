@@ -48,7 +48,7 @@ pub struct Shared {
     /// Wakes controllers for objects whose readiness a backend decides.
     pub triggers: Triggers,
     /// The sandbox's Vault (set once the add-ons start).
-    pub vault: std::sync::OnceLock<std::sync::Arc<super::vault::VaultServer>>,
+    pub vault: std::sync::OnceLock<super::vault_pod::VaultPod>,
     /// Logs, exits and restarts of simulated containers.
     pub runtime: super::runtime::Runtime,
 }

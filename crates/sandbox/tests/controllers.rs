@@ -2,8 +2,12 @@
 //! port-forward) against an in-process sandbox on a random port: Flux (GitRepository,
 //! Kustomization, HelmRepository, HelmRelease), the Vault pod, ESO, the auto-unsealer,
 //! faults and persistence across a restart.
+//!
+//! Every Vault-facing test runs twice: on the emulated Vault, and (`..._real_server`) on a real
+//! OpenBao server as the Vault pod's process (`KUBESTRAP_VAULT_SERVER`, see
+//! `kubestrap_test_support::vault_server_or_skip`), which must pass the same assertions.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -12,8 +16,8 @@ use kube::Client;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kubestrap_sandbox::{SandboxConfig, SandboxHandle};
 use kubestrap_test_support::{
-    apply, apply_yaml, forward, gvk, start_sandbox as start, vault_client as vault, wait_for,
-    within,
+    apply, apply_yaml, forward, gvk, start_sandbox as start, vault_client as vault,
+    vault_server_or_skip, vault_wait_active, vault_wait_kv2, wait_for, wait_pod_running, within,
 };
 use serde_json::{Value, json};
 
@@ -342,22 +346,6 @@ async fn flux_is_inert_until_installed_then_git_and_kustomizations_reconcile() {
     h.shutdown().await.expect("shutdown");
 }
 
-async fn wait_pod_running(c: &Client, ns: &str, name: &str) {
-    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
-    within("pod running", async {
-        loop {
-            if let Ok(p) = pods.get(name).await
-                && p.metadata.deletion_timestamp.is_none()
-                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-}
-
 fn pod_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
@@ -416,9 +404,18 @@ struct Platform {
 /// The workspace's sandbox playbook's fleet repository, as `playbooks/sandbox.toml` maps it.
 const FLEET_URL: &str = "https://git.sandbox.local/org/fleet";
 
-async fn platform() -> Platform {
+/// Whether the sandbox's Vault is sealed (or, for a real server, not answering: restarting).
+fn vault_sealed(h: &SandboxHandle) -> bool {
+    h.vault_pod()
+        .expect("vault")
+        .status()
+        .is_none_or(|s| s.sealed)
+}
+
+async fn platform(vault_server: Option<PathBuf>) -> Platform {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut cfg = SandboxConfig::new(tmp.path().join("sandbox"));
+    cfg.vault_server = vault_server;
     cfg.git_repos.insert(
         FLEET_URL.into(),
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../playbooks/sandbox/git/fleet"),
@@ -481,6 +478,12 @@ async fn platform() -> Platform {
     sas.get("external-secrets")
         .await
         .expect("eso service account");
+    if h.vault_pod().is_some_and(|v| v.server().is_some()) {
+        // A real server outside any pod has no pod token of its own: it reviews each login
+        // with the login JWT, so ESO's account needs what kubestrap's
+        // cluster-secret-store.yaml grants it for that case.
+        apply(&c, eso_review_binding()).await;
+    }
 
     let addr = forward(&c, "vault", "vault-0", 8200).await;
     let anon = vault(&addr, "");
@@ -498,6 +501,16 @@ async fn platform() -> Platform {
     .await
     .expect("unseal");
     assert!(!st.sealed);
+    // The port-forward reaches the pod's process: the real server when one runs.
+    let pod = h.vault_pod().expect("vault");
+    match pod.server() {
+        Some(server) => {
+            assert_eq!(st.version, server.version());
+            assert!(server.pid().is_some());
+        }
+        None => assert!(pod.emulated().is_some()),
+    }
+    vault_wait_active(&addr).await;
     let root = init.root_token.clone();
     let admin = vault(&addr, &root);
     within(
@@ -506,6 +519,7 @@ async fn platform() -> Platform {
     )
     .await
     .expect("kv");
+    vault_wait_kv2(&addr, &root, "secret").await;
     within(
         "kv",
         vaultrs::kv2::set(
@@ -539,17 +553,7 @@ async fn platform() -> Platform {
     )
     .await
     .expect("auth");
-    within(
-        "config",
-        vaultrs::auth::kubernetes::configure(
-            &admin,
-            "kubernetes",
-            "https://kubernetes.default.svc",
-            None,
-        ),
-    )
-    .await
-    .expect("config");
+    configure_kubernetes_auth(&h, &admin, "https://kubernetes.default.svc").await;
     Platform {
         h,
         c,
@@ -558,6 +562,39 @@ async fn platform() -> Platform {
         key,
         _tmp: tmp,
     }
+}
+
+/// Points Vault's kubernetes auth at `host`, trusting the cluster's CA, without a reviewer JWT:
+/// as kubestrap configures it (so Vault reviews with its pod's token, or, outside a pod, with
+/// the login JWT itself).
+async fn configure_kubernetes_auth(
+    h: &SandboxHandle,
+    admin: &vaultrs::client::VaultClient,
+    host: &str,
+) {
+    within(
+        "config",
+        vaultrs::auth::kubernetes::configure(
+            admin,
+            "kubernetes",
+            host,
+            Some(
+                vaultrs::api::auth::kubernetes::requests::ConfigureKubernetesAuthRequest::builder()
+                    .kubernetes_ca_cert(h.ca_pem().to_string()),
+            ),
+        ),
+    )
+    .await
+    .expect("config");
+}
+
+/// `system:auth-delegator` for ESO's service account (kubestrap's
+/// `external-secrets-vault-tokenreview`).
+fn eso_review_binding() -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "external-secrets-vault-tokenreview"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
+        "subjects": [{"kind": "ServiceAccount", "name": "external-secrets", "namespace": "external-secrets"}]})
 }
 
 async fn create_eso_role(p: &Platform) {
@@ -597,7 +634,19 @@ fn external_secret(name: &str, store: &str, key: &str, property: &str) -> Value 
 
 #[tokio::test]
 async fn helm_releases_vault_pod_and_eso_sync_secrets_from_vault() {
-    let p = platform().await;
+    helm_releases_vault_pod_and_eso_sync(None).await;
+}
+
+#[tokio::test]
+async fn helm_releases_vault_pod_and_eso_sync_secrets_from_vault_real_server() {
+    let test = "helm_releases_vault_pod_and_eso_sync_secrets_from_vault_real_server";
+    if let Some(server) = vault_server_or_skip(test) {
+        helm_releases_vault_pod_and_eso_sync(Some(server)).await;
+    }
+}
+
+async fn helm_releases_vault_pod_and_eso_sync(vault_server: Option<PathBuf>) {
+    let p = platform(vault_server).await;
     let c = &p.c;
     let hr = dynamic(
         c,
@@ -879,7 +928,18 @@ async fn helm_releases_vault_pod_and_eso_sync_secrets_from_vault() {
 
 #[tokio::test]
 async fn faults_delay_flux_and_flap_the_store() {
-    let p = platform().await;
+    faults_delay_flux_and_flap_the_store_on(None).await;
+}
+
+#[tokio::test]
+async fn faults_delay_flux_and_flap_the_store_real_server() {
+    if let Some(server) = vault_server_or_skip("faults_delay_flux_and_flap_the_store_real_server") {
+        faults_delay_flux_and_flap_the_store_on(Some(server)).await;
+    }
+}
+
+async fn faults_delay_flux_and_flap_the_store_on(vault_server: Option<PathBuf>) {
+    let p = platform(vault_server).await;
     let c = &p.c;
     create_eso_role(&p).await;
     let stores = dynamic(
@@ -907,17 +967,7 @@ async fn faults_delay_flux_and_flap_the_store() {
 
     // Vault reviews logins only against this cluster: a wrong kubernetes_host breaks them.
     let admin = vault(&p.addr, &p.root);
-    within(
-        "config",
-        vaultrs::auth::kubernetes::configure(
-            &admin,
-            "kubernetes",
-            "https://kube.example.invalid",
-            None,
-        ),
-    )
-    .await
-    .expect("config");
+    configure_kubernetes_auth(&p.h, &admin, "https://kube.example.invalid").await;
     let touch = json!({"metadata": {"annotations": {"test/revalidate": "1"}}});
     within(
         "touch",
@@ -953,17 +1003,7 @@ async fn faults_delay_flux_and_flap_the_store() {
         }
     })
     .await;
-    within(
-        "config",
-        vaultrs::auth::kubernetes::configure(
-            &admin,
-            "kubernetes",
-            "https://kubernetes.default.svc",
-            None,
-        ),
-    )
-    .await
-    .expect("config");
+    configure_kubernetes_auth(&p.h, &admin, "https://kubernetes.default.svc").await;
     wait_ready(&stores, "vault-backend", "Valid").await;
 
     // A long Flux readiness delay holds new sources back until the fault is lifted.
@@ -1057,17 +1097,28 @@ spec:
 
 #[tokio::test]
 async fn deleting_vault_0_seals_vault_until_the_unsealer_runs() {
-    let p = platform().await;
+    deleting_vault_0_seals_vault_until_the_unsealer_runs_on(None).await;
+}
+
+#[tokio::test]
+async fn deleting_vault_0_seals_vault_until_the_unsealer_runs_real_server() {
+    let test = "deleting_vault_0_seals_vault_until_the_unsealer_runs_real_server";
+    if let Some(server) = vault_server_or_skip(test) {
+        deleting_vault_0_seals_vault_until_the_unsealer_runs_on(Some(server)).await;
+    }
+}
+
+async fn deleting_vault_0_seals_vault_until_the_unsealer_runs_on(vault_server: Option<PathBuf>) {
+    let p = platform(vault_server).await;
     let c = &p.c;
-    let vault_srv = p.h.vault().expect("vault");
-    assert!(!vault_srv.status().sealed);
+    assert!(!vault_sealed(&p.h));
     // No unsealer: a deleted pod comes back sealed and stays so (its probe accepts sealed).
     let pods: Api<Pod> = Api::namespaced(c.clone(), "vault");
     let uid = pods.get("vault-0").await.expect("pod").metadata.uid;
     within("delete", pods.delete("vault-0", &DeleteParams::default()))
         .await
         .expect("delete");
-    assert!(vault_srv.status().sealed, "a pod restart seals vault");
+    assert!(vault_sealed(&p.h), "a pod restart seals vault");
     within("recreated", async {
         loop {
             if let Ok(p) = pods.get("vault-0").await
@@ -1089,7 +1140,7 @@ async fn deleting_vault_0_seals_vault_until_the_unsealer_runs() {
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
-        vault_srv.status().sealed,
+        vault_sealed(&p.h),
         "nothing unseals vault without the unsealer"
     );
 
@@ -1102,11 +1153,12 @@ async fn deleting_vault_0_seals_vault_until_the_unsealer_runs() {
     let unsealer = UNSEALER;
     apply_yaml(c, unsealer).await;
     within("auto-unseal", async {
-        while vault_srv.status().sealed {
+        while vault_sealed(&p.h) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await;
+    vault_wait_active(&p.addr).await;
     // Data survived the restart.
     let v: Value = within(
         "read",
@@ -1127,7 +1179,7 @@ async fn deleting_vault_0_seals_vault_until_the_unsealer_runs() {
         .expect("restart");
     assert_eq!(r["sealed"], true);
     within("auto-unseal again", async {
-        while vault_srv.status().sealed {
+        while vault_sealed(&p.h) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
@@ -1137,10 +1189,25 @@ async fn deleting_vault_0_seals_vault_until_the_unsealer_runs() {
 
 #[tokio::test]
 async fn preinstalled_vault_is_uninitialised_and_everything_persists_across_a_restart() {
+    preinstalled_vault_persists_on(None).await;
+}
+
+#[tokio::test]
+async fn preinstalled_vault_is_uninitialised_and_everything_persists_across_a_restart_real_server()
+{
+    let test =
+        "preinstalled_vault_is_uninitialised_and_everything_persists_across_a_restart_real_server";
+    if let Some(server) = vault_server_or_skip(test) {
+        preinstalled_vault_persists_on(Some(server)).await;
+    }
+}
+
+async fn preinstalled_vault_persists_on(vault_server: Option<PathBuf>) {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("sandbox");
     let mut cfg = SandboxConfig::new(&dir);
     cfg.preinstall_vault = true;
+    cfg.vault_server = vault_server.clone();
     let (h, c) = start(cfg).await;
     wait_pod_running(&c, "vault", "vault-0").await;
     // The chart's default probe: a sealed, uninitialised Vault is not Ready.
@@ -1166,6 +1233,7 @@ async fn preinstalled_vault_is_uninitialised_and_everything_persists_across_a_re
     .await
     .expect("unseal");
     wait_pod_ready(&c, "vault", "vault-0", true).await;
+    vault_wait_active(&addr).await;
     let admin = vault(&addr, &init.root_token);
     within(
         "mount",
@@ -1173,6 +1241,7 @@ async fn preinstalled_vault_is_uninitialised_and_everything_persists_across_a_re
     )
     .await
     .expect("kv");
+    vault_wait_kv2(&addr, &init.root_token, "secret").await;
     within(
         "kv",
         vaultrs::kv2::set(&admin, "secret", "a/b", &json!({"k": "v"})),
@@ -1182,7 +1251,9 @@ async fn preinstalled_vault_is_uninitialised_and_everything_persists_across_a_re
     h.shutdown().await.expect("shutdown");
 
     // Restarted: the objects and Vault's data are kept; Vault is sealed like a fresh pod.
-    let (h, c) = start(SandboxConfig::new(&dir)).await;
+    let mut cfg = SandboxConfig::new(&dir);
+    cfg.vault_server = vault_server;
+    let (h, c) = start(cfg).await;
     wait_pod_running(&c, "vault", "vault-0").await;
     wait_pod_ready(&c, "vault", "vault-0", false).await;
     let addr = forward(&c, "vault", "vault-0", 8200).await;
@@ -1199,6 +1270,7 @@ async fn preinstalled_vault_is_uninitialised_and_everything_persists_across_a_re
     )
     .await
     .expect("unseal");
+    vault_wait_active(&addr).await;
     let v: Value = within(
         "read",
         vaultrs::kv2::read(&vault(&addr, &init.root_token), "secret", "a/b"),
@@ -1324,7 +1396,7 @@ async fn unsealer_pod_in(c: &Client, state: &str) -> Pod {
 /// with fsGroup the same unsealer unseals a restarted Vault.
 #[tokio::test]
 async fn unsealer_that_cannot_read_its_root_owned_keys_leaves_vault_sealed() {
-    let p = platform().await;
+    let p = platform(None).await;
     let c = &p.c;
     let vault_srv = p.h.vault().expect("vault");
     apply(c, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "vault-init-keys", "namespace": "vault"},
@@ -1439,7 +1511,7 @@ async fn wait_event(c: &Client, name: &str, text: &str) -> Event {
 /// the login with its own pod token (the chart's `system:auth-delegator` binding).
 #[tokio::test]
 async fn eso_and_vault_act_as_their_service_accounts() {
-    let p = platform().await;
+    let p = platform(None).await;
     let c = &p.c;
     create_eso_role(&p).await;
     let stores = dynamic(

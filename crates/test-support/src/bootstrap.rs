@@ -30,6 +30,8 @@ pub struct Options {
     pub extra_secrets: &'static str,
     /// `[verify] restart_vault`.
     pub restart_vault: bool,
+    /// `[sandbox] vault_server`: a real Vault-API server as the Vault pod's process.
+    pub vault_server: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -40,6 +42,7 @@ impl Default for Options {
             eso_ready: "60s",
             extra_secrets: "",
             restart_vault: true,
+            vault_server: None,
         }
     }
 }
@@ -85,11 +88,17 @@ impl Bootstrap {
             cloudflare: format!("cf_canary_{tag}_cf"),
             dir,
         };
-        let faults = options
+        let mut sandbox_extra = options
             .faults
             .as_ref()
             .map(|f| format!("faults = {f:?}\n"))
             .unwrap_or_default();
+        if let Some(server) = &options.vault_server {
+            sandbox_extra.push_str(&format!(
+                "vault_server = {:?}\n",
+                server.display().to_string()
+            ));
+        }
         let playbook = format!(
             r#"
 [cluster]
@@ -99,7 +108,7 @@ state_dir = "{state}"
 
 [sandbox]
 git_repos = {{ "https://git.sandbox.local/org/fleet" = "{fleet}" }}
-{faults}
+{sandbox_extra}
 [flux]
 install_manifest = "sandbox:/sandbox/flux/install.yaml"
 git_url = "https://git.sandbox.local/org/fleet"

@@ -73,6 +73,26 @@ pub async fn kube_client_with_token(handle: &SandboxHandle, token: &str) -> Clie
     Client::try_from(cfg).expect("client")
 }
 
+/// Waits until pod `ns/name` exists, is not being deleted and is `Running`.
+///
+/// # Panics
+/// When it is not within [`crate::DEFAULT_LIMIT`].
+pub async fn wait_pod_running(c: &Client, ns: &str, name: &str) {
+    let pods: Api<Pod> = Api::namespaced(c.clone(), ns);
+    within(&format!("pod {ns}/{name} running"), async {
+        loop {
+            if let Ok(p) = pods.get(name).await
+                && p.metadata.deletion_timestamp.is_none()
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
 /// A local TCP listener that forwards every connection through a new kube-rs port-forward to
 /// `pod`'s `port`, as `kubectl port-forward` does. Returns `http://127.0.0.1:PORT`.
 ///
@@ -119,6 +139,63 @@ pub fn vault_client(addr: &str, token: &str) -> VaultClient {
             .expect("vault settings"),
     )
     .expect("vault client")
+}
+
+/// Waits until Vault at `addr` is the active node (`GET /v1/sys/health` answers 200): a real
+/// server answers 429 (standby) and refuses writes with 500 "local node not active" for up to
+/// about 0.2 s after the last unseal key, while its raft node takes leadership. Raw HTTP, since
+/// vaultrs cannot read OpenBao's health body.
+///
+/// # Panics
+/// When Vault is not active within [`crate::DEFAULT_LIMIT`].
+pub async fn vault_wait_active(addr: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/sys/health", addr.trim_end_matches('/'));
+    let mut last = String::new();
+    let active = tokio::time::timeout(crate::DEFAULT_LIMIT, async {
+        loop {
+            match http.get(&url).send().await {
+                Ok(r) if r.status() == 200 => return,
+                Ok(r) => last = format!("HTTP {}", r.status()),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        active.is_ok(),
+        "vault at {addr} is not active; last answer: {last}"
+    );
+}
+
+/// Waits until the KV v2 mount `mount` of Vault at `addr` is set up (`GET
+/// /v1/<mount>/config` answers 200 to `token`): right after `sys/mounts` creates it, a real
+/// server answers 400 "Upgrading from non-versioned to versioned data" for a moment.
+///
+/// # Panics
+/// When it is not set up within [`crate::DEFAULT_LIMIT`].
+pub async fn vault_wait_kv2(addr: &str, token: &str, mount: &str) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/{mount}/config", addr.trim_end_matches('/'));
+    let mut last = String::new();
+    let ready = tokio::time::timeout(crate::DEFAULT_LIMIT, async {
+        loop {
+            match http.get(&url).header("x-vault-token", token).send().await {
+                Ok(r) if r.status() == 200 => return,
+                Ok(r) => last = format!("HTTP {}", r.status()),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        ready.is_ok(),
+        "KV v2 at {addr}/v1/{mount} is not set up; last answer: {last}"
+    );
 }
 
 /// Server-side apply every document of `text` (field manager `test`, forced), discovering

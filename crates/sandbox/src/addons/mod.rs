@@ -29,6 +29,7 @@ use crate::controllers::{self, Action, Controller};
 use crate::server::Shared;
 use crate::store::{ObjectKey, StoreEvent};
 use crate::vault::VaultServer;
+use crate::vault_pod::{ServerProcess, ServerSettings, VaultPod};
 
 /// What the add-ons need from the sandbox's configuration.
 #[derive(Debug, Clone, Default)]
@@ -37,12 +38,14 @@ pub struct AddonsConfig {
     pub git_repos: BTreeMap<String, PathBuf>,
     /// Start with the vault chart's objects deployed in namespace `vault` (uninitialised Vault).
     pub preinstall_vault: bool,
+    /// Run this `bao` or `vault` binary as the Vault pod's process instead of the emulator.
+    pub vault_server: Option<PathBuf>,
 }
 
 /// The running add-ons.
 pub struct Addons {
-    /// The one Vault server of the sandbox.
-    pub vault: Arc<VaultServer>,
+    /// The one Vault of the sandbox.
+    pub vault: VaultPod,
     backend: Arc<VaultBackend>,
     served: Mutex<HashSet<(String, String)>>,
 }
@@ -113,28 +116,48 @@ pub enum AddonsError {
     /// The Vault storage could not be opened.
     #[error("cannot open the sandbox vault storage: {0}")]
     Vault(#[from] crate::vault::VaultError),
+    /// The real Vault server could not be started.
+    #[error(transparent)]
+    VaultServer(#[from] crate::vault_pod::ServerError),
     /// `--preinstall vault` could not apply the chart.
     #[error("cannot preinstall vault: {0}")]
     Preinstall(#[from] kit::ApplyError),
 }
 
-/// Opens the sandbox's Vault (storage in `dir/vault/storage.json`), wires its TokenReview to
-/// the cluster and starts every add-on controller.
+/// Starts the sandbox's Vault (the emulator with its storage in `dir/vault/storage.json`, its
+/// TokenReview wired to the cluster; or the real server of `config.vault_server`) and every
+/// add-on controller.
 ///
 /// # Errors
-/// The Vault storage cannot be opened, or the preinstall failed.
-pub fn start(
+/// The Vault storage cannot be opened, the real server cannot start, or the preinstall failed.
+pub async fn start(
     shared: &Arc<Shared>,
     dir: &std::path::Path,
     port: u16,
     config: &AddonsConfig,
     tracker: &TaskTracker,
 ) -> Result<Arc<Addons>, AddonsError> {
-    let reviewer = ClusterReviewer::new(port);
-    reviewer.attach(shared);
-    let vault_dir = dir.join("vault");
-    let _ = std::fs::create_dir_all(&vault_dir);
-    let vault = VaultServer::open(vault_dir.join("storage.json"), reviewer)?;
+    let vault = match &config.vault_server {
+        None => {
+            let reviewer = ClusterReviewer::new(port);
+            reviewer.attach(shared);
+            let vault_dir = dir.join("vault");
+            let _ = std::fs::create_dir_all(&vault_dir);
+            let emulated = VaultServer::open(vault_dir.join("storage.json"), reviewer)?;
+            tracker.spawn(vault::follow_status(shared.clone(), emulated.subscribe()));
+            VaultPod::Emulated(emulated)
+        }
+        Some(binary) => {
+            let settings = ServerSettings {
+                binary: binary.clone(),
+                dir: dir.to_path_buf(),
+                api_port: port,
+            };
+            let server = ServerProcess::start(&settings, &shared.shutdown, tracker).await?;
+            tracker.spawn(vault::follow_status(shared.clone(), server.subscribe()));
+            VaultPod::Server(server)
+        }
+    };
     let _ = shared.vault.set(vault.clone());
     let addons = Arc::new(Addons {
         vault: vault.clone(),
@@ -152,7 +175,6 @@ pub fn start(
         config.git_repos.clone(),
         dir.join("git-host.json"),
     ));
-    tracker.spawn(vault::follow_status(shared.clone(), vault.clone()));
     let list: Vec<Arc<dyn Controller>> = vec![
         Arc::new(VaultPods(addons.clone())),
         Arc::new(flux_source::SourceController::new(git.clone())),

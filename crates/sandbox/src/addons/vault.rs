@@ -1,11 +1,12 @@
-//! The sandbox's one Vault server behind pod `<release>-0`: port-forwards to port 8200 reach
-//! [`VaultServer::serve_io`], the pod's readiness follows the chart's probe (unsealed, or
-//! merely "answering" when the release's probe accepts a sealed Vault), deleting the pod
-//! restarts Vault (sealed, data kept), and kubernetes-auth logins are reviewed by the
-//! sandbox's own TokenReview.
+//! The sandbox's one Vault behind pod `<release>-0` (the emulator or a real server, see
+//! [`crate::vault_pod`]): port-forwards to port 8200 reach it, the pod's readiness follows the
+//! chart's probe (unsealed, or merely "answering" when the release's probe accepts a sealed
+//! Vault), deleting the pod restarts Vault (sealed, data kept), and the emulator's
+//! kubernetes-auth logins are reviewed by the sandbox's own TokenReview ([`ClusterReviewer`];
+//! a real server calls the API's TokenReview endpoint itself).
 //!
 //! [`VaultHttp`] is how in-sandbox clients (ESO, the unsealer) talk to that Vault: real
-//! HTTP/1.1 requests over an in-process stream, as their real counterparts talk over TCP.
+//! HTTP/1.1 requests over the pod's stream, as their real counterparts talk over TCP.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +14,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 use super::kit;
@@ -25,7 +22,8 @@ use crate::rbac::{self, UserInfo};
 use crate::server::Shared;
 use crate::store::ObjectKey;
 use crate::tokens;
-use crate::vault::{ReviewError, ReviewedAccount, ReviewerJwt, TokenReviewer, VaultServer};
+use crate::vault::{ReviewError, ReviewedAccount, ReviewerJwt, TokenReviewer};
+use crate::vault_pod::{VaultPod, call_over};
 
 /// The port Vault listens on inside its pod.
 pub const VAULT_PORT: u16 = 8200;
@@ -197,7 +195,7 @@ impl TokenReviewer for ClusterReviewer {
 
 /// The Vault pod's behaviour: serves port 8200, probes, restarts on delete.
 pub struct VaultBackend {
-    vault: Arc<VaultServer>,
+    vault: VaultPod,
     /// Pods (`ns/name`) whose readiness probe treats a sealed or uninitialised Vault as
     /// ready (`sealedcode=204&uninitcode=204`, vault-helm #954).
     sealed_ok: Mutex<HashSet<String>>,
@@ -207,7 +205,7 @@ pub struct VaultBackend {
 
 impl VaultBackend {
     /// The backend of `vault`.
-    pub fn new(vault: Arc<VaultServer>) -> Arc<Self> {
+    pub fn new(vault: VaultPod) -> Arc<Self> {
         Arc::new(Self {
             vault,
             sealed_ok: Mutex::new(HashSet::new()),
@@ -238,14 +236,14 @@ impl PodBackend for VaultBackend {
         if port != VAULT_PORT {
             return None;
         }
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let vault = self.vault.clone();
-        tokio::spawn(async move { vault.serve_io(server).await });
-        Some(Box::new(client))
+        self.vault.connect().await
     }
 
     fn ready(&self, namespace: &str, pod: &str) -> Option<bool> {
-        let st = self.vault.status();
+        // A server that does not answer fails every probe, `sealedcode=204` or not.
+        let Some(st) = self.vault.status() else {
+            return Some(false);
+        };
         let sealed_ok = self
             .sealed_ok
             .lock()
@@ -277,18 +275,22 @@ pub enum VaultCallError {
 /// An HTTP client for the sandbox Vault from inside the cluster.
 #[derive(Clone)]
 pub struct VaultHttp {
-    vault: Arc<VaultServer>,
+    vault: VaultPod,
 }
 
 impl VaultHttp {
     /// A client of `vault`.
-    pub fn new(vault: Arc<VaultServer>) -> Self {
+    pub fn new(vault: VaultPod) -> Self {
         Self { vault }
     }
 
-    /// Initialised and sealed flags (what `vault status` reports).
+    /// Initialised and sealed flags (what `vault status` reports); a server that does not
+    /// answer reads as uninitialised and sealed (`vault status` fails).
     pub fn status(&self) -> crate::vault::VaultStatus {
-        self.vault.status()
+        self.vault.status().unwrap_or(crate::vault::VaultStatus {
+            initialized: false,
+            sealed: true,
+        })
     }
 
     /// Resolves an in-cluster address the way cluster DNS would for a pod in `from_ns`:
@@ -378,46 +380,15 @@ impl VaultHttp {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Result<(u16, Value), VaultCallError> {
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let vault = self.vault.clone();
-        tokio::spawn(async move { vault.serve_io(server).await });
         let exchange = async {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client))
+            let io = self
+                .vault
+                .connect()
                 .await
-                .map_err(|e| VaultCallError::Http(e.to_string()))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let payload = body.map(|b| b.to_string()).unwrap_or_default();
-            let mut req = Request::builder()
-                .method(method)
-                .uri(format!("/v1/{}", path.trim_start_matches('/')))
-                .header("host", "vault:8200")
-                .header("content-type", "application/json")
-                .header("x-vault-request", "true");
-            if let Some(t) = token {
-                req = req.header("x-vault-token", t);
-            }
-            let req = req
-                .body(Full::new(Bytes::from(payload)))
-                .map_err(|e| VaultCallError::Http(e.to_string()))?;
-            let resp = sender
-                .send_request(req)
+                .ok_or_else(|| VaultCallError::Refused("vault:8200".into()))?;
+            call_over(io, method, path, token, body)
                 .await
-                .map_err(|e| VaultCallError::Http(e.to_string()))?;
-            let code = resp.status().as_u16();
-            let bytes = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| VaultCallError::Http(e.to_string()))?
-                .to_bytes();
-            let v = if bytes.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-            };
-            Ok((code, v))
+                .map_err(VaultCallError::Http)
         };
         tokio::time::timeout(Duration::from_secs(10), exchange)
             .await
@@ -444,8 +415,10 @@ pub fn vault_errors(code: u16, body: &Value) -> String {
 
 /// Fires the readiness trigger of every served Vault pod whenever Vault's status changes,
 /// so the pod's Ready condition follows seal/unseal at once (not only at the probe period).
-pub async fn follow_status(shared: Arc<Shared>, vault: Arc<VaultServer>) {
-    let mut rx = vault.subscribe();
+pub async fn follow_status<T: Send + Sync + 'static>(
+    shared: Arc<Shared>,
+    mut rx: tokio::sync::watch::Receiver<T>,
+) {
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => return,

@@ -69,16 +69,33 @@ pub fn combine(threshold: u8, parts: &[ShareBytes]) -> Option<RootKey> {
     Some(Zeroizing::new(key))
 }
 
-/// Decodes a share as `sys/unseal` accepts it: hex first, then standard base64.
+/// The shortest share `sys/unseal` accepts (the barrier's minimum key length).
+const MIN_SHARE_LEN: usize = 16;
+/// The longest: the root key plus Shamir's one byte of overhead (the x coordinate).
+const MAX_SHARE_LEN: usize = ROOT_KEY_LEN + 1;
+
+/// Decodes a share as `sys/unseal` accepts it: hex first, then standard base64, and checks its
+/// length as Vault's `unsealFragment` does before counting it towards the threshold.
 pub fn decode_share(text: &str) -> Result<ShareBytes, ApiError> {
     let text = text.trim();
-    if let Ok(bytes) = hex::decode(text) {
-        return Ok(Zeroizing::new(bytes));
+    let bytes = match hex::decode(text) {
+        Ok(bytes) => Zeroizing::new(bytes),
+        Err(_) => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Zeroizing::new)
+            .map_err(|_| ApiError::bad("'key' must be a valid hex or base64 string"))?,
+    };
+    if bytes.len() < MIN_SHARE_LEN {
+        return Err(ApiError::bad(format!(
+            "invalid key: key is shorter than minimum {MIN_SHARE_LEN} bytes"
+        )));
     }
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map(Zeroizing::new)
-        .map_err(|_| ApiError::bad("'key' must be a valid hex or base64 string"))
+    if bytes.len() > MAX_SHARE_LEN {
+        return Err(ApiError::bad(format!(
+            "invalid key: key is longer than maximum {MAX_SHARE_LEN} bytes"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Shares submitted so far towards one unseal attempt.
@@ -155,6 +172,24 @@ mod tests {
             assert_eq!(back.as_slice(), key.as_slice());
         }
         assert!(decode_share("not a key!").is_err());
+    }
+
+    /// Found by the differential test against OpenBao: a short key counted towards the
+    /// threshold (200, progress 1) and spoiled the next unseal attempt.
+    #[test]
+    fn unseal_keys_of_the_wrong_length_are_refused_before_counting() {
+        let short = decode_share("deadbeef").expect_err("short");
+        assert_eq!(
+            short.to_string(),
+            "invalid key: key is shorter than minimum 16 bytes"
+        );
+        let long = decode_share(&hex::encode([7u8; 34])).expect_err("long");
+        assert_eq!(
+            long.to_string(),
+            "invalid key: key is longer than maximum 33 bytes"
+        );
+        assert!(decode_share(&hex::encode([7u8; 16])).is_ok());
+        assert!(decode_share(&hex::encode([7u8; 33])).is_ok());
     }
 
     #[test]

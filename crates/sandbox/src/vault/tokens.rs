@@ -56,7 +56,9 @@ impl TokenEntry {
     }
 
     /// The `data` of `auth/token/lookup-self` (and `lookup`): every field vaultrs'
-    /// `LookupTokenResponse` and ESO's `checkToken` read.
+    /// `LookupTokenResponse` and ESO's `checkToken` read. No `role`: Vault's token store only
+    /// reports one for tokens created through a token role (`auth/token/create/<role>`), never
+    /// for an auth method's login token (an auth role is in `meta.role`).
     pub fn lookup_body(&self, id: &str, now: i64) -> Value {
         json!({
             "accessor": self.accessor,
@@ -74,7 +76,6 @@ impl TokenEntry {
             "path": self.path,
             "policies": self.policies,
             "renewable": self.renewable,
-            "role": self.role,
             "ttl": self.ttl_left(now),
             "type": "service",
         })
@@ -256,6 +257,21 @@ mod tests {
         let timed = entry(Some(60)).lookup_body("hvs.y", 1010);
         assert_eq!(timed["ttl"], 50);
         assert_eq!(timed["expire_time"], "1970-01-01T00:17:40Z");
+    }
+
+    /// Found by the differential test against OpenBao: lookup-self reported the kubernetes
+    /// auth role of a login token as the token's `role` (and `role: null` for others).
+    #[test]
+    fn login_tokens_report_their_auth_role_in_meta_only() {
+        let login = TokenEntry {
+            meta: Some(BTreeMap::from([("role".to_string(), "eso".to_string())])),
+            role: Some("eso".into()),
+            ..entry(Some(60))
+        };
+        let body = login.lookup_body("hvs.z", 1000);
+        assert!(body.get("role").is_none(), "{body}");
+        assert_eq!(body["meta"]["role"], "eso");
+        assert!(entry(None).lookup_body("hvs.x", 1000).get("role").is_none());
     }
 
     #[test]
