@@ -17,7 +17,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::vault_api::VaultSession;
-use crate::engine::{Classify, StepError, is_transient_status};
+use crate::engine::{Classify, StepError};
+use crate::http::is_transient_status;
 
 /// What `sys/health` says about the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
