@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
+use super::tunnels::{Tunnel, Tunnels};
 use crate::engine::{Finish, RunMode, StepContext, StepError};
 use crate::kube::{ClusterLease, KubeAccess, LeaseConfig};
 use crate::playbook::LoadedPlaybook;
@@ -20,6 +21,7 @@ pub struct Cluster {
     access: KubeAccess,
     lease: Option<LeaseConfig>,
     held: Mutex<Option<ClusterLease>>,
+    tunnels: Tunnels,
 }
 
 impl Cluster {
@@ -30,6 +32,7 @@ impl Cluster {
             access,
             lease,
             held: Mutex::new(None),
+            tunnels: Tunnels::default(),
         }
     }
 
@@ -90,6 +93,7 @@ impl Cluster {
 #[async_trait::async_trait]
 impl Finish for Cluster {
     async fn finish(&self) -> Result<(), String> {
+        self.tunnels.close().await;
         let lease = self.held.lock().await.take();
         match lease {
             Some(l) => l
@@ -113,6 +117,20 @@ pub trait ClusterContext {
 
     /// The kubeconfig path the run uses, when one was named.
     fn kubeconfig_path(&self) -> Option<&Path>;
+
+    /// The run's tunnel to `namespace/service:port` (see [`super::tunnels`]), opened on first
+    /// use; `what` names the service in errors ("reach Vault: ...").
+    ///
+    /// # Errors
+    /// Transient [`StepError`] when the Service has no running pod yet or the forward fails.
+    async fn tunnel(
+        &self,
+        what: &str,
+        namespace: &str,
+        service: &str,
+        port: u16,
+        request_timeout: std::time::Duration,
+    ) -> Result<Arc<Tunnel>, StepError>;
 }
 
 #[async_trait::async_trait]
@@ -126,5 +144,24 @@ impl ClusterContext for StepContext {
 
     fn kubeconfig_path(&self) -> Option<&Path> {
         self.resource::<Cluster>().and_then(Cluster::kubeconfig)
+    }
+
+    async fn tunnel(
+        &self,
+        what: &str,
+        namespace: &str,
+        service: &str,
+        port: u16,
+        request_timeout: std::time::Duration,
+    ) -> Result<Arc<Tunnel>, StepError> {
+        let client = self.kube().await?;
+        let cluster = self.resource::<Cluster>().ok_or_else(|| {
+            StepError::permanent("this run has no cluster connection (a bug in how it was set up)")
+        })?;
+        cluster
+            .tunnels
+            .get(&client, namespace, service, port, request_timeout)
+            .await
+            .map_err(|e| StepError::transient(format!("reach {what}: {e}")))
     }
 }

@@ -23,6 +23,7 @@ pub(crate) mod cluster;
 pub(crate) mod kinds;
 pub(crate) mod manifests;
 mod template_step;
+pub(crate) mod tunnels;
 pub(crate) mod waits;
 
 pub use cluster::{Cluster, ClusterContext};
