@@ -74,6 +74,9 @@ pub enum CliError {
     /// The async runtime could not be started.
     #[error("failed to start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// `kubestrap init` refused or could not write.
+    #[error(transparent)]
+    Init(#[from] super::init::InitError),
     /// Writing the output failed.
     #[error("failed to write output: {0}")]
     Output(#[source] std::io::Error),
@@ -130,7 +133,8 @@ impl CliError {
             ) => ExitStatus::BadInput,
             #[cfg(feature = "sandbox")]
             Self::Sandbox(_) => ExitStatus::StepFailed,
-            Self::Runtime(_) | Self::Output(_) => ExitStatus::StepFailed,
+            Self::Init(e) if e.is_bad_input() => ExitStatus::BadInput,
+            Self::Runtime(_) | Self::Output(_) | Self::Init(_) => ExitStatus::StepFailed,
         }
     }
 }
