@@ -94,8 +94,14 @@ fn init_sandbox_plans_and_applies_unedited_and_apply_ends_with_the_result_block(
     );
     let report = block_value(&stdout, "report:").expect("report line");
     assert!(dir.path().join(report).is_file(), "{report}");
+    assert_eq!(
+        block_value(&stdout, "VAULT_ADDR:"),
+        Some("http://127.0.0.1:8200 (with the port-forward below)")
+    );
     assert!(
-        block_value(&stdout, "reach vault:").is_some_and(|l| l.contains("port-forward svc/vault")),
+        stdout
+            .lines()
+            .any(|l| l == "  kubectl -n vault port-forward svc/vault 8200:8200"),
         "{stdout}"
     );
     let stop = block_value(&stdout, "Stop:").expect("stop line");
@@ -132,6 +138,8 @@ fn init_sandbox_plans_and_applies_unedited_and_apply_ends_with_the_result_block(
     assert_eq!(last["kubeconfig"], kubeconfig);
     assert_eq!(last["report"], report);
     assert_eq!(last["keys_secret"], "vault/vault-init-keys");
+    assert_eq!(last["vault"]["address"], "http://vault.vault.svc:8200");
+    assert_eq!(last["vault"]["vault_addr"], "http://127.0.0.1:8200");
     assert_eq!(last["stop"], stop);
     let finished = events(&json, "step_finished");
     let ready: Vec<&str> = finished

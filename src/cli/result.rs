@@ -30,7 +30,7 @@ pub(crate) fn build(
     let vault = match p.vault.access {
         VaultAccess::PortForward => VaultResult {
             address: format!(
-                "http://{}.{}.svc:{VAULT_PORT} (in the cluster)",
+                "http://{}.{}.svc:{VAULT_PORT}",
                 p.vault.release, p.vault.namespace
             ),
             reach: Some(format!(
@@ -57,6 +57,16 @@ pub(crate) fn build(
         })
         .into_iter()
         .collect();
+    next.extend([
+        format!("{kubectl} get nodes"),
+        format!(
+            "{kubectl} -n {} get gitrepositories,kustomizations",
+            p.flux.namespace
+        ),
+        format!("{kubectl} get helmreleases,externalsecrets -A"),
+    ]);
+    next.extend(vault.reach.clone());
+    next.push(format!("kubestrap status -p {pb_arg}"));
     RunResult {
         status,
         cluster: p.cluster.name.clone(),
@@ -64,18 +74,7 @@ pub(crate) fn build(
         kubeconfig: kubeconfig.map(shown),
         vault,
         keys_secret: format!("{}/{}", p.vault.namespace, p.vault.keys_secret),
-        next: {
-            next.extend([
-                format!("{kubectl} get nodes"),
-                format!(
-                    "{kubectl} -n {} get gitrepositories,kustomizations",
-                    p.flux.namespace
-                ),
-                format!("{kubectl} get helmreleases,externalsecrets -A"),
-                format!("kubestrap status -p {pb_arg}"),
-            ]);
-            next
-        },
+        next,
         stop: pb
             .sandbox_dir()
             .map(|d| format!("kubestrap sandbox down --dir {}", shown(&d))),

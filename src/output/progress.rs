@@ -492,6 +492,45 @@ mod tests {
         );
     }
 
+    /// A terminal shows one live line per running step (not one line joining them all), each
+    /// cut to the width, and redrawing moves up over every one of them.
+    #[test]
+    fn tty_keeps_one_live_line_per_running_step() {
+        let mut state = TtyState {
+            phase: Some(Phase::Infrastructure),
+            ..TtyState::default()
+        };
+        state.running.insert(
+            StepId::new("vault.ready"),
+            (
+                Instant::now(),
+                Some("waiting for HelmRelease vault/vault Ready=True: Progressing".into()),
+            ),
+        );
+        state
+            .running
+            .insert(StepId::new("eso.ready"), (Instant::now(), None));
+        let lines = status_lines(&state, 60);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("  [1/5 infrastructure] eso.ready 0."),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("  [1/5 infrastructure] vault.ready 0."),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].ends_with('…') && lines[1].chars().count() == 60,
+            "{lines:?}"
+        );
+        let mut out = Vec::new();
+        state.status_lines = lines.len();
+        clear_status(&mut state, &mut out);
+        assert_eq!(out, b"\r\x1b[1A\x1b[J");
+        assert_eq!(state.status_lines, 0);
+    }
+
     #[test]
     fn ready_steps_read_as_ready_with_their_waiting_time() {
         let mut out = Vec::new();

@@ -20,7 +20,8 @@ pub struct VaultResult {
     /// The address Vault answers on: in-cluster (`http://vault.vault.svc:8200`) for a
     /// port-forward, else the playbook's `[vault] address`.
     pub address: String,
-    /// The command that makes it reachable from here (a `kubectl port-forward`), if one is needed.
+    /// The command that makes it reachable from here (a `kubectl port-forward`), if one is
+    /// needed; it is also one of the next commands.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reach: Option<String>,
     /// `VAULT_ADDR` to export once reachable.
@@ -102,14 +103,19 @@ impl RunResult {
         if let Some(kc) = &self.kubeconfig {
             writeln!(out, "  kubeconfig:  {kc}")?;
         }
-        writeln!(out, "  vault:       {}", self.vault.address)?;
-        if let Some(reach) = &self.vault.reach {
-            writeln!(out, "  reach vault: {reach}")?;
+        if self.vault.reach.is_some() {
             writeln!(
                 out,
-                "  VAULT_ADDR:  {} (while the port-forward runs)",
+                "  vault:       {} (in the cluster)",
+                self.vault.address
+            )?;
+            writeln!(
+                out,
+                "  VAULT_ADDR:  {} (with the port-forward below)",
                 self.vault.vault_addr
             )?;
+        } else {
+            writeln!(out, "  vault:       {}", self.vault.address)?;
         }
         writeln!(
             out,
@@ -149,6 +155,7 @@ mod tests {
             next: vec![
                 "export KUBECONFIG=/abs/s/kubeconfig".into(),
                 "kubectl get nodes".into(),
+                "kubectl -n vault port-forward svc/vault 8200:8200".into(),
             ],
             stop: Some("kubestrap sandbox down --dir s".into()),
             resume: "kubestrap apply -p sandbox.toml --resume".into(),
@@ -163,7 +170,7 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
-            "\nCluster sandbox is ready (provider sandbox).\n  kubeconfig:  s/kubeconfig\n  vault:       http://vault.vault.svc:8200\n  reach vault: kubectl -n vault port-forward svc/vault 8200:8200\n  VAULT_ADDR:  http://127.0.0.1:8200 (while the port-forward runs)\n  keys:        Secret vault/vault-init-keys (unseal keys, root token)\n  report:      r.json\nNext:\n  export KUBECONFIG=/abs/s/kubeconfig\n  kubectl get nodes\nStop:    kubestrap sandbox down --dir s\nResume:  kubestrap apply -p sandbox.toml --resume\n"
+            "\nCluster sandbox is ready (provider sandbox).\n  kubeconfig:  s/kubeconfig\n  vault:       http://vault.vault.svc:8200 (in the cluster)\n  VAULT_ADDR:  http://127.0.0.1:8200 (with the port-forward below)\n  keys:        Secret vault/vault-init-keys (unseal keys, root token)\n  report:      r.json\nNext:\n  export KUBECONFIG=/abs/s/kubeconfig\n  kubectl get nodes\n  kubectl -n vault port-forward svc/vault 8200:8200\nStop:    kubestrap sandbox down --dir s\nResume:  kubestrap apply -p sandbox.toml --resume\n"
         );
     }
 
