@@ -14,7 +14,11 @@ use crate::engine::{
 /// Waits longer than this show their elapsed time.
 const LONG_WAIT: Duration = Duration::from_secs(5);
 
-/// Plain mode repeats an unchanged progress message at most this often (with the elapsed
+/// How a wait's progress message begins (`waiting for <object> <condition>: <last seen>`, as
+/// the steps' wait helper and their polls word it): only those are throttled in plain mode.
+pub const WAIT_PREFIX: &str = "waiting for ";
+
+/// Plain mode repeats an unchanged wait message at most this often (with the elapsed
 /// time), so a CI log shows a long wait as a few lines, not one per tick.
 pub const PLAIN_REPEAT: Duration = Duration::from_secs(10);
 
@@ -74,9 +78,9 @@ impl<W: Write + Send> Subscriber for JsonLines<W> {
     }
 }
 
-/// Plain lines, for logs and pipes (no cursor movement). A step's progress is printed when its
-/// message changes (a new status or reason), and an unchanged one at most every
-/// [`PLAIN_REPEAT`], with the elapsed time.
+/// Plain lines, for logs and pipes (no cursor movement). A wait's progress ([`WAIT_PREFIX`]) is
+/// printed when its message changes (a new status or reason), and an unchanged one at most
+/// every [`PLAIN_REPEAT`], with the elapsed time; other progress is printed as it comes.
 pub struct PlainLines<W: Write + Send> {
     out: W,
     /// Per running step: the last progress message printed and the step's elapsed time then.
@@ -94,6 +98,15 @@ impl<W: Write + Send> PlainLines<W> {
 
     /// The line for a progress message, or `None` when it repeats the last one too soon.
     fn progress(&mut self, step: &StepId, message: &str, elapsed: Duration) -> Option<String> {
+        if !message.starts_with(WAIT_PREFIX) {
+            // Not a wait (an object created, a line of Terraform's output): every one counts.
+            self.shown.remove(step);
+            return Some(if elapsed >= LONG_WAIT {
+                format!("  {step}: {message} ({})", secs(elapsed))
+            } else {
+                format!("  {step}: {message}")
+            });
+        }
         let repeat = match self.shown.get(step) {
             Some((last, at)) if last == message => {
                 if elapsed.saturating_sub(*at) < PLAIN_REPEAT {
@@ -482,13 +495,24 @@ mod tests {
             })
             .unwrap();
         }
+        // Other progress (Terraform's output relayed) is never dropped, repeated or not.
+        for _ in 0..2 {
+            p.on_event(&RunEvent::StepProgress {
+                step: step.clone(),
+                message: "terraform: ".into(),
+                elapsed: Duration::from_secs(31),
+            })
+            .unwrap();
+        }
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
             "  verify.vault: waiting for Vault unsealed: Sealed\n\
              \x20 verify.vault: still waiting for Vault unsealed: Sealed (10.0s)\n\
              \x20 verify.vault: still waiting for Vault unsealed: Sealed (20.0s)\n\
-             \x20 verify.vault: waiting for Vault unsealed: Unsealed (25.0s)\n"
+             \x20 verify.vault: waiting for Vault unsealed: Unsealed (25.0s)\n\
+             \x20 verify.vault: terraform:  (31.0s)\n\
+             \x20 verify.vault: terraform:  (31.0s)\n"
         );
     }
 
