@@ -340,3 +340,21 @@ fn every_subcommand_help_has_examples() {
         );
     }
 }
+
+/// Issue 14: without a playbook, the first command said "file not found"; now it says how to
+/// get one (and still exits 2, touching nothing).
+#[test]
+fn a_missing_playbook_points_at_init() {
+    let bin = kubestrap_bin!();
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in ["plan", "apply", "status"] {
+        let out = run(&bin, &[cmd], dir.path(), &[]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("no playbook at kubestrap.toml: write a commented starter with `kubestrap init --provider sandbox`"),
+            "{cmd}: {err}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

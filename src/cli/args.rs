@@ -45,6 +45,9 @@ pub enum Command {
     // Reserved: `Unseal` — `kubestrap unseal --kubeconfig K [--watch]` comes with the Vault steps.
 }
 
+/// The playbook `-p` defaults to, in the working directory.
+pub const DEFAULT_PLAYBOOK: &str = "kubestrap.toml";
+
 /// Options shared by every command that reads a playbook.
 #[derive(Debug, Args, Clone)]
 pub struct Common {
@@ -52,7 +55,7 @@ pub struct Common {
     #[arg(
         short = 'p',
         long = "playbook",
-        default_value = "kubestrap.toml",
+        default_value = DEFAULT_PLAYBOOK,
         value_name = "PLAYBOOK"
     )]
     pub playbook: PathBuf,

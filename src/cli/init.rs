@@ -35,7 +35,7 @@ pub struct InitArgs {
     #[arg(
         short = 'p',
         long = "playbook",
-        default_value = "kubestrap.toml",
+        default_value = super::DEFAULT_PLAYBOOK,
         value_name = "PLAYBOOK"
     )]
     pub playbook: PathBuf,

@@ -18,7 +18,8 @@ use std::time::Duration;
 use clap::Parser;
 
 pub use args::{
-    ApplyArgs, Cli, Command, Common, CompletionsArgs, Format, PlanArgs, PlanFormat, StatusArgs,
+    ApplyArgs, Cli, Command, Common, CompletionsArgs, DEFAULT_PLAYBOOK, Format, PlanArgs,
+    PlanFormat, StatusArgs,
 };
 pub use exit::{CliError, ExitStatus};
 
@@ -143,6 +144,13 @@ fn init_tracing() {
 }
 
 fn prepare(common: &Common) -> Result<(LoadedPlaybook, Engine<Built>), CliError> {
+    // A new user's first command (no -p, no kubestrap.toml): say how to get a playbook rather
+    // than "file not found". A wrong -p FILE keeps the read error, which names the cause.
+    if common.playbook == std::path::Path::new(DEFAULT_PLAYBOOK)
+        && common.playbook.symlink_metadata().is_err()
+    {
+        return Err(CliError::NoPlaybook(common.playbook.clone()));
+    }
     let pb = Playbook::load(&common.playbook)?;
     #[cfg(feature = "test-hooks")]
     if let Some(file) = &common.synthetic_steps {
