@@ -268,32 +268,33 @@ fn plan_rejects_init_todos_with_their_place_and_key() {
         );
     }
 
-    let filled = run(
-        &bin,
-        &[
-            "init",
-            "--provider",
-            "existing",
-            "--git-url",
-            "https://github.com/example-org/fleet",
-            "--context",
-            "nowhere",
-            "-p",
+    // With the values given as flags, every provider's starter passes `plan` as written (no
+    // cluster to ask: the kubeconfig points nowhere, so plan describes what it would create).
+    let git = ["--git-url", "https://github.com/example-org/fleet"];
+    for (file, extra) in [
+        ("local.toml", vec!["--provider", "k3s-local"]),
+        (
+            "remote.toml",
+            vec!["--provider", "k3s-ssh", "--ssh-host", "node1.example.org"],
+        ),
+        (
             "existing.toml",
-        ],
-        dir.path(),
-        &[],
-    );
-    assert!(filled.status.success(), "{}", text(&filled));
-    let check = Command::new(&bin)
-        .args(["plan", "-p", "existing.toml"])
-        .current_dir(dir.path())
-        .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
-        .output()
-        .unwrap();
-    // No cluster to ask: `plan` may say steps cannot be planned (exit 1), but the playbook
-    // itself is valid (not exit 2).
-    assert_ne!(check.status.code(), Some(2), "{}", text(&check));
+            vec!["--provider", "existing", "--context", "nowhere"],
+        ),
+    ] {
+        let mut args = vec!["init", "-p", file];
+        args.extend(extra);
+        args.extend(git);
+        let filled = run(&bin, &args, dir.path(), &[]);
+        assert!(filled.status.success(), "{file}: {}", text(&filled));
+        let check = Command::new(&bin)
+            .args(["plan", "-p", file])
+            .current_dir(dir.path())
+            .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "{file}: {}", text(&check));
+    }
 }
 
 /// `kubestrap completions SHELL` prints a script for every supported shell, naming the
