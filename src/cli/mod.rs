@@ -3,7 +3,10 @@
 
 mod args;
 pub mod audit;
+mod examples;
 mod exit;
+pub mod init;
+mod result;
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
@@ -14,7 +17,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
-pub use args::{ApplyArgs, Cli, Command, Common, Format, PlanArgs, PlanFormat, StatusArgs};
+pub use args::{
+    ApplyArgs, Cli, Command, Common, CompletionsArgs, DEFAULT_PLAYBOOK, Format, PlanArgs,
+    PlanFormat, StatusArgs,
+};
 pub use exit::{CliError, ExitStatus};
 
 use crate::engine::{
@@ -78,7 +84,25 @@ pub fn run(cli: Cli) -> Result<ExitStatus, CliError> {
         Command::Status(a) => status_cmd(&a),
         #[cfg(feature = "sandbox")]
         Command::Sandbox(a) => sandbox_cmd(a),
+        Command::Init(a) => init_cmd(&a),
+        Command::Completions(a) => completions_cmd(&a),
     }
+}
+
+/// `kubestrap init`: the starter files, then what is left to fill in.
+fn init_cmd(a: &init::InitArgs) -> Result<ExitStatus, CliError> {
+    let written = init::run(a)?;
+    print!("{}", init::summary(a, &written));
+    Ok(ExitStatus::Success)
+}
+
+/// `kubestrap completions SHELL`: the script on stdout (see the README for where it goes).
+fn completions_cmd(a: &CompletionsArgs) -> Result<ExitStatus, CliError> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = std::io::stdout().lock();
+    clap_complete::generate(a.shell, &mut cmd, "kubestrap", &mut out);
+    out.flush().map_err(CliError::Output)?;
+    Ok(ExitStatus::Success)
 }
 
 /// `kubestrap sandbox up|down`: the sandbox owns its own lifecycle; this only gives it a runtime.
@@ -120,6 +144,13 @@ fn init_tracing() {
 }
 
 fn prepare(common: &Common) -> Result<(LoadedPlaybook, Engine<Built>), CliError> {
+    // A new user's first command (no -p, no kubestrap.toml): say how to get a playbook rather
+    // than "file not found". A wrong -p FILE keeps the read error, which names the cause.
+    if common.playbook == std::path::Path::new(DEFAULT_PLAYBOOK)
+        && common.playbook.symlink_metadata().is_err()
+    {
+        return Err(CliError::NoPlaybook(common.playbook.clone()));
+    }
     let pb = Playbook::load(&common.playbook)?;
     #[cfg(feature = "test-hooks")]
     if let Some(file) = &common.synthetic_steps {
@@ -340,15 +371,32 @@ fn apply_cmd(a: &ApplyArgs) -> Result<ExitStatus, CliError> {
         }
         result
     })?;
+    let kubeconfig = kubeconfig_path(&a.common, &env.playbook);
+    let context = a
+        .common
+        .context
+        .clone()
+        .or_else(|| env.playbook.playbook.cluster.context.clone());
+    let outcome = result::build(
+        &env.playbook,
+        &a.common.playbook,
+        kubeconfig.as_deref(),
+        context.as_deref(),
+        report.status,
+    );
+    let mut stdout = std::io::stdout().lock();
     if a.output == Format::Text {
         let selected = if a.only.is_empty() {
             engine.len()
         } else {
             a.only.len()
         };
-        output::render_summary(&report, selected, &mut std::io::stdout().lock())
-            .map_err(CliError::Output)?;
+        output::render_summary(&report, selected, &mut stdout).map_err(CliError::Output)?;
+        outcome.write_text(&mut stdout).map_err(CliError::Output)?;
+    } else {
+        outcome.write_json(&mut stdout).map_err(CliError::Output)?;
     }
+    drop(stdout);
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(match report.status {
         RunStatus::Succeeded => ExitStatus::Success,

@@ -276,6 +276,8 @@ fn panicked(node: &Node, err: &tokio::task::JoinError) -> StepReport {
         phase: node.phase,
         end: StepEnd::Failed,
         changed: false,
+        ready: false,
+        waited: Duration::ZERO,
         attempts: 1,
         duration: Duration::ZERO,
         outputs: serde_json::Value::Null,

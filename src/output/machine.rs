@@ -4,7 +4,9 @@
 
 use serde::Serialize;
 
-use crate::engine::{Op, Plan, RunEvent, RunMode, RunStatus, StatusReport, StepEnd, status_name};
+use crate::engine::{
+    Op, Plan, RunEvent, RunMode, RunStatus, StatusReport, StepEnd, StepReport, status_name,
+};
 
 /// Version of every JSON document below; bumped on incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -222,8 +224,13 @@ pub enum EventDoc<'a> {
         status: &'static str,
         /// Whether it changed anything.
         changed: bool,
+        /// For `done` steps: `changed`, `unchanged` or `ready` (a wait or check that held).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        outcome: Option<&'static str>,
         /// Wall time.
         duration_ms: u64,
+        /// Of which spent waiting for conditions.
+        waited_ms: u64,
         /// Error, for failed/interrupted steps.
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<&'a str>,
@@ -263,6 +270,18 @@ pub const fn end_name(end: StepEnd) -> &'static str {
         StepEnd::Failed => "failed",
         StepEnd::Skipped => "skipped",
         StepEnd::Interrupted => "interrupted",
+    }
+}
+
+/// What a `done` step did: `changed`, `unchanged` or `ready` (a wait or check that held);
+/// `None` for other ends.
+#[must_use]
+pub const fn outcome_name(r: &StepReport) -> Option<&'static str> {
+    match r.end {
+        StepEnd::Done if r.changed => Some("changed"),
+        StepEnd::Done if r.ready => Some("ready"),
+        StepEnd::Done => Some("unchanged"),
+        _ => None,
     }
 }
 
@@ -338,7 +357,9 @@ impl<'a> EventDoc<'a> {
                 step: r.step.as_str(),
                 status: end_name(r.end),
                 changed: r.changed,
+                outcome: outcome_name(r),
                 duration_ms: ms(r.duration),
+                waited_ms: ms(r.waited),
                 error: r.error.as_deref(),
             },
             RunEvent::PhaseFinished {

@@ -7,6 +7,7 @@ mod duration;
 mod error;
 mod load;
 mod model;
+mod placeholders;
 mod schema;
 mod validate;
 
@@ -17,3 +18,4 @@ pub use model::{
     Apps, Cluster, ExternalSecrets, Flux, GitAuth, Playbook, Provider, Sandbox, SecretDecl,
     SshTarget, Terraform, TerraformBinary, Timeouts, Vault, VaultAccess, Verify,
 };
+pub use placeholders::PLACEHOLDER_PREFIX;

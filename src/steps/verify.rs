@@ -38,7 +38,7 @@ macro_rules! check_step {
 
             async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
                 match self.check(ctx).await? {
-                    Verified::Holds => Ok(StepOutcome::new(false)),
+                    Verified::Holds => Ok(StepOutcome::ready()),
                     Verified::DoesNotHold { reason } => Err(StepError::permanent(reason)),
                 }
             }
@@ -149,11 +149,13 @@ impl VerifyVault {
                 )));
             }
             ctx.progress(format!("waiting for Vault unsealed: {last}"));
+            let napped = std::time::Instant::now();
             cancellable(ctx, async {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 Ok(())
             })
             .await?;
+            ctx.record_wait(napped.elapsed());
         }
     }
 }
@@ -176,7 +178,7 @@ impl Step for VerifyVault {
             )));
         }
         if !self.restart || self.auto_unseal_proven(ctx).await? {
-            return Ok(StepOutcome::new(false));
+            return Ok(StepOutcome::ready());
         }
         let pods: Api<Pod> = Api::namespaced(ctx.kube().await?, &self.namespace);
         let old_uid = pods
@@ -600,15 +602,9 @@ impl Step for Cleanup {
             crate::secrets::write_private(std::path::Path::new(&self.report), text.as_bytes())
                 .map_err(|e| StepError::permanent(format!("write {}: {e}", self.report)))?;
         }
-        if let Some(kc) = &report.kubeconfig {
-            ctx.progress(format!("kubeconfig: {kc}"));
-        }
-        for line in &report.look {
-            ctx.progress(format!("look: {line}"));
-        }
-        if let Some(stop) = &report.stop {
-            ctx.progress(format!("stop the sandbox: {stop}"));
-        }
+        // Where to look is the CLI's result block (stdout, after the summary): progress lines
+        // would only flash by on a terminal's status line.
+        ctx.progress(format!("wrote {}", self.report));
         StepOutcome::with_outputs(false, &report)
     }
 

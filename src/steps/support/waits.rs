@@ -50,8 +50,15 @@ pub(crate) async fn cancellable<T>(
 }
 
 /// A progress callback for the toolkit's waits that forwards to the step's progress events.
+/// The message leaves out the wait's elapsed time (the event carries the step's), so it only
+/// changes when what is observed changes, and printers can show a wait once per change.
 pub(crate) fn reporter(ctx: &StepContext) -> impl FnMut(&WaitProgress<'_>) + Send + '_ {
-    move |p: &WaitProgress<'_>| ctx.progress(p.to_string())
+    move |p: &WaitProgress<'_>| {
+        ctx.progress(format!(
+            "waiting for {} {}: {}",
+            p.object, p.condition, p.last
+        ));
+    }
 }
 
 /// One step's waits: every toolkit wait with the step's timeout, its progress reported as the
@@ -81,7 +88,10 @@ impl<'a> StepWaits<'a> {
         &self,
         wait: impl Future<Output = Result<T, WaitError>>,
     ) -> Result<T, StepError> {
-        cancellable(self.ctx, async { wait.await.map_err(wait_error) }).await
+        let started = std::time::Instant::now();
+        let result = cancellable(self.ctx, async { wait.await.map_err(wait_error) }).await;
+        self.ctx.record_wait(started.elapsed());
+        result
     }
 
     /// Until the object's condition matches `spec`; returns the object.
