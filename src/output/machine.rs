@@ -4,7 +4,9 @@
 
 use serde::Serialize;
 
-use crate::engine::{Op, Plan, RunEvent, RunMode, RunStatus, StatusReport, StepEnd, status_name};
+use crate::engine::{
+    Diagnosis, Op, Plan, RunEvent, RunMode, RunStatus, StatusReport, StepEnd, status_name,
+};
 
 /// Version of every JSON document below; bumped on incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -227,6 +229,9 @@ pub enum EventDoc<'a> {
         /// Error, for failed/interrupted steps.
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<&'a str>,
+        /// The error's root-cause chain, deepest object first, when it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        diagnosis: Option<Diagnosis>,
     },
     /// A phase finished.
     PhaseFinished {
@@ -340,6 +345,7 @@ impl<'a> EventDoc<'a> {
                 changed: r.changed,
                 duration_ms: ms(r.duration),
                 error: r.error.as_deref(),
+                diagnosis: r.error.as_deref().and_then(Diagnosis::parse),
             },
             RunEvent::PhaseFinished {
                 phase,
