@@ -104,6 +104,39 @@ fn image_pull_backoff_names_vault_0_and_the_reason() {
             .is_some_and(|h| h.contains("image")),
         "{all}"
     );
+
+    // `status` shows the same chain, walked again live from the cluster.
+    let out = fx.run(&["status", "--output", "json"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let step = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "vault.ready")
+        .unwrap();
+    assert_eq!(step["diagnosis_live"], true, "{}", text(&out));
+    assert_eq!(
+        step["diagnosis"]["levels"][0]["object"],
+        "Pod vault/vault-0",
+        "{}",
+        text(&out)
+    );
+    assert!(
+        step["diagnosis"]["levels"][0]["state"]
+            .as_str()
+            .is_some_and(|s| s.contains("ImagePullBackOff")),
+        "{}",
+        text(&out)
+    );
+    let out = fx.run(&["status"], false);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("read live from the cluster now")
+            && shown.contains("Pod vault/vault-0: Waiting: ImagePullBackOff"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -130,6 +130,12 @@ pub struct StatusStepDoc<'a> {
     pub phase: &'static str,
     /// `done`, `failed`, `pending`, `running` or `interrupted`.
     pub status: &'static str,
+    /// A failed step's root-cause chain, deepest object first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<Diagnosis>,
+    /// Whether `diagnosis` was read from the cluster now (else as recorded at the failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis_live: Option<bool>,
 }
 
 impl<'a> StatusDoc<'a> {
@@ -147,6 +153,8 @@ impl<'a> StatusDoc<'a> {
                     id: s.id.as_str(),
                     phase: s.phase.name(),
                     status: status_name(s.status),
+                    diagnosis: None,
+                    diagnosis_live: None,
                 })
                 .collect(),
         }
