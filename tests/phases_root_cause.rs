@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use kubestrap_test_support::{Bootstrap, Options, finished, kubestrap_bin, text};
+use kubestrap_test_support::{
+    Bootstrap, Options, copy_tree, finished, kubestrap_bin, text, workspace_root,
+};
 use serde_json::Value;
 
 /// A bootstrap with `faults`, `[timeouts] key = value` overridden.
@@ -189,5 +191,48 @@ fn a_stalled_helm_release_fails_in_seconds_with_its_message() {
             "RetriesExceeded",
         ],
         &all,
+    );
+}
+
+#[test]
+fn a_kustomization_whose_build_fails_fails_in_seconds() {
+    let fx = fixture("", &[("reconcile", "2m")]);
+    // The fleet with a manifest kustomize cannot parse in the apps path.
+    let fleet = fx.path().join("fleet");
+    copy_tree(
+        &workspace_root().join("playbooks/sandbox/git/fleet"),
+        &fleet,
+    );
+    std::fs::write(
+        fleet.join("apps/sandbox/deployment.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: [unclosed\n",
+    )
+    .unwrap();
+    let playbook = std::fs::read_to_string(fx.playbook()).unwrap();
+    let original = workspace_root()
+        .join("playbooks/sandbox/git/fleet")
+        .display()
+        .to_string();
+    assert!(playbook.contains(&original));
+    std::fs::write(
+        fx.playbook(),
+        playbook.replace(&original, &fleet.display().to_string()),
+    )
+    .unwrap();
+    let (event, all, took) = failing_step(&fx, "apps.reconcile");
+    let error = event["error"].as_str().unwrap_or_default();
+    assert!(error.contains("Kustomization flux-system/apps"), "{all}");
+    assert!(error.contains("BuildFailed"), "{all}");
+    // The whole bootstrap before it takes a few seconds; the 2m wait must not be waited out.
+    let waited = Duration::from_millis(event["duration_ms"].as_u64().unwrap_or(u64::MAX));
+    assert!(
+        waited < Duration::from_secs(20),
+        "a failed build must not wait out its 2m timeout: waited {waited:?} (run {took:?}): {all}"
+    );
+    assert!(
+        event["diagnosis"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("kustomize build failed")),
+        "{all}"
     );
 }
