@@ -16,8 +16,8 @@ use super::apps::AppsSecretsSynced;
 use super::eso::EsoStore;
 use super::obj;
 use super::support::{
-    ClusterContext, StepWaits, cancellable, deployments_available, kinds::resource, ready_state,
-    step_identity,
+    ClusterContext, StepWaits, cancellable, deployments_available, diagnose, kinds::resource,
+    ready_state, step_identity,
 };
 use super::vault::{UNSEALER_NAME, VaultEndpoint};
 use super::vault_api::{VaultState, connect, state, verify_unsealed};
@@ -67,15 +67,22 @@ where
             Verified::DoesNotHold { reason } => reason,
         };
         if start.elapsed() >= within {
-            let waited = if within.is_zero() {
-                String::new()
-            } else {
-                format!(
+            let mut message = reason.clone();
+            if !within.is_zero() {
+                message.push_str(&format!(
                     " (still, after waiting {}s for it to converge)",
                     within.as_secs()
-                )
-            };
-            return Err(StepError::permanent(format!("{reason}{waited}")));
+                ));
+            }
+            // The reason starts with the object it is about: walk down from it.
+            let object = reason.split(": ").next().unwrap_or_default();
+            if let Ok(client) = ctx.kube().await
+                && let Some(found) = diagnose::walk(&client, object).await
+            {
+                message.push('\n');
+                message.push_str(&found.diagnosis.render());
+            }
+            return Err(StepError::permanent(message));
         }
         ctx.progress(format!(
             "waiting to converge ({}s): {reason}",
@@ -330,7 +337,17 @@ impl VerifyFlux {
                 .await
                 .map_err(|e| StepError::classify(format!("list {}", kind.plural), e))?;
             for o in list.items {
-                let (ready, status) = ready_state(&serde_json::to_value(&o).unwrap_or_default());
+                let value = serde_json::to_value(&o).unwrap_or_default();
+                if let Some(state) = diagnose::terminal_state(&kind.kind, &value) {
+                    // No controller retries this: waiting cannot make Flux healthy.
+                    return Err(StepError::permanent(format!(
+                        "Flux cannot become healthy: {} {}/{} failed: {state}",
+                        kind.kind,
+                        o.namespace().unwrap_or_default(),
+                        o.name_any()
+                    )));
+                }
+                let (ready, status) = ready_state(&value);
                 if !ready {
                     bad.push(format!(
                         "{} {}/{}: {status}",
