@@ -633,7 +633,7 @@ impl Walker<'_> {
         ) {
             (true, _) => None,
             (false, "InstallFailed" | "UpgradeFailed") => Some(format!(
-                "helm-controller stopped retrying: fix the cause above (chart values or source), then run `flux reconcile helmrelease {name} -n {ns} --reset` or change the HelmRelease"
+                "helm-controller stopped retrying: fix the cause (chart values or source), then run `flux reconcile helmrelease {name} -n {ns} --reset` or change the HelmRelease"
             )),
             (false, "ArtifactFailed") => Some(
                 "the chart cannot be fetched: check the HelmRepository's URL and Ready condition"
