@@ -3,6 +3,7 @@
 
 mod args;
 pub mod audit;
+mod diagnosis;
 mod examples;
 mod exit;
 pub mod init;
@@ -410,16 +411,31 @@ fn status_cmd(a: &StatusArgs) -> Result<ExitStatus, CliError> {
     let kubeconfig = kubeconfig_path(&a.common, &pb)
         .map(|p| p.display().to_string())
         .or_else(|| std::env::var("KUBECONFIG").ok());
+    let access = KubeAccess::new(
+        kubeconfig_path(&a.common, &pb),
+        a.common
+            .context
+            .clone()
+            .or_else(|| pb.playbook.cluster.context.clone()),
+    );
     let env = RunEnv::new(pb);
     let report = engine::status(&engine, &env)?;
+    let diagnoses = diagnosis::failed_steps(&report, &access);
     let mut out = std::io::stdout().lock();
     let written = match a.output {
         Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &output::StatusDoc::new(&report, kubeconfig))
+            let mut doc = output::StatusDoc::new(&report, kubeconfig);
+            for step in &mut doc.steps {
+                if let Some(d) = diagnoses.get(step.id) {
+                    step.diagnosis = Some(d.chain.clone());
+                    step.diagnosis_live = Some(d.live);
+                }
+            }
+            serde_json::to_writer_pretty(&mut out, &doc)
                 .map_err(std::io::Error::other)
                 .and_then(|()| writeln!(out))
         }
-        Format::Text => render_status_text(&report, &env, &mut out),
+        Format::Text => render_status_text(&report, &env, &diagnoses, &mut out),
     };
     written.map_err(CliError::Output)?;
     Ok(ExitStatus::Success)
@@ -428,6 +444,7 @@ fn status_cmd(a: &StatusArgs) -> Result<ExitStatus, CliError> {
 fn render_status_text(
     report: &engine::StatusReport,
     env: &RunEnv,
+    diagnoses: &std::collections::BTreeMap<String, diagnosis::StepDiagnosis>,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     let path = engine::Checkpoint::path_in(&env.playbook.cluster_dir());
@@ -470,7 +487,18 @@ fn render_status_text(
             s.attempts
         )?;
         if let (StepStatus::Failed | StepStatus::Interrupted, Some(e)) = (s.status, &s.last_error) {
-            writeln!(out, "{:<16} {e}", "")?;
+            writeln!(out, "{:<16} {}", "", engine::Diagnosis::strip(e))?;
+            if let Some(d) = diagnoses.get(s.id.as_str()) {
+                let source = if d.live {
+                    "read live from the cluster now"
+                } else {
+                    "as recorded; the cluster did not answer"
+                };
+                writeln!(out, "{:<16} ({source})", "")?;
+                for line in d.chain.render().lines() {
+                    writeln!(out, "{:<16} {line}", "")?;
+                }
+            }
         }
     }
     if report.steps.iter().any(|s| s.inputs_changed) {

@@ -5,7 +5,8 @@
 use serde::Serialize;
 
 use crate::engine::{
-    Op, Plan, RunEvent, RunMode, RunStatus, StatusReport, StepEnd, StepReport, status_name,
+    Diagnosis, Op, Plan, RunEvent, RunMode, RunStatus, StatusReport, StepEnd, StepReport,
+    status_name,
 };
 
 /// Version of every JSON document below; bumped on incompatible change.
@@ -130,6 +131,12 @@ pub struct StatusStepDoc<'a> {
     pub phase: &'static str,
     /// `done`, `failed`, `pending`, `running` or `interrupted`.
     pub status: &'static str,
+    /// A failed step's root-cause chain, deepest object first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<Diagnosis>,
+    /// Whether `diagnosis` was read from the cluster now (else as recorded at the failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis_live: Option<bool>,
 }
 
 impl<'a> StatusDoc<'a> {
@@ -147,6 +154,8 @@ impl<'a> StatusDoc<'a> {
                     id: s.id.as_str(),
                     phase: s.phase.name(),
                     status: status_name(s.status),
+                    diagnosis: None,
+                    diagnosis_live: None,
                 })
                 .collect(),
         }
@@ -234,6 +243,9 @@ pub enum EventDoc<'a> {
         /// Error, for failed/interrupted steps.
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<&'a str>,
+        /// The error's root-cause chain, deepest object first, when it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        diagnosis: Option<Diagnosis>,
     },
     /// A phase finished.
     PhaseFinished {
@@ -361,6 +373,7 @@ impl<'a> EventDoc<'a> {
                 duration_ms: ms(r.duration),
                 waited_ms: ms(r.waited),
                 error: r.error.as_deref(),
+                diagnosis: r.error.as_deref().and_then(Diagnosis::parse),
             },
             RunEvent::PhaseFinished {
                 phase,

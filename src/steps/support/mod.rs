@@ -20,6 +20,7 @@ pub(crate) use step_identity;
 pub(crate) mod checks;
 mod classify;
 pub(crate) mod cluster;
+pub(crate) mod diagnose;
 pub(crate) mod kinds;
 pub(crate) mod manifests;
 mod template_step;

@@ -14,7 +14,7 @@ use sha2::Digest;
 
 use super::charts::{Chart, HELM_CONTROLLER};
 use super::flux_source::{HELMREPOS, flux_access_denied, flux_actor, flux_identity, flux_running};
-use super::kit::{self, Backoff, Cond};
+use super::kit::{self, Backoff, Cond, Recorder};
 use crate::controllers::{Action, Controller};
 use crate::rbac::UserInfo;
 use crate::server::Shared;
@@ -28,6 +28,7 @@ const NAME: &str = "helm-controller";
 #[derive(Default)]
 pub struct HelmController {
     backoff: Backoff,
+    events: Recorder,
 }
 
 struct Release {
@@ -179,6 +180,14 @@ impl HelmController {
             );
             return Action::RequeueAfter(self.backoff.failed(key, Duration::from_secs(30)));
         };
+        if needs_apply
+            && let Some(err) = shared
+                .faults
+                .helm_failure(&[key.name.as_str(), rel.name.as_str()])
+        {
+            self.stall(shared, &rt, &o, &rel, action_name, &fail_msg(&err));
+            return Action::Done;
+        }
         let mut version_n = current
             .as_ref()
             .and_then(|h| h["version"].as_i64())
@@ -328,6 +337,63 @@ impl HelmController {
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(600));
         Action::RequeueAfter(every)
+    }
+
+    /// A failed install (or upgrade) with no remediation retries left, as helm-controller's
+    /// atomic release reconciler leaves it: `Ready=False` and `Released=False` with
+    /// `InstallFailed`, `Stalled=True` with `RetriesExceeded` ("Failed to install after 1
+    /// attempt(s)"), the failure counted, and a Warning Event. It stays so until the spec
+    /// changes.
+    fn stall(
+        &self,
+        shared: &Shared,
+        rt: &crate::resources::ResourceType,
+        o: &serde_json::Value,
+        rel: &Release,
+        action: &str,
+        msg: &str,
+    ) {
+        let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);
+        let (reason, counter) = if action == "upgrade" {
+            ("UpgradeFailed", "upgradeFailures")
+        } else {
+            ("InstallFailed", "installFailures")
+        };
+        let stalled = format!("Failed to {action} after 1 attempt(s)");
+        kit::write_status(shared, rt, o, NAME, |st| {
+            st["observedGeneration"] = json!(generation);
+            st["lastAttemptedRevision"] = json!(rel.version);
+            st["lastAttemptedConfigDigest"] = json!(rel.digest);
+            st["lastAttemptedGeneration"] = json!(generation);
+            st["lastAttemptedReleaseAction"] = json!(action);
+            st["failures"] = json!(1);
+            st[counter] = json!(1);
+            kit::set_conditions(
+                st,
+                &[
+                    Cond {
+                        kind: "Stalled",
+                        status: "True",
+                        reason: "RetriesExceeded",
+                        message: &stalled,
+                    },
+                    Cond {
+                        kind: "Ready",
+                        status: "False",
+                        reason,
+                        message: msg,
+                    },
+                    Cond {
+                        kind: "Released",
+                        status: "False",
+                        reason,
+                        message: msg,
+                    },
+                ],
+                Some(generation),
+            );
+        });
+        self.events.emit(shared, NAME, o, true, reason, msg);
     }
 
     /// Helm's release record (`sh.helm.release.v1.<name>.v<N>`), without chart contents.
