@@ -13,7 +13,7 @@ use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
 use super::support::ClusterContext;
-use super::support::tunnels::Tunnel;
+use super::support::tunnels::{ServicePort, Tunnel};
 use super::vault::VaultEndpoint;
 use crate::engine::{StepContext, StepError};
 use crate::playbook::VaultAccess;
@@ -61,15 +61,13 @@ pub(crate) async fn connect(
     crate::kube::install_crypto_provider();
     let (addr, tunnel) = match endpoint.access {
         VaultAccess::PortForward => {
-            let tunnel = ctx
-                .tunnel(
-                    "Vault",
-                    &endpoint.namespace,
-                    &endpoint.release,
-                    VAULT_PORT,
-                    REQUEST_TIMEOUT,
-                )
-                .await?;
+            let to = ServicePort {
+                namespace: &endpoint.namespace,
+                service: &endpoint.release,
+                port: VAULT_PORT,
+                request_timeout: REQUEST_TIMEOUT,
+            };
+            let tunnel = ctx.tunnel("Vault", &to).await?;
             (tunnel.http_url(), Some(tunnel))
         }
         VaultAccess::Address => (

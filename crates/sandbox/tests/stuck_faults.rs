@@ -9,52 +9,7 @@ use kubestrap_sandbox::{FaultSpec, SandboxConfig};
 use kubestrap_test_support::{apply_yaml, start_sandbox, within};
 use serde_json::Value;
 
-const WORKLOADS: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: "nginx:1.27"}]}
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: db, namespace: shop}
-spec:
-  replicas: 1
-  serviceName: db
-  selector: {matchLabels: {app: db}}
-  template:
-    metadata: {labels: {app: db}}
-    spec: {containers: [{name: db, image: "ghcr.io/example/db:2"}]}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: big, namespace: shop}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: big}}
-  template:
-    metadata: {labels: {app: big}}
-    spec: {containers: [{name: big, image: "busybox:1.36"}]}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: fine, namespace: shop}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: fine}}
-  template:
-    metadata: {labels: {app: fine}}
-    spec: {containers: [{name: fine, image: "busybox:1.36"}]}
-"#;
+const WORKLOADS: &str = include_str!("fixtures/stuck-workloads.yaml");
 
 /// Polls the pod labelled `app=<app>` until `pred` holds on its JSON; returns it.
 async fn pod_where(c: &Client, app: &str, pred: impl Fn(&Value) -> bool) -> Value {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use super::tunnels::{Tunnel, Tunnels};
+use super::tunnels::{ServicePort, Tunnel, Tunnels};
 use crate::engine::{Finish, RunMode, StepContext, StepError};
 use crate::kube::{ClusterLease, KubeAccess, LeaseConfig};
 use crate::playbook::LoadedPlaybook;
@@ -123,14 +123,7 @@ pub trait ClusterContext {
     ///
     /// # Errors
     /// Transient [`StepError`] when the Service has no running pod yet or the forward fails.
-    async fn tunnel(
-        &self,
-        what: &str,
-        namespace: &str,
-        service: &str,
-        port: u16,
-        request_timeout: std::time::Duration,
-    ) -> Result<Arc<Tunnel>, StepError>;
+    async fn tunnel(&self, what: &str, to: &ServicePort<'_>) -> Result<Arc<Tunnel>, StepError>;
 }
 
 #[async_trait::async_trait]
@@ -146,21 +139,14 @@ impl ClusterContext for StepContext {
         self.resource::<Cluster>().and_then(Cluster::kubeconfig)
     }
 
-    async fn tunnel(
-        &self,
-        what: &str,
-        namespace: &str,
-        service: &str,
-        port: u16,
-        request_timeout: std::time::Duration,
-    ) -> Result<Arc<Tunnel>, StepError> {
+    async fn tunnel(&self, what: &str, to: &ServicePort<'_>) -> Result<Arc<Tunnel>, StepError> {
         let client = self.kube().await?;
         let cluster = self.resource::<Cluster>().ok_or_else(|| {
             StepError::permanent("this run has no cluster connection (a bug in how it was set up)")
         })?;
         cluster
             .tunnels
-            .get(&client, namespace, service, port, request_timeout)
+            .get(&client, to)
             .await
             .map_err(|e| StepError::transient(format!("reach {what}: {e}")))
     }

@@ -43,6 +43,19 @@ impl Tunnel {
     }
 }
 
+/// A Service's port, and how long one request through a tunnel to it may take.
+#[derive(Debug, Clone, Copy)]
+pub struct ServicePort<'a> {
+    /// The Service's namespace.
+    pub namespace: &'a str,
+    /// The Service.
+    pub service: &'a str,
+    /// Its port (`spec.ports[].port`).
+    pub port: u16,
+    /// Time limit of one HTTP request through the tunnel.
+    pub request_timeout: Duration,
+}
+
 /// The run's open tunnels, by namespace, Service and port.
 #[derive(Debug, Default)]
 pub(crate) struct Tunnels {
@@ -50,25 +63,21 @@ pub(crate) struct Tunnels {
 }
 
 impl Tunnels {
-    /// The tunnel to `namespace/service:port`, opened on first use (when the Service must have
-    /// a running pod). Requests through it time out after `request_timeout`.
+    /// The tunnel to `to`, opened on first use (when the Service must have a running pod).
     pub(crate) async fn get(
         &self,
         client: &::kube::Client,
-        namespace: &str,
-        service: &str,
-        port: u16,
-        request_timeout: Duration,
+        to: &ServicePort<'_>,
     ) -> Result<Arc<Tunnel>, TunnelError> {
-        let key = (namespace.to_owned(), service.to_owned(), port);
+        let key = (to.namespace.to_owned(), to.service.to_owned(), to.port);
         let mut open = self.open.lock().await;
         if let Some(tunnel) = open.get(&key) {
             return Ok(Arc::clone(tunnel));
         }
-        let forward = portforward::to_service(client, namespace, service, port).await?;
+        let forward = portforward::to_service(client, to.namespace, to.service, to.port).await?;
         crate::kube::install_crypto_provider();
         let http = reqwest::Client::builder()
-            .timeout(request_timeout)
+            .timeout(to.request_timeout)
             .build()
             .map_err(TunnelError::Http)?;
         let tunnel = Arc::new(Tunnel { forward, http });

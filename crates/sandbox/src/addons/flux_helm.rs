@@ -13,7 +13,7 @@ use serde_json::json;
 use sha2::Digest;
 
 use super::charts::{Chart, HELM_CONTROLLER};
-use super::flux_source::{HELMREPOS, flux_access_denied, flux_actor, flux_identity, flux_running};
+use super::flux_source::{HELMREPOS, flux_actor, flux_begin};
 use super::kit::{self, Backoff, Cond, Recorder};
 use crate::controllers::{Action, Controller};
 use crate::rbac::UserInfo;
@@ -41,28 +41,10 @@ struct Release {
 
 impl HelmController {
     fn reconcile_one(&self, shared: &Shared, key: &ObjectKey) -> Action {
-        let Some(rt) = kit::rt_of(shared, HELMRELEASES) else {
-            return Action::Done;
+        let (rt, o) = match flux_begin(shared, &self.backoff, key, HELMRELEASES, HELM_CONTROLLER) {
+            Ok(begun) => begun,
+            Err(action) => return action,
         };
-        let Some(o) = kit::get(shared, HELMRELEASES, &key.namespace, &key.name) else {
-            self.backoff.succeeded(key);
-            return Action::Done;
-        };
-        if o["metadata"]["deletionTimestamp"].is_string() || o["spec"]["suspend"] == true {
-            return Action::Done;
-        }
-        if !flux_running(shared, HELM_CONTROLLER) {
-            return Action::RequeueAfter(Duration::from_secs(1));
-        }
-        let own = flux_identity(shared, HELM_CONTROLLER);
-        if let Some(why) = flux_access_denied(shared, own.as_ref(), &rt, &key.namespace, &key.name)
-        {
-            tracing::warn!(error = %why, "helm-controller cannot reconcile helmreleases");
-            return Action::RequeueAfter(Duration::from_secs(5));
-        }
-        if let Some(d) = kit::delay_remaining(shared, "flux", &o) {
-            return Action::RequeueAfter(d);
-        }
         let ns = key.namespace.as_str();
         let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);
         let spec = &o["spec"]["chart"]["spec"];
@@ -104,24 +86,7 @@ impl HelmController {
             kit::write_status(shared, &rt, &o, NAME, |st| {
                 st["observedGeneration"] = json!(generation);
                 st["helmChart"] = json!(helm_chart);
-                kit::set_conditions(
-                    st,
-                    &[
-                        Cond {
-                            kind: "Ready",
-                            status: "False",
-                            reason,
-                            message: msg,
-                        },
-                        Cond {
-                            kind: "Released",
-                            status: "False",
-                            reason,
-                            message: msg,
-                        },
-                    ],
-                    Some(generation),
-                );
+                kit::set_conditions(st, &not_released(reason, msg), Some(generation));
             });
         };
         let source_ready =
@@ -368,6 +333,7 @@ impl HelmController {
             st["lastAttemptedReleaseAction"] = json!(action);
             st["failures"] = json!(1);
             st[counter] = json!(1);
+            let [ready, released] = not_released(reason, msg);
             kit::set_conditions(
                 st,
                 &[
@@ -377,18 +343,8 @@ impl HelmController {
                         reason: "RetriesExceeded",
                         message: &stalled,
                     },
-                    Cond {
-                        kind: "Ready",
-                        status: "False",
-                        reason,
-                        message: msg,
-                    },
-                    Cond {
-                        kind: "Released",
-                        status: "False",
-                        reason,
-                        message: msg,
-                    },
+                    ready,
+                    released,
                 ],
                 Some(generation),
             );
@@ -447,4 +403,23 @@ impl Controller for HelmController {
         }
         self.reconcile_one(shared, key)
     }
+}
+
+/// `Ready=False` and `Released=False` with one reason and message: how helm-controller marks a
+/// release that did not install.
+fn not_released<'a>(reason: &'a str, message: &'a str) -> [Cond<'a>; 2] {
+    [
+        Cond {
+            kind: "Ready",
+            status: "False",
+            reason,
+            message,
+        },
+        Cond {
+            kind: "Released",
+            status: "False",
+            reason,
+            message,
+        },
+    ]
 }

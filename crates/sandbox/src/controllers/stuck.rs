@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::node::NODE_NAME;
+use super::workloads::condition;
 use crate::cluster::{Cluster, WriteOpts};
 use crate::faults::Stuck;
 
@@ -110,23 +111,6 @@ fn event(
     }
 }
 
-fn cond(kind: &str, ok: bool, reason: &str, message: &str, old: &Value) -> Value {
-    let status = if ok { "True" } else { "False" };
-    let prev = old["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == kind));
-    let since = match prev {
-        Some(p) if p["status"] == status => p["lastTransitionTime"].clone(),
-        _ => json!(now()),
-    };
-    let mut c = json!({"type": kind, "status": status, "lastTransitionTime": since});
-    if !reason.is_empty() {
-        c["reason"] = json!(reason);
-        c["message"] = json!(message);
-    }
-    c
-}
-
 /// Writes the held-back status of `pod` and its Events; returns when to look again (the
 /// kubelet and the scheduler keep retrying, and counting).
 pub(crate) fn hold(
@@ -162,7 +146,7 @@ pub(crate) fn hold(
         p["status"] = match stuck {
             Stuck::Unschedulable => json!({
                 "phase": "Pending",
-                "conditions": [cond("PodScheduled", false, "Unschedulable", UNSCHEDULABLE_MESSAGE, &old)],
+                "conditions": [condition("PodScheduled", false, "Unschedulable", UNSCHEDULABLE_MESSAGE, &old)],
                 "qosClass": "BestEffort",
             }),
             Stuck::ImagePullBackOff | Stuck::CrashLoopBackOff => {
@@ -201,11 +185,11 @@ pub(crate) fn hold(
                 json!({
                     "phase": if crash { "Running" } else { "Pending" },
                     "conditions": [
-                        cond("PodReadyToStartContainers", true, "", "", &old),
-                        cond("Initialized", true, "", "", &old),
-                        cond("Ready", false, "ContainersNotReady", &unready, &old),
-                        cond("ContainersReady", false, "ContainersNotReady", &unready, &old),
-                        cond("PodScheduled", true, "", "", &old),
+                        condition("PodReadyToStartContainers", true, "", "", &old),
+                        condition("Initialized", true, "", "", &old),
+                        condition("Ready", false, "ContainersNotReady", &unready, &old),
+                        condition("ContainersReady", false, "ContainersNotReady", &unready, &old),
+                        condition("PodScheduled", true, "", "", &old),
                     ],
                     "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
                     "podIP": ip, "podIPs": [{"ip": ip}],

@@ -169,7 +169,9 @@ impl ContainerState {
     }
 }
 
-fn condition(kind: &str, ok: bool, reason: &str, message: &str, old: &Value) -> Value {
+/// A condition of `kind` for an object whose previous state is `old`: `lastTransitionTime`
+/// moves only when the status changes, as the real controllers keep it.
+pub(crate) fn condition(kind: &str, ok: bool, reason: &str, message: &str, old: &Value) -> Value {
     let status = if ok { "True" } else { "False" };
     let prev = old["status"]["conditions"]
         .as_array()
