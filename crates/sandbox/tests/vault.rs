@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use kubestrap_sandbox::vault::{
-    ReviewError, ReviewedAccount, TokenReviewer, VaultServer, VaultStatus,
+    ReviewError, ReviewRequest, ReviewedAccount, TokenReviewer, VaultServer, VaultStatus,
 };
 use kubestrap_test_support::vault_client;
 use serde_json::{Value, json};
@@ -35,20 +35,15 @@ struct FakeReviewer {
 
 #[async_trait]
 impl TokenReviewer for FakeReviewer {
-    async fn review(
-        &self,
-        kubernetes_host: &str,
-        jwt: &str,
-        audiences: &[String],
-    ) -> Result<ReviewedAccount, ReviewError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push((kubernetes_host.to_string(), audiences.to_vec()));
+    async fn review(&self, request: &ReviewRequest<'_>) -> Result<ReviewedAccount, ReviewError> {
+        self.calls.lock().unwrap().push((
+            request.kubernetes_host.to_string(),
+            request.audiences.to_vec(),
+        ));
         self.accounts
             .lock()
             .unwrap()
-            .get(jwt)
+            .get(request.jwt)
             .cloned()
             .ok_or_else(|| ReviewError::Rejected("token not authenticated".into()))
     }

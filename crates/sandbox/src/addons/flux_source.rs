@@ -269,24 +269,7 @@ impl SourceController {
                             "size": c.size,
                         });
                     }
-                    kit::set_conditions(
-                        st,
-                        &[
-                            Cond {
-                                kind: "Ready",
-                                status: "True",
-                                reason: "Succeeded",
-                                message: &msg,
-                            },
-                            Cond {
-                                kind: "ArtifactInStorage",
-                                status: "True",
-                                reason: "Succeeded",
-                                message: &msg,
-                            },
-                        ],
-                        Some(generation),
-                    );
+                    kit::set_conditions(st, &artifact_stored(&msg), Some(generation));
                 }
                 Err((reason, msg)) => {
                     let mut conds = vec![
@@ -385,24 +368,7 @@ impl SourceController {
                     "lastUpdateTime": kit::now(), "size": 1024,
                 });
             }
-            kit::set_conditions(
-                st,
-                &[
-                    Cond {
-                        kind: "Ready",
-                        status: "True",
-                        reason: "Succeeded",
-                        message: &msg,
-                    },
-                    Cond {
-                        kind: "ArtifactInStorage",
-                        status: "True",
-                        reason: "Succeeded",
-                        message: &msg,
-                    },
-                ],
-                Some(generation),
-            );
+            kit::set_conditions(st, &artifact_stored(&msg), Some(generation));
         });
         Action::RequeueAfter(interval(&o, Duration::from_secs(600)))
     }
@@ -454,4 +420,23 @@ impl Controller for SourceController {
             _ => Action::Done,
         }
     }
+}
+
+/// `Ready` and `ArtifactInStorage` true: how source-controller marks a source whose artifact it
+/// stored.
+fn artifact_stored(message: &str) -> [Cond<'_>; 2] {
+    [
+        Cond {
+            kind: "Ready",
+            status: "True",
+            reason: "Succeeded",
+            message,
+        },
+        Cond {
+            kind: "ArtifactInStorage",
+            status: "True",
+            reason: "Succeeded",
+            message,
+        },
+    ]
 }

@@ -22,7 +22,7 @@ use crate::rbac::UserInfo;
 use crate::server::Shared;
 use crate::store::ObjectKey;
 use crate::tokens;
-use crate::vault::{ReviewError, ReviewedAccount, ReviewerJwt, TokenReviewer};
+use crate::vault::{ReviewError, ReviewRequest, ReviewedAccount, ReviewerJwt, TokenReviewer};
 use crate::vault_pod::{VaultPod, call_over};
 
 /// The port Vault listens on inside its pod.
@@ -121,25 +121,22 @@ impl ClusterReviewer {
 
 #[async_trait]
 impl TokenReviewer for ClusterReviewer {
-    async fn review(
-        &self,
-        kubernetes_host: &str,
-        jwt: &str,
-        audiences: &[String],
-    ) -> Result<ReviewedAccount, ReviewError> {
-        self.review_as(kubernetes_host, &ReviewerJwt::Client, jwt, audiences)
-            .await
+    async fn review(&self, request: &ReviewRequest<'_>) -> Result<ReviewedAccount, ReviewError> {
+        self.review_as(request, &ReviewerJwt::Client).await
     }
 
     /// The review is an API request like any other: its bearer (Vault's pod token, the
     /// configured reviewer JWT or the login JWT) must be allowed `create tokenreviews`.
     async fn review_as(
         &self,
-        kubernetes_host: &str,
+        request: &ReviewRequest<'_>,
         reviewer: &ReviewerJwt,
-        jwt: &str,
-        audiences: &[String],
     ) -> Result<ReviewedAccount, ReviewError> {
+        let ReviewRequest {
+            kubernetes_host,
+            jwt,
+            audiences,
+        } = *request;
         if !api_host_ok(kubernetes_host, self.port) {
             return Err(ReviewError::Unavailable(format!(
                 "dial tcp: lookup {kubernetes_host}: no such host"

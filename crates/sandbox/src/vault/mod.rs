@@ -8,11 +8,13 @@
 //!
 //! ```no_run
 //! # use std::sync::Arc;
-//! # use kubestrap_sandbox::vault::{ReviewError, ReviewedAccount, TokenReviewer, VaultServer};
+//! # use kubestrap_sandbox::vault::{
+//! #     ReviewError, ReviewRequest, ReviewedAccount, TokenReviewer, VaultServer,
+//! # };
 //! struct Review; // the sandbox answers from its TokenReview store
 //! #[async_trait::async_trait]
 //! impl TokenReviewer for Review {
-//!     async fn review(&self, _host: &str, _jwt: &str, _aud: &[String])
+//!     async fn review(&self, _request: &ReviewRequest<'_>)
 //!         -> Result<ReviewedAccount, ReviewError> {
 //!         Err(ReviewError::Rejected("unknown token".into()))
 //!     }
@@ -119,30 +121,43 @@ impl std::fmt::Debug for ReviewerJwt {
     }
 }
 
+/// One login's TokenReview: the service-account JWT to review against the cluster at
+/// `kubernetes_host` (the auth config's host), checking `audiences` when non-empty.
+#[derive(Clone, Copy)]
+pub struct ReviewRequest<'a> {
+    /// The auth config's `kubernetes_host`.
+    pub kubernetes_host: &'a str,
+    /// The JWT the login presented: a credential, so `Debug` leaves it out.
+    pub jwt: &'a str,
+    /// The role's audiences.
+    pub audiences: &'a [String],
+}
+
+impl std::fmt::Debug for ReviewRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReviewRequest")
+            .field("kubernetes_host", &self.kubernetes_host)
+            .field("audiences", &self.audiences)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How Vault's kubernetes auth validates a service-account JWT: the sandbox wires this to its
 /// TokenReview, so Vault never trusts a JWT merely because its claims parse.
 #[async_trait]
 pub trait TokenReviewer: Send + Sync {
-    /// Reviews `jwt` against the cluster at `kubernetes_host` (the auth config's host), checking
-    /// `audiences` when non-empty.
-    async fn review(
-        &self,
-        kubernetes_host: &str,
-        jwt: &str,
-        audiences: &[String],
-    ) -> Result<ReviewedAccount, ReviewError>;
+    /// Reviews the request's JWT.
+    async fn review(&self, request: &ReviewRequest<'_>) -> Result<ReviewedAccount, ReviewError>;
 
     /// [`Self::review`] sent with `reviewer`'s credential; reviewers that model no
     /// authorization of the review itself ignore it.
     async fn review_as(
         &self,
-        kubernetes_host: &str,
+        request: &ReviewRequest<'_>,
         reviewer: &ReviewerJwt,
-        jwt: &str,
-        audiences: &[String],
     ) -> Result<ReviewedAccount, ReviewError> {
         let _ = reviewer;
-        self.review(kubernetes_host, jwt, audiences).await
+        self.review(request).await
     }
 }
 

@@ -13,7 +13,7 @@ use super::policy::Operation;
 use super::request::{ApiRequest, Verb};
 use super::state::State;
 use super::tokens::{self, TokenEntry};
-use super::{ReviewedAccount, VaultServer};
+use super::{ReviewRequest, ReviewedAccount, VaultServer};
 
 /// How long a login waits for the TokenReview before denying.
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(30);
@@ -277,12 +277,12 @@ async fn login(server: &VaultServer, req: &ApiRequest, rest: &str) -> Result<Rep
         }
         auth_kubernetes::prepare_login(&state.auths[&mount].kubernetes, &mount, req, tokens::now())?
     };
-    let review = server.reviewer().review_as(
-        &pending.kubernetes_host,
-        &pending.reviewer,
-        &pending.jwt,
-        &pending.audiences,
-    );
+    let request = ReviewRequest {
+        kubernetes_host: &pending.kubernetes_host,
+        jwt: &pending.jwt,
+        audiences: &pending.audiences,
+    };
+    let review = server.reviewer().review_as(&request, &pending.reviewer);
     let reviewed: ReviewedAccount = match tokio::time::timeout(REVIEW_TIMEOUT, review).await {
         Ok(Ok(account)) => account,
         Ok(Err(err)) => {
