@@ -346,34 +346,9 @@ pub fn evaluate_condition(obj: Option<&Value>, spec: &ConditionSpec) -> Check {
     }
 }
 
-/// Waits for a condition on any object (Flux, ESO and other custom resources).
-///
-/// # Errors
-/// [`WaitError::Timeout`] naming the object, the condition and the last status.
-pub async fn condition(
-    client: &Client,
-    resource: &ApiResource,
-    namespace: Option<&str>,
-    name: &str,
-    spec: &ConditionSpec,
-    options: &WaitOptions,
-    progress: Progress<'_>,
-) -> Result<DynamicObject, WaitError> {
-    condition_or_terminal(
-        client,
-        resource,
-        namespace,
-        name,
-        spec,
-        options,
-        progress,
-        |_| None,
-    )
-    .await
-}
-
-/// Waits for a condition like [`condition`], and fails at once when `terminal` says the object
-/// reached a state that cannot lead to the condition any more (it returns that state).
+/// Waits for a condition on any object (Flux, ESO and other custom resources), and fails at
+/// once when `terminal` says the object reached a state that cannot lead to the condition any
+/// more (it returns that state; `|_| None` when no state is final).
 ///
 /// # Errors
 /// [`WaitError::Terminal`] with the state `terminal` returned, [`WaitError::Timeout`] otherwise.

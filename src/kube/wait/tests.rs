@@ -72,14 +72,17 @@ async fn git_repository_ready(
     options: &WaitOptions,
     progress: Progress<'_>,
 ) -> Result<DynamicObject, WaitError> {
-    condition(
+    let name = "flux-system";
+    let ready = ConditionSpec::is_true("Ready");
+    condition_or_terminal(
         client,
         &git_resource(),
-        Some("flux-system"),
-        "flux-system",
-        &ConditionSpec::is_true("Ready"),
+        Some(name),
+        name,
+        &ready,
         options,
         progress,
+        |_| None,
     )
     .await
 }
