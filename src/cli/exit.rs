@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use crate::engine::{ApplyError, CheckpointError, GraphErrors, LockError, StepId};
 use crate::playbook::PlaybookError;
+use crate::preflight::PreflightError;
 use crate::secrets::CaptureError;
 #[cfg(feature = "test-hooks")]
 use crate::steps::synthetic::SyntheticError;
@@ -61,6 +62,12 @@ pub enum CliError {
     /// Required secrets are not in the environment.
     #[error("{}", missing_message(.0))]
     MissingSecrets(Vec<(String, Vec<StepId>)>),
+    /// A local fact the run needs does not hold (file, binary, kubeconfig, known_hosts).
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    /// Several bad inputs at once (missing secrets and preflight problems), all reported.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<CliError>),
     /// `apply` could not start.
     #[error(transparent)]
     Apply(#[from] ApplyError),
@@ -105,13 +112,33 @@ fn checkpoint_status(e: &CheckpointError) -> ExitStatus {
 }
 
 impl CliError {
+    /// Every error of `results` at once: none, the one, or [`CliError::Several`].
+    ///
+    /// # Errors
+    /// The errors among `results`.
+    pub fn all(results: impl IntoIterator<Item = Result<(), Self>>) -> Result<(), Self> {
+        let mut errors: Vec<Self> = results.into_iter().filter_map(Result::err).collect();
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Self::Several(errors)),
+        }
+    }
+
     /// The exit status for this error.
     #[must_use]
     pub fn exit_status(&self) -> ExitStatus {
         match self {
-            Self::Playbook(_) | Self::Graph(_) | Self::Capture(_) | Self::MissingSecrets(_) => {
-                ExitStatus::BadInput
-            }
+            Self::Playbook(_)
+            | Self::Graph(_)
+            | Self::Capture(_)
+            | Self::MissingSecrets(_)
+            | Self::Preflight(_) => ExitStatus::BadInput,
+            Self::Several(all) => all
+                .iter()
+                .map(Self::exit_status)
+                .max_by_key(|s| s.code())
+                .unwrap_or(ExitStatus::BadInput),
             #[cfg(feature = "test-hooks")]
             Self::Synthetic(_) => ExitStatus::BadInput,
             Self::Apply(e) => match e {

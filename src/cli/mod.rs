@@ -4,6 +4,7 @@
 mod args;
 pub mod audit;
 mod exit;
+mod preflight;
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
@@ -263,6 +264,7 @@ fn plan_cmd(common: &Common, format: PlanFormat) -> Result<ExitStatus, CliError>
     let (pb, engine) = prepare(common)?;
     let store = capture(&pb, &engine)?;
     drop(store); // plan never uses secret values
+    preflight::check(common, &pb, &[])?;
     let cluster = cluster(common, &pb);
     let rt = runtime()?;
     let env = RunEnv::new(pb).with_finished_resource(cluster);
@@ -287,7 +289,10 @@ fn plan_cmd(common: &Common, format: PlanFormat) -> Result<ExitStatus, CliError>
 fn apply_cmd(a: &ApplyArgs) -> Result<ExitStatus, CliError> {
     let (pb, engine) = prepare(&a.common)?;
     let store = capture(&pb, &engine)?;
-    check_required(&pb, &engine, &store, &a.only)?;
+    CliError::all([
+        check_required(&pb, &engine, &store, &a.only),
+        preflight::check(&a.common, &pb, &a.only),
+    ])?;
     let redactor = Arc::new(Redactor::new(&store));
     secrets::redact::install_global(Arc::clone(&redactor));
     let cluster = cluster(&a.common, &pb);

@@ -198,6 +198,17 @@ impl LoadedPlaybook {
             .or_else(|| self.sandbox_dir().map(|d| d.join("kubeconfig")))
     }
 
+    /// 1-based (line, column) of the dotted `key` (`terraform.dir`, `secrets[1].env`) in the
+    /// playbook file, or of its nearest parent written there; read again from disk, so checks
+    /// that run after loading (the preflight) point into the file too.
+    #[must_use]
+    pub fn position_of(&self, key: &str) -> Option<(usize, usize)> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let (root, _) = DeTable::parse_recoverable(&text);
+        let span = locate(&root, key)?;
+        Some(LineIndex::new(&text).position(span.start))
+    }
+
     /// The `[[secrets]]` declaration for `env`.
     #[must_use]
     pub fn secret(&self, env: &str) -> Option<&SecretDecl> {
