@@ -93,8 +93,12 @@ fn sandbox_cmd(args: kubestrap_sandbox::SandboxArgs) -> Result<ExitStatus, CliEr
 /// Default log filter. vaultrs/rustify log every non-2xx answer (a sealed Vault's health check
 /// is one) at error level; kube's client logs a response body it cannot decode at warn level,
 /// which could be a Secret list. Waits report watch errors themselves, so those stay quiet.
-const DEFAULT_LOG_FILTER: &str =
-    "warn,rustify=off,vaultrs=off,kube_client=error,kube_runtime=error";
+///
+/// Libraries stay silent by default altogether: an unreachable cluster made kube's client log
+/// `ERROR failed with error client error (Connect)` once per request, in colour, before the
+/// step's own message (which names the server, context and cause). `KUBESTRAP_LOG` or
+/// `RUST_LOG` bring them back for diagnosis.
+const DEFAULT_LOG_FILTER: &str = "off,kubestrap=warn,kubestrap_sandbox=warn";
 
 /// Targets whose logs carry raw wire payloads at `trace`, and so any secret on the wire:
 /// tungstenite dumps every WebSocket frame of a port-forward (Vault's HTTP traffic, with its
@@ -260,6 +264,9 @@ fn watch_signals(token: tokio_util::sync::CancellationToken) {
     });
 }
 
+/// How long `plan` waits for the API server's `/version` before it plans statically.
+const PLAN_PROBE: Duration = Duration::from_secs(5);
+
 fn plan_cmd(common: &Common, format: PlanFormat) -> Result<ExitStatus, CliError> {
     let (pb, engine) = prepare(common)?;
     let store = capture(&pb, &engine)?;
@@ -267,6 +274,21 @@ fn plan_cmd(common: &Common, format: PlanFormat) -> Result<ExitStatus, CliError>
     preflight::check(common, &pb, &[])?;
     let cluster = cluster(common, &pb);
     let rt = runtime()?;
+    let sandbox_down = pb
+        .sandbox_dir()
+        .filter(|d| common.kubeconfig.is_none() && !d.join("kubeconfig").exists());
+    let unanswered = match sandbox_down {
+        Some(dir) => Err(format!(
+            "the sandbox in {} is not running yet (`kubestrap apply` starts it)",
+            dir.display()
+        )),
+        None => rt.block_on(cluster.probe(PLAN_PROBE)),
+    };
+    if let Err(why) = unanswered {
+        eprintln!(
+            "note: the plan is static (what a run would do on a cluster where nothing exists yet, not a diff): {why}"
+        );
+    }
     let env = RunEnv::new(pb).with_finished_resource(cluster);
     let plan = rt.block_on(async {
         watch_signals(env.interrupt.clone());
