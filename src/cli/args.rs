@@ -29,7 +29,7 @@ pub enum Command {
     Status(StatusArgs),
     /// Run or stop the local sandbox cluster (a stand-in for k3s and its add-ons).
     #[cfg(feature = "sandbox")]
-    Sandbox(kubestrap_sandbox::SandboxArgs),
+    Sandbox(super::SandboxCli),
     // Reserved: `Unseal` — `kubestrap unseal --kubeconfig K [--watch]` comes with the Vault steps.
 }
 

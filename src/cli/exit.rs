@@ -78,6 +78,18 @@ pub enum CliError {
     #[cfg(feature = "sandbox")]
     #[error(transparent)]
     Sandbox(#[from] kubestrap_sandbox::SandboxError),
+    /// `sandbox down -p PLAYBOOK` with a playbook whose provider is not the sandbox.
+    #[cfg(feature = "sandbox")]
+    #[error(
+        "playbook {} uses provider {provider:?}, which has no sandbox to stop; name a playbook with provider = \"sandbox\", or the sandbox's directory with --dir",
+        .playbook.display()
+    )]
+    NoSandbox {
+        /// The playbook.
+        playbook: std::path::PathBuf,
+        /// Its provider.
+        provider: &'static str,
+    },
     /// The async runtime could not be started.
     #[error("failed to start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -153,8 +165,11 @@ impl CliError {
             #[cfg(feature = "sandbox")]
             Self::Sandbox(
                 kubestrap_sandbox::SandboxError::Faults(_)
-                | kubestrap_sandbox::SandboxError::VaultServer(_),
-            ) => ExitStatus::BadInput,
+                | kubestrap_sandbox::SandboxError::VaultServer(_)
+                | kubestrap_sandbox::SandboxError::GitRepo(_)
+                | kubestrap_sandbox::SandboxError::GitRepoDir { .. },
+            )
+            | Self::NoSandbox { .. } => ExitStatus::BadInput,
             #[cfg(feature = "sandbox")]
             Self::Sandbox(_) => ExitStatus::StepFailed,
             Self::Runtime(_) | Self::Output(_) => ExitStatus::StepFailed,

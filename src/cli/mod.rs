@@ -5,6 +5,8 @@ mod args;
 pub mod audit;
 mod exit;
 mod preflight;
+#[cfg(feature = "sandbox")]
+mod sandbox;
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
@@ -17,6 +19,8 @@ use clap::Parser;
 
 pub use args::{ApplyArgs, Cli, Command, Common, Format, PlanArgs, PlanFormat, StatusArgs};
 pub use exit::{CliError, ExitStatus};
+#[cfg(feature = "sandbox")]
+pub use sandbox::{DownCli, SandboxCli, SandboxCommand};
 
 use crate::engine::{
     self, ApplyRequest, Built, CheckpointMode, Engine, RunEnv, RunStatus, StepId, StepStatus,
@@ -78,16 +82,8 @@ pub fn run(cli: Cli) -> Result<ExitStatus, CliError> {
         Command::Apply(a) => apply_cmd(&a),
         Command::Status(a) => status_cmd(&a),
         #[cfg(feature = "sandbox")]
-        Command::Sandbox(a) => sandbox_cmd(a),
+        Command::Sandbox(a) => sandbox::run(a),
     }
-}
-
-/// `kubestrap sandbox up|down`: the sandbox owns its own lifecycle; this only gives it a runtime.
-#[cfg(feature = "sandbox")]
-fn sandbox_cmd(args: kubestrap_sandbox::SandboxArgs) -> Result<ExitStatus, CliError> {
-    let rt = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
-    rt.block_on(kubestrap_sandbox::run(args))?;
-    Ok(ExitStatus::Success)
 }
 
 /// Default log filter. vaultrs/rustify log every non-2xx answer (a sealed Vault's health check
