@@ -229,6 +229,10 @@ pub struct Vault {
     /// Vault address for `access = "address"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Allow an `http://` address, which sends the root token and the bootstrap secrets
+    /// unencrypted; the plan shows it as a warning. Off by default: use `https://`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub allow_http: bool,
     /// Vault role that External Secrets logs in with.
     pub eso_role: String,
     /// Vault policy granting External Secrets read access to the KV mount.
@@ -380,6 +384,11 @@ pub struct Timeouts {
 fn default_true() -> bool {
     true
 }
+// serde's skip_serializing_if passes a reference.
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's signature")]
+const fn is_false(b: &bool) -> bool {
+    !*b
+}
 fn default_ssh_user() -> String {
     "root".into()
 }
@@ -416,6 +425,7 @@ impl Default for Vault {
             auth_mount: "kubernetes".into(),
             access: VaultAccess::PortForward,
             address: None,
+            allow_http: false,
             eso_role: "external-secrets".into(),
             eso_policy: "external-secrets".into(),
         }

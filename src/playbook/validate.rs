@@ -26,6 +26,7 @@ pub(crate) fn validate(pb: &Playbook) -> Vec<Finding> {
     let mut out = Vec::new();
     cluster(pb, &mut out);
     flux(pb, &mut out);
+    url_credentials(pb, &mut out);
     vault(pb, &mut out);
     names(pb, &mut out);
     secrets(pb, &mut out);
@@ -175,6 +176,66 @@ fn flux(pb: &Playbook, out: &mut Vec<Finding>) {
     }
 }
 
+/// Every URL the playbook names must carry no credentials: they would sit in the playbook (and
+/// its Git history), the checkpoint's payloads, the plan and the cluster's objects.
+fn url_credentials(pb: &Playbook, out: &mut Vec<Finding>) {
+    let git_where = format!(
+        "put the token in the environment variable {:?} (declared in [[secrets]], named by [flux] token_env) and the user name in [flux] git_username",
+        pb.flux.token_env
+    );
+    let mut urls: Vec<(&str, &str, String)> = vec![
+        ("flux.git_url", pb.flux.git_url.as_str(), git_where),
+        (
+            "vault.chart_repo",
+            pb.vault.chart_repo.as_str(),
+            "use a public chart repository URL; private repositories are not supported yet".into(),
+        ),
+        (
+            "external_secrets.chart_repo",
+            pb.external_secrets.chart_repo.as_str(),
+            "use a public chart repository URL; private repositories are not supported yet".into(),
+        ),
+    ];
+    if let Some(m) = &pb.flux.install_manifest {
+        urls.push((
+            "flux.install_manifest",
+            m.as_str(),
+            "use a public URL and pin it with install_sha256, or a local file".into(),
+        ));
+    }
+    if let Some(a) = &pb.vault.address {
+        urls.push((
+            "vault.address",
+            a.as_str(),
+            "kubestrap authenticates to Vault with the root token from sys/init; the address carries none".into(),
+        ));
+    }
+    for (key, url, remedy) in urls {
+        if let Some(what) = url_credentials_in(url) {
+            out.push(finding(
+                key,
+                format!("the URL carries {what} before '@'; remove it: {remedy}"),
+            ));
+        }
+    }
+}
+
+/// What credentials `url` carries in its userinfo, if any: a password (`user:pass@`) anywhere,
+/// or any user part in an http(s) URL (`https://TOKEN@host` is a token too). `ssh://git@host`
+/// names a login user and carries no secret.
+fn url_credentials_in(url: &str) -> Option<&'static str> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    if userinfo.contains(':') {
+        Some("a user name and password or token")
+    } else if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") {
+        Some("a user name or token")
+    } else {
+        None
+    }
+}
+
 fn declared(pb: &Playbook, key: &str, env: &str, out: &mut Vec<Finding>) {
     if pb.secrets.iter().any(|s| s.env == env) {
         return;
@@ -226,6 +287,18 @@ fn vault(pb: &Playbook, out: &mut Vec<Finding>) {
                 format!("{a:?} is not an http(s) URL"),
             ));
         }
+        (VaultAccess::Address, Some(a)) if a.starts_with("http://") && !v.allow_http => {
+            out.push(finding(
+                "vault.address",
+                format!(
+                    "{a:?} is plain http: the root token and every bootstrap secret would cross the network unencrypted; use https://, or set allow_http = true in [vault] to accept that (the plan then warns)"
+                ),
+            ));
+        }
+        (VaultAccess::PortForward, _) if v.allow_http => out.push(finding(
+            "vault.allow_http",
+            "only used with access = \"address\" (a port-forward runs through the API server's TLS): remove it",
+        )),
         (VaultAccess::PortForward, Some(_)) => out.push(finding(
             "vault.address",
             "address is only used with access = \"address\": remove it or change access",
@@ -310,7 +383,7 @@ fn secrets(pb: &Playbook, out: &mut Vec<Finding>) {
         if !is_vault_path(&s.vault_path) {
             out.push(finding(
                 at("vault_path"),
-                format!("{:?} is not a Vault path: use segments like \"bootstrap/github\" without leading or trailing '/'", s.vault_path),
+                format!("{:?} is not a Vault path: use segments like \"bootstrap/github\" (letters, digits, '-', '_', '.'), none empty, \".\" or \"..\", without leading or trailing '/'", s.vault_path),
             ));
         }
         if s.vault_key.trim().is_empty() {
@@ -404,10 +477,15 @@ fn is_identifier(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// Segments of letters, digits, `-`, `_` and `.`, none empty, `.` or `..`: a path that
+/// resolves elsewhere (`bootstrap/../sys`) would make the ESO policy, Terraform and the checks
+/// disagree about where a secret lives.
 fn is_vault_path(s: &str) -> bool {
     !s.is_empty()
         && s.split('/').all(|seg| {
             !seg.is_empty()
+                && seg != "."
+                && seg != ".."
                 && seg
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
@@ -428,5 +506,15 @@ mod tests {
         assert!(is_vault_path("bootstrap/github"));
         assert!(!is_vault_path("/bootstrap"));
         assert!(!is_vault_path("a//b"));
+        assert!(!is_vault_path("bootstrap/../sys"));
+        assert!(!is_vault_path("./bootstrap"));
+        assert!(!is_vault_path("bootstrap/."));
+        assert!(is_vault_path("bootstrap/v1.2"));
+        assert_eq!(url_credentials_in("https://git.example/org/r"), None);
+        assert!(url_credentials_in("https://user:tok@git.example/org/r").is_some());
+        assert!(url_credentials_in("https://ghp_tok@git.example/org/r").is_some());
+        assert_eq!(url_credentials_in("ssh://git@github.com/org/r"), None);
+        assert!(url_credentials_in("ssh://git:pw@github.com/org/r").is_some());
+        assert_eq!(url_credentials_in("https://git.example/a@b"), None);
     }
 }
