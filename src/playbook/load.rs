@@ -11,6 +11,9 @@ use super::model::{Playbook, Provider, SecretDecl};
 use super::schema::{playbook_shape, strip_keys, strip_value, unknown_keys};
 use super::validate::{Finding, suggest_variant, validate};
 
+/// The kubeconfig k3s writes on its own machine.
+pub const K3S_LOCAL_KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
+
 /// A validated playbook with its paths resolved, ready for the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedPlaybook {
@@ -195,8 +198,13 @@ impl LoadedPlaybook {
         })
     }
 
-    /// The kubeconfig the playbook names: `[cluster] kubeconfig`, else the sandbox's own.
-    /// `--kubeconfig` and `KUBECONFIG` take precedence at the CLI edge.
+    /// The kubeconfig the playbook names: `[cluster] kubeconfig`, else the sandbox's own, else
+    /// for `k3s-local` the one k3s writes ([`K3S_LOCAL_KUBECONFIG`]). `--kubeconfig` takes
+    /// precedence at the CLI edge.
+    ///
+    /// A provider that creates its cluster never falls back to `KUBECONFIG` or
+    /// `~/.kube/config`: those point at whatever cluster the current context names, and a
+    /// bootstrap must land on the cluster it just made.
     #[must_use]
     pub fn kubeconfig(&self) -> Option<PathBuf> {
         self.playbook
@@ -204,6 +212,10 @@ impl LoadedPlaybook {
             .kubeconfig
             .clone()
             .or_else(|| self.sandbox_dir().map(|d| d.join("kubeconfig")))
+            .or_else(|| {
+                (self.playbook.cluster.provider == Provider::K3sLocal)
+                    .then(|| PathBuf::from(K3S_LOCAL_KUBECONFIG))
+            })
     }
 
     /// 1-based (line, column) of the dotted `key` (`terraform.dir`, `secrets[1].env`) in the

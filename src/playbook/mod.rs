@@ -12,7 +12,7 @@ mod validate;
 
 pub use duration::{DurationError, HumanDuration, parse_duration};
 pub use error::{PlaybookError, PlaybookProblems, Problem};
-pub use load::LoadedPlaybook;
+pub use load::{K3S_LOCAL_KUBECONFIG, LoadedPlaybook};
 
 /// The candidate nearest to `name` (Jaro-Winkler ≥ 0.8), for did-you-mean hints elsewhere
 /// (kubeconfig contexts, step ids).
