@@ -159,6 +159,7 @@ impl CliError {
                 ApplyError::Checkpoint(c) => checkpoint_status(c),
                 ApplyError::CheckpointExists { .. }
                 | ApplyError::ClusterMismatch { .. }
+                | ApplyError::IdentityMismatch { .. }
                 | ApplyError::UnknownStep { .. } => ExitStatus::BadInput,
             },
             Self::Checkpoint(c) => checkpoint_status(c),

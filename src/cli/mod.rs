@@ -260,6 +260,9 @@ fn watch_signals(token: tokio_util::sync::CancellationToken) {
     });
 }
 
+/// How long `apply` waits to learn the cluster's identity before it starts without it.
+const IDENTITY_PROBE: Duration = Duration::from_secs(5);
+
 /// How long `plan` waits for the API server's `/version` before it plans statically.
 const PLAN_PROBE: Duration = Duration::from_secs(5);
 
@@ -315,7 +318,10 @@ fn apply_cmd(a: &ApplyArgs) -> Result<ExitStatus, CliError> {
     secrets::redact::install_global(Arc::clone(&redactor));
     let cluster = cluster(&a.common, &pb);
     let rt = runtime()?;
+    // Which cluster this is, when it already answers: a checkpoint of another one is refused.
+    let uid = rt.block_on(cluster.identity(IDENTITY_PROBE));
     let env = RunEnv::new(pb)
+        .with_cluster_uid(uid)
         .with_finished_resource(cluster)
         .with_secrets(Arc::new(store), redactor);
     let tty = match a.output {

@@ -109,6 +109,18 @@ impl Cluster {
         StepError::classify("take the cluster lease", e)
     }
 
+    /// The cluster's identity: the UID of its `kube-system` namespace, which exists from the
+    /// first start and lives as long as the cluster. `None` when the cluster cannot be asked
+    /// within `limit` (not created yet, or not answering): one read, no write.
+    pub async fn identity(&self, limit: Duration) -> Option<String> {
+        let read = async {
+            let client = self.access.client().await.ok()?;
+            let api: ::kube::Api<k8s_openapi::api::core::v1::Namespace> = ::kube::Api::all(client);
+            api.get("kube-system").await.ok()?.metadata.uid
+        };
+        tokio::time::timeout(limit, read).await.ok().flatten()
+    }
+
     /// Whether the API server answers now, within `limit` (plan asks once, before it plans):
     /// `Err` says where it looked and why nothing answered.
     ///
