@@ -37,6 +37,7 @@ pub fn main() -> ExitCode {
     // Crash points for resume tests, configured by FAILPOINTS (cargo feature `failpoints`).
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
+    install_redacting_panic_hook();
     let cli = Cli::parse();
     let audit = matches!(&cli.command, Command::Apply(a) if !a.dry_run) && audit::requested();
     init_tracing();
@@ -45,6 +46,18 @@ pub fn main() -> ExitCode {
         audit::release_and_pause();
     }
     status
+}
+
+/// A panic's report passes the process-wide redactor before it reaches stderr: the message
+/// of a panicking step may quote a value it held (the default hook prints it verbatim).
+fn install_redacting_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let text = info.to_string();
+        let text = secrets::redact::global()
+            .map_or_else(|| text.clone(), |r| r.redact(&text).into_owned());
+        let thread = std::thread::current();
+        eprintln!("thread '{}' {text}", thread.name().unwrap_or("<unnamed>"));
+    }));
 }
 
 /// Report the outcome of [`run`] (the error, redacted, on stderr) as an exit code.
