@@ -110,3 +110,25 @@ fn a_plain_http_vault_address_needs_allow_http_and_the_plan_warns() {
         "{text}"
     );
 }
+
+#[test]
+fn terraform_pass_env_never_names_a_declared_secret() {
+    let text = common::MINIMAL.replace(
+        "[[secrets]]",
+        "[terraform]\npass_env = [\"AWS_*\", \"KS_*\", \"BAD NAME\"]\n\n[[secrets]]",
+    );
+    let found = problems(&text);
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["terraform.pass_env[1]", "terraform.pass_env[2]"],
+        "{found:#?}"
+    );
+    assert!(found[0].message.contains("KS_TEST_TOKEN"), "{found:?}");
+    let ok = common::MINIMAL.replace(
+        "[[secrets]]",
+        "[terraform]\npass_env = [\"AWS_*\", \"TF_TOKEN_*\", \"HTTPS_PROXY\"]\n\n[[secrets]]",
+    );
+    let pb = Playbook::from_str_at(&ok, Path::new("kubestrap.toml")).unwrap();
+    assert_eq!(pb.playbook.terraform.pass_env.len(), 3);
+}

@@ -23,4 +23,5 @@ pub fn nearest_name<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
 pub use model::{
     Apps, Cluster, ExternalSecrets, Flux, GitAuth, Playbook, Provider, Sandbox, SecretDecl,
     SshTarget, Terraform, TerraformBinary, Timeouts, Vault, VaultAccess, Verify,
+    env_pattern_matches,
 };

@@ -275,6 +275,31 @@ pub struct Terraform {
     pub dir: PathBuf,
     /// Which binary runs it.
     pub binary: TerraformBinary,
+    /// Extra environment variables handed to Terraform, by name or glob (`AWS_*`,
+    /// `TF_TOKEN_*`, `HTTPS_PROXY`, `TF_CLI_CONFIG_FILE`): its environment is otherwise cleared,
+    /// so a remote backend's credentials, proxies and CA bundles must be named here. Declared
+    /// `[[secrets]]` are never passed this way.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pass_env: Vec<String>,
+}
+
+/// Whether the environment variable `name` matches a `pass_env` pattern (`*` matches any run
+/// of characters).
+#[must_use]
+pub fn env_pattern_matches(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, tail)) => {
+            let Some(rest) = name.strip_prefix(head) else {
+                return false;
+            };
+            if !tail.contains('*') {
+                return rest.len() >= tail.len() && rest.ends_with(tail);
+            }
+            (0..=rest.len())
+                .any(|i| rest.is_char_boundary(i) && env_pattern_matches(tail, &rest[i..]))
+        }
+    }
 }
 
 /// `[terraform] binary`.
@@ -450,6 +475,7 @@ impl Default for Terraform {
         Self {
             dir: PathBuf::from("terraform"),
             binary: TerraformBinary::Terraform,
+            pass_env: Vec::new(),
         }
     }
 }

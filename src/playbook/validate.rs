@@ -30,6 +30,7 @@ pub(crate) fn validate(pb: &Playbook) -> Vec<Finding> {
     vault(pb, &mut out);
     names(pb, &mut out);
     secrets(pb, &mut out);
+    pass_env(pb, &mut out);
     apps(pb, &mut out);
     timeouts(pb, &mut out);
     out
@@ -401,6 +402,47 @@ fn secrets(pb: &Playbook, out: &mut Vec<Finding>) {
     }
 }
 
+/// `[terraform] pass_env`: names or globs of environment variables; a declared secret is
+/// never among them (it reaches Terraform only as a variable, on a pipe).
+fn pass_env(pb: &Playbook, out: &mut Vec<Finding>) {
+    use super::model::env_pattern_matches;
+    for (i, pattern) in pb.terraform.pass_env.iter().enumerate() {
+        let key = format!("terraform.pass_env[{i}]");
+        let literal = pattern.replace('*', "");
+        if pattern.is_empty()
+            || pattern.chars().all(|c| c == '*')
+            || !(literal.is_empty() || is_env_name(&literal.to_ascii_uppercase()))
+            || literal
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b == b'=')
+        {
+            out.push(finding(
+                key,
+                format!(
+                    "{pattern:?} is not an environment variable name or glob: use e.g. \"AWS_*\" or \"HTTPS_PROXY\""
+                ),
+            ));
+            continue;
+        }
+        let secrets: Vec<&str> = pb
+            .secrets
+            .iter()
+            .map(|s| s.env.as_str())
+            .filter(|env| env_pattern_matches(pattern, env))
+            .collect();
+        if !secrets.is_empty() {
+            out.push(finding(
+                key,
+                format!(
+                    "{pattern:?} matches the declared secret{} {}: secrets reach Terraform only as variables on a pipe, never through its environment; narrow the pattern",
+                    if secrets.len() == 1 { "" } else { "s" },
+                    secrets.join(", ")
+                ),
+            ));
+        }
+    }
+}
+
 fn apps(pb: &Playbook, out: &mut Vec<Finding>) {
     for (i, k) in pb.apps.kustomizations.iter().enumerate() {
         let ok = match k.split_once('/') {
@@ -516,5 +558,14 @@ mod tests {
         assert_eq!(url_credentials_in("ssh://git@github.com/org/r"), None);
         assert!(url_credentials_in("ssh://git:pw@github.com/org/r").is_some());
         assert_eq!(url_credentials_in("https://git.example/a@b"), None);
+        use super::super::model::env_pattern_matches as m;
+        assert!(m("AWS_*", "AWS_SECRET_ACCESS_KEY"));
+        assert!(m("TF_TOKEN_*", "TF_TOKEN_app_terraform_io"));
+        assert!(m("HTTPS_PROXY", "HTTPS_PROXY"));
+        assert!(!m("HTTPS_PROXY", "HTTPS_PROXY2"));
+        assert!(m("*_PROXY", "NO_PROXY"));
+        assert!(m("A*B*C", "AxxBxxC"));
+        assert!(!m("A*B*C", "AxxC"));
+        assert!(!m("AWS_*", "XAWS_KEY"));
     }
 }
