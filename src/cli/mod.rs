@@ -282,7 +282,12 @@ const PLAN_PROBE: Duration = Duration::from_secs(5);
 fn plan_cmd(common: &Common, format: PlanFormat) -> Result<ExitStatus, CliError> {
     let (pb, engine) = prepare(common)?;
     let store = capture(&pb, &engine)?;
-    drop(store); // plan never uses secret values
+    // Plan never uses secret values, but it reads the keys Secret (the root token) and Vault:
+    // its redactor knows the captured secrets and, installed process-wide, learns Vault's root
+    // token and unseal keys the moment a step reads them, like apply's.
+    let redactor = Arc::new(Redactor::new(&store));
+    drop(store);
+    secrets::redact::install_global(Arc::clone(&redactor));
     preflight::check(common, &pb, &[])?;
     let cluster = cluster(common, &pb);
     let rt = runtime()?;
@@ -301,7 +306,9 @@ fn plan_cmd(common: &Common, format: PlanFormat) -> Result<ExitStatus, CliError>
             "note: the plan is static (what a run would do on a cluster where nothing exists yet, not a diff): {why}"
         );
     }
-    let env = RunEnv::new(pb).with_finished_resource(cluster);
+    let env = RunEnv::new(pb)
+        .with_finished_resource(cluster)
+        .with_secrets(Arc::new(SecretStore::new()), redactor);
     let plan = rt.block_on(async {
         watch_signals(env.interrupt.clone());
         engine::plan(&engine, &env, 8).await

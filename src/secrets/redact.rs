@@ -214,7 +214,8 @@ pub fn global() -> Option<Arc<Redactor>> {
 /// Mask `value` as `[redacted NAME]` in everything printed, logged or recorded from now on, by
 /// teaching the process-wide redactor (shared with the run's) about it. Steps call it as soon
 /// as a secret they did not capture enters the process (Vault's root token, unseal keys). A
-/// no-op before [`install_global`] (`plan`, `status`: nothing is recorded there).
+/// no-op before [`install_global`] (`status`, which reads no secret; `plan` and `apply` install
+/// one).
 pub fn mask_also(name: &str, value: &SecretString) {
     if let Some(redactor) = global() {
         redactor.add(name, value);
