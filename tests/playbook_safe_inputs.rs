@@ -132,3 +132,29 @@ fn terraform_pass_env_never_names_a_declared_secret() {
     let pb = Playbook::from_str_at(&ok, Path::new("kubestrap.toml")).unwrap();
     assert_eq!(pb.playbook.terraform.pass_env.len(), 3);
 }
+
+#[test]
+fn a_secret_in_k3s_exec_is_refused_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for exec in [
+        "server --token K10-CANARY-join-token",
+        "server --datastore-endpoint=postgres://k3s:CANARY-pw@db:5432/k3s",
+    ] {
+        let text = common::MINIMAL.replace(
+            "provider = \"existing\"",
+            &format!(
+                "provider = \"k3s-local\"\nk3s_version = \"v1.33.1+k3s1\"\nk3s_exec = {exec:?}"
+            ),
+        );
+        let _ = common::write_playbook(dir.path(), &text);
+        let out = common::run(&kubestrap_bin!(), &["plan"], dir.path(), &[]);
+        let all = common::text(&out);
+        assert_eq!(out.status.code(), Some(2), "{all}");
+        assert!(
+            all.contains("`cluster.k3s_exec`") && all.contains("--token-file"),
+            "{all}"
+        );
+        assert!(!all.contains("CANARY"), "the secret is echoed:\n{all}");
+        assert!(!dir.path().join(".kubestrap").exists());
+    }
+}

@@ -53,6 +53,16 @@ fn cluster(pb: &Playbook, out: &mut Vec<Finding>) {
             ),
         ));
     }
+    if let Some(exec) = &c.k3s_exec
+        && let Some(flag) = k3s_exec_secret(exec)
+    {
+        out.push(finding(
+            "cluster.k3s_exec",
+            format!(
+                "{flag} carries a secret, which would reach the ssh command line, the plan and the checkpoint; keep it on the host instead: --token-file /etc/rancher/k3s/token (a root-only file), or the key in /etc/rancher/k3s/config.yaml, which k3s reads at start"
+            ),
+        ));
+    }
     match c.provider {
         Provider::K3sLocal | Provider::K3sSsh => {
             if c.k3s_version.is_none() {
@@ -114,6 +124,38 @@ fn cluster(pb: &Playbook, out: &mut Vec<Finding>) {
         )),
         (_, None) => {}
     }
+}
+
+/// The k3s flag in `exec` that carries a secret value, if any: a join token, S3 keys, or a
+/// datastore endpoint with a password (`postgres://user:pass@…`).
+fn k3s_exec_secret(exec: &str) -> Option<String> {
+    const SECRET_FLAGS: [&str; 6] = [
+        "--token",
+        "-t",
+        "--agent-token",
+        "--etcd-s3-access-key",
+        "--etcd-s3-secret-key",
+        "--vpn-auth",
+    ];
+    let args: Vec<&str> = exec.split_whitespace().collect();
+    for (i, arg) in args.iter().enumerate() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f, Some(v)),
+            None => (*arg, None),
+        };
+        let value = inline
+            .or_else(|| args.get(i + 1).copied())
+            .unwrap_or_default();
+        if SECRET_FLAGS.contains(&flag) {
+            return Some(format!("`{flag}`"));
+        }
+        if flag == "--datastore-endpoint"
+            && (url_credentials_in(value).is_some() || value.contains("password="))
+        {
+            return Some("`--datastore-endpoint` with a password".to_owned());
+        }
+    }
+    None
 }
 
 fn flux(pb: &Playbook, out: &mut Vec<Finding>) {
@@ -567,5 +609,19 @@ mod tests {
         assert!(m("A*B*C", "AxxBxxC"));
         assert!(!m("A*B*C", "AxxC"));
         assert!(!m("AWS_*", "XAWS_KEY"));
+        assert_eq!(k3s_exec_secret("server --disable traefik"), None);
+        assert!(k3s_exec_secret("server --token K10abc").is_some());
+        assert!(k3s_exec_secret("server --token=K10abc").is_some());
+        assert!(
+            k3s_exec_secret("server --datastore-endpoint=postgres://u:p@db:5432/k3s").is_some()
+        );
+        assert_eq!(
+            k3s_exec_secret("server --datastore-endpoint postgres://db:5432/k3s"),
+            None
+        );
+        assert_eq!(
+            k3s_exec_secret("server --token-file /etc/rancher/k3s/token"),
+            None
+        );
     }
 }
