@@ -19,20 +19,7 @@ use rand::{Rng, SeedableRng};
 #[global_allocator]
 static ALLOC: kubestrap::secrets::ZeroizingAllocator = kubestrap::secrets::ZeroizingAllocator;
 
-const PLAYBOOK: &str = r#"
-[cluster]
-name = "bench"
-provider = "existing"
-[flux]
-git_url = "https://example.com/org/fleet"
-path = "clusters/bench"
-token_env = "BENCH_TOKEN"
-[[secrets]]
-env = "BENCH_TOKEN"
-vault_path = "bench/git"
-vault_key = "token"
-required = false
-"#;
+const PLAYBOOK: &str = include_str!("../tests/fixtures/playbooks/bench-engine.toml");
 
 #[derive(Debug, serde::Serialize)]
 struct Sleep {
@@ -113,17 +100,7 @@ fn per_step_overhead(rt: &tokio::runtime::Runtime) {
     }
     let engine = e.seal().unwrap();
     for concurrency in [1, 4] {
-        let dir = tempfile::tempdir().unwrap();
-        let env = env(dir.path());
-        let req = ApplyRequest {
-            checkpoint: CheckpointMode::Fresh,
-            only: Vec::new(),
-            concurrency,
-        };
-        let start = Instant::now();
-        let report = rt.block_on(engine::apply(&engine, &env, &req)).unwrap();
-        let elapsed = start.elapsed();
-        assert_eq!(report.status, RunStatus::Succeeded);
+        let elapsed = fresh_apply(rt, &engine, concurrency);
         println!(
             "(a) {n} independent no-op steps, concurrency {concurrency}: {:.2?} total, {:.3} ms/step (journal: a start appended, a completion synced before it counts, concurrent completions sharing a sync)",
             elapsed,
@@ -175,22 +152,32 @@ fn per_step_overhead(rt: &tokio::runtime::Runtime) {
     );
 }
 
+/// One fresh apply of `engine` in its own state dir; its wall time. It must succeed.
+fn fresh_apply(
+    rt: &tokio::runtime::Runtime,
+    engine: &Engine<Built>,
+    concurrency: usize,
+) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env(dir.path());
+    let req = ApplyRequest {
+        checkpoint: CheckpointMode::Fresh,
+        only: Vec::new(),
+        concurrency,
+    };
+    let start = Instant::now();
+    let report = rt.block_on(engine::apply(engine, &env, &req)).unwrap();
+    let elapsed = start.elapsed();
+    assert_eq!(report.status, RunStatus::Succeeded);
+    elapsed
+}
+
 fn makespan(rt: &tokio::runtime::Runtime) {
     let engine = random_dag(200, 3, |rng| rng.random_range(5..=50), 42);
     let critical =
         engine.critical_path(|n| Duration::from_millis(n.step.payload()["ms"].as_u64().unwrap()));
     for concurrency in [256, 4] {
-        let dir = tempfile::tempdir().unwrap();
-        let env = env(dir.path());
-        let req = ApplyRequest {
-            checkpoint: CheckpointMode::Fresh,
-            only: Vec::new(),
-            concurrency,
-        };
-        let start = Instant::now();
-        let report = rt.block_on(engine::apply(&engine, &env, &req)).unwrap();
-        let elapsed = start.elapsed();
-        assert_eq!(report.status, RunStatus::Succeeded);
+        let elapsed = fresh_apply(rt, &engine, concurrency);
         println!(
             "(b) 200-step random DAG, concurrency {concurrency}: makespan {:.0?}, critical path {:.0?}, ratio {:.3}",
             elapsed,

@@ -257,12 +257,7 @@ fn a_newer_checkpoint_exits_2_and_is_left_alone() {
     let newer = r#"{"version": 99, "cluster": "test", "future": true}"#;
     std::fs::write(&path, newer).unwrap();
     let out = fx.apply(&["--resume"], &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("format version 99, newer"),
-        "{}",
-        common::text(&out)
-    );
+    assert_refused(&out, "format version 99, newer");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), newer);
 }
 
@@ -271,12 +266,7 @@ fn an_existing_checkpoint_without_resume_or_fresh_exits_2() {
     let fx = Fixture::new(&CHAIN.replace("sleep_ms = 3000", "sleep_ms = 1"));
     assert_eq!(fx.apply(&[], &[]).status.code(), Some(0));
     let out = fx.apply(&[], &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("pass --resume"),
-        "{}",
-        common::text(&out)
-    );
+    assert_refused(&out, "pass --resume");
 }
 
 #[test]
@@ -418,12 +408,7 @@ fn only_runs_the_named_step_and_names_the_dependencies_it_assumes() {
     );
     assert_eq!(fx.log(), vec!["apply s3"]);
     let out = fx.apply(&["--only", "s33"], &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("did you mean s3?"),
-        "{}",
-        common::text(&out)
-    );
+    assert_refused(&out, "did you mean s3?");
 }
 
 #[test]
@@ -565,11 +550,17 @@ fn a_secret_that_is_not_utf8_exits_2() {
         .spawn()
         .unwrap();
     let out = common::wait_with_timeout(out, Duration::from_secs(60));
-    assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("KS_TEST_TOKEN is not valid UTF-8"),
-        "{}",
-        common::text(&out)
-    );
+    assert_refused(&out, "KS_TEST_TOKEN is not valid UTF-8");
     assert!(fx.log().is_empty());
+}
+
+/// The run was refused as bad input (exit 2) with `needle` in its message.
+#[track_caller]
+fn assert_refused(out: &std::process::Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(2), "{}", common::text(out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(needle),
+        "{}",
+        common::text(out)
+    );
 }

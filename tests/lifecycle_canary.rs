@@ -177,28 +177,7 @@ fn wait(mut child: std::process::Child, limit: Duration) -> std::process::ExitSt
 
 /// A playbook declaring both secrets, for the synthetic run.
 #[cfg(feature = "test-hooks")]
-const SYNTHETIC_PLAYBOOK: &str = r#"
-[cluster]
-name = "canary"
-provider = "existing"
-
-[flux]
-git_url = "https://example.com/org/fleet"
-path = "clusters/canary"
-token_env = "GITHUB_TOKEN"
-
-[[secrets]]
-env = "GITHUB_TOKEN"
-vault_path = "bootstrap/github"
-vault_key = "token"
-required = true
-
-[[secrets]]
-env = "CLOUDFLARE_API_TOKEN"
-vault_path = "bootstrap/cloudflare"
-vault_key = "api_token"
-required = true
-"#;
+const SYNTHETIC_PLAYBOOK: &str = include_str!("fixtures/playbooks/canary-synthetic.toml");
 
 /// Steps that handle the secrets the way leaks happen: read them, put one in the outputs
 /// (redacted before recording) and fail with the other quoted in the error (redacted before

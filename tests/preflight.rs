@@ -351,8 +351,23 @@ fn plan_shows_the_same_problems_and_every_problem_is_listed_at_once() {
         "`terraform.dir`",
         "`terraform.binary`",
     ];
+    // plan shows the same problems, and still the plan (it changes nothing).
     let plan = run(dir.path(), &["plan"], &empty);
-    assert_refused(&plan, dir.path(), &before, &wanted);
+    let all = common::text(&plan);
+    assert_eq!(plan.status.code(), Some(0), "{all}");
+    let stderr = String::from_utf8_lossy(&plan.stderr);
+    assert!(
+        stderr.contains("warning: `apply` would stop before its first step (exit 2)"),
+        "{all}"
+    );
+    for w in wanted {
+        assert!(stderr.contains(w), "plan lacks {w:?}:\n{all}");
+    }
+    assert!(
+        String::from_utf8_lossy(&plan.stdout).contains("Phase 1/5"),
+        "{all}"
+    );
+    assert!(!dir.path().join(".kubestrap").exists(), "{all}");
     let apply = run_without_token(dir.path(), &["apply"], &empty);
     let stderr = assert_refused(&apply, dir.path(), &before, &wanted);
     assert!(

@@ -12,24 +12,7 @@ use kubestrap::kube::client::config_from_sources;
 
 const FIRST: &str = include_str!("fixtures/kubeconfig/two-contexts.yaml");
 
-const SECOND: &str = r#"
-apiVersion: v1
-kind: Config
-current-context: gamma
-clusters:
-- name: one
-  cluster: {server: "https://10.9.9.9:6443"}
-- name: three
-  cluster: {server: "https://127.0.0.3:8443"}
-users:
-- name: u
-  user: {token: also-not-real}
-contexts:
-- name: gamma
-  context: {cluster: three, user: u, namespace: gamma-ns}
-- name: delta
-  context: {cluster: one, user: u}
-"#;
+const SECOND: &str = include_str!("fixtures/kubeconfig/second-file.yaml");
 
 struct Case<'a> {
     name: &'a str,

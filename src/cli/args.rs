@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use super::examples;
+
 /// Bootstrap a Kubernetes cluster into a GitOps platform (k3s, Flux, Vault, External Secrets)
 /// in five resumable phases.
 ///
@@ -22,16 +24,29 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show the DAG and what each step would do, changing nothing.
+    #[command(after_help = examples::PLAN)]
     Plan(PlanArgs),
     /// Run the bootstrap (or continue it with --resume).
+    #[command(after_help = examples::APPLY)]
     Apply(ApplyArgs),
     /// Show what the checkpoint says: done / failed / pending per step.
+    #[command(after_help = examples::STATUS)]
     Status(StatusArgs),
     /// Run or stop the local sandbox cluster (a stand-in for k3s and its add-ons).
     #[cfg(feature = "sandbox")]
+    #[command(after_help = examples::SANDBOX)]
     Sandbox(super::SandboxCli),
+    /// Write a commented starter playbook for a provider (never overwrites without --force).
+    #[command(after_help = examples::INIT)]
+    Init(super::init::InitArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell) on stdout.
+    #[command(after_help = examples::COMPLETIONS)]
+    Completions(CompletionsArgs),
     // Reserved: `Unseal` — `kubestrap unseal --kubeconfig K [--watch]` comes with the Vault steps.
 }
+
+/// The playbook `-p` defaults to, in the working directory.
+pub const DEFAULT_PLAYBOOK: &str = "kubestrap.toml";
 
 /// Options shared by every command that reads a playbook.
 #[derive(Debug, Args, Clone)]
@@ -40,7 +55,7 @@ pub struct Common {
     #[arg(
         short = 'p',
         long = "playbook",
-        default_value = "kubestrap.toml",
+        default_value = DEFAULT_PLAYBOOK,
         value_name = "PLAYBOOK"
     )]
     pub playbook: PathBuf,
@@ -112,6 +127,14 @@ pub struct ApplyArgs {
     /// Only show the plan (alias of `kubestrap plan`).
     #[arg(long, conflicts_with_all = ["resume", "fresh", "only"])]
     pub dry_run: bool,
+}
+
+/// `kubestrap completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `kubestrap status`.

@@ -93,6 +93,15 @@ pub enum CliError {
     /// The async runtime could not be started.
     #[error("failed to start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// There is no playbook at the given (or default) path.
+    #[error(
+        "no playbook at {}: write a commented starter with `kubestrap init --provider sandbox` (or k3s-local, k3s-ssh, existing), or pass -p FILE",
+        .0.display()
+    )]
+    NoPlaybook(std::path::PathBuf),
+    /// `kubestrap init` refused or could not write.
+    #[error(transparent)]
+    Init(#[from] super::init::InitError),
     /// Writing the output failed.
     #[error("failed to write output: {0}")]
     Output(#[source] std::io::Error),
@@ -142,6 +151,7 @@ impl CliError {
     pub fn exit_status(&self) -> ExitStatus {
         match self {
             Self::Playbook(_)
+            | Self::NoPlaybook(_)
             | Self::Graph(_)
             | Self::Capture(_)
             | Self::MissingSecrets(_)
@@ -173,7 +183,8 @@ impl CliError {
             | Self::NoSandbox { .. } => ExitStatus::BadInput,
             #[cfg(feature = "sandbox")]
             Self::Sandbox(_) => ExitStatus::StepFailed,
-            Self::Runtime(_) | Self::Output(_) => ExitStatus::StepFailed,
+            Self::Init(e) if e.is_bad_input() => ExitStatus::BadInput,
+            Self::Runtime(_) | Self::Output(_) | Self::Init(_) => ExitStatus::StepFailed,
         }
     }
 }

@@ -3,8 +3,12 @@
 
 mod args;
 pub mod audit;
+mod diagnosis;
+mod examples;
 mod exit;
+pub mod init;
 mod preflight;
+mod result;
 #[cfg(feature = "sandbox")]
 mod sandbox;
 
@@ -17,7 +21,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
-pub use args::{ApplyArgs, Cli, Command, Common, Format, PlanArgs, PlanFormat, StatusArgs};
+pub use args::{
+    ApplyArgs, Cli, Command, Common, CompletionsArgs, DEFAULT_PLAYBOOK, Format, PlanArgs,
+    PlanFormat, StatusArgs,
+};
 pub use exit::{CliError, ExitStatus};
 #[cfg(feature = "sandbox")]
 pub use sandbox::{DownCli, SandboxCli, SandboxCommand};
@@ -96,7 +103,25 @@ pub fn run(cli: Cli) -> Result<ExitStatus, CliError> {
         Command::Status(a) => status_cmd(&a),
         #[cfg(feature = "sandbox")]
         Command::Sandbox(a) => sandbox::run(a),
+        Command::Init(a) => init_cmd(&a),
+        Command::Completions(a) => completions_cmd(&a),
     }
+}
+
+/// `kubestrap init`: the starter files, then what is left to fill in.
+fn init_cmd(a: &init::InitArgs) -> Result<ExitStatus, CliError> {
+    let written = init::run(a)?;
+    print!("{}", init::summary(a, &written));
+    Ok(ExitStatus::Success)
+}
+
+/// `kubestrap completions SHELL`: the script on stdout (see the README for where it goes).
+fn completions_cmd(a: &CompletionsArgs) -> Result<ExitStatus, CliError> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = std::io::stdout().lock();
+    clap_complete::generate(a.shell, &mut cmd, "kubestrap", &mut out);
+    out.flush().map_err(CliError::Output)?;
+    Ok(ExitStatus::Success)
 }
 
 /// Default log filter. vaultrs/rustify log every non-2xx answer (a sealed Vault's health check
@@ -134,6 +159,13 @@ fn init_tracing() {
 }
 
 fn prepare(common: &Common) -> Result<(LoadedPlaybook, Engine<Built>), CliError> {
+    // A new user's first command (no -p, no kubestrap.toml): say how to get a playbook rather
+    // than "file not found". A wrong -p FILE keeps the read error, which names the cause.
+    if common.playbook == std::path::Path::new(DEFAULT_PLAYBOOK)
+        && common.playbook.symlink_metadata().is_err()
+    {
+        return Err(CliError::NoPlaybook(common.playbook.clone()));
+    }
     let pb = Playbook::load(&common.playbook)?;
     #[cfg(feature = "test-hooks")]
     if let Some(file) = &common.synthetic_steps {
@@ -288,7 +320,15 @@ fn plan_cmd(common: &Common, format: PlanFormat) -> Result<ExitStatus, CliError>
     let redactor = Arc::new(Redactor::new(&store));
     drop(store);
     secrets::redact::install_global(Arc::clone(&redactor));
-    preflight::check(common, &pb, &[])?;
+    // The same problems `apply` would stop at, shown up front; the plan itself still renders
+    // (it describes, it touches nothing), so a starter playbook can be planned before its host
+    // or kubeconfig exists.
+    if let Err(problems) = preflight::check(common, &pb, &[]) {
+        eprintln!(
+            "warning: `apply` would stop before its first step (exit 2): {}",
+            problems.to_string().trim_end()
+        );
+    }
     let cluster = cluster(common, &pb);
     let rt = runtime()?;
     let sandbox_down = pb
@@ -389,15 +429,32 @@ fn apply_cmd(a: &ApplyArgs) -> Result<ExitStatus, CliError> {
         }
         result
     })?;
+    let kubeconfig = kubeconfig_path(&a.common, &env.playbook);
+    let context = a
+        .common
+        .context
+        .clone()
+        .or_else(|| env.playbook.playbook.cluster.context.clone());
+    let outcome = result::build(
+        &env.playbook,
+        &a.common.playbook,
+        kubeconfig.as_deref(),
+        context.as_deref(),
+        report.status,
+    );
+    let mut stdout = std::io::stdout().lock();
     if a.output == Format::Text {
         let selected = if a.only.is_empty() {
             engine.len()
         } else {
             a.only.len()
         };
-        output::render_summary(&report, selected, &mut std::io::stdout().lock())
-            .map_err(CliError::Output)?;
+        output::render_summary(&report, selected, &mut stdout).map_err(CliError::Output)?;
+        outcome.write_text(&mut stdout).map_err(CliError::Output)?;
+    } else {
+        outcome.write_json(&mut stdout).map_err(CliError::Output)?;
     }
+    drop(stdout);
     rt.shutdown_timeout(Duration::from_secs(1));
     Ok(match report.status {
         RunStatus::Succeeded => ExitStatus::Success,
@@ -411,16 +468,31 @@ fn status_cmd(a: &StatusArgs) -> Result<ExitStatus, CliError> {
     let kubeconfig = kubeconfig_path(&a.common, &pb)
         .map(|p| p.display().to_string())
         .or_else(|| std::env::var("KUBECONFIG").ok());
+    let access = KubeAccess::new(
+        kubeconfig_path(&a.common, &pb),
+        a.common
+            .context
+            .clone()
+            .or_else(|| pb.playbook.cluster.context.clone()),
+    );
     let env = RunEnv::new(pb);
     let report = engine::status(&engine, &env)?;
+    let diagnoses = diagnosis::failed_steps(&report, &access);
     let mut out = std::io::stdout().lock();
     let written = match a.output {
         Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &output::StatusDoc::new(&report, kubeconfig))
+            let mut doc = output::StatusDoc::new(&report, kubeconfig);
+            for step in &mut doc.steps {
+                if let Some(d) = diagnoses.get(step.id) {
+                    step.diagnosis = Some(d.chain.clone());
+                    step.diagnosis_live = Some(d.live);
+                }
+            }
+            serde_json::to_writer_pretty(&mut out, &doc)
                 .map_err(std::io::Error::other)
                 .and_then(|()| writeln!(out))
         }
-        Format::Text => render_status_text(&report, &env, &mut out),
+        Format::Text => render_status_text(&report, &env, &diagnoses, &mut out),
     };
     written.map_err(CliError::Output)?;
     Ok(ExitStatus::Success)
@@ -429,6 +501,7 @@ fn status_cmd(a: &StatusArgs) -> Result<ExitStatus, CliError> {
 fn render_status_text(
     report: &engine::StatusReport,
     env: &RunEnv,
+    diagnoses: &std::collections::BTreeMap<String, diagnosis::StepDiagnosis>,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     let path = engine::Checkpoint::path_in(&env.playbook.cluster_dir());
@@ -471,7 +544,18 @@ fn render_status_text(
             s.attempts
         )?;
         if let (StepStatus::Failed | StepStatus::Interrupted, Some(e)) = (s.status, &s.last_error) {
-            writeln!(out, "{:<16} {e}", "")?;
+            writeln!(out, "{:<16} {}", "", engine::Diagnosis::strip(e))?;
+            if let Some(d) = diagnoses.get(s.id.as_str()) {
+                let source = if d.live {
+                    "read live from the cluster now"
+                } else {
+                    "as recorded; the cluster did not answer"
+                };
+                writeln!(out, "{:<16} ({source})", "")?;
+                for line in d.chain.render().lines() {
+                    writeln!(out, "{:<16} {line}", "")?;
+                }
+            }
         }
     }
     if report.steps.iter().any(|s| s.inputs_changed) {

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use serde::de::DeserializeOwned;
@@ -97,6 +98,8 @@ pub struct StepContext {
     outputs: BTreeMap<StepId, serde_json::Value>,
     started: Instant,
     cancel: CancellationToken,
+    /// Microseconds spent waiting for conditions (see [`StepContext::record_wait`]).
+    waited_us: AtomicU64,
 }
 
 impl StepContext {
@@ -114,6 +117,7 @@ impl StepContext {
             outputs,
             started: Instant::now(),
             cancel,
+            waited_us: AtomicU64::new(0),
         }
     }
 
@@ -208,6 +212,19 @@ impl StepContext {
             message,
             elapsed: self.started.elapsed(),
         });
+    }
+
+    /// Count `waited` as time this step spent waiting for a condition (a watch, a poll): the
+    /// step's report says how long it waited, apart from how long it took.
+    pub fn record_wait(&self, waited: Duration) {
+        let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        self.waited_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Time spent waiting for conditions so far.
+    #[must_use]
+    pub fn waited(&self) -> Duration {
+        Duration::from_micros(self.waited_us.load(Ordering::Relaxed))
     }
 
     /// Cancelled when the run is interrupted; long waits should select on it.

@@ -139,6 +139,10 @@ pub struct StepReport {
     pub end: StepEnd,
     /// Whether it changed anything.
     pub changed: bool,
+    /// Whether it was a wait or check that held (nothing changed, the condition is true).
+    pub ready: bool,
+    /// Time spent in waits (watches and polls for a condition), summed over its attempts.
+    pub waited: Duration,
     /// Attempts made in this run (0 when only verified).
     pub attempts: u32,
     /// Wall time from first start to finish.

@@ -44,6 +44,8 @@ fn report(node: &Node, end: StepEnd, started: Instant, attempts: u32) -> StepRep
         phase: node.phase,
         end,
         changed: false,
+        ready: false,
+        waited: Duration::ZERO,
         attempts,
         duration: started.elapsed(),
         outputs: serde_json::Value::Null,
@@ -134,6 +136,8 @@ impl Executor for ApplyExecutor {
                     fail::fail_point!(&format!("after-apply:{}", node.id));
                     let mut r = report(&node, StepEnd::Done, started, attempt);
                     r.changed = outcome.changed;
+                    r.ready = outcome.ready && !outcome.changed;
+                    r.waited = ctx.waited();
                     r.outputs = self.scrub(&node, outcome.outputs);
                     return r;
                 }
@@ -152,6 +156,7 @@ impl Executor for ApplyExecutor {
             };
             let Some(delay) = next else {
                 let mut r = report(&node, StepEnd::Failed, started, attempt);
+                r.waited = ctx.waited();
                 r.error = Some(if err.is_transient() && attempt > 1 {
                     format!("{message} (gave up after {attempt} attempts)")
                 } else {

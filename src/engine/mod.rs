@@ -9,6 +9,7 @@
 pub mod checkpoint;
 mod classify;
 pub mod context;
+pub mod diagnosis;
 pub mod events;
 mod execute;
 pub mod graph;
@@ -23,6 +24,7 @@ mod walk;
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointWriter, StepRecord, StepStatus};
 pub use classify::Classify;
 pub use context::{RunEnv, StepContext};
+pub use diagnosis::{Diagnosis, Level};
 pub use events::{
     EventBus, Recorder, RunEvent, RunMode, RunStatus, StepEnd, StepReport, Subscriber,
     SubscriberError,

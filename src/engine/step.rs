@@ -190,6 +190,10 @@ impl Action {
 pub struct StepOutcome {
     /// Whether anything was changed (`false`: everything already existed as wanted).
     pub changed: bool,
+    /// The step only waited for or checked something, and it held: reported as `ready`, not as
+    /// `unchanged` (which reads as "nothing happened" when in fact a condition was waited for).
+    #[serde(default)]
+    pub ready: bool,
     /// Non-secret outputs for dependent steps (a JSON object or `null`); recorded in the
     /// checkpoint so a resumed run can hand them on without re-applying.
     pub outputs: serde_json::Value,
@@ -201,8 +205,25 @@ impl StepOutcome {
     pub fn new(changed: bool) -> Self {
         Self {
             changed,
+            ready: false,
             outputs: serde_json::Value::Null,
         }
+    }
+
+    /// The outcome of a wait or check that held: nothing changed, the condition is true.
+    #[must_use]
+    pub fn ready() -> Self {
+        Self {
+            ready: true,
+            ..Self::new(false)
+        }
+    }
+
+    /// The same outcome marked as a wait or check that held (see [`StepOutcome::ready`]).
+    #[must_use]
+    pub fn as_ready(mut self) -> Self {
+        self.ready = true;
+        self
     }
 
     /// An outcome with typed outputs.
@@ -212,7 +233,11 @@ impl StepOutcome {
     pub fn with_outputs<T: Serialize>(changed: bool, outputs: &T) -> Result<Self, StepError> {
         let outputs = serde_json::to_value(outputs)
             .map_err(|e| StepError::permanent(format!("serialise step outputs: {e}")))?;
-        Ok(Self { changed, outputs })
+        Ok(Self {
+            changed,
+            ready: false,
+            outputs,
+        })
     }
 }
 

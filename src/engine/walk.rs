@@ -283,6 +283,8 @@ fn panicked(
         phase: node.phase,
         end: StepEnd::Failed,
         changed: false,
+        ready: false,
+        waited: Duration::ZERO,
         attempts: 1,
         duration: Duration::ZERO,
         outputs: serde_json::Value::Null,

@@ -262,17 +262,7 @@ mod tests {
 
     const TWO_CONTEXTS: &str = include_str!("../../tests/fixtures/kubeconfig/two-contexts.yaml");
 
-    const OTHER: &str = r#"
-apiVersion: v1
-kind: Config
-current-context: second
-clusters:
-- name: one
-  cluster: {server: "https://10.9.9.9:6443"}
-contexts:
-- name: third
-  context: {cluster: one, user: u}
-"#;
+    const OTHER: &str = include_str!("../../tests/fixtures/kubeconfig/third-context.yaml");
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);

@@ -45,6 +45,22 @@ pub enum WaitError {
         /// The last observed status, reason and message (or the last watch error).
         last: String,
     },
+    /// The object reached a state no controller recovers from on its own (a Stalled
+    /// HelmRelease, a failed build or Job): waiting longer cannot help.
+    #[error(
+        "{object} failed after {}s while waiting for {condition}: {last}",
+        waited.as_secs()
+    )]
+    Terminal {
+        /// The object.
+        object: String,
+        /// The condition.
+        condition: String,
+        /// How long it waited.
+        waited: Duration,
+        /// The terminal state observed.
+        last: String,
+    },
     /// The watch stream ended, which kube-runtime's watcher never does on its own.
     #[error("the watch on {object} ended while waiting for {condition}; last observed: {last}")]
     StreamEnded {
@@ -113,6 +129,8 @@ pub struct Check {
     pub done: bool,
     /// What was observed, for progress and timeout messages.
     pub status: String,
+    /// The observed state is final: the condition will not hold without a change.
+    pub terminal: bool,
 }
 
 impl Check {
@@ -122,6 +140,17 @@ impl Check {
         Self {
             done: true,
             status: status.into(),
+            terminal: false,
+        }
+    }
+
+    /// The condition cannot hold any more without a change (fail the wait now).
+    #[must_use]
+    pub fn terminal(status: impl Into<String>) -> Self {
+        Self {
+            done: false,
+            status: status.into(),
+            terminal: true,
         }
     }
 
@@ -131,6 +160,7 @@ impl Check {
         Self {
             done: false,
             status: status.into(),
+            terminal: false,
         }
     }
 }
@@ -216,6 +246,14 @@ where
                     last = check.status;
                     if check.done {
                         return Ok(current);
+                    }
+                    if check.terminal {
+                        return Err(WaitError::Terminal {
+                            object: object.to_owned(),
+                            condition: condition.to_owned(),
+                            waited: start.elapsed(),
+                            last,
+                        });
                     }
                 }
             }
@@ -304,6 +342,7 @@ pub fn evaluate_condition(obj: Option<&Value>, spec: &ConditionSpec) -> Check {
     Check {
         done: matches,
         status,
+        terminal: false,
     }
 }
 
@@ -320,6 +359,35 @@ pub async fn condition(
     options: &WaitOptions,
     progress: Progress<'_>,
 ) -> Result<DynamicObject, WaitError> {
+    condition_or_terminal(
+        client,
+        resource,
+        namespace,
+        name,
+        spec,
+        options,
+        progress,
+        |_| None,
+    )
+    .await
+}
+
+/// Waits for a condition like [`condition`], and fails at once when `terminal` says the object
+/// reached a state that cannot lead to the condition any more (it returns that state).
+///
+/// # Errors
+/// [`WaitError::Terminal`] with the state `terminal` returned, [`WaitError::Timeout`] otherwise.
+#[allow(clippy::too_many_arguments)]
+pub async fn condition_or_terminal(
+    client: &Client,
+    resource: &ApiResource,
+    namespace: Option<&str>,
+    name: &str,
+    spec: &ConditionSpec,
+    options: &WaitOptions,
+    progress: Progress<'_>,
+    terminal: impl Fn(&Value) -> Option<String> + Send + Sync,
+) -> Result<DynamicObject, WaitError> {
     let api = dynamic_api(client, resource, namespace);
     let object = describe(&resource.kind, namespace, name);
     let found = until(
@@ -331,7 +399,11 @@ pub async fn condition(
         progress,
         |o: Option<&DynamicObject>| {
             let v = o.and_then(|o| serde_json::to_value(o).ok());
-            evaluate_condition(v.as_ref(), spec)
+            let check = evaluate_condition(v.as_ref(), spec);
+            match v.as_ref().filter(|_| !check.done).and_then(&terminal) {
+                Some(state) => Check::terminal(state),
+                None => check,
+            }
         },
     )
     .await?;
@@ -435,10 +507,12 @@ fn pod_check(p: Option<&Pod>, state: PodState) -> Check {
         PodState::Running => Check {
             done: running,
             status,
+            terminal: false,
         },
         PodState::Ready => Check {
             done: running && ready.done,
             status,
+            terminal: false,
         },
     }
 }

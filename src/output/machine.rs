@@ -4,7 +4,10 @@
 
 use serde::Serialize;
 
-use crate::engine::{Op, Plan, RunEvent, RunMode, RunStatus, StatusReport, StepEnd, status_name};
+use crate::engine::{
+    Diagnosis, Op, Plan, RunEvent, RunMode, RunStatus, StatusReport, StepEnd, StepReport,
+    status_name,
+};
 
 /// Version of every JSON document below; bumped on incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -128,6 +131,12 @@ pub struct StatusStepDoc<'a> {
     pub phase: &'static str,
     /// `done`, `failed`, `pending`, `running` or `interrupted`.
     pub status: &'static str,
+    /// A failed step's root-cause chain, deepest object first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<Diagnosis>,
+    /// Whether `diagnosis` was read from the cluster now (else as recorded at the failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnosis_live: Option<bool>,
 }
 
 impl<'a> StatusDoc<'a> {
@@ -145,6 +154,8 @@ impl<'a> StatusDoc<'a> {
                     id: s.id.as_str(),
                     phase: s.phase.name(),
                     status: status_name(s.status),
+                    diagnosis: None,
+                    diagnosis_live: None,
                 })
                 .collect(),
         }
@@ -222,11 +233,19 @@ pub enum EventDoc<'a> {
         status: &'static str,
         /// Whether it changed anything.
         changed: bool,
+        /// For `done` steps: `changed`, `unchanged` or `ready` (a wait or check that held).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        outcome: Option<&'static str>,
         /// Wall time.
         duration_ms: u64,
+        /// Of which spent waiting for conditions.
+        waited_ms: u64,
         /// Error, for failed/interrupted steps.
         #[serde(skip_serializing_if = "Option::is_none")]
         error: Option<&'a str>,
+        /// The error's root-cause chain, deepest object first, when it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        diagnosis: Option<Diagnosis>,
     },
     /// A phase finished.
     PhaseFinished {
@@ -263,6 +282,18 @@ pub const fn end_name(end: StepEnd) -> &'static str {
         StepEnd::Failed => "failed",
         StepEnd::Skipped => "skipped",
         StepEnd::Interrupted => "interrupted",
+    }
+}
+
+/// What a `done` step did: `changed`, `unchanged` or `ready` (a wait or check that held);
+/// `None` for other ends.
+#[must_use]
+pub const fn outcome_name(r: &StepReport) -> Option<&'static str> {
+    match r.end {
+        StepEnd::Done if r.changed => Some("changed"),
+        StepEnd::Done if r.ready => Some("ready"),
+        StepEnd::Done => Some("unchanged"),
+        _ => None,
     }
 }
 
@@ -338,8 +369,11 @@ impl<'a> EventDoc<'a> {
                 step: r.step.as_str(),
                 status: end_name(r.end),
                 changed: r.changed,
+                outcome: outcome_name(r),
                 duration_ms: ms(r.duration),
+                waited_ms: ms(r.waited),
                 error: r.error.as_deref(),
+                diagnosis: r.error.as_deref().and_then(Diagnosis::parse),
             },
             RunEvent::PhaseFinished {
                 phase,

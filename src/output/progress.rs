@@ -8,11 +8,30 @@ use std::time::{Duration, Instant};
 
 use super::machine::{EventDoc, end_name};
 use crate::engine::{
-    Phase, RunEvent, RunReport, RunStatus, StepEnd, StepId, Subscriber, SubscriberError,
+    Phase, RunEvent, RunReport, RunStatus, StepEnd, StepId, StepReport, Subscriber, SubscriberError,
 };
 
 /// Waits longer than this show their elapsed time.
 const LONG_WAIT: Duration = Duration::from_secs(5);
+
+/// How a wait's progress message begins (`waiting for <object> <condition>: <last seen>`, as
+/// the steps' wait helper and their polls word it): only those are throttled in plain mode.
+pub const WAIT_PREFIX: &str = "waiting for ";
+
+/// Plain mode repeats an unchanged wait message at most this often (with the elapsed
+/// time), so a CI log shows a long wait as a few lines, not one per tick.
+pub const PLAIN_REPEAT: Duration = Duration::from_secs(10);
+
+/// How a finished `done` step reads: `changed`, `unchanged` or `ready` (a wait or check that
+/// held), with the time it spent waiting when that is worth saying.
+fn done_text(r: &StepReport) -> String {
+    let what = super::machine::outcome_name(r).unwrap_or("done");
+    if r.waited >= Duration::from_millis(100) {
+        format!("{what} ({}, waited {})", secs(r.duration), secs(r.waited))
+    } else {
+        format!("{what} ({})", secs(r.duration))
+    }
+}
 
 fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
@@ -59,15 +78,53 @@ impl<W: Write + Send> Subscriber for JsonLines<W> {
     }
 }
 
-/// Plain lines, for logs and pipes (no cursor movement).
+/// Plain lines, for logs and pipes (no cursor movement). A wait's progress ([`WAIT_PREFIX`]) is
+/// printed when its message changes (a new status or reason), and an unchanged one at most
+/// every [`PLAIN_REPEAT`], with the elapsed time; other progress is printed as it comes.
 pub struct PlainLines<W: Write + Send> {
     out: W,
+    /// Per running step: the last progress message printed and the step's elapsed time then.
+    shown: BTreeMap<StepId, (String, Duration)>,
 }
 
 impl<W: Write + Send> PlainLines<W> {
     /// Lines to `out`.
     pub fn new(out: W) -> Self {
-        Self { out }
+        Self {
+            out,
+            shown: BTreeMap::new(),
+        }
+    }
+
+    /// The line for a progress message, or `None` when it repeats the last one too soon.
+    fn progress(&mut self, step: &StepId, message: &str, elapsed: Duration) -> Option<String> {
+        if !message.starts_with(WAIT_PREFIX) {
+            // Not a wait (an object created, a line of Terraform's output): every one counts.
+            self.shown.remove(step);
+            return Some(if elapsed >= LONG_WAIT {
+                format!("  {step}: {message} ({})", secs(elapsed))
+            } else {
+                format!("  {step}: {message}")
+            });
+        }
+        let repeat = match self.shown.get(step) {
+            Some((last, at)) if last == message => {
+                if elapsed.saturating_sub(*at) < PLAIN_REPEAT {
+                    return None;
+                }
+                true
+            }
+            _ => false,
+        };
+        self.shown
+            .insert(step.clone(), (message.to_owned(), elapsed));
+        Some(if repeat {
+            format!("  {step}: still {message} ({})", secs(elapsed))
+        } else if elapsed >= LONG_WAIT {
+            format!("  {step}: {message} ({})", secs(elapsed))
+        } else {
+            format!("  {step}: {message}")
+        })
     }
 }
 
@@ -96,20 +153,24 @@ impl<W: Write + Send> Subscriber for PlainLines<W> {
                 step,
                 message,
                 elapsed,
-            } if *elapsed >= LONG_WAIT => {
-                format!("  {step}: {message} ({})", secs(*elapsed))
-            }
-            RunEvent::StepProgress { step, message, .. } => format!("  {step}: {message}"),
+            } => match self.progress(step, message, *elapsed) {
+                Some(line) => line,
+                None => return Ok(()),
+            },
             RunEvent::StepRetrying { step, .. } => format!("  {step}: {}", retrying(event)),
             RunEvent::StepFinished(r) => {
-                let what = match (r.end, r.changed) {
-                    (StepEnd::Done, true) => "changed",
-                    (StepEnd::Done, false) => "unchanged",
-                    (end, _) => end_name(end),
-                };
-                match &r.error {
-                    Some(e) => format!("  {}: {what} after {}: {e}", r.step, secs(r.duration)),
-                    None => format!("  {}: {what} ({})", r.step, secs(r.duration)),
+                self.shown.remove(&r.step);
+                match (&r.error, r.end) {
+                    (Some(e), end) => format!(
+                        "  {}: {} after {}: {e}",
+                        r.step,
+                        end_name(end),
+                        secs(r.duration)
+                    ),
+                    (None, StepEnd::Done) => format!("  {}: {}", r.step, done_text(r)),
+                    (None, end) => {
+                        format!("  {}: {} ({})", r.step, end_name(end), secs(r.duration))
+                    }
                 }
             }
             RunEvent::PhaseFinished {
@@ -132,11 +193,13 @@ impl<W: Write + Send> Subscriber for PlainLines<W> {
 struct TtyState {
     phase: Option<Phase>,
     running: BTreeMap<StepId, (Instant, Option<String>)>,
-    status_drawn: bool,
+    /// Lines of the live block currently on screen (the cursor is at the end of the last one).
+    status_lines: usize,
 }
 
-/// Live progress on a terminal (stderr): finished steps scroll by, a status line shows the
-/// running steps with elapsed time. Call [`TtyProgress::tick`] periodically to refresh it.
+/// Live progress on a terminal (stderr): finished steps scroll by; below them one live line per
+/// running step shows its elapsed time and what it is waiting for. Call [`TtyProgress::tick`]
+/// periodically to refresh it.
 #[derive(Debug, Clone, Default)]
 pub struct TtyProgress {
     state: Arc<Mutex<TtyState>>,
@@ -164,45 +227,55 @@ impl TtyProgress {
 }
 
 fn clear_status(state: &mut TtyState, out: &mut impl Write) {
-    if state.status_drawn {
-        let _ = write!(out, "\r\x1b[2K");
-        state.status_drawn = false;
+    if state.status_lines > 0 {
+        let _ = write!(out, "\r");
+        if state.status_lines > 1 {
+            let _ = write!(out, "\x1b[{}A", state.status_lines - 1);
+        }
+        let _ = write!(out, "\x1b[J");
+        state.status_lines = 0;
     }
 }
 
-fn draw_status(state: &mut TtyState, out: &mut impl Write) {
-    clear_status(state, out);
-    let Some(phase) = state.phase else { return };
-    if state.running.is_empty() {
-        return;
-    }
-    let width = terminal_width();
-    let parts: Vec<String> = state
+/// The live block: one line per running step, each cut to the terminal's width.
+fn status_lines(state: &TtyState, width: usize) -> Vec<String> {
+    let Some(phase) = state.phase else {
+        return Vec::new();
+    };
+    state
         .running
         .iter()
         .map(|(id, (since, msg))| {
             let elapsed = since.elapsed();
-            match msg {
-                Some(m) if elapsed >= LONG_WAIT => format!("{id} ({}: {m})", secs(elapsed)),
-                _ => format!("{id} ({})", secs(elapsed)),
+            let mut line = match msg {
+                Some(m) => format!(
+                    "  [{}/5 {phase}] {id} {}: {m}",
+                    phase.number(),
+                    secs(elapsed)
+                ),
+                None => format!("  [{}/5 {phase}] {id} {}", phase.number(), secs(elapsed)),
+            };
+            if line.chars().count() > width {
+                line = line
+                    .chars()
+                    .take(width.saturating_sub(1))
+                    .collect::<String>()
+                    + "…";
             }
+            line
         })
-        .collect();
-    let mut line = format!(
-        "  [{}/5 {phase}] running: {}",
-        phase.number(),
-        parts.join(", ")
-    );
-    if line.chars().count() > width {
-        line = line
-            .chars()
-            .take(width.saturating_sub(1))
-            .collect::<String>()
-            + "…";
+        .collect()
+}
+
+fn draw_status(state: &mut TtyState, out: &mut impl Write) {
+    clear_status(state, out);
+    let lines = status_lines(state, terminal_width());
+    if lines.is_empty() {
+        return;
     }
-    let _ = write!(out, "{line}");
+    let _ = write!(out, "{}", lines.join("\n"));
     let _ = out.flush();
-    state.status_drawn = true;
+    state.status_lines = lines.len();
 }
 
 fn terminal_width() -> usize {
@@ -252,14 +325,17 @@ impl Subscriber for TtyProgress {
             }
             RunEvent::StepFinished(r) => {
                 state.running.remove(&r.step);
-                let (mark, what) = match (r.end, r.changed) {
-                    (StepEnd::Done, true) => ("\x1b[32m✓\x1b[0m", "changed"),
-                    (StepEnd::Done, false) => ("\x1b[32m✓\x1b[0m", "unchanged"),
-                    (StepEnd::Skipped, _) => ("\x1b[36m=\x1b[0m", "verified, not re-applied"),
-                    (StepEnd::Failed, _) => ("\x1b[31m✗\x1b[0m", "failed"),
-                    (StepEnd::Interrupted, _) => ("\x1b[33m■\x1b[0m", "interrupted"),
+                let (mark, what) = match r.end {
+                    StepEnd::Done => ("\x1b[32m✓\x1b[0m", done_text(r)),
+                    StepEnd::Skipped => ("\x1b[36m=\x1b[0m", "verified, not re-applied".into()),
+                    StepEnd::Failed => ("\x1b[31m✗\x1b[0m", "failed".into()),
+                    StepEnd::Interrupted => ("\x1b[33m■\x1b[0m", "interrupted".into()),
                 };
-                let _ = writeln!(out, "  {mark} {} {what} ({})", r.step, secs(r.duration));
+                let what = match r.end {
+                    StepEnd::Done => what,
+                    _ => format!("{what} ({})", secs(r.duration)),
+                };
+                let _ = writeln!(out, "  {mark} {} {what}", r.step);
                 if let Some(e) = &r.error {
                     let _ = writeln!(out, "      {e}");
                 }
@@ -292,7 +368,7 @@ fn retrying(event: &RunEvent) -> String {
     }
 }
 
-/// The end-of-run summary: changed / unchanged / failed counts and time per phase.
+/// The end-of-run summary: changed / unchanged / ready / failed counts and time per phase.
 ///
 /// # Errors
 /// IO errors from `out`.
@@ -302,12 +378,14 @@ pub fn render_summary(
     out: &mut impl Write,
 ) -> io::Result<()> {
     let mut changed = 0;
+    let mut ready = 0;
     let mut unchanged = 0;
     let mut failed = 0;
     let mut interrupted = 0;
     for s in &report.steps {
         match (s.end, s.changed) {
             (StepEnd::Done, true) => changed += 1,
+            (StepEnd::Done, false) if s.ready => ready += 1,
             (StepEnd::Done, false) | (StepEnd::Skipped, _) => unchanged += 1,
             (StepEnd::Failed, _) => failed += 1,
             (StepEnd::Interrupted, _) => interrupted += 1,
@@ -317,7 +395,7 @@ pub fn render_summary(
     writeln!(out)?;
     write!(
         out,
-        "Summary: {changed} changed, {unchanged} unchanged, {failed} failed"
+        "Summary: {changed} changed, {unchanged} unchanged, {ready} ready, {failed} failed"
     )?;
     if interrupted > 0 {
         write!(out, ", {interrupted} interrupted")?;
@@ -364,6 +442,8 @@ mod tests {
             phase: Phase::Infrastructure,
             end,
             changed,
+            ready: false,
+            waited: Duration::ZERO,
             attempts: 1,
             duration: Duration::from_millis(1500),
             outputs: serde_json::Value::Null,
@@ -393,7 +473,106 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
-            "  vault.ready: waiting for pod vault-0 Ready\n  vault.ready: waiting for pod vault-0 Ready (12.0s)\n  vault.ready: changed (1.5s)\n"
+            "  vault.ready: waiting for pod vault-0 Ready\n  vault.ready: still waiting for pod vault-0 Ready (12.0s)\n  vault.ready: changed (1.5s)\n"
+        );
+    }
+
+    /// The issue-14 bug: a wait polled every 200 ms printed `waiting for Vault unsealed: Sealed`
+    /// once per tick off a terminal. Now: one line per change of status, and an unchanged one at
+    /// most every 10 s, with the elapsed time.
+    #[test]
+    fn plain_wait_prints_one_line_per_status_change_or_ten_seconds() {
+        let mut out = Vec::new();
+        let mut p = PlainLines::new(&mut out);
+        let step = StepId::new("verify.vault");
+        // 30 s of ticks every 200 ms: Sealed for 25 s, then Unsealed.
+        for tick in 0..150u64 {
+            let status = if tick < 125 { "Sealed" } else { "Unsealed" };
+            p.on_event(&RunEvent::StepProgress {
+                step: step.clone(),
+                message: format!("waiting for Vault unsealed: {status}"),
+                elapsed: Duration::from_millis(tick * 200),
+            })
+            .unwrap();
+        }
+        // Other progress (Terraform's output relayed) is never dropped, repeated or not.
+        for _ in 0..2 {
+            p.on_event(&RunEvent::StepProgress {
+                step: step.clone(),
+                message: "terraform: ".into(),
+                elapsed: Duration::from_secs(31),
+            })
+            .unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "  verify.vault: waiting for Vault unsealed: Sealed\n\
+             \x20 verify.vault: still waiting for Vault unsealed: Sealed (10.0s)\n\
+             \x20 verify.vault: still waiting for Vault unsealed: Sealed (20.0s)\n\
+             \x20 verify.vault: waiting for Vault unsealed: Unsealed (25.0s)\n\
+             \x20 verify.vault: terraform:  (31.0s)\n\
+             \x20 verify.vault: terraform:  (31.0s)\n"
+        );
+    }
+
+    /// A terminal shows one live line per running step (not one line joining them all), each
+    /// cut to the width, and redrawing moves up over every one of them.
+    #[test]
+    fn tty_keeps_one_live_line_per_running_step() {
+        let mut state = TtyState {
+            phase: Some(Phase::Infrastructure),
+            ..TtyState::default()
+        };
+        state.running.insert(
+            StepId::new("vault.ready"),
+            (
+                Instant::now(),
+                Some("waiting for HelmRelease vault/vault Ready=True: Progressing".into()),
+            ),
+        );
+        state
+            .running
+            .insert(StepId::new("eso.ready"), (Instant::now(), None));
+        let lines = status_lines(&state, 60);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("  [1/5 infrastructure] eso.ready 0."),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("  [1/5 infrastructure] vault.ready 0."),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].ends_with('…') && lines[1].chars().count() == 60,
+            "{lines:?}"
+        );
+        let mut out = Vec::new();
+        state.status_lines = lines.len();
+        clear_status(&mut state, &mut out);
+        assert_eq!(out, b"\r\x1b[1A\x1b[J");
+        assert_eq!(state.status_lines, 0);
+    }
+
+    #[test]
+    fn ready_steps_read_as_ready_with_their_waiting_time() {
+        let mut out = Vec::new();
+        let mut p = PlainLines::new(&mut out);
+        let mut r = finished("vault.ready", StepEnd::Done, false, None);
+        r.ready = true;
+        r.waited = Duration::from_millis(1200);
+        p.on_event(&RunEvent::StepFinished(r)).unwrap();
+        p.on_event(&RunEvent::StepFinished(finished(
+            "vault.init",
+            StepEnd::Done,
+            false,
+            None,
+        )))
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "  vault.ready: ready (1.5s, waited 1.2s)\n  vault.init: unchanged (1.5s)\n"
         );
     }
 
@@ -404,6 +583,10 @@ mod tests {
             steps: vec![
                 finished("a", StepEnd::Done, true, None),
                 finished("b", StepEnd::Done, false, None),
+                StepReport {
+                    ready: true,
+                    ..finished("r", StepEnd::Done, false, None)
+                },
                 finished("c", StepEnd::Skipped, false, None),
                 finished("d", StepEnd::Failed, false, Some("boom")),
             ],
@@ -412,10 +595,10 @@ mod tests {
             root_cause: Some((Some(StepId::new("d")), "boom".into())),
         };
         let mut out = Vec::new();
-        render_summary(&report, 6, &mut out).unwrap();
+        render_summary(&report, 7, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(
-            text.contains("Summary: 1 changed, 2 unchanged, 1 failed, 2 not run in 3.0s"),
+            text.contains("Summary: 1 changed, 2 unchanged, 1 ready, 1 failed, 2 not run in 3.0s"),
             "{text}"
         );
         assert!(text.contains("  infrastructure   2.5s"), "{text}");
@@ -441,7 +624,7 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
-            "{\"event\":\"step_finished\",\"step\":\"a\",\"status\":\"done\",\"changed\":true,\"duration_ms\":1500}\n{\"event\":\"run_finished\",\"status\":\"succeeded\",\"duration_ms\":7}\n"
+            "{\"event\":\"step_finished\",\"step\":\"a\",\"status\":\"done\",\"changed\":true,\"outcome\":\"changed\",\"duration_ms\":1500,\"waited_ms\":0}\n{\"event\":\"run_finished\",\"status\":\"succeeded\",\"duration_ms\":7}\n"
         );
     }
 }

@@ -7,6 +7,7 @@ mod duration;
 mod error;
 mod load;
 mod model;
+mod placeholders;
 mod schema;
 mod validate;
 
@@ -25,3 +26,4 @@ pub use model::{
     SshTarget, Terraform, TerraformBinary, Timeouts, Vault, VaultAccess, Verify,
     env_pattern_matches,
 };
+pub use placeholders::PLACEHOLDER_PREFIX;

@@ -86,6 +86,7 @@ impl Step for AppsReconcile {
         }
         Ok(StepOutcome {
             changed: false,
+            ready: true,
             outputs: Value::Object(revisions),
         })
     }
@@ -329,6 +330,7 @@ impl Step for AppsSecretsSynced {
             }
         }
         StepOutcome::with_outputs(false, &serde_json::json!({ "synced": synced }))
+            .map(StepOutcome::as_ready)
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {

@@ -72,7 +72,7 @@ impl Step for EsoReady {
         waits
             .deployment_available(&self.namespace, &self.release)
             .await?;
-        Ok(StepOutcome::new(false))
+        Ok(StepOutcome::ready())
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {

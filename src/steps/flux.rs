@@ -237,7 +237,7 @@ impl Step for FluxReady {
         waits
             .deployments_available(&self.namespace, &CONTROLLERS)
             .await?;
-        Ok(StepOutcome::new(false))
+        Ok(StepOutcome::ready())
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {

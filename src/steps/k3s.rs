@@ -545,7 +545,7 @@ impl Step for K3sReady {
         let client = ctx.kube().await?;
         readyz(&client).await?;
         let nodes = self.wait_nodes(ctx, &client).await?;
-        StepOutcome::with_outputs(false, &ReadyOutputs { nodes })
+        StepOutcome::with_outputs(false, &ReadyOutputs { nodes }).map(StepOutcome::as_ready)
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
@@ -597,10 +597,13 @@ impl K3sReady {
         let options = wait_options(self.timeout);
         let mut report = reporter(ctx);
         // First any node at all (a fresh k3s registers its node a moment after /readyz).
+        let started = std::time::Instant::now();
         let first = cancellable(ctx, async {
             wait_any_node(api.clone(), &options, &mut report).await
         })
-        .await?;
+        .await;
+        ctx.record_wait(started.elapsed());
+        let first = first?;
         let mut names = vec![first];
         let listed = api
             .list(&Default::default())

@@ -507,7 +507,7 @@ impl Step for SecretsVerify {
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         match self.verify(ctx).await? {
-            Verified::Holds => Ok(StepOutcome::new(false)),
+            Verified::Holds => Ok(StepOutcome::ready()),
             Verified::DoesNotHold { reason } => Err(StepError::permanent(format!(
                 "declared secrets are not in Vault as expected: {reason}"
             ))),

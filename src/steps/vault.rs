@@ -129,7 +129,7 @@ impl Step for VaultReady {
         waits
             .pod(&self.namespace, &pod, crate::kube::PodState::Running)
             .await?;
-        Ok(StepOutcome::new(false))
+        Ok(StepOutcome::ready())
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {

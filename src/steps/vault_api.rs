@@ -3,6 +3,7 @@
 //! with vaultrs. Also reading the keys Secret (`unseal-key-<n>`, `root-token`, see
 //! `phases/README.md`), whose values never leave [`SecretString`]s.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::kube::Api;
@@ -12,9 +13,9 @@ use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
 use super::support::ClusterContext;
+use super::support::tunnels::{ServicePort, Tunnel};
 use super::vault::VaultEndpoint;
 use crate::engine::{StepContext, StepError};
-use crate::kube::PortForward;
 use crate::playbook::VaultAccess;
 
 /// Vault's API port in the chart's Service.
@@ -28,7 +29,7 @@ pub(crate) struct VaultSession {
     pub client: VaultClient,
     /// The address the client uses (`http://127.0.0.1:<port>` for a port-forward).
     pub addr: String,
-    _forward: Option<PortForward>,
+    tunnel: Option<Arc<Tunnel>>,
 }
 
 impl std::fmt::Debug for VaultSession {
@@ -39,7 +40,16 @@ impl std::fmt::Debug for VaultSession {
     }
 }
 
-/// Opens a session to Vault, authenticated with `token` when given.
+impl VaultSession {
+    /// The last failure of the port-forward under this session, if it goes through one: why a
+    /// request that did not reach Vault failed (the pod went away, the API refused the tunnel).
+    pub(crate) fn tunnel_error(&self) -> Option<String> {
+        self.tunnel.as_ref().and_then(|t| t.last_error())
+    }
+}
+
+/// Opens a session to Vault, authenticated with `token` when given. Through a port-forward,
+/// every session of the run shares one tunnel and its connection pool.
 ///
 /// # Errors
 /// A transient [`StepError`] when the Service has no running pod yet or the forward fails.
@@ -49,18 +59,16 @@ pub(crate) async fn connect(
     token: Option<&SecretString>,
 ) -> Result<VaultSession, StepError> {
     crate::kube::install_crypto_provider();
-    let (addr, forward) = match endpoint.access {
+    let (addr, tunnel) = match endpoint.access {
         VaultAccess::PortForward => {
-            let client = ctx.kube().await?;
-            let forward = crate::kube::portforward::to_service(
-                &client,
-                &endpoint.namespace,
-                &endpoint.release,
-                VAULT_PORT,
-            )
-            .await
-            .map_err(|e| StepError::transient(format!("reach Vault: {e}")))?;
-            (forward.http_url(), Some(forward))
+            let to = ServicePort {
+                namespace: &endpoint.namespace,
+                service: &endpoint.release,
+                port: VAULT_PORT,
+                request_timeout: REQUEST_TIMEOUT,
+            };
+            let tunnel = ctx.tunnel("Vault", &to).await?;
+            (tunnel.http_url(), Some(tunnel))
         }
         VaultAccess::Address => (
             endpoint.address.clone().ok_or_else(|| {
@@ -81,12 +89,15 @@ pub(crate) async fn connect(
     let settings = settings
         .build()
         .map_err(|e| StepError::permanent(format!("configure the Vault client: {e}")))?;
-    let client = VaultClient::new(settings)
+    let mut client = VaultClient::new(settings)
         .map_err(|e| StepError::permanent(format!("create the Vault client: {e}")))?;
+    if let Some(tunnel) = &tunnel {
+        client.http = rustify::clients::reqwest::Client::new(&addr, tunnel.http().clone());
+    }
     Ok(VaultSession {
         client,
         addr,
-        _forward: forward,
+        tunnel,
     })
 }
 

@@ -195,8 +195,12 @@ async fn get(
             .trim_end_matches('/')
     );
     let unreachable = |e: reqwest::Error| {
+        let tunnel = session
+            .tunnel_error()
+            .map(|why| format!(" (port-forward: {why})"))
+            .unwrap_or_default();
         StepError::transient_from(
-            format!("{action}: Vault at {} did not answer", session.addr),
+            format!("{action}: Vault at {} did not answer{tunnel}", session.addr),
             e,
         )
     };

@@ -16,16 +16,18 @@ use super::apps::AppsSecretsSynced;
 use super::eso::EsoStore;
 use super::obj;
 use super::support::{
-    ClusterContext, StepWaits, cancellable, deployments_available, kinds::resource, ready_state,
-    step_identity,
+    ClusterContext, StepWaits, cancellable, deployments_available, diagnose, kinds::resource,
+    ready_state, step_identity,
 };
 use super::vault::{UNSEALER_NAME, VaultEndpoint};
 use super::vault_api::{VaultState, connect, state, verify_unsealed};
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
 use crate::playbook::{HumanDuration, LoadedPlaybook};
 
-/// Implements `Step` for a check-only step: `apply` runs the check and fails with its reason,
-/// `verify` runs the same check.
+/// Implements `Step` for a check-only step: `apply` runs the check until it holds, for at most
+/// the step's `converge` time (what it checks may still be converging: after a cluster restart
+/// a ClusterSecretStore is `InvalidProviderConfig` until Vault is unsealed again), and fails
+/// with its last reason; `verify` runs the same check once.
 macro_rules! check_step {
     ($ty:ty, $kind:literal) => {
         #[async_trait::async_trait]
@@ -37,10 +39,11 @@ macro_rules! check_step {
             }
 
             async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
-                match self.check(ctx).await? {
-                    Verified::Holds => Ok(StepOutcome::new(false)),
-                    Verified::DoesNotHold { reason } => Err(StepError::permanent(reason)),
-                }
+                let started = std::time::Instant::now();
+                let converged = converge(ctx, self.converge, || self.check(ctx)).await;
+                ctx.record_wait(started.elapsed());
+                converged?;
+                Ok(StepOutcome::ready())
             }
 
             async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
@@ -48,6 +51,52 @@ macro_rules! check_step {
             }
         }
     };
+}
+
+/// How often a converging check is repeated.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs `check` until it holds, every [`CHECK_EVERY`], for at most `within`; reports what it
+/// still waits for as progress. An error of the check itself ends the wait.
+async fn converge<F, Fut>(ctx: &StepContext, within: Duration, check: F) -> Result<(), StepError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Verified, StepError>>,
+{
+    let start = tokio::time::Instant::now();
+    loop {
+        let reason = match check().await? {
+            Verified::Holds => return Ok(()),
+            Verified::DoesNotHold { reason } => reason,
+        };
+        if start.elapsed() >= within {
+            let mut message = reason.clone();
+            if !within.is_zero() {
+                message.push_str(&format!(
+                    " (still, after waiting {}s for it to converge)",
+                    within.as_secs()
+                ));
+            }
+            // The reason starts with the object it is about: walk down from it.
+            let object = reason.split(": ").next().unwrap_or_default();
+            if let Ok(client) = ctx.kube().await
+                && let Some(found) = diagnose::walk(&client, object).await
+            {
+                message.push('\n');
+                message.push_str(&found.diagnosis.render());
+            }
+            return Err(StepError::permanent(message));
+        }
+        ctx.progress(format!(
+            "waiting to converge ({}s): {reason}",
+            start.elapsed().as_secs()
+        ));
+        cancellable(ctx, async {
+            tokio::time::sleep(CHECK_EVERY).await;
+            Ok(())
+        })
+        .await?;
+    }
 }
 
 /// `verify.vault`: Vault is initialised and unsealed; optionally restart it to prove
@@ -149,11 +198,13 @@ impl VerifyVault {
                 )));
             }
             ctx.progress(format!("waiting for Vault unsealed: {last}"));
+            let napped = std::time::Instant::now();
             cancellable(ctx, async {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 Ok(())
             })
             .await?;
+            ctx.record_wait(napped.elapsed());
         }
     }
 }
@@ -176,7 +227,7 @@ impl Step for VerifyVault {
             )));
         }
         if !self.restart || self.auto_unseal_proven(ctx).await? {
-            return Ok(StepOutcome::new(false));
+            return Ok(StepOutcome::ready());
         }
         let pods: Api<Pod> = Api::namespaced(ctx.kube().await?, &self.namespace);
         let old_uid = pods
@@ -251,6 +302,10 @@ impl Step for VerifyVault {
 pub struct VerifyFlux {
     /// Flux's namespace.
     pub namespace: String,
+    /// How long Flux's objects may take to become Ready again (`[timeouts] reconcile`); not
+    /// part of the payload.
+    #[serde(skip)]
+    pub converge: Duration,
 }
 
 impl VerifyFlux {
@@ -259,6 +314,7 @@ impl VerifyFlux {
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
         Self {
             namespace: pb.playbook.flux.namespace.clone(),
+            converge: pb.playbook.timeouts.reconcile.get(),
         }
     }
 
@@ -286,7 +342,17 @@ impl VerifyFlux {
                 .await
                 .map_err(|e| StepError::classify(format!("list {}", kind.plural), e))?;
             for o in list.items {
-                let (ready, status) = ready_state(&serde_json::to_value(&o).unwrap_or_default());
+                let value = serde_json::to_value(&o).unwrap_or_default();
+                if let Some(state) = diagnose::terminal_state(&kind.kind, &value) {
+                    // No controller retries this: waiting cannot make Flux healthy.
+                    return Err(StepError::permanent(format!(
+                        "Flux cannot become healthy: {} {}/{} failed: {state}",
+                        kind.kind,
+                        o.namespace().unwrap_or_default(),
+                        o.name_any()
+                    )));
+                }
+                let (ready, status) = ready_state(&value);
                 if !ready {
                     bad.push(format!(
                         "{} {}/{}: {status}",
@@ -326,6 +392,10 @@ pub struct VerifyEso {
     pub namespace: String,
     /// ESO's release (Deployment name).
     pub release: String,
+    /// How long the store and the secrets may take to become ready again (`[timeouts]
+    /// eso_ready`, e.g. while Vault is being unsealed after a restart); not part of the payload.
+    #[serde(skip)]
+    pub converge: Duration,
 }
 
 impl VerifyEso {
@@ -340,6 +410,7 @@ impl VerifyEso {
             synced,
             namespace: pb.playbook.external_secrets.namespace.clone(),
             release: pb.playbook.external_secrets.release.clone(),
+            converge: pb.playbook.timeouts.eso_ready.get(),
         }
     }
 
@@ -385,6 +456,9 @@ pub struct VerifyNoBootstrapSecrets {
     pub endpoint: VaultEndpoint,
     /// The keys Secret (Vault's own, skipped by the scan).
     pub keys_secret: String,
+    /// Zero: a bootstrap value found in a Secret does not go away by waiting.
+    #[serde(skip)]
+    pub converge: Duration,
 }
 
 impl VerifyNoBootstrapSecrets {
@@ -401,6 +475,7 @@ impl VerifyNoBootstrapSecrets {
             kv_mount: p.vault.kv_mount.clone(),
             endpoint: VaultEndpoint::from_playbook(pb),
             keys_secret: p.vault.keys_secret.clone(),
+            converge: Duration::ZERO,
         }
     }
 
@@ -600,15 +675,9 @@ impl Step for Cleanup {
             crate::secrets::write_private(std::path::Path::new(&self.report), text.as_bytes())
                 .map_err(|e| StepError::permanent(format!("write {}: {e}", self.report)))?;
         }
-        if let Some(kc) = &report.kubeconfig {
-            ctx.progress(format!("kubeconfig: {kc}"));
-        }
-        for line in &report.look {
-            ctx.progress(format!("look: {line}"));
-        }
-        if let Some(stop) = &report.stop {
-            ctx.progress(format!("stop the sandbox: {stop}"));
-        }
+        // Where to look is the CLI's result block (stdout, after the summary): progress lines
+        // would only flash by on a terminal's status line.
+        ctx.progress(format!("wrote {}", self.report));
         StepOutcome::with_outputs(false, &report)
     }
 

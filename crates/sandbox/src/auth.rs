@@ -119,20 +119,10 @@ fn b64url(data: &[u8]) -> String {
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), AuthError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| AuthError::Io {
+    crate::private_file::write(path, data).map_err(|source| AuthError::Io {
         path: path.into(),
         source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    f.write_all(data).map_err(io)
+    })
 }
 
 /// Constant-time equality for secrets.

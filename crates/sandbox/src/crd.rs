@@ -114,15 +114,7 @@ pub fn types_for(crd: &Value) -> Vec<ResourceType> {
     let spec = &crd["spec"];
     let names = &spec["names"];
     let s = |v: &Value| v.as_str().unwrap_or("").to_string();
-    let list = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let list = crate::json_fields::string_list;
     spec["versions"]
         .as_array()
         .map(|vs| {

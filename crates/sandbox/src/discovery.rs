@@ -118,11 +118,7 @@ pub fn group(registry: &Registry, group: &str) -> Result<Value, ApiError> {
 /// # Errors
 /// 404 for an unknown group/version.
 pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Result<Value, ApiError> {
-    let types: Vec<_> = registry
-        .all()
-        .into_iter()
-        .filter(|r| r.group == group && r.version == version)
-        .collect();
+    let types = registry.in_group_version(group, version);
     if types.is_empty() {
         return Err(ApiError::no_route());
     }

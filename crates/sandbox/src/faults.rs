@@ -2,6 +2,11 @@
 //! component-specific knobs for the later controllers. Deterministic for a given seed.
 //!
 //! Spec syntax: `seed=7,api_error_rate=0.1,api_error=503|500|429,latency_ms=50,delay.node=2s,delay_scale=0.5,restart.vault=30s`.
+//!
+//! Terminal faults, for proving that failures explain themselves:
+//! `stuck.<workload>=ImagePullBackOff|CrashLoopBackOff|Unschedulable` keeps that workload's pods
+//! un-ready the way the kubelet or the scheduler would, and `helm.fail.<release>=<message>` makes
+//! helm-controller fail that HelmRelease's install with the message and stall it.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, RwLock};
@@ -19,7 +24,7 @@ pub enum FaultSpecError {
     Syntax(String),
     /// An unknown key.
     #[error(
-        "unknown fault setting {0:?}; known: seed, api_error_rate, api_error, latency_ms, delay.<component> (node, vault, eso, flux, a workload), delay_scale, restart.<component>, vault_restart, eso_store_flap, vault.*, eso.*, flux.*, helm.*"
+        "unknown fault setting {0:?}; known: seed, api_error_rate, api_error, latency_ms, delay.<component> (node, vault, eso, flux, a workload), delay_scale, restart.<component>, stuck.<workload>, vault_restart, eso_store_flap, vault.*, eso.*, flux.*, helm.* (helm.fail.<release>)"
     )]
     UnknownKey(String),
     /// A value of the wrong type.
@@ -140,7 +145,20 @@ impl FaultSpec {
                     out.extra.insert("eso.store_flap".into(), v.to_string());
                 }
                 _ => {
-                    if let Some(c) = k.strip_prefix("restart.") {
+                    if let Some(w) = k.strip_prefix("stuck.") {
+                        Stuck::parse(v).ok_or_else(|| {
+                            bad("ImagePullBackOff, CrashLoopBackOff or Unschedulable")
+                        })?;
+                        if w.is_empty() {
+                            return Err(bad("a workload name after `stuck.`"));
+                        }
+                        out.extra.insert(k.to_string(), v.to_string());
+                    } else if let Some(r) = k.strip_prefix("helm.fail.") {
+                        if r.is_empty() || v.is_empty() {
+                            return Err(bad("helm.fail.<release>=<message>, both non-empty"));
+                        }
+                        out.extra.insert(k.to_string(), v.to_string());
+                    } else if let Some(c) = k.strip_prefix("restart.") {
                         let d = parse_duration(v)
                             .filter(|d| !d.is_zero())
                             .ok_or_else(|| bad("a non-zero duration like 30s"))?;
@@ -161,6 +179,30 @@ impl FaultSpec {
             }
         }
         Ok(out)
+    }
+}
+
+/// How a `stuck.<workload>` fault keeps the workload's pods from becoming ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stuck {
+    /// The image cannot be pulled: the kubelet backs off pulling it (pod Pending).
+    ImagePullBackOff,
+    /// The container exits at once: the kubelet backs off restarting it (pod Running).
+    CrashLoopBackOff,
+    /// No node fits: the scheduler leaves the pod Pending with `PodScheduled=False`.
+    Unschedulable,
+}
+
+impl Stuck {
+    /// The fault value as written in a spec.
+    #[must_use]
+    pub fn parse(v: &str) -> Option<Self> {
+        match v {
+            "ImagePullBackOff" => Some(Self::ImagePullBackOff),
+            "CrashLoopBackOff" => Some(Self::CrashLoopBackOff),
+            "Unschedulable" => Some(Self::Unschedulable),
+            _ => None,
+        }
     }
 }
 
@@ -238,6 +280,20 @@ impl Faults {
             .clone()
     }
 
+    /// How the pods of `workload` are kept from becoming ready (`stuck.<workload>`).
+    pub fn stuck(&self, workload: &str) -> Option<Stuck> {
+        self.extra(&format!("stuck.{workload}"))
+            .and_then(|v| Stuck::parse(&v))
+    }
+
+    /// The message a HelmRelease's install fails with (`helm.fail.<release>`), by the
+    /// HelmRelease's name or its Helm release name.
+    pub fn helm_failure(&self, names: &[&str]) -> Option<String> {
+        names
+            .iter()
+            .find_map(|n| self.extra(&format!("helm.fail.{n}")))
+    }
+
     /// A component knob (`vault.restart_every`), for controllers added later.
     pub fn extra(&self, key: &str) -> Option<String> {
         self.spec
@@ -284,6 +340,23 @@ mod tests {
         assert_eq!(s.extra["eso.store_flap"], "500ms");
         assert_eq!(s.delays["eso"], Duration::from_secs(2));
         assert!(FaultSpec::parse("vault_restart=soon").is_err());
+    }
+
+    #[test]
+    fn stuck_and_helm_failure_faults_are_checked_and_found() {
+        let f = Faults::new(
+            FaultSpec::parse("stuck.vault=ImagePullBackOff,helm.fail.vault=chart says no")
+                .expect("parse"),
+        );
+        assert_eq!(f.stuck("vault"), Some(Stuck::ImagePullBackOff));
+        assert_eq!(f.stuck("external-secrets"), None);
+        assert_eq!(
+            f.helm_failure(&["x", "vault"]).as_deref(),
+            Some("chart says no")
+        );
+        assert!(FaultSpec::parse("stuck.vault=Sleepy").is_err());
+        assert!(FaultSpec::parse("stuck.=Unschedulable").is_err());
+        assert!(FaultSpec::parse("helm.fail.vault=").is_err());
     }
 
     #[test]

@@ -120,11 +120,7 @@ pub fn document(registry: &Registry, rest: &[&str]) -> Result<Value, ApiError> {
         ["apis", g, v] => (*g, *v),
         _ => return Err(ApiError::no_route()),
     };
-    let types: Vec<_> = registry
-        .all()
-        .into_iter()
-        .filter(|r| r.group == group && r.version == version)
-        .collect();
+    let types = registry.in_group_version(group, version);
     if types.is_empty() {
         return Err(ApiError::no_route());
     }
@@ -186,6 +182,22 @@ pub fn document(registry: &Registry, rest: &[&str]) -> Result<Value, ApiError> {
     }))
 }
 
+/// What kubectl's server-side apply reads from either OpenAPI version: the PATCH operation
+/// of a Deployment names its kind and takes the `fieldValidation` query parameter.
+#[cfg(test)]
+pub(crate) fn assert_deployment_patch_declares_field_validation(doc: &Value) {
+    let p = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+    assert_eq!(p["x-kubernetes-group-version-kind"]["kind"], "Deployment");
+    assert!(
+        p["parameters"]
+            .as_array()
+            .expect("params")
+            .iter()
+            .any(|x| x["name"] == "fieldValidation" && x["in"] == "query"),
+        "{p}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,15 +211,7 @@ mod tests {
             .expect("url");
         assert!(url.starts_with("/openapi/v3/apis/apps/v1?hash="));
         let doc = document(&r, &["apis", "apps", "v1"]).expect("doc");
-        let p = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-        assert_eq!(p["x-kubernetes-group-version-kind"]["kind"], "Deployment");
-        assert!(
-            p["parameters"]
-                .as_array()
-                .expect("params")
-                .iter()
-                .any(|x| x["name"] == "fieldValidation")
-        );
+        assert_deployment_patch_declares_field_validation(&doc);
         assert!(document(&r, &["apis", "nope", "v1"]).is_err());
     }
 }

@@ -158,15 +158,7 @@ mod tests {
     fn patch_operations_carry_gvk_and_field_validation() {
         let doc = document(&Registry::new());
         assert_eq!(doc["swagger"], "2.0");
-        let p = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-        assert_eq!(p["x-kubernetes-group-version-kind"]["kind"], "Deployment");
-        assert!(
-            p["parameters"]
-                .as_array()
-                .expect("params")
-                .iter()
-                .any(|x| x["name"] == "fieldValidation" && x["in"] == "query")
-        );
+        crate::openapi::assert_deployment_patch_declares_field_validation(&doc);
         let d = &doc["definitions"]["io.k8s.api.apps.v1.Deployment"];
         assert_eq!(d["type"], "object");
         assert!(d.get("x-kubernetes-group-version-kind").is_none());

@@ -614,6 +614,13 @@ impl Registry {
         out
     }
 
+    /// Every type served under one group/version, as discovery and OpenAPI list them.
+    pub fn in_group_version(&self, group: &str, version: &str) -> Vec<Arc<ResourceType>> {
+        let mut types = self.all();
+        types.retain(|r| r.group == group && r.version == version);
+        types
+    }
+
     /// The type served at `group/version/plural`.
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
         let g = self.read();

@@ -61,20 +61,10 @@ fn ca_params() -> Result<CertificateParams, rcgen::Error> {
 }
 
 fn write_private(path: &Path, data: &str) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| TlsError::Io {
+    crate::private_file::write(path, data.as_bytes()).map_err(|source| TlsError::Io {
         path: path.into(),
         source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    f.write_all(data.as_bytes()).map_err(io)
+    })
 }
 
 /// Loads the CA from `dir` (creating it on first start) and issues a serving certificate.

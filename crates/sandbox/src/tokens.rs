@@ -103,14 +103,7 @@ pub fn token_review(shared: &Shared, body: Value) -> Result<Value, ApiError> {
         .as_str()
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ApiError::invalid("TokenReview", "", "spec.token", "Required value"))?;
-    let requested: Vec<String> = body["spec"]["audiences"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let requested = crate::json_fields::string_list(&body["spec"]["audiences"]);
     let check_auds: Vec<String> = if requested.is_empty() {
         DEFAULT_AUDIENCES.iter().map(|s| s.to_string()).collect()
     } else {

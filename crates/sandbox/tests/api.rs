@@ -17,7 +17,7 @@ use kube::api::{
 };
 use kubestrap_sandbox::{FaultSpec, PodBackend, PodStream, SandboxConfig, SandboxHandle};
 use kubestrap_test_support::{
-    kube_client_with_token, kube_config, start_sandbox, wait_for, within,
+    EchoBackend, kube_client_with_token, kube_config, start_sandbox, wait_for, within,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -784,37 +784,11 @@ async fn token_request_and_review() {
     h.shutdown().await.expect("shutdown");
 }
 
-struct Echo;
-
-#[async_trait::async_trait]
-impl PodBackend for Echo {
-    async fn connect(&self, _ns: &str, _pod: &str, port: u16) -> Option<PodStream> {
-        if port != 7 {
-            return None;
-        }
-        let (a, mut b) = tokio::io::duplex(4096);
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            loop {
-                match b.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        if b.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        Some(Box::new(a))
-    }
-}
-
 #[tokio::test]
 async fn port_forward_reaches_the_pod_backend() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (h, c) = start(dir.path()).await;
-    h.register_pod_backend("default", "echo", Arc::new(Echo));
+    h.register_pod_backend("default", "echo", Arc::new(EchoBackend { port: 7 }));
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
     let p: Pod = serde_json::from_value(json!({"metadata": {"name": "echo"}, "spec": {"containers": [{"name": "e", "image": "echo"}]}}))
         .expect("pod");

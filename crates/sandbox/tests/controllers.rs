@@ -412,6 +412,17 @@ fn vault_sealed(h: &SandboxHandle) -> bool {
         .is_none_or(|s| s.sealed)
 }
 
+/// Waits until the sandbox sees the Vault pod unsealed. A real server's seal state reaches the
+/// sandbox through its prober, a moment after the unseal call itself answered.
+async fn wait_vault_unsealed(h: &SandboxHandle, what: &str) {
+    within(what, async {
+        while vault_sealed(h) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
 async fn platform(vault_server: Option<PathBuf>) -> Platform {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut cfg = SandboxConfig::new(tmp.path().join("sandbox"));
@@ -1111,7 +1122,7 @@ async fn deleting_vault_0_seals_vault_until_the_unsealer_runs_real_server() {
 async fn deleting_vault_0_seals_vault_until_the_unsealer_runs_on(vault_server: Option<PathBuf>) {
     let p = platform(vault_server).await;
     let c = &p.c;
-    assert!(!vault_sealed(&p.h));
+    wait_vault_unsealed(&p.h, "unsealed before the restart").await;
     // No unsealer: a deleted pod comes back sealed and stays so (its probe accepts sealed).
     let pods: Api<Pod> = Api::namespaced(c.clone(), "vault");
     let uid = pods.get("vault-0").await.expect("pod").metadata.uid;
@@ -1152,12 +1163,7 @@ async fn deleting_vault_0_seals_vault_until_the_unsealer_runs_on(vault_server: O
     // Service.
     let unsealer = UNSEALER;
     apply_yaml(c, unsealer).await;
-    within("auto-unseal", async {
-        while vault_sealed(&p.h) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    wait_vault_unsealed(&p.h, "auto-unseal").await;
     vault_wait_active(&p.addr).await;
     // Data survived the restart.
     let v: Value = within(
@@ -1178,12 +1184,7 @@ async fn deleting_vault_0_seals_vault_until_the_unsealer_runs_on(vault_server: O
         .await
         .expect("restart");
     assert_eq!(r["sealed"], true);
-    within("auto-unseal again", async {
-        while vault_sealed(&p.h) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    wait_vault_unsealed(&p.h, "auto-unseal again").await;
     p.h.shutdown().await.expect("shutdown");
 }
 

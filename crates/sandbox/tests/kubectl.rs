@@ -13,8 +13,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kubestrap_sandbox::{PodBackend, PodStream, Sandbox, SandboxConfig, SandboxHandle};
-use kubestrap_test_support::kubectl_version_or_skip;
+use kubestrap_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
+use kubestrap_test_support::{EchoBackend, kubectl_version_or_skip};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
@@ -710,36 +710,10 @@ spec:
     h.shutdown().await.expect("shutdown");
 }
 
-struct Echo;
-
-#[async_trait::async_trait]
-impl PodBackend for Echo {
-    async fn connect(&self, _ns: &str, _pod: &str, port: u16) -> Option<PodStream> {
-        if port != 8200 {
-            return None;
-        }
-        let (a, mut b) = tokio::io::duplex(4096);
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            loop {
-                match b.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        if b.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        Some(Box::new(a))
-    }
-}
-
 async fn port_forward_to_a_service(bin: PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let h = sandbox(dir.path()).await;
-    h.register_pod_backend("vault", "vault-0", Arc::new(Echo));
+    h.register_pod_backend("vault", "vault-0", Arc::new(EchoBackend { port: 8200 }));
     let k = Kubectl::new(bin, &h, dir.path());
     let vault = r#"
 apiVersion: v1

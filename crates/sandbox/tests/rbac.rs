@@ -18,35 +18,7 @@ async fn start(dir: &std::path::Path) -> (SandboxHandle, Client) {
 
 /// Namespace `team` with service account `bot`, Secrets `keys` and `other`, and a pod.
 async fn team(c: &Client) {
-    apply_yaml(
-        c,
-        r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: team}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: bot, namespace: team}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: keys, namespace: team}
-stringData: {k: v}
----
-apiVersion: v1
-kind: Secret
-metadata: {name: other, namespace: team}
-stringData: {k: v}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: team}
-spec:
-  containers: [{name: web, image: nginx}]
-"#,
-    )
-    .await;
+    apply_yaml(c, include_str!("fixtures/rbac-team.yaml")).await;
 }
 
 async fn token_for(c: &Client, ns: &str, sa: &str) -> String {

@@ -9,6 +9,7 @@
 //! Only tests depend on this crate; it may import the sandbox, never the product.
 
 mod bootstrap;
+mod echo;
 mod kubectl;
 mod kubestrap;
 mod process;
@@ -18,6 +19,7 @@ mod vault_server;
 mod wait;
 
 pub use bootstrap::{Bootstrap, Options, RUN_LIMIT, STEPS};
+pub use echo::EchoBackend;
 pub use kubectl::{find_kubectl, find_kubectl_version, kubectl_or_skip, kubectl_version_or_skip};
 pub use kubestrap::{
     MINIMAL, copy_tree, run, sandbox_playbook_copy, workspace_root, write_playbook,

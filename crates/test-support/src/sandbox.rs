@@ -149,25 +149,7 @@ pub fn vault_client(addr: &str, token: &str) -> VaultClient {
 /// # Panics
 /// When Vault is not active within [`crate::DEFAULT_LIMIT`].
 pub async fn vault_wait_active(addr: &str) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
-    let url = format!("{}/v1/sys/health", addr.trim_end_matches('/'));
-    let mut last = String::new();
-    let active = tokio::time::timeout(crate::DEFAULT_LIMIT, async {
-        loop {
-            match http.get(&url).send().await {
-                Ok(r) if r.status() == 200 => return,
-                Ok(r) => last = format!("HTTP {}", r.status()),
-                Err(e) => last = e.to_string(),
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(
-        active.is_ok(),
-        "vault at {addr} is not active; last answer: {last}"
-    );
+    wait_vault_200(addr, "sys/health", None, "vault is not active").await;
 }
 
 /// Waits until the KV v2 mount `mount` of Vault at `addr` is set up (`GET
@@ -177,13 +159,23 @@ pub async fn vault_wait_active(addr: &str) {
 /// # Panics
 /// When it is not set up within [`crate::DEFAULT_LIMIT`].
 pub async fn vault_wait_kv2(addr: &str, token: &str, mount: &str) {
+    let path = format!("{mount}/config");
+    wait_vault_200(addr, &path, Some(token), "KV v2 is not set up").await;
+}
+
+/// Polls `GET <addr>/v1/<path>` (with `token`, if any) until it answers 200.
+async fn wait_vault_200(addr: &str, path: &str, token: Option<&str>, failure: &str) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
-    let url = format!("{}/v1/{mount}/config", addr.trim_end_matches('/'));
+    let url = format!("{}/v1/{path}", addr.trim_end_matches('/'));
     let mut last = String::new();
-    let ready = tokio::time::timeout(crate::DEFAULT_LIMIT, async {
+    let answered = tokio::time::timeout(crate::DEFAULT_LIMIT, async {
         loop {
-            match http.get(&url).header("x-vault-token", token).send().await {
+            let mut req = http.get(&url);
+            if let Some(token) = token {
+                req = req.header("x-vault-token", token);
+            }
+            match req.send().await {
                 Ok(r) if r.status() == 200 => return,
                 Ok(r) => last = format!("HTTP {}", r.status()),
                 Err(e) => last = e.to_string(),
@@ -192,10 +184,7 @@ pub async fn vault_wait_kv2(addr: &str, token: &str, mount: &str) {
         }
     })
     .await;
-    assert!(
-        ready.is_ok(),
-        "KV v2 at {addr}/v1/{mount} is not set up; last answer: {last}"
-    );
+    assert!(answered.is_ok(), "{failure} at {url}; last answer: {last}");
 }
 
 /// Server-side apply every document of `text` (field manager `test`, forced), discovering

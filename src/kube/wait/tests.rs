@@ -66,6 +66,24 @@ fn condition_matching_with_reason_and_staleness() {
     assert_eq!(synced.to_string(), "Ready=True (reason SecretSynced)");
 }
 
+/// Waits for GitRepository `flux-system/flux-system` Ready=True.
+async fn git_repository_ready(
+    client: &Client,
+    options: &WaitOptions,
+    progress: Progress<'_>,
+) -> Result<DynamicObject, WaitError> {
+    condition(
+        client,
+        &git_resource(),
+        Some("flux-system"),
+        "flux-system",
+        &ConditionSpec::is_true("Ready"),
+        options,
+        progress,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn condition_wait_returns_when_a_watch_event_satisfies_it() {
     let client = watched(
@@ -73,17 +91,9 @@ async fn condition_wait_returns_when_a_watch_event_satisfies_it() {
         vec![json!({"type": "MODIFIED", "object": git_repository("True", "Succeeded", 1, 1)})],
     );
     let options = WaitOptions::new(Duration::from_secs(10));
-    let obj = condition(
-        &client,
-        &git_resource(),
-        Some("flux-system"),
-        "flux-system",
-        &ConditionSpec::is_true("Ready"),
-        &options,
-        &mut |_| {},
-    )
-    .await
-    .unwrap();
+    let obj = git_repository_ready(&client, &options, &mut |_| {})
+        .await
+        .unwrap();
     assert_eq!(obj.data["status"]["conditions"][0]["reason"], "Succeeded");
 }
 
@@ -99,15 +109,9 @@ async fn timeout_names_object_condition_and_last_status_and_reports_progress() {
     };
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = Arc::clone(&seen);
-    let err = condition(
-        &client,
-        &git_resource(),
-        Some("flux-system"),
-        "flux-system",
-        &ConditionSpec::is_true("Ready"),
-        &options,
-        &mut |p| s.lock().unwrap().push(p.to_string()),
-    )
+    let err = git_repository_ready(&client, &options, &mut |p| {
+        s.lock().unwrap().push(p.to_string())
+    })
     .await
     .unwrap_err();
     assert_eq!(
@@ -128,52 +132,48 @@ async fn timeout_names_object_condition_and_last_status_and_reports_progress() {
 
 #[tokio::test]
 async fn deleted_is_done_when_the_object_is_gone_and_waits_on_finalizers() {
-    let client = watched(None, vec![]);
-    let api: Api<Secret> = Api::namespaced(client, "flux-system");
-    deleted(
-        api,
-        "flux-system",
-        "Secret flux-system/flux-system",
-        &WaitOptions::new(Duration::from_secs(10)),
-        &mut |_| {},
-    )
-    .await
-    .unwrap();
+    let gone = watched(None, vec![]);
+    secret_deleted(gone, "flux-system", "flux-system", 10)
+        .await
+        .unwrap();
 
-    let terminating = json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"s","namespace":"n",
-        "deletionTimestamp":"2026-01-01T00:00:00Z","finalizers":["example.com/hold"]}});
     let client = watched(
-        Some(terminating.clone()),
+        Some(terminating_secret()),
         vec![json!({"type":"DELETED","object":{
             "apiVersion":"v1","kind":"Secret","metadata":{"name":"s","namespace":"n","resourceVersion":"8"}}})],
     );
-    let api: Api<Secret> = Api::namespaced(client, "n");
+    secret_deleted(client, "n", "s", 10).await.unwrap();
+}
+
+/// Secret `n/s`, being deleted but held by a finalizer.
+fn terminating_secret() -> Value {
+    json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"s","namespace":"n",
+        "deletionTimestamp":"2026-01-01T00:00:00Z","finalizers":["example.com/hold"]}})
+}
+
+/// Waits (at most `limit_s` seconds) for Secret `ns/name` to be deleted.
+async fn secret_deleted(
+    client: Client,
+    ns: &str,
+    name: &str,
+    limit_s: u64,
+) -> Result<(), WaitError> {
+    let api: Api<Secret> = Api::namespaced(client, ns);
+    let what = format!("Secret {ns}/{name}");
     deleted(
         api,
-        "s",
-        "Secret n/s",
-        &WaitOptions::new(Duration::from_secs(10)),
+        name,
+        &what,
+        &WaitOptions::new(Duration::from_secs(limit_s)),
         &mut |_| {},
     )
     .await
-    .unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn deleted_timeout_lists_remaining_finalizers() {
-    let terminating = json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"s","namespace":"n",
-        "deletionTimestamp":"2026-01-01T00:00:00Z","finalizers":["example.com/hold"]}});
-    let client = watched(Some(terminating), vec![]);
-    let api: Api<Secret> = Api::namespaced(client, "n");
-    let err = deleted(
-        api,
-        "s",
-        "Secret n/s",
-        &WaitOptions::new(Duration::from_secs(5)),
-        &mut |_| {},
-    )
-    .await
-    .unwrap_err();
+    let client = watched(Some(terminating_secret()), vec![]);
+    let err = secret_deleted(client, "n", "s", 5).await.unwrap_err();
     assert_eq!(
         err.to_string(),
         "timed out after 5s waiting for Secret n/s deleted; last observed: being deleted, finalizers: example.com/hold"

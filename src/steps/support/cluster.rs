@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
+use super::tunnels::{ServicePort, Tunnel, Tunnels};
 use crate::engine::{Finish, RunMode, StepContext, StepError};
 use crate::kube::reach::{probe, unreachable_cause};
 use crate::kube::{ClusterLease, KubeAccess, LeaseConfig, LeaseError};
@@ -22,6 +23,7 @@ pub struct Cluster {
     access: KubeAccess,
     lease: Option<LeaseConfig>,
     held: Mutex<Option<ClusterLease>>,
+    tunnels: Tunnels,
 }
 
 impl Cluster {
@@ -32,6 +34,7 @@ impl Cluster {
             access,
             lease,
             held: Mutex::new(None),
+            tunnels: Tunnels::default(),
         }
     }
 
@@ -137,6 +140,7 @@ impl Cluster {
 #[async_trait::async_trait]
 impl Finish for Cluster {
     async fn finish(&self) -> Result<(), String> {
+        self.tunnels.close().await;
         let lease = self.held.lock().await.take();
         match lease {
             Some(l) => l
@@ -160,6 +164,13 @@ pub trait ClusterContext {
 
     /// The kubeconfig path the run uses, when one was named.
     fn kubeconfig_path(&self) -> Option<&Path>;
+
+    /// The run's tunnel to `namespace/service:port` (see [`super::tunnels`]), opened on first
+    /// use; `what` names the service in errors ("reach Vault: ...").
+    ///
+    /// # Errors
+    /// Transient [`StepError`] when the Service has no running pod yet or the forward fails.
+    async fn tunnel(&self, what: &str, to: &ServicePort<'_>) -> Result<Arc<Tunnel>, StepError>;
 }
 
 #[async_trait::async_trait]
@@ -173,5 +184,17 @@ impl ClusterContext for StepContext {
 
     fn kubeconfig_path(&self) -> Option<&Path> {
         self.resource::<Cluster>().and_then(Cluster::kubeconfig)
+    }
+
+    async fn tunnel(&self, what: &str, to: &ServicePort<'_>) -> Result<Arc<Tunnel>, StepError> {
+        let client = self.kube().await?;
+        let cluster = self.resource::<Cluster>().ok_or_else(|| {
+            StepError::permanent("this run has no cluster connection (a bug in how it was set up)")
+        })?;
+        cluster
+            .tunnels
+            .get(&client, to)
+            .await
+            .map_err(|e| StepError::transient(format!("reach {what}: {e}")))
     }
 }

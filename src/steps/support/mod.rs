@@ -20,9 +20,11 @@ pub(crate) use step_identity;
 pub(crate) mod checks;
 mod classify;
 pub(crate) mod cluster;
+pub(crate) mod diagnose;
 pub(crate) mod kinds;
 pub(crate) mod manifests;
 mod template_step;
+pub(crate) mod tunnels;
 pub(crate) mod waits;
 
 pub use cluster::{Cluster, ClusterContext};

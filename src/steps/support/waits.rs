@@ -17,13 +17,15 @@ use crate::kube::{Check, ConditionSpec, PodState, WaitError, WaitOptions};
 use crate::playbook::HumanDuration;
 
 use super::cluster::ClusterContext;
+use super::diagnose::{self, Finding};
 use super::kinds::helm_release;
 
 /// How often a running wait reports what it last observed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// A wait that ran out of time: permanent (the timeout is the playbook's bound), and the
-/// message already names the object, the condition and the last observed status.
+/// message already names the object, the condition and the last observed status. (Waits
+/// through [`StepWaits`] add the root-cause chain.)
 pub(crate) fn wait_error(e: WaitError) -> StepError {
     StepError::permanent(format!(
         "{e}; raise the matching [timeouts] value if the cluster is just slow"
@@ -50,8 +52,15 @@ pub(crate) async fn cancellable<T>(
 }
 
 /// A progress callback for the toolkit's waits that forwards to the step's progress events.
+/// The message leaves out the wait's elapsed time (the event carries the step's), so it only
+/// changes when what is observed changes, and printers can show a wait once per change.
 pub(crate) fn reporter(ctx: &StepContext) -> impl FnMut(&WaitProgress<'_>) + Send + '_ {
-    move |p: &WaitProgress<'_>| ctx.progress(p.to_string())
+    move |p: &WaitProgress<'_>| {
+        ctx.progress(format!(
+            "waiting for {} {}: {}",
+            p.object, p.condition, p.last
+        ));
+    }
 }
 
 /// One step's waits: every toolkit wait with the step's timeout, its progress reported as the
@@ -77,11 +86,31 @@ impl<'a> StepWaits<'a> {
         }
     }
 
+    /// Runs `wait` on `object` (`Kind namespace/name`) beside a periodic root-cause walk: a
+    /// terminal state anywhere below the object ends the wait at once, and a failed wait
+    /// carries the walk's chain.
     async fn guard<T>(
         &self,
+        object: &str,
         wait: impl Future<Output = Result<T, WaitError>>,
     ) -> Result<T, StepError> {
-        cancellable(self.ctx, async { wait.await.map_err(wait_error) }).await
+        let started = tokio::time::Instant::now();
+        let outcome = cancellable(self.ctx, async {
+            Ok(tokio::select! {
+                r = wait => Ok(r),
+                f = watch_terminal(self.ctx, &self.client, object) => Err(f),
+            })
+        })
+        .await;
+        self.ctx.record_wait(started.elapsed());
+        match outcome? {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                let finding = diagnose::walk(&self.client, object).await;
+                Err(failed_wait(&e, finding.as_ref()))
+            }
+            Err(f) => Err(terminal_below(object, started.elapsed(), &f)),
+        }
     }
 
     /// Until the object's condition matches `spec`; returns the object.
@@ -93,15 +122,21 @@ impl<'a> StepWaits<'a> {
         spec: &ConditionSpec,
     ) -> Result<DynamicObject, StepError> {
         let mut report = reporter(self.ctx);
-        self.guard(wait::condition(
-            &self.client,
-            resource,
-            namespace,
-            name,
-            spec,
-            &self.options,
-            &mut report,
-        ))
+        let object = wait::describe(&resource.kind, namespace, name);
+        let kind = resource.kind.clone();
+        self.guard(
+            &object,
+            wait::condition_or_terminal(
+                &self.client,
+                resource,
+                namespace,
+                name,
+                spec,
+                &self.options,
+                &mut report,
+                move |v| diagnose::terminal_state(&kind, v),
+            ),
+        )
         .await
     }
 
@@ -130,13 +165,11 @@ impl<'a> StepWaits<'a> {
         name: &str,
     ) -> Result<(), StepError> {
         let mut report = reporter(self.ctx);
-        self.guard(wait::deployment_available(
-            &self.client,
-            namespace,
-            name,
-            &self.options,
-            &mut report,
-        ))
+        let object = wait::describe("Deployment", Some(namespace), name);
+        self.guard(
+            &object,
+            wait::deployment_available(&self.client, namespace, name, &self.options, &mut report),
+        )
         .await
     }
 
@@ -163,12 +196,11 @@ impl<'a> StepWaits<'a> {
     /// Until the CustomResourceDefinition is Established.
     pub(crate) async fn crd_established(&self, name: &str) -> Result<(), StepError> {
         let mut report = reporter(self.ctx);
-        self.guard(wait::crd_established(
-            &self.client,
-            name,
-            &self.options,
-            &mut report,
-        ))
+        let object = wait::describe("CustomResourceDefinition", None, name);
+        self.guard(
+            &object,
+            wait::crd_established(&self.client, name, &self.options, &mut report),
+        )
         .await
         .map(|_| ())
     }
@@ -181,14 +213,18 @@ impl<'a> StepWaits<'a> {
         state: PodState,
     ) -> Result<Pod, StepError> {
         let mut report = reporter(self.ctx);
-        self.guard(wait::pod(
-            &self.client,
-            namespace,
-            name,
-            state,
-            &self.options,
-            &mut report,
-        ))
+        let object = wait::describe("Pod", Some(namespace), name);
+        self.guard(
+            &object,
+            wait::pod(
+                &self.client,
+                namespace,
+                name,
+                state,
+                &self.options,
+                &mut report,
+            ),
+        )
         .await
     }
 
@@ -207,17 +243,79 @@ impl<'a> StepWaits<'a> {
         P: FnMut(Option<&K>) -> Check + Send,
     {
         let mut report = reporter(self.ctx);
-        self.guard(wait::until(
-            api,
-            name,
+        self.guard(
             object,
-            condition,
-            &self.options,
-            &mut report,
-            predicate,
-        ))
+            wait::until(
+                api,
+                name,
+                object,
+                condition,
+                &self.options,
+                &mut report,
+                predicate,
+            ),
+        )
         .await
     }
+}
+
+/// How often a running wait walks below its object for a terminal state.
+const WALK_EVERY: Duration = Duration::from_secs(3);
+
+/// Walks below `object` every [`WALK_EVERY`] until it finds a terminal state (returned); reports
+/// a newly found root cause as progress, so a slow wait says what it is waiting on.
+async fn watch_terminal(ctx: &StepContext, client: &::kube::Client, object: &str) -> Finding {
+    let mut shown = String::new();
+    loop {
+        tokio::time::sleep(WALK_EVERY).await;
+        let Some(found) = diagnose::walk(client, object).await else {
+            continue;
+        };
+        if found.terminal.is_some() {
+            return found;
+        }
+        if found.diagnosis.levels.len() > 1
+            && let Some(leaf) = found.diagnosis.levels.first()
+        {
+            let line = format!("{}: {}", leaf.object, leaf.state);
+            if line != shown {
+                ctx.progress(format!("waiting for {object}; deepest unhealthy: {line}"));
+                shown = line;
+            }
+        }
+    }
+}
+
+/// A wait that ended without its condition: permanent (the timeout is the playbook's bound, a
+/// terminal state does not pass), with the root-cause chain when the walk found one.
+fn failed_wait(e: &WaitError, finding: Option<&Finding>) -> StepError {
+    let mut message = e.to_string();
+    let specific = finding.is_some_and(|f| f.diagnosis.hint.is_some());
+    if matches!(e, WaitError::Timeout { .. }) && !specific {
+        message.push_str("; raise the matching [timeouts] value if the cluster is just slow");
+    }
+    if let Some(f) = finding.filter(|f| !f.diagnosis.levels.is_empty()) {
+        message.push('\n');
+        message.push_str(&f.diagnosis.render());
+    }
+    StepError::permanent(message)
+}
+
+/// The walk found a terminal state below `object` before the wait ended.
+fn terminal_below(object: &str, waited: Duration, f: &Finding) -> StepError {
+    let leaf = f
+        .diagnosis
+        .levels
+        .iter()
+        .find(|l| f.terminal.as_deref() == Some(l.state.as_str()))
+        .or(f.diagnosis.levels.first())
+        .map_or_else(|| object.to_owned(), |l| l.object.clone());
+    StepError::permanent(format!(
+        "{object} cannot become ready: {leaf} failed after {}s: {}\n{}",
+        waited.as_secs(),
+        f.terminal.as_deref().unwrap_or(""),
+        f.diagnosis.render()
+    ))
 }
 
 /// Whether every named Deployment reports `Available=True`.

@@ -13,8 +13,8 @@ use serde_json::json;
 use sha2::Digest;
 
 use super::charts::{Chart, HELM_CONTROLLER};
-use super::flux_source::{HELMREPOS, flux_access_denied, flux_actor, flux_identity, flux_running};
-use super::kit::{self, Backoff, Cond};
+use super::flux_source::{HELMREPOS, flux_actor, flux_begin};
+use super::kit::{self, Backoff, Cond, Recorder};
 use crate::controllers::{Action, Controller};
 use crate::rbac::UserInfo;
 use crate::server::Shared;
@@ -28,6 +28,7 @@ const NAME: &str = "helm-controller";
 #[derive(Default)]
 pub struct HelmController {
     backoff: Backoff,
+    events: Recorder,
 }
 
 struct Release {
@@ -40,28 +41,10 @@ struct Release {
 
 impl HelmController {
     fn reconcile_one(&self, shared: &Shared, key: &ObjectKey) -> Action {
-        let Some(rt) = kit::rt_of(shared, HELMRELEASES) else {
-            return Action::Done;
+        let (rt, o) = match flux_begin(shared, &self.backoff, key, HELMRELEASES, HELM_CONTROLLER) {
+            Ok(begun) => begun,
+            Err(action) => return action,
         };
-        let Some(o) = kit::get(shared, HELMRELEASES, &key.namespace, &key.name) else {
-            self.backoff.succeeded(key);
-            return Action::Done;
-        };
-        if o["metadata"]["deletionTimestamp"].is_string() || o["spec"]["suspend"] == true {
-            return Action::Done;
-        }
-        if !flux_running(shared, HELM_CONTROLLER) {
-            return Action::RequeueAfter(Duration::from_secs(1));
-        }
-        let own = flux_identity(shared, HELM_CONTROLLER);
-        if let Some(why) = flux_access_denied(shared, own.as_ref(), &rt, &key.namespace, &key.name)
-        {
-            tracing::warn!(error = %why, "helm-controller cannot reconcile helmreleases");
-            return Action::RequeueAfter(Duration::from_secs(5));
-        }
-        if let Some(d) = kit::delay_remaining(shared, "flux", &o) {
-            return Action::RequeueAfter(d);
-        }
         let ns = key.namespace.as_str();
         let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);
         let spec = &o["spec"]["chart"]["spec"];
@@ -103,24 +86,7 @@ impl HelmController {
             kit::write_status(shared, &rt, &o, NAME, |st| {
                 st["observedGeneration"] = json!(generation);
                 st["helmChart"] = json!(helm_chart);
-                kit::set_conditions(
-                    st,
-                    &[
-                        Cond {
-                            kind: "Ready",
-                            status: "False",
-                            reason,
-                            message: msg,
-                        },
-                        Cond {
-                            kind: "Released",
-                            status: "False",
-                            reason,
-                            message: msg,
-                        },
-                    ],
-                    Some(generation),
-                );
+                kit::set_conditions(st, &not_released(reason, msg), Some(generation));
             });
         };
         let source_ready =
@@ -179,6 +145,14 @@ impl HelmController {
             );
             return Action::RequeueAfter(self.backoff.failed(key, Duration::from_secs(30)));
         };
+        if needs_apply
+            && let Some(err) = shared
+                .faults
+                .helm_failure(&[key.name.as_str(), rel.name.as_str()])
+        {
+            self.stall(shared, &rt, &o, &rel, action_name, &fail_msg(&err));
+            return Action::Done;
+        }
         let mut version_n = current
             .as_ref()
             .and_then(|h| h["version"].as_i64())
@@ -330,6 +304,54 @@ impl HelmController {
         Action::RequeueAfter(every)
     }
 
+    /// A failed install (or upgrade) with no remediation retries left, as helm-controller's
+    /// atomic release reconciler leaves it: `Ready=False` and `Released=False` with
+    /// `InstallFailed`, `Stalled=True` with `RetriesExceeded` ("Failed to install after 1
+    /// attempt(s)"), the failure counted, and a Warning Event. It stays so until the spec
+    /// changes.
+    fn stall(
+        &self,
+        shared: &Shared,
+        rt: &crate::resources::ResourceType,
+        o: &serde_json::Value,
+        rel: &Release,
+        action: &str,
+        msg: &str,
+    ) {
+        let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);
+        let (reason, counter) = if action == "upgrade" {
+            ("UpgradeFailed", "upgradeFailures")
+        } else {
+            ("InstallFailed", "installFailures")
+        };
+        let stalled = format!("Failed to {action} after 1 attempt(s)");
+        kit::write_status(shared, rt, o, NAME, |st| {
+            st["observedGeneration"] = json!(generation);
+            st["lastAttemptedRevision"] = json!(rel.version);
+            st["lastAttemptedConfigDigest"] = json!(rel.digest);
+            st["lastAttemptedGeneration"] = json!(generation);
+            st["lastAttemptedReleaseAction"] = json!(action);
+            st["failures"] = json!(1);
+            st[counter] = json!(1);
+            let [ready, released] = not_released(reason, msg);
+            kit::set_conditions(
+                st,
+                &[
+                    Cond {
+                        kind: "Stalled",
+                        status: "True",
+                        reason: "RetriesExceeded",
+                        message: &stalled,
+                    },
+                    ready,
+                    released,
+                ],
+                Some(generation),
+            );
+        });
+        self.events.emit(shared, NAME, o, true, reason, msg);
+    }
+
     /// Helm's release record (`sh.helm.release.v1.<name>.v<N>`), without chart contents.
     fn release_secret(&self, shared: &Shared, actor: Option<&UserInfo>, rel: &Release, n: i64) {
         let record = json!({"name": rel.name, "namespace": rel.target_ns, "version": n,
@@ -381,4 +403,23 @@ impl Controller for HelmController {
         }
         self.reconcile_one(shared, key)
     }
+}
+
+/// `Ready=False` and `Released=False` with one reason and message: how helm-controller marks a
+/// release that did not install.
+fn not_released<'a>(reason: &'a str, message: &'a str) -> [Cond<'a>; 2] {
+    [
+        Cond {
+            kind: "Ready",
+            status: "False",
+            reason,
+            message,
+        },
+        Cond {
+            kind: "Released",
+            status: "False",
+            reason,
+            message,
+        },
+    ]
 }

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::charts::KUSTOMIZE_CONTROLLER;
-use super::flux_source::{GITREPOS, flux_access_denied, flux_actor, flux_identity, flux_running};
+use super::flux_source::{GITREPOS, flux_actor, flux_begin};
 use super::git::GitHost;
 use super::kit::{self, Backoff, Cond};
 use crate::cluster::WriteOpts;
@@ -178,28 +178,16 @@ impl KustomizeController {
     }
 
     fn reconcile_one(&self, shared: &Shared, key: &ObjectKey) -> Action {
-        let Some(rt) = kit::rt_of(shared, KUSTOMIZATIONS) else {
-            return Action::Done;
+        let (rt, o) = match flux_begin(
+            shared,
+            &self.backoff,
+            key,
+            KUSTOMIZATIONS,
+            KUSTOMIZE_CONTROLLER,
+        ) {
+            Ok(begun) => begun,
+            Err(action) => return action,
         };
-        let Some(o) = kit::get(shared, KUSTOMIZATIONS, &key.namespace, &key.name) else {
-            self.backoff.succeeded(key);
-            return Action::Done;
-        };
-        if o["metadata"]["deletionTimestamp"].is_string() || o["spec"]["suspend"] == true {
-            return Action::Done;
-        }
-        if !flux_running(shared, KUSTOMIZE_CONTROLLER) {
-            return Action::RequeueAfter(Duration::from_secs(1));
-        }
-        let own = flux_identity(shared, KUSTOMIZE_CONTROLLER);
-        if let Some(why) = flux_access_denied(shared, own.as_ref(), &rt, &key.namespace, &key.name)
-        {
-            tracing::warn!(error = %why, "kustomize-controller cannot reconcile kustomizations");
-            return Action::RequeueAfter(Duration::from_secs(5));
-        }
-        if let Some(d) = kit::delay_remaining(shared, "flux", &o) {
-            return Action::RequeueAfter(d);
-        }
         let ns = key.namespace.as_str();
         let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);
         let every = o["spec"]["interval"]

@@ -91,6 +91,39 @@ pub fn flux_actor(
     Ok(Some(UserInfo::service_account(ns, sa, &uid)))
 }
 
+/// What every Flux reconciler does before its own work, as the controllers do: skip a deleted
+/// or suspended object, wait for the controller's Deployment, act as its service account (which
+/// must be allowed to watch the kind and patch its status), and honour the `flux` readiness
+/// delay. `Ok` carries the kind and the object; `Err` what to do now.
+pub fn flux_begin(
+    shared: &Shared,
+    backoff: &Backoff,
+    key: &ObjectKey,
+    resource: &str,
+    controller: &str,
+) -> Result<(Arc<crate::resources::ResourceType>, Arc<Value>), Action> {
+    let rt = kit::rt_of(shared, resource).ok_or(Action::Done)?;
+    let Some(o) = kit::get(shared, resource, &key.namespace, &key.name) else {
+        backoff.succeeded(key);
+        return Err(Action::Done);
+    };
+    if o["metadata"]["deletionTimestamp"].is_string() || o["spec"]["suspend"] == true {
+        return Err(Action::Done);
+    }
+    if !flux_running(shared, controller) {
+        return Err(Action::RequeueAfter(Duration::from_secs(1)));
+    }
+    let user = flux_identity(shared, controller);
+    if let Some(why) = flux_access_denied(shared, user.as_ref(), &rt, &key.namespace, &key.name) {
+        tracing::warn!(error = %why, "{controller} cannot reconcile {}", rt.plural);
+        return Err(Action::RequeueAfter(Duration::from_secs(5)));
+    }
+    if let Some(d) = kit::delay_remaining(shared, "flux", &o) {
+        return Err(Action::RequeueAfter(d));
+    }
+    Ok((rt, o))
+}
+
 /// Why the Flux controller acting as `user` cannot reconcile `rt` objects (its informer lists
 /// and watches every namespace; it patches their status), or `None`.
 pub fn flux_access_denied(
@@ -166,28 +199,11 @@ fn credentials(
 
 impl SourceController {
     fn git_repository(&self, shared: &Shared, key: &ObjectKey) -> Action {
-        let Some(rt) = kit::rt_of(shared, GITREPOS) else {
-            return Action::Done;
+        let (rt, o) = match flux_begin(shared, &self.backoff, key, GITREPOS, SOURCE_CONTROLLER) {
+            Ok(begun) => begun,
+            Err(action) => return action,
         };
-        let Some(o) = kit::get(shared, GITREPOS, &key.namespace, &key.name) else {
-            self.backoff.succeeded(key);
-            return Action::Done;
-        };
-        if o["metadata"]["deletionTimestamp"].is_string() || o["spec"]["suspend"] == true {
-            return Action::Done;
-        }
-        if !flux_running(shared, SOURCE_CONTROLLER) {
-            return Action::RequeueAfter(Duration::from_secs(1));
-        }
         let user = flux_identity(shared, SOURCE_CONTROLLER);
-        if let Some(why) = flux_access_denied(shared, user.as_ref(), &rt, &key.namespace, &key.name)
-        {
-            tracing::warn!(error = %why, "source-controller cannot reconcile gitrepositories");
-            return Action::RequeueAfter(Duration::from_secs(5));
-        }
-        if let Some(d) = kit::delay_remaining(shared, "flux", &o) {
-            return Action::RequeueAfter(d);
-        }
         let every = interval(&o, Duration::from_secs(60));
         let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);
         let url = o["spec"]["url"].as_str().unwrap_or("").to_string();
@@ -308,27 +324,10 @@ impl SourceController {
     }
 
     fn helm_repository(&self, shared: &Shared, key: &ObjectKey) -> Action {
-        let Some(rt) = kit::rt_of(shared, HELMREPOS) else {
-            return Action::Done;
+        let (rt, o) = match flux_begin(shared, &self.backoff, key, HELMREPOS, SOURCE_CONTROLLER) {
+            Ok(begun) => begun,
+            Err(action) => return action,
         };
-        let Some(o) = kit::get(shared, HELMREPOS, &key.namespace, &key.name) else {
-            return Action::Done;
-        };
-        if o["metadata"]["deletionTimestamp"].is_string() || o["spec"]["suspend"] == true {
-            return Action::Done;
-        }
-        if !flux_running(shared, SOURCE_CONTROLLER) {
-            return Action::RequeueAfter(Duration::from_secs(1));
-        }
-        let user = flux_identity(shared, SOURCE_CONTROLLER);
-        if let Some(why) = flux_access_denied(shared, user.as_ref(), &rt, &key.namespace, &key.name)
-        {
-            tracing::warn!(error = %why, "source-controller cannot reconcile helmrepositories");
-            return Action::RequeueAfter(Duration::from_secs(5));
-        }
-        if let Some(d) = kit::delay_remaining(shared, "flux", &o) {
-            return Action::RequeueAfter(d);
-        }
         let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);
         let url = o["spec"]["url"].as_str().unwrap_or("").to_string();
         let oci = o["spec"]["type"] == "oci";

@@ -562,16 +562,18 @@ pub fn allowed(
     let Some(user) = user else {
         return Err(crate::status::ApiError::unauthorized());
     };
-    rbac::check_resource(
-        &shared.cluster.store,
+    // Core and named groups alike: RBAC rules match on group and resource, not version.
+    let attributes = rbac::Attributes::resource(
         user,
         verb,
         group,
+        "v1",
         resource,
         subresource,
         namespace,
         name,
-    )
+    );
+    rbac::check(&shared.cluster.store, &attributes)
 }
 
 /// Whether a Deployment named `name` in `ns` reports all its replicas available.

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::kit;
 use crate::portforward::{PodBackend, PodStream};
-use crate::rbac::{self, UserInfo};
+use crate::rbac::UserInfo;
 use crate::server::Shared;
 use crate::store::ObjectKey;
 use crate::tokens;
@@ -152,9 +152,9 @@ impl TokenReviewer for ClusterReviewer {
             .upgrade()
             .ok_or_else(|| ReviewError::Unavailable("the cluster is shutting down".into()))?;
         let user = Self::reviewer_identity(&shared, reviewer, jwt)?;
-        rbac::check_resource(
-            &shared.cluster.store,
-            &user,
+        kit::allowed(
+            &shared,
+            Some(&user),
             "create",
             "authentication.k8s.io",
             "tokenreviews",

@@ -9,6 +9,7 @@ mod gc;
 mod namespaces;
 mod node;
 pub(crate) mod restarts;
+mod stuck;
 mod workloads;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};

@@ -12,8 +12,10 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::node::NODE_NAME;
+use super::stuck;
 use super::{Action, Controller};
 use crate::cluster::{Cluster, WriteOpts};
+use crate::faults::Stuck;
 use crate::resources::ResourceType;
 use crate::server::Shared;
 use crate::store::{EventType, ObjectKey, StoreEvent};
@@ -107,7 +109,9 @@ fn owned_pods(c: &Cluster, ns: &str, uid: &str) -> Vec<Value> {
         .collect()
 }
 
-fn pod_from(owner: &Value, kind: &str, name: &str, extra_labels: Value) -> Value {
+/// A pod from `owner`'s template, bound to the node at once (the sandbox schedules as it
+/// creates) unless `shared`'s faults make it unschedulable.
+fn pod_from(shared: &Shared, owner: &Value, kind: &str, name: &str, extra_labels: Value) -> Value {
     let t = &owner["spec"]["template"];
     let mut labels = t["metadata"]["labels"].clone();
     if !labels.is_object() {
@@ -119,7 +123,15 @@ fn pod_from(owner: &Value, kind: &str, name: &str, extra_labels: Value) -> Value
         }
     }
     let mut spec = t["spec"].clone();
-    spec["nodeName"] = json!(NODE_NAME);
+    let workload = match kind {
+        "ReplicaSet" => owner["metadata"]["ownerReferences"][0]["name"]
+            .as_str()
+            .unwrap_or(""),
+        _ => owner["metadata"]["name"].as_str().unwrap_or(""),
+    };
+    if shared.faults.stuck(workload) != Some(Stuck::Unschedulable) {
+        spec["nodeName"] = json!(NODE_NAME);
+    }
     let mut pod = json!({
         "metadata": {
             "name": name,
@@ -157,7 +169,9 @@ impl ContainerState {
     }
 }
 
-fn condition(kind: &str, ok: bool, reason: &str, message: &str, old: &Value) -> Value {
+/// A condition of `kind` for an object whose previous state is `old`: `lastTransitionTime`
+/// moves only when the status changes, as the real controllers keep it.
+pub(crate) fn condition(kind: &str, ok: bool, reason: &str, message: &str, old: &Value) -> Value {
     let status = if ok { "True" } else { "False" };
     let prev = old["status"]["conditions"]
         .as_array()
@@ -311,7 +325,8 @@ impl WorkloadController {
     }
 
     /// A ReplicaSet keeps `spec.replicas` pods from its template.
-    fn replicaset(&self, c: &Cluster, key: &ObjectKey) -> Action {
+    fn replicaset(&self, shared: &Shared, key: &ObjectKey) -> Action {
+        let c = &shared.cluster;
         let (Some((_, _, p_rt)), Some(rs_rt)) =
             (Self::rts(c), c.registry.lookup("apps", "v1", "replicasets"))
         else {
@@ -332,7 +347,7 @@ impl WorkloadController {
             .collect();
         while current.len() < want {
             let name = format!("{}-{}", key.name, random_suffix());
-            let pod = pod_from(&rs, "ReplicaSet", &name, json!({}));
+            let pod = pod_from(shared, &rs, "ReplicaSet", &name, json!({}));
             match c.create(&p_rt, &key.namespace, pod, &opts) {
                 Ok(r) => current.push(r.object),
                 Err(e) => {
@@ -374,7 +389,8 @@ impl WorkloadController {
         Action::Done
     }
 
-    fn statefulset(&self, c: &Cluster, key: &ObjectKey) -> Action {
+    fn statefulset(&self, shared: &Shared, key: &ObjectKey) -> Action {
+        let c = &shared.cluster;
         let Some((_, s_rt, p_rt)) = Self::rts(c) else {
             return Action::Done;
         };
@@ -421,6 +437,7 @@ impl WorkloadController {
                 continue;
             }
             let mut pod = pod_from(
+                shared,
                 &s,
                 "StatefulSet",
                 &name,
@@ -461,7 +478,8 @@ impl WorkloadController {
         Action::Done
     }
 
-    fn job(&self, c: &Cluster, key: &ObjectKey) -> Action {
+    fn job(&self, shared: &Shared, key: &ObjectKey) -> Action {
+        let c = &shared.cluster;
         let (Some(j_rt), Some(p_rt)) = (
             c.registry.lookup("batch", "v1", "jobs"),
             c.registry.lookup("", "v1", "pods"),
@@ -489,6 +507,7 @@ impl WorkloadController {
             for _ in 0..(completions - succeeded - active) {
                 let name = format!("{}-{}", key.name, random_suffix());
                 let mut pod = pod_from(
+                    shared,
                     &job,
                     "Job",
                     &name,
@@ -552,6 +571,13 @@ impl WorkloadController {
         if pod["metadata"]["deletionTimestamp"].is_string() {
             return Action::Done;
         }
+        let component = component_of(&pod);
+        let stuck = shared.faults.stuck(&component);
+        if stuck == Some(Stuck::Unschedulable) && pod["spec"]["nodeName"].is_null() {
+            let pod_ref = crate::kubelet::format_pod(&pod);
+            return stuck::hold(c, &pod, Stuck::Unschedulable, "", &pod_ref)
+                .map_or(Action::Done, Action::RequeueAfter);
+        }
         if pod["spec"]["nodeName"].is_null() {
             let _ = c.modify(&p_rt, &key.namespace, &key.name, false, NAME, |p| {
                 p["spec"]["nodeName"] = json!(NODE_NAME)
@@ -569,7 +595,11 @@ impl WorkloadController {
         if !node_ready {
             return Action::RequeueAfter(Duration::from_millis(200));
         }
-        let component = component_of(&pod);
+        if let Some(stuck) = stuck.filter(|s| *s != Stuck::Unschedulable) {
+            let pod_ref = crate::kubelet::format_pod(&pod);
+            return stuck::hold(c, &pod, stuck, &pod_ip(&key.name), &pod_ref)
+                .map_or(Action::Done, Action::RequeueAfter);
+        }
         let delay = shared
             .faults
             .delay(&component)
@@ -771,9 +801,9 @@ impl Controller for WorkloadController {
     async fn reconcile(&self, shared: &Arc<Shared>, key: &ObjectKey) -> Action {
         match key.resource.as_str() {
             DEPLOY => self.deployment(&shared.cluster, key),
-            STS => self.statefulset(&shared.cluster, key),
-            JOBS => self.job(&shared.cluster, key),
-            REPLICASETS => self.replicaset(&shared.cluster, key),
+            STS => self.statefulset(shared, key),
+            JOBS => self.job(shared, key),
+            REPLICASETS => self.replicaset(shared, key),
             PODS => self.pod(shared, key),
             _ => Action::Done,
         }

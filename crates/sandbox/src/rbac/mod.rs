@@ -42,36 +42,3 @@ pub fn check(store: &Store, a: &Attributes) -> Result<(), ApiError> {
         Err(forbidden(a, &d.reason))
     }
 }
-
-/// Authorizes a resource request of `user` (the common case for controllers).
-///
-/// # Errors
-/// 403 Forbidden when no bound rule allows it.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the resource attributes of one request"
-)]
-pub fn check_resource(
-    store: &Store,
-    user: &UserInfo,
-    verb: &str,
-    group: &str,
-    resource: &str,
-    subresource: &str,
-    namespace: &str,
-    name: &str,
-) -> Result<(), ApiError> {
-    check(
-        store,
-        &Attributes::resource(
-            user,
-            verb,
-            group,
-            "v1",
-            resource,
-            subresource,
-            namespace,
-            name,
-        ),
-    )
-}

@@ -21,15 +21,7 @@ fn invalid(rt: &ResourceType, field: &str, value: &str, detail: &str) -> ApiErro
     )
 }
 
-fn str_list(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use crate::json_fields::string_list as str_list;
 
 /// The attributes a review's spec asks about, for `user`.
 fn attributes_of(rt: &ResourceType, user: &UserInfo, spec: &Value) -> Result<Attributes, ApiError> {

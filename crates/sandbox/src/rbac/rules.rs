@@ -22,15 +22,7 @@ pub struct PolicyRule {
     pub non_resource_urls: Vec<String>,
 }
 
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use crate::json_fields::string_list as strings;
 
 fn has(list: &[String], want: &str) -> bool {
     list.iter().any(|x| x == "*" || x == want)

@@ -141,19 +141,7 @@ impl Controller for StoreController {
         match result {
             Ok(_) => {
                 self.backoff.succeeded(key);
-                kit::write_status(shared, &rt, &store, COMPONENT, |st| {
-                    st["capabilities"] = json!("ReadWrite");
-                    kit::set_conditions(
-                        st,
-                        &[Cond {
-                            kind: "Ready",
-                            status: "True",
-                            reason: "Valid",
-                            message: "store validated",
-                        }],
-                        None,
-                    );
-                });
+                write_ready(shared, &rt, &store, "True", "Valid", "store validated");
                 // Remember the version our own status write produced, so that write does
                 // not count as a change needing a new login.
                 if let Some(now) = kit::get(shared, &key.resource, &key.namespace, &key.name) {
@@ -177,19 +165,14 @@ impl Controller for StoreController {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(key);
-                kit::write_status(shared, &rt, &store, COMPONENT, |st| {
-                    st["capabilities"] = json!("ReadWrite");
-                    kit::set_conditions(
-                        st,
-                        &[Cond {
-                            kind: "Ready",
-                            status: "False",
-                            reason: "InvalidProviderConfig",
-                            message: f.message,
-                        }],
-                        None,
-                    );
-                });
+                write_ready(
+                    shared,
+                    &rt,
+                    &store,
+                    "False",
+                    "InvalidProviderConfig",
+                    f.message,
+                );
                 self.events.emit(
                     shared,
                     COMPONENT,
@@ -205,4 +188,29 @@ impl Controller for StoreController {
             }
         }
     }
+}
+
+/// Writes the store's `Ready` condition as ESO's store controller does: the one condition a
+/// store has, with `capabilities` alongside.
+fn write_ready(
+    shared: &Shared,
+    rt: &crate::resources::ResourceType,
+    store: &Value,
+    status: &str,
+    reason: &str,
+    message: &str,
+) {
+    kit::write_status(shared, rt, store, COMPONENT, |st| {
+        st["capabilities"] = json!("ReadWrite");
+        kit::set_conditions(
+            st,
+            &[Cond {
+                kind: "Ready",
+                status,
+                reason,
+                message,
+            }],
+            None,
+        );
+    });
 }
