@@ -16,6 +16,7 @@ pub mod http;
 pub mod kube;
 pub mod output;
 pub mod playbook;
+pub mod preflight;
 pub mod secrets;
 pub mod steps;
 pub mod templates;

@@ -99,16 +99,19 @@ fn every_unknown_key_is_reported_with_line_and_nearest_key() {
 }
 
 #[test]
-fn wrong_types_and_unknown_variants_are_reported_per_section() {
+fn wrong_types_and_unknown_variants_name_their_field() {
     let text = common::MINIMAL.replace("provider = \"existing\"", "provider = \"k3s-locl\"")
         + "[vault]\nkey_shares = \"five\"\n";
     let found = problems(&text);
-    let provider = find(&found, "cluster");
-    assert!(provider.message.contains("unknown variant"), "{provider:?}");
+    let provider = find(&found, "cluster.provider");
+    assert!(
+        provider.message.contains("found `k3s-locl`"),
+        "{provider:?}"
+    );
     assert_eq!(provider.suggestion.as_deref(), Some("k3s-local"));
     assert!(provider.line.is_some());
-    let vault = find(&found, "vault");
-    assert!(vault.message.contains("invalid type"), "{vault:?}");
+    let vault = find(&found, "vault.key_shares");
+    assert!(vault.message.contains("found string \"five\""), "{vault:?}");
     assert_eq!(
         vault.line,
         Some(
@@ -284,7 +287,10 @@ fn binary_exits_2_and_lists_all_problems() {
         "{stderr}"
     );
     assert!(stderr.contains("`vault.key_shars`"), "{stderr}");
-    assert!(stderr.contains("`flux`: missing field `path`"), "{stderr}");
+    assert!(
+        stderr.contains("`flux.path`: required key is missing: add `path = …`"),
+        "{stderr}"
+    );
     assert!(stderr.contains("has 3 problems"), "{stderr}");
 }
 

@@ -35,7 +35,7 @@ pub enum Command {
     /// Run or stop the local sandbox cluster (a stand-in for k3s and its add-ons).
     #[cfg(feature = "sandbox")]
     #[command(after_help = examples::SANDBOX)]
-    Sandbox(kubestrap_sandbox::SandboxArgs),
+    Sandbox(super::SandboxCli),
     /// Write a commented starter playbook for a provider (never overwrites without --force).
     #[command(after_help = examples::INIT)]
     Init(super::init::InitArgs),

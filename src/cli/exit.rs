@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use crate::engine::{ApplyError, CheckpointError, GraphErrors, LockError, StepId};
 use crate::playbook::PlaybookError;
+use crate::preflight::PreflightError;
 use crate::secrets::CaptureError;
 #[cfg(feature = "test-hooks")]
 use crate::steps::synthetic::SyntheticError;
@@ -61,6 +62,12 @@ pub enum CliError {
     /// Required secrets are not in the environment.
     #[error("{}", missing_message(.0))]
     MissingSecrets(Vec<(String, Vec<StepId>)>),
+    /// A local fact the run needs does not hold (file, binary, kubeconfig, known_hosts).
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
+    /// Several bad inputs at once (missing secrets and preflight problems), all reported.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<CliError>),
     /// `apply` could not start.
     #[error(transparent)]
     Apply(#[from] ApplyError),
@@ -71,6 +78,18 @@ pub enum CliError {
     #[cfg(feature = "sandbox")]
     #[error(transparent)]
     Sandbox(#[from] kubestrap_sandbox::SandboxError),
+    /// `sandbox down -p PLAYBOOK` with a playbook whose provider is not the sandbox.
+    #[cfg(feature = "sandbox")]
+    #[error(
+        "playbook {} uses provider {provider:?}, which has no sandbox to stop; name a playbook with provider = \"sandbox\", or the sandbox's directory with --dir",
+        .playbook.display()
+    )]
+    NoSandbox {
+        /// The playbook.
+        playbook: std::path::PathBuf,
+        /// Its provider.
+        provider: &'static str,
+    },
     /// The async runtime could not be started.
     #[error("failed to start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -114,6 +133,19 @@ fn checkpoint_status(e: &CheckpointError) -> ExitStatus {
 }
 
 impl CliError {
+    /// Every error of `results` at once: none, the one, or [`CliError::Several`].
+    ///
+    /// # Errors
+    /// The errors among `results`.
+    pub fn all(results: impl IntoIterator<Item = Result<(), Self>>) -> Result<(), Self> {
+        let mut errors: Vec<Self> = results.into_iter().filter_map(Result::err).collect();
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Self::Several(errors)),
+        }
+    }
+
     /// The exit status for this error.
     #[must_use]
     pub fn exit_status(&self) -> ExitStatus {
@@ -122,7 +154,13 @@ impl CliError {
             | Self::NoPlaybook(_)
             | Self::Graph(_)
             | Self::Capture(_)
-            | Self::MissingSecrets(_) => ExitStatus::BadInput,
+            | Self::MissingSecrets(_)
+            | Self::Preflight(_) => ExitStatus::BadInput,
+            Self::Several(all) => all
+                .iter()
+                .map(Self::exit_status)
+                .max_by_key(|s| s.code())
+                .unwrap_or(ExitStatus::BadInput),
             #[cfg(feature = "test-hooks")]
             Self::Synthetic(_) => ExitStatus::BadInput,
             Self::Apply(e) => match e {
@@ -131,14 +169,18 @@ impl CliError {
                 ApplyError::Checkpoint(c) => checkpoint_status(c),
                 ApplyError::CheckpointExists { .. }
                 | ApplyError::ClusterMismatch { .. }
+                | ApplyError::IdentityMismatch { .. }
                 | ApplyError::UnknownStep { .. } => ExitStatus::BadInput,
             },
             Self::Checkpoint(c) => checkpoint_status(c),
             #[cfg(feature = "sandbox")]
             Self::Sandbox(
                 kubestrap_sandbox::SandboxError::Faults(_)
-                | kubestrap_sandbox::SandboxError::VaultServer(_),
-            ) => ExitStatus::BadInput,
+                | kubestrap_sandbox::SandboxError::VaultServer(_)
+                | kubestrap_sandbox::SandboxError::GitRepo(_)
+                | kubestrap_sandbox::SandboxError::GitRepoDir { .. },
+            )
+            | Self::NoSandbox { .. } => ExitStatus::BadInput,
             #[cfg(feature = "sandbox")]
             Self::Sandbox(_) => ExitStatus::StepFailed,
             Self::Init(e) if e.is_bad_input() => ExitStatus::BadInput,

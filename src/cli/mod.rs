@@ -7,7 +7,10 @@ mod diagnosis;
 mod examples;
 mod exit;
 pub mod init;
+mod preflight;
 mod result;
+#[cfg(feature = "sandbox")]
+mod sandbox;
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
@@ -23,6 +26,8 @@ pub use args::{
     PlanFormat, StatusArgs,
 };
 pub use exit::{CliError, ExitStatus};
+#[cfg(feature = "sandbox")]
+pub use sandbox::{DownCli, SandboxCli, SandboxCommand};
 
 use crate::engine::{
     self, ApplyRequest, Built, CheckpointMode, Engine, RunEnv, RunStatus, StepId, StepStatus,
@@ -39,6 +44,7 @@ pub fn main() -> ExitCode {
     // Crash points for resume tests, configured by FAILPOINTS (cargo feature `failpoints`).
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
+    install_redacting_panic_hook();
     let cli = Cli::parse();
     let audit = matches!(&cli.command, Command::Apply(a) if !a.dry_run) && audit::requested();
     init_tracing();
@@ -47,6 +53,18 @@ pub fn main() -> ExitCode {
         audit::release_and_pause();
     }
     status
+}
+
+/// A panic's report passes the process-wide redactor before it reaches stderr: the message
+/// of a panicking step may quote a value it held (the default hook prints it verbatim).
+fn install_redacting_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let text = info.to_string();
+        let text = secrets::redact::global()
+            .map_or_else(|| text.clone(), |r| r.redact(&text).into_owned());
+        let thread = std::thread::current();
+        eprintln!("thread '{}' {text}", thread.name().unwrap_or("<unnamed>"));
+    }));
 }
 
 /// Report the outcome of [`run`] (the error, redacted, on stderr) as an exit code.
@@ -84,7 +102,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, CliError> {
         Command::Apply(a) => apply_cmd(&a),
         Command::Status(a) => status_cmd(&a),
         #[cfg(feature = "sandbox")]
-        Command::Sandbox(a) => sandbox_cmd(a),
+        Command::Sandbox(a) => sandbox::run(a),
         Command::Init(a) => init_cmd(&a),
         Command::Completions(a) => completions_cmd(&a),
     }
@@ -106,19 +124,15 @@ fn completions_cmd(a: &CompletionsArgs) -> Result<ExitStatus, CliError> {
     Ok(ExitStatus::Success)
 }
 
-/// `kubestrap sandbox up|down`: the sandbox owns its own lifecycle; this only gives it a runtime.
-#[cfg(feature = "sandbox")]
-fn sandbox_cmd(args: kubestrap_sandbox::SandboxArgs) -> Result<ExitStatus, CliError> {
-    let rt = tokio::runtime::Runtime::new().map_err(CliError::Runtime)?;
-    rt.block_on(kubestrap_sandbox::run(args))?;
-    Ok(ExitStatus::Success)
-}
-
 /// Default log filter. vaultrs/rustify log every non-2xx answer (a sealed Vault's health check
 /// is one) at error level; kube's client logs a response body it cannot decode at warn level,
 /// which could be a Secret list. Waits report watch errors themselves, so those stay quiet.
-const DEFAULT_LOG_FILTER: &str =
-    "warn,rustify=off,vaultrs=off,kube_client=error,kube_runtime=error";
+///
+/// Libraries stay silent by default altogether: an unreachable cluster made kube's client log
+/// `ERROR failed with error client error (Connect)` once per request, in colour, before the
+/// step's own message (which names the server, context and cause). `KUBESTRAP_LOG` or
+/// `RUST_LOG` bring them back for diagnosis.
+const DEFAULT_LOG_FILTER: &str = "off,kubestrap=warn,kubestrap_sandbox=warn";
 
 /// Targets whose logs carry raw wire payloads at `trace`, and so any secret on the wire:
 /// tungstenite dumps every WebSocket frame of a port-forward (Vault's HTTP traffic, with its
@@ -291,13 +305,50 @@ fn watch_signals(token: tokio_util::sync::CancellationToken) {
     });
 }
 
+/// How long `apply` waits to learn the cluster's identity before it starts without it.
+const IDENTITY_PROBE: Duration = Duration::from_secs(5);
+
+/// How long `plan` waits for the API server's `/version` before it plans statically.
+const PLAN_PROBE: Duration = Duration::from_secs(5);
+
 fn plan_cmd(common: &Common, format: PlanFormat) -> Result<ExitStatus, CliError> {
     let (pb, engine) = prepare(common)?;
     let store = capture(&pb, &engine)?;
-    drop(store); // plan never uses secret values
+    // Plan never uses secret values, but it reads the keys Secret (the root token) and Vault:
+    // its redactor knows the captured secrets and, installed process-wide, learns Vault's root
+    // token and unseal keys the moment a step reads them, like apply's.
+    let redactor = Arc::new(Redactor::new(&store));
+    drop(store);
+    secrets::redact::install_global(Arc::clone(&redactor));
+    // The same problems `apply` would stop at, shown up front; the plan itself still renders
+    // (it describes, it touches nothing), so a starter playbook can be planned before its host
+    // or kubeconfig exists.
+    if let Err(problems) = preflight::check(common, &pb, &[]) {
+        eprintln!(
+            "warning: `apply` would stop before its first step (exit 2): {}",
+            problems.to_string().trim_end()
+        );
+    }
     let cluster = cluster(common, &pb);
     let rt = runtime()?;
-    let env = RunEnv::new(pb).with_finished_resource(cluster);
+    let sandbox_down = pb
+        .sandbox_dir()
+        .filter(|d| common.kubeconfig.is_none() && !d.join("kubeconfig").exists());
+    let unanswered = match sandbox_down {
+        Some(dir) => Err(format!(
+            "the sandbox in {} is not running yet (`kubestrap apply` starts it)",
+            dir.display()
+        )),
+        None => rt.block_on(cluster.probe(PLAN_PROBE)),
+    };
+    if let Err(why) = unanswered {
+        eprintln!(
+            "note: the plan is static (what a run would do on a cluster where nothing exists yet, not a diff): {why}"
+        );
+    }
+    let env = RunEnv::new(pb)
+        .with_finished_resource(cluster)
+        .with_secrets(Arc::new(SecretStore::new()), redactor);
     let plan = rt.block_on(async {
         watch_signals(env.interrupt.clone());
         engine::plan(&engine, &env, 8).await
@@ -319,12 +370,18 @@ fn plan_cmd(common: &Common, format: PlanFormat) -> Result<ExitStatus, CliError>
 fn apply_cmd(a: &ApplyArgs) -> Result<ExitStatus, CliError> {
     let (pb, engine) = prepare(&a.common)?;
     let store = capture(&pb, &engine)?;
-    check_required(&pb, &engine, &store, &a.only)?;
+    CliError::all([
+        check_required(&pb, &engine, &store, &a.only),
+        preflight::check(&a.common, &pb, &a.only),
+    ])?;
     let redactor = Arc::new(Redactor::new(&store));
     secrets::redact::install_global(Arc::clone(&redactor));
     let cluster = cluster(&a.common, &pb);
     let rt = runtime()?;
+    // Which cluster this is, when it already answers: a checkpoint of another one is refused.
+    let uid = rt.block_on(cluster.identity(IDENTITY_PROBE));
     let env = RunEnv::new(pb)
+        .with_cluster_uid(uid)
         .with_finished_resource(cluster)
         .with_secrets(Arc::new(store), redactor);
     let tty = match a.output {

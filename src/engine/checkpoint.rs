@@ -138,6 +138,11 @@ pub struct Checkpoint {
     pub cluster: String,
     /// Fingerprint of the playbook the records were made with.
     pub playbook_fingerprint: String,
+    /// The identity of the cluster the records were made on (the UID of its `kube-system`
+    /// namespace, which lives as long as the cluster), once a run reached it: `--resume` on
+    /// another cluster behind the same name or context is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_uid: Option<String>,
     /// When the first run started.
     pub created_at: Timestamp,
     /// Last write.
@@ -155,6 +160,7 @@ impl Checkpoint {
             version: CHECKPOINT_VERSION,
             cluster: cluster.to_owned(),
             playbook_fingerprint: fingerprint.to_owned(),
+            cluster_uid: None,
             created_at: now,
             updated_at: now,
             steps: BTreeMap::new(),

@@ -34,6 +34,9 @@ pub struct RunEnv {
     pub interrupt: CancellationToken,
     /// What the steps share beyond the playbook (e.g. the cluster connection).
     pub resources: Resources,
+    /// The identity of the cluster this run reaches (see [`super::Checkpoint::cluster_uid`]),
+    /// when it was known before the run started.
+    pub cluster_uid: Option<String>,
 }
 
 impl RunEnv {
@@ -47,7 +50,15 @@ impl RunEnv {
             interrupt: CancellationToken::new(),
             resources: Resources::default(),
             playbook: Arc::new(playbook),
+            cluster_uid: None,
         }
+    }
+
+    /// The same environment, reaching the cluster whose identity is `uid`.
+    #[must_use]
+    pub fn with_cluster_uid(mut self, uid: Option<String>) -> Self {
+        self.cluster_uid = uid;
+        self
     }
 
     /// The same environment with `secrets` (and a redactor for them).

@@ -67,7 +67,7 @@ pub enum ApplyError {
     },
     /// The checkpoint belongs to another cluster.
     #[error(
-        "checkpoint {path} belongs to cluster {found:?}, not {expected:?}; use a different state_dir or --fresh"
+        "checkpoint {path} belongs to cluster {found:?}, not {expected:?}; give this playbook its own [cluster] state_dir, or remove {path} if that other cluster's records are no longer wanted"
     )]
     ClusterMismatch {
         /// The checkpoint file.
@@ -76,6 +76,18 @@ pub enum ApplyError {
         found: String,
         /// The playbook's cluster.
         expected: String,
+    },
+    /// The checkpoint was written on another cluster than the one the kubeconfig reaches now.
+    #[error(
+        "checkpoint {path} was written on the cluster whose kube-system namespace has UID {recorded}, but the kubeconfig and context reach a different cluster (UID {found}); switch back to that cluster (--kubeconfig/--context), or, to bootstrap this one, give the playbook its own [cluster] state_dir or remove {path}"
+    )]
+    IdentityMismatch {
+        /// The checkpoint file.
+        path: std::path::PathBuf,
+        /// The identity the checkpoint records.
+        recorded: String,
+        /// The identity of the cluster reached now.
+        found: String,
     },
     /// `--only` names a step that does not exist.
     #[error("--only {step}: no such step{}; `kubestrap plan` lists them", suggestion.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default())]
@@ -121,6 +133,16 @@ pub async fn apply(
             expected: name.clone(),
         });
     }
+    if let Some(cp) = &existing
+        && let (Some(recorded), Some(found)) = (&cp.cluster_uid, &env.cluster_uid)
+        && recorded != found
+    {
+        return Err(ApplyError::IdentityMismatch {
+            path,
+            recorded: recorded.clone(),
+            found: found.clone(),
+        });
+    }
     let mut checkpoint = match (req.checkpoint, existing) {
         (CheckpointMode::Fresh, _) | (_, None) => {
             if req.checkpoint == CheckpointMode::Resume {
@@ -161,6 +183,9 @@ pub async fn apply(
         }
     };
     checkpoint.playbook_fingerprint.clone_from(fingerprint);
+    if env.cluster_uid.is_some() {
+        checkpoint.cluster_uid.clone_from(&env.cluster_uid);
+    }
 
     let mut prior = HashMap::new();
     let mut known_outputs = BTreeMap::new();

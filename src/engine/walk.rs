@@ -167,7 +167,7 @@ pub(crate) async fn walk<E: Executor>(
                         Ok((_, r)) => r,
                         Err(e) => {
                             let node = nodes[task_step[&e.id()]];
-                            panicked(node, &e)
+                            panicked(node, &e, &env.redactor)
                         }
                     };
                     finished += 1;
@@ -269,7 +269,14 @@ async fn commit(recorder: CheckpointWriter, report: &StepReport, events: &super:
     }
 }
 
-fn panicked(node: &Node, err: &tokio::task::JoinError) -> StepReport {
+/// The report of a step whose task panicked. The panic message may quote anything the step
+/// held, secrets included: it is redacted like every other error before it is recorded.
+fn panicked(
+    node: &Node,
+    err: &tokio::task::JoinError,
+    redactor: &crate::secrets::Redactor,
+) -> StepReport {
+    let message = format!("step task ended abnormally ({err}); this is a bug, please report it");
     StepReport {
         step: node.id.clone(),
         kind: node.step.kind(),
@@ -281,9 +288,7 @@ fn panicked(node: &Node, err: &tokio::task::JoinError) -> StepReport {
         attempts: 1,
         duration: Duration::ZERO,
         outputs: serde_json::Value::Null,
-        error: Some(format!(
-            "step task ended abnormally ({err}); this is a bug, please report it"
-        )),
+        error: Some(redactor.redact(&message).into_owned()),
         actions: Vec::new(),
     }
 }

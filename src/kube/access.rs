@@ -32,6 +32,7 @@ pub struct KubeAccess {
     kubeconfig: Option<PathBuf>,
     context: Option<String>,
     client: OnceCell<::kube::Client>,
+    endpoint: std::sync::OnceLock<super::Endpoint>,
 }
 
 impl std::fmt::Debug for KubeAccess {
@@ -52,6 +53,7 @@ impl KubeAccess {
             kubeconfig,
             context,
             client: OnceCell::new(),
+            endpoint: std::sync::OnceLock::new(),
         }
     }
 
@@ -62,6 +64,7 @@ impl KubeAccess {
             kubeconfig: None,
             context: None,
             client: OnceCell::new_with(Some(client)),
+            endpoint: std::sync::OnceLock::new(),
         }
     }
 
@@ -79,17 +82,47 @@ impl KubeAccess {
         self.client.get_or_try_init(|| self.build()).await.cloned()
     }
 
+    /// The API server and context the client was built for, once it was (for messages that
+    /// say where a request went).
+    #[must_use]
+    pub fn endpoint(&self) -> Option<&super::Endpoint> {
+        self.endpoint.get()
+    }
+
+    /// Where this access points, for messages: the endpoint once known, else the kubeconfig
+    /// and context as named.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        if let Some(e) = self.endpoint() {
+            return e.to_string();
+        }
+        let file = self.kubeconfig.as_ref().map_or_else(
+            || "KUBECONFIG or ~/.kube/config".to_owned(),
+            |p| p.display().to_string(),
+        );
+        match &self.context {
+            Some(c) => format!("the cluster of context {c:?} in {file}"),
+            None => format!("the cluster of the current context in {file}"),
+        }
+    }
+
     async fn build(&self) -> Result<::kube::Client, KubeAccessError> {
-        use super::client::{ClientError, connect};
-        connect(self.kubeconfig.as_deref(), self.context.as_deref())
-            .await
-            .map_err(|e| match e {
-                ClientError::Client(source) => KubeAccessError::Client(*source),
-                source => KubeAccessError::Kubeconfig {
-                    path: self.kubeconfig.clone(),
-                    source,
-                },
-            })
+        use super::client::{config_and_context, install_crypto_provider};
+        install_crypto_provider();
+        let kubeconfig_error = |source| KubeAccessError::Kubeconfig {
+            path: self.kubeconfig.clone(),
+            source,
+        };
+        let (config, context) =
+            config_and_context(self.kubeconfig.as_deref(), self.context.as_deref())
+                .await
+                .map_err(kubeconfig_error)?;
+        let _ = self.endpoint.set(super::Endpoint {
+            server: config.cluster_url.to_string(),
+            context,
+            kubeconfig: self.kubeconfig.clone(),
+        });
+        ::kube::Client::try_from(config).map_err(KubeAccessError::Client)
     }
 }
 

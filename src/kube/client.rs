@@ -208,6 +208,21 @@ pub async fn config(
     config_for_context(merged, context).await
 }
 
+/// As [`config`], also naming the context that was selected (the requested one or the
+/// kubeconfig's current-context), so messages can say which cluster they mean.
+///
+/// # Errors
+/// As [`config`].
+pub async fn config_and_context(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<(::kube::Config, String), ClientError> {
+    let merged = load_kubeconfig(kubeconfig)?;
+    let name = select_context(&merged, context)?;
+    let config = config_for_context(merged, Some(&name)).await?;
+    Ok((config, name))
+}
+
 async fn config_for_context(
     merged: Kubeconfig,
     context: Option<&str>,

@@ -10,6 +10,7 @@ pub mod client;
 pub mod lease;
 pub mod object;
 pub mod portforward;
+pub mod reach;
 pub mod secret;
 pub mod wait;
 
@@ -25,5 +26,6 @@ pub use client::{ClientError, connect, install_crypto_provider};
 pub use lease::{ClusterLease, LeaseConfig, LeaseError, OnLost};
 pub use object::ObjectKey;
 pub use portforward::{PortForward, PortForwardError};
+pub use reach::Endpoint;
 pub use secret::{git_basic_auth_secret, opaque_secret};
 pub use wait::{Check, ConditionSpec, PodState, WaitError, WaitOptions, WaitProgress};

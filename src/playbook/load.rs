@@ -8,8 +8,11 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::error::{LineIndex, PlaybookError, PlaybookProblems, Problem};
 use super::model::{Playbook, Provider, SecretDecl};
-use super::schema::{playbook_shape, strip_keys, unknown_keys};
+use super::schema::{playbook_shape, strip_keys, strip_value, unknown_keys};
 use super::validate::{Finding, suggest_variant, validate};
+
+/// The kubeconfig k3s writes on its own machine.
+pub const K3S_LOCAL_KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
 
 /// A validated playbook with its paths resolved, ready for the engine.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +94,7 @@ impl Playbook {
             table: known.get_ref(),
             lines: &lines,
             problems: &mut problems,
+            degraded: std::collections::BTreeSet::new(),
         };
         let cluster = sections.required("cluster");
         let flux = sections.required("flux");
@@ -145,7 +149,14 @@ impl Playbook {
             verify: verify.unwrap_or_default(),
             timeouts: timeouts.unwrap_or_default(),
         };
+        let degraded = std::mem::take(&mut sections.degraded);
         let mut findings = validate(&playbook);
+        // A section with a type error holds defaults in place of the bad fields: checks of its
+        // values would judge the defaults, not the file.
+        findings.retain(|f| {
+            let section = f.key.split(['.', '[']).next().unwrap_or_default();
+            !degraded.contains(section)
+        });
         let fingerprint = fingerprint(&playbook);
         let playbook = resolve(playbook, &dir, &mut findings);
         for f in findings
@@ -196,8 +207,13 @@ impl LoadedPlaybook {
         })
     }
 
-    /// The kubeconfig the playbook names: `[cluster] kubeconfig`, else the sandbox's own.
-    /// `--kubeconfig` and `KUBECONFIG` take precedence at the CLI edge.
+    /// The kubeconfig the playbook names: `[cluster] kubeconfig`, else the sandbox's own, else
+    /// for `k3s-local` the one k3s writes ([`K3S_LOCAL_KUBECONFIG`]). `--kubeconfig` takes
+    /// precedence at the CLI edge.
+    ///
+    /// A provider that creates its cluster never falls back to `KUBECONFIG` or
+    /// `~/.kube/config`: those point at whatever cluster the current context names, and a
+    /// bootstrap must land on the cluster it just made.
     #[must_use]
     pub fn kubeconfig(&self) -> Option<PathBuf> {
         self.playbook
@@ -205,6 +221,21 @@ impl LoadedPlaybook {
             .kubeconfig
             .clone()
             .or_else(|| self.sandbox_dir().map(|d| d.join("kubeconfig")))
+            .or_else(|| {
+                (self.playbook.cluster.provider == Provider::K3sLocal)
+                    .then(|| PathBuf::from(K3S_LOCAL_KUBECONFIG))
+            })
+    }
+
+    /// 1-based (line, column) of the dotted `key` (`terraform.dir`, `secrets[1].env`) in the
+    /// playbook file, or of its nearest parent written there; read again from disk, so checks
+    /// that run after loading (the preflight) point into the file too.
+    #[must_use]
+    pub fn position_of(&self, key: &str) -> Option<(usize, usize)> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        let (root, _) = DeTable::parse_recoverable(&text);
+        let span = locate(&root, key)?;
+        Some(LineIndex::new(&text).position(span.start))
     }
 
     /// The `[[secrets]]` declaration for `env`.
@@ -218,6 +249,8 @@ struct Sections<'a, 'i> {
     table: &'a DeTable<'i>,
     lines: &'a LineIndex,
     problems: &'a mut Vec<Problem>,
+    /// Sections that deserialised only after their bad fields were removed.
+    degraded: std::collections::BTreeSet<String>,
 }
 
 impl<'i> Sections<'_, 'i> {
@@ -246,20 +279,146 @@ impl<'i> Sections<'_, 'i> {
         self.optional_raw(key)
     }
 
-    /// `Some(None)` when absent, `Some(Some(v))` when valid, `None` after recording a problem.
+    /// `Some(None)` when absent, `Some(Some(v))` when valid, `None` after recording problems.
+    ///
+    /// serde stops at the first bad field, so each bad field is reported under its own dotted
+    /// key, removed, and the section deserialised again: every type, enum and duration error
+    /// of the section is found in one load.
     fn optional_raw<T: DeserializeOwned>(&mut self, key: &str) -> Option<Option<T>> {
-        let Some(value) = self.value(key).cloned() else {
+        let Some(mut value) = self.value(key).cloned() else {
             return Some(None);
         };
-        match T::deserialize(ValueDeserializer::from(value)) {
-            Ok(v) => Some(Some(v)),
-            Err(err) => {
-                let message = first_line(err.message());
-                let suggestion = variant_suggestion(&message);
-                let pos = err.span().map(|s| self.lines.position(s.start));
-                self.problems.push(problem(pos, key, message, suggestion));
-                None
+        let mut reported: Vec<String> = Vec::new();
+        // Each round removes one key, so this ends; the bound is a guard against a bug.
+        for _ in 0..256 {
+            let err = match T::deserialize(ValueDeserializer::from(value.clone())) {
+                Ok(v) => {
+                    if !reported.is_empty() {
+                        // Valid without the bad fields (their defaults stand in): the rest of
+                        // the playbook can still be checked, this section's values cannot.
+                        self.degraded.insert(key.to_owned());
+                    }
+                    return Some(Some(v));
+                }
+                Err(err) => err,
+            };
+            let raw = first_line(err.message());
+            if let Some(field) = missing_field(&raw)
+                && reported.iter().any(|k| k.rsplit('.').next() == Some(field))
+            {
+                // The field was removed after its own error: already reported.
+                return None;
             }
+            let suggestion = variant_suggestion(&raw);
+            let Some(span) = err.span() else {
+                self.problems
+                    .push(problem(None, key, explain(&raw), suggestion));
+                return None;
+            };
+            let (mut path, key_span) = key_at(&value, key, &span);
+            if let Some(field) = missing_field(&raw) {
+                path = format!("{path}.{field}");
+            }
+            let pos = Some(self.lines.position(span.start));
+            self.problems
+                .push(problem(pos, &path, explain(&raw), suggestion));
+            reported.push(path);
+            strip_value(value.get_mut(), &[key_span?]);
+        }
+        None
+    }
+}
+
+/// The field of serde's "missing field `x`".
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split_once('`'))
+        .map(|(f, _)| f)
+}
+
+/// serde's "invalid type: integer `5`, expected a string" as "expected a string, found
+/// integer `5`": what was expected first, then what the file has.
+fn explain(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((found, expected)) = rest.rsplit_once(", expected ")
+        {
+            let expected = match expected {
+                "u8" => "a whole number from 0 to 255",
+                "u16" => "a whole number from 0 to 65535",
+                "u32" | "u64" | "usize" => "a whole number, 0 or more",
+                other => other,
+            };
+            return format!("expected {expected}, found {found}");
+        }
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant ")
+        && let Some((found, expected)) = rest.split_once(", expected ")
+    {
+        return format!("expected {expected}, found {found}");
+    }
+    if let Some(field) = missing_field(message) {
+        return format!("required key is missing: add `{field} = …`");
+    }
+    message.to_owned()
+}
+
+/// The dotted key of the innermost value of `value` (the section `prefix`) whose span holds
+/// `span`, and the span of that key in the source (none for array items and the section
+/// itself, which cannot be removed from inside).
+fn key_at(
+    value: &toml::Spanned<DeValue<'_>>,
+    prefix: &str,
+    span: &std::ops::Range<usize>,
+) -> (String, Option<std::ops::Range<usize>>) {
+    let inside = |outer: std::ops::Range<usize>| outer.start <= span.start && span.end <= outer.end;
+    let mut path = prefix.to_owned();
+    let mut key_span = None;
+    let mut current = value.get_ref();
+    loop {
+        let next = match current {
+            // A `[sub.table]`'s span may cover only its header: then it is the last nested
+            // table or array that starts before the error.
+            DeValue::Table(t) => t
+                .iter()
+                .find(|(k, v)| inside(v.span()) || inside(k.span()))
+                .or_else(|| {
+                    t.iter()
+                        .filter(|(k, v)| {
+                            matches!(v.get_ref(), DeValue::Table(_) | DeValue::Array(_))
+                                && k.span().start <= span.start
+                        })
+                        .max_by_key(|(k, _)| k.span().start)
+                })
+                .map(|(k, v)| {
+                    path.push('.');
+                    path.push_str(k.get_ref());
+                    key_span = Some(k.span());
+                    v.get_ref()
+                }),
+            // An `[[array]]` table's span may cover only its header: then the item is the
+            // last one that starts before the error.
+            DeValue::Array(items) => items
+                .iter()
+                .enumerate()
+                .find(|(_, v)| inside(v.span()))
+                .or_else(|| {
+                    items
+                        .iter()
+                        .enumerate()
+                        .rfind(|(_, v)| v.span().start <= span.start)
+                })
+                .map(|(i, v)| {
+                    path.push_str(&format!("[{i}]"));
+                    key_span = None;
+                    v.get_ref()
+                }),
+            _ => None,
+        };
+        match next {
+            Some(n) => current = n,
+            None => return (path, key_span),
         }
     }
 }

@@ -13,9 +13,17 @@ mod validate;
 
 pub use duration::{DurationError, HumanDuration, parse_duration};
 pub use error::{PlaybookError, PlaybookProblems, Problem};
-pub use load::LoadedPlaybook;
+pub use load::{K3S_LOCAL_KUBECONFIG, LoadedPlaybook};
+
+/// The candidate nearest to `name` (Jaro-Winkler ≥ 0.8), for did-you-mean hints elsewhere
+/// (kubeconfig contexts, step ids).
+#[must_use]
+pub fn nearest_name<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    schema::nearest(name, candidates)
+}
 pub use model::{
     Apps, Cluster, ExternalSecrets, Flux, GitAuth, Playbook, Provider, Sandbox, SecretDecl,
     SshTarget, Terraform, TerraformBinary, Timeouts, Vault, VaultAccess, Verify,
+    env_pattern_matches,
 };
 pub use placeholders::PLACEHOLDER_PREFIX;

@@ -229,6 +229,10 @@ pub struct Vault {
     /// Vault address for `access = "address"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// Allow an `http://` address, which sends the root token and the bootstrap secrets
+    /// unencrypted; the plan shows it as a warning. Off by default: use `https://`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub allow_http: bool,
     /// Vault role that External Secrets logs in with.
     pub eso_role: String,
     /// Vault policy granting External Secrets read access to the KV mount.
@@ -271,6 +275,31 @@ pub struct Terraform {
     pub dir: PathBuf,
     /// Which binary runs it.
     pub binary: TerraformBinary,
+    /// Extra environment variables handed to Terraform, by name or glob (`AWS_*`,
+    /// `TF_TOKEN_*`, `HTTPS_PROXY`, `TF_CLI_CONFIG_FILE`): its environment is otherwise cleared,
+    /// so a remote backend's credentials, proxies and CA bundles must be named here. Declared
+    /// `[[secrets]]` are never passed this way.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pass_env: Vec<String>,
+}
+
+/// Whether the environment variable `name` matches a `pass_env` pattern (`*` matches any run
+/// of characters).
+#[must_use]
+pub fn env_pattern_matches(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, tail)) => {
+            let Some(rest) = name.strip_prefix(head) else {
+                return false;
+            };
+            if !tail.contains('*') {
+                return rest.len() >= tail.len() && rest.ends_with(tail);
+            }
+            (0..=rest.len())
+                .any(|i| rest.is_char_boundary(i) && env_pattern_matches(tail, &rest[i..]))
+        }
+    }
 }
 
 /// `[terraform] binary`.
@@ -380,6 +409,11 @@ pub struct Timeouts {
 fn default_true() -> bool {
     true
 }
+// serde's skip_serializing_if passes a reference.
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's signature")]
+const fn is_false(b: &bool) -> bool {
+    !*b
+}
 fn default_ssh_user() -> String {
     "root".into()
 }
@@ -416,6 +450,7 @@ impl Default for Vault {
             auth_mount: "kubernetes".into(),
             access: VaultAccess::PortForward,
             address: None,
+            allow_http: false,
             eso_role: "external-secrets".into(),
             eso_policy: "external-secrets".into(),
         }
@@ -440,6 +475,7 @@ impl Default for Terraform {
         Self {
             dir: PathBuf::from("terraform"),
             binary: TerraformBinary::Terraform,
+            pass_env: Vec::new(),
         }
     }
 }

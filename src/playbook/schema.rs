@@ -147,7 +147,7 @@ pub(crate) fn strip_keys(table: &mut DeTable<'_>, spans: &[std::ops::Range<usize
     }
 }
 
-fn strip_value(value: &mut DeValue<'_>, spans: &[std::ops::Range<usize>]) {
+pub(crate) fn strip_value(value: &mut DeValue<'_>, spans: &[std::ops::Range<usize>]) {
     match value {
         DeValue::Table(t) => strip_keys(t, spans),
         DeValue::Array(items) => {

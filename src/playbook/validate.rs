@@ -26,9 +26,11 @@ pub(crate) fn validate(pb: &Playbook) -> Vec<Finding> {
     let mut out = Vec::new();
     cluster(pb, &mut out);
     flux(pb, &mut out);
+    url_credentials(pb, &mut out);
     vault(pb, &mut out);
     names(pb, &mut out);
     secrets(pb, &mut out);
+    pass_env(pb, &mut out);
     apps(pb, &mut out);
     timeouts(pb, &mut out);
     out
@@ -48,6 +50,16 @@ fn cluster(pb: &Playbook, out: &mut Vec<Finding>) {
             format!(
                 "provider {:?} does not install k3s: remove k3s_exec",
                 c.provider.as_str()
+            ),
+        ));
+    }
+    if let Some(exec) = &c.k3s_exec
+        && let Some(flag) = k3s_exec_secret(exec)
+    {
+        out.push(finding(
+            "cluster.k3s_exec",
+            format!(
+                "{flag} carries a secret, which would reach the ssh command line, the plan and the checkpoint; keep it on the host instead: --token-file /etc/rancher/k3s/token (a root-only file), or the key in /etc/rancher/k3s/config.yaml, which k3s reads at start"
             ),
         ));
     }
@@ -114,6 +126,38 @@ fn cluster(pb: &Playbook, out: &mut Vec<Finding>) {
     }
 }
 
+/// The k3s flag in `exec` that carries a secret value, if any: a join token, S3 keys, or a
+/// datastore endpoint with a password (`postgres://user:pass@…`).
+fn k3s_exec_secret(exec: &str) -> Option<String> {
+    const SECRET_FLAGS: [&str; 6] = [
+        "--token",
+        "-t",
+        "--agent-token",
+        "--etcd-s3-access-key",
+        "--etcd-s3-secret-key",
+        "--vpn-auth",
+    ];
+    let args: Vec<&str> = exec.split_whitespace().collect();
+    for (i, arg) in args.iter().enumerate() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) => (f, Some(v)),
+            None => (*arg, None),
+        };
+        let value = inline
+            .or_else(|| args.get(i + 1).copied())
+            .unwrap_or_default();
+        if SECRET_FLAGS.contains(&flag) {
+            return Some(format!("`{flag}`"));
+        }
+        if flag == "--datastore-endpoint"
+            && (url_credentials_in(value).is_some() || value.contains("password="))
+        {
+            return Some("`--datastore-endpoint` with a password".to_owned());
+        }
+    }
+    None
+}
+
 fn flux(pb: &Playbook, out: &mut Vec<Finding>) {
     let f = &pb.flux;
     if !["https://", "http://", "ssh://"]
@@ -175,6 +219,66 @@ fn flux(pb: &Playbook, out: &mut Vec<Finding>) {
     }
 }
 
+/// Every URL the playbook names must carry no credentials: they would sit in the playbook (and
+/// its Git history), the checkpoint's payloads, the plan and the cluster's objects.
+fn url_credentials(pb: &Playbook, out: &mut Vec<Finding>) {
+    let git_where = format!(
+        "put the token in the environment variable {:?} (declared in [[secrets]], named by [flux] token_env) and the user name in [flux] git_username",
+        pb.flux.token_env
+    );
+    let mut urls: Vec<(&str, &str, String)> = vec![
+        ("flux.git_url", pb.flux.git_url.as_str(), git_where),
+        (
+            "vault.chart_repo",
+            pb.vault.chart_repo.as_str(),
+            "use a public chart repository URL; private repositories are not supported yet".into(),
+        ),
+        (
+            "external_secrets.chart_repo",
+            pb.external_secrets.chart_repo.as_str(),
+            "use a public chart repository URL; private repositories are not supported yet".into(),
+        ),
+    ];
+    if let Some(m) = &pb.flux.install_manifest {
+        urls.push((
+            "flux.install_manifest",
+            m.as_str(),
+            "use a public URL and pin it with install_sha256, or a local file".into(),
+        ));
+    }
+    if let Some(a) = &pb.vault.address {
+        urls.push((
+            "vault.address",
+            a.as_str(),
+            "kubestrap authenticates to Vault with the root token from sys/init; the address carries none".into(),
+        ));
+    }
+    for (key, url, remedy) in urls {
+        if let Some(what) = url_credentials_in(url) {
+            out.push(finding(
+                key,
+                format!("the URL carries {what} before '@'; remove it: {remedy}"),
+            ));
+        }
+    }
+}
+
+/// What credentials `url` carries in its userinfo, if any: a password (`user:pass@`) anywhere,
+/// or any user part in an http(s) URL (`https://TOKEN@host` is a token too). `ssh://git@host`
+/// names a login user and carries no secret.
+fn url_credentials_in(url: &str) -> Option<&'static str> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    if userinfo.contains(':') {
+        Some("a user name and password or token")
+    } else if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") {
+        Some("a user name or token")
+    } else {
+        None
+    }
+}
+
 fn declared(pb: &Playbook, key: &str, env: &str, out: &mut Vec<Finding>) {
     if pb.secrets.iter().any(|s| s.env == env) {
         return;
@@ -226,6 +330,18 @@ fn vault(pb: &Playbook, out: &mut Vec<Finding>) {
                 format!("{a:?} is not an http(s) URL"),
             ));
         }
+        (VaultAccess::Address, Some(a)) if a.starts_with("http://") && !v.allow_http => {
+            out.push(finding(
+                "vault.address",
+                format!(
+                    "{a:?} is plain http: the root token and every bootstrap secret would cross the network unencrypted; use https://, or set allow_http = true in [vault] to accept that (the plan then warns)"
+                ),
+            ));
+        }
+        (VaultAccess::PortForward, _) if v.allow_http => out.push(finding(
+            "vault.allow_http",
+            "only used with access = \"address\" (a port-forward runs through the API server's TLS): remove it",
+        )),
         (VaultAccess::PortForward, Some(_)) => out.push(finding(
             "vault.address",
             "address is only used with access = \"address\": remove it or change access",
@@ -310,7 +426,7 @@ fn secrets(pb: &Playbook, out: &mut Vec<Finding>) {
         if !is_vault_path(&s.vault_path) {
             out.push(finding(
                 at("vault_path"),
-                format!("{:?} is not a Vault path: use segments like \"bootstrap/github\" without leading or trailing '/'", s.vault_path),
+                format!("{:?} is not a Vault path: use segments like \"bootstrap/github\" (letters, digits, '-', '_', '.'), none empty, \".\" or \"..\", without leading or trailing '/'", s.vault_path),
             ));
         }
         if s.vault_key.trim().is_empty() {
@@ -322,6 +438,47 @@ fn secrets(pb: &Playbook, out: &mut Vec<Finding>) {
                 format!(
                     "{}#{} is already the destination of another secret",
                     s.vault_path, s.vault_key
+                ),
+            ));
+        }
+    }
+}
+
+/// `[terraform] pass_env`: names or globs of environment variables; a declared secret is
+/// never among them (it reaches Terraform only as a variable, on a pipe).
+fn pass_env(pb: &Playbook, out: &mut Vec<Finding>) {
+    use super::model::env_pattern_matches;
+    for (i, pattern) in pb.terraform.pass_env.iter().enumerate() {
+        let key = format!("terraform.pass_env[{i}]");
+        let literal = pattern.replace('*', "");
+        if pattern.is_empty()
+            || pattern.chars().all(|c| c == '*')
+            || !(literal.is_empty() || is_env_name(&literal.to_ascii_uppercase()))
+            || literal
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b == b'=')
+        {
+            out.push(finding(
+                key,
+                format!(
+                    "{pattern:?} is not an environment variable name or glob: use e.g. \"AWS_*\" or \"HTTPS_PROXY\""
+                ),
+            ));
+            continue;
+        }
+        let secrets: Vec<&str> = pb
+            .secrets
+            .iter()
+            .map(|s| s.env.as_str())
+            .filter(|env| env_pattern_matches(pattern, env))
+            .collect();
+        if !secrets.is_empty() {
+            out.push(finding(
+                key,
+                format!(
+                    "{pattern:?} matches the declared secret{} {}: secrets reach Terraform only as variables on a pipe, never through its environment; narrow the pattern",
+                    if secrets.len() == 1 { "" } else { "s" },
+                    secrets.join(", ")
                 ),
             ));
         }
@@ -404,10 +561,15 @@ fn is_identifier(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// Segments of letters, digits, `-`, `_` and `.`, none empty, `.` or `..`: a path that
+/// resolves elsewhere (`bootstrap/../sys`) would make the ESO policy, Terraform and the checks
+/// disagree about where a secret lives.
 fn is_vault_path(s: &str) -> bool {
     !s.is_empty()
         && s.split('/').all(|seg| {
             !seg.is_empty()
+                && seg != "."
+                && seg != ".."
                 && seg
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
@@ -428,5 +590,38 @@ mod tests {
         assert!(is_vault_path("bootstrap/github"));
         assert!(!is_vault_path("/bootstrap"));
         assert!(!is_vault_path("a//b"));
+        assert!(!is_vault_path("bootstrap/../sys"));
+        assert!(!is_vault_path("./bootstrap"));
+        assert!(!is_vault_path("bootstrap/."));
+        assert!(is_vault_path("bootstrap/v1.2"));
+        assert_eq!(url_credentials_in("https://git.example/org/r"), None);
+        assert!(url_credentials_in("https://user:tok@git.example/org/r").is_some());
+        assert!(url_credentials_in("https://ghp_tok@git.example/org/r").is_some());
+        assert_eq!(url_credentials_in("ssh://git@github.com/org/r"), None);
+        assert!(url_credentials_in("ssh://git:pw@github.com/org/r").is_some());
+        assert_eq!(url_credentials_in("https://git.example/a@b"), None);
+        use super::super::model::env_pattern_matches as m;
+        assert!(m("AWS_*", "AWS_SECRET_ACCESS_KEY"));
+        assert!(m("TF_TOKEN_*", "TF_TOKEN_app_terraform_io"));
+        assert!(m("HTTPS_PROXY", "HTTPS_PROXY"));
+        assert!(!m("HTTPS_PROXY", "HTTPS_PROXY2"));
+        assert!(m("*_PROXY", "NO_PROXY"));
+        assert!(m("A*B*C", "AxxBxxC"));
+        assert!(!m("A*B*C", "AxxC"));
+        assert!(!m("AWS_*", "XAWS_KEY"));
+        assert_eq!(k3s_exec_secret("server --disable traefik"), None);
+        assert!(k3s_exec_secret("server --token K10abc").is_some());
+        assert!(k3s_exec_secret("server --token=K10abc").is_some());
+        assert!(
+            k3s_exec_secret("server --datastore-endpoint=postgres://u:p@db:5432/k3s").is_some()
+        );
+        assert_eq!(
+            k3s_exec_secret("server --datastore-endpoint postgres://db:5432/k3s"),
+            None
+        );
+        assert_eq!(
+            k3s_exec_secret("server --token-file /etc/rancher/k3s/token"),
+            None
+        );
     }
 }

@@ -102,6 +102,56 @@ fn push_forms(patterns: &mut Patterns, name: &str, raw: &str) {
     for fragment in base64_fragments(raw.as_bytes()) {
         patterns.push((fragment, label.clone()));
     }
+    // Escaped forms: a value inside a JSON string (an API body echoed in an error) or a URL
+    // (a query string, `user:pass@` userinfo) is written differently from the raw one.
+    for escaped in [
+        json_escaped(raw),
+        percent_encoded(raw, true),
+        percent_encoded(raw, false),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        patterns.push((escaped, label.clone()));
+    }
+    // A hex-encoded key (Vault's unseal `keys`) also travels as base64 of its bytes
+    // (`keys_base64` in the same sys/init answer).
+    if raw.len().is_multiple_of(2)
+        && raw.bytes().all(|b| b.is_ascii_hexdigit())
+        && let Ok(bytes) = hex::decode(raw)
+    {
+        let bytes = Zeroizing::new(bytes);
+        patterns.push((
+            Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*bytes)),
+            label.clone(),
+        ));
+        for fragment in base64_fragments(&bytes) {
+            patterns.push((fragment, label.clone()));
+        }
+    }
+}
+
+/// `raw` as it appears inside a JSON string, when that differs from `raw`.
+fn json_escaped(raw: &str) -> Option<Zeroizing<String>> {
+    let quoted = Zeroizing::new(serde_json::to_string(raw).ok()?);
+    let inner = &quoted[1..quoted.len() - 1];
+    (inner != raw).then(|| Zeroizing::new(inner.to_owned()))
+}
+
+/// `raw` percent-encoded (every byte but RFC 3986's unreserved ones), in upper- or lowercase
+/// hex, when that differs from `raw`.
+fn percent_encoded(raw: &str, upper: bool) -> Option<Zeroizing<String>> {
+    let mut out = Zeroizing::new(String::with_capacity(raw.len() * 3));
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else if upper {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push_str(&format!("%{b:02x}"));
+        }
+    }
+    (*out != raw).then_some(out)
 }
 
 /// Longest first, duplicates dropped.
@@ -164,7 +214,8 @@ pub fn global() -> Option<Arc<Redactor>> {
 /// Mask `value` as `[redacted NAME]` in everything printed, logged or recorded from now on, by
 /// teaching the process-wide redactor (shared with the run's) about it. Steps call it as soon
 /// as a secret they did not capture enters the process (Vault's root token, unseal keys). A
-/// no-op before [`install_global`] (`plan`, `status`: nothing is recorded there).
+/// no-op before [`install_global`] (`status`, which reads no secret; `plan` and `apply` install
+/// one).
 pub fn mask_also(name: &str, value: &SecretString) {
     if let Some(redactor) = global() {
         redactor.add(name, value);
@@ -292,6 +343,32 @@ mod tests {
         assert!(
             holder.redact(&b64).contains("[redacted VAULT_ROOT_TOKEN]"),
             "{b64}"
+        );
+    }
+
+    #[test]
+    fn json_and_url_escaped_forms_are_masked() {
+        let r = redactor(&[("TOKEN", "p@ss\"w/rd+canary")]);
+        let json = serde_json::json!({ "token": "p@ss\"w/rd+canary" }).to_string();
+        assert!(!r.redact(&json).contains("canary"), "{}", r.redact(&json));
+        let url = "https://git.example/?t=p%40ss%22w%2Frd%2Bcanary";
+        assert!(!r.redact(url).contains("canary"), "{}", r.redact(url));
+        let lower = "p%40ss%22w%2frd%2bcanary";
+        assert!(!r.redact(lower).contains("canary"), "{}", r.redact(lower));
+    }
+
+    #[test]
+    fn an_unseal_keys_base64_form_is_masked_with_its_hex_form() {
+        let key_hex = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+        let key_b64 =
+            base64::engine::general_purpose::STANDARD.encode(hex::decode(key_hex).unwrap());
+        let r = Redactor::default();
+        r.add("unseal key 1", &SecretString::from(key_hex.to_owned()));
+        let body = format!(r#"{{"keys":["{key_hex}"],"keys_base64":["{key_b64}"]}}"#);
+        let masked = r.redact(&body);
+        assert!(
+            !masked.contains(key_hex) && !masked.contains(&key_b64[..20]),
+            "{masked}"
         );
     }
 

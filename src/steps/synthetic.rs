@@ -56,6 +56,10 @@ pub struct SyntheticStepSpec {
     /// redaction backstop keeps it out of checkpoints and output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_with_secret: Option<String>,
+    /// Panic with a message that quotes the value of this secret, to prove a panicking step's
+    /// message is redacted in the checkpoint, the output and the panic report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panic_with_secret: Option<String>,
     /// Return the value of this secret in the outputs, to prove outputs are redacted before
     /// they are recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,6 +196,10 @@ impl Step for SyntheticStep {
             return Err(StepError::permanent(format!(
                 "upstream rejected credential {value}"
             )));
+        }
+        if let Some(env) = &self.spec.panic_with_secret {
+            let value = ctx.secret(env)?.expose_secret().to_owned();
+            panic!("synthetic step panics holding credential {value}");
         }
         if self.spec.fail_permanent {
             return Err(StepError::permanent(format!(

@@ -129,6 +129,9 @@ pub struct SecretsTerraform {
     pub endpoint: VaultEndpoint,
     /// Secret holding the root token (VAULT_TOKEN for the child).
     pub keys_secret: String,
+    /// `[terraform] pass_env`: environment variables (names or globs) handed to Terraform.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pass_env: Vec<String>,
 }
 
 impl SecretsTerraform {
@@ -143,7 +146,36 @@ impl SecretsTerraform {
             timeout: pb.playbook.timeouts.terraform,
             endpoint: VaultEndpoint::from_playbook(pb),
             keys_secret: pb.playbook.vault.keys_secret.clone(),
+            pass_env: pb.playbook.terraform.pass_env.clone(),
         }
+    }
+
+    /// The variables of `vars` (the process environment) that `pass_env` names, minus the
+    /// declared secrets and the variables kubestrap sets itself.
+    fn passed_env(&self, vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+        const OWN: [&str; 9] = [
+            "PATH",
+            "HOME",
+            "TF_IN_AUTOMATION",
+            "TF_INPUT",
+            "CHECKPOINT_DISABLE",
+            "TF_DATA_DIR",
+            "TF_CLI_ARGS_apply",
+            "TF_CLI_ARGS_plan",
+            "VAULT_TOKEN",
+        ];
+        let mut out: Vec<(String, String)> = vars
+            .filter(|(k, _)| {
+                self.pass_env
+                    .iter()
+                    .any(|p| crate::playbook::env_pattern_matches(p, k))
+                    && !OWN.contains(&k.as_str())
+                    && k != "VAULT_ADDR"
+                    && !self.secrets.iter().any(|s| &s.env == k)
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// The module's variables: `mount` and `secrets` (path => key => value), the interface of
@@ -206,6 +238,18 @@ impl SecretsTerraform {
             .env("TF_CLI_ARGS_plan", &state_arg)
             .env("VAULT_ADDR", &session.addr)
             .secret_env("VAULT_TOKEN", token);
+        let passed = self.passed_env(std::env::vars());
+        if !passed.is_empty() {
+            let names: Vec<&str> = passed.iter().map(|(k, _)| k.as_str()).collect();
+            ctx.progress(format!(
+                "passing {} to terraform ([terraform] pass_env)",
+                names.join(", ")
+            ));
+        }
+        let mut tf = tf;
+        for (k, v) in &passed {
+            tf = tf.env(k, v);
+        }
         let vars = self.variables(values);
         let mut sink = |stream: OutputStream, line: &str| {
             let tag = match stream {
@@ -506,7 +550,30 @@ mod tests {
                 address: None,
             },
             keys_secret: "vault-init-keys".into(),
+            pass_env: Vec::new(),
         }
+    }
+
+    #[test]
+    fn pass_env_hands_over_named_variables_but_never_a_declared_secret() {
+        let mut s = step();
+        s.pass_env = vec!["AWS_*".into(), "HTTPS_PROXY".into(), "*".into()];
+        let env = [
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("HTTPS_PROXY", "http://proxy:3128"),
+            ("A", "bootstrap-canary"),
+            ("VAULT_TOKEN", "outer-token"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let passed = s.passed_env(env.into_iter());
+        let names: Vec<&str> = passed.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["AWS_ACCESS_KEY_ID", "HTTPS_PROXY"]);
+        s.pass_env.clear();
+        assert!(
+            s.passed_env(std::iter::once(("AWS_X".into(), "y".into())))
+                .is_empty()
+        );
     }
 
     #[test]

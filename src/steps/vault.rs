@@ -27,7 +27,17 @@ fn reach(access: VaultAccess, namespace: &str, release: &str, address: Option<&s
         VaultAccess::PortForward => Action::run(format!(
             "port-forward to Service {namespace}/{release}:8200"
         )),
-        VaultAccess::Address => Action::run(format!("connect to {}", address.unwrap_or("?"))),
+        VaultAccess::Address => {
+            let address = address.unwrap_or("?");
+            let action = Action::run(format!("connect to {address}"));
+            if address.starts_with("http://") {
+                action.with_detail(
+                    "warning: plain http ([vault] allow_http = true): the root token and the bootstrap secrets cross the network unencrypted",
+                )
+            } else {
+                action
+            }
+        }
     }
 }
 

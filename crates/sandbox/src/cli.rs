@@ -119,6 +119,11 @@ where
         } else {
             std::env::current_dir().map_err(io_err(&dir))?.join(dir)
         };
+        // Checked before anything is created: a wrong path is bad input, not a sandbox that
+        // starts and then serves nothing.
+        if !dir.is_dir() {
+            return Err(SandboxError::GitRepoDir { url, dir });
+        }
         git_repos.insert(url, dir);
     }
     let pid_path = args.dir.join("sandbox.pid");

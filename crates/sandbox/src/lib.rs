@@ -181,6 +181,18 @@ pub enum SandboxError {
         "bad git repository mapping {0:?}: expected URL=DIR (e.g. https://git.sandbox.local/org/fleet=./fleet)"
     )]
     GitRepo(String),
+    /// A `--git-repo` flag maps a URL to something that is not a directory.
+    #[error(
+        "--git-repo {url}={}: {} is not a directory; point it at a checkout of the repository",
+        .dir.display(),
+        .dir.display()
+    )]
+    GitRepoDir {
+        /// The URL.
+        url: String,
+        /// The directory named for it.
+        dir: PathBuf,
+    },
 }
 
 /// How to start a sandbox.

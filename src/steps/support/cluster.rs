@@ -7,12 +7,14 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Mutex;
 
 use super::tunnels::{ServicePort, Tunnel, Tunnels};
 use crate::engine::{Finish, RunMode, StepContext, StepError};
-use crate::kube::{ClusterLease, KubeAccess, LeaseConfig};
+use crate::kube::reach::{probe, unreachable_cause};
+use crate::kube::{ClusterLease, KubeAccess, LeaseConfig, LeaseError};
 use crate::playbook::LoadedPlaybook;
 
 /// The cluster resource of a run.
@@ -82,11 +84,56 @@ impl Cluster {
                     Arc::new(move |why| run.stop(why)),
                 )
                 .await
-                .map_err(|e| StepError::classify("take the cluster lease", e))?;
+                .map_err(|e| self.lease_error(e))?;
                 *held = Some(lease);
             }
         }
         Ok(client)
+    }
+}
+
+impl Cluster {
+    /// A lease request that never reached the server says which server, context and
+    /// kubeconfig it tried and why, once; other lease errors keep their own classification.
+    fn lease_error(&self, e: LeaseError) -> StepError {
+        if let LeaseError::Api {
+            action,
+            namespace,
+            name,
+            source,
+        } = &e
+            && let Some(cause) = unreachable_cause(source)
+        {
+            return StepError::transient(format!(
+                "cannot reach {}: {action} lease {namespace}/{name} (the run's first request): {cause}; check that the cluster is up and that this is the kubeconfig and context you meant",
+                self.access.describe()
+            ));
+        }
+        StepError::classify("take the cluster lease", e)
+    }
+
+    /// The cluster's identity: the UID of its `kube-system` namespace, which exists from the
+    /// first start and lives as long as the cluster. `None` when the cluster cannot be asked
+    /// within `limit` (not created yet, or not answering): one read, no write.
+    pub async fn identity(&self, limit: Duration) -> Option<String> {
+        let read = async {
+            let client = self.access.client().await.ok()?;
+            let api: ::kube::Api<k8s_openapi::api::core::v1::Namespace> = ::kube::Api::all(client);
+            api.get("kube-system").await.ok()?.metadata.uid
+        };
+        tokio::time::timeout(limit, read).await.ok().flatten()
+    }
+
+    /// Whether the API server answers now, within `limit` (plan asks once, before it plans):
+    /// `Err` says where it looked and why nothing answered.
+    ///
+    /// # Errors
+    /// One line naming the server (or kubeconfig) and the cause.
+    pub async fn probe(&self, limit: Duration) -> Result<(), String> {
+        let client = self.access.client().await.map_err(|e| e.to_string())?;
+        probe(&client, limit)
+            .await
+            .map_err(|cause| format!("{} does not answer: {cause}", self.access.describe()))
     }
 }
 
