@@ -181,7 +181,8 @@ pub struct Flux {
     /// HTTPS basic-auth user name sent with the token.
     #[serde(default = "default_git_username")]
     pub git_username: String,
-    /// Name of the bootstrap Git Secret (and of the GitRepository/Kustomization), as `flux bootstrap` names them.
+    /// Name of the bootstrap Git Secret (`flux bootstrap --secret-name`). The GitRepository and
+    /// the root Kustomization are named after `namespace`, as `flux bootstrap` names them.
     #[serde(default = "default_flux_namespace")]
     pub bootstrap_secret: String,
     /// Sync interval of the GitRepository.
@@ -212,7 +213,8 @@ pub struct Vault {
     pub chart_repo: String,
     /// Namespace Vault runs in.
     pub namespace: String,
-    /// Helm release name (also the Service and StatefulSet name).
+    /// Helm release name. The chart names its StatefulSet, Service and pod after its fullname:
+    /// this name if it contains `vault`, else `<release>-vault` (pod `<fullname>-0`).
     pub release: String,
     /// Number of unseal key shares created by `sys/init`.
     pub key_shares: u8,
@@ -255,7 +257,8 @@ pub struct ExternalSecrets {
     pub chart_repo: String,
     /// Namespace the operator runs in.
     pub namespace: String,
-    /// Helm release name.
+    /// Helm release name. The chart names its Deployments after its fullname: this name if
+    /// it contains `external-secrets`, else `<release>-external-secrets`.
     pub release: String,
     /// The operator's service account (bound to the Vault role).
     pub service_account: String,

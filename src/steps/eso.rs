@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::chart::{EsoNames, VaultNames};
 use super::obj;
 use super::support::checks::exists_with;
 use super::support::{
@@ -18,8 +19,10 @@ use crate::templates::{self, Manifest};
 pub struct EsoReady {
     /// ESO's namespace.
     pub namespace: String,
-    /// Release name.
+    /// Release name (the HelmRelease's).
     pub release: String,
+    /// The chart's controller Deployment (its fullname, see [`EsoNames`]).
+    pub deployment: String,
     /// Wait limit.
     pub timeout: HumanDuration,
 }
@@ -32,6 +35,7 @@ impl EsoReady {
         Self {
             namespace: e.namespace.clone(),
             release: e.release.clone(),
+            deployment: EsoNames::new(&e.release).controller().to_owned(),
             timeout: pb.playbook.timeouts.eso_ready,
         }
     }
@@ -51,7 +55,7 @@ impl EsoReady {
             ),
             Action::run(format!(
                 "wait for {} Available",
-                obj("Deployment", &self.namespace, &self.release)
+                obj("Deployment", &self.namespace, &self.deployment)
             )),
         ]
     }
@@ -70,13 +74,13 @@ impl Step for EsoReady {
         waits.release_ready(&self.namespace, &self.release).await?;
         waits.crds_established(&CRDS).await?;
         waits
-            .deployment_available(&self.namespace, &self.release)
+            .deployment_available(&self.namespace, &self.deployment)
             .await?;
         Ok(StepOutcome::new(false))
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-        deployments_available(ctx, &self.namespace, &[self.release.as_str()]).await
+        deployments_available(ctx, &self.namespace, &[self.deployment.as_str()]).await
     }
 }
 
@@ -115,7 +119,7 @@ impl EsoStore {
         let v = &pb.playbook.vault;
         Self {
             store: e.store.clone(),
-            vault_server: format!("http://{}.{}.svc:8200", v.release, v.namespace),
+            vault_server: VaultNames::new(&v.release).address(&v.namespace),
             kv_mount: v.kv_mount.clone(),
             auth_mount: v.auth_mount.clone(),
             role: v.eso_role.clone(),

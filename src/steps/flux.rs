@@ -251,8 +251,11 @@ impl Step for FluxReady {
 pub struct FluxSource {
     /// Flux's namespace.
     pub namespace: String,
-    /// Name of the bootstrap Secret, GitRepository and Kustomization.
+    /// Name of the GitRepository and the root Kustomization: Flux's namespace, as `flux
+    /// bootstrap` names them (never `[flux] bootstrap_secret`, which names only the Secret).
     pub name: String,
+    /// Name of the bootstrap Git Secret (`[flux] bootstrap_secret`).
+    pub secret: String,
     /// Repository URL.
     pub git_url: String,
     /// Branch.
@@ -279,7 +282,8 @@ impl FluxSource {
         let f = &pb.playbook.flux;
         Self {
             namespace: f.namespace.clone(),
-            name: f.bootstrap_secret.clone(),
+            name: f.namespace.clone(),
+            secret: f.bootstrap_secret.clone(),
             git_url: f.git_url.clone(),
             branch: f.branch.clone(),
             path: f.path.clone(),
@@ -294,6 +298,9 @@ impl FluxSource {
     /// The sync objects with `secret_name` as the Git credentials.
     pub(crate) fn sync(&self, secret_name: &str) -> Result<String, StepError> {
         FluxSync {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            interval: self.interval.get(),
             url: self.git_url.clone(),
             branch: self.branch.clone(),
             path: format!("./{}", self.path.trim_start_matches("./")),
@@ -328,7 +335,7 @@ impl FluxSource {
     async fn current_secret(&self, ctx: &StepContext) -> Result<String, StepError> {
         Ok(match self.live_secret_ref(ctx).await? {
             Some(name) if name == self.switched_secret => name,
-            _ => self.name.clone(),
+            _ => self.secret.clone(),
         })
     }
 }
@@ -349,20 +356,20 @@ impl Step for FluxSource {
     }
 
     async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
-        let secret = obj("Secret", &self.namespace, &self.name);
+        let secret = obj("Secret", &self.namespace, &self.secret);
         let reachable = ctx.kube().await.is_ok();
         let secret_name = if reachable {
             self.current_secret(ctx)
                 .await
-                .unwrap_or_else(|_| self.name.clone())
+                .unwrap_or_else(|_| self.secret.clone())
         } else {
-            self.name.clone()
+            self.secret.clone()
         };
         let mut actions = Vec::new();
-        if secret_name == self.name {
+        if secret_name == self.secret {
             let exists = match ctx.kube().await {
                 Ok(client) => Api::<Secret>::namespaced(client, &self.namespace)
-                    .get_opt(&self.name)
+                    .get_opt(&self.secret)
                     .await
                     .ok()
                     .flatten()
@@ -408,10 +415,10 @@ impl Step for FluxSource {
         let client = ctx.kube().await?;
         let secret_name = self.current_secret(ctx).await?;
         let mut changed = false;
-        if secret_name == self.name {
+        if secret_name == self.secret {
             let api: Api<Secret> = Api::namespaced(client.clone(), &self.namespace);
             let exists = api
-                .get_opt(&self.name)
+                .get_opt(&self.secret)
                 .await
                 .map_err(|e| StepError::classify("read the bootstrap Git Secret", e))?
                 .is_some();
@@ -420,12 +427,12 @@ impl Step for FluxSource {
                 let token = ctx.secret(&self.token_env).map_err(|_| {
                     StepError::permanent(format!(
                         "the bootstrap Git Secret {}/{} does not exist and ${} is not set: export it and run `kubestrap apply --resume`",
-                        self.namespace, self.name, self.token_env
+                        self.namespace, self.secret, self.token_env
                     ))
                 })?;
                 let secret = crate::kube::git_basic_auth_secret(
                     &self.namespace,
-                    &self.name,
+                    &self.secret,
                     &self.git_username,
                     token,
                 );

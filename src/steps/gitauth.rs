@@ -152,7 +152,7 @@ impl GitAuthSwitch {
         let p = &pb.playbook;
         Self {
             namespace: p.flux.namespace.clone(),
-            repository: p.flux.bootstrap_secret.clone(),
+            repository: p.flux.namespace.clone(),
             from_secret: p.flux.bootstrap_secret.clone(),
             to_secret: p.git_auth.external_secret.clone(),
             timeout: p.timeouts.flux_ready,

@@ -55,7 +55,7 @@ pub(crate) async fn connect(
             let forward = crate::kube::portforward::to_service(
                 &client,
                 &endpoint.namespace,
-                &endpoint.release,
+                &endpoint.service,
                 VAULT_PORT,
             )
             .await

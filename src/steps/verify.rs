@@ -56,8 +56,8 @@ macro_rules! check_step {
 pub struct VerifyVault {
     /// Vault's namespace.
     pub namespace: String,
-    /// Release name.
-    pub release: String,
+    /// The Vault server pod (`<fullname>-0`, see [`super::chart::VaultNames`]).
+    pub pod: String,
     /// Restart the pod and wait for auto-unseal.
     pub restart: bool,
     /// Wait limit.
@@ -73,7 +73,7 @@ impl VerifyVault {
         let p = &pb.playbook;
         Self {
             namespace: p.vault.namespace.clone(),
-            release: p.vault.release.clone(),
+            pod: super::chart::VaultNames::new(&p.vault.release).pod(),
             restart: p.verify.restart_vault,
             timeout: p.timeouts.vault_ready,
             endpoint: VaultEndpoint::from_playbook(pb),
@@ -85,7 +85,7 @@ impl VerifyVault {
             "GET /v1/sys/health (200: initialised, unsealed, active)",
         )];
         if self.restart {
-            let pod = obj("Pod", &self.namespace, &format!("{}-0", self.release));
+            let pod = obj("Pod", &self.namespace, &self.pod);
             actions.push(
                 Action::delete(pod)
                     .with_detail("restart to prove auto-unseal ([verify] restart_vault = true)"),
@@ -101,7 +101,7 @@ impl VerifyVault {
 
 impl VerifyVault {
     fn pod_name(&self) -> String {
-        format!("{}-0", self.release)
+        self.pod.clone()
     }
 
     /// Whether auto-unseal is already proven: the running Vault pod was created after the
@@ -324,8 +324,8 @@ pub struct VerifyEso {
     pub synced: AppsSecretsSynced,
     /// ESO's namespace and Deployment.
     pub namespace: String,
-    /// ESO's release (Deployment name).
-    pub release: String,
+    /// ESO's controller Deployment (the chart's fullname, see [`super::chart::EsoNames`]).
+    pub deployment: String,
 }
 
 impl VerifyEso {
@@ -339,13 +339,15 @@ impl VerifyEso {
             store_step: EsoStore::from_playbook(pb),
             synced,
             namespace: pb.playbook.external_secrets.namespace.clone(),
-            release: pb.playbook.external_secrets.release.clone(),
+            deployment: super::chart::EsoNames::new(&pb.playbook.external_secrets.release)
+                .controller()
+                .to_owned(),
         }
     }
 
     async fn check(&self, ctx: &StepContext) -> Result<Verified, StepError> {
         let deployment =
-            deployments_available(ctx, &self.namespace, &[self.release.as_str()]).await?;
+            deployments_available(ctx, &self.namespace, &[self.deployment.as_str()]).await?;
         if let Verified::DoesNotHold { .. } = deployment {
             return Ok(deployment);
         }
