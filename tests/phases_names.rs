@@ -44,9 +44,20 @@ fn ready(o: &DynamicObject) -> bool {
         .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
-/// The sandbox fleet with the demo app's ExternalSecret pointed at the playbook's store.
+/// The sandbox fleet with the demo app's ExternalSecret pointed at the playbook's store, and
+/// the gotk-sync.yaml `flux bootstrap --secret-name git-bootstrap --interval 2m` would write.
 fn fleet(dir: &Path) {
     copy_tree(&workspace_root().join("playbooks/sandbox/git/fleet"), dir);
+    let sync = dir.join("clusters/sandbox/flux-system/gotk-sync.yaml");
+    let text = std::fs::read_to_string(&sync).unwrap();
+    assert!(text.contains("    name: flux-system\n  url:") && text.contains("interval: 1m0s"));
+    let text = text
+        .replace(
+            "    name: flux-system\n  url:",
+            &format!("    name: {BOOTSTRAP}\n  url:"),
+        )
+        .replace("interval: 1m0s", "interval: 2m0s");
+    std::fs::write(&sync, text).unwrap();
     let es = dir.join("apps/sandbox/external-secret.yaml");
     let text = std::fs::read_to_string(&es).unwrap();
     assert!(text.contains("name: vault-backend"));
@@ -192,7 +203,8 @@ fn non_default_names_everywhere_then_a_fresh_run_changes_nothing() {
         assert!(ks.get_opt(BOOTSTRAP).await.unwrap().is_none());
         assert!(ready(&ks.get("flux-system").await.unwrap()));
 
-        // Git auth: the ExternalSecret of the playbook's name makes Flux's credentials.
+        // Git auth: the ExternalSecret of the playbook's name took over the bootstrap Secret
+        // the GitRepository names.
         let ess = api(
             &client,
             "flux-system",
@@ -201,17 +213,16 @@ fn non_default_names_everywhere_then_a_fresh_run_changes_nothing() {
             "ExternalSecret",
         );
         assert!(ready(&ess.get(GIT_ES).await.unwrap()));
+        assert_eq!(repo.data["spec"]["secretRef"]["name"], BOOTSTRAP);
         let secrets: Api<Secret> = Api::namespaced(client.clone(), "flux-system");
-        let used = repo.data["spec"]["secretRef"]["name"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let git = secrets.get(&used).await.unwrap();
+        let git = secrets.get(BOOTSTRAP).await.unwrap();
         assert_eq!(
             git.metadata.owner_references.unwrap()[0].name,
             GIT_ES,
             "Flux reads a Secret the ExternalSecret owns"
         );
+        assert_eq!(git.data.unwrap()["password"].0, fx.github.as_bytes());
+        assert!(secrets.get_opt(GIT_ES).await.unwrap().is_none());
         // The demo app's secret came through the playbook's store.
         let demo: Api<Secret> = Api::namespaced(client.clone(), "demo");
         let demo = demo.get("cloudflare-api-token").await.unwrap();

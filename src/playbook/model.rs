@@ -329,14 +329,18 @@ impl SecretDecl {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GitAuth {
-    /// Name of the ExternalSecret (and of the Secret it creates) in Flux's namespace.
+    /// Name of the ExternalSecret in Flux's namespace. Its target is the Secret the
+    /// GitRepository already names (`[flux] bootstrap_secret`), which ESO adopts in place: the
+    /// GitRepository never changes, so a `gotk-sync.yaml` in Git agrees (see `steps::gitauth`).
     pub external_secret: String,
     /// The `[[secrets]]` env name whose Vault location holds the Git token (default: `[flux] token_env`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from_secret: Option<String>,
     /// Refresh interval of the ExternalSecret.
     pub refresh_interval: HumanDuration,
-    /// Whether `gitauth.cleanup` deletes the bootstrap Git secret.
+    /// Whether `gitauth.cleanup` insists that no bootstrap copy of the Git token is left: the
+    /// Secret Flux reads must be owned by the ExternalSecret. The handover rewrites the bootstrap
+    /// Secret in place, so nothing is deleted (deleting it would cut Flux off Git).
     pub delete_bootstrap_secret: bool,
 }
 

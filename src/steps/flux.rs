@@ -270,9 +270,6 @@ pub struct FluxSource {
     pub interval: HumanDuration,
     /// Wait limit.
     pub timeout: HumanDuration,
-    /// The ESO-managed Secret phase 3 switches the GitRepository to; once it is in use, the
-    /// bootstrap Secret is never created again.
-    pub switched_secret: String,
 }
 
 impl FluxSource {
@@ -291,7 +288,6 @@ impl FluxSource {
             git_username: f.git_username.clone(),
             interval: f.interval,
             timeout: pb.playbook.timeouts.flux_ready,
-            switched_secret: pb.playbook.git_auth.external_secret.clone(),
         }
     }
 
@@ -308,35 +304,6 @@ impl FluxSource {
         }
         .render()
         .map_err(|e| StepError::permanent(e.to_string()))
-    }
-
-    /// The Secret the live GitRepository uses, if it exists.
-    pub(crate) async fn live_secret_ref(
-        &self,
-        ctx: &StepContext,
-    ) -> Result<Option<String>, StepError> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(ctx.kube().await?, &self.namespace, &git_repository());
-        let live = match api.get_opt(&self.name).await {
-            Ok(o) => o,
-            // The kind is not served yet: nothing exists.
-            Err(::kube::Error::Api(s)) if s.code == 404 => None,
-            Err(e) => return Err(StepError::classify("read the GitRepository", e)),
-        };
-        Ok(live.and_then(|o| {
-            o.data
-                .pointer("/spec/secretRef/name")
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned)
-        }))
-    }
-
-    /// The credentials Secret to use: the switched one once phase 3 ran, else the bootstrap.
-    async fn current_secret(&self, ctx: &StepContext) -> Result<String, StepError> {
-        Ok(match self.live_secret_ref(ctx).await? {
-            Some(name) if name == self.switched_secret => name,
-            _ => self.secret.clone(),
-        })
     }
 }
 
@@ -357,40 +324,31 @@ impl Step for FluxSource {
 
     async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         let secret = obj("Secret", &self.namespace, &self.secret);
-        let reachable = ctx.kube().await.is_ok();
-        let secret_name = if reachable {
-            self.current_secret(ctx)
+        let live = match ctx.kube().await {
+            Ok(client) => Api::<Secret>::namespaced(client, &self.namespace)
+                .get_opt(&self.secret)
                 .await
-                .unwrap_or_else(|_| self.secret.clone())
-        } else {
-            self.secret.clone()
+                .ok()
+                .flatten(),
+            Err(_) => None,
         };
-        let mut actions = Vec::new();
-        if secret_name == self.secret {
-            let exists = match ctx.kube().await {
-                Ok(client) => Api::<Secret>::namespaced(client, &self.namespace)
-                    .get_opt(&self.secret)
-                    .await
-                    .ok()
+        let mut actions = vec![match live {
+            Some(s)
+                if s.metadata
+                    .owner_references
+                    .iter()
                     .flatten()
-                    .is_some(),
-                Err(_) => false,
-            };
-            actions.push(if exists {
-                Action::unchanged(secret).with_detail("exists; never overwritten")
-            } else {
-                Action::create(secret).with_detail(format!(
-                    "username {:?}, password from ${}; created only if absent",
-                    self.git_username, self.token_env
-                ))
-            });
-        } else {
-            actions.push(
-                Action::unchanged(obj("Secret", &self.namespace, &secret_name))
-                    .with_detail("the GitRepository already uses the ESO-managed Secret"),
-            );
-        }
-        match plan_yaml(ctx, &self.sync(&secret_name)?).await {
+                    .any(|o| o.kind == "ExternalSecret") =>
+            {
+                Action::unchanged(secret).with_detail("managed by External Secrets (phase 3)")
+            }
+            Some(_) => Action::unchanged(secret).with_detail("exists; never overwritten"),
+            None => Action::create(secret).with_detail(format!(
+                "username {:?}, password from ${}; created only if absent",
+                self.git_username, self.token_env
+            )),
+        }];
+        match plan_yaml(ctx, &self.sync(&self.secret)?).await {
             Ok(objects) => actions.extend(objects),
             Err(_) => actions.extend([
                 Action::create(obj("GitRepository", &self.namespace, &self.name)).with_detail(
@@ -413,9 +371,9 @@ impl Step for FluxSource {
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         let client = ctx.kube().await?;
-        let secret_name = self.current_secret(ctx).await?;
         let mut changed = false;
-        if secret_name == self.secret {
+        // Once phase 3 handed it over, the Secret is ESO's: it exists, so it is left alone.
+        {
             let api: Api<Secret> = Api::namespaced(client.clone(), &self.namespace);
             let exists = api
                 .get_opt(&self.secret)
@@ -442,7 +400,7 @@ impl Step for FluxSource {
                 drop(secret);
             }
         }
-        changed |= apply_yaml(ctx, &self.sync(&secret_name)?).await?;
+        changed |= apply_yaml(ctx, &self.sync(&self.secret)?).await?;
         let revision = self.wait_ready(ctx, &client).await?;
         StepOutcome::with_outputs(changed, &SourceOutputs { revision })
     }

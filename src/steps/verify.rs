@@ -444,13 +444,19 @@ impl VerifyNoBootstrapSecrets {
             .list(&ListParams::default())
             .await
             .map_err(|e| StepError::classify("list Secrets", e))?;
+        // Phase 3 hands the bootstrap Secret over to ESO in place (`steps::gitauth`): it may
+        // exist, but only as an ESO-owned Secret.
         if all.items.iter().any(|s| {
             s.namespace().as_deref() == Some(self.namespace.as_str())
                 && s.name_any() == self.bootstrap_secret
+                && !s
+                    .owner_references()
+                    .iter()
+                    .any(|o| o.kind == "ExternalSecret")
         }) {
             return Ok(Verified::DoesNotHold {
                 reason: format!(
-                    "the bootstrap Git Secret {}/{} still exists",
+                    "the bootstrap Git Secret {}/{} is still kubestrap's copy, not handed over to External Secrets",
                     self.namespace, self.bootstrap_secret
                 ),
             });
@@ -498,7 +504,7 @@ impl VerifyNoBootstrapSecrets {
         }
         vec![
             Action::run(format!(
-                "check {} is absent",
+                "check {} is owned by an ExternalSecret (handed over)",
                 obj("Secret", &self.namespace, &self.bootstrap_secret)
             )),
             Action::run(format!(
