@@ -84,6 +84,7 @@ mod validation;
 pub mod vault;
 pub mod vault_pod;
 mod watch;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
