@@ -165,11 +165,51 @@ pub trait Manifest {
     }
 }
 
+/// A duration as Go prints it (`time.Duration.String`): `1m0s`, `1h0m0s`, `1.5s`, `500ms`.
+/// Flux and `flux bootstrap` write intervals this way, so kubestrap's copy matches theirs.
+#[must_use]
+pub fn go_duration(d: std::time::Duration) -> String {
+    if d.is_zero() {
+        return "0s".to_owned();
+    }
+    if d.as_secs() == 0 {
+        let micros = d.as_micros();
+        return if micros.is_multiple_of(1000) {
+            format!("{}ms", micros / 1000)
+        } else {
+            format!("{}µs", micros)
+        };
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let nanos = d.subsec_nanos();
+    let mut sec = s.to_string();
+    if nanos > 0 {
+        let frac = format!("{nanos:09}");
+        sec.push('.');
+        sec.push_str(frac.trim_end_matches('0'));
+    }
+    if h > 0 {
+        format!("{h}h{m}m{sec}s")
+    } else if m > 0 {
+        format!("{m}m{sec}s")
+    } else {
+        format!("{sec}s")
+    }
+}
+
 /// Phase 1: the Flux sync objects `flux bootstrap` would write (`gotk-sync.yaml`): the
-/// GitRepository and Kustomization `flux-system` in `flux-system`. The Git credentials Secret
-/// is created in code (create-if-absent), not from a template.
+/// GitRepository and Kustomization named after Flux's namespace, in it (as `flux bootstrap`
+/// names them). The Git credentials Secret is created in code (create-if-absent), not from a
+/// template.
 #[derive(Debug, Clone)]
 pub struct FluxSync {
+    /// Flux's namespace, which also names both objects.
+    pub namespace: String,
+    /// The GitRepository's and Kustomization's name (`flux bootstrap`: the namespace).
+    pub name: String,
+    /// The GitRepository's sync interval.
+    pub interval: std::time::Duration,
     /// Git URL (`https://...`).
     pub url: String,
     /// Branch to track.
@@ -189,6 +229,9 @@ impl Manifest for FluxSync {
             ("branch", self.branch.clone()),
             ("path", self.path.clone()),
             ("secret_name", self.secret_name.clone()),
+            ("namespace", self.namespace.clone()),
+            ("name", self.name.clone()),
+            ("interval", go_duration(self.interval)),
         ]
     }
 }
@@ -196,6 +239,12 @@ impl Manifest for FluxSync {
 /// Phase 1: the Vault Helm chart through Flux (namespace, HelmRepository, HelmRelease).
 #[derive(Debug, Clone)]
 pub struct VaultRelease {
+    /// The release's namespace (`[vault] namespace`).
+    pub namespace: String,
+    /// The HelmRelease's and Helm release's name (`[vault] release`).
+    pub release: String,
+    /// Flux's namespace, where the HelmRepository lives.
+    pub flux_namespace: String,
     /// Chart repository URL.
     pub repository: String,
     /// Pinned chart version from the playbook.
@@ -207,6 +256,9 @@ impl Manifest for VaultRelease {
 
     fn values(&self) -> Vec<(&'static str, String)> {
         vec![
+            ("namespace", self.namespace.clone()),
+            ("release", self.release.clone()),
+            ("flux_namespace", self.flux_namespace.clone()),
             ("repository", self.repository.clone()),
             ("chart_version", self.chart_version.clone()),
         ]
@@ -216,6 +268,15 @@ impl Manifest for VaultRelease {
 /// Phase 1: the External Secrets Operator Helm chart through Flux.
 #[derive(Debug, Clone)]
 pub struct EsoRelease {
+    /// The release's namespace (`[external_secrets] namespace`).
+    pub namespace: String,
+    /// The HelmRelease's and Helm release's name (`[external_secrets] release`).
+    pub release: String,
+    /// Flux's namespace, where the HelmRepository lives.
+    pub flux_namespace: String,
+    /// The controller's service account (`[external_secrets] service_account`), which the
+    /// ClusterSecretStore and Vault's role name.
+    pub service_account: String,
     /// Chart repository URL.
     pub repository: String,
     /// Pinned chart version from the playbook (the phase 3 template pins defaults for 0.16–2.8).
@@ -227,20 +288,26 @@ impl Manifest for EsoRelease {
 
     fn values(&self) -> Vec<(&'static str, String)> {
         vec![
+            ("namespace", self.namespace.clone()),
+            ("release", self.release.clone()),
+            ("flux_namespace", self.flux_namespace.clone()),
+            ("service_account", self.service_account.clone()),
             ("repository", self.repository.clone()),
             ("chart_version", self.chart_version.clone()),
         ]
     }
 }
 
-/// Phase 1: the auto-unsealer workload in namespace `vault`.
+/// Phase 1: the auto-unsealer workload in Vault's namespace.
 ///
 /// Contract with `vault.init`: the keys Secret holds one entry per unseal share named
 /// `unseal-key-<n>` (hex or base64, no trailing newline) and the root token as `root-token`,
 /// which the unsealer never mounts.
 #[derive(Debug, Clone)]
 pub struct VaultAutoUnseal {
-    /// Name of the keys Secret in namespace `vault`, e.g. `vault-init-keys`.
+    /// Vault's namespace (`[vault] namespace`), where the unsealer runs beside the keys.
+    pub namespace: String,
+    /// Name of the keys Secret in Vault's namespace, e.g. `vault-init-keys`.
     pub keys_secret: String,
     /// The Vault image whose CLI runs the loop (same version as the server).
     pub vault_image: String,
@@ -264,6 +331,7 @@ impl Manifest for VaultAutoUnseal {
 
     fn values(&self) -> Vec<(&'static str, String)> {
         vec![
+            ("namespace", self.namespace.clone()),
             ("keys_secret", self.keys_secret.clone()),
             ("vault_image", self.vault_image.clone()),
             ("vault_addr", self.vault_addr.clone()),

@@ -57,6 +57,7 @@ async fn vault_with_keys() -> (SandboxHandle, Client, tempfile::TempDir) {
 /// kubestrap's unsealer manifest, as `vault.auto-unseal` renders it for the defaults.
 fn unsealer(fs_group: bool) -> String {
     let text = VaultAutoUnseal {
+        namespace: "vault".into(),
         keys_secret: "vault-init-keys".into(),
         vault_image: "hashicorp/vault:1.19.0".into(),
         vault_addr: "http://vault.vault.svc:8200".into(),

@@ -68,13 +68,18 @@ fn five_phases_then_a_second_run_changes_and_writes_nothing() {
             vault_kv(&client, "bootstrap/cloudflare").await["api_token"],
             fx.cloudflare
         );
-        // Phase 3: Flux reads Git through the ESO-managed Secret; the bootstrap one is gone.
+        // Phase 3: Flux reads Git through the Secret it always named, now ESO's (handed over
+        // in place); no second Secret exists.
         let secrets: Api<Secret> = Api::namespaced(client.clone(), "flux-system");
-        let git = secrets.get("flux-git-auth").await.unwrap();
+        let git = secrets.get("flux-system").await.unwrap();
         assert_eq!(secret_value(&git, "password"), fx.github);
         assert_eq!(secret_value(&git, "username"), "git");
-        assert!(git.metadata.owner_references.unwrap()[0].kind == "ExternalSecret");
-        assert!(secrets.get_opt("flux-system").await.unwrap().is_none());
+        let owner = &git.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("ExternalSecret", "flux-git-auth")
+        );
+        assert!(secrets.get_opt("flux-git-auth").await.unwrap().is_none());
         let repos: Api<DynamicObject> = Api::namespaced_with(
             client.clone(),
             "flux-system",
@@ -85,7 +90,7 @@ fn five_phases_then_a_second_run_changes_and_writes_nothing() {
             )),
         );
         let repo = repos.get("flux-system").await.unwrap();
-        assert_eq!(repo.data["spec"]["secretRef"]["name"], "flux-git-auth");
+        assert_eq!(repo.data["spec"]["secretRef"]["name"], "flux-system");
         // Phase 4: the demo app's secret came from Vault through ESO.
         let demo: Api<Secret> = Api::namespaced(client.clone(), "demo");
         assert_eq!(

@@ -63,7 +63,12 @@ fn sigkill_at_several_points_then_resume_ends_verified() {
     assert_eq!(init["status"], "skipped", "{}", text(&out));
     rt.block_on(async {
         let secrets: Api<Secret> = Api::namespaced(fx.client().await, "flux-system");
-        assert!(secrets.get_opt("flux-git-auth").await.unwrap().is_some());
-        assert!(secrets.get_opt("flux-system").await.unwrap().is_none());
+        // The bootstrap Secret was handed over to ESO in place (no second Secret).
+        let git = secrets.get("flux-system").await.unwrap();
+        assert_eq!(
+            git.metadata.owner_references.unwrap()[0].name,
+            "flux-git-auth"
+        );
+        assert!(secrets.get_opt("flux-git-auth").await.unwrap().is_none());
     });
 }

@@ -311,3 +311,28 @@ fn binary_exits_2_when_the_playbook_is_missing() {
 fn playbook_in(dir: &std::path::Path, text: &str) -> kubestrap::playbook::LoadedPlaybook {
     kubestrap::playbook::Playbook::load(&common::write_playbook(dir, text)).unwrap()
 }
+
+/// Regression (issue 9): an external-secrets chart older than 0.16.2 serves no
+/// external-secrets.io/v1, so kubestrap's v1 objects would fail on the cluster; it is a
+/// validation error with its line, before anything is touched.
+#[test]
+fn eso_chart_version_without_the_v1_api_is_a_validation_error() {
+    let text = common::MINIMAL.to_owned() + "[external_secrets]\nchart_version = \"0.16.1\"\n";
+    let found = problems(&text);
+    let p = find(&found, "external_secrets.chart_version");
+    assert!(
+        p.message.contains("does not serve external-secrets.io/v1"),
+        "{}",
+        p.message
+    );
+    assert!(p.message.contains("\"0.16.2\" or later"), "{}", p.message);
+    assert_eq!(
+        p.line,
+        Some(
+            text.lines()
+                .position(|l| l.starts_with("chart_version"))
+                .unwrap()
+                + 1
+        )
+    );
+}

@@ -304,6 +304,12 @@ impl fmt::Display for ConditionSpec {
 /// Evaluates `spec` on an object's JSON. A condition that reports an `observedGeneration` older
 /// than `metadata.generation` is stale (the controller has not seen the latest spec yet) and does
 /// not count, as kstatus and `flux` treat it.
+///
+/// Controllers whose conditions carry no `observedGeneration` are judged by what their status
+/// says instead (see [`observed_generation`]): kstatus's `status.observedGeneration`, and
+/// External Secrets' `status.syncedResourceVersion` (`<generation>-<metadata hash>`, the
+/// generation ESO last synced). So a wait right after an ExternalSecret's spec changed does not
+/// pass on the previous sync's `Ready=True SecretSynced`.
 #[must_use]
 pub fn evaluate_condition(obj: Option<&Value>, spec: &ConditionSpec) -> Check {
     let Some(obj) = obj else {
@@ -329,13 +335,10 @@ pub fn evaluate_condition(obj: Option<&Value>, spec: &ConditionSpec) -> Check {
         status.push_str(&format!(" message={:?}", text("message")));
     }
     let generation = obj.pointer("/metadata/generation").and_then(Value::as_i64);
-    let observed = cond.get("observedGeneration").and_then(Value::as_i64);
-    if let (Some(g), Some(o)) = (generation, observed)
+    if let (Some(g), Some((o, source))) = (generation, observed_generation(obj, cond))
         && o < g
     {
-        return Check::pending(format!(
-            "{status} (stale: observedGeneration {o} < generation {g})"
-        ));
+        return Check::pending(format!("{status} (stale: {source} {o} < generation {g})"));
     }
     let matches =
         text("status") == spec.status && spec.reason.as_deref().is_none_or(|r| text("reason") == r);
@@ -344,6 +347,26 @@ pub fn evaluate_condition(obj: Option<&Value>, spec: &ConditionSpec) -> Check {
         status,
         terminal: false,
     }
+}
+
+/// The generation a condition speaks for, and where that was read: the condition's own
+/// `observedGeneration`, else `status.observedGeneration`, else the generation part of ESO's
+/// `status.syncedResourceVersion`. `None` when the object says nothing about it.
+fn observed_generation(obj: &Value, cond: &Value) -> Option<(i64, &'static str)> {
+    if let Some(o) = cond.get("observedGeneration").and_then(Value::as_i64) {
+        return Some((o, "observedGeneration"));
+    }
+    if let Some(o) = obj
+        .pointer("/status/observedGeneration")
+        .and_then(Value::as_i64)
+    {
+        return Some((o, "status.observedGeneration"));
+    }
+    obj.pointer("/status/syncedResourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|v| v.split_once('-'))
+        .and_then(|(g, _)| g.parse().ok())
+        .map(|g| (g, "syncedResourceVersion generation"))
 }
 
 /// Waits for a condition on any object (Flux, ESO and other custom resources), and fails at
@@ -413,7 +436,16 @@ pub async fn deployment_available(
 }
 
 fn deployment_check(d: Option<&Deployment>, spec: &ConditionSpec) -> Check {
-    let v = d.and_then(|d| serde_json::to_value(d).ok());
+    // The rollout check below words a lagging observedGeneration for Deployments.
+    let v = d.and_then(|d| serde_json::to_value(d).ok()).map(|mut v| {
+        if let Some(st) = v
+            .get_mut("status")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            st.remove("observedGeneration");
+        }
+        v
+    });
     let check = evaluate_condition(v.as_ref(), spec);
     let Some(d) = d else { return check };
     let generation = d.metadata.generation.unwrap_or(0);

@@ -181,7 +181,8 @@ pub struct Flux {
     /// HTTPS basic-auth user name sent with the token.
     #[serde(default = "default_git_username")]
     pub git_username: String,
-    /// Name of the bootstrap Git Secret (and of the GitRepository/Kustomization), as `flux bootstrap` names them.
+    /// Name of the bootstrap Git Secret (`flux bootstrap --secret-name`). The GitRepository and
+    /// the root Kustomization are named after `namespace`, as `flux bootstrap` names them.
     #[serde(default = "default_flux_namespace")]
     pub bootstrap_secret: String,
     /// Sync interval of the GitRepository.
@@ -212,7 +213,8 @@ pub struct Vault {
     pub chart_repo: String,
     /// Namespace Vault runs in.
     pub namespace: String,
-    /// Helm release name (also the Service and StatefulSet name).
+    /// Helm release name. The chart names its StatefulSet, Service and pod after its fullname:
+    /// this name if it contains `vault`, else `<release>-vault` (pod `<fullname>-0`).
     pub release: String,
     /// Number of unseal key shares created by `sys/init`.
     pub key_shares: u8,
@@ -259,7 +261,8 @@ pub struct ExternalSecrets {
     pub chart_repo: String,
     /// Namespace the operator runs in.
     pub namespace: String,
-    /// Helm release name.
+    /// Helm release name. The chart names its Deployments after its fullname: this name if
+    /// it contains `external-secrets`, else `<release>-external-secrets`.
     pub release: String,
     /// The operator's service account (bound to the Vault role).
     pub service_account: String,
@@ -355,14 +358,18 @@ impl SecretDecl {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GitAuth {
-    /// Name of the ExternalSecret (and of the Secret it creates) in Flux's namespace.
+    /// Name of the ExternalSecret in Flux's namespace. Its target is the Secret the
+    /// GitRepository already names (`[flux] bootstrap_secret`), which ESO adopts in place: the
+    /// GitRepository never changes, so a `gotk-sync.yaml` in Git agrees (see `steps::gitauth`).
     pub external_secret: String,
     /// The `[[secrets]]` env name whose Vault location holds the Git token (default: `[flux] token_env`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from_secret: Option<String>,
     /// Refresh interval of the ExternalSecret.
     pub refresh_interval: HumanDuration,
-    /// Whether `gitauth.cleanup` deletes the bootstrap Git secret.
+    /// Whether `gitauth.cleanup` insists that no bootstrap copy of the Git token is left: the
+    /// Secret Flux reads must be owned by the ExternalSecret. The handover rewrites the bootstrap
+    /// Secret in place, so nothing is deleted (deleting it would cut Flux off Git).
     pub delete_bootstrap_secret: bool,
 }
 

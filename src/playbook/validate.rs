@@ -29,6 +29,7 @@ pub(crate) fn validate(pb: &Playbook) -> Vec<Finding> {
     url_credentials(pb, &mut out);
     vault(pb, &mut out);
     names(pb, &mut out);
+    eso_chart(pb, &mut out);
     secrets(pb, &mut out);
     pass_env(pb, &mut out);
     apps(pb, &mut out);
@@ -576,9 +577,63 @@ fn is_vault_path(s: &str) -> bool {
         })
 }
 
+/// The first external-secrets chart that serves `external-secrets.io/v1` (ESO v0.16.2 added
+/// the v1 API beside v1beta1; 0.16.0 and 0.16.1 serve only v1beta1, 0.17.0 drops v1beta1).
+/// kubestrap's ClusterSecretStore and ExternalSecret are v1 objects.
+pub(crate) const ESO_FIRST_V1_CHART: (u64, u64, u64) = (0, 16, 2);
+
+/// An exact chart version `[v]MAJOR.MINOR.PATCH[-pre][+build]` as numbers and whether it has a
+/// pre-release; `None` for anything else (a semver range, which Flux also accepts).
+fn exact_version(text: &str) -> Option<((u64, u64, u64), bool)> {
+    let t = text.trim().strip_prefix('v').unwrap_or(text.trim());
+    let t = t.split('+').next().unwrap_or(t);
+    let (core, pre) = match t.split_once('-') {
+        Some((c, _)) => (c, true),
+        None => (t, false),
+    };
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    let v = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some((v, pre))
+}
+
+/// Whether the exact chart version `text` serves `external-secrets.io/v1`; `None` when it is
+/// not an exact version (a range is Flux's to resolve).
+pub(crate) fn eso_chart_serves_v1(text: &str) -> Option<bool> {
+    let (v, pre) = exact_version(text)?;
+    Some(v > ESO_FIRST_V1_CHART || (v == ESO_FIRST_V1_CHART && !pre))
+}
+
+fn eso_chart(pb: &Playbook, out: &mut Vec<Finding>) {
+    let version = &pb.external_secrets.chart_version;
+    if eso_chart_serves_v1(version) == Some(false) {
+        let (a, b, c) = ESO_FIRST_V1_CHART;
+        out.push(finding(
+            "external_secrets.chart_version",
+            format!(
+                "external-secrets chart {version:?} does not serve external-secrets.io/v1, which kubestrap's ClusterSecretStore and ExternalSecrets use: set chart_version = \"{a}.{b}.{c}\" or later"
+            ),
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue 9): a chart_version without the v1 API was accepted, and the run then
+    /// failed on a real cluster at the first ClusterSecretStore.
+    #[test]
+    fn eso_chart_below_the_v1_api_is_rejected() {
+        for old in ["0.16.1", "0.16.0", "0.9.20", "v0.15.1", "0.16.2-rc.1"] {
+            assert_eq!(eso_chart_serves_v1(old), Some(false), "{old}");
+        }
+        for new in ["0.16.2", "0.17.0", "1.0.0", "v0.19.2", "0.16.3+build.1"] {
+            assert_eq!(eso_chart_serves_v1(new), Some(true), "{new}");
+        }
+        for range in ["*", ">=0.16.2", "0.16.x", "0.16"] {
+            assert_eq!(eso_chart_serves_v1(range), None, "{range}");
+        }
+    }
 
     #[test]
     fn name_rules() {

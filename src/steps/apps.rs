@@ -36,7 +36,8 @@ impl AppsReconcile {
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
         let p = &pb.playbook;
         let ns = &p.flux.namespace;
-        let mut kustomizations = vec![format!("{ns}/{}", p.flux.bootstrap_secret)];
+        // The root Kustomization is named after Flux's namespace, as flux.source names it.
+        let mut kustomizations = vec![format!("{ns}/{ns}")];
         kustomizations.extend(p.apps.kustomizations.iter().map(|k| {
             if k.contains('/') {
                 k.clone()

@@ -1,6 +1,10 @@
 //! `vault.install` and `eso.install`: a pinned Helm chart installed through Flux (its namespace,
 //! a HelmRepository in Flux's namespace, a HelmRelease). The two differ only in the chart and
 //! its template, so one step kind serves both.
+//!
+//! This module is also the one place that knows how the charts name what they create
+//! ([`fullname`], [`VaultNames`], [`EsoNames`]): every step that waits on or talks to a
+//! chart-made object derives its name here, by the charts' own rule.
 
 use serde::Serialize;
 
@@ -47,6 +51,97 @@ impl Chart {
     }
 }
 
+/// Helm's fullname rule of both upstream charts (`vault.fullname` in hashicorp/vault-helm's
+/// `_helpers.tpl`, `external-secrets.fullname` in external-secrets' chart), for the values
+/// kubestrap sets (no `fullnameOverride` or `nameOverride`): the release name if it contains the
+/// chart name, else `<release>-<chart>`; cut to 63 characters without a trailing `-`. So
+/// `[vault] release = "bank"` gives StatefulSet `bank-vault` and pod `bank-vault-0`, and
+/// `[external_secrets] release = "eso"` gives Deployment `eso-external-secrets`.
+#[must_use]
+pub fn fullname(chart: Chart, release: &str) -> String {
+    let name = if release.contains(chart.name()) {
+        release.to_owned()
+    } else {
+        format!("{release}-{}", chart.name())
+    };
+    let mut end = name.len().min(63);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = &name[..end];
+    cut.strip_suffix('-').unwrap_or(cut).to_owned()
+}
+
+/// What the vault chart (standalone server) names after its fullname.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VaultNames {
+    /// The chart's fullname: the StatefulSet, the Service and the server's ServiceAccount.
+    pub fullname: String,
+}
+
+impl VaultNames {
+    /// For `[vault] release`.
+    #[must_use]
+    pub fn new(release: &str) -> Self {
+        Self {
+            fullname: fullname(Chart::Vault, release),
+        }
+    }
+
+    /// The one server pod of the standalone StatefulSet.
+    #[must_use]
+    pub fn pod(&self) -> String {
+        format!("{}-0", self.fullname)
+    }
+
+    /// The Service in front of the server (port 8200).
+    #[must_use]
+    pub fn service(&self) -> &str {
+        &self.fullname
+    }
+
+    /// Vault's in-cluster address in `namespace`.
+    #[must_use]
+    pub fn address(&self, namespace: &str) -> String {
+        format!("http://{}.{namespace}.svc:8200", self.fullname)
+    }
+}
+
+/// What the external-secrets chart names after its fullname.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EsoNames {
+    /// The chart's fullname: the controller Deployment.
+    pub fullname: String,
+}
+
+impl EsoNames {
+    /// For `[external_secrets] release`.
+    #[must_use]
+    pub fn new(release: &str) -> Self {
+        Self {
+            fullname: fullname(Chart::ExternalSecrets, release),
+        }
+    }
+
+    /// The controller Deployment.
+    #[must_use]
+    pub fn controller(&self) -> &str {
+        &self.fullname
+    }
+
+    /// The admission webhook's Deployment (and Service).
+    #[must_use]
+    pub fn webhook(&self) -> String {
+        format!("{}-webhook", self.fullname)
+    }
+
+    /// The cert-controller's Deployment, which injects the webhook's CA.
+    #[must_use]
+    pub fn cert_controller(&self) -> String {
+        format!("{}-cert-controller", self.fullname)
+    }
+}
+
 /// HelmRepository + HelmRelease for a pinned chart.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChartInstall {
@@ -62,6 +157,8 @@ pub struct ChartInstall {
     pub chart_repo: String,
     /// Pinned chart version.
     pub chart_version: String,
+    /// ESO's service account (`[external_secrets] service_account`); empty for Vault.
+    pub service_account: String,
 }
 
 impl ChartInstall {
@@ -76,6 +173,7 @@ impl ChartInstall {
             release: v.release.clone(),
             chart_repo: v.chart_repo.clone(),
             chart_version: v.chart_version.clone(),
+            service_account: String::new(),
         }
     }
 
@@ -90,6 +188,7 @@ impl ChartInstall {
             release: e.release.clone(),
             chart_repo: e.chart_repo.clone(),
             chart_version: e.chart_version.clone(),
+            service_account: e.service_account.clone(),
         }
     }
 }
@@ -108,11 +207,18 @@ impl TemplateStep for ChartInstall {
         let chart_version = self.chart_version.clone();
         match self.chart {
             Chart::Vault => templates::VaultRelease {
+                namespace: self.namespace.clone(),
+                release: self.release.clone(),
+                flux_namespace: self.flux_namespace.clone(),
                 repository,
                 chart_version,
             }
             .render(),
             Chart::ExternalSecrets => templates::EsoRelease {
+                namespace: self.namespace.clone(),
+                release: self.release.clone(),
+                flux_namespace: self.flux_namespace.clone(),
+                service_account: self.service_account.clone(),
                 repository,
                 chart_version,
             }
@@ -139,5 +245,47 @@ impl TemplateStep for ChartInstall {
                 ),
             ),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vault_release_without_chart_name_gets_fullname_pod() {
+        let names = VaultNames::new("bank");
+        assert_eq!(names.fullname, "bank-vault");
+        assert_eq!(names.pod(), "bank-vault-0");
+        assert_eq!(names.service(), "bank-vault");
+        assert_eq!(
+            names.address("secrets-mgmt"),
+            "http://bank-vault.secrets-mgmt.svc:8200"
+        );
+        assert_eq!(VaultNames::new("vault").pod(), "vault-0");
+        assert_eq!(VaultNames::new("my-vault").pod(), "my-vault-0");
+    }
+
+    #[test]
+    fn eso_release_without_chart_name_gets_fullname_deployment() {
+        let names = EsoNames::new("eso");
+        assert_eq!(names.controller(), "eso-external-secrets");
+        assert_eq!(names.webhook(), "eso-external-secrets-webhook");
+        assert_eq!(
+            names.cert_controller(),
+            "eso-external-secrets-cert-controller"
+        );
+        assert_eq!(
+            EsoNames::new("external-secrets").controller(),
+            "external-secrets"
+        );
+    }
+
+    #[test]
+    fn fullname_is_a_dns_label_without_a_trailing_dash() {
+        let release = "r".repeat(62);
+        assert_eq!(fullname(Chart::Vault, &release), release);
+        let release = "r".repeat(70);
+        assert_eq!(fullname(Chart::Vault, &release).len(), 63);
     }
 }

@@ -2,24 +2,42 @@
 
 use serde::Serialize;
 
+use super::chart::{EsoNames, VaultNames};
 use super::obj;
-use super::support::checks::exists_with;
+use ::kube::Api;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+
+use super::support::checks::{exists_with, missing, read};
 use super::support::{
     ClusterContext, StepWaits, TemplateStep, cluster_secret_store, deployments_available,
     step_identity,
 };
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
+use crate::kube::Check;
 use crate::kube::ConditionSpec;
 use crate::playbook::{HumanDuration, LoadedPlaybook};
 use crate::templates::{self, Manifest};
 
-/// `eso.ready`: the release is Ready, its CRDs Established, the operator Available.
+/// `eso.ready`: the release is Ready, its CRDs Established, the operator, its admission webhook
+/// and its cert-controller Available, and the webhook's CA injected.
+///
+/// Why the webhook: the chart registers ValidatingWebhookConfigurations (`secretstore-validate`,
+/// `externalsecret-validate`, failurePolicy Fail), so the API server refuses every
+/// ClusterSecretStore and ExternalSecret write ("failed calling webhook") until the webhook
+/// Deployment serves and the cert-controller has injected its CA bundle into them. The
+/// controller Deployment alone being Available says nothing about that.
 #[derive(Debug, Clone, Serialize)]
 pub struct EsoReady {
     /// ESO's namespace.
     pub namespace: String,
-    /// Release name.
+    /// Release name (the HelmRelease's).
     pub release: String,
+    /// The chart's controller Deployment (its fullname, see [`EsoNames`]).
+    pub deployment: String,
+    /// The webhook Deployment (`<fullname>-webhook`).
+    pub webhook: String,
+    /// The cert-controller Deployment (`<fullname>-cert-controller`).
+    pub cert_controller: String,
     /// Wait limit.
     pub timeout: HumanDuration,
 }
@@ -32,6 +50,9 @@ impl EsoReady {
         Self {
             namespace: e.namespace.clone(),
             release: e.release.clone(),
+            deployment: EsoNames::new(&e.release).controller().to_owned(),
+            webhook: EsoNames::new(&e.release).webhook(),
+            cert_controller: EsoNames::new(&e.release).cert_controller(),
             timeout: pb.playbook.timeouts.eso_ready,
         }
     }
@@ -50,11 +71,32 @@ impl EsoReady {
                 "wait for CustomResourceDefinition externalsecrets.external-secrets.io Established",
             ),
             Action::run(format!(
-                "wait for {} Available",
-                obj("Deployment", &self.namespace, &self.release)
+                "wait for Deployments {}/{{{}, {}, {}}} Available",
+                self.namespace, self.deployment, self.webhook, self.cert_controller
+            )),
+            Action::run(format!(
+                "wait for ValidatingWebhookConfigurations {} with the webhook's CA injected",
+                WEBHOOK_CONFIGS.join(", ")
             )),
         ]
     }
+
+    fn deployments(&self) -> [&str; 3] {
+        [&self.deployment, &self.webhook, &self.cert_controller]
+    }
+}
+
+/// The chart's ValidatingWebhookConfigurations (literal names in every chart version).
+pub(crate) const WEBHOOK_CONFIGS: [&str; 2] = ["secretstore-validate", "externalsecret-validate"];
+
+/// Whether every webhook of `config` has a CA bundle (the cert-controller injected it).
+fn ca_injected(config: &ValidatingWebhookConfiguration) -> bool {
+    config.webhooks.iter().flatten().all(|w| {
+        w.client_config
+            .ca_bundle
+            .as_ref()
+            .is_some_and(|b| !b.0.is_empty())
+    })
 }
 
 #[async_trait::async_trait]
@@ -70,13 +112,50 @@ impl Step for EsoReady {
         waits.release_ready(&self.namespace, &self.release).await?;
         waits.crds_established(&CRDS).await?;
         waits
-            .deployment_available(&self.namespace, &self.release)
+            .deployments_available(&self.namespace, &self.deployments())
             .await?;
+        let api: Api<ValidatingWebhookConfiguration> = Api::all(ctx.kube().await?);
+        for name in WEBHOOK_CONFIGS {
+            waits
+                .until(
+                    api.clone(),
+                    name,
+                    &format!("ValidatingWebhookConfiguration {name}"),
+                    "CA bundle injected",
+                    |o: Option<&ValidatingWebhookConfiguration>| match o {
+                        Some(c) if ca_injected(c) => Check::done("CA bundle injected"),
+                        Some(_) => {
+                            Check::pending("no CA bundle yet (the cert-controller injects it)")
+                        }
+                        None => Check::pending("not created yet"),
+                    },
+                )
+                .await?;
+        }
         Ok(StepOutcome::ready())
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-        deployments_available(ctx, &self.namespace, &[self.release.as_str()]).await
+        let deployments = deployments_available(ctx, &self.namespace, &self.deployments()).await?;
+        if let Verified::DoesNotHold { .. } = deployments {
+            return Ok(deployments);
+        }
+        let api: Api<ValidatingWebhookConfiguration> = Api::all(ctx.kube().await?);
+        for name in WEBHOOK_CONFIGS {
+            let what = format!("ValidatingWebhookConfiguration {name}");
+            match read(&api, name, &what).await? {
+                Some(c) if ca_injected(&c) => {}
+                Some(_) => {
+                    return Ok(Verified::DoesNotHold {
+                        reason: format!(
+                            "{what} has no CA bundle: ESO's cert-controller has not injected it"
+                        ),
+                    });
+                }
+                None => return Ok(missing(&what)),
+            }
+        }
+        Ok(Verified::Holds)
     }
 }
 
@@ -115,7 +194,7 @@ impl EsoStore {
         let v = &pb.playbook.vault;
         Self {
             store: e.store.clone(),
-            vault_server: format!("http://{}.{}.svc:8200", v.release, v.namespace),
+            vault_server: VaultNames::new(&v.release).address(&v.namespace),
             kv_mount: v.kv_mount.clone(),
             auth_mount: v.auth_mount.clone(),
             role: v.eso_role.clone(),

@@ -251,8 +251,11 @@ impl Step for FluxReady {
 pub struct FluxSource {
     /// Flux's namespace.
     pub namespace: String,
-    /// Name of the bootstrap Secret, GitRepository and Kustomization.
+    /// Name of the GitRepository and the root Kustomization: Flux's namespace, as `flux
+    /// bootstrap` names them (never `[flux] bootstrap_secret`, which names only the Secret).
     pub name: String,
+    /// Name of the bootstrap Git Secret (`[flux] bootstrap_secret`).
+    pub secret: String,
     /// Repository URL.
     pub git_url: String,
     /// Branch.
@@ -267,9 +270,6 @@ pub struct FluxSource {
     pub interval: HumanDuration,
     /// Wait limit.
     pub timeout: HumanDuration,
-    /// The ESO-managed Secret phase 3 switches the GitRepository to; once it is in use, the
-    /// bootstrap Secret is never created again.
-    pub switched_secret: String,
 }
 
 impl FluxSource {
@@ -279,7 +279,8 @@ impl FluxSource {
         let f = &pb.playbook.flux;
         Self {
             namespace: f.namespace.clone(),
-            name: f.bootstrap_secret.clone(),
+            name: f.namespace.clone(),
+            secret: f.bootstrap_secret.clone(),
             git_url: f.git_url.clone(),
             branch: f.branch.clone(),
             path: f.path.clone(),
@@ -287,13 +288,15 @@ impl FluxSource {
             git_username: f.git_username.clone(),
             interval: f.interval,
             timeout: pb.playbook.timeouts.flux_ready,
-            switched_secret: pb.playbook.git_auth.external_secret.clone(),
         }
     }
 
     /// The sync objects with `secret_name` as the Git credentials.
     pub(crate) fn sync(&self, secret_name: &str) -> Result<String, StepError> {
         FluxSync {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            interval: self.interval.get(),
             url: self.git_url.clone(),
             branch: self.branch.clone(),
             path: format!("./{}", self.path.trim_start_matches("./")),
@@ -301,35 +304,6 @@ impl FluxSource {
         }
         .render()
         .map_err(|e| StepError::permanent(e.to_string()))
-    }
-
-    /// The Secret the live GitRepository uses, if it exists.
-    pub(crate) async fn live_secret_ref(
-        &self,
-        ctx: &StepContext,
-    ) -> Result<Option<String>, StepError> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(ctx.kube().await?, &self.namespace, &git_repository());
-        let live = match api.get_opt(&self.name).await {
-            Ok(o) => o,
-            // The kind is not served yet: nothing exists.
-            Err(::kube::Error::Api(s)) if s.code == 404 => None,
-            Err(e) => return Err(StepError::classify("read the GitRepository", e)),
-        };
-        Ok(live.and_then(|o| {
-            o.data
-                .pointer("/spec/secretRef/name")
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned)
-        }))
-    }
-
-    /// The credentials Secret to use: the switched one once phase 3 ran, else the bootstrap.
-    async fn current_secret(&self, ctx: &StepContext) -> Result<String, StepError> {
-        Ok(match self.live_secret_ref(ctx).await? {
-            Some(name) if name == self.switched_secret => name,
-            _ => self.name.clone(),
-        })
     }
 }
 
@@ -349,41 +323,32 @@ impl Step for FluxSource {
     }
 
     async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
-        let secret = obj("Secret", &self.namespace, &self.name);
-        let reachable = ctx.kube().await.is_ok();
-        let secret_name = if reachable {
-            self.current_secret(ctx)
+        let secret = obj("Secret", &self.namespace, &self.secret);
+        let live = match ctx.kube().await {
+            Ok(client) => Api::<Secret>::namespaced(client, &self.namespace)
+                .get_opt(&self.secret)
                 .await
-                .unwrap_or_else(|_| self.name.clone())
-        } else {
-            self.name.clone()
+                .ok()
+                .flatten(),
+            Err(_) => None,
         };
-        let mut actions = Vec::new();
-        if secret_name == self.name {
-            let exists = match ctx.kube().await {
-                Ok(client) => Api::<Secret>::namespaced(client, &self.namespace)
-                    .get_opt(&self.name)
-                    .await
-                    .ok()
+        let mut actions = vec![match live {
+            Some(s)
+                if s.metadata
+                    .owner_references
+                    .iter()
                     .flatten()
-                    .is_some(),
-                Err(_) => false,
-            };
-            actions.push(if exists {
-                Action::unchanged(secret).with_detail("exists; never overwritten")
-            } else {
-                Action::create(secret).with_detail(format!(
-                    "username {:?}, password from ${}; created only if absent",
-                    self.git_username, self.token_env
-                ))
-            });
-        } else {
-            actions.push(
-                Action::unchanged(obj("Secret", &self.namespace, &secret_name))
-                    .with_detail("the GitRepository already uses the ESO-managed Secret"),
-            );
-        }
-        match plan_yaml(ctx, &self.sync(&secret_name)?).await {
+                    .any(|o| o.kind == "ExternalSecret") =>
+            {
+                Action::unchanged(secret).with_detail("managed by External Secrets (phase 3)")
+            }
+            Some(_) => Action::unchanged(secret).with_detail("exists; never overwritten"),
+            None => Action::create(secret).with_detail(format!(
+                "username {:?}, password from ${}; created only if absent",
+                self.git_username, self.token_env
+            )),
+        }];
+        match plan_yaml(ctx, &self.sync(&self.secret)?).await {
             Ok(objects) => actions.extend(objects),
             Err(_) => actions.extend([
                 Action::create(obj("GitRepository", &self.namespace, &self.name)).with_detail(
@@ -406,12 +371,12 @@ impl Step for FluxSource {
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         let client = ctx.kube().await?;
-        let secret_name = self.current_secret(ctx).await?;
         let mut changed = false;
-        if secret_name == self.name {
+        // Once phase 3 handed it over, the Secret is ESO's: it exists, so it is left alone.
+        {
             let api: Api<Secret> = Api::namespaced(client.clone(), &self.namespace);
             let exists = api
-                .get_opt(&self.name)
+                .get_opt(&self.secret)
                 .await
                 .map_err(|e| StepError::classify("read the bootstrap Git Secret", e))?
                 .is_some();
@@ -420,12 +385,12 @@ impl Step for FluxSource {
                 let token = ctx.secret(&self.token_env).map_err(|_| {
                     StepError::permanent(format!(
                         "the bootstrap Git Secret {}/{} does not exist and ${} is not set: export it and run `kubestrap apply --resume`",
-                        self.namespace, self.name, self.token_env
+                        self.namespace, self.secret, self.token_env
                     ))
                 })?;
                 let secret = crate::kube::git_basic_auth_secret(
                     &self.namespace,
-                    &self.name,
+                    &self.secret,
                     &self.git_username,
                     token,
                 );
@@ -435,7 +400,7 @@ impl Step for FluxSource {
                 drop(secret);
             }
         }
-        changed |= apply_yaml(ctx, &self.sync(&secret_name)?).await?;
+        changed |= apply_yaml(ctx, &self.sync(&self.secret)?).await?;
         let revision = self.wait_ready(ctx, &client).await?;
         StepOutcome::with_outputs(changed, &SourceOutputs { revision })
     }

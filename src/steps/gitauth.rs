@@ -1,6 +1,29 @@
-//! Phase 3: Flux's Git credentials move from the bootstrap Secret to one ESO makes from Vault.
+//! Phase 3: Flux's Git credentials are handed over from the bootstrap Secret to External
+//! Secrets, which keeps them in sync with Vault.
+//!
+//! # Design: hand over the Secret the repository already names
+//!
+//! The ExternalSecret (`[git_auth] external_secret`) targets the very Secret the GitRepository's
+//! `secretRef` names (`[flux] bootstrap_secret`, `flux-system` by default), with
+//! `creationPolicy: Owner`. ESO adopts an existing Secret that has no controller owner: it adds
+//! its owner reference and rewrites the data from Vault (ESO's "ownership and deletion policy"
+//! guide: a target without an ownerReference is treated as orphaned and taken over), in place,
+//! with no delete-and-recreate, so Flux never sees the Secret missing. The GitRepository
+//! itself never changes.
+//!
+//! Why not point `secretRef` at a second, ESO-made Secret (kubestrap's first design)? A fleet
+//! repository made by `flux bootstrap` holds `flux-system/gotk-sync.yaml`, which declares the
+//! GitRepository with `secretRef: flux-system`, and Flux's own Kustomization re-applies it with
+//! forced field ownership on every reconcile. Any `secretRef` kubestrap writes is reverted
+//! within one interval, and after the old Secret's deletion Flux loses Git access. Changing the
+//! Secret instead of the reference works whether the GitRepository is managed by kubestrap,
+//! by Flux from Git, or by both, and needs no edit of the user's repository.
+//!
+//! So "no bootstrap secret" means: no Secret that kubestrap made from `$token_env` is left;
+//! the one Flux reads is owned by the ExternalSecret (`gitauth.cleanup` and
+//! `verify.no-bootstrap-secrets` check that).
 
-use ::kube::api::{Api, DeleteParams};
+use ::kube::api::Api;
 use ::kube::core::DynamicObject;
 use k8s_openapi::api::core::v1::Secret;
 use serde::Serialize;
@@ -36,13 +59,44 @@ pub(crate) async fn wait_synced(
         .map(|_| ())
 }
 
-/// `gitauth.external-secret`: the ExternalSecret that builds Flux's Git Secret from Vault.
+/// Whether `secret` is controlled by the ExternalSecret `external_secret` (ESO's owner
+/// reference with `controller: true`).
+fn owned_by(secret: &Secret, external_secret: &str) -> bool {
+    secret.metadata.owner_references.iter().flatten().any(|o| {
+        o.kind == "ExternalSecret" && o.name == external_secret && o.controller == Some(true)
+    })
+}
+
+/// Whether the Secret Flux reads is handed over: it exists and the ExternalSecret controls it.
+async fn handed_over(
+    ctx: &StepContext,
+    namespace: &str,
+    secret: &str,
+    external_secret: &str,
+) -> Result<Verified, StepError> {
+    let api: Api<Secret> = Api::namespaced(ctx.kube().await?, namespace);
+    let what = obj("Secret", namespace, secret);
+    Ok(match read(&api, secret, &what).await? {
+        None => missing(&what),
+        Some(s) if owned_by(&s, external_secret) => Verified::Holds,
+        Some(_) => Verified::DoesNotHold {
+            reason: format!(
+                "{what} is still the bootstrap copy: ExternalSecret {namespace}/{external_secret} does not own it yet"
+            ),
+        },
+    })
+}
+
+/// `gitauth.external-secret`: the ExternalSecret that takes over Flux's Git Secret (the one the
+/// GitRepository names) and keeps it in sync with Vault.
 #[derive(Debug, Clone, Serialize)]
 pub struct GitAuthExternalSecret {
     /// Flux's namespace.
     pub namespace: String,
-    /// ExternalSecret and target Secret name.
+    /// ExternalSecret name (`[git_auth] external_secret`).
     pub name: String,
+    /// The Secret it adopts: the one the GitRepository names (`[flux] bootstrap_secret`).
+    pub target: String,
     /// ClusterSecretStore.
     pub store: String,
     /// Vault path (under the KV mount) of the token.
@@ -71,6 +125,7 @@ impl GitAuthExternalSecret {
         Self {
             namespace: p.flux.namespace.clone(),
             name: p.git_auth.external_secret.clone(),
+            target: p.flux.bootstrap_secret.clone(),
             store: p.external_secrets.store.clone(),
             vault_path: decl.map(|d| d.vault_path.clone()).unwrap_or_default(),
             vault_key: decl.map(|d| d.vault_key.clone()).unwrap_or_default(),
@@ -93,7 +148,7 @@ impl TemplateStep for GitAuthExternalSecret {
             namespace: self.namespace.clone(),
             store_name: self.store.clone(),
             refresh_interval: self.refresh_interval.to_string(),
-            target_name: self.name.clone(),
+            target_name: self.target.clone(),
             vault_key: self.vault_path.clone(),
             username: self.username.clone(),
             password_property: self.vault_key.clone(),
@@ -105,13 +160,13 @@ impl TemplateStep for GitAuthExternalSecret {
     fn actions(&self) -> Vec<Action> {
         vec![
             Action::create(obj("ExternalSecret", &self.namespace, &self.name)).with_detail(format!(
-                "store {}, password from {}#{}, username {:?}, refresh {}, creationPolicy Owner, deletionPolicy Retain",
-                self.store, self.vault_path, self.vault_key, self.username, self.refresh_interval
+                "target {} (adopted in place), store {}, password from {}#{}, username {:?}, refresh {}, creationPolicy Owner, deletionPolicy Retain",
+                self.target, self.store, self.vault_path, self.vault_key, self.username, self.refresh_interval
             )),
             Action::run(format!(
-                "wait for {} SecretSynced, then {} exists (timeout {})",
+                "wait for {} SecretSynced and owning {} (timeout {})",
                 obj("ExternalSecret", &self.namespace, &self.name),
-                obj("Secret", &self.namespace, &self.name),
+                obj("Secret", &self.namespace, &self.target),
                 self.timeout
             )),
         ]
@@ -121,23 +176,32 @@ impl TemplateStep for GitAuthExternalSecret {
         self.actions().split_off(1)
     }
 
-    /// Waits for ESO to sync the Secret.
+    /// Waits for ESO to sync the Secret, then checks that ESO owns it (a Secret controlled by
+    /// something else is never taken over: ESO reports that, and so does this step).
     async fn after_apply(&self, ctx: &StepContext) -> Result<(), StepError> {
-        wait_synced(ctx, &self.namespace, &self.name, self.timeout).await
+        wait_synced(ctx, &self.namespace, &self.name, self.timeout).await?;
+        match handed_over(ctx, &self.namespace, &self.target, &self.name).await? {
+            Verified::Holds => Ok(()),
+            Verified::DoesNotHold { reason } => Err(StepError::permanent(format!(
+                "{reason}; remove the other owner reference from it (kubestrap's bootstrap Secret has none)"
+            ))),
+        }
     }
 }
 
-/// `gitauth.switch`: the GitRepository uses the ESO-managed Secret and is Ready with it.
+/// `gitauth.switch`: the GitRepository reads the Secret ESO now owns and is Ready with it,
+/// after a reconcile requested once the handover happened (so the credentials ESO wrote are
+/// the ones it fetched with).
 #[derive(Debug, Clone, Serialize)]
 pub struct GitAuthSwitch {
     /// Flux's namespace.
     pub namespace: String,
     /// GitRepository name.
     pub repository: String,
-    /// Secret used before.
-    pub from_secret: String,
-    /// Secret used after.
-    pub to_secret: String,
+    /// The Secret the GitRepository names (`[flux] bootstrap_secret`), owned by ESO now.
+    pub secret: String,
+    /// The ExternalSecret that owns it.
+    pub external_secret: String,
     /// Wait limit.
     pub timeout: HumanDuration,
     /// The sync objects as flux.source applies them (re-applied with the new secretRef, so
@@ -152,16 +216,22 @@ impl GitAuthSwitch {
         let p = &pb.playbook;
         Self {
             namespace: p.flux.namespace.clone(),
-            repository: p.flux.bootstrap_secret.clone(),
-            from_secret: p.flux.bootstrap_secret.clone(),
-            to_secret: p.git_auth.external_secret.clone(),
+            repository: p.flux.namespace.clone(),
+            secret: p.flux.bootstrap_secret.clone(),
+            external_secret: p.git_auth.external_secret.clone(),
             timeout: p.timeouts.flux_ready,
             source: FluxSource::from_playbook(pb),
         }
     }
 
-    /// Whether the GitRepository uses the new Secret and is Ready at its latest generation.
+    /// Whether the GitRepository reads the ESO-owned Secret and is Ready at its latest
+    /// generation.
     async fn switched_and_ready(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        if let Verified::DoesNotHold { reason } =
+            handed_over(ctx, &self.namespace, &self.secret, &self.external_secret).await?
+        {
+            return Ok(Verified::DoesNotHold { reason });
+        }
         let api: Api<DynamicObject> =
             Api::namespaced_with(ctx.kube().await?, &self.namespace, &git_repository());
         let what = obj("GitRepository", &self.namespace, &self.repository);
@@ -172,7 +242,7 @@ impl GitAuthSwitch {
             .data
             .pointer("/spec/secretRef/name")
             .and_then(serde_json::Value::as_str);
-        if secret != Some(self.to_secret.as_str()) {
+        if secret != Some(self.secret.as_str()) {
             return Ok(Verified::DoesNotHold {
                 reason: format!("GitRepository uses Secret {}", secret.unwrap_or("(none)")),
             });
@@ -187,12 +257,13 @@ impl GitAuthSwitch {
     fn actions(&self) -> Vec<Action> {
         let repo = obj("GitRepository", &self.namespace, &self.repository);
         vec![
-            Action::update(repo.clone()).with_detail(format!(
-                "spec.secretRef.name {} -> {}",
-                self.from_secret, self.to_secret
+            Action::run(format!(
+                "check {} is owned by {}",
+                obj("Secret", &self.namespace, &self.secret),
+                obj("ExternalSecret", &self.namespace, &self.external_secret)
             )),
             Action::run(format!(
-                "wait for {repo} Ready with the new credentials (timeout {})",
+                "wait for {repo} Ready with the ESO-managed credentials (timeout {})",
                 self.timeout
             )),
         ]
@@ -204,9 +275,9 @@ impl Step for GitAuthSwitch {
     step_identity!("gitauth.switch");
 
     async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
-        match plan_yaml(ctx, &self.source.sync(&self.to_secret)?).await {
+        match plan_yaml(ctx, &self.source.sync(&self.secret)?).await {
             Ok(mut a) => {
-                a.extend(self.actions().split_off(1));
+                a.extend(self.actions());
                 Ok(a)
             }
             Err(_) => Ok(self.actions()),
@@ -214,21 +285,17 @@ impl Step for GitAuthSwitch {
     }
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
-        // The target Secret must exist before Flux is pointed at it.
-        let secrets: Api<Secret> = Api::namespaced(ctx.kube().await?, &self.namespace);
-        if secrets
-            .get_opt(&self.to_secret)
-            .await
-            .map_err(|e| StepError::classify("read the ESO-managed Git Secret", e))?
-            .is_none()
+        // ESO must own the Secret before Flux counts as switched.
+        if let Verified::DoesNotHold { reason } =
+            handed_over(ctx, &self.namespace, &self.secret, &self.external_secret).await?
         {
             return Err(StepError::permanent(format!(
-                "Secret {}/{} does not exist yet: gitauth.external-secret must sync it first",
-                self.namespace, self.to_secret
+                "{reason}: gitauth.external-secret must sync it first"
             )));
         }
-        let changed = apply_yaml(ctx, &self.source.sync(&self.to_secret)?).await?;
-        // A changed secretRef bumps the generation; Ready only counts once observed at it.
+        // The same sync objects as flux.source (secretRef unchanged): a no-op unless someone
+        // changed them, in which case kubestrap's copy is restored.
+        let changed = apply_yaml(ctx, &self.source.sync(&self.secret)?).await?;
         self.source.wait_ready(ctx, &ctx.kube().await?).await?;
         Ok(StepOutcome::new(changed))
     }
@@ -238,14 +305,16 @@ impl Step for GitAuthSwitch {
     }
 }
 
-/// `gitauth.cleanup`: delete the bootstrap Git Secret (unless the playbook keeps it).
+/// `gitauth.cleanup`: no bootstrap copy of the Git token is left. The handover rewrote the
+/// bootstrap Secret in place (see the module's design note), so nothing is deleted: the step
+/// checks that the Secret Flux reads is ESO's now. Deleting it would cut Flux off Git.
 #[derive(Debug, Clone, Serialize)]
 pub struct GitAuthCleanup {
     /// Flux's namespace.
     pub namespace: String,
-    /// The bootstrap Secret.
+    /// The bootstrap Secret, now ESO's.
     pub bootstrap_secret: String,
-    /// Whether to delete it.
+    /// `[git_auth] delete_bootstrap_secret`: whether the bootstrap copy must be gone.
     pub delete: bool,
     /// The switch that must hold before anything is deleted.
     pub switch: GitAuthSwitch,
@@ -267,11 +336,21 @@ impl GitAuthCleanup {
     fn actions(&self) -> Vec<Action> {
         let secret = obj("Secret", &self.namespace, &self.bootstrap_secret);
         if self.delete {
-            vec![Action::delete(secret).with_detail("the bootstrap Git token leaves the cluster")]
+            vec![
+                Action::run(format!(
+                    "check {secret} is no bootstrap copy: owned by {}",
+                    obj(
+                        "ExternalSecret",
+                        &self.namespace,
+                        &self.switch.external_secret
+                    )
+                ))
+                .with_detail("handed over in place, nothing deleted: Flux keeps reading it"),
+            ]
         } else {
             vec![
                 Action::unchanged(secret)
-                    .with_detail("kept: [git_auth] delete_bootstrap_secret = false"),
+                    .with_detail("not checked: [git_auth] delete_bootstrap_secret = false"),
             ]
         }
     }
@@ -281,60 +360,34 @@ impl GitAuthCleanup {
 impl Step for GitAuthCleanup {
     step_identity!("gitauth.cleanup");
 
-    async fn plan(&self, ctx: &StepContext) -> Result<Vec<Action>, StepError> {
-        if self.delete
-            && let Ok(client) = ctx.kube().await
-            && let Ok(None) = Api::<Secret>::namespaced(client, &self.namespace)
-                .get_opt(&self.bootstrap_secret)
-                .await
-        {
-            return Ok(vec![
-                Action::unchanged(obj("Secret", &self.namespace, &self.bootstrap_secret))
-                    .with_detail("already deleted"),
-            ]);
-        }
+    async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         Ok(self.actions())
     }
 
+    /// Fails when the Secret Flux reads is still kubestrap's bootstrap copy; deletes nothing
+    /// (see the module's design note), so it never changes the cluster.
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         if !self.delete {
             return Ok(StepOutcome::new(false));
         }
         if let Verified::DoesNotHold { reason } = self.switch.switched_and_ready(ctx).await? {
             return Err(StepError::permanent(format!(
-                "refusing to delete the bootstrap Git Secret while Flux may still need it: {reason}"
+                "the bootstrap Git token is still in the cluster outside External Secrets' control: {reason}"
             )));
         }
-        let api: Api<Secret> = Api::namespaced(ctx.kube().await?, &self.namespace);
-        match api
-            .delete(&self.bootstrap_secret, &DeleteParams::default())
-            .await
-        {
-            Ok(_) => Ok(StepOutcome::new(true)),
-            Err(::kube::Error::Api(s)) if s.code == 404 => Ok(StepOutcome::new(false)),
-            Err(e) => Err(StepError::classify("delete the bootstrap Git Secret", e)),
-        }
+        Ok(StepOutcome::new(false))
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
         if !self.delete {
             return Ok(Verified::Holds);
         }
-        let api: Api<Secret> = Api::namespaced(ctx.kube().await?, &self.namespace);
-        Ok(
-            match api
-                .get_opt(&self.bootstrap_secret)
-                .await
-                .map_err(|e| StepError::classify("read the bootstrap Git Secret", e))?
-            {
-                None => Verified::Holds,
-                Some(_) => Verified::DoesNotHold {
-                    reason: format!(
-                        "Secret {}/{} still exists",
-                        self.namespace, self.bootstrap_secret
-                    ),
-                },
-            },
+        handed_over(
+            ctx,
+            &self.namespace,
+            &self.bootstrap_secret,
+            &self.switch.external_secret,
         )
+        .await
     }
 }

@@ -29,7 +29,7 @@ use crate::engine::{Building, Built, Engine, GraphErrors, Phase};
 use crate::playbook::LoadedPlaybook;
 
 pub use apps::{AppsReconcile, AppsSecretsSynced};
-pub use chart::{Chart, ChartInstall};
+pub use chart::{Chart, ChartInstall, EsoNames, VaultNames, fullname};
 pub use eso::{EsoReady, EsoStore};
 pub use flux::{FluxInstall, FluxReady, FluxSource};
 pub use gitauth::{GitAuthCleanup, GitAuthExternalSecret, GitAuthSwitch};

@@ -545,7 +545,8 @@ mod tests {
             timeout: HumanDuration::from_secs(60),
             endpoint: VaultEndpoint {
                 namespace: "vault".into(),
-                release: "vault".into(),
+                service: "vault".into(),
+                pod: "vault-0".into(),
                 access: crate::playbook::VaultAccess::PortForward,
                 address: None,
             },

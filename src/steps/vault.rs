@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
+use super::chart::VaultNames;
 use super::obj;
 use super::support::{ClusterContext, StepWaits, TemplateStep, step_identity};
 use super::vault_api::{
@@ -22,10 +23,10 @@ use crate::playbook::{HumanDuration, LoadedPlaybook, VaultAccess};
 use crate::templates::{self, Manifest};
 
 /// How a step reaches Vault's API, for plan text.
-fn reach(access: VaultAccess, namespace: &str, release: &str, address: Option<&str>) -> Action {
+fn reach(access: VaultAccess, namespace: &str, service: &str, address: Option<&str>) -> Action {
     match access {
         VaultAccess::PortForward => Action::run(format!(
-            "port-forward to Service {namespace}/{release}:8200"
+            "port-forward to Service {namespace}/{service}:8200"
         )),
         VaultAccess::Address => {
             let address = address.unwrap_or("?");
@@ -46,8 +47,10 @@ fn reach(access: VaultAccess, namespace: &str, release: &str, address: Option<&s
 pub struct VaultEndpoint {
     /// Vault's namespace.
     pub namespace: String,
-    /// Release / Service name.
-    pub release: String,
+    /// The chart's Service in front of Vault (its fullname, see [`VaultNames`]).
+    pub service: String,
+    /// The Vault server pod (`<fullname>-0`).
+    pub pod: String,
     /// Access mode.
     pub access: VaultAccess,
     /// Address for `access = "address"`.
@@ -57,9 +60,11 @@ pub struct VaultEndpoint {
 impl VaultEndpoint {
     pub(crate) fn from_playbook(pb: &LoadedPlaybook) -> Self {
         let v = &pb.playbook.vault;
+        let names = VaultNames::new(&v.release);
         Self {
             namespace: v.namespace.clone(),
-            release: v.release.clone(),
+            service: names.service().to_owned(),
+            pod: names.pod(),
             access: v.access,
             address: v.address.clone(),
         }
@@ -69,7 +74,7 @@ impl VaultEndpoint {
         reach(
             self.access,
             &self.namespace,
-            &self.release,
+            &self.service,
             self.address.as_deref(),
         )
     }
@@ -80,8 +85,10 @@ impl VaultEndpoint {
 pub struct VaultReady {
     /// Vault's namespace.
     pub namespace: String,
-    /// Release name.
+    /// Release name (the HelmRelease's).
     pub release: String,
+    /// The server pod (`<fullname>-0`, see [`VaultNames`]).
+    pub pod: String,
     /// Wait limit.
     pub timeout: HumanDuration,
 }
@@ -94,6 +101,7 @@ impl VaultReady {
         Self {
             namespace: v.namespace.clone(),
             release: v.release.clone(),
+            pod: VaultNames::new(&v.release).pod(),
             timeout: pb.playbook.timeouts.vault_ready,
         }
     }
@@ -107,7 +115,7 @@ impl VaultReady {
             )),
             Action::run(format!(
                 "wait for {} Running",
-                obj("Pod", &self.namespace, &format!("{}-0", self.release))
+                obj("Pod", &self.namespace, &self.pod)
             )),
             Action::run("GET /v1/sys/health (501 uninitialised or 503 sealed are expected)"),
         ]
@@ -125,18 +133,17 @@ impl Step for VaultReady {
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         let waits = StepWaits::new(ctx, ctx.kube().await?, self.timeout);
         waits.release_ready(&self.namespace, &self.release).await?;
-        let pod = format!("{}-0", self.release);
         waits
-            .pod(&self.namespace, &pod, crate::kube::PodState::Running)
+            .pod(&self.namespace, &self.pod, crate::kube::PodState::Running)
             .await?;
         Ok(StepOutcome::ready())
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
         let api: Api<Pod> = Api::namespaced(ctx.kube().await?, &self.namespace);
-        let pod = format!("{}-0", self.release);
+        let pod = &self.pod;
         let phase = api
-            .get_opt(&pod)
+            .get_opt(pod)
             .await
             .map_err(|e| StepError::classify("read the Vault pod", e))?
             .and_then(|p| p.status.and_then(|s| s.phase));
@@ -203,13 +210,13 @@ pub const EMERGENCY_FILE: &str = "vault-init-keys.emergency.json";
 const KEYS_WRITE_ATTEMPTS: usize = 5;
 
 /// The recovery text for an initialised Vault whose keys Secret is gone.
-fn recovery_text(namespace: &str, secret: &str, emergency: &Path) -> String {
+fn recovery_text(namespace: &str, pod: &str, secret: &str, emergency: &Path) -> String {
     format!(
         "Vault is already initialised but Secret {namespace}/{secret} with its unseal keys and root token is missing, and kubestrap never re-initialises a Vault (that would destroy its data). Recovery (README, \"Recovering the Vault keys Secret\"): \
 1) if you kept the keys, recreate the Secret with entries unseal-key-0..unseal-key-N and root-token: \
 `kubectl -n {namespace} create secret generic {secret} --from-file=unseal-key-0=KEY0 ... --from-file=root-token=TOKEN`, then run `kubestrap apply --resume`; \
 2) if kubestrap saved an emergency copy at {}, put that file back and run `kubestrap apply --resume`: it restores the Secret from it; \
-3) if the keys are lost, Vault's data cannot be decrypted: delete Vault's storage (`kubectl -n {namespace} delete pvc data-vault-0` and the pod) so it starts uninitialised, then run `kubestrap apply --resume`, which initialises it again",
+3) if the keys are lost, Vault's data cannot be decrypted: delete Vault's storage (`kubectl -n {namespace} delete pvc data-{pod}` and the pod) so it starts uninitialised, then run `kubestrap apply --resume`, which initialises it again",
         emergency.display()
     )
 }
@@ -365,6 +372,7 @@ impl Step for VaultInit {
                     }
                     Err(StepError::permanent(recovery_text(
                         &self.endpoint.namespace,
+                        &self.endpoint.pod,
                         &self.keys_secret,
                         &self.emergency_path(ctx),
                     )))
@@ -560,8 +568,9 @@ pub struct VaultAutoUnseal {
     pub namespace: String,
     /// Secret holding the keys (the only thing the workload may read).
     pub keys_secret: String,
-    /// Release / Service name, for the address the unsealer talks to.
-    pub release: String,
+    /// Vault's in-cluster address the unsealer talks to (the chart's Service, see
+    /// [`VaultNames::address`]).
+    pub vault_addr: String,
     /// Shares to mount (the threshold).
     pub key_threshold: u8,
     /// Wait limit.
@@ -581,7 +590,7 @@ impl VaultAutoUnseal {
         Self {
             namespace: v.namespace.clone(),
             keys_secret: v.keys_secret.clone(),
-            release: v.release.clone(),
+            vault_addr: VaultNames::new(&v.release).address(&v.namespace),
             key_threshold: v.key_threshold,
             timeout: pb.playbook.timeouts.vault_ready,
         }
@@ -595,9 +604,10 @@ impl TemplateStep for VaultAutoUnseal {
 
     fn manifest(&self) -> Result<String, StepError> {
         templates::VaultAutoUnseal {
+            namespace: self.namespace.clone(),
             keys_secret: self.keys_secret.clone(),
             vault_image: UNSEALER_IMAGE.to_owned(),
-            vault_addr: format!("http://{}.{}.svc:8200", self.release, self.namespace),
+            vault_addr: self.vault_addr.clone(),
             poll_interval: templates::VaultAutoUnseal::DEFAULT_POLL_INTERVAL,
             unseal_keys: u32::from(self.key_threshold),
         }
@@ -1006,7 +1016,8 @@ mod tests {
         VaultConfigure {
             endpoint: VaultEndpoint {
                 namespace: "vault".into(),
-                release: "vault".into(),
+                service: "vault".into(),
+                pod: "vault-0".into(),
                 access: VaultAccess::PortForward,
                 address: None,
             },
@@ -1035,7 +1046,12 @@ mod tests {
 
     #[test]
     fn the_recovery_text_names_every_way_out_and_never_reinitialises() {
-        let text = recovery_text("vault", "vault-init-keys", Path::new("/s/x.json"));
+        let text = recovery_text(
+            "vault",
+            "vault-0",
+            "vault-init-keys",
+            Path::new("/s/x.json"),
+        );
         assert!(text.contains("never re-initialises"));
         assert!(text.contains("kubectl -n vault create secret generic vault-init-keys"));
         assert!(text.contains("/s/x.json"));

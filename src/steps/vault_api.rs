@@ -63,7 +63,7 @@ pub(crate) async fn connect(
         VaultAccess::PortForward => {
             let to = ServicePort {
                 namespace: &endpoint.namespace,
-                service: &endpoint.release,
+                service: &endpoint.service,
                 port: VAULT_PORT,
                 request_timeout: REQUEST_TIMEOUT,
             };

@@ -105,8 +105,8 @@ where
 pub struct VerifyVault {
     /// Vault's namespace.
     pub namespace: String,
-    /// Release name.
-    pub release: String,
+    /// The Vault server pod (`<fullname>-0`, see [`super::chart::VaultNames`]).
+    pub pod: String,
     /// Restart the pod and wait for auto-unseal.
     pub restart: bool,
     /// Wait limit.
@@ -122,7 +122,7 @@ impl VerifyVault {
         let p = &pb.playbook;
         Self {
             namespace: p.vault.namespace.clone(),
-            release: p.vault.release.clone(),
+            pod: super::chart::VaultNames::new(&p.vault.release).pod(),
             restart: p.verify.restart_vault,
             timeout: p.timeouts.vault_ready,
             endpoint: VaultEndpoint::from_playbook(pb),
@@ -134,7 +134,7 @@ impl VerifyVault {
             "GET /v1/sys/health (200: initialised, unsealed, active)",
         )];
         if self.restart {
-            let pod = obj("Pod", &self.namespace, &format!("{}-0", self.release));
+            let pod = obj("Pod", &self.namespace, &self.pod);
             actions.push(
                 Action::delete(pod)
                     .with_detail("restart to prove auto-unseal ([verify] restart_vault = true)"),
@@ -150,7 +150,7 @@ impl VerifyVault {
 
 impl VerifyVault {
     fn pod_name(&self) -> String {
-        format!("{}-0", self.release)
+        self.pod.clone()
     }
 
     /// Whether auto-unseal is already proven: the running Vault pod was created after the
@@ -390,8 +390,8 @@ pub struct VerifyEso {
     pub synced: AppsSecretsSynced,
     /// ESO's namespace and Deployment.
     pub namespace: String,
-    /// ESO's release (Deployment name).
-    pub release: String,
+    /// ESO's controller Deployment (the chart's fullname, see [`super::chart::EsoNames`]).
+    pub deployment: String,
     /// How long the store and the secrets may take to become ready again (`[timeouts]
     /// eso_ready`, e.g. while Vault is being unsealed after a restart); not part of the payload.
     #[serde(skip)]
@@ -409,14 +409,16 @@ impl VerifyEso {
             store_step: EsoStore::from_playbook(pb),
             synced,
             namespace: pb.playbook.external_secrets.namespace.clone(),
-            release: pb.playbook.external_secrets.release.clone(),
+            deployment: super::chart::EsoNames::new(&pb.playbook.external_secrets.release)
+                .controller()
+                .to_owned(),
             converge: pb.playbook.timeouts.eso_ready.get(),
         }
     }
 
     async fn check(&self, ctx: &StepContext) -> Result<Verified, StepError> {
         let deployment =
-            deployments_available(ctx, &self.namespace, &[self.release.as_str()]).await?;
+            deployments_available(ctx, &self.namespace, &[self.deployment.as_str()]).await?;
         if let Verified::DoesNotHold { .. } = deployment {
             return Ok(deployment);
         }
@@ -517,13 +519,19 @@ impl VerifyNoBootstrapSecrets {
             .list(&ListParams::default())
             .await
             .map_err(|e| StepError::classify("list Secrets", e))?;
+        // Phase 3 hands the bootstrap Secret over to ESO in place (`steps::gitauth`): it may
+        // exist, but only as an ESO-owned Secret.
         if all.items.iter().any(|s| {
             s.namespace().as_deref() == Some(self.namespace.as_str())
                 && s.name_any() == self.bootstrap_secret
+                && !s
+                    .owner_references()
+                    .iter()
+                    .any(|o| o.kind == "ExternalSecret")
         }) {
             return Ok(Verified::DoesNotHold {
                 reason: format!(
-                    "the bootstrap Git Secret {}/{} still exists",
+                    "the bootstrap Git Secret {}/{} is still kubestrap's copy, not handed over to External Secrets",
                     self.namespace, self.bootstrap_secret
                 ),
             });
@@ -571,7 +579,7 @@ impl VerifyNoBootstrapSecrets {
         }
         vec![
             Action::run(format!(
-                "check {} is absent",
+                "check {} is owned by an ExternalSecret (handed over)",
                 obj("Secret", &self.namespace, &self.bootstrap_secret)
             )),
             Action::run(format!(

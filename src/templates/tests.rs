@@ -9,11 +9,15 @@ fn flux_sync() -> FluxSync {
         branch: "main".to_owned(),
         path: "./clusters/sandbox".to_owned(),
         secret_name: "flux-system".to_owned(),
+        namespace: "flux-system".to_owned(),
+        name: "flux-system".to_owned(),
+        interval: std::time::Duration::from_secs(60),
     }
 }
 
 fn vault_auto_unseal() -> VaultAutoUnseal {
     VaultAutoUnseal {
+        namespace: "vault".to_owned(),
         keys_secret: "vault-init-keys".to_owned(),
         vault_image: "hashicorp/vault:1.17.2".to_owned(),
         vault_addr: "http://vault.vault.svc:8200".to_owned(),
@@ -54,6 +58,9 @@ fn rendered() -> Vec<(&'static str, Vec<Value>)> {
         (
             VaultRelease::TEMPLATE.path,
             VaultRelease {
+                namespace: "vault".to_owned(),
+                release: "vault".to_owned(),
+                flux_namespace: "flux-system".to_owned(),
                 repository: crate::playbook::Vault::default().chart_repo,
                 chart_version: "0.28.1".to_owned(),
             }
@@ -62,6 +69,10 @@ fn rendered() -> Vec<(&'static str, Vec<Value>)> {
         (
             EsoRelease::TEMPLATE.path,
             EsoRelease {
+                namespace: "external-secrets".to_owned(),
+                release: "external-secrets".to_owned(),
+                flux_namespace: "flux-system".to_owned(),
+                service_account: "external-secrets".to_owned(),
                 repository: crate::playbook::ExternalSecrets::default().chart_repo,
                 chart_version: "1.0.0".to_owned(),
             }
@@ -318,4 +329,111 @@ fn the_example_module_takes_the_fixture_variables() {
     ] {
         assert!(EXAMPLE_SECRETS_MODULE.contains(v), "{v}");
     }
+}
+
+#[test]
+fn go_duration_prints_like_go() {
+    use std::time::Duration;
+    assert_eq!(go_duration(Duration::from_secs(60)), "1m0s");
+    assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+    assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+    assert_eq!(go_duration(Duration::from_secs(45)), "45s");
+    assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+    assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
+    assert_eq!(go_duration(Duration::ZERO), "0s");
+}
+
+/// Regression (issue 9): the templates hard-coded `vault`, `external-secrets`, `flux-system`
+/// and `1m0s` while the steps waited on the playbook's names.
+#[test]
+fn templates_honour_every_playbook_name() {
+    let text = FluxSync {
+        namespace: "gitops".to_owned(),
+        name: "gitops".to_owned(),
+        interval: std::time::Duration::from_secs(300),
+        secret_name: "git-bootstrap".to_owned(),
+        ..flux_sync()
+    }
+    .render()
+    .unwrap();
+    assert!(!text.contains("flux-system"), "{text}");
+    let objects: Vec<Value> = parse_manifests(&text)
+        .unwrap()
+        .into_iter()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .collect();
+    let repo = find(&objects, "GitRepository");
+    assert_eq!(repo["metadata"]["name"], "gitops");
+    assert_eq!(repo["metadata"]["namespace"], "gitops");
+    assert_eq!(repo["spec"]["interval"], "5m0s");
+    assert_eq!(repo["spec"]["secretRef"]["name"], "git-bootstrap");
+    assert_eq!(
+        find(&objects, "Kustomization")["spec"]["sourceRef"]["name"],
+        "gitops"
+    );
+
+    let text = VaultRelease {
+        namespace: "secrets-mgmt".to_owned(),
+        release: "bank".to_owned(),
+        flux_namespace: "gitops".to_owned(),
+        repository: "https://example.test".to_owned(),
+        chart_version: "0.30.0".to_owned(),
+    }
+    .render()
+    .unwrap();
+    assert!(
+        !text.contains("flux-system") && !text.contains("name: vault"),
+        "{text}"
+    );
+    let objects: Vec<Value> = parse_manifests(&text)
+        .unwrap()
+        .into_iter()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .collect();
+    assert_eq!(
+        find(&objects, "Namespace")["metadata"]["name"],
+        "secrets-mgmt"
+    );
+    let hr = find(&objects, "HelmRelease");
+    assert_eq!(hr["metadata"]["name"], "bank");
+    assert_eq!(hr["metadata"]["namespace"], "secrets-mgmt");
+    assert_eq!(hr["spec"]["releaseName"], "bank");
+    assert_eq!(
+        hr["spec"]["chart"]["spec"]["sourceRef"]["namespace"],
+        "gitops"
+    );
+    assert_eq!(
+        find(&objects, "HelmRepository")["metadata"]["namespace"],
+        "gitops"
+    );
+
+    let text = EsoRelease {
+        namespace: "ops".to_owned(),
+        release: "eso".to_owned(),
+        flux_namespace: "gitops".to_owned(),
+        service_account: "eso-sa".to_owned(),
+        repository: "https://example.test".to_owned(),
+        chart_version: "0.16.2".to_owned(),
+    }
+    .render()
+    .unwrap();
+    let objects: Vec<Value> = parse_manifests(&text)
+        .unwrap()
+        .into_iter()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .collect();
+    assert_eq!(find(&objects, "Namespace")["metadata"]["name"], "ops");
+    let hr = find(&objects, "HelmRelease");
+    assert_eq!(hr["metadata"]["name"], "eso");
+    assert_eq!(hr["spec"]["releaseName"], "eso");
+    assert_eq!(hr["spec"]["values"]["serviceAccount"]["name"], "eso-sa");
+
+    let text = VaultAutoUnseal {
+        namespace: "secrets-mgmt".to_owned(),
+        ..vault_auto_unseal()
+    }
+    .render()
+    .unwrap();
+    assert!(!text.contains("namespace: vault"), "{text}");
+    assert_eq!(text.matches("namespace: secrets-mgmt").count(), 5, "{text}");
 }

@@ -478,6 +478,8 @@ impl Cluster {
         }
         let key = Self::key(rt, ns, &name);
         let qualified = rt.qualified();
+        // Admission webhooks are called before the store is touched (they read it).
+        super::webhooks::admit(&self.store, rt, "CREATE")?;
         let res = self
             .store
             .mutate(&key, self.meta(rt, "create", opts), |cur| {
@@ -537,6 +539,9 @@ impl Cluster {
         let key = Self::key(rt, ns, name);
         let qualified = rt.qualified();
         let verb = if status { "update-status" } else { "update" };
+        if !status {
+            super::webhooks::admit(&self.store, rt, "UPDATE")?;
+        }
         let res = self.store.mutate(&key, self.meta(rt, verb, opts), |cur| {
             let Some(cur) = cur else {
                 return Err(ApiError::not_found(&qualified, name));
@@ -648,6 +653,10 @@ impl Cluster {
             if !exists && !status {
                 self.check_namespace(rt, ns)?;
             }
+        }
+        if !status {
+            let exists = self.store.get(&key).is_some();
+            super::webhooks::admit(&self.store, rt, if exists { "UPDATE" } else { "CREATE" })?;
         }
         let now = now();
         let res = self.store.mutate(&key, self.meta(rt, verb, opts), |cur| {
@@ -892,6 +901,80 @@ mod tests {
             force: false,
             strict: false,
         }
+    }
+
+    /// Regression (issue 9): ESO's webhook did not gate CR writes; a real API server refuses
+    /// writes a `failurePolicy: Fail` webhook cannot answer, until its Service has a ready
+    /// endpoint and the cert-controller injected its CA.
+    #[test]
+    fn webhook_gates_writes_until_it_serves_with_an_injected_ca() {
+        let c = cluster();
+        let lookup = |g: &str, p: &str| {
+            c.registry
+                .lookup(g, "v1", p)
+                .unwrap_or_else(|| panic!("{p}"))
+        };
+        let (cm, vwc, svc, ep) = (
+            lookup("", "configmaps"),
+            lookup(
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+            ),
+            lookup("", "services"),
+            lookup("", "endpoints"),
+        );
+        let mut config = json!({"metadata": {"name": "v"}, "webhooks": [{
+            "name": "validate.cm.example.io", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["configmaps"]}],
+            "clientConfig": {"service": {"namespace": "default", "name": "hook", "path": "/validate"}}}]});
+        c.create(&vwc, "", config.clone(), &opts()).expect("vwc");
+        let write = |n: &str| {
+            c.create(&cm, "default", json!({"metadata": {"name": n}}), &opts())
+                .map(|_| ())
+                .map_err(|e| (e.code, e.message))
+        };
+        let refused = write("a").expect_err("no service");
+        assert_eq!(refused.0, 500);
+        assert!(
+            refused.1.starts_with("Internal error occurred: failed calling webhook \"validate.cm.example.io\": failed to call webhook: Post \"https://hook.default.svc:443/validate?timeout=10s\": service \"hook\" not found"),
+            "{}",
+            refused.1
+        );
+        c.create(
+            &svc,
+            "default",
+            json!({"metadata": {"name": "hook"}, "spec": {"ports": [{"port": 443}]}}),
+            &opts(),
+        )
+        .expect("svc");
+        assert!(
+            write("b")
+                .expect_err("no endpoints")
+                .1
+                .contains("no endpoints available for service \"hook\"")
+        );
+        c.create(&ep, "default", json!({"metadata": {"name": "hook"}, "subsets": [{"addresses": [{"ip": "10.42.0.9"}], "ports": [{"port": 10250}]}]}), &opts())
+            .expect("ep");
+        assert!(
+            write("c")
+                .expect_err("no CA")
+                .1
+                .contains("x509: certificate signed by unknown authority")
+        );
+        config["webhooks"][0]["clientConfig"]["caBundle"] = json!("Y2E=");
+        let live = c.get(&vwc, "", "v").expect("get");
+        config["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"].clone();
+        c.update(&vwc, "", "v", config.clone(), false, &opts())
+            .expect("inject");
+        write("d").expect("served");
+        // failurePolicy Ignore never blocks.
+        config["webhooks"][0]["clientConfig"]["caBundle"] = json!("");
+        config["webhooks"][0]["failurePolicy"] = json!("Ignore");
+        let live = c.get(&vwc, "", "v").expect("get");
+        config["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"].clone();
+        c.update(&vwc, "", "v", config, false, &opts())
+            .expect("ignore");
+        write("e").expect("ignored");
     }
 
     #[test]

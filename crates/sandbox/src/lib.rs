@@ -86,6 +86,7 @@ mod validation;
 pub mod vault;
 pub mod vault_pod;
 mod watch;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

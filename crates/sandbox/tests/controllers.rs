@@ -1696,3 +1696,103 @@ async fn readiness_delay_counts_from_the_creation_instant_not_its_second() {
     );
     h.shutdown().await.expect("shutdown");
 }
+
+/// Regression (issue 9): ESO's webhook did not gate CR writes. The chart registers
+/// `secretstore-validate` and `externalsecret-validate`; the cert-controller injects their CA;
+/// with no webhook pod behind the Service the API server refuses store writes, as a real one
+/// does, until the webhook serves again.
+#[tokio::test]
+async fn eso_webhook_refuses_store_writes_until_it_serves() {
+    let p = platform(None).await;
+    let c = &p.c;
+    let configs: Api<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration> =
+        Api::all(c.clone());
+    for name in ["secretstore-validate", "externalsecret-validate"] {
+        let config = wait_for(&configs, name, "CA injected", |v| {
+            v.webhooks.iter().flatten().all(|w| {
+                w.client_config
+                    .ca_bundle
+                    .as_ref()
+                    .is_some_and(|b| !b.0.is_empty())
+            })
+        })
+        .await;
+        let svc = config.webhooks.expect("webhooks")[0]
+            .client_config
+            .service
+            .clone()
+            .expect("service");
+        assert_eq!(
+            (svc.namespace.as_str(), svc.name.as_str()),
+            ("external-secrets", "external-secrets-webhook")
+        );
+    }
+    apply(c, store("before")).await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(c.clone(), "external-secrets");
+    let scale = |n: i32| {
+        let deployments = deployments.clone();
+        async move {
+            within(
+                "scale",
+                deployments.patch(
+                    "external-secrets-webhook",
+                    &PatchParams::default(),
+                    &Patch::Merge(&json!({"spec": {"replicas": n}})),
+                ),
+            )
+            .await
+            .expect("scale");
+        }
+    };
+    scale(0).await;
+    let stores = dynamic(
+        c,
+        "external-secrets.io/v1",
+        "ClusterSecretStore",
+        "clustersecretstores",
+        None,
+    );
+    let refused = within("refused", async {
+        loop {
+            match stores
+                .patch(
+                    "during",
+                    &PatchParams::apply("test").force(),
+                    &Patch::Apply(&store("during")),
+                )
+                .await
+            {
+                Err(kube::Error::Api(e)) if e.code == 500 => return e,
+                Ok(_) => {
+                    let _ = stores.delete("during", &Default::default()).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        refused.message.starts_with(
+            "Internal error occurred: failed calling webhook \"validate.clustersecretstore.external-secrets.io\": failed to call webhook: Post \"https://external-secrets-webhook.external-secrets.svc:443/validate-external-secrets-io-v1-clustersecretstore?timeout=5s\": no endpoints available for service \"external-secrets-webhook\""
+        ),
+        "{}",
+        refused.message
+    );
+    scale(1).await;
+    within("served again", async {
+        while stores
+            .patch(
+                "after",
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&store("after")),
+            )
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}

@@ -32,6 +32,19 @@ pub struct Options {
     pub restart_vault: bool,
     /// `[sandbox] vault_server`: a real Vault-API server as the Vault pod's process.
     pub vault_server: Option<PathBuf>,
+    /// The fleet directory served as `https://git.sandbox.local/org/fleet` (default: the
+    /// sandbox playbook's `playbooks/sandbox/git/fleet`).
+    pub fleet: Option<PathBuf>,
+    /// Extra lines for `[flux]` (e.g. `bootstrap_secret`, `interval`).
+    pub flux_extra: &'static str,
+    /// Extra lines for `[vault]` (e.g. `namespace`, `release`).
+    pub vault_extra: &'static str,
+    /// Extra lines for `[external_secrets]` (e.g. `namespace`, `release`).
+    pub eso_extra: &'static str,
+    /// `[external_secrets] store`.
+    pub store: &'static str,
+    /// `[git_auth] external_secret`.
+    pub external_secret: &'static str,
 }
 
 impl Default for Options {
@@ -43,6 +56,12 @@ impl Default for Options {
             extra_secrets: "",
             restart_vault: true,
             vault_server: None,
+            fleet: None,
+            flux_extra: "",
+            vault_extra: "",
+            eso_extra: "",
+            store: "vault-backend",
+            external_secret: "flux-git-auth",
         }
     }
 }
@@ -114,13 +133,14 @@ install_manifest = "sandbox:/sandbox/flux/install.yaml"
 git_url = "https://git.sandbox.local/org/fleet"
 path = "clusters/sandbox"
 token_env = "GITHUB_TOKEN"
-
+{flux_extra}
 [vault]
 key_shares = 5
 key_threshold = 3
-
+{vault_extra}
 [external_secrets]
-store = "vault-backend"
+store = "{store}"
+{eso_extra}
 
 [terraform]
 dir = "{module}"
@@ -138,7 +158,7 @@ vault_path = "bootstrap/cloudflare"
 vault_key = "api_token"
 {extra}
 [git_auth]
-external_secret = "flux-git-auth"
+external_secret = "{external_secret}"
 
 [apps]
 kustomizations = ["apps"]
@@ -156,9 +176,16 @@ secret_sync = "{secret_sync}"
 terraform = "120s"
 "#,
             state = fx.state_dir().display(),
-            fleet = workspace_root()
-                .join("playbooks/sandbox/git/fleet")
+            fleet = options
+                .fleet
+                .clone()
+                .unwrap_or_else(|| workspace_root().join("playbooks/sandbox/git/fleet"))
                 .display(),
+            flux_extra = options.flux_extra,
+            vault_extra = options.vault_extra,
+            eso_extra = options.eso_extra,
+            store = options.store,
+            external_secret = options.external_secret,
             module = workspace_root()
                 .join("tests/fixtures/terraform/vault-kv")
                 .display(),

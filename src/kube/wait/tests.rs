@@ -218,3 +218,35 @@ fn pod_running_and_ready() {
     assert!(pod_check(Some(&p("Running", "True")), PodState::Ready).done);
     assert!(!pod_check(Some(&p("Pending", "False")), PodState::Running).done);
 }
+
+/// Regression (issue 9): ESO's conditions carry no observedGeneration, so a wait right after an
+/// ExternalSecret's spec changed passed on the previous sync's Ready=True SecretSynced.
+#[test]
+fn external_secret_synced_before_a_spec_change_is_stale() {
+    let spec = ConditionSpec::is_true("Ready").with_reason("SecretSynced");
+    let es = |generation: i64, synced: &str| {
+        serde_json::json!({
+            "metadata": {"name": "git", "generation": generation},
+            "status": {
+                "refreshTime": "2026-01-01T00:00:00Z",
+                "syncedResourceVersion": synced,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "SecretSynced",
+                                "message": "secret synced"}],
+            },
+        })
+    };
+    let stale = evaluate_condition(Some(&es(2, "1-9f86d081884c7d659a2feaa0c55ad015")), &spec);
+    assert!(!stale.done, "{stale:?}");
+    assert!(
+        stale
+            .status
+            .contains("stale: syncedResourceVersion generation 1 < generation 2")
+    );
+    assert!(evaluate_condition(Some(&es(2, "2-9f86d081884c7d659a2feaa0c55ad015")), &spec).done);
+    // kstatus: a status-level observedGeneration counts the same way.
+    let mut obj = es(3, "");
+    obj["status"]["observedGeneration"] = serde_json::json!(2);
+    assert!(!evaluate_condition(Some(&obj), &spec).done);
+    obj["status"]["observedGeneration"] = serde_json::json!(3);
+    assert!(evaluate_condition(Some(&obj), &spec).done);
+}

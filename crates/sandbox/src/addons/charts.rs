@@ -40,8 +40,18 @@ impl Chart {
         }
     }
 
+    /// The chart's name (`.Chart.Name`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Vault => "vault",
+            Self::ExternalSecrets => "external-secrets",
+        }
+    }
+
     /// Renders the chart's objects for a release, honouring the values the phases set
-    /// (`installCRDs`, `serviceAccount.name`, the Vault readiness probe path).
+    /// (`installCRDs`, `serviceAccount.name`, the Vault readiness probe path) and the naming
+    /// values of both upstream charts (`fullnameOverride`, `nameOverride`): every object is
+    /// named after [`fullname`], as the real chart names it.
     ///
     /// # Errors
     /// The embedded chart does not parse (a build-time bug).
@@ -51,20 +61,26 @@ impl Chart {
         release: &str,
         values: &Value,
     ) -> Result<Vec<Value>, ApplyError> {
-        let (text, sa) = match self {
-            Self::Vault => (VAULT_CHART, release.to_string()),
-            Self::ExternalSecrets => (
-                ESO_CHART,
-                values["serviceAccount"]["name"]
-                    .as_str()
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or(release)
-                    .to_string(),
-            ),
+        let fullname = fullname(self.name(), release, values);
+        let text = match self {
+            Self::Vault => VAULT_CHART,
+            Self::ExternalSecrets => ESO_CHART,
         };
+        // `<chart>.serviceAccountName` / `vault.serviceAccount.name`: the value, else the
+        // fullname (both charts create the account by default).
+        let account = match self {
+            Self::Vault => &values["server"]["serviceAccount"]["name"],
+            Self::ExternalSecrets => &values["serviceAccount"]["name"],
+        };
+        let sa = account
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(&fullname)
+            .to_string();
         let text = text
             .replace("{{namespace}}", namespace)
             .replace("{{release}}", release)
+            .replace("{{fullname}}", &fullname)
             .replace("{{service_account}}", &sa);
         let mut docs = kit::parse_docs("chart", &text)?;
         if self == Self::ExternalSecrets && values["installCRDs"] == false {
@@ -76,10 +92,7 @@ impl Chart {
                 *labels = json!({});
             }
             labels["app.kubernetes.io/managed-by"] = json!("Helm");
-            labels["helm.sh/chart"] = json!(match self {
-                Self::Vault => "vault",
-                Self::ExternalSecrets => "external-secrets",
-            });
+            labels["helm.sh/chart"] = json!(self.name());
             d["metadata"]["annotations"]["meta.helm.sh/release-name"] = json!(release);
             d["metadata"]["annotations"]["meta.helm.sh/release-namespace"] = json!(namespace);
             if self == Self::Vault
@@ -95,6 +108,38 @@ impl Chart {
     }
 }
 
+/// Helm's fullname rule, as both upstream charts define it (`vault.fullname` in
+/// hashicorp/vault-helm's `_helpers.tpl`, `external-secrets.fullname` in
+/// external-secrets' chart): `fullnameOverride` when set; else the release name when it
+/// contains the chart name (or `nameOverride`), else `<release>-<name>`; cut to 63 characters
+/// (a DNS label) without a trailing `-`. So release `bank` of `vault` names its StatefulSet
+/// `bank-vault` and its pod `bank-vault-0`, while release `vault-prod` keeps `vault-prod`.
+pub fn fullname(chart: &str, release: &str, values: &Value) -> String {
+    let non_empty = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    let name = match non_empty(&values["fullnameOverride"]) {
+        Some(o) => o,
+        None => {
+            let chart = non_empty(&values["nameOverride"]).unwrap_or_else(|| chart.to_string());
+            if release.contains(chart.as_str()) {
+                release.to_string()
+            } else {
+                format!("{release}-{chart}")
+            }
+        }
+    };
+    trunc63(&name)
+}
+
+/// Sprig's `trunc 63 | trimSuffix "-"`: at most 63 bytes, one trailing `-` removed.
+fn trunc63(name: &str) -> String {
+    let mut end = name.len().min(63);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = &name[..end];
+    cut.strip_suffix('-').unwrap_or(cut).to_string()
+}
+
 /// Whether a Vault StatefulSet's probe treats a sealed and an uninitialised Vault as ready
 /// (`sealedcode=204&uninitcode=204`), as the phases' release values ask (vault-helm #954).
 pub fn probe_accepts_sealed(sts: &Value) -> bool {
@@ -106,6 +151,86 @@ pub fn probe_accepts_sealed(sts: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(docs: &[Value], kind: &str) -> Vec<String> {
+        docs.iter()
+            .filter(|d| d["kind"] == kind)
+            .map(|d| {
+                d["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn vault_release_without_chart_name_gets_fullname_pod() {
+        let docs = Chart::Vault
+            .render("secrets-mgmt", "bank", &json!({}))
+            .expect("vault");
+        assert_eq!(names(&docs, "StatefulSet"), ["bank-vault"]);
+        assert_eq!(
+            names(&docs, "Service"),
+            ["bank-vault", "bank-vault-internal"]
+        );
+        assert_eq!(names(&docs, "ServiceAccount"), ["bank-vault"]);
+        let sts = docs
+            .iter()
+            .find(|d| d["kind"] == "StatefulSet")
+            .expect("sts");
+        assert_eq!(sts["spec"]["serviceName"], "bank-vault-internal");
+        assert_eq!(
+            sts["spec"]["template"]["spec"]["serviceAccountName"],
+            "bank-vault"
+        );
+        assert_eq!(
+            sts["metadata"]["labels"]["app.kubernetes.io/instance"], "bank",
+            "the instance label is the release name"
+        );
+        // A release name containing the chart name is the fullname itself.
+        let docs = Chart::Vault
+            .render("v", "vault-prod", &json!({}))
+            .expect("vault");
+        assert_eq!(names(&docs, "StatefulSet"), ["vault-prod"]);
+    }
+
+    #[test]
+    fn eso_release_without_chart_name_gets_fullname_deployment() {
+        let docs = Chart::ExternalSecrets
+            .render("ops", "eso", &json!({"serviceAccount": {"name": "eso-sa"}}))
+            .expect("eso");
+        assert_eq!(
+            names(&docs, "Deployment"),
+            [
+                "eso-external-secrets",
+                "eso-external-secrets-webhook",
+                "eso-external-secrets-cert-controller"
+            ]
+        );
+        assert!(names(&docs, "ServiceAccount").contains(&"eso-sa".to_string()));
+        assert!(
+            names(&docs, "ClusterRole").contains(&"eso-external-secrets-controller".to_string())
+        );
+    }
+
+    #[test]
+    fn fullname_follows_the_helm_rule_and_its_overrides() {
+        assert_eq!(fullname("vault", "vault", &json!({})), "vault");
+        assert_eq!(fullname("vault", "myvault", &json!({})), "myvault");
+        assert_eq!(fullname("vault", "bank", &json!({})), "bank-vault");
+        assert_eq!(
+            fullname("vault", "bank", &json!({"nameOverride": "bank"})),
+            "bank"
+        );
+        assert_eq!(
+            fullname("vault", "x", &json!({"fullnameOverride": "kv"})),
+            "kv"
+        );
+        let long = "a".repeat(62);
+        // 62 + "-vault" cut at 63 ends in "-", which is trimmed.
+        assert_eq!(fullname("vault", &long, &json!({})), long);
+    }
 
     #[test]
     fn charts_render_with_names_and_values() {
@@ -131,6 +256,13 @@ mod tests {
                 .any(|d| d["kind"] == "ServiceAccount" && d["metadata"]["name"] == "eso-sa")
         );
         assert!(!FLUX_INSTALL.contains("{{"));
+        let eso = Chart::ExternalSecrets
+            .render("eso", "eso", &json!({}))
+            .expect("eso");
+        assert!(
+            eso.iter().any(|d| d["kind"] == "ServiceAccount"
+                && d["metadata"]["name"] == "eso-external-secrets")
+        );
         assert!(kit::parse_docs("flux", FLUX_INSTALL).expect("flux").len() > 8);
     }
 }

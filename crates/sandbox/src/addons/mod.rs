@@ -180,6 +180,7 @@ pub async fn start(
         Arc::new(flux_source::SourceController::new(git.clone())),
         Arc::new(flux_kustomize::KustomizeController::new(git)),
         Arc::new(flux_helm::HelmController::default()),
+        Arc::new(eso::CertController),
         Arc::new(eso::StoreController::new(VaultHttp::new(vault.clone()))),
         Arc::new(eso::ExternalSecretController::new(VaultHttp::new(
             vault.clone(),

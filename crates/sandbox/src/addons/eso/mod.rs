@@ -6,9 +6,11 @@
 //! cause (store not ready / auth denied / key not found) to the message and a Warning Event.
 //! Nothing is reconciled until the external-secrets Deployment runs.
 
+mod cert_controller;
 mod external_secret;
 mod store;
 
+pub use cert_controller::CertController;
 pub use external_secret::ExternalSecretController;
 pub use store::StoreController;
 
