@@ -7,18 +7,12 @@ use std::path::Path;
 
 use kubestrap::playbook::{Playbook, PlaybookError, Problem, Provider};
 
-fn problems(text: &str) -> Vec<Problem> {
-    match Playbook::from_str_at(text, Path::new("/tmp/pb/kubestrap.toml")) {
-        Err(PlaybookError::Invalid(p)) => p.problems,
-        other => panic!("expected problems, got {other:?}"),
-    }
-}
+#[path = "support/problems.rs"]
+mod support;
+use support::find;
 
-fn find<'a>(problems: &'a [Problem], key: &str) -> &'a Problem {
-    problems
-        .iter()
-        .find(|p| p.key == key)
-        .unwrap_or_else(|| panic!("no problem for {key} in {problems:#?}"))
+fn problems(text: &str) -> Vec<Problem> {
+    support::problems_at(text, "/tmp/pb/kubestrap.toml")
 }
 
 #[test]

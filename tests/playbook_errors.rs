@@ -2,23 +2,15 @@
 //! (`vault.key_shares`, not `vault`), says what was expected and what was found, with
 //! file:line:col and a did-you-mean for enum values; one error no longer hides the others.
 
-use std::path::Path;
-
-use kubestrap::playbook::{Playbook, PlaybookError, Problem};
+use kubestrap::playbook::Problem;
 use kubestrap_test_support::{self as common, kubestrap_bin};
 
-fn problems(text: &str) -> Vec<Problem> {
-    match Playbook::from_str_at(text, Path::new("kubestrap.toml")) {
-        Err(PlaybookError::Invalid(p)) => p.problems,
-        other => panic!("expected problems, got {other:?}"),
-    }
-}
+#[path = "support/problems.rs"]
+mod support;
+use support::find;
 
-fn find<'a>(problems: &'a [Problem], key: &str) -> &'a Problem {
-    problems
-        .iter()
-        .find(|p| p.key == key)
-        .unwrap_or_else(|| panic!("no problem for `{key}` in {problems:#?}"))
+fn problems(text: &str) -> Vec<Problem> {
+    support::problems_at(text, "kubestrap.toml")
 }
 
 const BAD_TYPES: &str = r#"[cluster]

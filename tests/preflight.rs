@@ -83,7 +83,7 @@ struct Live {
 
 impl Live {
     fn start() -> Self {
-        let rt = serving_runtime();
+        let rt = common::serving_runtime();
         let dir = tempfile::tempdir().unwrap();
         let (handle, _) = rt.block_on(start_sandbox(SandboxConfig::new(dir.path().join("sb"))));
         Self {
@@ -375,15 +375,4 @@ fn plan_shows_the_same_problems_and_every_problem_is_listed_at_once() {
         "the missing secret is listed too:\n{stderr}"
     );
     assert_eq!(live.client_writes(), 0);
-}
-
-/// A runtime whose worker threads keep the in-process sandbox serving while the test thread
-/// waits for the kubestrap process (a current-thread runtime would leave it deaf, and a
-/// "no writes" assertion meaningless).
-fn serving_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }

@@ -26,7 +26,7 @@ async fn kube_system_uid(client: kube::Client) -> String {
 
 #[test]
 fn resume_or_fresh_on_another_cluster_is_refused_naming_both_identities() {
-    let rt = serving_runtime();
+    let rt = common::serving_runtime();
     let tmp = tempfile::tempdir().unwrap();
     let start = |name: &str| -> (SandboxHandle, String) {
         rt.block_on(async {
@@ -106,15 +106,4 @@ fn k3s_local_never_falls_back_to_an_ambient_kubeconfig() {
     assert_eq!(out.status.code(), Some(0), "{all}");
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["kubeconfig"], K3S_LOCAL_KUBECONFIG, "{all}");
-}
-
-/// A runtime whose worker threads keep the in-process sandbox serving while the test thread
-/// waits for the kubestrap process (a current-thread runtime would leave it deaf, and a
-/// "no writes" assertion meaningless).
-fn serving_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }

@@ -120,7 +120,7 @@ const FLUX: &str = include_str!("init/flux.toml");
 const COMMON: &str = include_str!("init/common.toml");
 
 /// The sandbox's fleet repository (the same one `playbooks/sandbox.toml` uses).
-const FLEET: [(&str, &str); 7] = [
+const FLEET: [(&str, &str); 9] = [
     (
         "README.md",
         include_str!("../../playbooks/sandbox/git/fleet/README.md"),
@@ -128,6 +128,18 @@ const FLEET: [(&str, &str); 7] = [
     (
         "clusters/sandbox/kustomization.yaml",
         include_str!("../../playbooks/sandbox/git/fleet/clusters/sandbox/kustomization.yaml"),
+    ),
+    (
+        "clusters/sandbox/flux-system/kustomization.yaml",
+        include_str!(
+            "../../playbooks/sandbox/git/fleet/clusters/sandbox/flux-system/kustomization.yaml"
+        ),
+    ),
+    (
+        "clusters/sandbox/flux-system/gotk-sync.yaml",
+        include_str!(
+            "../../playbooks/sandbox/git/fleet/clusters/sandbox/flux-system/gotk-sync.yaml"
+        ),
     ),
     (
         "clusters/sandbox/apps.yaml",
@@ -345,6 +357,31 @@ pub fn summary(args: &InitArgs, written: &[PathBuf]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every file of the checkout's sandbox fleet, relative to the fleet's root.
+    fn fleet_files(dir: &std::path::Path, root: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                fleet_files(&path, root, out);
+            } else {
+                let rel = path.strip_prefix(root).unwrap();
+                out.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+
+    #[test]
+    fn init_embeds_every_file_of_the_sandbox_fleet() {
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/sandbox/git/fleet");
+        let mut on_disk = Vec::new();
+        fleet_files(&root, &root, &mut on_disk);
+        on_disk.sort();
+        let mut embedded: Vec<String> = FLEET.iter().map(|(p, _)| (*p).to_owned()).collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk, "add the fleet's new files to FLEET");
+    }
 
     fn args(provider: InitProvider) -> InitArgs {
         InitArgs {

@@ -3,25 +3,7 @@ use std::path::Path;
 use super::*;
 use crate::playbook::Playbook;
 
-const BASE: &str = r#"
-[cluster]
-name = "test"
-provider = "existing"
-
-[flux]
-git_url = "https://example.com/org/fleet"
-path = "clusters/test"
-token_env = "T"
-
-[terraform]
-dir = "module"
-binary = "tofu"
-
-[[secrets]]
-env = "T"
-vault_path = "bootstrap/git"
-vault_key = "token"
-"#;
+const BASE: &str = include_str!("../../tests/fixtures/playbooks/preflight-base.toml");
 
 const KUBECONFIG: &str = r"
 apiVersion: v1

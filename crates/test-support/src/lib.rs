@@ -24,7 +24,7 @@ pub use kubectl::{find_kubectl, find_kubectl_version, kubectl_or_skip, kubectl_v
 pub use kubestrap::{
     MINIMAL, copy_tree, run, sandbox_playbook_copy, workspace_root, write_playbook,
 };
-pub use process::{Lines, events, finished, runtime, text, wait_with_timeout};
+pub use process::{Lines, events, finished, runtime, serving_runtime, text, wait_with_timeout};
 pub use sandbox::{
     api_for, apply, apply_yaml, forward, gvk, kube_client, kube_client_from,
     kube_client_with_token, kube_config, kube_config_from, start_sandbox, vault_client,

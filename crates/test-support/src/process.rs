@@ -71,6 +71,21 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// A runtime whose worker threads keep an in-process sandbox serving while the test thread
+/// waits for a kubestrap process: with [`runtime`] the sandbox would be deaf meanwhile, and a
+/// "no writes" assertion meaningless.
+///
+/// # Panics
+/// When the runtime cannot be built.
+#[must_use]
+pub fn serving_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// The lines a running child prints on stdout, as they come (read on a thread, so waiting for
 /// one is bounded).
 pub struct Lines {
