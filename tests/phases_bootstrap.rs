@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::core::DynamicObject;
 use kube::discovery::ApiResource;
-use kubestrap_test_support::{Bootstrap, Options, finished, kubestrap_bin, runtime, text};
+use kubestrap_test_support::{Bootstrap, Options, kubestrap_bin, runtime, text};
 use serde_json::Value;
 
 fn secret_value(s: &Secret, key: &str) -> String {
@@ -111,23 +111,7 @@ fn five_phases_then_a_second_run_changes_and_writes_nothing() {
     // Second run: a fresh walk over the finished cluster, without the environment variables
     // (Vault already holds every value), reports every step unchanged and writes nothing but
     // the run's own Lease lock.
-    let before = rt.block_on(fx.client_writes_except_lease()).len();
-    let again = fx.run(&["apply", "--fresh", "--output", "json"], false);
-    assert!(again.status.success(), "{}", text(&again));
-    let steps = finished(&again);
-    assert_eq!(steps.len(), 26);
-    let changed: Vec<&Value> = steps.iter().filter(|s| s["changed"] == true).collect();
-    assert!(
-        changed.is_empty(),
-        "changed on the second run: {changed:#?}"
-    );
-    let after = rt.block_on(fx.client_writes_except_lease());
-    assert_eq!(
-        after.len(),
-        before,
-        "write requests on the second run: {:#?}",
-        &after[before..]
-    );
+    fx.assert_fresh_apply_changes_nothing(&rt, 26);
 
     // plan against the finished cluster: server-side dry-run says nothing would change.
     let plan = fx.run(&["plan", "--output", "json"], false);

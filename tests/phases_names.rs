@@ -13,9 +13,8 @@ use kube::Api;
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
 use kubestrap_test_support::{
-    Bootstrap, Options, STEPS, copy_tree, finished, kubestrap_bin, runtime, text, workspace_root,
+    Bootstrap, Options, STEPS, copy_tree, kubestrap_bin, runtime, text, workspace_root,
 };
-use serde_json::Value;
 
 const VAULT_NS: &str = "secrets-mgmt";
 const VAULT_FULLNAME: &str = "bank-vault";
@@ -230,21 +229,5 @@ fn non_default_names_everywhere_then_a_fresh_run_changes_nothing() {
     });
 
     // A fresh walk over the finished cluster changes nothing and writes nothing.
-    let before = rt.block_on(fx.client_writes_except_lease()).len();
-    let again = fx.run(&["apply", "--fresh", "--output", "json"], false);
-    assert!(again.status.success(), "{}", text(&again));
-    let steps = finished(&again);
-    assert_eq!(steps.len(), STEPS);
-    let changed: Vec<&Value> = steps.iter().filter(|s| s["changed"] == true).collect();
-    assert!(
-        changed.is_empty(),
-        "changed on the second run: {changed:#?}"
-    );
-    let after = rt.block_on(fx.client_writes_except_lease());
-    assert_eq!(
-        after.len(),
-        before,
-        "write requests on the second run: {:#?}",
-        &after[before..]
-    );
+    fx.assert_fresh_apply_changes_nothing(&rt, STEPS);
 }

@@ -39,11 +39,7 @@ pub(crate) fn find(table: &DeTable<'_>) -> Vec<Placeholder> {
 fn walk_table(table: &DeTable<'_>, prefix: &str, found: &mut Vec<Placeholder>) {
     for (key, value) in table {
         let name: &str = key.get_ref();
-        let path = if prefix.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{prefix}.{name}")
-        };
+        let path = super::schema::dotted(prefix, name);
         walk_value(value, &path, found);
     }
 }

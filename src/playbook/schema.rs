@@ -98,11 +98,7 @@ fn walk_table(table: &DeTable<'_>, shape: &Shape, prefix: &str, found: &mut Vec<
     };
     for (key, value) in table {
         let name: &str = key.get_ref();
-        let path = if prefix.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{prefix}.{name}")
-        };
+        let path = super::schema::dotted(prefix, name);
         if !fields.contains(&name) {
             found.push(UnknownKey {
                 path,
@@ -115,6 +111,15 @@ fn walk_table(table: &DeTable<'_>, shape: &Shape, prefix: &str, found: &mut Vec<
         if let Some((_, child)) = children.iter().find(|(k, _)| *k == name) {
             walk_value(value.get_ref(), child, &path, found);
         }
+    }
+}
+
+/// The dotted key of `name` inside `prefix` (`vault` + `key_shares` = `vault.key_shares`).
+pub(crate) fn dotted(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}.{name}")
     }
 }
 

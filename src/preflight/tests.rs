@@ -108,8 +108,7 @@ fn a_module_dir_without_tf_files_is_reported() {
         Some(&kc),
         None,
     );
-    assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(problems[0].message.contains("no .tf"), "{problems:?}");
+    assert_only_problem(&problems, "no .tf");
 }
 
 #[test]
@@ -158,8 +157,7 @@ fn existing_without_any_kubeconfig_names_where_it_looked() {
         None,
         None,
     );
-    assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(problems[0].message.contains(".kube/config"), "{problems:?}");
+    assert_only_problem(&problems, ".kube/config");
 }
 
 #[test]
@@ -258,4 +256,11 @@ fn ssh_keygen_finds_plain_and_hashed_entries() {
     assert!(ssh::known(&keygen, "plain.example", &file));
     assert!(!ssh::known(&keygen, "k3s.example", &file));
     assert!(!ssh::known(&keygen, "other.example", &file));
+}
+
+/// Exactly one problem, and its message holds `needle`.
+#[track_caller]
+fn assert_only_problem(problems: &[Problem], needle: &str) {
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].message.contains(needle), "{problems:?}");
 }

@@ -321,6 +321,35 @@ terraform = "120s"
         serde_json::from_str(&text).unwrap()
     }
 
+    /// `apply --fresh` over the finished cluster, without the environment variables (Vault
+    /// holds every value): all `steps` report unchanged and nothing is written but the run's
+    /// own Lease.
+    ///
+    /// # Panics
+    /// When the run fails, a step changed or a write happened.
+    pub fn assert_fresh_apply_changes_nothing(&self, rt: &tokio::runtime::Runtime, steps: usize) {
+        let before = rt.block_on(self.client_writes_except_lease()).len();
+        let again = self.run(&["apply", "--fresh", "--output", "json"], false);
+        assert!(again.status.success(), "{}", text(&again));
+        let finished_steps = finished(&again);
+        assert_eq!(finished_steps.len(), steps);
+        let changed: Vec<&Value> = finished_steps
+            .iter()
+            .filter(|s| s["changed"] == true)
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "changed on the second run: {changed:#?}"
+        );
+        let after = rt.block_on(self.client_writes_except_lease());
+        assert_eq!(
+            after.len(),
+            before,
+            "write requests on the second run: {:#?}",
+            &after[before..]
+        );
+    }
+
     /// Client writes (not controllers') in the write log, excluding the run's own Lease lock.
     pub async fn client_writes_except_lease(&self) -> Vec<Value> {
         let log = self.writes().await;
