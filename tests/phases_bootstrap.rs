@@ -11,24 +11,17 @@ use kube::discovery::ApiResource;
 use kubestrap_test_support::{Bootstrap, Options, kubestrap_bin, runtime, text};
 use serde_json::Value;
 
+#[path = "support/root_vault.rs"]
+mod root_vault;
+use root_vault::root_vault;
+
 fn secret_value(s: &Secret, key: &str) -> String {
     String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()
 }
 
 /// Reads a KV v2 secret through a port-forward with the root token from the keys Secret.
 async fn vault_kv(client: &kube::Client, path: &str) -> HashMap<String, String> {
-    let keys: Api<Secret> = Api::namespaced(client.clone(), "vault");
-    let keys = keys.get("vault-init-keys").await.unwrap();
-    let token = secret_value(&keys, "root-token");
-    let forward = kubestrap::kube::portforward::to_service(client, "vault", "vault", 8200)
-        .await
-        .unwrap();
-    let settings = vaultrs::client::VaultClientSettingsBuilder::default()
-        .address(forward.http_url())
-        .token(token)
-        .build()
-        .unwrap();
-    let vault = vaultrs::client::VaultClient::new(settings).unwrap();
+    let (vault, _forward) = root_vault(client, "vault", "vault", "vault-init-keys").await;
     tokio::time::timeout(
         Duration::from_secs(30),
         vaultrs::kv2::read::<HashMap<String, String>>(&vault, "secret", path),

@@ -79,6 +79,9 @@ fn options(fleet: &Path) -> Options {
     }
 }
 
+#[path = "support/root_vault.rs"]
+mod root_vault;
+
 /// Vault through a port-forward to the chart's Service, with the root token of the keys Secret.
 async fn vault(
     client: &kube::Client,
@@ -86,21 +89,7 @@ async fn vault(
     vaultrs::client::VaultClient,
     kubestrap::kube::portforward::PortForward,
 ) {
-    let keys: Api<Secret> = Api::namespaced(client.clone(), VAULT_NS);
-    let keys = keys.get(KEYS).await.unwrap();
-    let token = String::from_utf8(keys.data.unwrap()["root-token"].0.clone()).unwrap();
-    let forward = kubestrap::kube::portforward::to_service(client, VAULT_NS, VAULT_FULLNAME, 8200)
-        .await
-        .unwrap();
-    let settings = vaultrs::client::VaultClientSettingsBuilder::default()
-        .address(forward.http_url())
-        .token(token)
-        .build()
-        .unwrap();
-    (
-        vaultrs::client::VaultClient::new(settings).unwrap(),
-        forward,
-    )
+    root_vault::root_vault(client, VAULT_NS, VAULT_FULLNAME, KEYS).await
 }
 
 #[test]

@@ -13,30 +13,7 @@ fn problems(text: &str) -> Vec<Problem> {
     support::problems_at(text, "kubestrap.toml")
 }
 
-const BAD_TYPES: &str = r#"[cluster]
-name = "test"
-provider = "k3s-locl"
-
-[flux]
-git_url = "https://example.com/org/fleet"
-path = "clusters/test"
-token_env = "T"
-interval = 5
-
-[vault]
-key_shares = "five"
-key_threshold = 3
-access = "port-forwrd"
-
-[timeouts]
-node_ready = "5 mins"
-
-[[secrets]]
-env = "T"
-vault_path = "bootstrap/git"
-vault_key = "token"
-required = "yes"
-"#;
+const BAD_TYPES: &str = include_str!("fixtures/playbooks/bad-types.toml");
 
 #[test]
 fn type_enum_and_duration_errors_name_the_field_not_the_section() {
@@ -77,24 +54,7 @@ fn type_enum_and_duration_errors_name_the_field_not_the_section() {
 #[test]
 fn one_type_error_no_longer_hides_the_other_problems() {
     // Two type errors in one section, a nested table's type error, a value check elsewhere.
-    let text = r#"[cluster]
-name = "test"
-provider = "existing"
-
-[flux]
-git_url = "https://example.com/org/fleet"
-path = "/clusters/test"
-token_env = "T"
-
-[vault]
-key_shares = "five"
-key_threshold = "three"
-
-[[secrets]]
-env = "T"
-vault_path = "bootstrap/git"
-vault_key = "token"
-"#;
+    let text = include_str!("fixtures/playbooks/two-type-errors-and-a-value-check.toml");
     let found = problems(text);
     let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
@@ -106,24 +66,7 @@ vault_key = "token"
 
 #[test]
 fn a_nested_tables_field_and_a_missing_required_field_get_their_dotted_keys() {
-    let text = r#"[cluster]
-name = "test"
-provider = "k3s-ssh"
-k3s_version = "v1.33.1+k3s1"
-
-[cluster.ssh]
-port = "22"
-
-[flux]
-git_url = "https://example.com/org/fleet"
-path = "clusters/test"
-token_env = "T"
-
-[[secrets]]
-env = "T"
-vault_path = "bootstrap/git"
-vault_key = "token"
-"#;
+    let text = include_str!("fixtures/playbooks/nested-table-and-missing-required.toml");
     let found = problems(text);
     let port = find(&found, "cluster.ssh.port");
     assert_eq!((port.line, port.column), (Some(7), Some(8)));

@@ -44,10 +44,9 @@ pub struct ResourceType {
 impl ResourceType {
     /// `apiVersion` of the objects (`v1`, `apps/v1`).
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
+        match self.group.as_str() {
+            "" => self.version.clone(),
+            group => format!("{group}/{}", self.version),
         }
     }
 
@@ -58,19 +57,18 @@ impl ResourceType {
 
     /// `secrets` or `externalsecrets.external-secrets.io`, as error messages name it.
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.clone()
-        } else {
-            format!("{}.{}", self.plural, self.group)
+        match self.group.as_str() {
+            "" => self.plural.clone(),
+            group => format!("{}.{group}", self.plural),
         }
     }
 
-    /// URL prefix of the collection, without namespace (`/api/v1`, `/apis/apps/v1`).
+    /// URL prefix of the collection, without namespace (`/api/v1`, `/apis/apps/v1`): the core
+    /// group lives under `/api`, named groups under `/apis/<group>`.
     pub fn gv_prefix(&self) -> String {
-        if self.group.is_empty() {
-            format!("/api/{}", self.version)
-        } else {
-            format!("/apis/{}/{}", self.group, self.version)
+        match self.group.as_str() {
+            "" => format!("/api/{}", self.version),
+            group => format!("/apis/{group}/{}", self.version),
         }
     }
 
