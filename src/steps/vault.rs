@@ -986,23 +986,52 @@ impl Step for VaultConfigure {
         Ok(StepOutcome::new(changed))
     }
 
+    /// The same read-and-compare checks `apply` makes before each write (mount, auth method,
+    /// its config, the policy, the role's bindings), so a resume re-applies whatever drifted.
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
         let token = root_token(ctx, &self.endpoint, &self.keys_secret).await?;
         let session = connect(ctx, &self.endpoint, Some(&token)).await?;
-        let policy = vaultrs::sys::policy::read(&session.client, &self.eso_policy).await;
-        let role = vaultrs::auth::kubernetes::role::read(
-            &session.client,
-            &self.auth_mount,
-            &self.eso_role,
-        )
-        .await;
-        Ok(match (policy, role) {
-            (Ok(p), Ok(_)) if p.rules.trim() == self.policy().trim() => Verified::Holds,
-            (Ok(_), Ok(_)) => Verified::DoesNotHold {
-                reason: format!("policy {} differs from the declared paths", self.eso_policy),
-            },
-            (Err(e), _) | (_, Err(e)) => Verified::DoesNotHold {
-                reason: StepError::classify("read the ESO policy and role", e).to_string(),
+        let checks = async {
+            Ok::<_, StepError>([
+                (
+                    format!("KV v2 mount {}", self.kv_mount),
+                    self.ensure_kv(ctx, &session, false).await?,
+                ),
+                (
+                    format!("kubernetes auth at {}", self.auth_mount),
+                    self.ensure_auth(ctx, &session, false).await?,
+                ),
+                (
+                    format!("the {} auth config", self.auth_mount),
+                    self.ensure_auth_config(ctx, &session, false).await?,
+                ),
+                (
+                    format!("policy {}", self.eso_policy),
+                    self.ensure_policy(ctx, &session, false).await?,
+                ),
+                (
+                    format!("role {}", self.eso_role),
+                    self.ensure_role(ctx, &session, false).await?,
+                ),
+            ])
+        };
+        Ok(match checks.await {
+            Ok(checks) => {
+                let drifted: Vec<String> = checks
+                    .into_iter()
+                    .filter(|(_, differs)| *differs)
+                    .map(|(what, _)| what)
+                    .collect();
+                if drifted.is_empty() {
+                    Verified::Holds
+                } else {
+                    Verified::DoesNotHold {
+                        reason: format!("{} differ from the playbook", drifted.join(", ")),
+                    }
+                }
+            }
+            Err(e) => Verified::DoesNotHold {
+                reason: e.to_string(),
             },
         })
     }
