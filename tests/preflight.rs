@@ -233,16 +233,8 @@ fn a_missing_local_install_manifest_is_refused_before_any_write() {
 fn k3s_ssh_without_a_kubeconfig_is_refused_before_ssh_runs() {
     let dir = tempfile::tempdir().unwrap();
     let tf = module(dir.path());
-    let pb = playbook("unused", "", tf)
-        .replace("kubeconfig = \"unused\"\n", "")
-        .replace(
-            "provider = \"existing\"",
-            "provider = \"k3s-ssh\"\nk3s_version = \"v1.33.1+k3s1\"",
-        )
-        .replace(
-            "[flux]",
-            "[cluster.ssh]\nhost = \"kubestrap-preflight.invalid\"\n\n[flux]",
-        );
+    let pb = playbook("unused", "", tf).replace("kubeconfig = \"unused\"\n", "");
+    let pb = on_k3s_ssh(&pb, "host = \"kubestrap-preflight.invalid\"");
     let _ = common::write_playbook(dir.path(), &pb);
     let search = path_with_terraform(&dir.path().join("tools"));
     let before = tree(dir.path());
@@ -268,15 +260,10 @@ fn a_k3s_ssh_host_missing_from_known_hosts_gets_an_ssh_keyscan_remedy() {
     }
     let dir = tempfile::tempdir().unwrap();
     let tf = module(dir.path());
-    let pb = playbook("k3s.kubeconfig", "", tf)
-        .replace(
-            "provider = \"existing\"",
-            "provider = \"k3s-ssh\"\nk3s_version = \"v1.33.1+k3s1\"",
-        )
-        .replace(
-            "[flux]",
-            "[cluster.ssh]\nhost = \"kubestrap-preflight.invalid\"\nport = 2222\n\n[flux]",
-        );
+    let pb = on_k3s_ssh(
+        &playbook("k3s.kubeconfig", "", tf),
+        "host = \"kubestrap-preflight.invalid\"\nport = 2222",
+    );
     let _ = common::write_playbook(dir.path(), &pb);
     let search = path_with_terraform(&dir.path().join("tools"));
     let before = tree(dir.path());
@@ -375,4 +362,14 @@ fn plan_shows_the_same_problems_and_every_problem_is_listed_at_once() {
         "the missing secret is listed too:\n{stderr}"
     );
     assert_eq!(live.client_writes(), 0);
+}
+
+/// `pb` (provider `existing`) turned into a `k3s-ssh` playbook whose `[cluster.ssh]` table holds
+/// `ssh` (TOML lines, `\n`-separated).
+fn on_k3s_ssh(pb: &str, ssh: &str) -> String {
+    pb.replace(
+        "provider = \"existing\"",
+        "provider = \"k3s-ssh\"\nk3s_version = \"v1.33.1+k3s1\"",
+    )
+    .replace("[flux]", &format!("[cluster.ssh]\n{ssh}\n\n[flux]"))
 }
