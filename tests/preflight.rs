@@ -139,6 +139,15 @@ fn run_without_token(dir: &Path, args: &[&str], path: &str) -> Output {
 }
 
 /// Exit 2, nothing new in `dir`, the messages in stderr; returns stderr.
+/// Runs kubestrap `args` in `dir` with Terraform on PATH and checks it was refused (see
+/// [`assert_refused`]); returns its stderr.
+fn apply_refused(dir: &Path, args: &[&str], wanted: &[&str]) -> String {
+    let search = path_with_terraform(&dir.join("tools"));
+    let before = tree(dir);
+    let out = run(dir, args, &search);
+    assert_refused(&out, dir, &before, wanted)
+}
+
 fn assert_refused(out: &Output, dir: &Path, before: &[PathBuf], wanted: &[&str]) -> String {
     let all = common::text(out);
     assert_eq!(out.status.code(), Some(2), "{all}");
@@ -165,13 +174,9 @@ fn a_missing_terraform_dir_is_refused_before_phase_one_writes() {
         "dir = \"no-such-module\"\nbinary = \"terraform\"",
     );
     let _ = common::write_playbook(dir.path(), &pb);
-    let search = path_with_terraform(&dir.path().join("tools"));
-    let before = tree(dir.path());
-    let out = run(dir.path(), &["apply", "-p", "kubestrap.toml"], &search);
-    let stderr = assert_refused(
-        &out,
+    let stderr = apply_refused(
         dir.path(),
-        &before,
+        &["apply", "-p", "kubestrap.toml"],
         &[
             "kubestrap.toml:13:1: `terraform.dir`",
             "no-such-module does not exist",
@@ -214,13 +219,9 @@ fn a_missing_local_install_manifest_is_refused_before_any_write() {
             tf,
         ),
     );
-    let search = path_with_terraform(&dir.path().join("tools"));
-    let before = tree(dir.path());
-    let out = run(dir.path(), &["apply"], &search);
-    assert_refused(
-        &out,
+    apply_refused(
         dir.path(),
-        &before,
+        &["apply"],
         &[
             ":10:1: `flux.install_manifest`",
             "flux/install.yaml does not exist",
@@ -236,13 +237,9 @@ fn k3s_ssh_without_a_kubeconfig_is_refused_before_ssh_runs() {
     let pb = playbook("unused", "", tf).replace("kubeconfig = \"unused\"\n", "");
     let pb = on_k3s_ssh(&pb, "host = \"kubestrap-preflight.invalid\"");
     let _ = common::write_playbook(dir.path(), &pb);
-    let search = path_with_terraform(&dir.path().join("tools"));
-    let before = tree(dir.path());
-    let out = run(dir.path(), &["apply"], &search);
-    assert_refused(
-        &out,
+    apply_refused(
         dir.path(),
-        &before,
+        &["apply"],
         &[
             "`cluster.kubeconfig`",
             "set [cluster] kubeconfig = \"test.kubeconfig\"",
@@ -265,13 +262,9 @@ fn a_k3s_ssh_host_missing_from_known_hosts_gets_an_ssh_keyscan_remedy() {
         "host = \"kubestrap-preflight.invalid\"\nport = 2222",
     );
     let _ = common::write_playbook(dir.path(), &pb);
-    let search = path_with_terraform(&dir.path().join("tools"));
-    let before = tree(dir.path());
-    let out = run(dir.path(), &["apply"], &search);
-    assert_refused(
-        &out,
+    apply_refused(
         dir.path(),
-        &before,
+        &["apply"],
         &[
             "`cluster.ssh.host`",
             "[kubestrap-preflight.invalid]:2222 is not in known_hosts",
@@ -285,13 +278,9 @@ fn an_existing_cluster_whose_kubeconfig_is_missing_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let tf = module(dir.path());
     let _ = common::write_playbook(dir.path(), &playbook("gone.yaml", "", tf));
-    let search = path_with_terraform(&dir.path().join("tools"));
-    let before = tree(dir.path());
-    let out = run(dir.path(), &["apply"], &search);
-    assert_refused(
-        &out,
+    apply_refused(
         dir.path(),
-        &before,
+        &["apply"],
         &[":4:1: `cluster.kubeconfig`", "gone.yaml does not exist"],
     );
 }
@@ -302,13 +291,9 @@ fn an_existing_cluster_context_missing_from_the_kubeconfig_is_reported_once() {
     let dir = tempfile::tempdir().unwrap();
     let tf = module(dir.path());
     let _ = common::write_playbook(dir.path(), &playbook(&live.kubeconfig(), "", tf));
-    let search = path_with_terraform(&dir.path().join("tools"));
-    let before = tree(dir.path());
-    let out = run(dir.path(), &["apply", "--context", "prod-eu"], &search);
-    let stderr = assert_refused(
-        &out,
+    let stderr = apply_refused(
         dir.path(),
-        &before,
+        &["apply", "--context", "prod-eu"],
         &["--context: context \"prod-eu\" is not defined in"],
     );
     assert_eq!(stderr.matches("prod-eu").count(), 1, "once:\n{stderr}");
