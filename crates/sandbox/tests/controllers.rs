@@ -628,6 +628,20 @@ async fn create_eso_role(p: &Platform) {
     .expect("role");
 }
 
+/// Server-side applies ClusterSecretStore `name` (as [`store`] writes it) through `stores`.
+async fn apply_store(
+    stores: &Api<DynamicObject>,
+    name: &str,
+) -> Result<DynamicObject, kube::Error> {
+    stores
+        .patch(
+            name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&store(name)),
+        )
+        .await
+}
+
 fn store(name: &str) -> Value {
     json!({"apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore", "metadata": {"name": name},
         "spec": {"provider": {"vault": {"server": "http://vault.vault.svc:8200", "path": "secret", "version": "v2",
@@ -1755,14 +1769,7 @@ async fn eso_webhook_refuses_store_writes_until_it_serves() {
     );
     let refused = within("refused", async {
         loop {
-            match stores
-                .patch(
-                    "during",
-                    &PatchParams::apply("test").force(),
-                    &Patch::Apply(&store("during")),
-                )
-                .await
-            {
+            match apply_store(&stores, "during").await {
                 Err(kube::Error::Api(e)) if e.code == 500 => return e,
                 Ok(_) => {
                     let _ = stores.delete("during", &Default::default()).await;
@@ -1782,15 +1789,7 @@ async fn eso_webhook_refuses_store_writes_until_it_serves() {
     );
     scale(1).await;
     within("served again", async {
-        while stores
-            .patch(
-                "after",
-                &PatchParams::apply("test").force(),
-                &Patch::Apply(&store("after")),
-            )
-            .await
-            .is_err()
-        {
+        while apply_store(&stores, "after").await.is_err() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     })
