@@ -15,7 +15,7 @@ pub enum ExitStatus {
     /// 0: everything asked for succeeded.
     Success,
     /// 1: a step failed or the run was interrupted; the checkpoint is written and
-    /// `apply --resume` continues.
+    /// `apply --resume` continues (`unseal`: Vault could not be unsealed).
     StepFailed,
     /// 2: bad input (playbook, flags, missing secret, unusable checkpoint) before anything was
     /// touched.
