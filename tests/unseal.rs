@@ -450,3 +450,120 @@ fn unseal_on_a_sandbox_that_is_not_running_says_how_to_start_it() {
         "{all}"
     );
 }
+
+/// A playbook (provider `existing`) on the kubeconfig `kubeconfig`, with `vault_extra` in
+/// `[vault]`.
+fn existing_playbook(dir: &std::path::Path, kubeconfig: &std::path::Path, vault_extra: &str) {
+    std::fs::create_dir_all(dir.join("module")).unwrap();
+    std::fs::write(dir.join("module/main.tf"), "").unwrap();
+    let _ = common::write_playbook(
+        dir,
+        &common::MINIMAL.replace(
+            "provider = \"existing\"",
+            &format!(
+                "provider = \"existing\"\nkubeconfig = {:?}\n\n[terraform]\ndir = \"module\"\n\n[vault]\n{vault_extra}",
+                kubeconfig.display().to_string()
+            ),
+        ),
+    );
+}
+
+/// An uninitialised Vault (the chart installed, `sys/init` never called): exit 1 saying to run
+/// `apply`, once and in `--watch` (one line, however many polls; SIGTERM ends it with exit 0);
+/// a Vault Service that does not exist: exit 1 saying Vault cannot be reached.
+#[test]
+fn unseal_on_an_uninitialised_or_missing_vault_says_what_to_do() {
+    let rt = common::serving_runtime();
+    let sdir = tempfile::tempdir().unwrap();
+    let mut cfg = kubestrap_sandbox::SandboxConfig::new(sdir.path());
+    cfg.preinstall_vault = true;
+    let (handle, client) = rt.block_on(common::start_sandbox(cfg));
+    rt.block_on(common::wait_pod_running(&client, "vault", "vault-0"));
+    let dir = tempfile::tempdir().unwrap();
+    existing_playbook(dir.path(), &handle.kubeconfig_path(), "");
+
+    let out = common::run(&kubestrap_bin!(), &["unseal"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not initialised"), "{stderr}");
+    assert!(
+        stderr.contains("run `kubestrap apply -p kubestrap.toml`"),
+        "{stderr}"
+    );
+
+    let mut child = Command::new(kubestrap_bin!())
+        .args(["unseal", "--watch"])
+        .current_dir(dir.path())
+        .env_remove("KUBECONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = follow(&mut child);
+    let mut seen = Vec::new();
+    let _ = line_with(&rx, "is not initialised", &mut seen);
+    // Several polls later, still that one line.
+    let quiet = rx.recv_timeout(Duration::from_secs(1));
+    assert!(quiet.is_err(), "a repeated line: {quiet:?} after {seen:#?}");
+    let sigterm = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sigterm.success());
+    let status = wait_for_exit(&mut child);
+    seen.extend(rx.iter());
+    assert_eq!(status.code(), Some(0), "{seen:#?}");
+    assert!(
+        seen.last().is_some_and(|l| l.contains("stopped watching")),
+        "{seen:#?}"
+    );
+
+    existing_playbook(
+        dir.path(),
+        &handle.kubeconfig_path(),
+        "namespace = \"nowhere\"\n",
+    );
+    let out = common::run(&kubestrap_bin!(), &["unseal"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot reach Vault (Pod nowhere/vault-0"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("kubectl -n nowhere get pod vault-0"),
+        "{stderr}"
+    );
+    let _ = rt.block_on(handle.shutdown());
+}
+
+/// A cluster that does not answer: exit 1 naming the server, context and kubeconfig.
+#[test]
+fn unseal_on_an_unreachable_cluster_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kubeconfig = dir.path().join("dead.yaml");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: far-away\nclusters:\n- name: c\n  cluster: {{server: 'https://127.0.0.1:{port}'}}\ncontexts:\n- name: far-away\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  user: {{token: t}}\n"
+        ),
+    )
+    .unwrap();
+    existing_playbook(dir.path(), &kubeconfig, "");
+    let out = common::run(&kubestrap_bin!(), &["unseal"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for wanted in [
+        "cannot reach",
+        &format!("https://127.0.0.1:{port}"),
+        "far-away",
+        "check that the cluster is up",
+    ] {
+        assert!(stderr.contains(wanted), "{wanted:?} missing: {stderr}");
+    }
+}

@@ -47,7 +47,6 @@ pub(super) fn run(a: &UnsealArgs) -> Result<ExitStatus, CliError> {
     let interrupt = env.interrupt.clone();
     let ctx = unseal::context(env);
     let outcome = rt.block_on(async {
-        let probed = cluster.probe(PROBE).await;
         let result = if a.watch {
             let stop = super::cancel_on_signal(interrupt);
             say(&format!(
@@ -55,15 +54,12 @@ pub(super) fn run(a: &UnsealArgs) -> Result<ExitStatus, CliError> {
                 target_name(&target),
                 unseal::WATCH_INTERVAL.as_millis()
             ));
-            if let Err(why) = probed {
-                say(&UnsealError::ClusterUnreachable(why).to_string());
-            }
             unseal::watch(&ctx, &target, |event| say(&watch_line(&event))).await;
             stop.abort();
             say("stopped watching (signal received)");
             Ok(())
         } else {
-            match probed {
+            match cluster.probe(PROBE).await {
                 Err(why) => Err(UnsealError::ClusterUnreachable(why)),
                 Ok(()) => unseal::unseal_once(&ctx, &target).await.map(|done| {
                     say(&format!("{}: {done}", target_name(&target)));

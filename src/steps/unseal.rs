@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use super::support::Cluster;
 use super::vault::VaultEndpoint;
 use super::vault_api::{VaultSession, connect, read_shares};
 use super::vault_status::{SealStatus, seal_status, wait_active};
@@ -139,7 +140,7 @@ pub enum UnsealError {
     },
     /// The Kubernetes API does not answer (or the kubeconfig cannot be used).
     #[error(
-        "cannot reach {0}; check that the cluster is up and that this is the kubeconfig and context you meant (--kubeconfig, --context)"
+        "cannot reach the cluster: {0}; check that the cluster is up and that this is the kubeconfig and context you meant (--kubeconfig, --context)"
     )]
     ClusterUnreachable(String),
     /// Vault does not answer (no running pod, a failing port-forward, a wrong address).
@@ -272,11 +273,24 @@ pub fn context(env: RunEnv) -> StepContext {
     )
 }
 
-/// Opens the session to Vault (the run's tunnel, opened on first use).
+/// How long [`open`] waits for the API server when the tunnel could not be opened.
+const PROBE: Duration = Duration::from_secs(3);
+
+/// Opens the session to Vault (the run's tunnel, opened on first use). When the tunnel cannot
+/// be opened because the API server does not answer, says that (naming the server, context
+/// and kubeconfig) rather than how the Service read failed.
 async fn open(ctx: &StepContext, target: &UnsealTarget) -> Result<VaultSession, UnsealError> {
-    connect(ctx, &target.endpoint, None)
-        .await
-        .map_err(|e| vault_error(target, &e))
+    match connect(ctx, &target.endpoint, None).await {
+        Ok(session) => Ok(session),
+        Err(e) => {
+            if let Some(cluster) = ctx.resource::<Cluster>()
+                && let Err(why) = cluster.probe(PROBE).await
+            {
+                return Err(UnsealError::ClusterUnreachable(why));
+            }
+            Err(vault_error(target, &e))
+        }
+    }
 }
 
 fn vault_error(target: &UnsealTarget, e: &StepError) -> UnsealError {
