@@ -33,6 +33,9 @@ const ACTIVE_WAIT: Duration = Duration::from_secs(10);
 /// (a status call through the run's tunnel costs about a millisecond).
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How long `--watch` waits after Vault rejected the Secret's shares before it tries again.
+const FAILED_ROUND_PAUSE: Duration = Duration::from_secs(5);
+
 /// What to unseal and where its keys are, from the playbook.
 #[derive(Debug, Clone)]
 pub struct UnsealTarget {
@@ -403,7 +406,8 @@ pub enum WatchEvent {
 /// Watches Vault and unseals it whenever it is sealed, until `ctx` is cancelled (SIGINT or
 /// SIGTERM). Reports each change once through `on_event`; a problem does not end the loop
 /// (the cluster may come back, the Secret may be restored). Polls every [`WATCH_INTERVAL`]
-/// through one session, so the run's tunnel follows a restarted pod.
+/// through one session, so the run's tunnel follows a restarted pod; after rejected shares,
+/// every [`FAILED_ROUND_PAUSE`].
 pub async fn watch(ctx: &StepContext, target: &UnsealTarget, mut on_event: impl FnMut(WatchEvent)) {
     let cancel = ctx.cancellation().clone();
     let mut session: Option<VaultSession> = None;
@@ -436,10 +440,17 @@ pub async fn watch(ctx: &StepContext, target: &UnsealTarget, mut on_event: impl 
         if changed {
             on_event(event.clone());
         }
+        // Shares Vault rejected are not submitted again every poll (each round is a failed
+        // unseal in Vault's audit log); the in-cluster unsealer pauses as long.
+        let pause = if matches!(event, WatchEvent::Problem(UnsealError::WrongKeys { .. })) {
+            FAILED_ROUND_PAUSE
+        } else {
+            WATCH_INTERVAL
+        };
         last = Some(event);
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep(WATCH_INTERVAL) => {}
+            () = tokio::time::sleep(pause) => {}
         }
     }
 }
