@@ -62,7 +62,7 @@ pub(super) fn run(a: &UnsealArgs) -> Result<ExitStatus, CliError> {
             match cluster.probe(PROBE).await {
                 Err(why) => Err(UnsealError::ClusterUnreachable(why)),
                 Ok(()) => unseal::unseal_once(&ctx, &target).await.map(|done| {
-                    say(&format!("{}: {done}", target_name(&target)));
+                    print_line(&format!("{}: {done}", target_name(&target)));
                 }),
             }
         };
@@ -103,14 +103,18 @@ fn watch_line(event: &WatchEvent) -> String {
     }
 }
 
-/// Prints `line` on stdout with the UTC time, redacted; flushed at once (`--watch` is read
-/// line by line).
+/// Prints a `--watch` line on stdout after the UTC time.
 fn say(line: &str) {
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ");
+    print_line(&format!("{now} {line}"));
+}
+
+/// Prints `line` on stdout, redacted, flushed at once (`--watch` is read line by line).
+fn print_line(line: &str) {
     let line =
         secrets::redact::global().map_or_else(|| line.to_owned(), |r| r.redact(line).into_owned());
-    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ");
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{now} {line}");
+    let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
 
