@@ -270,6 +270,45 @@ fn unseal_proof(vault_server: Option<PathBuf>) {
     );
     assert_no_share(&shares, &text(&out));
 
+    // `[vault] access = "address"`: the real server's own listener, reached without a
+    // port-forward (the keys still come through the Kubernetes API).
+    if real {
+        let info: Value =
+            serde_json::from_slice(&std::fs::read(fx.sandbox_dir().join("sandbox.json")).unwrap())
+                .unwrap();
+        let addr = info["vault_server"]["addr"].as_str().unwrap().to_owned();
+        let addr = if addr.contains("://") {
+            addr
+        } else {
+            format!("http://{addr}")
+        };
+        let original = std::fs::read_to_string(fx.playbook()).unwrap();
+        let by_address = original.replacen(
+            "key_threshold = 3\n",
+            &format!(
+                "key_threshold = 3\naccess = \"address\"\naddress = {addr:?}\nallow_http = true\n"
+            ),
+            1,
+        );
+        assert_ne!(by_address, original);
+        std::fs::write(fx.playbook(), by_address).unwrap();
+        rt.block_on(async {
+            let _ = restart_vault(&client).await;
+            until("Vault sealed after the restart", || async {
+                sealed(&client).await.filter(|s| *s).map(|_| ())
+            })
+            .await;
+        });
+        let out = unseal(&fx);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!("Vault at {addr}: unsealed with 3 of 5 shares")),
+            "{}",
+            text(&out)
+        );
+        std::fs::write(fx.playbook(), original).unwrap();
+    }
+
     // --watch: unseals after each restart, one line per event; SIGINT ends it with exit 0.
     let mut child = command(&fx, &["unseal", "--watch"]).spawn().unwrap();
     let rx = follow(&mut child);
