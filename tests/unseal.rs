@@ -252,6 +252,26 @@ fn unseal_proof(vault_server: Option<PathBuf>) {
         })
         .await;
     });
+    // verify.vault on the sealed Vault points at this command, with the playbook to pass.
+    let verify = fx.run(
+        &[
+            "apply",
+            "--resume",
+            "--only",
+            "verify.vault",
+            "--output",
+            "json",
+        ],
+        false,
+    );
+    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
+    let pointer = format!("run `kubestrap unseal -p {}`", fx.playbook().display());
+    assert!(
+        text(&verify).contains(&pointer),
+        "{pointer:?} missing: {}",
+        text(&verify)
+    );
+
     // The canary run: everything that handles a share logs at trace level, and still no share
     // is printed.
     let out = unseal_logging(&fx, CANARY_LOG);

@@ -174,7 +174,7 @@ pub enum UnsealError {
     },
     /// Vault is initialised and sealed, and the keys Secret does not exist.
     #[error(
-        "{vault} is sealed and Secret {secret} with its unseal keys does not exist: if you kept the keys, recreate it (`kubectl -n {namespace} create secret generic {name} --from-file=unseal-key-0=KEY0 ...`, see the README's \"Recovering the Vault keys Secret\") and run `kubestrap unseal -p {playbook}` again; or unseal by hand with the Vault CLI (`vault operator unseal`)"
+        "{vault} is sealed and Secret {secret} with its unseal keys does not exist: if you kept the keys, recreate it (`kubectl -n {namespace} create secret generic {name} --from-file=unseal-key-0=KEY0 ...`, see the README's \"Recovering the Vault keys Secret\") and run `kubestrap unseal -p {playbook}` again; or unseal by hand with the server's CLI (`vault operator unseal`, or `bao operator unseal` for OpenBao)"
     )]
     MissingSecret {
         /// Which Vault.
