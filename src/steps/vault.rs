@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::chart::VaultNames;
 use super::obj;
 use super::support::{ClusterContext, StepWaits, TemplateStep, step_identity};
+use super::unseal::Submitted;
 use super::vault_api::{
     ROOT_TOKEN_KEY, VaultKeys, VaultSession, VaultState, connect, is_not_found, read_keys,
     root_token, share_key, state, verify_unsealed,
@@ -503,36 +504,22 @@ pub(crate) async fn unseal_with(
         super::vault_status::wait_active(session, ACTIVE_WAIT).await?;
         return Ok(false);
     }
-    let mut last = None;
-    for key in &keys.unseal {
-        let resp = vaultrs::sys::unseal(
-            &session.client,
-            Some(key.expose_secret().to_owned()),
-            None,
-            None,
-        )
-        .await;
-        match resp {
-            Ok(r) if !r.sealed => {
-                super::vault_status::wait_active(session, ACTIVE_WAIT).await?;
-                return Ok(true);
-            }
-            Ok(r) => last = Some(format!("progress {}/{}", r.progress, r.threshold)),
-            Err(e) => {
-                let err = StepError::classify("submit an unseal key", e);
-                if err.is_transient() {
-                    return Err(err);
-                }
-                return Err(StepError::permanent(format!(
-                    "Vault rejected the unseal keys from Secret {namespace}/{secret} ({err}): they belong to another Vault; see the README's recovery section"
-                )));
-            }
+    match super::unseal::submit_shares(session, &keys.unseal).await {
+        Ok(Submitted::Unsealed { .. }) => {
+            super::vault_status::wait_active(session, ACTIVE_WAIT).await?;
+            Ok(true)
         }
+        Ok(Submitted::StillSealed {
+            progress,
+            threshold,
+        }) => Err(StepError::permanent(format!(
+            "Vault is still sealed after every unseal key in Secret {namespace}/{secret} (progress {progress}/{threshold}): the keys are wrong or too few for the threshold"
+        ))),
+        Err(err) if err.is_transient() => Err(err),
+        Err(err) => Err(StepError::permanent(format!(
+            "Vault rejected the unseal keys from Secret {namespace}/{secret} ({err}): they belong to another Vault; see the README's recovery section"
+        ))),
     }
-    Err(StepError::permanent(format!(
-        "Vault is still sealed after every unseal key in Secret {namespace}/{secret} ({}): the keys are wrong or too few for the threshold",
-        last.unwrap_or_default()
-    )))
 }
 
 #[async_trait::async_trait]

@@ -221,6 +221,42 @@ pub(crate) async fn read_keys(
     Ok(Some(VaultKeys { unseal, root }))
 }
 
+/// Reads only the unseal shares of the keys Secret (`kubestrap unseal` needs no root token,
+/// and an operator may have removed it); `None` when the Secret does not exist. The shares are
+/// taught to the redactor before this returns.
+///
+/// # Errors
+/// A classified [`StepError`] when it cannot be read, or a permanent one when it holds no
+/// `unseal-key-<n>` entries.
+pub(crate) async fn read_shares(
+    ctx: &StepContext,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Vec<SecretString>>, StepError> {
+    let api: Api<Secret> = Api::namespaced(ctx.kube().await?, namespace);
+    let Some(secret) = api
+        .get_opt(name)
+        .await
+        .map_err(|e| StepError::classify(format!("read Secret {namespace}/{name}"), e))?
+    else {
+        return Ok(None);
+    };
+    let data = secret.data.unwrap_or_default();
+    let unseal: Vec<SecretString> = (0..)
+        .map_while(|n| data.get(&share_key(n)))
+        .map(|b| SecretString::from(String::from_utf8_lossy(&b.0).trim().to_owned()))
+        .collect();
+    for key in &unseal {
+        crate::secrets::redact::mask_also("VAULT_UNSEAL_KEY", key);
+    }
+    if unseal.is_empty() {
+        return Err(StepError::permanent(format!(
+            "Secret {namespace}/{name} holds no unseal-key-<n> entries: see the README's \"Recovering the Vault keys Secret\""
+        )));
+    }
+    Ok(Some(unseal))
+}
+
 /// Reads the root token from the keys Secret, which must exist by now.
 ///
 /// # Errors
