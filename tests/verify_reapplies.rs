@@ -5,7 +5,13 @@
 #[path = "support/root_vault.rs"]
 mod root_vault;
 
-use kubestrap_test_support::{Bootstrap, Options, finished, kubestrap_bin, runtime, text};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams};
+use kubestrap_test_support::{
+    Bootstrap, Options, finished, kubestrap_bin, runtime, text, wait_for,
+};
+use serde_json::Value;
 use vaultrs::api::auth::kubernetes::requests::CreateKubernetesRoleRequest;
 
 /// The ESO role's bound service account names, as Vault holds them.
@@ -56,4 +62,77 @@ fn a_vault_role_rebound_by_hand_is_reapplied_on_resume() {
     assert_eq!(configure["status"], "done", "{configure}");
     assert_eq!(configure["changed"], true, "{configure}");
     assert_eq!(rt.block_on(role_bindings(&fx)), ["external-secrets"]);
+}
+
+/// Whether a Deployment reports `Available=True`.
+fn available(d: &Deployment) -> bool {
+    d.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Available" && c.status == "True")
+        })
+}
+
+/// The `step_finished` event of `step` among `events`.
+fn finished_step<'a>(events: &'a [Value], step: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["event"] == "step_finished" && e["step"] == step)
+        .unwrap_or_else(|| panic!("{step} did not finish: {events:#?}"))
+}
+
+/// The auto-unsealer's Deployment matched its manifest while its pod could not run (an image
+/// gone from the registry), so the old verify, which only compared the manifest, skipped the
+/// step: `--resume` said done while nothing would unseal Vault after its next restart.
+#[test]
+fn an_unsealer_that_is_not_available_is_applied_again_on_resume() {
+    let fx = Bootstrap::new(kubestrap_bin!(), &Options::default());
+    let _ = fx.apply_all_done();
+    let rt = runtime();
+
+    // Its image cannot be pulled any more, and its pod is replaced (a node drain, an eviction).
+    rt.block_on(async {
+        fx.set_faults("stuck.vault-unsealer=ImagePullBackOff").await;
+        let client = fx.client().await;
+        Api::<Pod>::namespaced(client.clone(), "vault")
+            .delete_collection(
+                &DeleteParams::default(),
+                &ListParams::default().labels("app.kubernetes.io/name=vault-unsealer"),
+            )
+            .await
+            .unwrap();
+        let deployments = Api::<Deployment>::namespaced(client, "vault");
+        wait_for(
+            &deployments,
+            "vault-unsealer",
+            "the unsealer Deployment unavailable",
+            |d| !available(d),
+        )
+        .await;
+    });
+
+    // Resume sees it, applies the step again and waits; meanwhile the image is back.
+    let (events, status) = fx.apply_then(
+        &["--resume"],
+        |e| e["event"] == "step_verify_failed" && e["step"] == "vault.auto-unseal",
+        || rt.block_on(fx.set_faults("")),
+    );
+    let reason = events
+        .iter()
+        .find(|e| e["event"] == "step_verify_failed" && e["step"] == "vault.auto-unseal")
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    assert!(
+        reason.contains("Deployment vault/vault-unsealer"),
+        "the reason names the Deployment: {reason}"
+    );
+    assert!(status.success(), "{events:#?}");
+    let step = finished_step(&events, "vault.auto-unseal");
+    assert_eq!(step["status"], "done", "{step}");
+    rt.block_on(async {
+        let deployments = Api::<Deployment>::namespaced(fx.client().await, "vault");
+        assert!(available(&deployments.get("vault-unsealer").await.unwrap()));
+    });
 }

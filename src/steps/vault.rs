@@ -13,7 +13,10 @@ use serde::Serialize;
 
 use super::chart::VaultNames;
 use super::obj;
-use super::support::{ClusterContext, StepWaits, TemplateStep, step_identity};
+use super::support::checks;
+use super::support::{
+    ClusterContext, StepWaits, TemplateStep, deployments_available, step_identity,
+};
 use super::vault_api::{
     ROOT_TOKEN_KEY, VaultKeys, VaultSession, VaultState, connect, is_not_found, read_keys,
     root_token, share_key, state, verify_unsealed,
@@ -635,6 +638,37 @@ impl TemplateStep for VaultAutoUnseal {
         StepWaits::new(ctx, ctx.kube().await?, self.timeout)
             .deployment_available(&self.namespace, UNSEALER_NAME)
             .await
+    }
+
+    /// The unsealer works, not only exists as applied: its Deployment is Available and the
+    /// keys Secret holds every share it mounts (a Secret volume with `optional: true` mounts
+    /// whatever is there, so a missing share would leave Vault sealed without an error).
+    async fn still_holds(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let available = deployments_available(ctx, &self.namespace, &[UNSEALER_NAME]).await?;
+        if available != Verified::Holds {
+            return Ok(available);
+        }
+        let what = format!("Secret {}/{}", self.namespace, self.keys_secret);
+        let secrets: Api<Secret> = Api::namespaced(ctx.kube().await?, &self.namespace);
+        let Some(secret) = checks::read(&secrets, &self.keys_secret, &what).await? else {
+            return Ok(checks::missing(&what));
+        };
+        let data = secret.data.unwrap_or_default();
+        let absent: Vec<String> = (0..self.key_threshold)
+            .map(|n| super::vault_api::share_key(usize::from(n)))
+            .filter(|k| !data.contains_key(k))
+            .collect();
+        Ok(if absent.is_empty() {
+            Verified::Holds
+        } else {
+            Verified::DoesNotHold {
+                reason: format!(
+                    "{what} lacks {}, which Deployment {}/{UNSEALER_NAME} mounts to unseal Vault",
+                    absent.join(", "),
+                    self.namespace
+                ),
+            }
+        })
     }
 }
 
