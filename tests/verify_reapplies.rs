@@ -136,3 +136,69 @@ fn an_unsealer_that_is_not_available_is_applied_again_on_resume() {
         assert!(available(&deployments.get("vault-unsealer").await.unwrap()));
     });
 }
+
+/// Flux's GitRepository CRD.
+const GIT_REPOSITORIES: &str = "gitrepositories.source.toolkit.fluxcd.io";
+
+/// A Flux CRD whose deletion was asked for while something held it (a finalizer) is still
+/// Established and still as install.yaml says, so flux.install's verify holds; the old
+/// flux.ready verify, which only looked at the controllers, skipped the step while every Flux
+/// object was about to go. Now resume stops there and says what to do; once the deletion is
+/// let through, resume installs the CRD again.
+#[test]
+fn a_flux_crd_being_deleted_stops_resume_at_flux_ready() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+
+    let fx = Bootstrap::new(kubestrap_bin!(), &Options::default());
+    let _ = fx.apply_all_done();
+    let rt = runtime();
+    let crds = rt.block_on(async { Api::<CustomResourceDefinition>::all(fx.client().await) });
+    let hold = |finalizers: Value| {
+        rt.block_on(async {
+            crds.patch(
+                GIT_REPOSITORIES,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"finalizers": finalizers}})),
+            )
+            .await
+            .unwrap();
+        });
+    };
+    hold(serde_json::json!(["example.com/hold"]));
+    rt.block_on(async {
+        crds.delete(GIT_REPOSITORIES, &DeleteParams::default())
+            .await
+            .unwrap();
+    });
+
+    let out = fx.run(&["apply", "--resume", "--output", "json"], false);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let steps = finished(&out);
+    let ready = steps
+        .iter()
+        .find(|s| s["step"] == "flux.ready")
+        .expect("flux.ready reported");
+    assert_eq!(ready["status"], "failed", "{ready}");
+    let error = ready["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "CustomResourceDefinition {GIT_REPOSITORIES} is being deleted"
+        )) && error.contains("kubestrap apply --resume"),
+        "{error}"
+    );
+
+    // The deletion is let through; resume puts Flux back.
+    hold(serde_json::json!(null));
+    let out = fx.run(&["apply", "--resume", "--output", "json"], false);
+    assert!(out.status.success(), "{}", text(&out));
+    let steps = finished(&out);
+    let install = steps
+        .iter()
+        .find(|s| s["step"] == "flux.install")
+        .expect("flux.install reported");
+    assert_eq!(install["changed"], true, "{install}");
+    rt.block_on(async {
+        assert!(crds.get(GIT_REPOSITORIES).await.is_ok());
+    });
+}

@@ -191,14 +191,67 @@ impl Step for K3sInstall {
                     }
                 })
             }
-            _ => Ok(match readyz(&ctx.kube().await?).await {
+            Provider::Existing => Ok(match readyz(&ctx.kube().await?).await {
                 Ok(()) => Verified::Holds,
                 Err(e) => Verified::DoesNotHold {
                     reason: e.to_string(),
                 },
             }),
+            // What apply installed: a cluster that answers, running the pinned k3s (a node
+            // upgraded or downgraded by hand is installed again at the pin).
+            Provider::K3sLocal | Provider::K3sSsh => {
+                let client = ctx.kube().await?;
+                if let Err(e) = readyz(&client).await {
+                    return Ok(Verified::DoesNotHold {
+                        reason: e.to_string(),
+                    });
+                }
+                let Some(pin) = &self.k3s_version else {
+                    return Ok(Verified::Holds);
+                };
+                let nodes = ::kube::Api::<Node>::all(client)
+                    .list(&::kube::api::ListParams::default())
+                    .await
+                    .map_err(|e| StepError::classify("list the nodes", e))?;
+                Ok(version_drift(pin, &nodes.items)
+                    .map_or(Verified::Holds, |reason| Verified::DoesNotHold { reason }))
+            }
         }
     }
+}
+
+/// Which of the k3s servers (nodes labelled `node-role.kubernetes.io/control-plane`, or every
+/// node when none is) do not run the pinned k3s version, said as a reason; `None` when all do.
+/// The kubelet reports k3s's own version string (`v1.33.1+k3s1`), the one `k3s --version`
+/// prints and `INSTALL_K3S_VERSION` takes.
+fn version_drift(pin: &str, nodes: &[Node]) -> Option<String> {
+    let is_server = |n: &&Node| {
+        n.labels()
+            .get("node-role.kubernetes.io/control-plane")
+            .is_some_and(|v| v == "true")
+    };
+    let servers: Vec<&Node> = if nodes.iter().any(|n| is_server(&n)) {
+        nodes.iter().filter(is_server).collect()
+    } else {
+        nodes.iter().collect()
+    };
+    let off: Vec<String> = servers
+        .iter()
+        .filter_map(|n| {
+            let running = n
+                .status
+                .as_ref()
+                .and_then(|s| s.node_info.as_ref())
+                .map_or("an unknown version", |i| i.kubelet_version.as_str());
+            (running != pin).then(|| format!("node {} runs {running}", n.name_any()))
+        })
+        .collect();
+    (!off.is_empty()).then(|| {
+        format!(
+            "[cluster] k3s_version pins {pin}, but {}: applying again runs the k3s install script with INSTALL_K3S_VERSION={pin}",
+            off.join(", ")
+        )
+    })
 }
 
 /// What `k3s.install` hands on: where the kubeconfig is.
@@ -767,6 +820,46 @@ mod tests {
     #[test]
     fn quoting_survives_single_quotes() {
         assert_eq!(shell_quote("a'b"), "'a'\\''b'");
+    }
+
+    fn node(name: &str, server: bool, version: &str) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": if server {
+                serde_json::json!({"node-role.kubernetes.io/control-plane": "true"})
+            } else {
+                serde_json::json!({})
+            }},
+            "status": {"nodeInfo": {"kubeletVersion": version, "architecture": "amd64",
+                "bootID": "", "containerRuntimeVersion": "", "kernelVersion": "",
+                "kubeProxyVersion": "", "machineID": "", "operatingSystem": "linux",
+                "osImage": "", "systemUUID": ""}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn version_drift_names_the_servers_off_the_pin() {
+        let pin = "v1.33.1+k3s1";
+        assert_eq!(version_drift(pin, &[node("a", true, pin)]), None);
+        // Agents are not what k3s.install installed; servers are.
+        assert_eq!(
+            version_drift(
+                pin,
+                &[node("a", true, pin), node("w", false, "v1.32.5+k3s1")]
+            ),
+            None
+        );
+        assert_eq!(
+            version_drift(pin, &[node("a", true, "v1.32.5+k3s1")]).as_deref(),
+            Some(
+                "[cluster] k3s_version pins v1.33.1+k3s1, but node a runs v1.32.5+k3s1: applying again runs the k3s install script with INSTALL_K3S_VERSION=v1.33.1+k3s1"
+            )
+        );
+        // A cluster that labels no server: every node counts.
+        assert!(
+            version_drift(pin, &[node("b", false, "v1.34.0+k3s1")])
+                .is_some_and(|r| r.contains("node b runs v1.34.0+k3s1"))
+        );
     }
 
     #[test]
