@@ -247,8 +247,14 @@ terraform = "120s"
     /// Runs `kubestrap ARGS -p PLAYBOOK` to completion (with the canaries exported when
     /// `with_secrets`).
     pub fn run(&self, args: &[&str], with_secrets: bool) -> Output {
+        self.run_with_env(args, with_secrets, &[])
+    }
+
+    /// [`Bootstrap::run`] with extra environment variables (e.g. `KUBESTRAP_LOG`).
+    pub fn run_with_env(&self, args: &[&str], with_secrets: bool, env: &[(&str, &str)]) -> Output {
         let child = self
             .command(args, with_secrets)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
