@@ -220,6 +220,27 @@ impl Step for K3sInstall {
     }
 }
 
+/// Tells the run which cluster this is (its `kube-system` namespace UID, which lives as long
+/// as the cluster), so a cluster the run itself created is recorded in this run's checkpoint,
+/// and a checkpoint of another cluster is refused.
+///
+/// # Errors
+/// A classified [`StepError`] when the namespace cannot be read; the run's refusal when the
+/// checkpoint records another cluster.
+async fn identify_cluster(ctx: &StepContext, client: &::kube::Client) -> Result<(), StepError> {
+    let namespaces: ::kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        ::kube::Api::all(client.clone());
+    let uid = namespaces
+        .get_opt("kube-system")
+        .await
+        .map_err(|e| StepError::classify("read namespace kube-system", e))?
+        .and_then(|ns| ns.metadata.uid);
+    match uid {
+        Some(uid) => ctx.identify(crate::engine::Identity::Cluster, &uid),
+        None => Ok(()),
+    }
+}
+
 /// Which of the k3s servers (nodes labelled `node-role.kubernetes.io/control-plane`, or every
 /// node when none is) do not run the pinned k3s version, said as a reason; `None` when all do.
 /// The kubelet reports k3s's own version string (`v1.33.1+k3s1`), the one `k3s --version`
@@ -597,6 +618,7 @@ impl Step for K3sReady {
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         let client = ctx.kube().await?;
         readyz(&client).await?;
+        identify_cluster(ctx, &client).await?;
         let nodes = self.wait_nodes(ctx, &client).await?;
         StepOutcome::with_outputs(false, &ReadyOutputs { nodes }).map(StepOutcome::as_ready)
     }
@@ -608,6 +630,7 @@ impl Step for K3sReady {
                 reason: e.to_string(),
             });
         }
+        identify_cluster(ctx, &client).await?;
         let api: ::kube::Api<Node> = ::kube::Api::all(client);
         let nodes = api
             .list(&Default::default())

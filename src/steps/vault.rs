@@ -556,6 +556,7 @@ impl Step for VaultUnseal {
         })?;
         let session = connect(ctx, &self.endpoint, None).await?;
         let changed = unseal_with(&session, &keys, ns, &self.keys_secret).await?;
+        super::vault_api::identify_vault(ctx, &super::vault_status::health(&session).await?)?;
         Ok(StepOutcome::new(changed))
     }
 
