@@ -167,11 +167,14 @@ fn resume_against_another_vault_is_refused_naming_both_cluster_ids() {
     assert!(all.contains("kubestrap apply --fresh"), "{all}");
     let steps = common::finished(&out);
     assert!(
-        steps
-            .iter()
-            .filter(|s| s["status"] == "done")
-            .all(|s| s["changed"] == false),
+        steps.iter().all(|s| s["status"] != "done"),
         "nothing was applied:\n{all}"
+    );
+    assert!(
+        !common::events(&out, "step_started")
+            .iter()
+            .any(|s| s["step"] == "vault.unseal"),
+        "the step that found the other Vault stopped at its verify:\n{all}"
     );
     assert_eq!(
         checkpoint_of(&fx).vault_cluster_id.as_deref(),
