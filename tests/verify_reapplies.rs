@@ -202,3 +202,52 @@ fn a_flux_crd_being_deleted_stops_resume_at_flux_ready() {
         assert!(crds.get(GIT_REPOSITORIES).await.is_ok());
     });
 }
+
+/// A share deleted from the keys Secret by hand: the unsealer Deployment still matches its
+/// manifest and runs, but mounts one share too few (its volume is `optional`), so it could no
+/// longer unseal Vault after a restart. The old verify skipped the step; now resume stops at
+/// it naming the missing entry, and passes once the share is back.
+#[test]
+fn a_share_missing_from_the_keys_secret_stops_resume_at_the_unsealer() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Patch, PatchParams};
+
+    let fx = Bootstrap::new(kubestrap_bin!(), &Options::default());
+    let _ = fx.apply_all_done();
+    let rt = runtime();
+    let secrets = rt.block_on(async { Api::<Secret>::namespaced(fx.client().await, "vault") });
+    let set_share = |value: Value| {
+        rt.block_on(async {
+            secrets
+                .patch(
+                    "vault-init-keys",
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"data": {"unseal-key-2": value}})),
+                )
+                .await
+                .unwrap();
+        });
+    };
+    let saved = rt.block_on(async { secrets.get("vault-init-keys").await.unwrap() });
+    let share = serde_json::to_value(&saved.data.unwrap()["unseal-key-2"]).unwrap();
+    set_share(Value::Null);
+
+    let out = fx.run(&["apply", "--resume", "--output", "json"], false);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let steps = finished(&out);
+    let step = steps
+        .iter()
+        .find(|s| s["step"] == "vault.auto-unseal")
+        .expect("vault.auto-unseal reported");
+    assert_eq!(step["status"], "failed", "{step}");
+    let error = step["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("Secret vault/vault-init-keys lacks unseal-key-2")
+            && error.contains("kubestrap apply --resume"),
+        "{error}"
+    );
+
+    set_share(share);
+    let out = fx.run(&["apply", "--resume", "--output", "json"], false);
+    assert!(out.status.success(), "{}", text(&out));
+}

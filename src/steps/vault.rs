@@ -634,11 +634,18 @@ impl TemplateStep for VaultAutoUnseal {
         ]
     }
 
-    /// Waits for the unsealer Deployment to be Available.
+    /// Waits for the unsealer Deployment to be Available, then checks that it has every share
+    /// to mount: waiting cannot bring back a share missing from the keys Secret.
     async fn after_apply(&self, ctx: &StepContext) -> Result<(), StepError> {
         StepWaits::new(ctx, ctx.kube().await?, self.timeout)
             .deployment_available(&self.namespace, UNSEALER_NAME)
-            .await
+            .await?;
+        match self.shares_present(ctx).await? {
+            Verified::Holds => Ok(()),
+            Verified::DoesNotHold { reason } => Err(StepError::permanent(format!(
+                "{reason}: put the missing entries back into the Secret from your copy of the unseal keys, then run `kubestrap apply --resume` (see the recovery section of the README)"
+            ))),
+        }
     }
 
     /// The unsealer works, not only exists as applied: its Deployment is Available and the
@@ -649,6 +656,13 @@ impl TemplateStep for VaultAutoUnseal {
         if available != Verified::Holds {
             return Ok(available);
         }
+        self.shares_present(ctx).await
+    }
+}
+
+impl VaultAutoUnseal {
+    /// Whether the keys Secret holds every share the unsealer mounts.
+    async fn shares_present(&self, ctx: &StepContext) -> Result<Verified, StepError> {
         let what = format!("Secret {}/{}", self.namespace, self.keys_secret);
         let secrets: Api<Secret> = Api::namespaced(ctx.kube().await?, &self.namespace);
         let Some(secret) = checks::read(&secrets, &self.keys_secret, &what).await? else {
