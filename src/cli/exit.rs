@@ -173,6 +173,7 @@ impl CliError {
                 ApplyError::CheckpointExists { .. }
                 | ApplyError::ClusterMismatch { .. }
                 | ApplyError::IdentityMismatch { .. }
+                | ApplyError::VaultMismatch { .. }
                 | ApplyError::UnknownStep { .. } => ExitStatus::BadInput,
             },
             Self::Checkpoint(c) => checkpoint_status(c),

@@ -123,12 +123,19 @@ pub(crate) enum VaultState {
 /// # Errors
 /// A transient [`StepError`] when Vault does not answer or answers 5xx.
 pub(crate) async fn state(session: &VaultSession) -> Result<VaultState, StepError> {
-    use super::vault_status::Node;
-    Ok(match super::vault_status::health(session).await?.node() {
-        Node::Uninitialized => VaultState::Uninitialized,
-        Node::Sealed => VaultState::Sealed,
-        Node::Standby | Node::Active => VaultState::Unsealed,
-    })
+    Ok(VaultState::of(&super::vault_status::health(session).await?))
+}
+
+impl VaultState {
+    /// The state a `sys/health` answer describes.
+    pub(crate) fn of(health: &super::vault_status::Health) -> Self {
+        use super::vault_status::Node;
+        match health.node() {
+            Node::Uninitialized => Self::Uninitialized,
+            Node::Sealed => Self::Sealed,
+            Node::Standby | Node::Active => Self::Unsealed,
+        }
+    }
 }
 
 /// Whether Vault (reached through `endpoint`) is unsealed: the `verify` of both `vault.unseal`
@@ -142,12 +149,29 @@ pub(crate) async fn verify_unsealed(
 ) -> Result<crate::engine::Verified, StepError> {
     use crate::engine::Verified;
     let session = connect(ctx, endpoint, None).await?;
-    Ok(match state(&session).await? {
+    let health = super::vault_status::health(&session).await?;
+    identify_vault(ctx, &health)?;
+    Ok(match VaultState::of(&health) {
         VaultState::Unsealed => Verified::Holds,
         other => Verified::DoesNotHold {
             reason: format!("Vault is {other:?}"),
         },
     })
+}
+
+/// Tells the run which Vault this is (its `cluster_id`, sent while unsealed), so a checkpoint
+/// of another Vault is refused.
+///
+/// # Errors
+/// The run's refusal when the checkpoint records another Vault.
+pub(crate) fn identify_vault(
+    ctx: &StepContext,
+    health: &super::vault_status::Health,
+) -> Result<(), StepError> {
+    match health.cluster_id.as_deref().filter(|id| !id.is_empty()) {
+        Some(id) => ctx.identify(crate::engine::Identity::Vault, id),
+        None => Ok(()),
+    }
 }
 
 /// The contents of the keys Secret.
