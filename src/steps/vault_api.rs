@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::kube::Api;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use secrecy::{ExposeSecret, SecretString};
 use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
@@ -217,15 +218,9 @@ pub(crate) async fn read_keys(
     namespace: &str,
     name: &str,
 ) -> Result<Option<VaultKeys>, StepError> {
-    let api: Api<Secret> = Api::namespaced(ctx.kube().await?, namespace);
-    let Some(secret) = api
-        .get_opt(name)
-        .await
-        .map_err(|e| StepError::classify(format!("read Secret {namespace}/{name}"), e))?
-    else {
+    let Some(data) = keys_secret_data(ctx, namespace, name).await? else {
         return Ok(None);
     };
-    let data = secret.data.unwrap_or_default();
     let text = |k: &str| {
         data.get(k)
             .map(|b| SecretString::from(String::from_utf8_lossy(&b.0).into_owned()))
@@ -245,6 +240,20 @@ pub(crate) async fn read_keys(
     Ok(Some(VaultKeys { unseal, root }))
 }
 
+/// The keys Secret's data (empty when it has none), or `None` when the Secret does not exist.
+async fn keys_secret_data(
+    ctx: &StepContext,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<std::collections::BTreeMap<String, ByteString>>, StepError> {
+    let api: Api<Secret> = Api::namespaced(ctx.kube().await?, namespace);
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(|e| StepError::classify(format!("read Secret {namespace}/{name}"), e))?;
+    Ok(secret.map(|s| s.data.unwrap_or_default()))
+}
+
 /// Reads only the unseal shares of the keys Secret (`kubestrap unseal` needs no root token,
 /// and an operator may have removed it); `None` when the Secret does not exist. The shares are
 /// taught to the redactor before this returns.
@@ -257,15 +266,9 @@ pub(crate) async fn read_shares(
     namespace: &str,
     name: &str,
 ) -> Result<Option<Vec<SecretString>>, StepError> {
-    let api: Api<Secret> = Api::namespaced(ctx.kube().await?, namespace);
-    let Some(secret) = api
-        .get_opt(name)
-        .await
-        .map_err(|e| StepError::classify(format!("read Secret {namespace}/{name}"), e))?
-    else {
+    let Some(data) = keys_secret_data(ctx, namespace, name).await? else {
         return Ok(None);
     };
-    let data = secret.data.unwrap_or_default();
     let unseal: Vec<SecretString> = (0..)
         .map_while(|n| data.get(&share_key(n)))
         .map(|b| SecretString::from(String::from_utf8_lossy(&b.0).trim().to_owned()))

@@ -281,9 +281,15 @@ terraform = "120s"
         out
     }
 
-    /// Starts `apply --output json ARGS` and SIGKILLs it as soon as an event line satisfies
-    /// `kill_when`; returns the lines seen.
-    pub fn apply_and_kill(&self, args: &[&str], kill_when: impl Fn(&Value) -> bool) -> Vec<Value> {
+    /// Starts `apply --output json ARGS` and reads its events until one satisfies `until`; the
+    /// child still runs. A panic while reading (no such event in [`RUN_LIMIT`]) is caught and
+    /// returned, so the caller can stop the child before it resumes the panic.
+    #[allow(clippy::type_complexity)]
+    fn apply_until(
+        &self,
+        args: &[&str],
+        until: impl Fn(&Value) -> bool,
+    ) -> (std::process::Child, Lines, std::thread::Result<Vec<Value>>) {
         let mut full = vec!["apply", "--output", "json"];
         full.extend_from_slice(args);
         let mut child = self
@@ -294,8 +300,15 @@ terraform = "120s"
             .unwrap();
         let lines = Lines::follow(&mut child);
         let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            lines.events_until(RUN_LIMIT, kill_when)
+            lines.events_until(RUN_LIMIT, until)
         }));
+        (child, lines, seen)
+    }
+
+    /// Starts `apply --output json ARGS` and SIGKILLs it as soon as an event line satisfies
+    /// `kill_when`; returns the lines seen.
+    pub fn apply_and_kill(&self, args: &[&str], kill_when: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let (mut child, _lines, seen) = self.apply_until(args, kill_when);
         let _ = child.kill();
         let _ = child.wait();
         seen.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -314,18 +327,7 @@ terraform = "120s"
         when: impl Fn(&Value) -> bool,
         meanwhile: impl FnOnce(),
     ) -> (Vec<Value>, std::process::ExitStatus) {
-        let mut full = vec!["apply", "--output", "json"];
-        full.extend_from_slice(args);
-        let mut child = self
-            .command(&full, true)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let lines = Lines::follow(&mut child);
-        let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            lines.events_until(RUN_LIMIT, when)
-        }));
+        let (mut child, lines, seen) = self.apply_until(args, when);
         let mut seen = match seen {
             Ok(seen) => seen,
             Err(panic) => {
