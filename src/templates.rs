@@ -239,6 +239,8 @@ impl Manifest for FluxSync {
 /// Phase 1: the Vault Helm chart through Flux (namespace, HelmRepository, HelmRelease).
 #[derive(Debug, Clone)]
 pub struct VaultRelease {
+    /// Which chart: `vault` from the `hashicorp` HelmRepository, or `openbao` from `openbao`.
+    pub flavor: crate::playbook::VaultFlavor,
     /// The release's namespace (`[vault] namespace`).
     pub namespace: String,
     /// The HelmRelease's and Helm release's name (`[vault] release`).
@@ -260,6 +262,8 @@ impl Manifest for VaultRelease {
             ("release", self.release.clone()),
             ("flux_namespace", self.flux_namespace.clone()),
             ("repository", self.repository.clone()),
+            ("repository_name", self.flavor.helm_repository().to_owned()),
+            ("chart", self.flavor.chart().to_owned()),
             ("chart_version", self.chart_version.clone()),
         ]
     }
@@ -305,11 +309,14 @@ impl Manifest for EsoRelease {
 /// which the unsealer never mounts.
 #[derive(Debug, Clone)]
 pub struct VaultAutoUnseal {
+    /// Which server: the CLI the loop runs (`vault` or `bao`) and the variable it reads the
+    /// address from (`VAULT_ADDR` or `BAO_ADDR`).
+    pub flavor: crate::playbook::VaultFlavor,
     /// Vault's namespace (`[vault] namespace`), where the unsealer runs beside the keys.
     pub namespace: String,
     /// Name of the keys Secret in Vault's namespace, e.g. `vault-init-keys`.
     pub keys_secret: String,
-    /// The Vault image whose CLI runs the loop (same version as the server).
+    /// The Vault or OpenBao image whose CLI runs the loop (same version as the server).
     pub vault_image: String,
     /// Address of the Vault server to unseal, e.g. `http://vault-0.vault-internal:8200`.
     pub vault_addr: String,
@@ -335,6 +342,8 @@ impl Manifest for VaultAutoUnseal {
             ("keys_secret", self.keys_secret.clone()),
             ("vault_image", self.vault_image.clone()),
             ("vault_addr", self.vault_addr.clone()),
+            ("addr_env", self.flavor.addr_env().to_owned()),
+            ("cli", self.flavor.cli().to_owned()),
             (
                 "poll_seconds",
                 format!("{}", self.poll_interval.as_secs_f64()),

@@ -60,6 +60,7 @@ fn unsealer(fs_group: bool) -> String {
         namespace: "vault".into(),
         keys_secret: "vault-init-keys".into(),
         vault_image: "hashicorp/vault:1.19.0".into(),
+        flavor: kubestrap::playbook::VaultFlavor::Vault,
         vault_addr: "http://vault.vault.svc:8200".into(),
         poll_interval: VaultAutoUnseal::DEFAULT_POLL_INTERVAL,
         unseal_keys: 2,
