@@ -16,7 +16,10 @@ use kube::Api;
 use kube::api::LogParams;
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
-use kubestrap_test_support::{Bootstrap, Options, finished, kubestrap_bin, runtime, text};
+use kubestrap_test_support::{
+    Bootstrap, Options, STEPS, finished, kubestrap_bin, runtime, sandbox_playbook_copy, text,
+    workspace_root,
+};
 use serde_json::Value;
 
 const NS: &str = "openbao";
@@ -216,4 +219,63 @@ fn five_phases_with_flavor_openbao_on_a_real_bao_server_with_the_restart_proof()
         "{status}"
     );
     assert_eq!(status["storage_type"], "raft", "{status}");
+}
+
+/// Stops the sandbox an `apply` of a shipped playbook left running, pass or fail.
+struct SandboxDown {
+    root: PathBuf,
+    playbook: &'static str,
+}
+
+impl Drop for SandboxDown {
+    fn drop(&mut self) {
+        let _ = kubestrap_test_support::run(
+            &kubestrap_bin!(),
+            &["sandbox", "down", "-p", self.playbook],
+            &self.root,
+            &[],
+        );
+    }
+}
+
+/// The shipped example `playbooks/sandbox-openbao.toml` bootstraps as written (its restart
+/// proof included), with OpenBao's names.
+#[test]
+fn shipped_sandbox_openbao_playbook_bootstraps_with_the_restart_proof() {
+    const PLAYBOOK: &str = "playbooks/sandbox-openbao.toml";
+    let copy = sandbox_playbook_copy();
+    let root = copy.path();
+    std::fs::copy(workspace_root().join(PLAYBOOK), root.join(PLAYBOOK)).expect("copy");
+    let _down = SandboxDown {
+        root: root.to_path_buf(),
+        playbook: PLAYBOOK,
+    };
+    let out = kubestrap_test_support::run(
+        &kubestrap_bin!(),
+        &["apply", "-p", PLAYBOOK, "--output", "json"],
+        root,
+        &[
+            ("GITHUB_TOKEN", "ghp_shipped_openbao_example"),
+            ("CLOUDFLARE_API_TOKEN", "cf_shipped_openbao_example"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let steps = finished(&out);
+    assert_eq!(steps.len(), STEPS, "{}", text(&out));
+    assert!(
+        steps.iter().all(|s| s["status"] == "done"),
+        "{}",
+        text(&out)
+    );
+    let restart = steps
+        .iter()
+        .find(|s| s["step"] == "verify.vault")
+        .expect("verify.vault ran");
+    assert_eq!(restart["changed"], true, "{restart}");
+    let kubeconfig = root.join("playbooks/.kubestrap/sandbox-openbao/sandbox/kubeconfig");
+    runtime().block_on(async {
+        let client = kubestrap_test_support::kube_client_from(&kubeconfig).await;
+        let pods: Api<Pod> = Api::namespaced(client, NS);
+        pods.get("openbao-0").await.expect("pod openbao/openbao-0");
+    });
 }

@@ -33,6 +33,17 @@ fn shipped_playbooks_load() {
     for name in ["k3s-single-node.toml", "existing-cluster.toml"] {
         Playbook::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+    let bao = Playbook::load(&root.join("sandbox-openbao.toml")).unwrap();
+    let v = &bao.playbook.vault;
+    assert_eq!(v.flavor, kubestrap::playbook::VaultFlavor::Openbao);
+    assert_eq!(
+        (v.namespace.as_str(), v.release.as_str()),
+        ("openbao", "openbao")
+    );
+    assert_ne!(
+        bao.playbook.cluster.name, sandbox.playbook.cluster.name,
+        "its own state dir and sandbox beside sandbox.toml's"
+    );
 }
 
 #[test]
