@@ -625,7 +625,13 @@ impl TemplateStep for VaultAutoUnseal {
             Action::create(obj("Role", &self.namespace, name))
                 .with_detail(format!("get secrets/{} only", self.keys_secret)),
             Action::create(obj("RoleBinding", &self.namespace, name)),
-            Action::create(obj("Deployment", &self.namespace, name)),
+            Action::create(obj("Deployment", &self.namespace, name)).with_detail(format!(
+                "`{}` CLI of {}, {}={}",
+                self.flavor.cli(),
+                self.flavor.image(),
+                self.flavor.addr_env(),
+                self.vault_addr
+            )),
             Action::run(format!(
                 "wait for {} Available",
                 obj("Deployment", &self.namespace, name)
