@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::Api;
 use kube::api::LogParams;
@@ -96,6 +96,13 @@ fn bootstrap_openbao(vault_server: Option<PathBuf>) -> (Bootstrap, Value) {
         assert_eq!(
             container.image.as_deref(),
             Some("quay.io/openbao/openbao:2.6.2")
+        );
+        // Raft storage (OpenBao 2.7 has no `file`), as the chart writes its config.
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+        let cm = cms.get("openbao-config").await.expect("openbao-config");
+        assert!(
+            cm.data.unwrap_or_default()["extraconfig-from-values.hcl"].contains("storage \"raft\""),
+            "standalone config"
         );
         let crb: Api<ClusterRoleBinding> = Api::all(client.clone());
         let binding = crb

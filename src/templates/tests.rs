@@ -458,6 +458,20 @@ fn openbao_flavor_renders_the_openbao_chart_and_the_bao_cli() {
     .render()
     .unwrap();
     assert!(!text.contains("hashicorp"), "{text}");
+    let vault_text = VaultRelease {
+        flavor: VaultFlavor::Vault,
+        namespace: "vault".to_owned(),
+        release: "vault".to_owned(),
+        flux_namespace: "flux-system".to_owned(),
+        repository: VaultFlavor::Vault.default_chart_repo().to_owned(),
+        chart_version: "0.30.0".to_owned(),
+    }
+    .render()
+    .unwrap();
+    assert!(
+        !vault_text.contains("raft"),
+        "Vault keeps its chart's default"
+    );
     let objects: Vec<Value> = parse_manifests(&text)
         .unwrap()
         .into_iter()
@@ -475,6 +489,17 @@ fn openbao_flavor_renders_the_openbao_chart_and_the_bao_cli() {
     assert_eq!(hr["spec"]["chart"]["spec"]["sourceRef"]["name"], "openbao");
     assert_eq!(
         hr["spec"]["values"]["server"]["authDelegator"]["enabled"],
+        true
+    );
+    let config = hr["spec"]["values"]["server"]["standalone"]["config"]
+        .as_str()
+        .expect("openbao gets its standalone config");
+    assert!(
+        config.contains("storage \"raft\"") && !config.contains("\"file\""),
+        "{config}"
+    );
+    assert_eq!(
+        hr["spec"]["values"]["server"]["standalone"]["enabled"],
         true
     );
     assert!(

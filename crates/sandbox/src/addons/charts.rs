@@ -118,6 +118,14 @@ impl Chart {
             labels["helm.sh/chart"] = json!(self.name());
             d["metadata"]["annotations"]["meta.helm.sh/release-name"] = json!(release);
             d["metadata"]["annotations"]["meta.helm.sh/release-namespace"] = json!(namespace);
+            // `server.standalone.config`: the server's configuration file, as the chart
+            // writes it into `<fullname>-config`.
+            if self.is_vault_server()
+                && d["kind"] == "ConfigMap"
+                && let Some(config) = values["server"]["standalone"]["config"].as_str()
+            {
+                d["data"]["extraconfig-from-values.hcl"] = json!(config);
+            }
             if self.is_vault_server()
                 && d["kind"] == "StatefulSet"
                 && let Some(path) = values["server"]["readinessProbe"]["path"].as_str()
@@ -273,6 +281,19 @@ mod tests {
             .expect("sts");
         assert_eq!(sts["metadata"]["name"], "bank-openbao");
         assert!(probe_accepts_sealed(sts));
+        let docs = Chart::OpenBao
+            .render(
+                "secrets",
+                "bank",
+                &json!({"server":{"standalone":{"config":"storage \"raft\" {}"}}}),
+            )
+            .expect("openbao");
+        let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").expect("cm");
+        assert_eq!(cm["metadata"]["name"], "bank-openbao-config");
+        assert_eq!(
+            cm["data"]["extraconfig-from-values.hcl"],
+            "storage \"raft\" {}"
+        );
     }
 
     /// Each chart is served by its own repository only, as helm-controller finds charts in
