@@ -319,3 +319,27 @@ async fn vault_cli_given_only_bao_addr_dials_its_own_loopback_and_vault_stays_se
     assert!(vault.status().sealed, "the CLI never reached Vault");
     h.shutdown().await.expect("shutdown");
 }
+
+/// OpenBao's images link `vault` to `bao` (`ln -s … /bin/vault` in its Dockerfile, since
+/// 2.0), so an unsealer still running the `vault` CLI with `VAULT_ADDR` keeps working when its
+/// image is switched to OpenBao's: the sandbox accepts what the real image accepts.
+#[tokio::test]
+async fn vault_cli_in_the_openbao_image_is_bao_and_unseals() {
+    let (h, c, _tmp) = vault_with_keys().await;
+    let vault = h.vault().expect("vault");
+    apply_yaml(
+        &c,
+        &unsealer_for(VaultFlavor::Vault, VaultFlavor::Openbao.image()),
+    )
+    .await;
+    restart_vault(&c).await;
+    within("unsealed by the vault-named bao", async {
+        while vault.status().sealed {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let log = unsealer_log_with(&c, &["vault-unsealer: vault is unsealed"]).await;
+    assert!(!log.contains("not found"), "{log}");
+    h.shutdown().await.expect("shutdown");
+}
