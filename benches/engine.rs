@@ -3,6 +3,8 @@
 //! (a) per-step engine overhead, including the durable checkpoint writes, over 1,000 no-op steps;
 //! (b) makespan / critical path for a 200-step random DAG whose steps sleep known durations;
 //! (c) validate-and-plan time for a 10,000-step DAG.
+//!
+//! `cargo bench --bench engine -- a c` runs only the parts named.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -210,7 +212,19 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    per_step_overhead(&rt);
-    makespan(&rt);
-    validate_and_plan(&rt);
+    // `cargo bench --bench engine -- c` runs only part (c); no names: every part.
+    let parts: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
+    if wanted("a") {
+        per_step_overhead(&rt);
+    }
+    if wanted("b") {
+        makespan(&rt);
+    }
+    if wanted("c") {
+        validate_and_plan(&rt);
+    }
 }

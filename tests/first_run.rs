@@ -326,7 +326,15 @@ fn completions_generate_for_each_shell() {
 fn every_subcommand_help_has_examples() {
     let bin = kubestrap_bin!();
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["plan", "apply", "status", "init", "completions", "sandbox"] {
+    for sub in [
+        "plan",
+        "apply",
+        "status",
+        "init",
+        "completions",
+        "sandbox",
+        "unseal",
+    ] {
         let out = run(&bin, &[sub, "--help"], dir.path(), &[]);
         assert!(out.status.success(), "{sub}: {}", text(&out));
         let help = String::from_utf8_lossy(&out.stdout);

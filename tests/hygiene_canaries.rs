@@ -42,3 +42,64 @@ fn a_panicking_steps_message_is_redacted_in_checkpoint_output_and_panic_report()
         "the canary reached the checkpoint:\n{checkpoint}"
     );
 }
+
+/// `plan` reads Vault's root token and unseal keys from the keys Secret (vault.configure plans
+/// against Vault with the token) but captures no secret: its redactor has to learn them as it
+/// reads them, before any error, log line or plan text could carry one. Canaries planted in the
+/// keys Secret after a bootstrap never reach stdout or stderr, in text and JSON plans, with
+/// every tracing line on.
+#[test]
+fn plan_never_shows_the_root_token_or_unseal_keys_it_reads() {
+    use base64::Engine as _;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, Patch, PatchParams};
+
+    const ROOT: &str = "hvs.rootcanary5e1d07aa93";
+    const SHARE: &str = "c0ffee5eedcanary7b2c4d";
+    let fx = common::Bootstrap::new(kubestrap_bin!(), &common::Options::default());
+    let _ = fx.apply_all_done();
+    let rt = common::runtime();
+    rt.block_on(async {
+        let secrets = Api::<Secret>::namespaced(fx.client().await, "vault");
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        secrets
+            .patch(
+                "vault-init-keys",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"data": {
+                    "root-token": b64(ROOT),
+                    "unseal-key-0": b64(SHARE),
+                }})),
+            )
+            .await
+            .unwrap();
+    });
+    let forms = |s: &str| {
+        [
+            s.to_owned(),
+            base64::engine::general_purpose::STANDARD.encode(s),
+        ]
+    };
+    for format in ["text", "json"] {
+        let out = fx.run_with_env(
+            &["plan", "--output", format],
+            true,
+            &[("KUBESTRAP_LOG", "trace")],
+        );
+        let all = common::text(&out);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("vault.configure"),
+            "the plan was made ({format}):\n{all}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("/secrets/vault-init-keys"),
+            "the plan read the keys Secret ({format}):\n{all}"
+        );
+        for canary in forms(ROOT).iter().chain(&forms(SHARE)) {
+            assert!(
+                !all.contains(canary.as_str()),
+                "{canary:?} reached the {format} plan's output:\n{all}"
+            );
+        }
+    }
+}

@@ -151,10 +151,45 @@ fn a_secret_in_k3s_exec_is_refused_without_echoing_it() {
         let all = common::text(&out);
         assert_eq!(out.status.code(), Some(2), "{all}");
         assert!(
-            all.contains("`cluster.k3s_exec`") && all.contains("--token-file"),
+            all.contains("`cluster.k3s_exec`")
+                && all.contains("--token-file")
+                && all.contains("--token ${K3S_TOKEN}"),
             "{all}"
         );
         assert!(!all.contains("CANARY"), "the secret is echoed:\n{all}");
+        assert!(!dir.path().join(".kubestrap").exists());
+    }
+}
+
+#[test]
+fn a_k3s_exec_reference_must_name_a_declared_k3s_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    for (exec, declared, wanted) in [
+        (
+            "server --token ${K3S_TOKEN}",
+            "",
+            "${K3S_TOKEN} names no declared secret: add a [[secrets]] entry with env = \"K3S_TOKEN\"",
+        ),
+        (
+            "server --token ${JOIN}",
+            "\n[[secrets]]\nenv = \"JOIN\"\nvault_path = \"bootstrap/k3s\"\nvault_key = \"token\"\n",
+            "declare the secret as env = \"K3S_JOIN\"",
+        ),
+    ] {
+        let text = common::MINIMAL.replace(
+            "provider = \"existing\"",
+            &format!(
+                "provider = \"k3s-local\"\nk3s_version = \"v1.33.1+k3s1\"\nk3s_exec = {exec:?}"
+            ),
+        ) + declared;
+        let _ = common::write_playbook(dir.path(), &text);
+        let out = common::run(&kubestrap_bin!(), &["plan"], dir.path(), &[]);
+        let all = common::text(&out);
+        assert_eq!(out.status.code(), Some(2), "{all}");
+        assert!(
+            all.contains("`cluster.k3s_exec`") && all.contains(wanted),
+            "{all}"
+        );
         assert!(!dir.path().join(".kubestrap").exists());
     }
 }

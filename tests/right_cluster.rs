@@ -107,3 +107,86 @@ fn k3s_local_never_falls_back_to_an_ambient_kubeconfig() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["kubeconfig"], K3S_LOCAL_KUBECONFIG, "{all}");
 }
+
+#[path = "support/root_vault.rs"]
+mod root_vault;
+
+/// Vault's `cluster_id`, as `sys/health` says while unsealed.
+async fn vault_cluster_id(fx: &common::Bootstrap) -> String {
+    let client = fx.client().await;
+    let (_vault, forward) =
+        root_vault::root_vault(&client, "vault", "vault", "vault-init-keys").await;
+    let url = format!("{}/v1/sys/health", forward.http_url().trim_end_matches('/'));
+    let health: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    health["cluster_id"].as_str().unwrap().to_owned()
+}
+
+fn checkpoint_of(fx: &common::Bootstrap) -> Checkpoint {
+    Checkpoint::load(&Checkpoint::path_in(&fx.cluster_dir()))
+        .unwrap()
+        .unwrap()
+}
+
+/// A cluster the run itself starts did not answer before the run, so its identity used to be
+/// recorded only by the next run; and Vault's was never recorded. Both are in the first
+/// run's checkpoint now.
+#[test]
+fn the_first_run_records_the_cluster_it_created_and_its_vault() {
+    let fx = common::Bootstrap::new(kubestrap_bin!(), &common::Options::default());
+    let _ = fx.apply_all_done();
+    let rt = common::runtime();
+    let uid = rt.block_on(async { kube_system_uid(fx.client().await).await });
+    let vault = rt.block_on(vault_cluster_id(&fx));
+    let cp = checkpoint_of(&fx);
+    assert_eq!(cp.cluster_uid.as_deref(), Some(uid.as_str()));
+    assert_eq!(cp.vault_cluster_id.as_deref(), Some(vault.as_str()));
+}
+
+/// The checkpoint describes one Vault; the run reaches another (initialised again, or another
+/// cluster's behind the same names): resume stops with exit 2 naming both cluster ids, and
+/// the way out it names (`--fresh`) works.
+#[test]
+fn resume_against_another_vault_is_refused_naming_both_cluster_ids() {
+    const OTHER: &str = "5b3c0d6e-0000-4000-8000-0123456789ab";
+    let fx = common::Bootstrap::new(kubestrap_bin!(), &common::Options::default());
+    let _ = fx.apply_all_done();
+    let rt = common::runtime();
+    let vault = rt.block_on(vault_cluster_id(&fx));
+    let path = Checkpoint::path_in(&fx.cluster_dir());
+    let mut cp = checkpoint_of(&fx);
+    cp.vault_cluster_id = Some(OTHER.to_owned());
+    cp.save(&path).unwrap();
+
+    let out = fx.run(&["apply", "--resume", "--output", "json"], true);
+    let all = common::text(&out);
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(
+        all.contains(OTHER) && all.contains(&vault),
+        "both cluster ids named:\n{all}"
+    );
+    assert!(all.contains("kubestrap apply --fresh"), "{all}");
+    let steps = common::finished(&out);
+    assert!(
+        steps.iter().all(|s| s["status"] != "done"),
+        "nothing was applied:\n{all}"
+    );
+    assert!(
+        !common::events(&out, "step_started")
+            .iter()
+            .any(|s| s["step"] == "vault.unseal"),
+        "the step that found the other Vault stopped at its verify:\n{all}"
+    );
+    assert_eq!(
+        checkpoint_of(&fx).vault_cluster_id.as_deref(),
+        Some(OTHER),
+        "the recorded id is kept"
+    );
+
+    // The way out works: the records start over, with this Vault.
+    let out = fx.run(&["apply", "--fresh", "--output", "json"], true);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out));
+    assert_eq!(
+        checkpoint_of(&fx).vault_cluster_id.as_deref(),
+        Some(vault.as_str())
+    );
+}

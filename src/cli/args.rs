@@ -42,7 +42,17 @@ pub enum Command {
     /// Print a shell completion script (bash, zsh, fish, powershell) on stdout.
     #[command(after_help = examples::COMPLETIONS)]
     Completions(CompletionsArgs),
-    // Reserved: `Unseal` — `kubestrap unseal --kubeconfig K [--watch]` comes with the Vault steps.
+    /// Unseal Vault (or OpenBao) from the keys Secret, once or, with --watch, after every
+    /// restart until Ctrl-C.
+    ///
+    /// Reads the unseal shares from the keys Secret (`[vault] keys_secret` in Vault's namespace)
+    /// through the Kubernetes API of the playbook's cluster, reaches Vault as `apply` does
+    /// (port-forward to its pod, or `[vault] access = "address"`) and submits shares until Vault
+    /// reports unsealed: never more than it still needs, never the root token, never a share
+    /// on a command line or in a log. Exit codes: 0 unsealed (or already); 1 Vault could not
+    /// be unsealed (the message says what to do); 2 bad input (playbook, flags).
+    #[command(after_help = examples::UNSEAL)]
+    Unseal(UnsealArgs),
 }
 
 /// The playbook `-p` defaults to, in the working directory.
@@ -127,6 +137,18 @@ pub struct ApplyArgs {
     /// Only show the plan (alias of `kubestrap plan`).
     #[arg(long, conflicts_with_all = ["resume", "fresh", "only"])]
     pub dry_run: bool,
+}
+
+/// `kubestrap unseal`.
+#[derive(Debug, Args)]
+pub struct UnsealArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Keep watching: unseal Vault whenever it is sealed again (a restarted pod is seen within
+    /// a second), one line per change, until Ctrl-C (SIGINT) or SIGTERM, then exit 0.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// `kubestrap completions`.

@@ -37,6 +37,18 @@ Examples:
   # The steps that are not done yet
   kubestrap status -p kubestrap.toml -o json | jq -r '.steps[] | select(.status != \"done\") | .id'";
 
+/// `kubestrap unseal`.
+pub(crate) const UNSEAL: &str = "\
+Examples:
+  # Unseal once (prints: already unsealed / unsealed with 3 of 5 shares)
+  kubestrap unseal -p kubestrap.toml
+
+  # Keep Vault unsealed across restarts while the auto-unsealer is down; Ctrl-C stops
+  kubestrap unseal -p kubestrap.toml --watch
+
+  # Another kubeconfig or context than the playbook names
+  kubestrap unseal -p kubestrap.toml --kubeconfig ~/.kube/prod --context prod";
+
 /// `kubestrap sandbox`.
 #[cfg(feature = "sandbox")]
 pub(crate) const SANDBOX: &str = "\

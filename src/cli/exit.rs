@@ -15,7 +15,7 @@ pub enum ExitStatus {
     /// 0: everything asked for succeeded.
     Success,
     /// 1: a step failed or the run was interrupted; the checkpoint is written and
-    /// `apply --resume` continues.
+    /// `apply --resume` continues (`unseal`: Vault could not be unsealed).
     StepFailed,
     /// 2: bad input (playbook, flags, missing secret, unusable checkpoint) before anything was
     /// touched.
@@ -90,6 +90,9 @@ pub enum CliError {
         /// Its provider.
         provider: &'static str,
     },
+    /// `kubestrap unseal` could not unseal Vault (the message says what to do).
+    #[error(transparent)]
+    Unseal(#[from] crate::steps::unseal::UnsealError),
     /// The async runtime could not be started.
     #[error("failed to start the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -170,6 +173,7 @@ impl CliError {
                 ApplyError::CheckpointExists { .. }
                 | ApplyError::ClusterMismatch { .. }
                 | ApplyError::IdentityMismatch { .. }
+                | ApplyError::VaultMismatch { .. }
                 | ApplyError::UnknownStep { .. } => ExitStatus::BadInput,
             },
             Self::Checkpoint(c) => checkpoint_status(c),
@@ -184,7 +188,9 @@ impl CliError {
             #[cfg(feature = "sandbox")]
             Self::Sandbox(_) => ExitStatus::StepFailed,
             Self::Init(e) if e.is_bad_input() => ExitStatus::BadInput,
-            Self::Runtime(_) | Self::Output(_) | Self::Init(_) => ExitStatus::StepFailed,
+            Self::Runtime(_) | Self::Output(_) | Self::Init(_) | Self::Unseal(_) => {
+                ExitStatus::StepFailed
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ mod preflight;
 mod result;
 #[cfg(feature = "sandbox")]
 mod sandbox;
+mod unseal;
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
@@ -23,7 +24,7 @@ use clap::Parser;
 
 pub use args::{
     ApplyArgs, Cli, Command, Common, CompletionsArgs, DEFAULT_PLAYBOOK, Format, PlanArgs,
-    PlanFormat, StatusArgs,
+    PlanFormat, StatusArgs, UnsealArgs,
 };
 pub use exit::{CliError, ExitStatus};
 #[cfg(feature = "sandbox")]
@@ -105,6 +106,7 @@ pub fn run(cli: Cli) -> Result<ExitStatus, CliError> {
         Command::Sandbox(a) => sandbox::run(a),
         Command::Init(a) => init_cmd(&a),
         Command::Completions(a) => completions_cmd(&a),
+        Command::Unseal(a) => unseal::run(&a),
     }
 }
 
@@ -285,6 +287,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 /// Cancel `token` on SIGINT or SIGTERM: running steps are interrupted, nothing new starts.
 fn watch_signals(token: tokio_util::sync::CancellationToken) {
+    let warn = tokio_util::sync::CancellationToken::new();
+    drop(cancel_on_signal(warn.clone()));
+    tokio::spawn(async move {
+        warn.cancelled().await;
+        tracing::warn!("interrupted: letting running steps stop, starting nothing new");
+        token.cancel();
+    });
+}
+
+/// Cancel `token` on the first SIGINT or SIGTERM (quietly; the caller says what it means).
+fn cancel_on_signal(token: tokio_util::sync::CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -300,9 +313,8 @@ fn watch_signals(token: tokio_util::sync::CancellationToken) {
             _ = tokio::signal::ctrl_c() => {}
             () = terminated => {}
         }
-        tracing::warn!("interrupted: letting running steps stop, starting nothing new");
         token.cancel();
-    });
+    })
 }
 
 /// How long `apply` waits to learn the cluster's identity before it starts without it.

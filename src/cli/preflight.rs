@@ -25,3 +25,19 @@ pub(super) fn check(common: &Common, pb: &LoadedPlaybook, only: &[String]) -> Re
     })?;
     Ok(())
 }
+
+/// Checks only what reaching the cluster needs (the kubeconfig and context), for commands that
+/// run no step (`kubestrap unseal`).
+///
+/// # Errors
+/// [`CliError::Preflight`] listing every problem.
+pub(super) fn check_cluster(common: &Common, pb: &LoadedPlaybook) -> Result<(), CliError> {
+    crate::preflight::check(&Inputs {
+        playbook: pb,
+        kubeconfig_flag: common.kubeconfig.as_deref(),
+        context_flag: common.context.as_deref(),
+        runs: &|_| false,
+        env: Env::current(),
+    })?;
+    Ok(())
+}

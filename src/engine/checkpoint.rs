@@ -143,6 +143,10 @@ pub struct Checkpoint {
     /// another cluster behind the same name or context is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_uid: Option<String>,
+    /// Vault's cluster id (`sys/health`), once a run found Vault unsealed: `--resume` against
+    /// another Vault (initialised again, or another cluster's) is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_cluster_id: Option<String>,
     /// When the first run started.
     pub created_at: Timestamp,
     /// Last write.
@@ -161,6 +165,7 @@ impl Checkpoint {
             cluster: cluster.to_owned(),
             playbook_fingerprint: fingerprint.to_owned(),
             cluster_uid: None,
+            vault_cluster_id: None,
             created_at: now,
             updated_at: now,
             steps: BTreeMap::new(),
@@ -335,6 +340,18 @@ impl CheckpointWriter {
             .journal
             .commit(&entry)
             .map_err(|e| self.failed(&e))
+    }
+
+    /// Records the identities a run learned (see [`super::Identities`]) in the checkpoint
+    /// written by the next [`CheckpointWriter::compact`]; `None` keeps what is recorded.
+    pub fn set_identities(&self, cluster_uid: Option<String>, vault_cluster_id: Option<String>) {
+        let mut state = self.state();
+        if cluster_uid.is_some() {
+            state.checkpoint.cluster_uid = cluster_uid;
+        }
+        if vault_cluster_id.is_some() {
+            state.checkpoint.vault_cluster_id = vault_cluster_id;
+        }
     }
 
     /// Fold the journal into the snapshot (at the end of a run).

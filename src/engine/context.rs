@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use super::events::{EventBus, RunEvent, RunMode};
+use super::identity::{Identities, Identity};
 use super::resources::{Finish, Resources, RunControl};
 use super::step::{StepError, StepId};
 use crate::playbook::LoadedPlaybook;
@@ -37,6 +38,8 @@ pub struct RunEnv {
     /// The identity of the cluster this run reaches (see [`super::Checkpoint::cluster_uid`]),
     /// when it was known before the run started.
     pub cluster_uid: Option<String>,
+    /// The identities the checkpoint records and the ones steps learn during the run.
+    pub identities: Arc<Identities>,
 }
 
 impl RunEnv {
@@ -51,6 +54,7 @@ impl RunEnv {
             resources: Resources::default(),
             playbook: Arc::new(playbook),
             cluster_uid: None,
+            identities: Arc::new(Identities::default()),
         }
     }
 
@@ -193,6 +197,21 @@ impl StepContext {
         self.env.secrets.get(env).ok_or_else(|| {
             StepError::permanent(format!(
                 "secret {env} was not captured: export it and run `kubestrap apply` again"
+            ))
+        })
+    }
+
+    /// The step reached the cluster or Vault identified by `id`: recorded in the checkpoint
+    /// at the end of the run, or, when the checkpoint records another one, the run is refused.
+    ///
+    /// # Errors
+    /// A permanent [`StepError`] naming both identities when the checkpoint records another
+    /// one; the run then ends with [`super::ApplyError::IdentityMismatch`].
+    pub fn identify(&self, what: Identity, id: &str) -> Result<(), StepError> {
+        self.env.identities.learn(what, id).map_err(|c| {
+            StepError::permanent(format!(
+                "the checkpoint was written on {what} {}, but this run reached {what} {}: it is not the one the checkpoint's records describe",
+                c.recorded, c.found
             ))
         })
     }

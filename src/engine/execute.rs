@@ -100,6 +100,13 @@ impl ApplyExecutor {
                 r.error = Some(StepError::Cancelled.to_string());
                 return Some(r);
             }
+            // The step reached another cluster or Vault than the checkpoint's: applying it
+            // there is exactly what the refusal exists to prevent.
+            Err(e) if self.env.identities.conflict().is_some() => {
+                let mut r = report(node, StepEnd::Failed, started, 0);
+                r.error = Some(self.redact(&e));
+                return Some(r);
+            }
             Err(e) => format!("verification failed: {}", self.redact(&e)),
         };
         self.env.emit(&RunEvent::StepVerifyFailed {

@@ -13,6 +13,7 @@ pub mod diagnosis;
 pub mod events;
 mod execute;
 pub mod graph;
+pub mod identity;
 mod journal;
 pub mod lock;
 pub mod resources;
@@ -30,6 +31,7 @@ pub use events::{
     SubscriberError,
 };
 pub use graph::{Building, Built, Engine, GraphErrors, GraphProblem, Node};
+pub use identity::{Identities, Identity, IdentityConflict};
 pub use lock::{LockError, RunLock};
 pub use resources::{Finish, Resources, RunControl};
 pub use retry::RetryPolicy;

@@ -9,6 +9,7 @@ use super::context::RunEnv;
 use super::events::{RunEvent, RunMode, StepEnd, StepReport};
 use super::execute::{ApplyExecutor, PlanExecutor, PriorDone};
 use super::graph::{Built, Engine};
+use super::identity::Identity;
 use super::lock::{LockError, RunLock};
 use super::step::{Action, Phase, StepId};
 use super::walk::{RunReport, WalkOptions, walk};
@@ -87,6 +88,19 @@ pub enum ApplyError {
         /// The identity the checkpoint records.
         recorded: String,
         /// The identity of the cluster reached now.
+        found: String,
+    },
+    /// A step of the run reached another Vault than the one the checkpoint's records were made
+    /// with.
+    #[error(
+        "checkpoint {path} was written with the Vault whose cluster id is {recorded}, but this run reached a Vault with cluster id {found} (initialised again, or another cluster's): the run stopped at the step that found it; switch back to that Vault's cluster (--kubeconfig/--context), or, if this Vault replaced it for good, start the records over with `kubestrap apply --fresh` (its keys Secret must hold this Vault's keys)"
+    )]
+    VaultMismatch {
+        /// The checkpoint file.
+        path: std::path::PathBuf,
+        /// The Vault cluster id the checkpoint records.
+        recorded: String,
+        /// The one reached now.
         found: String,
     },
     /// `--only` names a step that does not exist.
@@ -186,6 +200,10 @@ pub async fn apply(
     if env.cluster_uid.is_some() {
         checkpoint.cluster_uid.clone_from(&env.cluster_uid);
     }
+    env.identities
+        .record(Identity::Cluster, checkpoint.cluster_uid.as_deref());
+    env.identities
+        .record(Identity::Vault, checkpoint.vault_cluster_id.as_deref());
 
     let mut prior = HashMap::new();
     let mut known_outputs = BTreeMap::new();
@@ -251,13 +269,34 @@ pub async fn apply(
         recorder: Some(recorder.clone()),
     };
     let report = walk(engine, env, executor, opts).await;
+    let conflict = env.identities.conflict();
+    if conflict.is_none() {
+        recorder.set_identities(
+            env.identities.learned(Identity::Cluster),
+            env.identities.learned(Identity::Vault),
+        );
+    }
     if let Err(e) = recorder.compact() {
         env.emit(&RunEvent::Warning {
             message: format!("{e}; its journal next to it holds the run's records"),
         });
     }
     env.resources.finish_all(&env.events).await;
-    Ok(report)
+    match conflict {
+        None => Ok(report),
+        Some(c) => Err(match c.what {
+            Identity::Cluster => ApplyError::IdentityMismatch {
+                path: Checkpoint::path_in(&cluster_dir),
+                recorded: c.recorded,
+                found: c.found,
+            },
+            Identity::Vault => ApplyError::VaultMismatch {
+                path: Checkpoint::path_in(&cluster_dir),
+                recorded: c.recorded,
+                found: c.found,
+            },
+        }),
+    }
 }
 
 /// One step of a plan.

@@ -15,7 +15,7 @@ pub mod secret;
 pub mod wait;
 
 #[cfg(test)]
-mod mock;
+pub(crate) mod mock;
 
 pub use access::{KubeAccess, KubeAccessError};
 pub use apply::{

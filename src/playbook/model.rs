@@ -473,6 +473,29 @@ pub struct Terraform {
     pub pass_env: Vec<String>,
 }
 
+/// The declared secrets `k3s_exec` references as `${NAME}`, in order, each once. kubestrap
+/// hands their values to the k3s install script in its environment (over ssh's stdin for
+/// `k3s-ssh`), never on a command line; the script keeps `K3S_*` variables in the 0600
+/// `/etc/systemd/system/k3s.service.env`, from which systemd expands `${NAME}` in k3s's
+/// command line when it starts k3s (and k3s reads `K3S_TOKEN` and the like itself).
+#[must_use]
+pub fn k3s_exec_secret_refs(exec: &str) -> Vec<String> {
+    let mut refs: Vec<String> = Vec::new();
+    let mut rest = exec;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            break;
+        };
+        let name = &after[..end];
+        if !name.is_empty() && !refs.iter().any(|r| r == name) {
+            refs.push(name.to_owned());
+        }
+        rest = &after[end + 1..];
+    }
+    refs
+}
+
 /// Whether the environment variable `name` matches a `pass_env` pattern (`*` matches any run
 /// of characters).
 #[must_use]

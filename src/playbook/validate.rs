@@ -60,9 +60,31 @@ fn cluster(pb: &Playbook, out: &mut Vec<Finding>) {
         out.push(finding(
             "cluster.k3s_exec",
             format!(
-                "{flag} carries a secret, which would reach the ssh command line, the plan and the checkpoint; keep it on the host instead: --token-file /etc/rancher/k3s/token (a root-only file), or the key in /etc/rancher/k3s/config.yaml, which k3s reads at start"
+                "{flag} carries a secret, which would reach the ssh command line, the plan and the checkpoint; reference a declared secret instead, e.g. `--token ${{K3S_TOKEN}}` with a [[secrets]] entry env = \"K3S_TOKEN\" (kubestrap hands its value to the installer in the environment, never on a command line), or keep it on the host: --token-file /etc/rancher/k3s/token (a root-only file), or the key in /etc/rancher/k3s/config.yaml"
             ),
         ));
+    }
+    for name in c
+        .k3s_exec
+        .as_deref()
+        .map(super::model::k3s_exec_secret_refs)
+        .unwrap_or_default()
+    {
+        if !pb.secrets.iter().any(|s| s.env == name) {
+            out.push(finding(
+                "cluster.k3s_exec",
+                format!(
+                    "${{{name}}} names no declared secret: add a [[secrets]] entry with env = \"{name}\" (its vault_path keeps it in Vault too), or remove the reference"
+                ),
+            ));
+        } else if !name.starts_with("K3S_") {
+            out.push(finding(
+                "cluster.k3s_exec",
+                format!(
+                    "${{{name}}}: the k3s install script keeps only K3S_* variables for the k3s service, so k3s would never see it; declare the secret as env = \"K3S_{name}\" and reference ${{K3S_{name}}}"
+                ),
+            ));
+        }
     }
     match c.provider {
         Provider::K3sLocal | Provider::K3sSsh => {
@@ -147,6 +169,10 @@ fn k3s_exec_secret(exec: &str) -> Option<String> {
         let value = inline
             .or_else(|| args.get(i + 1).copied())
             .unwrap_or_default();
+        // `${K3S_TOKEN}`: a declared secret, handed over in the environment (checked above).
+        if value.contains("${") {
+            continue;
+        }
         if SECRET_FLAGS.contains(&flag) {
             return Some(format!("`{flag}`"));
         }
@@ -694,6 +720,17 @@ mod tests {
         assert_eq!(
             k3s_exec_secret("server --token-file /etc/rancher/k3s/token"),
             None
+        );
+        assert_eq!(k3s_exec_secret("server --token ${K3S_TOKEN}"), None);
+        assert_eq!(
+            k3s_exec_secret("server --datastore-endpoint=postgres://k3s:${K3S_DB_PASSWORD}@db/k3s"),
+            None
+        );
+        assert_eq!(
+            super::super::model::k3s_exec_secret_refs(
+                "server --token ${K3S_TOKEN} --agent-token=${K3S_AGENT_TOKEN} -t ${K3S_TOKEN} ${"
+            ),
+            ["K3S_TOKEN", "K3S_AGENT_TOKEN"]
         );
     }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::obj;
-use super::support::checks::exists_with;
+use super::support::checks::{crds_established, exists_with};
 use super::support::{
     ClusterContext, StepWaits, apply_yaml, cancellable, deployments_available, git_repository,
     plan_yaml, step_identity,
@@ -234,14 +234,27 @@ impl Step for FluxReady {
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         let waits = StepWaits::new(ctx, ctx.kube().await?, self.timeout);
         waits.crds_established(&CRDS).await?;
+        // A CRD being deleted still says Established until its finalizers let it go; waiting
+        // cannot help, and the Flux objects of the later steps would go with it.
+        if let Verified::DoesNotHold { reason } = crds_established(ctx.kube().await?, &CRDS).await?
+        {
+            return Err(StepError::permanent(format!(
+                "{reason}; find what holds its deletion (`kubectl get crd NAME -o jsonpath='{{.metadata.finalizers}}'`), let the deletion finish, then `kubestrap apply --resume` installs it again (flux.install)"
+            )));
+        }
         waits
             .deployments_available(&self.namespace, &CONTROLLERS)
             .await?;
         Ok(StepOutcome::ready())
     }
 
+    /// What `apply` waited for: the CRDs as well as the controllers (a CRD deleted or being
+    /// deleted by hand leaves the controllers running but every Flux object unserved).
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-        deployments_available(ctx, &self.namespace, &CONTROLLERS).await
+        match crds_established(ctx.kube().await?, &CRDS).await? {
+            Verified::Holds => deployments_available(ctx, &self.namespace, &CONTROLLERS).await,
+            not => Ok(not),
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::support::{
@@ -42,6 +43,10 @@ pub struct K3sInstall {
     pub sandbox_vault_server: Option<String>,
     /// The SSH target in full (k3s-ssh).
     pub ssh: Option<SshTarget>,
+    /// Declared secrets `k3s_exec` references as `${NAME}` (names only: the values go to the
+    /// installer's environment at apply time, never into the payload, plan or checkpoint).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exec_secrets: Vec<String>,
 }
 
 impl K3sInstall {
@@ -81,7 +86,51 @@ impl K3sInstall {
                 .and_then(|s| s.vault_server.as_ref())
                 .map(|p| p.display().to_string()),
             ssh: c.ssh.clone(),
+            exec_secrets: if c.provider.installs_k3s() {
+                c.k3s_exec
+                    .as_deref()
+                    .map(crate::playbook::k3s_exec_secret_refs)
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            },
         }
+    }
+
+    /// The values of [`K3sInstall::exec_secrets`], by name.
+    ///
+    /// # Errors
+    /// A permanent [`StepError`] when one was not captured, or holds a line break (which the
+    /// installer's environment, and the line read over ssh, cannot carry).
+    fn exec_secret_values(
+        &self,
+        ctx: &StepContext,
+    ) -> Result<Vec<(String, SecretString)>, StepError> {
+        self.exec_secrets
+            .iter()
+            .map(|name| {
+                let value = ctx.secret(name)?;
+                if value.expose_secret().contains(['\n', '\r']) {
+                    return Err(StepError::permanent(format!(
+                        "secret {name} (referenced by [cluster] k3s_exec) holds a line break: export it as one line"
+                    )));
+                }
+                Ok((name.clone(), value.clone()))
+            })
+            .collect()
+    }
+
+    /// What the plan says about an install: when it is skipped, and how referenced secrets
+    /// reach the installer (by name; values are never shown).
+    fn install_detail(&self, how: &str) -> String {
+        let mut detail = "skipped when k3s of this version already runs".to_owned();
+        if !self.exec_secrets.is_empty() {
+            detail.push_str(&format!(
+                "; {} handed to the installer {how}, never on a command line",
+                self.exec_secrets.join(", ")
+            ));
+        }
+        detail
     }
 
     fn install_command(&self) -> String {
@@ -96,6 +145,10 @@ impl K3sInstall {
 #[async_trait::async_trait]
 impl Step for K3sInstall {
     step_identity!("k3s.install");
+
+    fn secrets(&self) -> Vec<String> {
+        self.exec_secrets.clone()
+    }
 
     async fn plan(&self, _ctx: &StepContext) -> Result<Vec<Action>, StepError> {
         let kubeconfig = self
@@ -134,14 +187,14 @@ impl Step for K3sInstall {
             }
             Provider::K3sLocal => vec![
                 Action::run(self.install_command())
-                    .with_detail("skipped when k3s of this version already runs"),
+                    .with_detail(self.install_detail("in its environment")),
                 Action::create("kubeconfig /etc/rancher/k3s/k3s.yaml"),
             ],
             Provider::K3sSsh => {
                 let target = self.ssh_target.as_deref().unwrap_or("?");
                 vec![
                     Action::run(format!("ssh {target} -- {}", self.install_command()))
-                        .with_detail("skipped when k3s of this version already runs"),
+                        .with_detail(self.install_detail("over ssh's stdin, into its environment")),
                     Action::create(format!(
                         "kubeconfig copied from {target}:/etc/rancher/k3s/k3s.yaml"
                     )),
@@ -191,14 +244,88 @@ impl Step for K3sInstall {
                     }
                 })
             }
-            _ => Ok(match readyz(&ctx.kube().await?).await {
+            Provider::Existing => Ok(match readyz(&ctx.kube().await?).await {
                 Ok(()) => Verified::Holds,
                 Err(e) => Verified::DoesNotHold {
                     reason: e.to_string(),
                 },
             }),
+            // What apply installed: a cluster that answers, running the pinned k3s (a node
+            // upgraded or downgraded by hand is installed again at the pin).
+            Provider::K3sLocal | Provider::K3sSsh => {
+                let client = ctx.kube().await?;
+                if let Err(e) = readyz(&client).await {
+                    return Ok(Verified::DoesNotHold {
+                        reason: e.to_string(),
+                    });
+                }
+                let Some(pin) = &self.k3s_version else {
+                    return Ok(Verified::Holds);
+                };
+                let nodes = ::kube::Api::<Node>::all(client)
+                    .list(&::kube::api::ListParams::default())
+                    .await
+                    .map_err(|e| StepError::classify("list the nodes", e))?;
+                Ok(version_drift(pin, &nodes.items)
+                    .map_or(Verified::Holds, |reason| Verified::DoesNotHold { reason }))
+            }
         }
     }
+}
+
+/// Tells the run which cluster this is (its `kube-system` namespace UID, which lives as long
+/// as the cluster), so a cluster the run itself created is recorded in this run's checkpoint,
+/// and a checkpoint of another cluster is refused.
+///
+/// # Errors
+/// A classified [`StepError`] when the namespace cannot be read; the run's refusal when the
+/// checkpoint records another cluster.
+async fn identify_cluster(ctx: &StepContext, client: &::kube::Client) -> Result<(), StepError> {
+    let namespaces: ::kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        ::kube::Api::all(client.clone());
+    let uid = namespaces
+        .get_opt("kube-system")
+        .await
+        .map_err(|e| StepError::classify("read namespace kube-system", e))?
+        .and_then(|ns| ns.metadata.uid);
+    match uid {
+        Some(uid) => ctx.identify(crate::engine::Identity::Cluster, &uid),
+        None => Ok(()),
+    }
+}
+
+/// Which of the k3s servers (nodes labelled `node-role.kubernetes.io/control-plane`, or every
+/// node when none is) do not run the pinned k3s version, said as a reason; `None` when all do.
+/// The kubelet reports k3s's own version string (`v1.33.1+k3s1`), the one `k3s --version`
+/// prints and `INSTALL_K3S_VERSION` takes.
+fn version_drift(pin: &str, nodes: &[Node]) -> Option<String> {
+    let is_server = |n: &&Node| {
+        n.labels()
+            .get("node-role.kubernetes.io/control-plane")
+            .is_some_and(|v| v == "true")
+    };
+    let servers: Vec<&Node> = if nodes.iter().any(|n| is_server(&n)) {
+        nodes.iter().filter(is_server).collect()
+    } else {
+        nodes.iter().collect()
+    };
+    let off: Vec<String> = servers
+        .iter()
+        .filter_map(|n| {
+            let running = n
+                .status
+                .as_ref()
+                .and_then(|s| s.node_info.as_ref())
+                .map_or("an unknown version", |i| i.kubelet_version.as_str());
+            (running != pin).then(|| format!("node {} runs {running}", n.name_any()))
+        })
+        .collect();
+    (!off.is_empty()).then(|| {
+        format!(
+            "[cluster] k3s_version pins {pin}, but {}: applying again runs the k3s install script with INSTALL_K3S_VERSION={pin}",
+            off.join(", ")
+        )
+    })
 }
 
 /// What `k3s.install` hands on: where the kubeconfig is.
@@ -311,7 +438,11 @@ impl K3sInstall {
             return Ok(false);
         }
         ctx.progress("running the k3s install script");
-        run_capture(&mut self.local_install_command()).await?;
+        let mut cmd = self.local_install_command();
+        for (name, value) in self.exec_secret_values(ctx)? {
+            cmd.env(name, value.expose_secret());
+        }
+        run_capture(&mut cmd).await?;
         if let Some(target) = ctx.kubeconfig_path()
             && target != Path::new(K3S_KUBECONFIG)
         {
@@ -347,8 +478,15 @@ impl K3sInstall {
         Ok(cmd)
     }
 
-    /// The remote install pipeline, with version and flags shell-quoted.
+    /// The remote install pipeline, with version and flags shell-quoted. The secrets
+    /// `k3s_exec` references are read from stdin first, one line each, and exported for the
+    /// install script: never part of this command line.
     fn remote_install(&self) -> String {
+        let reads: String = self
+            .exec_secrets
+            .iter()
+            .map(|name| format!("IFS= read -r {name} && export {name} && "))
+            .collect();
         let mut env = String::new();
         if let Some(v) = &self.k3s_version {
             env.push_str(&format!("INSTALL_K3S_VERSION={} ", shell_quote(v)));
@@ -357,7 +495,7 @@ impl K3sInstall {
             "INSTALL_K3S_EXEC={} ",
             shell_quote(&self.k3s_exec)
         ));
-        format!("curl -sfL https://get.k3s.io | {env}sh -")
+        format!("{reads}curl -sfL https://get.k3s.io | {env}sh -")
     }
 
     fn sudo(&self) -> &'static str {
@@ -381,11 +519,19 @@ impl K3sInstall {
             false
         } else {
             ctx.progress("running the k3s install script over ssh");
-            run_capture(&mut self.ssh_command(&format!(
-                "{}sh -c {}",
-                self.sudo(),
-                shell_quote(&self.remote_install())
-            ))?)
+            let mut input = zeroize::Zeroizing::new(Vec::new());
+            for (_, value) in self.exec_secret_values(ctx)? {
+                input.extend_from_slice(value.expose_secret().as_bytes());
+                input.push(b'\n');
+            }
+            run_capture_with(
+                &mut self.ssh_command(&format!(
+                    "{}sh -c {}",
+                    self.sudo(),
+                    shell_quote(&self.remote_install())
+                ))?,
+                &input,
+            )
             .await?;
             true
         };
@@ -457,13 +603,34 @@ pub(crate) async fn readyz(client: &::kube::Client) -> Result<(), StepError> {
 
 /// Runs a command to completion and returns its stdout; a failure carries its stderr tail.
 async fn run_capture(cmd: &mut std::process::Command) -> Result<String, StepError> {
+    run_capture_with(cmd, &[]).await
+}
+
+/// [`run_capture`] with `input` on the command's stdin (secrets: never on its command line).
+async fn run_capture_with(
+    cmd: &mut std::process::Command,
+    input: &[u8],
+) -> Result<String, StepError> {
+    use tokio::io::AsyncWriteExt;
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let out =
+    let spawn_error = |e: std::io::Error| StepError::permanent(format!("run {program}: {e}"));
+    let mut child =
         tokio::process::Command::from(std::mem::replace(cmd, std::process::Command::new(&program)))
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .map_err(|e| StepError::permanent(format!("run {program}: {e}")))?;
+            .stdin(if input.is_empty() {
+                std::process::Stdio::null()
+            } else {
+                std::process::Stdio::piped()
+            })
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(spawn_error)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that exits without reading its input is judged by its exit status.
+        let _ = stdin.write_all(input).await;
+        drop(stdin);
+    }
+    let out = child.wait_with_output().await.map_err(spawn_error)?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -544,6 +711,7 @@ impl Step for K3sReady {
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         let client = ctx.kube().await?;
         readyz(&client).await?;
+        identify_cluster(ctx, &client).await?;
         let nodes = self.wait_nodes(ctx, &client).await?;
         StepOutcome::with_outputs(false, &ReadyOutputs { nodes }).map(StepOutcome::as_ready)
     }
@@ -555,6 +723,7 @@ impl Step for K3sReady {
                 reason: e.to_string(),
             });
         }
+        identify_cluster(ctx, &client).await?;
         let api: ::kube::Api<Node> = ::kube::Api::all(client);
         let nodes = api
             .list(&Default::default())
@@ -687,6 +856,7 @@ mod tests {
                 port: 2222,
                 identity_file: Some("/home/me/.ssh/id".into()),
             }),
+            exec_secrets: Vec::new(),
         }
     }
 
@@ -765,8 +935,59 @@ mod tests {
     }
 
     #[test]
+    fn referenced_secrets_are_read_from_stdin_never_written_into_the_command() {
+        let mut i = install(Provider::K3sSsh);
+        i.k3s_exec = "server --token ${K3S_TOKEN}".into();
+        i.exec_secrets = vec!["K3S_TOKEN".into()];
+        assert_eq!(
+            i.remote_install(),
+            "IFS= read -r K3S_TOKEN && export K3S_TOKEN && curl -sfL https://get.k3s.io | INSTALL_K3S_VERSION='v1.33.1+k3s1' INSTALL_K3S_EXEC='server --token ${K3S_TOKEN}' sh -"
+        );
+    }
+
+    #[test]
     fn quoting_survives_single_quotes() {
         assert_eq!(shell_quote("a'b"), "'a'\\''b'");
+    }
+
+    fn node(name: &str, server: bool, version: &str) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": if server {
+                serde_json::json!({"node-role.kubernetes.io/control-plane": "true"})
+            } else {
+                serde_json::json!({})
+            }},
+            "status": {"nodeInfo": {"kubeletVersion": version, "architecture": "amd64",
+                "bootID": "", "containerRuntimeVersion": "", "kernelVersion": "",
+                "kubeProxyVersion": "", "machineID": "", "operatingSystem": "linux",
+                "osImage": "", "systemUUID": ""}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn version_drift_names_the_servers_off_the_pin() {
+        let pin = "v1.33.1+k3s1";
+        assert_eq!(version_drift(pin, &[node("a", true, pin)]), None);
+        // Agents are not what k3s.install installed; servers are.
+        assert_eq!(
+            version_drift(
+                pin,
+                &[node("a", true, pin), node("w", false, "v1.32.5+k3s1")]
+            ),
+            None
+        );
+        assert_eq!(
+            version_drift(pin, &[node("a", true, "v1.32.5+k3s1")]).as_deref(),
+            Some(
+                "[cluster] k3s_version pins v1.33.1+k3s1, but node a runs v1.32.5+k3s1: applying again runs the k3s install script with INSTALL_K3S_VERSION=v1.33.1+k3s1"
+            )
+        );
+        // A cluster that labels no server: every node counts.
+        assert!(
+            version_drift(pin, &[node("b", false, "v1.34.0+k3s1")])
+                .is_some_and(|r| r.contains("node b runs v1.34.0+k3s1"))
+        );
     }
 
     #[test]

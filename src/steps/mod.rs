@@ -5,7 +5,7 @@
 //! kube-rs (server-side apply with dry-run plans, watch-based waits), Vault through vaultrs over
 //! a port-forward, Terraform through the runner with secrets on a pipe. `support`, `vault_api`
 //! and `vault_status` (Vault's health and seal status, for Vault and OpenBao) hold what several
-//! steps share; `detach` starts the sandbox as a service.
+//! steps share; `unseal` is `kubestrap unseal` (outside the DAG, sharing the steps' way to Vault); `detach` starts the sandbox as a service.
 
 mod apps;
 mod chart;
@@ -18,6 +18,7 @@ pub mod support;
 #[cfg(feature = "test-hooks")]
 pub mod synthetic;
 mod terraform;
+pub mod unseal;
 mod vault;
 mod vault_api;
 mod vault_status;

@@ -13,7 +13,11 @@ use serde::Serialize;
 
 use super::chart::VaultNames;
 use super::obj;
-use super::support::{ClusterContext, StepWaits, TemplateStep, step_identity};
+use super::support::checks;
+use super::support::{
+    ClusterContext, StepWaits, TemplateStep, deployments_available, step_identity,
+};
+use super::unseal::Submitted;
 use super::vault_api::{
     ROOT_TOKEN_KEY, VaultKeys, VaultSession, VaultState, connect, is_not_found, read_keys,
     root_token, share_key, state, verify_unsealed,
@@ -503,36 +507,22 @@ pub(crate) async fn unseal_with(
         super::vault_status::wait_active(session, ACTIVE_WAIT).await?;
         return Ok(false);
     }
-    let mut last = None;
-    for key in &keys.unseal {
-        let resp = vaultrs::sys::unseal(
-            &session.client,
-            Some(key.expose_secret().to_owned()),
-            None,
-            None,
-        )
-        .await;
-        match resp {
-            Ok(r) if !r.sealed => {
-                super::vault_status::wait_active(session, ACTIVE_WAIT).await?;
-                return Ok(true);
-            }
-            Ok(r) => last = Some(format!("progress {}/{}", r.progress, r.threshold)),
-            Err(e) => {
-                let err = StepError::classify("submit an unseal key", e);
-                if err.is_transient() {
-                    return Err(err);
-                }
-                return Err(StepError::permanent(format!(
-                    "Vault rejected the unseal keys from Secret {namespace}/{secret} ({err}): they belong to another Vault; see the README's recovery section"
-                )));
-            }
+    match super::unseal::submit_shares(session, &keys.unseal).await {
+        Ok(Submitted::Unsealed { .. }) => {
+            super::vault_status::wait_active(session, ACTIVE_WAIT).await?;
+            Ok(true)
         }
+        Ok(Submitted::StillSealed {
+            progress,
+            threshold,
+        }) => Err(StepError::permanent(format!(
+            "Vault is still sealed after every unseal key in Secret {namespace}/{secret} (progress {progress}/{threshold}): the keys are wrong or too few for the threshold"
+        ))),
+        Err(err) if err.is_transient() => Err(err),
+        Err(err) => Err(StepError::permanent(format!(
+            "Vault rejected the unseal keys from Secret {namespace}/{secret} ({err}): they belong to another Vault; see the README's recovery section"
+        ))),
     }
-    Err(StepError::permanent(format!(
-        "Vault is still sealed after every unseal key in Secret {namespace}/{secret} ({}): the keys are wrong or too few for the threshold",
-        last.unwrap_or_default()
-    )))
 }
 
 #[async_trait::async_trait]
@@ -553,6 +543,7 @@ impl Step for VaultUnseal {
         })?;
         let session = connect(ctx, &self.endpoint, None).await?;
         let changed = unseal_with(&session, &keys, ns, &self.keys_secret).await?;
+        super::vault_api::identify_vault(ctx, &super::vault_status::health(&session).await?)?;
         Ok(StepOutcome::new(changed))
     }
 
@@ -639,11 +630,56 @@ impl TemplateStep for VaultAutoUnseal {
         ]
     }
 
-    /// Waits for the unsealer Deployment to be Available.
+    /// Waits for the unsealer Deployment to be Available, then checks that it has every share
+    /// to mount: waiting cannot bring back a share missing from the keys Secret.
     async fn after_apply(&self, ctx: &StepContext) -> Result<(), StepError> {
         StepWaits::new(ctx, ctx.kube().await?, self.timeout)
             .deployment_available(&self.namespace, UNSEALER_NAME)
-            .await
+            .await?;
+        match self.shares_present(ctx).await? {
+            Verified::Holds => Ok(()),
+            Verified::DoesNotHold { reason } => Err(StepError::permanent(format!(
+                "{reason}: put the missing entries back into the Secret from your copy of the unseal keys, then run `kubestrap apply --resume` (see the recovery section of the README)"
+            ))),
+        }
+    }
+
+    /// The unsealer works, not only exists as applied: its Deployment is Available and the
+    /// keys Secret holds every share it mounts (a Secret volume with `optional: true` mounts
+    /// whatever is there, so a missing share would leave Vault sealed without an error).
+    async fn still_holds(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let available = deployments_available(ctx, &self.namespace, &[UNSEALER_NAME]).await?;
+        if available != Verified::Holds {
+            return Ok(available);
+        }
+        self.shares_present(ctx).await
+    }
+}
+
+impl VaultAutoUnseal {
+    /// Whether the keys Secret holds every share the unsealer mounts.
+    async fn shares_present(&self, ctx: &StepContext) -> Result<Verified, StepError> {
+        let what = format!("Secret {}/{}", self.namespace, self.keys_secret);
+        let secrets: Api<Secret> = Api::namespaced(ctx.kube().await?, &self.namespace);
+        let Some(secret) = checks::read(&secrets, &self.keys_secret, &what).await? else {
+            return Ok(checks::missing(&what));
+        };
+        let data = secret.data.unwrap_or_default();
+        let absent: Vec<String> = (0..self.key_threshold)
+            .map(|n| super::vault_api::share_key(usize::from(n)))
+            .filter(|k| !data.contains_key(k))
+            .collect();
+        Ok(if absent.is_empty() {
+            Verified::Holds
+        } else {
+            Verified::DoesNotHold {
+                reason: format!(
+                    "{what} lacks {}, which Deployment {}/{UNSEALER_NAME} mounts to unseal Vault",
+                    absent.join(", "),
+                    self.namespace
+                ),
+            }
+        })
     }
 }
 

@@ -123,12 +123,19 @@ pub(crate) enum VaultState {
 /// # Errors
 /// A transient [`StepError`] when Vault does not answer or answers 5xx.
 pub(crate) async fn state(session: &VaultSession) -> Result<VaultState, StepError> {
-    use super::vault_status::Node;
-    Ok(match super::vault_status::health(session).await?.node() {
-        Node::Uninitialized => VaultState::Uninitialized,
-        Node::Sealed => VaultState::Sealed,
-        Node::Standby | Node::Active => VaultState::Unsealed,
-    })
+    Ok(VaultState::of(&super::vault_status::health(session).await?))
+}
+
+impl VaultState {
+    /// The state a `sys/health` answer describes.
+    pub(crate) fn of(health: &super::vault_status::Health) -> Self {
+        use super::vault_status::Node;
+        match health.node() {
+            Node::Uninitialized => Self::Uninitialized,
+            Node::Sealed => Self::Sealed,
+            Node::Standby | Node::Active => Self::Unsealed,
+        }
+    }
 }
 
 /// Whether Vault (reached through `endpoint`) is unsealed: the `verify` of both `vault.unseal`
@@ -142,12 +149,29 @@ pub(crate) async fn verify_unsealed(
 ) -> Result<crate::engine::Verified, StepError> {
     use crate::engine::Verified;
     let session = connect(ctx, endpoint, None).await?;
-    Ok(match state(&session).await? {
+    let health = super::vault_status::health(&session).await?;
+    identify_vault(ctx, &health)?;
+    Ok(match VaultState::of(&health) {
         VaultState::Unsealed => Verified::Holds,
         other => Verified::DoesNotHold {
             reason: format!("Vault is {other:?}"),
         },
     })
+}
+
+/// Tells the run which Vault this is (its `cluster_id`, sent while unsealed), so a checkpoint
+/// of another Vault is refused.
+///
+/// # Errors
+/// The run's refusal when the checkpoint records another Vault.
+pub(crate) fn identify_vault(
+    ctx: &StepContext,
+    health: &super::vault_status::Health,
+) -> Result<(), StepError> {
+    match health.cluster_id.as_deref().filter(|id| !id.is_empty()) {
+        Some(id) => ctx.identify(crate::engine::Identity::Vault, id),
+        None => Ok(()),
+    }
 }
 
 /// The contents of the keys Secret.
@@ -219,6 +243,42 @@ pub(crate) async fn read_keys(
         )));
     }
     Ok(Some(VaultKeys { unseal, root }))
+}
+
+/// Reads only the unseal shares of the keys Secret (`kubestrap unseal` needs no root token,
+/// and an operator may have removed it); `None` when the Secret does not exist. The shares are
+/// taught to the redactor before this returns.
+///
+/// # Errors
+/// A classified [`StepError`] when it cannot be read, or a permanent one when it holds no
+/// `unseal-key-<n>` entries.
+pub(crate) async fn read_shares(
+    ctx: &StepContext,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<Vec<SecretString>>, StepError> {
+    let api: Api<Secret> = Api::namespaced(ctx.kube().await?, namespace);
+    let Some(secret) = api
+        .get_opt(name)
+        .await
+        .map_err(|e| StepError::classify(format!("read Secret {namespace}/{name}"), e))?
+    else {
+        return Ok(None);
+    };
+    let data = secret.data.unwrap_or_default();
+    let unseal: Vec<SecretString> = (0..)
+        .map_while(|n| data.get(&share_key(n)))
+        .map(|b| SecretString::from(String::from_utf8_lossy(&b.0).trim().to_owned()))
+        .collect();
+    for key in &unseal {
+        crate::secrets::redact::mask_also("VAULT_UNSEAL_KEY", key);
+    }
+    if unseal.is_empty() {
+        return Err(StepError::permanent(format!(
+            "Secret {namespace}/{name} holds no unseal-key-<n> entries: see the README's \"Recovering the Vault keys Secret\""
+        )));
+    }
+    Ok(Some(unseal))
 }
 
 /// Reads the root token from the keys Secret, which must exist by now.

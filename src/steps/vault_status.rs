@@ -46,6 +46,10 @@ pub(crate) struct Health {
     /// The server's version (`1.19.0`, `2.7.2`).
     #[serde(default)]
     pub version: Option<String>,
+    /// The id of the Vault cluster, sent while unsealed by Vault and OpenBao alike; the same
+    /// across restarts, new when Vault is initialised again (what a checkpoint records).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
 }
 
 impl Health {

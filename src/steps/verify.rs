@@ -223,7 +223,8 @@ impl Step for VerifyVault {
         drop(session);
         if now != VaultState::Unsealed {
             return Err(StepError::permanent(format!(
-                "Vault is {now:?}: run `kubestrap unseal` or check the auto-unsealer"
+                "Vault is {now:?}: run `kubestrap unseal -p {}` or check the auto-unsealer",
+                ctx.playbook().path.display()
             )));
         }
         if !self.restart || self.auto_unseal_proven(ctx).await? {

@@ -170,7 +170,10 @@ pub async fn handle(
                     .unwrap_or("")
                     .to_string();
                 let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
-                match shared.runtime.logs(uid, &container, q.flag("previous")) {
+                match shared
+                    .runtime
+                    .logs(uid, &container, q.flag("previous"), q.flag("timestamps"))
+                {
                     Some(text) => http::text(200, text),
                     None => http::error(&ApiError::bad_request(format!(
                         "previous terminated container {container:?} in pod {name:?} not found"

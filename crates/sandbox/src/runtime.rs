@@ -24,9 +24,15 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// RFC 3339 in UTC with nine fractional digits, the kubelet's log timestamp format.
+fn rfc3339_nano(at: jiff::Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%S.%9fZ").to_string()
+}
+
 #[derive(Debug, Clone, Default)]
 struct Instance {
-    lines: Vec<String>,
+    /// What the process printed, each line with when it was printed.
+    lines: Vec<(jiff::Timestamp, String)>,
     started_ms: i64,
     exit: Option<(i32, i64)>,
 }
@@ -150,7 +156,7 @@ impl Runtime {
 
     /// Appends a line to the current instance's log.
     pub fn log(&self, pod_uid: &str, container: &str, line: &str) {
-        let line = line.to_string();
+        let line = (jiff::Timestamp::now(), line.to_string());
         self.with(pod_uid, container, |r| r.current.lines.push(line));
     }
 
@@ -187,8 +193,16 @@ impl Runtime {
         }))
     }
 
-    /// The log of the latest instance (`previous`: the one before), one line per entry.
-    pub fn logs(&self, pod_uid: &str, container: &str, previous: bool) -> Option<String> {
+    /// The log of the latest instance (`previous`: the one before), one line per entry;
+    /// `timestamps` prefixes each line with when it was printed, as the kubelet does for
+    /// `kubectl logs --timestamps` (RFC 3339 with nanoseconds, then a space).
+    pub fn logs(
+        &self,
+        pod_uid: &str,
+        container: &str,
+        previous: bool,
+        timestamps: bool,
+    ) -> Option<String> {
         if !self.knows(pod_uid, container) {
             return if previous { None } else { Some(String::new()) };
         }
@@ -198,7 +212,15 @@ impl Runtime {
             } else {
                 &r.current
             };
-            Some(inst.lines.iter().map(|l| format!("{l}\n")).collect())
+            Some(
+                inst.lines
+                    .iter()
+                    .map(|(at, line)| match timestamps {
+                        true => format!("{} {line}\n", rfc3339_nano(*at)),
+                        false => format!("{line}\n"),
+                    })
+                    .collect(),
+            )
         })
     }
 
@@ -225,7 +247,7 @@ mod tests {
         // The first restart is immediate.
         assert_eq!(rt.running("p", "c"), Some(1));
         assert_eq!(
-            rt.logs("p", "c", true).expect("previous"),
+            rt.logs("p", "c", true, false).expect("previous"),
             "starting\ncannot read the keys\n"
         );
         rt.log("p", "c", "cannot read the keys");
@@ -237,10 +259,27 @@ mod tests {
         assert_eq!(v.backoff_total, Duration::from_secs(10));
         assert_eq!(v.last_terminated.expect("ended").exit_code, 1);
         assert_eq!(
-            rt.logs("p", "c", false).expect("log"),
+            rt.logs("p", "c", false, false).expect("log"),
             "cannot read the keys\n"
         );
         assert_eq!(backoff_for(2), Duration::from_secs(20));
         assert_eq!(backoff_for(9), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn timestamped_logs_prefix_each_line_as_the_kubelet_does() {
+        let rt = Runtime::default();
+        let before = jiff::Timestamp::now();
+        rt.log("p", "c", "vault-unsealer: vault is unsealed");
+        let log = rt.logs("p", "c", false, true).expect("log");
+        let (stamp, line) = log.trim_end().split_once(' ').expect("stamp, space, line");
+        assert_eq!(line, "vault-unsealer: vault is unsealed");
+        let at: jiff::Timestamp = stamp.parse().expect("RFC 3339");
+        assert!(at >= before && at <= jiff::Timestamp::now());
+        assert_eq!(
+            stamp.len(),
+            "2026-12-03T11:02:03.123456789Z".len(),
+            "{stamp}"
+        );
     }
 }

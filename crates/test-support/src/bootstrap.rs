@@ -247,8 +247,14 @@ terraform = "120s"
     /// Runs `kubestrap ARGS -p PLAYBOOK` to completion (with the canaries exported when
     /// `with_secrets`).
     pub fn run(&self, args: &[&str], with_secrets: bool) -> Output {
+        self.run_with_env(args, with_secrets, &[])
+    }
+
+    /// [`Bootstrap::run`] with extra environment variables (e.g. `KUBESTRAP_LOG`).
+    pub fn run_with_env(&self, args: &[&str], with_secrets: bool, env: &[(&str, &str)]) -> Output {
         let child = self
             .command(args, with_secrets)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -293,6 +299,50 @@ terraform = "120s"
         let _ = child.kill();
         let _ = child.wait();
         seen.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
+    /// Starts `apply --output json ARGS`, runs `meanwhile` as soon as an event line satisfies
+    /// `when` (e.g. a repair by hand while the run waits), then lets the run finish; returns
+    /// every event and the exit status.
+    ///
+    /// # Panics
+    /// When no such event comes (the test's point was not reached) or the run outlives
+    /// [`RUN_LIMIT`].
+    pub fn apply_then(
+        &self,
+        args: &[&str],
+        when: impl Fn(&Value) -> bool,
+        meanwhile: impl FnOnce(),
+    ) -> (Vec<Value>, std::process::ExitStatus) {
+        let mut full = vec!["apply", "--output", "json"];
+        full.extend_from_slice(args);
+        let mut child = self
+            .command(&full, true)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = Lines::follow(&mut child);
+        let seen = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lines.events_until(RUN_LIMIT, when)
+        }));
+        let mut seen = match seen {
+            Ok(seen) => seen,
+            Err(panic) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                std::panic::resume_unwind(panic)
+            }
+        };
+        meanwhile();
+        seen.extend(
+            lines
+                .rest(RUN_LIMIT)
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok()),
+        );
+        let status = child.wait().unwrap();
+        (seen, status)
     }
 
     /// The checkpoint file's text.

@@ -8,27 +8,47 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Wait for `child`, killing it (and failing the test with its output) past `limit`.
+/// Wait for `child`, killing it (and failing the test with its output) past `limit`. Its piped
+/// stdout and stderr are read while it runs, so a child that prints more than a pipe holds
+/// (`KUBESTRAP_LOG=trace`) does not block on a full pipe.
 ///
 /// # Panics
 /// When the child outlives `limit` or cannot be waited for.
 #[must_use]
 pub fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
+    fn drain(
+        pipe: Option<impl std::io::Read + Send + 'static>,
+    ) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait for the child").is_some() {
-            return child.wait_with_output().expect("read the child's output");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break status;
         }
         if start.elapsed() > limit {
             let _ = child.kill();
-            let out = child.wait_with_output().expect("read the child's output");
+            let _ = child.wait();
             panic!(
                 "the process did not finish within {limit:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&stdout.join().unwrap_or_default()),
+                String::from_utf8_lossy(&stderr.join().unwrap_or_default())
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
 }
 

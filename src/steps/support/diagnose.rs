@@ -733,7 +733,7 @@ impl Walker<'_> {
             )
         });
         step.hint = Some(format!(
-            "ESO cannot log in to Vault at {server}: check that Vault is unsealed (`kubestrap unseal`), that its Kubernetes auth role {role:?} exists and binds ServiceAccount {sa}"
+            "ESO cannot log in to Vault at {server}: check that Vault is unsealed (`kubestrap unseal -p PLAYBOOK`), that its Kubernetes auth role {role:?} exists and binds ServiceAccount {sa}"
         ));
         // The Vault server behind the store: `http://<service>.<namespace>.svc:8200`.
         let host = server

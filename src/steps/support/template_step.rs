@@ -12,7 +12,7 @@ use super::manifests::{apply_yaml, manifest_matches, plan_yaml};
 /// `plan` shows the dry-run's actions followed by [`TemplateStep::waits`] (or
 /// [`TemplateStep::actions`] while the cluster cannot be asked); `apply` applies and runs
 /// [`TemplateStep::after_apply`]; `verify` holds while a dry-run of the manifest changes
-/// nothing.
+/// nothing and [`TemplateStep::still_holds`] holds (what `after_apply` waited for).
 #[async_trait::async_trait]
 pub trait TemplateStep: Serialize + Send + Sync + std::fmt::Debug {
     /// The step kind, e.g. `vault.install`.
@@ -38,6 +38,16 @@ pub trait TemplateStep: Serialize + Send + Sync + std::fmt::Debug {
     /// A classified [`StepError`].
     async fn after_apply(&self, _ctx: &StepContext) -> Result<(), StepError> {
         Ok(())
+    }
+
+    /// What `after_apply` waited for, checked once by `verify` after the manifest matched:
+    /// objects that are as applied but no longer work (a Deployment that lost its pods) are
+    /// applied and waited for again. Holds by default.
+    ///
+    /// # Errors
+    /// A classified [`StepError`] when the cluster cannot be asked.
+    async fn still_holds(&self, _ctx: &StepContext) -> Result<Verified, StepError> {
+        Ok(Verified::Holds)
     }
 }
 
@@ -68,6 +78,9 @@ impl<T: TemplateStep> Step for T {
     }
 
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
-        manifest_matches(ctx, &self.manifest()?).await
+        match manifest_matches(ctx, &self.manifest()?).await? {
+            Verified::Holds => self.still_holds(ctx).await,
+            drift => Ok(drift),
+        }
     }
 }
