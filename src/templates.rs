@@ -148,6 +148,38 @@ fn escape_into(out: &mut String, value: &str) {
     out.push_str(&quoted[1..quoted.len() - 1]);
 }
 
+/// Re-renders `text` (the output of `template`) with `edit` applied to each YAML document:
+/// for values a plain placeholder cannot express (lists, flavor-specific blocks).
+fn rewrite_docs(
+    template: &Template,
+    text: &str,
+    mut edit: impl FnMut(&mut serde_json::Value),
+) -> Result<String, TemplateError> {
+    let mut out = String::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let mut value: serde_json::Value =
+            serde::Deserialize::deserialize(doc).map_err(|e: serde_yaml_ng::Error| {
+                TemplateError::Syntax {
+                    template: template.path,
+                    line: e.location().map_or(0, |l| l.line()),
+                    problem: "the rendered template is not valid YAML".to_owned(),
+                }
+            })?;
+        if value.is_null() {
+            continue;
+        }
+        edit(&mut value);
+        out.push_str("---\n");
+        let yaml = serde_yaml_ng::to_string(&value).map_err(|_| TemplateError::Syntax {
+            template: template.path,
+            line: 0,
+            problem: "the rendered template could not be written back as YAML".to_owned(),
+        })?;
+        out.push_str(&yaml);
+    }
+    Ok(out)
+}
+
 /// A typed template context.
 pub trait Manifest {
     /// The template this context fills.
@@ -239,6 +271,8 @@ impl Manifest for FluxSync {
 /// Phase 1: the Vault Helm chart through Flux (namespace, HelmRepository, HelmRelease).
 #[derive(Debug, Clone)]
 pub struct VaultRelease {
+    /// Which chart: `vault` from the `hashicorp` HelmRepository, or `openbao` from `openbao`.
+    pub flavor: crate::playbook::VaultFlavor,
     /// The release's namespace (`[vault] namespace`).
     pub namespace: String,
     /// The HelmRelease's and Helm release's name (`[vault] release`).
@@ -260,10 +294,46 @@ impl Manifest for VaultRelease {
             ("release", self.release.clone()),
             ("flux_namespace", self.flux_namespace.clone()),
             ("repository", self.repository.clone()),
+            ("repository_name", self.flavor.helm_repository().to_owned()),
+            ("chart", self.flavor.chart().to_owned()),
             ("chart_version", self.chart_version.clone()),
         ]
     }
+
+    /// For OpenBao, also sets the standalone server's configuration to raft storage
+    /// ([`OPENBAO_STANDALONE_CONFIG`]); HashiCorp Vault keeps its chart's default.
+    fn render(&self) -> Result<String, TemplateError> {
+        let text = render(&Self::TEMPLATE, &self.values())?;
+        if self.flavor == crate::playbook::VaultFlavor::Vault {
+            return Ok(text);
+        }
+        rewrite_docs(&Self::TEMPLATE, &text, |value| {
+            if value["kind"] == "HelmRelease" {
+                value["spec"]["values"]["server"]["standalone"]["config"] =
+                    serde_json::Value::String(OPENBAO_STANDALONE_CONFIG.to_owned());
+            }
+        })
+    }
 }
+
+/// The OpenBao standalone server's configuration (`server.standalone.config`). openbao-helm's
+/// default uses `storage "file"`, which OpenBao 2.7 no longer has (`unknown storage type
+/// file`, measured with the 2.7.2 server), so a chart bumped to a 2.7 image would crash-loop.
+/// Single-node raft (the storage the chart's own raft example uses, at the same
+/// `/openbao/data` volume) works on every OpenBao 2.x; the chart sets the raft cluster address
+/// (`BAO_CLUSTER_ADDR`) itself.
+pub const OPENBAO_STANDALONE_CONFIG: &str = r#"ui = false
+
+listener "tcp" {
+  tls_disable = 1
+  address = "[::]:8200"
+  cluster_address = "[::]:8201"
+}
+
+storage "raft" {
+  path = "/openbao/data"
+}
+"#;
 
 /// Phase 1: the External Secrets Operator Helm chart through Flux.
 #[derive(Debug, Clone)]
@@ -305,11 +375,14 @@ impl Manifest for EsoRelease {
 /// which the unsealer never mounts.
 #[derive(Debug, Clone)]
 pub struct VaultAutoUnseal {
+    /// Which server: the CLI the loop runs (`vault` or `bao`) and the variable it reads the
+    /// address from (`VAULT_ADDR` or `BAO_ADDR`).
+    pub flavor: crate::playbook::VaultFlavor,
     /// Vault's namespace (`[vault] namespace`), where the unsealer runs beside the keys.
     pub namespace: String,
     /// Name of the keys Secret in Vault's namespace, e.g. `vault-init-keys`.
     pub keys_secret: String,
-    /// The Vault image whose CLI runs the loop (same version as the server).
+    /// The Vault or OpenBao image whose CLI runs the loop (same version as the server).
     pub vault_image: String,
     /// Address of the Vault server to unseal, e.g. `http://vault-0.vault-internal:8200`.
     pub vault_addr: String,
@@ -335,6 +408,8 @@ impl Manifest for VaultAutoUnseal {
             ("keys_secret", self.keys_secret.clone()),
             ("vault_image", self.vault_image.clone()),
             ("vault_addr", self.vault_addr.clone()),
+            ("addr_env", self.flavor.addr_env().to_owned()),
+            ("cli", self.flavor.cli().to_owned()),
             (
                 "poll_seconds",
                 format!("{}", self.poll_interval.as_secs_f64()),
@@ -349,18 +424,8 @@ impl Manifest for VaultAutoUnseal {
         let items: Vec<serde_json::Value> = (0..self.unseal_keys)
             .map(|i| serde_json::json!({"key": format!("unseal-key-{i}"), "path": format!("unseal-key-{i}")}))
             .collect();
-        let mut docs = Vec::new();
-        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-            let mut value =
-                serde::Deserialize::deserialize(doc).map_err(|e: serde_yaml_ng::Error| {
-                    TemplateError::Syntax {
-                        template: Self::TEMPLATE.path,
-                        line: e.location().map_or(0, |l| l.line()),
-                        problem: "the rendered template is not valid YAML".to_owned(),
-                    }
-                })?;
-            if let serde_json::Value::Object(_) = &value
-                && value["kind"] == "Deployment"
+        rewrite_docs(&Self::TEMPLATE, &text, |value| {
+            if value["kind"] == "Deployment"
                 && let Some(volumes) = value
                     .pointer_mut("/spec/template/spec/volumes")
                     .and_then(serde_json::Value::as_array_mut)
@@ -369,22 +434,7 @@ impl Manifest for VaultAutoUnseal {
                     v["secret"]["items"] = serde_json::Value::Array(items.clone());
                 }
             }
-            let value: serde_json::Value = value;
-            if !value.is_null() {
-                docs.push(value);
-            }
-        }
-        let mut out = String::new();
-        for doc in docs {
-            out.push_str("---\n");
-            let yaml = serde_yaml_ng::to_string(&doc).map_err(|_| TemplateError::Syntax {
-                template: Self::TEMPLATE.path,
-                line: 0,
-                problem: "the rendered template could not be written back as YAML".to_owned(),
-            })?;
-            out.push_str(&yaml);
-        }
-        Ok(out)
+        })
     }
 }
 

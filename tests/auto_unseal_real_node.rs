@@ -11,6 +11,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, LogParams};
+use kubestrap::playbook::VaultFlavor;
 use kubestrap::templates::{Manifest, VaultAutoUnseal};
 use kubestrap_sandbox::{SandboxConfig, SandboxHandle};
 use kubestrap_test_support::{apply, apply_yaml, forward, start_sandbox, vault_client, within};
@@ -60,6 +61,7 @@ fn unsealer(fs_group: bool) -> String {
         namespace: "vault".into(),
         keys_secret: "vault-init-keys".into(),
         vault_image: "hashicorp/vault:1.19.0".into(),
+        flavor: kubestrap::playbook::VaultFlavor::Vault,
         vault_addr: "http://vault.vault.svc:8200".into(),
         poll_interval: VaultAutoUnseal::DEFAULT_POLL_INTERVAL,
         unseal_keys: 2,
@@ -190,5 +192,154 @@ async fn auto_unseal_without_fs_group_leaves_vault_sealed_and_the_pod_says_why()
         "{log}"
     );
     assert!(vault.status().sealed, "no readable key, no unseal");
+    h.shutdown().await.expect("shutdown");
+}
+
+/// The unsealer manifest `vault.auto-unseal` renders for `flavor`, run from `image`, aimed at
+/// the preinstalled Vault pod's Service.
+fn unsealer_for(flavor: VaultFlavor, image: &str) -> String {
+    VaultAutoUnseal {
+        flavor,
+        namespace: "vault".into(),
+        keys_secret: "vault-init-keys".into(),
+        vault_image: image.into(),
+        vault_addr: "http://vault.vault.svc:8200".into(),
+        poll_interval: VaultAutoUnseal::DEFAULT_POLL_INTERVAL,
+        unseal_keys: 2,
+    }
+    .render()
+    .expect("render")
+}
+
+/// The unsealer pod's log once it contains every one of `needles`.
+async fn unsealer_log_with(c: &Client, needles: &[&str]) -> String {
+    let pods: Api<Pod> = Api::namespaced(c.clone(), "vault");
+    within(&format!("unsealer log with {needles:?}"), async {
+        loop {
+            let list = pods
+                .list(&ListParams::default().labels("app.kubernetes.io/name=vault-unsealer"))
+                .await
+                .expect("list");
+            for p in &list.items {
+                if let Ok(log) = pods
+                    .logs(
+                        p.metadata.name.as_deref().expect("name"),
+                        &LogParams::default(),
+                    )
+                    .await
+                    && needles.iter().all(|n| log.contains(n))
+                {
+                    return log;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+/// Issue 10: with `flavor = "openbao"` the unsealer runs the OpenBao image's `bao` CLI, which
+/// reads `BAO_ADDR`; a restarted server is unsealed as with the Vault CLI.
+#[tokio::test]
+async fn auto_unseal_with_the_bao_cli_and_bao_addr_unseals_a_restarted_vault() {
+    let (h, c, _tmp) = vault_with_keys().await;
+    let vault = h.vault().expect("vault");
+    let text = unsealer_for(VaultFlavor::Openbao, VaultFlavor::Openbao.image());
+    assert!(
+        text.contains("BAO_ADDR") && text.contains("value: bao"),
+        "{text}"
+    );
+    apply_yaml(&c, &text).await;
+    restart_vault(&c).await;
+    within("unsealed by the bao unsealer", async {
+        while vault.status().sealed {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let log = unsealer_log_with(
+        &c,
+        &[
+            "watching http://vault.vault.svc:8200",
+            "vault-unsealer: vault is unsealed",
+        ],
+    )
+    .await;
+    assert!(!log.contains("not found"), "{log}");
+    h.shutdown().await.expect("shutdown");
+}
+
+/// What a real container refuses, the sandbox refuses: the `bao` CLI is not in the
+/// hashicorp/vault image, so the script's unseal command fails as busybox sh reports it and
+/// Vault stays sealed.
+#[tokio::test]
+async fn bao_cli_in_the_hashicorp_vault_image_is_not_found_and_vault_stays_sealed() {
+    let (h, c, _tmp) = vault_with_keys().await;
+    let vault = h.vault().expect("vault");
+    apply_yaml(
+        &c,
+        &unsealer_for(VaultFlavor::Openbao, VaultFlavor::Vault.image()),
+    )
+    .await;
+    restart_vault(&c).await;
+    unsealer_log_with(
+        &c,
+        &[
+            "vault-unsealer: vault is sealed, submitting unseal keys",
+            "sh: bao: not found",
+            "vault-unsealer: submitting unseal-key-0 failed",
+            "vault-unsealer: vault is still sealed after the mounted keys",
+        ],
+    )
+    .await;
+    assert!(vault.status().sealed, "no CLI, no unseal");
+    h.shutdown().await.expect("shutdown");
+}
+
+/// HashiCorp's `vault` CLI reads only `VAULT_ADDR`: given only `BAO_ADDR`, the script's wget
+/// sees Vault sealed but the CLI dials its default, the unsealer pod's own loopback, and Vault
+/// stays sealed with the CLI's error in the log.
+#[tokio::test]
+async fn vault_cli_given_only_bao_addr_dials_its_own_loopback_and_vault_stays_sealed() {
+    let (h, c, _tmp) = vault_with_keys().await;
+    let vault = h.vault().expect("vault");
+    let text = unsealer_for(VaultFlavor::Vault, VaultFlavor::Vault.image());
+    assert!(text.contains("- name: VAULT_ADDR"), "{text}");
+    apply_yaml(&c, &text.replace("- name: VAULT_ADDR", "- name: BAO_ADDR")).await;
+    restart_vault(&c).await;
+    unsealer_log_with(
+        &c,
+        &[
+            "vault-unsealer: vault is sealed, submitting unseal keys",
+            "Error writing data to sys/unseal: Put \"https://127.0.0.1:8200/v1/sys/unseal\": dial tcp 127.0.0.1:8200: connect: connection refused",
+            "vault-unsealer: submitting unseal-key-0 failed",
+        ],
+    )
+    .await;
+    assert!(vault.status().sealed, "the CLI never reached Vault");
+    h.shutdown().await.expect("shutdown");
+}
+
+/// OpenBao's images link `vault` to `bao` (`ln -s … /bin/vault` in its Dockerfile, since
+/// 2.0), so an unsealer still running the `vault` CLI with `VAULT_ADDR` keeps working when its
+/// image is switched to OpenBao's: the sandbox accepts what the real image accepts.
+#[tokio::test]
+async fn vault_cli_in_the_openbao_image_is_bao_and_unseals() {
+    let (h, c, _tmp) = vault_with_keys().await;
+    let vault = h.vault().expect("vault");
+    apply_yaml(
+        &c,
+        &unsealer_for(VaultFlavor::Vault, VaultFlavor::Openbao.image()),
+    )
+    .await;
+    restart_vault(&c).await;
+    within("unsealed by the vault-named bao", async {
+        while vault.status().sealed {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let log = unsealer_log_with(&c, &["vault-unsealer: vault is unsealed"]).await;
+    assert!(!log.contains("not found"), "{log}");
     h.shutdown().await.expect("shutdown");
 }

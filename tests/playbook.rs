@@ -33,6 +33,17 @@ fn shipped_playbooks_load() {
     for name in ["k3s-single-node.toml", "existing-cluster.toml"] {
         Playbook::load(&root.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+    let bao = Playbook::load(&root.join("sandbox-openbao.toml")).unwrap();
+    let v = &bao.playbook.vault;
+    assert_eq!(v.flavor, kubestrap::playbook::VaultFlavor::Openbao);
+    assert_eq!(
+        (v.namespace.as_str(), v.release.as_str()),
+        ("openbao", "openbao")
+    );
+    assert_ne!(
+        bao.playbook.cluster.name, sandbox.playbook.cluster.name,
+        "its own state dir and sandbox beside sandbox.toml's"
+    );
 }
 
 #[test]
@@ -325,6 +336,129 @@ fn eso_chart_version_without_the_v1_api_is_a_validation_error() {
         Some(
             text.lines()
                 .position(|l| l.starts_with("chart_version"))
+                .unwrap()
+                + 1
+        )
+    );
+}
+
+/// Issue 10: `[vault] flavor = "openbao"` switches every flavor default (OpenBao's chart, its
+/// repository, namespace and release `openbao`), while values written in the playbook win,
+/// and leaving `flavor` out keeps HashiCorp Vault's defaults (and the playbook's fingerprint).
+#[test]
+fn vault_flavor_openbao_takes_the_openbao_defaults_and_keeps_written_values() {
+    use kubestrap::playbook::VaultFlavor;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = playbook_in(dir.path(), common::MINIMAL);
+    let v = &plain.playbook.vault;
+    assert_eq!(v.flavor, VaultFlavor::Vault);
+    assert_eq!(
+        (
+            v.namespace.as_str(),
+            v.release.as_str(),
+            v.chart_repo.as_str()
+        ),
+        ("vault", "vault", "https://helm.releases.hashicorp.com")
+    );
+    let explicit_vault = playbook_in(
+        dir.path(),
+        &format!("{}\n[vault]\nflavor = \"vault\"\n", common::MINIMAL),
+    );
+    assert_eq!(
+        explicit_vault.fingerprint, plain.fingerprint,
+        "the default flavor does not change the fingerprint"
+    );
+
+    let bao = playbook_in(
+        dir.path(),
+        &format!("{}\n[vault]\nflavor = \"openbao\"\n", common::MINIMAL),
+    );
+    let v = &bao.playbook.vault;
+    assert_eq!(v.flavor, VaultFlavor::Openbao);
+    assert_eq!(
+        (
+            v.namespace.as_str(),
+            v.release.as_str(),
+            v.chart_repo.as_str(),
+            v.chart_version.as_str()
+        ),
+        (
+            "openbao",
+            "openbao",
+            "https://openbao.github.io/openbao-helm",
+            "0.29.2"
+        )
+    );
+    assert_eq!(
+        v.keys_secret, "vault-init-keys",
+        "other defaults are shared"
+    );
+    assert_ne!(bao.fingerprint, plain.fingerprint);
+
+    let written = playbook_in(
+        dir.path(),
+        &format!(
+            "{}\n[vault]\nflavor = \"openbao\"\nnamespace = \"secrets\"\nrelease = \"bank\"\nchart_version = \"0.28.0\"\n",
+            common::MINIMAL
+        ),
+    );
+    let v = &written.playbook.vault;
+    assert_eq!(
+        (
+            v.namespace.as_str(),
+            v.release.as_str(),
+            v.chart_version.as_str(),
+            v.chart_repo.as_str()
+        ),
+        (
+            "secrets",
+            "bank",
+            "0.28.0",
+            "https://openbao.github.io/openbao-helm"
+        )
+    );
+}
+
+/// A misspelt flavor is reported at its line with the nearest flavor, like every enum.
+#[test]
+fn vault_flavor_typo_names_its_key_line_and_nearest_flavor() {
+    let text = format!("{}\n[vault]\nflavor = \"openboa\"\n", common::MINIMAL);
+    let found = problems(&text);
+    let flavor = find(&found, "vault.flavor");
+    assert!(flavor.message.contains("found `openboa`"), "{flavor:?}");
+    assert!(
+        flavor.message.contains("vault") && flavor.message.contains("openbao"),
+        "{flavor:?}"
+    );
+    assert_eq!(flavor.suggestion.as_deref(), Some("openbao"));
+    assert_eq!(
+        flavor.line,
+        Some(text.lines().position(|l| l.starts_with("flavor")).unwrap() + 1)
+    );
+}
+
+/// The other flavor's chart repository does not serve this flavor's chart: a validation error
+/// naming both ways out, instead of a Flux "chart not found" after the apply started.
+#[test]
+fn openbao_flavor_with_the_hashicorp_repository_is_a_validation_error() {
+    let text = format!(
+        "{}\n[vault]\nflavor = \"openbao\"\nchart_repo = \"https://helm.releases.hashicorp.com\"\n",
+        common::MINIMAL
+    );
+    let found = problems(&text);
+    let repo = find(&found, "vault.chart_repo");
+    assert!(
+        repo.message.contains("has no `openbao` chart")
+            && repo
+                .message
+                .contains("https://openbao.github.io/openbao-helm"),
+        "{repo:?}"
+    );
+    assert_eq!(
+        repo.line,
+        Some(
+            text.lines()
+                .position(|l| l.starts_with("chart_repo"))
                 .unwrap()
                 + 1
         )

@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::engine::RunStatus;
 use crate::output::{RunResult, VaultResult};
 use crate::playbook::{LoadedPlaybook, VaultAccess};
+use crate::steps::VaultNames;
 
 /// The port the Vault chart serves on.
 const VAULT_PORT: u16 = 8200;
@@ -27,15 +28,15 @@ pub(crate) fn build(
     if let Some(ctx) = context {
         kubectl.push_str(&format!(" --context {ctx}"));
     }
+    // The chart's Service is its fullname, not the release (`bank` → `bank-vault`).
+    let names = VaultNames::new(p.vault.flavor, &p.vault.release);
     let vault = match p.vault.access {
         VaultAccess::PortForward => VaultResult {
-            address: format!(
-                "http://{}.{}.svc:{VAULT_PORT}",
-                p.vault.release, p.vault.namespace
-            ),
+            address: names.address(&p.vault.namespace),
             reach: Some(format!(
                 "{kubectl} -n {} port-forward svc/{} {VAULT_PORT}:{VAULT_PORT}",
-                p.vault.namespace, p.vault.release
+                p.vault.namespace,
+                names.service()
             )),
             vault_addr: format!("http://127.0.0.1:{VAULT_PORT}"),
         },
@@ -86,4 +87,51 @@ pub(crate) fn build(
 /// A path as a user reads it: relative ones without a leading `./`.
 fn shown(path: &Path) -> String {
     path.strip_prefix(".").unwrap_or(path).display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result_for(vault: &str) -> RunResult {
+        let text = format!(
+            "[cluster]\nname = \"t\"\nprovider = \"existing\"\n[flux]\ngit_url = \"https://example.com/org/fleet\"\npath = \"clusters/t\"\ntoken_env = \"KS_T\"\n[[secrets]]\nenv = \"KS_T\"\nvault_path = \"bootstrap/git\"\nvault_key = \"token\"\n[vault]\n{vault}\n"
+        );
+        let pb = crate::playbook::Playbook::from_str_at(&text, Path::new("/tmp/r/kubestrap.toml"))
+            .expect("playbook");
+        build(
+            &pb,
+            Path::new("kubestrap.toml"),
+            None,
+            None,
+            RunStatus::Succeeded,
+        )
+    }
+
+    /// Regression: the result block named the Vault Service after the release, but the chart
+    /// names it after its fullname, so for release `bank` it printed `svc/bank`, which does
+    /// not exist (the Service is `bank-vault`; with OpenBao `bank-openbao`).
+    #[test]
+    fn result_block_names_the_vault_service_by_the_chart_fullname() {
+        let r = result_for("release = \"bank\"");
+        assert_eq!(r.vault.address, "http://bank-vault.vault.svc:8200");
+        assert!(
+            r.next
+                .iter()
+                .any(|l| l == "kubectl -n vault port-forward svc/bank-vault 8200:8200"),
+            "{:?}",
+            r.next
+        );
+        let r = result_for("flavor = \"openbao\"\nrelease = \"bank\"");
+        assert_eq!(r.vault.address, "http://bank-openbao.openbao.svc:8200");
+        let r = result_for("flavor = \"openbao\"");
+        assert!(
+            r.next
+                .iter()
+                .any(|l| l == "kubectl -n openbao port-forward svc/openbao 8200:8200"),
+            "{:?}",
+            r.next
+        );
+        assert_eq!(r.keys_secret, "openbao/vault-init-keys");
+    }
 }

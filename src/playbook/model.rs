@@ -204,17 +204,25 @@ impl Flux {
 }
 
 /// `[vault]`.
+///
+/// Deserialised through [`VaultSection`]: the chart, namespace and release defaults depend on
+/// `flavor`, so a field left out takes the default of the flavor given.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(from = "VaultSection")]
 pub struct Vault {
-    /// Helm chart version of `hashicorp/vault`.
+    /// Which server: HashiCorp Vault or OpenBao (same API; different chart, image and CLI).
+    /// Left out of the serialised form when `vault`, so existing fingerprints stay the same.
+    #[serde(skip_serializing_if = "VaultFlavor::is_vault")]
+    pub flavor: VaultFlavor,
+    /// Helm chart version of `hashicorp/vault` (or `openbao/openbao`).
     pub chart_version: String,
     /// Helm repository URL.
     pub chart_repo: String,
     /// Namespace Vault runs in.
     pub namespace: String,
     /// Helm release name. The chart names its StatefulSet, Service and pod after its fullname:
-    /// this name if it contains `vault`, else `<release>-vault` (pod `<fullname>-0`).
+    /// this name if it contains the chart name (`vault` or `openbao`), else
+    /// `<release>-<chart>` (pod `<fullname>-0`).
     pub release: String,
     /// Number of unseal key shares created by `sys/init`.
     pub key_shares: u8,
@@ -239,6 +247,185 @@ pub struct Vault {
     pub eso_role: String,
     /// Vault policy granting External Secrets read access to the KV mount.
     pub eso_policy: String,
+}
+
+/// `[vault]` as written: the flavor-dependent fields are optional, filled from the flavor's
+/// defaults by `From<VaultSection> for Vault`. Same field names as [`Vault`], so serde's
+/// messages and the key schema ([`super::schema`]) name the playbook's keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct VaultSection {
+    flavor: VaultFlavor,
+    chart_version: Option<String>,
+    chart_repo: Option<String>,
+    namespace: Option<String>,
+    release: Option<String>,
+    key_shares: u8,
+    key_threshold: u8,
+    keys_secret: String,
+    kv_mount: String,
+    auth_mount: String,
+    access: VaultAccess,
+    address: Option<String>,
+    allow_http: bool,
+    eso_role: String,
+    eso_policy: String,
+}
+
+impl Default for VaultSection {
+    fn default() -> Self {
+        let v = Vault::default();
+        Self {
+            flavor: v.flavor,
+            chart_version: None,
+            chart_repo: None,
+            namespace: None,
+            release: None,
+            key_shares: v.key_shares,
+            key_threshold: v.key_threshold,
+            keys_secret: v.keys_secret,
+            kv_mount: v.kv_mount,
+            auth_mount: v.auth_mount,
+            access: v.access,
+            address: v.address,
+            allow_http: v.allow_http,
+            eso_role: v.eso_role,
+            eso_policy: v.eso_policy,
+        }
+    }
+}
+
+impl From<VaultSection> for Vault {
+    fn from(s: VaultSection) -> Self {
+        let f = s.flavor;
+        Self {
+            flavor: f,
+            chart_version: s
+                .chart_version
+                .unwrap_or_else(|| f.default_chart_version().into()),
+            chart_repo: s
+                .chart_repo
+                .unwrap_or_else(|| f.default_chart_repo().into()),
+            namespace: s.namespace.unwrap_or_else(|| f.default_namespace().into()),
+            release: s.release.unwrap_or_else(|| f.default_namespace().into()),
+            key_shares: s.key_shares,
+            key_threshold: s.key_threshold,
+            keys_secret: s.keys_secret,
+            kv_mount: s.kv_mount,
+            auth_mount: s.auth_mount,
+            access: s.access,
+            address: s.address,
+            allow_http: s.allow_http,
+            eso_role: s.eso_role,
+            eso_policy: s.eso_policy,
+        }
+    }
+}
+
+/// Which Vault-API server `[vault]` installs (`[vault] flavor`). Everything kubestrap does
+/// through the API (init, unseal, KV v2, kubernetes auth, ESO's store, Terraform) is the same
+/// for both; what differs is what the flavor's Helm chart and image are called.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VaultFlavor {
+    /// HashiCorp Vault: chart `vault` from `https://helm.releases.hashicorp.com`, image
+    /// `hashicorp/vault`, CLI `vault` with `VAULT_ADDR`.
+    #[default]
+    Vault,
+    /// OpenBao: chart `openbao` from `https://openbao.github.io/openbao-helm`, image
+    /// `quay.io/openbao/openbao`, CLI `bao` with `BAO_ADDR`.
+    Openbao,
+}
+
+impl VaultFlavor {
+    /// For `skip_serializing_if`: the default flavor is left out of serialised forms.
+    #[must_use]
+    pub const fn is_vault(&self) -> bool {
+        matches!(self, Self::Vault)
+    }
+
+    /// As written in the playbook.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Vault => "vault",
+            Self::Openbao => "openbao",
+        }
+    }
+
+    /// The Helm chart's name in its repository (also the name its fullname rule tests for).
+    #[must_use]
+    pub const fn chart(self) -> &'static str {
+        match self {
+            Self::Vault => "vault",
+            Self::Openbao => "openbao",
+        }
+    }
+
+    /// The name of the HelmRepository kubestrap creates for the chart (in Flux's namespace).
+    #[must_use]
+    pub const fn helm_repository(self) -> &'static str {
+        match self {
+            Self::Vault => "hashicorp",
+            Self::Openbao => "openbao",
+        }
+    }
+
+    /// The chart repository's URL.
+    #[must_use]
+    pub const fn default_chart_repo(self) -> &'static str {
+        match self {
+            Self::Vault => "https://helm.releases.hashicorp.com",
+            Self::Openbao => "https://openbao.github.io/openbao-helm",
+        }
+    }
+
+    /// The pinned chart version: hashicorp/vault-helm 0.30.0; openbao/openbao-helm 0.29.2
+    /// (appVersion v2.6.2, its `Chart.yaml`).
+    #[must_use]
+    pub const fn default_chart_version(self) -> &'static str {
+        match self {
+            Self::Vault => "0.30.0",
+            Self::Openbao => "0.29.2",
+        }
+    }
+
+    /// The default namespace, which is also the default release name.
+    #[must_use]
+    pub const fn default_namespace(self) -> &'static str {
+        match self {
+            Self::Vault => "vault",
+            Self::Openbao => "openbao",
+        }
+    }
+
+    /// The server image the unsealer runs its CLI from: the chart's own server image
+    /// (openbao-helm 0.29.2: `quay.io/openbao/openbao`, tag = appVersion without the `v`).
+    #[must_use]
+    pub const fn image(self) -> &'static str {
+        match self {
+            Self::Vault => "hashicorp/vault:1.19.0",
+            Self::Openbao => "quay.io/openbao/openbao:2.6.2",
+        }
+    }
+
+    /// The image's CLI.
+    #[must_use]
+    pub const fn cli(self) -> &'static str {
+        match self {
+            Self::Vault => "vault",
+            Self::Openbao => "bao",
+        }
+    }
+
+    /// The environment variable that CLI reads the server's address from.
+    #[must_use]
+    pub const fn addr_env(self) -> &'static str {
+        match self {
+            Self::Vault => "VAULT_ADDR",
+            Self::Openbao => "BAO_ADDR",
+        }
+    }
 }
 
 /// How kubestrap reaches Vault (`[vault] access`).
@@ -468,11 +655,13 @@ const fn default_flux_interval() -> HumanDuration {
 
 impl Default for Vault {
     fn default() -> Self {
+        let flavor = VaultFlavor::Vault;
         Self {
-            chart_version: "0.30.0".into(),
-            chart_repo: "https://helm.releases.hashicorp.com".into(),
-            namespace: "vault".into(),
-            release: "vault".into(),
+            flavor,
+            chart_version: flavor.default_chart_version().into(),
+            chart_repo: flavor.default_chart_repo().into(),
+            namespace: flavor.default_namespace().into(),
+            release: flavor.default_namespace().into(),
             key_shares: 5,
             key_threshold: 3,
             keys_secret: "vault-init-keys".into(),

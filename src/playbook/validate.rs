@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use super::model::{Playbook, Provider, VaultAccess};
+use super::model::{Playbook, Provider, VaultAccess, VaultFlavor};
 use super::schema::nearest;
 
 /// A failed check, located by key path; [`super::load`] turns it into a [`super::Problem`].
@@ -321,6 +321,23 @@ fn declared(pb: &Playbook, key: &str, env: &str, out: &mut Vec<Finding>) {
 
 fn vault(pb: &Playbook, out: &mut Vec<Finding>) {
     let v = &pb.vault;
+    // The other flavor's repository does not serve this flavor's chart: Flux would fail with
+    // "chart not found" long after the plan.
+    for other in [VaultFlavor::Vault, VaultFlavor::Openbao] {
+        if other != v.flavor && v.chart_repo.trim_end_matches('/') == other.default_chart_repo() {
+            out.push(finding(
+                "vault.chart_repo",
+                format!(
+                    "{} has no `{}` chart (flavor {:?}): remove chart_repo to use {}, or set flavor = {:?}",
+                    v.chart_repo,
+                    v.flavor.chart(),
+                    v.flavor.as_str(),
+                    v.flavor.default_chart_repo(),
+                    other.as_str()
+                ),
+            ));
+        }
+    }
     if v.key_shares == 0 {
         out.push(finding("vault.key_shares", "must be at least 1"));
     }

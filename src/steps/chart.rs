@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::obj;
 use super::support::TemplateStep;
 use crate::engine::{Action, StepError};
-use crate::playbook::LoadedPlaybook;
+use crate::playbook::{LoadedPlaybook, VaultFlavor};
 use crate::templates::{self, Manifest};
 
 /// The charts kubestrap installs.
@@ -20,16 +20,29 @@ use crate::templates::{self, Manifest};
 pub enum Chart {
     /// `hashicorp/vault`.
     Vault,
+    /// `openbao/openbao` (`[vault] flavor = "openbao"`).
+    #[serde(rename = "openbao")]
+    OpenBao,
     /// `external-secrets/external-secrets`.
     ExternalSecrets,
 }
 
 impl Chart {
+    /// The server chart of a `[vault] flavor`.
+    #[must_use]
+    pub const fn vault(flavor: VaultFlavor) -> Self {
+        match flavor {
+            VaultFlavor::Vault => Self::Vault,
+            VaultFlavor::Openbao => Self::OpenBao,
+        }
+    }
+
     /// The chart's name in its repository.
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
             Self::Vault => "vault",
+            Self::OpenBao => "openbao",
             Self::ExternalSecrets => "external-secrets",
         }
     }
@@ -37,7 +50,8 @@ impl Chart {
     /// The HelmRepository's name (the templates' choice).
     const fn repository_name(self) -> &'static str {
         match self {
-            Self::Vault => "hashicorp",
+            Self::Vault => VaultFlavor::Vault.helm_repository(),
+            Self::OpenBao => VaultFlavor::Openbao.helm_repository(),
             Self::ExternalSecrets => "external-secrets",
         }
     }
@@ -45,18 +59,20 @@ impl Chart {
     /// What the plan says about the values kubestrap sets.
     const fn values_note(self) -> &'static str {
         match self {
-            Self::Vault => "; readiness tolerates a sealed pod",
+            Self::Vault | Self::OpenBao => "; readiness tolerates a sealed pod",
             Self::ExternalSecrets => ", installCRDs",
         }
     }
 }
 
-/// Helm's fullname rule of both upstream charts (`vault.fullname` in hashicorp/vault-helm's
-/// `_helpers.tpl`, `external-secrets.fullname` in external-secrets' chart), for the values
+/// Helm's fullname rule of the upstream charts (`vault.fullname` in hashicorp/vault-helm's
+/// `_helpers.tpl`, `openbao.fullname` in openbao/openbao-helm's, `external-secrets.fullname` in
+/// external-secrets' chart), for the values
 /// kubestrap sets (no `fullnameOverride` or `nameOverride`): the release name if it contains the
 /// chart name, else `<release>-<chart>`; cut to 63 characters without a trailing `-`. So
-/// `[vault] release = "bank"` gives StatefulSet `bank-vault` and pod `bank-vault-0`, and
-/// `[external_secrets] release = "eso"` gives Deployment `eso-external-secrets`.
+/// `[vault] release = "bank"` gives StatefulSet `bank-vault` and pod `bank-vault-0` (with
+/// `flavor = "openbao"`: `bank-openbao`, `bank-openbao-0`), and `[external_secrets] release =
+/// "eso"` gives Deployment `eso-external-secrets`.
 #[must_use]
 pub fn fullname(chart: Chart, release: &str) -> String {
     let name = if release.contains(chart.name()) {
@@ -72,7 +88,7 @@ pub fn fullname(chart: Chart, release: &str) -> String {
     cut.strip_suffix('-').unwrap_or(cut).to_owned()
 }
 
-/// What the vault chart (standalone server) names after its fullname.
+/// What the vault or openbao chart (standalone server) names after its fullname.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VaultNames {
     /// The chart's fullname: the StatefulSet, the Service and the server's ServiceAccount.
@@ -80,11 +96,11 @@ pub struct VaultNames {
 }
 
 impl VaultNames {
-    /// For `[vault] release`.
+    /// For `[vault] flavor` and `release`.
     #[must_use]
-    pub fn new(release: &str) -> Self {
+    pub fn new(flavor: VaultFlavor, release: &str) -> Self {
         Self {
-            fullname: fullname(Chart::Vault, release),
+            fullname: fullname(Chart::vault(flavor), release),
         }
     }
 
@@ -167,7 +183,7 @@ impl ChartInstall {
     pub fn vault(pb: &LoadedPlaybook) -> Self {
         let v = &pb.playbook.vault;
         Self {
-            chart: Chart::Vault,
+            chart: Chart::vault(v.flavor),
             flux_namespace: pb.playbook.flux.namespace.clone(),
             namespace: v.namespace.clone(),
             release: v.release.clone(),
@@ -197,7 +213,7 @@ impl ChartInstall {
 impl TemplateStep for ChartInstall {
     fn kind(&self) -> &'static str {
         match self.chart {
-            Chart::Vault => "vault.install",
+            Chart::Vault | Chart::OpenBao => "vault.install",
             Chart::ExternalSecrets => "eso.install",
         }
     }
@@ -206,7 +222,12 @@ impl TemplateStep for ChartInstall {
         let repository = self.chart_repo.clone();
         let chart_version = self.chart_version.clone();
         match self.chart {
-            Chart::Vault => templates::VaultRelease {
+            Chart::Vault | Chart::OpenBao => templates::VaultRelease {
+                flavor: if self.chart == Chart::OpenBao {
+                    VaultFlavor::Openbao
+                } else {
+                    VaultFlavor::Vault
+                },
                 namespace: self.namespace.clone(),
                 release: self.release.clone(),
                 flux_namespace: self.flux_namespace.clone(),
@@ -254,7 +275,7 @@ mod tests {
 
     #[test]
     fn vault_release_without_chart_name_gets_fullname_pod() {
-        let names = VaultNames::new("bank");
+        let names = VaultNames::new(VaultFlavor::Vault, "bank");
         assert_eq!(names.fullname, "bank-vault");
         assert_eq!(names.pod(), "bank-vault-0");
         assert_eq!(names.service(), "bank-vault");
@@ -262,8 +283,40 @@ mod tests {
             names.address("secrets-mgmt"),
             "http://bank-vault.secrets-mgmt.svc:8200"
         );
-        assert_eq!(VaultNames::new("vault").pod(), "vault-0");
-        assert_eq!(VaultNames::new("my-vault").pod(), "my-vault-0");
+        assert_eq!(
+            VaultNames::new(VaultFlavor::Vault, "vault").pod(),
+            "vault-0"
+        );
+        assert_eq!(
+            VaultNames::new(VaultFlavor::Vault, "my-vault").pod(),
+            "my-vault-0"
+        );
+    }
+
+    /// openbao-helm's `openbao.fullname`: the release if it contains "openbao", else
+    /// `<release>-openbao`. A release named `vault` is not exempt: it contains "vault", not
+    /// the chart's name.
+    #[test]
+    fn openbao_release_names_follow_the_openbao_fullname_rule() {
+        let names = VaultNames::new(VaultFlavor::Openbao, "openbao");
+        assert_eq!(names.pod(), "openbao-0");
+        assert_eq!(names.address("openbao"), "http://openbao.openbao.svc:8200");
+        assert_eq!(
+            VaultNames::new(VaultFlavor::Openbao, "bank").pod(),
+            "bank-openbao-0"
+        );
+        assert_eq!(
+            VaultNames::new(VaultFlavor::Openbao, "vault").service(),
+            "vault-openbao"
+        );
+        assert_eq!(
+            VaultNames::new(VaultFlavor::Openbao, "my-openbao").pod(),
+            "my-openbao-0"
+        );
+        assert_eq!(
+            Chart::vault(VaultFlavor::Openbao).repository_name(),
+            "openbao"
+        );
     }
 
     #[test]

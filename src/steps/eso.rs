@@ -194,7 +194,7 @@ impl EsoStore {
         let v = &pb.playbook.vault;
         Self {
             store: e.store.clone(),
-            vault_server: VaultNames::new(&v.release).address(&v.namespace),
+            vault_server: VaultNames::new(v.flavor, &v.release).address(&v.namespace),
             kv_mount: v.kv_mount.clone(),
             auth_mount: v.auth_mount.clone(),
             role: v.eso_role.clone(),

@@ -23,7 +23,7 @@ use super::vault_api::{
     root_token, share_key, state, verify_unsealed,
 };
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
-use crate::playbook::{HumanDuration, LoadedPlaybook, VaultAccess};
+use crate::playbook::{HumanDuration, LoadedPlaybook, VaultAccess, VaultFlavor};
 use crate::templates::{self, Manifest};
 
 /// How a step reaches Vault's API, for plan text.
@@ -64,7 +64,7 @@ pub struct VaultEndpoint {
 impl VaultEndpoint {
     pub(crate) fn from_playbook(pb: &LoadedPlaybook) -> Self {
         let v = &pb.playbook.vault;
-        let names = VaultNames::new(&v.release);
+        let names = VaultNames::new(v.flavor, &v.release);
         Self {
             namespace: v.namespace.clone(),
             service: names.service().to_owned(),
@@ -105,7 +105,7 @@ impl VaultReady {
         Self {
             namespace: v.namespace.clone(),
             release: v.release.clone(),
-            pod: VaultNames::new(&v.release).pod(),
+            pod: VaultNames::new(v.flavor, &v.release).pod(),
             timeout: pb.playbook.timeouts.vault_ready,
         }
     }
@@ -555,6 +555,9 @@ impl Step for VaultUnseal {
 /// `vault.auto-unseal`: a small workload that unseals Vault from the keys Secret after restarts.
 #[derive(Debug, Clone, Serialize)]
 pub struct VaultAutoUnseal {
+    /// Which server: its image and CLI run the loop (`[vault] flavor`).
+    #[serde(skip_serializing_if = "VaultFlavor::is_vault")]
+    pub flavor: VaultFlavor,
     /// Vault's namespace.
     pub namespace: String,
     /// Secret holding the keys (the only thing the workload may read).
@@ -568,8 +571,6 @@ pub struct VaultAutoUnseal {
     pub timeout: HumanDuration,
 }
 
-/// The Vault image whose CLI the unsealer runs (the chart 0.30 server version).
-pub const UNSEALER_IMAGE: &str = "hashicorp/vault:1.19.0";
 /// Name of the unsealer's objects (the template's).
 pub const UNSEALER_NAME: &str = "vault-unsealer";
 
@@ -579,9 +580,10 @@ impl VaultAutoUnseal {
     pub fn from_playbook(pb: &LoadedPlaybook) -> Self {
         let v = &pb.playbook.vault;
         Self {
+            flavor: v.flavor,
             namespace: v.namespace.clone(),
             keys_secret: v.keys_secret.clone(),
-            vault_addr: VaultNames::new(&v.release).address(&v.namespace),
+            vault_addr: VaultNames::new(v.flavor, &v.release).address(&v.namespace),
             key_threshold: v.key_threshold,
             timeout: pb.playbook.timeouts.vault_ready,
         }
@@ -595,9 +597,10 @@ impl TemplateStep for VaultAutoUnseal {
 
     fn manifest(&self) -> Result<String, StepError> {
         templates::VaultAutoUnseal {
+            flavor: self.flavor,
             namespace: self.namespace.clone(),
             keys_secret: self.keys_secret.clone(),
-            vault_image: UNSEALER_IMAGE.to_owned(),
+            vault_image: self.flavor.image().to_owned(),
             vault_addr: self.vault_addr.clone(),
             poll_interval: templates::VaultAutoUnseal::DEFAULT_POLL_INTERVAL,
             unseal_keys: u32::from(self.key_threshold),
@@ -613,7 +616,13 @@ impl TemplateStep for VaultAutoUnseal {
             Action::create(obj("Role", &self.namespace, name))
                 .with_detail(format!("get secrets/{} only", self.keys_secret)),
             Action::create(obj("RoleBinding", &self.namespace, name)),
-            Action::create(obj("Deployment", &self.namespace, name)),
+            Action::create(obj("Deployment", &self.namespace, name)).with_detail(format!(
+                "`{}` CLI of {}, {}={}",
+                self.flavor.cli(),
+                self.flavor.image(),
+                self.flavor.addr_env(),
+                self.vault_addr
+            )),
             Action::run(format!(
                 "wait for {} Available",
                 obj("Deployment", &self.namespace, name)

@@ -122,7 +122,7 @@ impl VerifyVault {
         let p = &pb.playbook;
         Self {
             namespace: p.vault.namespace.clone(),
-            pod: super::chart::VaultNames::new(&p.vault.release).pod(),
+            pod: super::chart::VaultNames::new(p.vault.flavor, &p.vault.release).pod(),
             restart: p.verify.restart_vault,
             timeout: p.timeouts.vault_ready,
             endpoint: VaultEndpoint::from_playbook(pb),

@@ -17,6 +17,7 @@ fn flux_sync() -> FluxSync {
 
 fn vault_auto_unseal() -> VaultAutoUnseal {
     VaultAutoUnseal {
+        flavor: crate::playbook::VaultFlavor::Vault,
         namespace: "vault".to_owned(),
         keys_secret: "vault-init-keys".to_owned(),
         vault_image: "hashicorp/vault:1.17.2".to_owned(),
@@ -58,6 +59,7 @@ fn rendered() -> Vec<(&'static str, Vec<Value>)> {
         (
             VaultRelease::TEMPLATE.path,
             VaultRelease {
+                flavor: crate::playbook::VaultFlavor::Vault,
                 namespace: "vault".to_owned(),
                 release: "vault".to_owned(),
                 flux_namespace: "flux-system".to_owned(),
@@ -373,6 +375,7 @@ fn templates_honour_every_playbook_name() {
     );
 
     let text = VaultRelease {
+        flavor: crate::playbook::VaultFlavor::Vault,
         namespace: "secrets-mgmt".to_owned(),
         release: "bank".to_owned(),
         flux_namespace: "gitops".to_owned(),
@@ -436,4 +439,109 @@ fn templates_honour_every_playbook_name() {
     .unwrap();
     assert!(!text.contains("namespace: vault"), "{text}");
     assert_eq!(text.matches("namespace: secrets-mgmt").count(), 5, "{text}");
+}
+
+/// `[vault] flavor = "openbao"`: the OpenBao chart from its own repository, the same values
+/// (openbao-helm keeps vault-helm's keys), and an unsealer running the image's `bao` CLI with
+/// `BAO_ADDR`, the variable that CLI reads.
+#[test]
+fn openbao_flavor_renders_the_openbao_chart_and_the_bao_cli() {
+    use crate::playbook::VaultFlavor;
+    let text = VaultRelease {
+        flavor: VaultFlavor::Openbao,
+        namespace: "openbao".to_owned(),
+        release: "openbao".to_owned(),
+        flux_namespace: "flux-system".to_owned(),
+        repository: VaultFlavor::Openbao.default_chart_repo().to_owned(),
+        chart_version: VaultFlavor::Openbao.default_chart_version().to_owned(),
+    }
+    .render()
+    .unwrap();
+    assert!(!text.contains("hashicorp"), "{text}");
+    let vault_text = VaultRelease {
+        flavor: VaultFlavor::Vault,
+        namespace: "vault".to_owned(),
+        release: "vault".to_owned(),
+        flux_namespace: "flux-system".to_owned(),
+        repository: VaultFlavor::Vault.default_chart_repo().to_owned(),
+        chart_version: "0.30.0".to_owned(),
+    }
+    .render()
+    .unwrap();
+    assert!(
+        !vault_text.contains("raft"),
+        "Vault keeps its chart's default"
+    );
+    let objects: Vec<Value> = parse_manifests(&text)
+        .unwrap()
+        .into_iter()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .collect();
+    let repo = find(&objects, "HelmRepository");
+    assert_eq!(repo["metadata"]["name"], "openbao");
+    assert_eq!(
+        repo["spec"]["url"],
+        "https://openbao.github.io/openbao-helm"
+    );
+    let hr = find(&objects, "HelmRelease");
+    assert_eq!(hr["spec"]["chart"]["spec"]["chart"], "openbao");
+    assert_eq!(hr["spec"]["chart"]["spec"]["version"], "0.29.2");
+    assert_eq!(hr["spec"]["chart"]["spec"]["sourceRef"]["name"], "openbao");
+    assert_eq!(
+        hr["spec"]["values"]["server"]["authDelegator"]["enabled"],
+        true
+    );
+    let config = hr["spec"]["values"]["server"]["standalone"]["config"]
+        .as_str()
+        .expect("openbao gets its standalone config");
+    assert!(
+        config.contains("storage \"raft\"") && !config.contains("\"file\""),
+        "{config}"
+    );
+    assert_eq!(
+        hr["spec"]["values"]["server"]["standalone"]["enabled"],
+        true
+    );
+    assert!(
+        hr["spec"]["values"]["server"]["readinessProbe"]["path"]
+            .as_str()
+            .unwrap()
+            .contains("sealedcode=204")
+    );
+
+    let text = VaultAutoUnseal {
+        flavor: VaultFlavor::Openbao,
+        namespace: "openbao".to_owned(),
+        vault_image: VaultFlavor::Openbao.image().to_owned(),
+        vault_addr: "http://openbao.openbao.svc:8200".to_owned(),
+        ..vault_auto_unseal()
+    }
+    .render()
+    .unwrap();
+    let objects: Vec<Value> = parse_manifests(&text)
+        .unwrap()
+        .into_iter()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .collect();
+    let container = &find(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "quay.io/openbao/openbao:2.6.2");
+    let env = |name: &str| {
+        container["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(
+        env("BAO_ADDR"),
+        Some("http://openbao.openbao.svc:8200".into())
+    );
+    assert_eq!(env("VAULT_ADDR"), None);
+    assert_eq!(env("UNSEAL_CLI"), Some("bao".into()));
+    let script = container["args"][0].as_str().unwrap();
+    assert!(
+        script.contains("\"$UNSEAL_CLI\" write sys/unseal") && !script.contains("vault write"),
+        "{script}"
+    );
 }

@@ -57,6 +57,30 @@ pub fn image_user(image: &str) -> Option<ImageUser> {
     }
 }
 
+/// The Vault-API CLIs on the `PATH` of a known image (their Dockerfiles); `None` for others.
+///
+/// - `hashicorp/vault`: `vault` only;
+/// - `openbao/openbao` (Alpine) and `openbao/openbao-ubi`: `bao`, and `vault` as a symlink to
+///   it (`ln -s /usr/bin/bao /usr/bin/vault`), so that CLI is `bao` under another name;
+/// - `openbao/openbao-distroless`: `bao` but no shell, so no script runs at all.
+pub fn image_clis(image: &str) -> Option<&'static [&'static str]> {
+    let repo = image.split('@').next().unwrap_or(image);
+    let repo = repo
+        .rsplit_once(':')
+        .map_or(repo, |(r, tag)| if tag.contains('/') { repo } else { r });
+    let repo = repo.trim_start_matches("docker.io/");
+    let repo = repo
+        .strip_prefix("quay.io/")
+        .or_else(|| repo.strip_prefix("ghcr.io/"))
+        .unwrap_or(repo);
+    match repo {
+        "hashicorp/vault" | "library/vault" | "vault" => Some(&["vault"]),
+        "openbao/openbao" | "openbao/openbao-ubi" => Some(&["bao", "vault"]),
+        "openbao/openbao-distroless" => Some(&[]),
+        _ => None,
+    }
+}
+
 /// The primary group `/etc/passwd` of a known image gives a uid set by `runAsUser`.
 fn passwd_gid(image: &str, uid: u32) -> u32 {
     let vault_like = image.contains("vault") || image.contains("openbao");

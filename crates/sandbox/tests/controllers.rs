@@ -1795,3 +1795,102 @@ async fn eso_webhook_refuses_store_writes_until_it_serves() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn openbao_chart_serves_vault_behind_openbao_0_and_only_from_its_repository() {
+    openbao_chart_on(None).await;
+}
+
+#[tokio::test]
+async fn openbao_chart_serves_vault_behind_openbao_0_and_only_from_its_repository_real_server() {
+    let test =
+        "openbao_chart_serves_vault_behind_openbao_0_and_only_from_its_repository_real_server";
+    if let Some(server) = vault_server_or_skip(test) {
+        openbao_chart_on(Some(server)).await;
+    }
+}
+
+/// Issue 10: the `openbao` chart stand-in, released from OpenBao's repository, names its
+/// objects by openbao-helm's fullname rule (release `openbao`: StatefulSet `openbao`, pod
+/// `openbao-0`; release `bank`: `bank-openbao`), and the pod serves the sandbox's Vault on
+/// 8200 (the real server when one runs). The hashicorp repository has no `openbao` chart.
+async fn openbao_chart_on(vault_server: Option<PathBuf>) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut cfg = SandboxConfig::new(tmp.path().join("sandbox"));
+    cfg.vault_server = vault_server;
+    let (h, c) = start(cfg).await;
+    install_flux(&h, &c).await;
+    apply_yaml(
+        &c,
+        &format!(
+            "{HELM_REPOS}---\napiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata: {{name: openbao, namespace: flux-system}}\nspec: {{interval: 1h0m0s, url: \"https://openbao.github.io/openbao-helm\"}}\n"
+        ),
+    )
+    .await;
+    apply(
+        &c,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "openbao"}}),
+    )
+    .await;
+    let hr = dynamic(
+        &c,
+        "helm.toolkit.fluxcd.io/v2",
+        "HelmRelease",
+        "helmreleases",
+        Some("openbao"),
+    );
+    apply(
+        &c,
+        release("wrong-repo", "openbao", "openbao", "hashicorp", json!({})),
+    )
+    .await;
+    wait_not_ready(
+        &hr,
+        "wrong-repo",
+        "InstallFailed",
+        "chart \"openbao\" version \"1.2.3\" not found in https://helm.releases.hashicorp.com repository",
+    )
+    .await;
+
+    let probe = json!({"server": {"readinessProbe": {"path": "/v1/sys/health?standbyok=true&sealedcode=204&uninitcode=204"}}});
+    apply(
+        &c,
+        release("openbao", "openbao", "openbao", "openbao", probe.clone()),
+    )
+    .await;
+    wait_ready(&hr, "openbao", "InstallSucceeded").await;
+    let sts: Api<StatefulSet> = Api::namespaced(c.clone(), "openbao");
+    let set = sts.get("openbao").await.expect("StatefulSet openbao");
+    assert_eq!(
+        set.metadata.labels.unwrap_or_default()["app.kubernetes.io/name"],
+        "openbao"
+    );
+    let sas: Api<ServiceAccount> = Api::namespaced(c.clone(), "openbao");
+    sas.get("openbao").await.expect("server account");
+    wait_pod_ready(&c, "openbao", "openbao-0", true).await;
+
+    let addr = forward(&c, "openbao", "openbao-0", 8200).await;
+    let seal: Value = within("seal-status", async {
+        reqwest::get(format!("{addr}/v1/sys/seal-status"))
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    })
+    .await;
+    assert_eq!(seal["initialized"], false, "{seal}");
+    let pod = h.vault_pod().expect("vault");
+    if let Some(server) = pod.server() {
+        assert_eq!(seal["version"], server.version(), "{seal}");
+    }
+
+    // A release without "openbao" in its name: `<release>-openbao`.
+    apply(&c, release("bank", "openbao", "openbao", "openbao", probe)).await;
+    wait_ready(&hr, "bank", "InstallSucceeded").await;
+    sts.get("bank-openbao")
+        .await
+        .expect("StatefulSet bank-openbao");
+    wait_pod_running(&c, "openbao", "bank-openbao-0").await;
+    h.shutdown().await.expect("shutdown");
+}

@@ -1,6 +1,7 @@
 //! The embedded manifests: the Flux-shaped install manifest the sandbox serves over HTTP,
-//! and what the `vault` and `external-secrets` Helm charts create (written for this project,
-//! modelled on the upstream charts; `{{namespace}}`/`{{release}}` placeholders).
+//! and what the `vault`, `openbao` and `external-secrets` Helm charts create (written for this
+//! project, modelled on the upstream charts; `{{namespace}}`/`{{release}}` placeholders), each
+//! served only from its upstream repository's URL.
 
 use serde_json::{Value, json};
 
@@ -9,6 +10,7 @@ use super::kit::{self, ApplyError};
 /// Served at `GET /sandbox/flux/install.yaml`; kubestrap's `flux.install` fetches it.
 pub const FLUX_INSTALL: &str = include_str!("../assets/flux-install.yaml");
 const VAULT_CHART: &str = include_str!("../assets/charts/vault.yaml");
+const OPENBAO_CHART: &str = include_str!("../assets/charts/openbao.yaml");
 const ESO_CHART: &str = include_str!("../assets/charts/external-secrets.yaml");
 
 /// The path of the install manifest on the API server.
@@ -26,26 +28,46 @@ pub const HELM_CONTROLLER: &str = "helm-controller";
 pub enum Chart {
     /// hashicorp/vault (standalone server).
     Vault,
+    /// openbao/openbao (standalone server): vault-helm's fork, the same values keys.
+    OpenBao,
     /// external-secrets/external-secrets.
     ExternalSecrets,
 }
 
 impl Chart {
-    /// By chart name.
-    pub fn by_name(name: &str) -> Option<Self> {
-        match name {
-            "vault" => Some(Self::Vault),
-            "external-secrets" => Some(Self::ExternalSecrets),
-            _ => None,
-        }
+    const ALL: [Self; 3] = [Self::Vault, Self::OpenBao, Self::ExternalSecrets];
+
+    /// The chart `name` of the Helm repository at `url`, as helm-controller finds it in that
+    /// repository's index: `None` when that repository does not serve it (the hashicorp
+    /// repository has no `openbao` chart, and the OpenBao one no `vault`).
+    pub fn find(url: &str, name: &str) -> Option<Self> {
+        let url = url.trim_end_matches('/');
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == name && c.repository() == url)
     }
 
     /// The chart's name (`.Chart.Name`).
     pub const fn name(self) -> &'static str {
         match self {
             Self::Vault => "vault",
+            Self::OpenBao => "openbao",
             Self::ExternalSecrets => "external-secrets",
         }
+    }
+
+    /// The URL of the Helm repository that serves the chart upstream.
+    pub const fn repository(self) -> &'static str {
+        match self {
+            Self::Vault => "https://helm.releases.hashicorp.com",
+            Self::OpenBao => "https://openbao.github.io/openbao-helm",
+            Self::ExternalSecrets => "https://charts.external-secrets.io",
+        }
+    }
+
+    /// Whether the chart runs a Vault-API server (the sandbox serves Vault behind its pod).
+    pub const fn is_vault_server(self) -> bool {
+        matches!(self, Self::Vault | Self::OpenBao)
     }
 
     /// Renders the chart's objects for a release, honouring the values the phases set
@@ -64,12 +86,13 @@ impl Chart {
         let fullname = fullname(self.name(), release, values);
         let text = match self {
             Self::Vault => VAULT_CHART,
+            Self::OpenBao => OPENBAO_CHART,
             Self::ExternalSecrets => ESO_CHART,
         };
-        // `<chart>.serviceAccountName` / `vault.serviceAccount.name`: the value, else the
-        // fullname (both charts create the account by default).
+        // `<chart>.serviceAccountName` / `server.serviceAccount.name`: the value, else the
+        // fullname (the charts create the account by default).
         let account = match self {
-            Self::Vault => &values["server"]["serviceAccount"]["name"],
+            Self::Vault | Self::OpenBao => &values["server"]["serviceAccount"]["name"],
             Self::ExternalSecrets => &values["serviceAccount"]["name"],
         };
         let sa = account
@@ -95,7 +118,15 @@ impl Chart {
             labels["helm.sh/chart"] = json!(self.name());
             d["metadata"]["annotations"]["meta.helm.sh/release-name"] = json!(release);
             d["metadata"]["annotations"]["meta.helm.sh/release-namespace"] = json!(namespace);
-            if self == Self::Vault
+            // `server.standalone.config`: the server's configuration file, as the chart
+            // writes it into `<fullname>-config`.
+            if self.is_vault_server()
+                && d["kind"] == "ConfigMap"
+                && let Some(config) = values["server"]["standalone"]["config"].as_str()
+            {
+                d["data"]["extraconfig-from-values.hcl"] = json!(config);
+            }
+            if self.is_vault_server()
                 && d["kind"] == "StatefulSet"
                 && let Some(path) = values["server"]["readinessProbe"]["path"].as_str()
             {
@@ -108,9 +139,9 @@ impl Chart {
     }
 }
 
-/// Helm's fullname rule, as both upstream charts define it (`vault.fullname` in
-/// hashicorp/vault-helm's `_helpers.tpl`, `external-secrets.fullname` in
-/// external-secrets' chart): `fullnameOverride` when set; else the release name when it
+/// Helm's fullname rule, as the upstream charts define it (`vault.fullname` in
+/// hashicorp/vault-helm's `_helpers.tpl`, `openbao.fullname` in openbao/openbao-helm's,
+/// `external-secrets.fullname` in external-secrets' chart): `fullnameOverride` when set; else the release name when it
 /// contains the chart name (or `nameOverride`), else `<release>-<name>`; cut to 63 characters
 /// (a DNS label) without a trailing `-`. So release `bank` of `vault` names its StatefulSet
 /// `bank-vault` and its pod `bank-vault-0`, while release `vault-prod` keeps `vault-prod`.
@@ -138,6 +169,11 @@ fn trunc63(name: &str) -> String {
     }
     let cut = &name[..end];
     cut.strip_suffix('-').unwrap_or(cut).to_string()
+}
+
+/// The `app.kubernetes.io/name` of the charts' Vault-API server objects.
+pub fn is_vault_server_name(name: &Value) -> bool {
+    name == "vault" || name == "openbao"
 }
 
 /// Whether a Vault StatefulSet's probe treats a sealed and an uninitialised Vault as ready
@@ -193,6 +229,93 @@ mod tests {
             .render("v", "vault-prod", &json!({}))
             .expect("vault");
         assert_eq!(names(&docs, "StatefulSet"), ["vault-prod"]);
+    }
+
+    /// openbao-helm names by `openbao.fullname`: a release without "openbao" in its name
+    /// gets `<release>-openbao`, even one named `vault`; labels say `openbao`; the server
+    /// account gets system:auth-delegator (authDelegator); the pod runs as the image's user.
+    #[test]
+    fn openbao_release_names_follow_the_openbao_fullname_rule() {
+        let docs = Chart::OpenBao
+            .render("openbao", "openbao", &json!({}))
+            .expect("openbao");
+        assert_eq!(names(&docs, "StatefulSet"), ["openbao"]);
+        assert_eq!(names(&docs, "Service"), ["openbao", "openbao-internal"]);
+        assert_eq!(names(&docs, "ServiceAccount"), ["openbao"]);
+        assert_eq!(
+            names(&docs, "ClusterRoleBinding"),
+            ["openbao-server-binding"]
+        );
+        let crb = docs
+            .iter()
+            .find(|d| d["kind"] == "ClusterRoleBinding")
+            .expect("crb");
+        assert_eq!(crb["roleRef"]["name"], "system:auth-delegator");
+        assert_eq!(crb["subjects"][0]["namespace"], "openbao");
+        let sts = docs
+            .iter()
+            .find(|d| d["kind"] == "StatefulSet")
+            .expect("sts");
+        let pod = &sts["spec"]["template"];
+        assert_eq!(
+            pod["metadata"]["labels"]["app.kubernetes.io/name"],
+            "openbao"
+        );
+        assert_eq!(pod["spec"]["containers"][0]["name"], "openbao");
+        assert_eq!(
+            pod["spec"]["containers"][0]["image"],
+            "quay.io/openbao/openbao:2.6.2"
+        );
+        assert_eq!(pod["spec"]["securityContext"]["runAsUser"], 100);
+        assert_eq!(pod["spec"]["securityContext"]["fsGroup"], 1000);
+        let docs = Chart::OpenBao
+            .render("secrets", "vault", &json!({}))
+            .expect("openbao");
+        assert_eq!(names(&docs, "StatefulSet"), ["vault-openbao"]);
+        let docs = Chart::OpenBao
+            .render("secrets", "bank", &json!({"server":{"readinessProbe":{"path":"/v1/sys/health?sealedcode=204&uninitcode=204"}}}))
+            .expect("openbao");
+        let sts = docs
+            .iter()
+            .find(|d| d["kind"] == "StatefulSet")
+            .expect("sts");
+        assert_eq!(sts["metadata"]["name"], "bank-openbao");
+        assert!(probe_accepts_sealed(sts));
+        let docs = Chart::OpenBao
+            .render(
+                "secrets",
+                "bank",
+                &json!({"server":{"standalone":{"config":"storage \"raft\" {}"}}}),
+            )
+            .expect("openbao");
+        let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").expect("cm");
+        assert_eq!(cm["metadata"]["name"], "bank-openbao-config");
+        assert_eq!(
+            cm["data"]["extraconfig-from-values.hcl"],
+            "storage \"raft\" {}"
+        );
+    }
+
+    /// Each chart is served by its own repository only, as helm-controller finds charts in
+    /// the repository's index.
+    #[test]
+    fn charts_are_found_only_in_their_upstream_repository() {
+        assert_eq!(
+            Chart::find("https://openbao.github.io/openbao-helm/", "openbao"),
+            Some(Chart::OpenBao)
+        );
+        assert_eq!(
+            Chart::find("https://helm.releases.hashicorp.com", "vault"),
+            Some(Chart::Vault)
+        );
+        assert_eq!(
+            Chart::find("https://helm.releases.hashicorp.com", "openbao"),
+            None
+        );
+        assert_eq!(
+            Chart::find("https://openbao.github.io/openbao-helm", "vault"),
+            None
+        );
     }
 
     #[test]

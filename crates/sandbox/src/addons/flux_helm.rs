@@ -132,10 +132,10 @@ impl HelmController {
                 rel.target_ns, rel.name, rel.chart, rel.version
             )
         };
-        let Some(kind) = Chart::by_name(&rel.chart) else {
-            let url = kit::get(shared, HELMREPOS, &src_ns, &src_name)
-                .and_then(|s| s["spec"]["url"].as_str().map(str::to_string))
-                .unwrap_or_default();
+        let url = kit::get(shared, HELMREPOS, &src_ns, &src_name)
+            .and_then(|s| s["spec"]["url"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let Some(kind) = Chart::find(&url, &rel.chart) else {
             fail(
                 failed_reason,
                 &fail_msg(&format!(

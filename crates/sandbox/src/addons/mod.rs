@@ -76,7 +76,7 @@ impl Addons {
     }
 }
 
-/// Serves Vault behind the pod of every StatefulSet the vault chart created (helm-controller,
+/// Serves Vault behind the pod of every StatefulSet the vault or openbao chart created (helm-controller,
 /// `--preinstall vault`, or a restart of the sandbox finding them in its state).
 struct VaultPods(Arc<Addons>);
 
@@ -96,7 +96,7 @@ impl Controller for VaultPods {
 
     async fn reconcile(&self, shared: &Arc<Shared>, key: &ObjectKey) -> Action {
         if let Some(sts) = kit::get(shared, &key.resource, &key.namespace, &key.name)
-            && sts["metadata"]["labels"]["app.kubernetes.io/name"] == "vault"
+            && charts::is_vault_server_name(&sts["metadata"]["labels"]["app.kubernetes.io/name"])
         {
             let pod = format!("{}-0", key.name);
             self.0.serve_vault_pod(

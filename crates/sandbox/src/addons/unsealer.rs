@@ -7,11 +7,18 @@
 //!    and groups the kubelet gives its process, against the owner, group and mode the kubelet
 //!    gives the files ([`crate::kubelet`]); an unreadable key is printed and the container exits
 //!    1, so the pod shows `CrashLoopBackOff` and `kubectl logs` says why ([`crate::runtime`]);
-//! 2. reads Vault's seal status at `VAULT_ADDR` (cluster DNS; an unreachable Vault is printed
-//!    once per outage);
-//! 3. when Vault is initialised and sealed, submits the key files through `sys/unseal` over
-//!    HTTP until Vault reports unsealed, printing what the Vault CLI prints on failure; a round
-//!    that leaves Vault sealed is retried after 5 seconds.
+//! 2. reads Vault's seal status at `BAO_ADDR`, else `VAULT_ADDR` (cluster DNS; an unreachable
+//!    Vault is printed once per outage);
+//! 3. when Vault is initialised and sealed, submits the key files through `sys/unseal` with
+//!    the CLI named by `UNSEAL_CLI` (`vault` when unset, as older manifests ran it) until Vault
+//!    reports unsealed, printing what the CLI prints on failure; a round that leaves Vault
+//!    sealed is retried after 5 seconds.
+//!
+//! The CLI behaves as in the container's image ([`kubelet::image_clis`]): a CLI the image does
+//! not have fails as busybox `sh` reports it (`bao` in hashicorp/vault: `sh: bao: not found`),
+//! and the CLI reads its own address variable — HashiCorp's `vault` only `VAULT_ADDR`, OpenBao's
+//! `bao` (also under the name `vault` in its image) `BAO_ADDR`, falling back to `VAULT_ADDR` —
+//! defaulting to `https://127.0.0.1:8200`, which nothing in the unsealer's pod serves.
 //!
 //! Its lines are the script's lines. The unsealer needs no API access (the kubelet mounts its
 //! keys), so it makes no API request. No unsealer, no unseal: Vault stays sealed.
@@ -91,6 +98,19 @@ fn wget_error(e: &VaultCallError) -> String {
     }
 }
 
+/// The address the unsealer's CLI sends `sys/unseal` to: the variable its binary reads.
+fn cli_addr(container: &Value, cli: &str, image: &str) -> String {
+    let is_bao =
+        cli == "bao" || kubelet::image_clis(image).is_some_and(|clis| clis.contains(&"bao"));
+    let bao = is_bao.then(|| env(container, "BAO_ADDR")).flatten();
+    bao.or_else(|| env(container, "VAULT_ADDR"))
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| DEFAULT_CLI_ADDR.to_string())
+}
+
+/// Where the Vault and OpenBao CLIs connect without an address variable.
+const DEFAULT_CLI_ADDR: &str = "https://127.0.0.1:8200";
+
 fn file_name(f: &VolumeFile) -> &str {
     f.path.rsplit('/').next().unwrap_or(&f.path)
 }
@@ -110,7 +130,15 @@ impl Unsealer {
             return;
         }
         let log = |line: &str| rt.log(&uid, &cname, line);
-        let addr = env(container, "VAULT_ADDR").unwrap_or_default();
+        // The script's `addr="${BAO_ADDR:-${VAULT_ADDR:-}}"`, which its wget polls.
+        let addr = env(container, "BAO_ADDR")
+            .filter(|a| !a.is_empty())
+            .or_else(|| env(container, "VAULT_ADDR"))
+            .unwrap_or_default();
+        let image = container["image"].as_str().unwrap_or("");
+        let cli = env(container, "UNSEAL_CLI").unwrap_or_else(|| "vault".to_string());
+        let cli_found = kubelet::image_clis(image).is_none_or(|clis| clis.contains(&cli.as_str()));
+        let cli_addr = cli_addr(container, &cli, image);
         if rt.fresh(&uid, &cname) {
             log(&format!(
                 "vault-unsealer: watching {addr} every {}s as uid {} gid {}",
@@ -209,6 +237,25 @@ impl Unsealer {
                     file_name(f)
                 ));
             };
+            if !cli_found {
+                log(&format!("sh: {cli}: not found"));
+                log(&format!(
+                    "vault-unsealer: submitting {} failed",
+                    file_name(f)
+                ));
+                continue;
+            }
+            // Nothing listens on the unsealer pod's own loopback.
+            let reached = if cli_addr == DEFAULT_CLI_ADDR {
+                Err(VaultCallError::Refused("127.0.0.1:8200".into()))
+            } else {
+                self.vault
+                    .resolve(shared, &cli_addr, kit::meta(pod, "namespace"))
+            };
+            if let Err(e) = reached {
+                failed(format!("Put \"{cli_addr}/v1/sys/unseal\": {e}"));
+                continue;
+            }
             match self
                 .vault
                 .call("PUT", "sys/unseal", None, Some(&json!({"key": raw.trim()})))
@@ -220,7 +267,7 @@ impl Unsealer {
                 }
                 Ok((200, _)) => {}
                 Ok((code, body)) => failed(format!(
-                    "Error making API request.\n\nURL: PUT {addr}/v1/sys/unseal\n{}",
+                    "Error making API request.\n\nURL: PUT {cli_addr}/v1/sys/unseal\n{}",
                     vault_errors(code, &body)
                 )),
                 Err(e) => failed(e.to_string()),

@@ -83,7 +83,7 @@ const REVIEWER_UNAUTHORIZED: &str = "lookup failed: service account unauthorized
 /// false`), so Vault has no local token to review with.
 fn vault_pod_identity(shared: &Shared) -> Option<Option<UserInfo>> {
     let pod = kit::list(shared, "/pods", None).into_iter().find(|p| {
-        p["metadata"]["labels"]["app.kubernetes.io/name"] == "vault"
+        super::charts::is_vault_server_name(&p["metadata"]["labels"]["app.kubernetes.io/name"])
             && p["status"]["phase"] == "Running"
             && p["metadata"]["deletionTimestamp"].is_null()
             && shared
