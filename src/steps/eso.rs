@@ -109,18 +109,22 @@ impl Step for EsoReady {
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         let waits = StepWaits::new(ctx, ctx.kube().await?, self.timeout);
+        // The release first: when Helm failed, its HelmRelease says why. Then the rest side
+        // by side, so the step goes on one watch event after the last of them holds.
         waits.release_ready(&self.namespace, &self.release).await?;
-        waits.crds_established(&CRDS).await?;
-        waits
-            .deployments_available(&self.namespace, &self.deployments())
-            .await?;
         let api: Api<ValidatingWebhookConfiguration> = Api::all(ctx.kube().await?);
-        for name in WEBHOOK_CONFIGS {
-            waits
-                .until(
+        let described: Vec<String> = WEBHOOK_CONFIGS
+            .iter()
+            .map(|name| format!("ValidatingWebhookConfiguration {name}"))
+            .collect();
+        let webhooks = WEBHOOK_CONFIGS
+            .iter()
+            .zip(&described)
+            .map(|(name, object)| {
+                waits.until(
                     api.clone(),
                     name,
-                    &format!("ValidatingWebhookConfiguration {name}"),
+                    object,
                     "CA bundle injected",
                     |o: Option<&ValidatingWebhookConfiguration>| match o {
                         Some(c) if ca_injected(c) => Check::done("CA bundle injected"),
@@ -130,8 +134,13 @@ impl Step for EsoReady {
                         None => Check::pending("not created yet"),
                     },
                 )
-                .await?;
-        }
+            });
+        let deployments = self.deployments();
+        tokio::try_join!(
+            waits.crds_established(&CRDS),
+            waits.deployments_available(&self.namespace, &deployments),
+            futures::future::try_join_all(webhooks),
+        )?;
         Ok(StepOutcome::ready())
     }
 

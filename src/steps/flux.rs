@@ -233,7 +233,11 @@ impl Step for FluxReady {
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         let waits = StepWaits::new(ctx, ctx.kube().await?, self.timeout);
-        waits.crds_established(&CRDS).await?;
+        // Side by side: the step goes on one watch event after the last of them holds.
+        tokio::try_join!(
+            waits.crds_established(&CRDS),
+            waits.deployments_available(&self.namespace, &CONTROLLERS),
+        )?;
         // A CRD being deleted still says Established until its finalizers let it go; waiting
         // cannot help, and the Flux objects of the later steps would go with it.
         if let Verified::DoesNotHold { reason } = crds_established(ctx.kube().await?, &CRDS).await?
@@ -242,9 +246,6 @@ impl Step for FluxReady {
                 "{reason}; find what holds its deletion (`kubectl get crd NAME -o jsonpath='{{.metadata.finalizers}}'`), let the deletion finish, then `kubestrap apply --resume` installs it again (flux.install)"
             )));
         }
-        waits
-            .deployments_available(&self.namespace, &CONTROLLERS)
-            .await?;
         Ok(StepOutcome::ready())
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ::kube::Api;
 use ::kube::core::{ApiResource, DynamicObject};
+use futures::future::try_join_all;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use serde::de::DeserializeOwned;
@@ -173,24 +174,30 @@ impl<'a> StepWaits<'a> {
         .await
     }
 
-    /// Until every named Deployment is Available, one after the other.
+    /// Until every named Deployment is Available. The waits run side by side: once the last
+    /// one turns Available the step goes on after that one watch event, instead of opening one
+    /// watch after another for those that already were (a round trip each). The first failure
+    /// ends them all.
     pub(crate) async fn deployments_available(
         &self,
         namespace: &str,
         names: &[&str],
     ) -> Result<(), StepError> {
-        for name in names {
-            self.deployment_available(namespace, name).await?;
-        }
-        Ok(())
+        try_join_all(
+            names
+                .iter()
+                .map(|name| self.deployment_available(namespace, name)),
+        )
+        .await
+        .map(drop)
     }
 
-    /// Until every named CustomResourceDefinition is Established.
+    /// Until every named CustomResourceDefinition is Established, side by side (as
+    /// [`Self::deployments_available`]).
     pub(crate) async fn crds_established(&self, names: &[&str]) -> Result<(), StepError> {
-        for name in names {
-            self.crd_established(name).await?;
-        }
-        Ok(())
+        try_join_all(names.iter().map(|name| self.crd_established(name)))
+            .await
+            .map(drop)
     }
 
     /// Until the CustomResourceDefinition is Established.
