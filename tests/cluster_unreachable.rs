@@ -21,15 +21,7 @@ fn dead_kubeconfig(dir: &Path) {
         ),
     )
     .unwrap();
-    std::fs::create_dir_all(dir.join("module")).unwrap();
-    std::fs::write(dir.join("module/main.tf"), "").unwrap();
-    let _ = common::write_playbook(
-        dir,
-        &common::MINIMAL.replace(
-            "provider = \"existing\"",
-            "provider = \"existing\"\nkubeconfig = \"dead.yaml\"\n\n[terraform]\ndir = \"module\"",
-        ),
-    );
+    let _ = common::write_existing_playbook(dir, Path::new("dead.yaml"), "");
 }
 
 fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {

@@ -17,8 +17,8 @@ use kube::api::LogParams;
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
 use kubestrap_test_support::{
-    Bootstrap, Options, STEPS, finished, kubestrap_bin, runtime, sandbox_playbook_copy, text,
-    workspace_root,
+    Bootstrap, Options, assert_all_done, assert_vault_restarted, finished, kubestrap_bin, runtime,
+    sandbox_playbook_copy, text, workspace_root,
 };
 use serde_json::Value;
 
@@ -44,15 +44,7 @@ fn bootstrap_openbao(vault_server: Option<PathBuf>) -> (Bootstrap, Value) {
             ..Options::default()
         },
     );
-    let steps = finished(&fx.apply_all_done());
-    let restart = steps
-        .iter()
-        .find(|s| s["step"] == "verify.vault")
-        .expect("verify.vault ran");
-    assert_eq!(
-        restart["changed"], true,
-        "the OpenBao pod was restarted and unsealed again: {restart}"
-    );
+    assert_vault_restarted(&finished(&fx.apply_all_done()));
 
     let status = runtime().block_on(async {
         let client = fx.client().await;
@@ -266,19 +258,7 @@ fn shipped_sandbox_openbao_playbook_bootstraps_with_the_restart_proof() {
             ("CLOUDFLARE_API_TOKEN", "cf_shipped_openbao_example"),
         ],
     );
-    assert!(out.status.success(), "{}", text(&out));
-    let steps = finished(&out);
-    assert_eq!(steps.len(), STEPS, "{}", text(&out));
-    assert!(
-        steps.iter().all(|s| s["status"] == "done"),
-        "{}",
-        text(&out)
-    );
-    let restart = steps
-        .iter()
-        .find(|s| s["step"] == "verify.vault")
-        .expect("verify.vault ran");
-    assert_eq!(restart["changed"], true, "{restart}");
+    assert_vault_restarted(&assert_all_done(&out));
     let kubeconfig = root.join("playbooks/.kubestrap/sandbox-openbao/sandbox/kubeconfig");
     runtime().block_on(async {
         let client = kubestrap_test_support::kube_client_from(&kubeconfig).await;

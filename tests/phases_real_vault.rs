@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kubestrap_test_support::{Bootstrap, Options, finished, kubestrap_bin, runtime, text};
+use kubestrap_test_support::{
+    Bootstrap, Options, assert_vault_restarted, finished, kubestrap_bin, runtime, text,
+};
 use serde_json::Value;
 
 #[test]
@@ -28,15 +30,7 @@ fn five_phases_on_a_real_openbao_with_the_restart_proof() {
             ..Options::default()
         },
     );
-    let steps = finished(&fx.apply_all_done());
-    let restart = steps
-        .iter()
-        .find(|s| s["step"] == "verify.vault")
-        .expect("verify.vault ran");
-    assert_eq!(
-        restart["changed"], true,
-        "the Vault pod was restarted: {restart}"
-    );
+    assert_vault_restarted(&finished(&fx.apply_all_done()));
 
     let rt = runtime();
     rt.block_on(async {

@@ -510,23 +510,6 @@ fn unseal_on_a_sandbox_that_is_not_running_says_how_to_start_it() {
     );
 }
 
-/// A playbook (provider `existing`) on the kubeconfig `kubeconfig`, with `vault_extra` in
-/// `[vault]`.
-fn existing_playbook(dir: &std::path::Path, kubeconfig: &std::path::Path, vault_extra: &str) {
-    std::fs::create_dir_all(dir.join("module")).unwrap();
-    std::fs::write(dir.join("module/main.tf"), "").unwrap();
-    let _ = common::write_playbook(
-        dir,
-        &common::MINIMAL.replace(
-            "provider = \"existing\"",
-            &format!(
-                "provider = \"existing\"\nkubeconfig = {:?}\n\n[terraform]\ndir = \"module\"\n\n[vault]\n{vault_extra}",
-                kubeconfig.display().to_string()
-            ),
-        ),
-    );
-}
-
 /// An uninitialised Vault (the chart installed, `sys/init` never called): exit 1 saying to run
 /// `apply`, once and in `--watch` (one line, however many polls; SIGTERM ends it with exit 0);
 /// a Vault Service that does not exist: exit 1 saying Vault cannot be reached.
@@ -539,7 +522,7 @@ fn unseal_on_an_uninitialised_or_missing_vault_says_what_to_do() {
     let (handle, client) = rt.block_on(common::start_sandbox(cfg));
     rt.block_on(common::wait_pod_running(&client, "vault", "vault-0"));
     let dir = tempfile::tempdir().unwrap();
-    existing_playbook(dir.path(), &handle.kubeconfig_path(), "");
+    let _ = common::write_existing_playbook(dir.path(), &handle.kubeconfig_path(), "");
 
     let out = common::run(&kubestrap_bin!(), &["unseal"], dir.path(), &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -577,7 +560,7 @@ fn unseal_on_an_uninitialised_or_missing_vault_says_what_to_do() {
         "{seen:#?}"
     );
 
-    existing_playbook(
+    let _ = common::write_existing_playbook(
         dir.path(),
         &handle.kubeconfig_path(),
         "namespace = \"nowhere\"\n",
@@ -613,7 +596,7 @@ fn unseal_on_an_unreachable_cluster_names_it() {
         ),
     )
     .unwrap();
-    existing_playbook(dir.path(), &kubeconfig, "");
+    let _ = common::write_existing_playbook(dir.path(), &kubeconfig, "");
     let out = common::run(&kubestrap_bin!(), &["unseal"], dir.path(), &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);

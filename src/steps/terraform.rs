@@ -543,13 +543,7 @@ mod tests {
                 route("C", "bootstrap/other", "token"),
             ],
             timeout: HumanDuration::from_secs(60),
-            endpoint: VaultEndpoint {
-                namespace: "vault".into(),
-                service: "vault".into(),
-                pod: "vault-0".into(),
-                access: crate::playbook::VaultAccess::PortForward,
-                address: None,
-            },
+            endpoint: VaultEndpoint::default_port_forward(),
             keys_secret: "vault-init-keys".into(),
             pass_env: Vec::new(),
         }

@@ -461,13 +461,7 @@ mod tests {
 
     fn target() -> UnsealTarget {
         UnsealTarget {
-            endpoint: VaultEndpoint {
-                namespace: "vault".into(),
-                service: "vault".into(),
-                pod: "vault-0".into(),
-                access: VaultAccess::PortForward,
-                address: None,
-            },
+            endpoint: VaultEndpoint::default_port_forward(),
             keys_secret: "vault-init-keys".into(),
             playbook: PathBuf::from("kubestrap.toml"),
         }

@@ -62,6 +62,19 @@ pub struct VaultEndpoint {
 }
 
 impl VaultEndpoint {
+    /// The chart's defaults (`vault/vault`, pod `vault-0`) through a port-forward: the unit
+    /// tests' endpoint.
+    #[cfg(test)]
+    pub(crate) fn default_port_forward() -> Self {
+        Self {
+            namespace: "vault".into(),
+            service: "vault".into(),
+            pod: "vault-0".into(),
+            access: VaultAccess::PortForward,
+            address: None,
+        }
+    }
+
     pub(crate) fn from_playbook(pb: &LoadedPlaybook) -> Self {
         let v = &pb.playbook.vault;
         let names = VaultNames::new(v.flavor, &v.release);
@@ -1088,13 +1101,7 @@ mod tests {
 
     fn configure(paths: &[&str]) -> VaultConfigure {
         VaultConfigure {
-            endpoint: VaultEndpoint {
-                namespace: "vault".into(),
-                service: "vault".into(),
-                pod: "vault-0".into(),
-                access: VaultAccess::PortForward,
-                address: None,
-            },
+            endpoint: VaultEndpoint::default_port_forward(),
             kv_mount: "secret".into(),
             auth_mount: "kubernetes".into(),
             eso_policy: "external-secrets".into(),

@@ -270,14 +270,7 @@ terraform = "120s"
     #[must_use]
     pub fn apply_all_done(&self) -> Output {
         let out = self.run(&["apply", "--output", "json"], true);
-        assert!(out.status.success(), "{}", text(&out));
-        let steps = finished(&out);
-        assert_eq!(steps.len(), STEPS, "{}", text(&out));
-        assert!(
-            steps.iter().all(|s| s["status"] == "done"),
-            "{}",
-            text(&out)
-        );
+        assert_all_done(&out);
         out
     }
 
@@ -426,4 +419,33 @@ terraform = "120s"
             .unwrap()
             .unwrap();
     }
+}
+
+/// Checks that an `apply --output json` succeeded with every one of the playbook's [`STEPS`]
+/// steps done; returns their `step_finished` events.
+///
+/// # Panics
+/// When the run failed or a step did not end `done`.
+pub fn assert_all_done(out: &Output) -> Vec<Value> {
+    assert!(out.status.success(), "{}", text(out));
+    let steps = finished(out);
+    assert_eq!(steps.len(), STEPS, "{}", text(out));
+    assert!(steps.iter().all(|s| s["status"] == "done"), "{}", text(out));
+    steps
+}
+
+/// Checks that `verify.vault` restarted the Vault pod and saw it unsealed again (the restart
+/// proof, `[verify] restart_vault`), among a run's `step_finished` events.
+///
+/// # Panics
+/// When verify.vault did not run or changed nothing.
+pub fn assert_vault_restarted(steps: &[Value]) {
+    let restart = steps
+        .iter()
+        .find(|s| s["step"] == "verify.vault")
+        .expect("verify.vault ran");
+    assert_eq!(
+        restart["changed"], true,
+        "the Vault pod was restarted and unsealed again: {restart}"
+    );
 }

@@ -51,6 +51,26 @@ pub fn write_playbook(dir: &Path, text: &str) -> PathBuf {
     path
 }
 
+/// Writes [`MINIMAL`] on the cluster of `kubeconfig` (provider `existing`), with an empty
+/// Terraform module in `dir/module` and `vault_extra` in `[vault]`; returns the path.
+///
+/// # Panics
+/// When a file cannot be written.
+pub fn write_existing_playbook(dir: &Path, kubeconfig: &Path, vault_extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("module")).expect("create the module directory");
+    std::fs::write(dir.join("module/main.tf"), "").expect("write the module");
+    write_playbook(
+        dir,
+        &MINIMAL.replace(
+            "provider = \"existing\"",
+            &format!(
+                "provider = \"existing\"\nkubeconfig = {:?}\n\n[terraform]\ndir = \"module\"\n\n[vault]\n{vault_extra}",
+                kubeconfig.display().to_string()
+            ),
+        ),
+    )
+}
+
 /// Run `bin ARGS` in `cwd` with `env` added (and `KUBECONFIG` removed, so no ambient cluster
 /// is reached) to completion within a minute.
 ///

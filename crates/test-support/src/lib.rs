@@ -18,11 +18,14 @@ pub mod scan;
 mod vault_server;
 mod wait;
 
-pub use bootstrap::{Bootstrap, Options, RUN_LIMIT, STEPS};
+pub use bootstrap::{
+    Bootstrap, Options, RUN_LIMIT, STEPS, assert_all_done, assert_vault_restarted,
+};
 pub use echo::EchoBackend;
 pub use kubectl::{find_kubectl, find_kubectl_version, kubectl_or_skip, kubectl_version_or_skip};
 pub use kubestrap::{
-    MINIMAL, copy_tree, run, sandbox_playbook_copy, workspace_root, write_playbook,
+    MINIMAL, copy_tree, run, sandbox_playbook_copy, workspace_root, write_existing_playbook,
+    write_playbook,
 };
 pub use process::{Lines, events, finished, runtime, serving_runtime, text, wait_with_timeout};
 pub use sandbox::{
