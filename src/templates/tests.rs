@@ -104,6 +104,15 @@ fn rendered() -> Vec<(&'static str, Vec<Value>)> {
         .collect()
 }
 
+/// The objects of a rendered manifest, as JSON.
+fn values_of(text: &str) -> Vec<Value> {
+    parse_manifests(text)
+        .unwrap()
+        .into_iter()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .collect()
+}
+
 fn find<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
     objects
         .iter()
@@ -359,11 +368,7 @@ fn templates_honour_every_playbook_name() {
     .render()
     .unwrap();
     assert!(!text.contains("flux-system"), "{text}");
-    let objects: Vec<Value> = parse_manifests(&text)
-        .unwrap()
-        .into_iter()
-        .map(|o| serde_json::to_value(o).unwrap())
-        .collect();
+    let objects: Vec<Value> = values_of(&text);
     let repo = find(&objects, "GitRepository");
     assert_eq!(repo["metadata"]["name"], "gitops");
     assert_eq!(repo["metadata"]["namespace"], "gitops");
@@ -388,11 +393,7 @@ fn templates_honour_every_playbook_name() {
         !text.contains("flux-system") && !text.contains("name: vault"),
         "{text}"
     );
-    let objects: Vec<Value> = parse_manifests(&text)
-        .unwrap()
-        .into_iter()
-        .map(|o| serde_json::to_value(o).unwrap())
-        .collect();
+    let objects: Vec<Value> = values_of(&text);
     assert_eq!(
         find(&objects, "Namespace")["metadata"]["name"],
         "secrets-mgmt"
@@ -420,11 +421,7 @@ fn templates_honour_every_playbook_name() {
     }
     .render()
     .unwrap();
-    let objects: Vec<Value> = parse_manifests(&text)
-        .unwrap()
-        .into_iter()
-        .map(|o| serde_json::to_value(o).unwrap())
-        .collect();
+    let objects: Vec<Value> = values_of(&text);
     assert_eq!(find(&objects, "Namespace")["metadata"]["name"], "ops");
     let hr = find(&objects, "HelmRelease");
     assert_eq!(hr["metadata"]["name"], "eso");
@@ -472,11 +469,7 @@ fn openbao_flavor_renders_the_openbao_chart_and_the_bao_cli() {
         !vault_text.contains("raft"),
         "Vault keeps its chart's default"
     );
-    let objects: Vec<Value> = parse_manifests(&text)
-        .unwrap()
-        .into_iter()
-        .map(|o| serde_json::to_value(o).unwrap())
-        .collect();
+    let objects: Vec<Value> = values_of(&text);
     let repo = find(&objects, "HelmRepository");
     assert_eq!(repo["metadata"]["name"], "openbao");
     assert_eq!(
@@ -518,11 +511,7 @@ fn openbao_flavor_renders_the_openbao_chart_and_the_bao_cli() {
     }
     .render()
     .unwrap();
-    let objects: Vec<Value> = parse_manifests(&text)
-        .unwrap()
-        .into_iter()
-        .map(|o| serde_json::to_value(o).unwrap())
-        .collect();
+    let objects: Vec<Value> = values_of(&text);
     let container = &find(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "quay.io/openbao/openbao:2.6.2");
     let env = |name: &str| {
