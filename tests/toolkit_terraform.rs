@@ -163,7 +163,9 @@ fn workspace(real_tf: &Path) -> Workspace {
     write_script(
         &bin.join("curl"),
         &format!(
-            "#!/bin/sh\n{{ printf 'ARGV curl'; for a in \"$@\"; do printf ' [%s]' \"$a\"; done; printf '\\n'; }} >> '{log}'\n\
+            // One printf per line: terraform's provider runs its curls side by side, and
+            // several small appends from two processes interleave in the record.
+            "#!/bin/sh\nline='ARGV curl'; for a in \"$@\"; do line=\"$line [$a]\"; done\nprintf '%s\\n' \"$line\" >> '{log}'\n\
              exec '{}' \"$@\"\n",
             real_curl.display()
         ),
