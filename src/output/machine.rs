@@ -162,7 +162,32 @@ impl<'a> StatusDoc<'a> {
     }
 }
 
-/// One line of `apply --output json`.
+/// One line of `apply --output json`: the event and when it was emitted.
+///
+/// Why a timestamp on every line: a consumer reading the stream (a CI log collector, a
+/// benchmark measuring how fast a wait reacts) learns when the run saw something, not when the
+/// pipe delivered it; the two differ by scheduling, buffering and the reader's own load.
+#[derive(Debug, Serialize)]
+pub struct EventLine<'a> {
+    /// The event's fields, `event` first.
+    #[serde(flatten)]
+    pub doc: EventDoc<'a>,
+    /// When kubestrap emitted it (RFC 3339, UTC, nanoseconds).
+    pub at: jiff::Timestamp,
+}
+
+impl<'a> EventLine<'a> {
+    /// `event`, stamped now.
+    #[must_use]
+    pub fn now(event: &'a RunEvent) -> Self {
+        Self {
+            doc: EventDoc::new(event),
+            at: jiff::Timestamp::now(),
+        }
+    }
+}
+
+/// The event part of one line of `apply --output json`.
 #[derive(Debug, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EventDoc<'a> {

@@ -6,7 +6,7 @@ pub mod plan;
 pub mod progress;
 pub mod result;
 
-pub use machine::{EventDoc, FORMAT_VERSION, PlanDoc, StatusDoc};
+pub use machine::{EventDoc, EventLine, FORMAT_VERSION, PlanDoc, StatusDoc};
 pub use plan::{render_dot, render_json, render_text};
 pub use progress::{JsonLines, PlainLines, TtyProgress, render_summary};
 pub use result::{RunResult, VaultResult};

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::machine::{EventDoc, end_name};
+use super::machine::{EventLine, end_name};
 use crate::engine::{
     Phase, RunEvent, RunReport, RunStatus, StepEnd, StepId, StepReport, Subscriber, SubscriberError,
 };
@@ -73,7 +73,7 @@ impl<W: Write + Send> JsonLines<W> {
 
 impl<W: Write + Send> Subscriber for JsonLines<W> {
     fn on_event(&mut self, event: &RunEvent) -> Result<(), SubscriberError> {
-        let line = serde_json::to_string(&EventDoc::new(event)).unwrap_or_default();
+        let line = serde_json::to_string(&EventLine::now(event)).unwrap_or_default();
         ignore_io(writeln!(self.out, "{line}").and_then(|()| self.out.flush()))
     }
 }
@@ -622,9 +622,25 @@ mod tests {
         })
         .unwrap();
         let text = String::from_utf8(out).unwrap();
+        // Each line ends with the time it was emitted; the rest is the event's own fields.
+        let mut stamps = Vec::new();
+        let events: Vec<String> = text
+            .lines()
+            .map(|line| {
+                let (event, at) = line.rsplit_once(",\"at\":\"").expect(line);
+                let at = at.strip_suffix("\"}").expect(line);
+                stamps.push(at.parse::<jiff::Timestamp>().expect(at));
+                format!("{event}}}")
+            })
+            .collect();
         assert_eq!(
-            text,
-            "{\"event\":\"step_finished\",\"step\":\"a\",\"status\":\"done\",\"changed\":true,\"outcome\":\"changed\",\"duration_ms\":1500,\"waited_ms\":0}\n{\"event\":\"run_finished\",\"status\":\"succeeded\",\"duration_ms\":7}\n"
+            events,
+            [
+                "{\"event\":\"step_finished\",\"step\":\"a\",\"status\":\"done\",\"changed\":true,\"outcome\":\"changed\",\"duration_ms\":1500,\"waited_ms\":0}",
+                "{\"event\":\"run_finished\",\"status\":\"succeeded\",\"duration_ms\":7}",
+            ]
         );
+        assert!(stamps[0] <= stamps[1], "{stamps:?}");
+        assert!(text.ends_with('\n'));
     }
 }

@@ -67,6 +67,8 @@ struct ResultEvent<'a> {
     version: u32,
     #[serde(flatten)]
     result: &'a RunResult,
+    /// When it was written, as on every event line.
+    at: jiff::Timestamp,
 }
 
 impl RunResult {
@@ -79,6 +81,7 @@ impl RunResult {
             event: "result",
             version: FORMAT_VERSION,
             result: self,
+            at: jiff::Timestamp::now(),
         };
         serde_json::to_writer(&mut *out, &doc).map_err(io::Error::other)?;
         writeln!(out)?;
@@ -197,6 +200,11 @@ mod tests {
         assert_eq!(v["keys_secret"], "vault/vault-init-keys");
         assert_eq!(v["stop"], "kubestrap sandbox down --dir s");
         assert_eq!(v["report"], "r.json");
+        v["at"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap();
         assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
     }
 }
