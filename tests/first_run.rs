@@ -151,6 +151,14 @@ fn init_sandbox_plans_and_applies_unedited_and_apply_ends_with_the_result_block(
         assert!(ready.contains(&step), "{step} not ready: {ready:?}");
     }
     assert!(finished.iter().all(|e| e["waited_ms"].is_u64()));
+    // The bug this guards: flux.ready and eso.ready wait for several objects side by side, and
+    // each wait's time was added up (flux.ready reported 88 ms waited in 17 ms).
+    for e in &finished {
+        assert!(
+            e["waited_ms"].as_u64() <= e["duration_ms"].as_u64(),
+            "waited longer than it took: {e}"
+        );
+    }
 
     // A terminal (`script` gives the run a pty): the live lines are drawn on it, and the
     // screen still ends with the block.

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
@@ -16,6 +15,7 @@ use super::events::{EventBus, RunEvent, RunMode};
 use super::identity::{Identities, Identity};
 use super::resources::{Finish, Resources, RunControl};
 use super::step::{StepError, StepId};
+use super::wait_clock::{WaitClock, WaitSpan};
 use crate::playbook::LoadedPlaybook;
 use crate::secrets::{Redactor, SecretStore};
 
@@ -102,8 +102,8 @@ pub struct StepContext {
     outputs: BTreeMap<StepId, serde_json::Value>,
     started: Instant,
     cancel: CancellationToken,
-    /// Microseconds spent waiting for conditions (see [`StepContext::record_wait`]).
-    waited_us: AtomicU64,
+    /// Time spent waiting for conditions (see [`StepContext::waiting`]).
+    waits: WaitClock,
 }
 
 impl StepContext {
@@ -121,7 +121,7 @@ impl StepContext {
             outputs,
             started: Instant::now(),
             cancel,
-            waited_us: AtomicU64::new(0),
+            waits: WaitClock::default(),
         }
     }
 
@@ -233,17 +233,17 @@ impl StepContext {
         });
     }
 
-    /// Count `waited` as time this step spent waiting for a condition (a watch, a poll): the
-    /// step's report says how long it waited, apart from how long it took.
-    pub fn record_wait(&self, waited: Duration) {
-        let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
-        self.waited_us.fetch_add(us, Ordering::Relaxed);
+    /// Counts the time until the returned span is dropped as time this step spent waiting for
+    /// a condition (a watch, a poll): the step's report says how long it waited, apart from how
+    /// long it took. Waits that run side by side count once.
+    pub fn waiting(&self) -> WaitSpan<'_> {
+        self.waits.open()
     }
 
     /// Time spent waiting for conditions so far.
     #[must_use]
     pub fn waited(&self) -> Duration {
-        Duration::from_micros(self.waited_us.load(Ordering::Relaxed))
+        self.waits.waited()
     }
 
     /// Cancelled when the run is interrupted; long waits should select on it.

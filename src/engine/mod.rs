@@ -20,6 +20,7 @@ pub mod resources;
 pub mod retry;
 pub mod session;
 pub mod step;
+mod wait_clock;
 mod walk;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointWriter, StepRecord, StepStatus};
@@ -40,4 +41,5 @@ pub use session::{
     plan, status, status_name,
 };
 pub use step::{Action, BoxError, Op, Phase, Step, StepError, StepId, StepOutcome, Verified};
+pub use wait_clock::WaitSpan;
 pub use walk::RunReport;

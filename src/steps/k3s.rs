@@ -766,12 +766,12 @@ impl K3sReady {
         let options = wait_options(self.timeout);
         let mut report = reporter(ctx);
         // First any node at all (a fresh k3s registers its node a moment after /readyz).
-        let started = std::time::Instant::now();
+        let waiting = ctx.waiting();
         let first = cancellable(ctx, async {
             wait_any_node(api.clone(), &options, &mut report).await
         })
         .await;
-        ctx.record_wait(started.elapsed());
+        drop(waiting);
         let first = first?;
         let mut names = vec![first];
         let listed = api

@@ -39,9 +39,9 @@ macro_rules! check_step {
             }
 
             async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
-                let started = std::time::Instant::now();
+                let waiting = ctx.waiting();
                 let converged = converge(ctx, self.converge, || self.check(ctx)).await;
-                ctx.record_wait(started.elapsed());
+                drop(waiting);
                 converged?;
                 Ok(StepOutcome::ready())
             }
@@ -198,13 +198,12 @@ impl VerifyVault {
                 )));
             }
             ctx.progress(format!("waiting for Vault unsealed: {last}"));
-            let napped = std::time::Instant::now();
+            let _waiting = ctx.waiting();
             cancellable(ctx, async {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 Ok(())
             })
             .await?;
-            ctx.record_wait(napped.elapsed());
         }
     }
 }

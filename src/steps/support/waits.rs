@@ -96,6 +96,7 @@ impl<'a> StepWaits<'a> {
         wait: impl Future<Output = Result<T, WaitError>>,
     ) -> Result<T, StepError> {
         let started = tokio::time::Instant::now();
+        let waiting = self.ctx.waiting();
         let outcome = cancellable(self.ctx, async {
             Ok(tokio::select! {
                 r = wait => Ok(r),
@@ -103,7 +104,7 @@ impl<'a> StepWaits<'a> {
             })
         })
         .await;
-        self.ctx.record_wait(started.elapsed());
+        drop(waiting);
         match outcome? {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
