@@ -109,9 +109,9 @@ impl Step for EsoReady {
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         let waits = StepWaits::new(ctx, ctx.kube().await?, self.timeout);
-        // The release first: when Helm failed, its HelmRelease says why. Then the rest side
-        // by side, so the step goes on one watch event after the last of them holds.
-        waits.release_ready(&self.namespace, &self.release).await?;
+        // Everything side by side with the release, so the step goes on one watch event after
+        // the last of them holds; one walk from the release names whatever is stuck.
+        let shared = waits.sharing_a_walk(&self.namespace, &self.release);
         let api: Api<ValidatingWebhookConfiguration> = Api::all(ctx.kube().await?);
         let described: Vec<String> = WEBHOOK_CONFIGS
             .iter()
@@ -121,7 +121,7 @@ impl Step for EsoReady {
             .iter()
             .zip(&described)
             .map(|(name, object)| {
-                waits.until(
+                shared.until(
                     api.clone(),
                     name,
                     object,
@@ -136,11 +136,16 @@ impl Step for EsoReady {
                 )
             });
         let deployments = self.deployments();
-        tokio::try_join!(
-            waits.crds_established(&CRDS),
-            waits.deployments_available(&self.namespace, &deployments),
-            futures::future::try_join_all(webhooks),
-        )?;
+        let rest = async {
+            tokio::try_join!(
+                shared.crds_established(&CRDS),
+                shared.deployments_available(&self.namespace, &deployments),
+                futures::future::try_join_all(webhooks),
+            )
+        };
+        waits
+            .below_release(&self.namespace, &self.release, rest)
+            .await?;
         Ok(StepOutcome::ready())
     }
 

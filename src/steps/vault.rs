@@ -149,9 +149,13 @@ impl Step for VaultReady {
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         let waits = StepWaits::new(ctx, ctx.kube().await?, self.timeout);
-        waits.release_ready(&self.namespace, &self.release).await?;
+        let shared = waits.sharing_a_walk(&self.namespace, &self.release);
         waits
-            .pod(&self.namespace, &self.pod, crate::kube::PodState::Running)
+            .below_release(
+                &self.namespace,
+                &self.release,
+                shared.pod(&self.namespace, &self.pod, crate::kube::PodState::Running),
+            )
             .await?;
         Ok(StepOutcome::ready())
     }

@@ -71,6 +71,9 @@ pub(crate) struct StepWaits<'a> {
     ctx: &'a StepContext,
     client: ::kube::Client,
     options: WaitOptions,
+    /// Where a failed wait's root-cause walk starts when not at the wait's own object; such
+    /// waits leave the periodic walk to whoever set it (see [`Self::below_release`]).
+    shared_root: Option<String>,
 }
 
 impl<'a> StepWaits<'a> {
@@ -84,6 +87,50 @@ impl<'a> StepWaits<'a> {
             ctx,
             client,
             options: wait_options(timeout),
+            shared_root: None,
+        }
+    }
+
+    /// The same waits sharing the root-cause walk of `release`'s HelmRelease, for
+    /// [`Self::below_release`]: no periodic walk of their own, and a failed one explains itself
+    /// with the chain from the release down.
+    pub(crate) fn sharing_a_walk(&self, namespace: &str, release: &str) -> Self {
+        Self {
+            ctx: self.ctx,
+            client: self.client.clone(),
+            options: self.options,
+            shared_root: Some(wait::describe("HelmRelease", Some(namespace), release)),
+        }
+    }
+
+    /// Until the HelmRelease is Ready and, side by side, `rest` (waits of
+    /// [`Self::sharing_a_walk`] for the same release) holds, with one root-cause walk below the
+    /// HelmRelease for all of them.
+    ///
+    /// Why side by side: when the release turns Ready last (Helm's own wait holds it back until
+    /// its workloads are ready), the other waits' watches are already open and the step goes on
+    /// after that one event, instead of opening them one after another then. Why one walk from
+    /// the release: whichever object is stuck, the chain names it from the release down
+    /// (`Pod`, `StatefulSet`, `HelmRelease`), as a release-first wait did.
+    pub(crate) async fn below_release<T>(
+        &self,
+        namespace: &str,
+        release: &str,
+        rest: impl Future<Output = Result<T, StepError>>,
+    ) -> Result<T, StepError> {
+        let object = wait::describe("HelmRelease", Some(namespace), release);
+        let shared = self.sharing_a_walk(namespace, release);
+        let started = tokio::time::Instant::now();
+        // Boxed: the joined waits make a large future, and a debug build's worker stack holds
+        // it whole otherwise (a stack overflow in eso.ready).
+        let both = Box::pin(async {
+            tokio::try_join!(shared.release_ready(namespace, release), rest).map(|((), t)| t)
+        });
+        tokio::select! {
+            r = both => r,
+            f = watch_terminal(self.ctx, &self.client, &object) => {
+                Err(terminal_below(&object, started.elapsed(), &f))
+            }
         }
     }
 
@@ -97,10 +144,11 @@ impl<'a> StepWaits<'a> {
     ) -> Result<T, StepError> {
         let started = tokio::time::Instant::now();
         let waiting = self.ctx.waiting();
+        let root = self.shared_root.as_deref();
         let outcome = cancellable(self.ctx, async {
             Ok(tokio::select! {
                 r = wait => Ok(r),
-                f = watch_terminal(self.ctx, &self.client, object) => Err(f),
+                f = watch_terminal(self.ctx, &self.client, object), if root.is_none() => Err(f),
             })
         })
         .await;
@@ -108,7 +156,7 @@ impl<'a> StepWaits<'a> {
         match outcome? {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                let finding = diagnose::walk(&self.client, object).await;
+                let finding = diagnose::walk(&self.client, root.unwrap_or(object)).await;
                 Err(failed_wait(&e, finding.as_ref()))
             }
             Err(f) => Err(terminal_below(object, started.elapsed(), &f)),
