@@ -8,7 +8,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::obj;
-use super::support::checks::{crds_established, exists_with};
+use super::support::checks::{crd_being_deleted, crds_established, exists_with};
 use super::support::{
     ClusterContext, StepWaits, apply_yaml, cancellable, deployments_available, git_repository,
     plan_yaml, step_identity,
@@ -234,16 +234,24 @@ impl Step for FluxReady {
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         let waits = StepWaits::new(ctx, ctx.kube().await?, self.timeout);
         // Side by side: the step goes on one watch event after the last of them holds.
-        tokio::try_join!(
+        let (crds, ()) = tokio::try_join!(
             waits.crds_established(&CRDS),
             waits.deployments_available(&self.namespace, &CONTROLLERS),
         )?;
         // A CRD being deleted still says Established until its finalizers let it go; waiting
-        // cannot help, and the Flux objects of the later steps would go with it.
-        if let Verified::DoesNotHold { reason } = crds_established(ctx.kube().await?, &CRDS).await?
+        // cannot help, and the Flux objects of the later steps would go with it. The waits'
+        // last view tells (no second read after the last event).
+        if let Some(crd) = crds
+            .iter()
+            .find(|c| c.metadata.deletion_timestamp.is_some())
         {
+            let what = format!(
+                "CustomResourceDefinition {}",
+                crd.metadata.name.as_deref().unwrap_or_default()
+            );
             return Err(StepError::permanent(format!(
-                "{reason}; find what holds its deletion (`kubectl get crd NAME -o jsonpath='{{.metadata.finalizers}}'`), let the deletion finish, then `kubestrap apply --resume` installs it again (flux.install)"
+                "{}; find what holds its deletion (`kubectl get crd NAME -o jsonpath='{{.metadata.finalizers}}'`), let the deletion finish, then `kubestrap apply --resume` installs it again (flux.install)",
+                crd_being_deleted(&what)
             )));
         }
         Ok(StepOutcome::ready())

@@ -63,6 +63,11 @@ where
     })
 }
 
+/// Why a CRD being deleted does not count as established (`what` names it).
+pub(crate) fn crd_being_deleted(what: &str) -> String {
+    format!("{what} is being deleted (its custom resources are deleted with it)")
+}
+
 /// Whether every named CustomResourceDefinition exists, is not being deleted and is
 /// `Established=True` now: what a wait for the CRDs made sure of, checked once.
 ///
@@ -81,9 +86,7 @@ pub(crate) async fn crds_established(
         };
         if crd.metadata.deletion_timestamp.is_some() {
             return Ok(Verified::DoesNotHold {
-                reason: format!(
-                    "{what} is being deleted (its custom resources are deleted with it)"
-                ),
+                reason: crd_being_deleted(&what),
             });
         }
         let now = condition_now(&crd, &what, &established);

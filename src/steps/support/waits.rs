@@ -10,6 +10,7 @@ use ::kube::core::{ApiResource, DynamicObject};
 use futures::future::try_join_all;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::de::DeserializeOwned;
 
 use crate::engine::{StepContext, StepError, Verified};
@@ -242,15 +243,19 @@ impl<'a> StepWaits<'a> {
     }
 
     /// Until every named CustomResourceDefinition is Established, side by side (as
-    /// [`Self::deployments_available`]).
-    pub(crate) async fn crds_established(&self, names: &[&str]) -> Result<(), StepError> {
-        try_join_all(names.iter().map(|name| self.crd_established(name)))
-            .await
-            .map(drop)
+    /// [`Self::deployments_available`]); returns them as last seen.
+    pub(crate) async fn crds_established(
+        &self,
+        names: &[&str],
+    ) -> Result<Vec<CustomResourceDefinition>, StepError> {
+        try_join_all(names.iter().map(|name| self.crd_established(name))).await
     }
 
-    /// Until the CustomResourceDefinition is Established.
-    pub(crate) async fn crd_established(&self, name: &str) -> Result<(), StepError> {
+    /// Until the CustomResourceDefinition is Established; returns it as last seen.
+    pub(crate) async fn crd_established(
+        &self,
+        name: &str,
+    ) -> Result<CustomResourceDefinition, StepError> {
         let mut report = reporter(self.ctx);
         let object = wait::describe("CustomResourceDefinition", None, name);
         self.guard(
@@ -258,7 +263,6 @@ impl<'a> StepWaits<'a> {
             wait::crd_established(&self.client, name, &self.options, &mut report),
         )
         .await
-        .map(|_| ())
     }
 
     /// Until the pod is in `state`; returns it.
