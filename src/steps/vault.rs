@@ -647,18 +647,24 @@ impl TemplateStep for VaultAutoUnseal {
         ]
     }
 
-    /// Waits for the unsealer Deployment to be Available, then checks that it has every share
-    /// to mount: waiting cannot bring back a share missing from the keys Secret.
+    /// Waits for the unsealer Deployment to be Available and, side by side, checks that it has
+    /// every share to mount: waiting cannot bring back a share missing from the keys Secret
+    /// (so that fails at once), and the step goes on right after the Deployment's last event.
     async fn after_apply(&self, ctx: &StepContext) -> Result<(), StepError> {
-        StepWaits::new(ctx, ctx.kube().await?, self.timeout)
-            .deployment_available(&self.namespace, UNSEALER_NAME)
-            .await?;
-        match self.shares_present(ctx).await? {
-            Verified::Holds => Ok(()),
-            Verified::DoesNotHold { reason } => Err(StepError::permanent(format!(
-                "{reason}: put the missing entries back into the Secret from your copy of the unseal keys, then run `kubestrap apply --resume` (see the recovery section of the README)"
-            ))),
-        }
+        let waits = StepWaits::new(ctx, ctx.kube().await?, self.timeout);
+        let shares = async {
+            match self.shares_present(ctx).await? {
+                Verified::Holds => Ok(()),
+                Verified::DoesNotHold { reason } => Err(StepError::permanent(format!(
+                    "{reason}: put the missing entries back into the Secret from your copy of the unseal keys, then run `kubestrap apply --resume` (see the recovery section of the README)"
+                ))),
+            }
+        };
+        tokio::try_join!(
+            waits.deployment_available(&self.namespace, UNSEALER_NAME),
+            shares
+        )
+        .map(drop)
     }
 
     /// The unsealer works, not only exists as applied: its Deployment is Available and the
