@@ -117,6 +117,10 @@ pub struct VerifyVault {
     /// proves that instead of the unsealer. `None` for Shamir (and left out of the payload).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub static_seal: Option<super::seal_key::StaticSeal>,
+    /// Under the static seal, the keys Secret `vault.init` wrote: a pod created after it,
+    /// and unsealed, unsealed itself (nothing submits keys). `None` for Shamir.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys_secret: Option<String>,
 }
 
 impl VerifyVault {
@@ -135,6 +139,11 @@ impl VerifyVault {
                 .seal
                 .is_static()
                 .then(|| super::seal_key::StaticSeal::new(&p.vault.release)),
+            keys_secret: p
+                .vault
+                .seal
+                .is_static()
+                .then(|| p.vault.keys_secret.clone()),
         }
     }
 
@@ -149,15 +158,16 @@ impl VerifyVault {
         }
     }
 
-    /// The object whose creation the restart proof must follow: the seal key Secret, or the
+    /// The object whose creation the restart proof must follow: under the static seal the
+    /// keys Secret (written at init: the pod the chart first started predates it), else the
     /// unsealer Deployment.
     async fn anchor_created(&self, ctx: &StepContext) -> Result<Option<i64>, StepError> {
         let client = ctx.kube().await?;
-        Ok(match &self.static_seal {
-            Some(seal) => Api::<Secret>::namespaced(client, &self.namespace)
-                .get_metadata_opt(&seal.secret)
+        Ok(match &self.keys_secret {
+            Some(keys) => Api::<Secret>::namespaced(client, &self.namespace)
+                .get_metadata_opt(keys)
                 .await
-                .map_err(|e| StepError::classify("read the static seal Secret", e))?
+                .map_err(|e| StepError::classify("read the keys Secret", e))?
                 .and_then(|u| u.creation_timestamp())
                 .map(|t| t.0.as_second()),
             None => Api::<Deployment>::namespaced(client, &self.namespace)
@@ -197,8 +207,8 @@ impl VerifyVault {
     /// Whether auto-unseal is already proven: the running Vault pod was created after the
     /// unsealer and is unsealed, so the unsealer (not kubestrap) unsealed it. Then a second
     /// run does not restart Vault again (no write on a finished cluster).
-    /// Under the static seal the anchor is the seal key Secret: a pod created after it was
-    /// created with it mounted, and being unsealed, unsealed itself (kubestrap submits nothing).
+    /// Under the static seal the anchor is the keys Secret: a pod created after init, and
+    /// unsealed, unsealed itself (kubestrap submits nothing).
     async fn auto_unseal_proven(&self, ctx: &StepContext) -> Result<bool, StepError> {
         let client = ctx.kube().await?;
         let pod = Api::<Pod>::namespaced(client, &self.namespace)

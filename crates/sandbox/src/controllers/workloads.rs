@@ -617,9 +617,17 @@ impl WorkloadController {
         ) {
             return Action::Done;
         }
+        // The kubelet mounts every volume before it starts any container: a Secret volume
+        // whose Secret does not exist keeps the pod in ContainerCreating (FailedMount).
+        if let Some((volume, secret)) = stuck::missing_secret_volume(c, &pod) {
+            return Action::RequeueAfter(stuck::hold_failed_mount(c, &pod, &volume, &secret));
+        }
         // Job pods run to completion; every other pod keeps running.
         let completes = controller_owner(&pod).is_some_and(|(kind, _)| kind == "Job");
         let backend = shared.backends.find(&key.namespace, &key.name);
+        if let Some(b) = &backend {
+            b.pod_running(shared, &pod);
+        }
         let probe = backend
             .as_ref()
             .and_then(|b| b.ready(&key.namespace, &key.name));
