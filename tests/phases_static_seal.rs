@@ -58,6 +58,11 @@ fn bootstrap_static(vault_server: Option<PathBuf>) -> (Bootstrap, Value) {
     );
     let plan = fx.run(&["plan"], true);
     assert!(plan.status.success(), "{}", text(&plan));
+    assert!(
+        text(&plan).contains("Secret openbao/openbao-static-seal"),
+        "the plan names the seal key Secret: {}",
+        text(&plan)
+    );
     let out = fx.apply_all_done();
     let steps = finished(&out);
     assert_vault_restarted(&steps);
@@ -220,6 +225,34 @@ fn five_phases_with_the_static_seal_on_the_emulator_with_the_restart_proof() {
         let unseal = fx.run(&["unseal"], false);
         assert_eq!(unseal.status.code(), Some(1), "{}", text(&unseal));
 
+        // A Secret with another key: the pod starts, and stays sealed (the key does not open
+        // the data); `kubestrap unseal` says where the key should be, exit 1.
+        let other = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+        let mut wrong = Secret::default();
+        wrong.metadata.name = Some(SEAL_SECRET.into());
+        wrong.string_data = Some([("key".to_string(), other)].into());
+        secrets
+            .create(&PostParams::default(), &wrong)
+            .await
+            .unwrap();
+        wait_for(&pods, "openbao-0", "pod openbao-0 Running", |p: &Pod| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+        .await;
+        let unseal = fx.run(&["unseal"], false);
+        assert_eq!(unseal.status.code(), Some(1), "{}", text(&unseal));
+        assert!(
+            text(&unseal).contains("uses the static seal")
+                && text(&unseal).contains("openbao/openbao-static-seal"),
+            "{}",
+            text(&unseal)
+        );
+
+        // The right key back, the pod restarted: it unseals itself.
+        secrets
+            .delete(SEAL_SECRET, &DeleteParams::default())
+            .await
+            .unwrap();
         let mut back = Secret {
             data: saved.data.clone(),
             type_: saved.type_.clone(),
@@ -227,9 +260,19 @@ fn five_phases_with_the_static_seal_on_the_emulator_with_the_restart_proof() {
         };
         back.metadata.name = Some(SEAL_SECRET.into());
         secrets.create(&PostParams::default(), &back).await.unwrap();
-        wait_for(&pods, "openbao-0", "pod openbao-0 Running", |p: &Pod| {
-            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-        })
+        let old = pods.get("openbao-0").await.unwrap().metadata.uid;
+        pods.delete("openbao-0", &DeleteParams::default())
+            .await
+            .unwrap();
+        wait_for(
+            &pods,
+            "openbao-0",
+            "pod openbao-0 recreated and Running",
+            |p: &Pod| {
+                p.metadata.uid != old
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            },
+        )
         .await;
         let status = seal_status(&client).await;
         assert_eq!(status["sealed"], false, "unsealed itself: {status}");
