@@ -296,3 +296,79 @@ fn five_phases_with_the_static_seal_on_a_real_bao_server_with_the_restart_proof(
     assert_eq!(status["storage_type"], "raft", "{status}");
     assert_eq!(status["recovery_seal_type"], "shamir", "{status}");
 }
+
+/// The seal key is a secret kubestrap handles but never shows: a canary key planted in the
+/// seal key Secret before the bootstrap is used (the existing Secret is kept, never
+/// overwritten: its key is the one the data is encrypted with) and appears in no output, log
+/// line (at trace level), plan, checkpoint or sandbox log, in any encoding.
+#[test]
+fn static_seal_key_canary_is_reused_and_never_shown() {
+    use kube::api::PostParams;
+    const CANARY: &str = "staticsealcanary-7e21c9d04b5a1f3";
+    assert_eq!(CANARY.len(), 32);
+    let fx = Bootstrap::new(
+        kubestrap_bin!(),
+        &Options {
+            vault_extra: "flavor = \"openbao\"\nseal = \"static\"\n",
+            ..Options::default()
+        },
+    );
+    let cluster = fx.run(
+        &["apply", "--only", "k3s.install", "--only", "k3s.ready"],
+        true,
+    );
+    assert!(cluster.status.success(), "{}", text(&cluster));
+    let b64 = base64::engine::general_purpose::STANDARD.encode(CANARY);
+    runtime().block_on(async {
+        let client = fx.client().await;
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        let mut ns = k8s_openapi::api::core::v1::Namespace::default();
+        ns.metadata.name = Some(NS.into());
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+        let secrets: Api<Secret> = Api::namespaced(client, NS);
+        let mut planted = Secret::default();
+        planted.metadata.name = Some(SEAL_SECRET.into());
+        planted.string_data = Some([("key".to_string(), b64.clone())].into());
+        secrets
+            .create(&PostParams::default(), &planted)
+            .await
+            .unwrap();
+    });
+    let trace = [("KUBESTRAP_LOG", "trace")];
+    let out = fx.run_with_env(&["apply", "--resume", "--output", "json"], true, &trace);
+    assert!(out.status.success(), "{}", text(&out));
+    let seal_key_step = finished(&out)
+        .into_iter()
+        .find(|s| s["step"] == "vault.seal-key")
+        .expect("vault.seal-key ran");
+    assert_eq!(
+        seal_key_step["changed"], false,
+        "the planted Secret was kept"
+    );
+    runtime().block_on(async {
+        let client = fx.client().await;
+        assert_eq!(seal_key(&client).await, b64.as_bytes(), "never overwritten");
+        let status = seal_status(&client).await;
+        assert_eq!(status["sealed"], false, "unsealed with the planted key");
+    });
+    let mut all = vec![("apply", text(&out)), ("checkpoint", fx.checkpoint_text())];
+    for format in ["text", "json"] {
+        let plan = fx.run_with_env(&["plan", "--output", format], true, &trace);
+        assert!(plan.status.success(), "{}", text(&plan));
+        all.push(("plan", text(&plan)));
+    }
+    let unseal = fx.run_with_env(&["unseal"], false, &trace);
+    all.push(("unseal", text(&unseal)));
+    let log = std::fs::read_to_string(fx.sandbox_dir().join("sandbox.console.log"))
+        .expect("the sandbox's log");
+    all.push(("sandbox log", log));
+    let raw_b64 = base64::engine::general_purpose::STANDARD.encode(b64.as_bytes());
+    for (what, text) in &all {
+        for form in [CANARY, b64.as_str(), raw_b64.as_str()] {
+            assert!(!text.contains(form), "{form:?} reached the {what}:\n{text}");
+        }
+    }
+}
