@@ -276,10 +276,16 @@ impl Step for VerifyVault {
         let now = state(&session).await?;
         drop(session);
         if now != VaultState::Unsealed {
-            return Err(StepError::permanent(format!(
-                "Vault is {now:?}: run `kubestrap unseal -p {}` or check the auto-unsealer",
-                ctx.playbook().path.display()
-            )));
+            return Err(StepError::permanent(match &self.static_seal {
+                Some(seal) => format!(
+                    "Vault is {now:?}: {}",
+                    super::vault::static_seal_sealed(&self.namespace, &self.pod_name(), seal)
+                ),
+                None => format!(
+                    "Vault is {now:?}: run `kubestrap unseal -p {}` or check the auto-unsealer",
+                    ctx.playbook().path.display()
+                ),
+            }));
         }
         if !self.restart || self.auto_unseal_proven(ctx).await? {
             return Ok(StepOutcome::ready());

@@ -134,12 +134,23 @@ impl ServerProcess {
         layout.create()?;
         let ports = Ports::load_or_pick(&layout)?;
         let config_path = layout.config();
-        std::fs::write(&config_path, config::render(flavor, &layout, ports, None)).map_err(
-            |source| ServerError::Io {
-                path: config_path.clone(),
-                source,
-            },
-        )?;
+        // A server whose data is sealed by the static seal refuses to start without it
+        // ("cannot seal migrate from \"static\" to Shamir", measured with OpenBao 2.7.2), so a
+        // restarted sandbox keeps the seal its pod last started with until the pod says again.
+        let previous_seal = std::fs::read_to_string(&config_path)
+            .ok()
+            .and_then(|t| hcl::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| {
+                v["seal"]["static"]["current_key_id"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .filter(|_| layout.static_seal_key().exists());
+        let text = config::render(flavor, &layout, ports, previous_seal.as_deref());
+        std::fs::write(&config_path, text).map_err(|source| ServerError::Io {
+            path: config_path.clone(),
+            source,
+        })?;
         let proxy = super::proxy::bind()
             .await
             .map_err(|source| ServerError::Io {
