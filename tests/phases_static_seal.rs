@@ -66,6 +66,13 @@ fn bootstrap_static(vault_server: Option<PathBuf>) -> (Bootstrap, Value) {
     let out = fx.apply_all_done();
     let steps = finished(&out);
     assert_vault_restarted(&steps);
+    // The restart proof's wall time: delete the pod, wait for the new one, see it unsealed by
+    // itself (printed for the record; `--nocapture` shows it).
+    let proof = steps.iter().find(|s| s["step"] == "verify.vault").unwrap();
+    eprintln!(
+        "static seal restart proof (verify.vault): {} ms",
+        proof["duration_ms"]
+    );
     let ids: Vec<&str> = steps.iter().filter_map(|s| s["step"].as_str()).collect();
     assert!(ids.contains(&"vault.seal-key"), "{ids:?}");
     assert!(
