@@ -268,6 +268,51 @@ fn five_phases_with_the_static_seal_on_the_emulator_with_the_restart_proof() {
             text(&unseal)
         );
 
+        // A key file OpenBao cannot read as an AES-256 key: the server exits at start, so
+        // the restarted pod crash-loops and its log says why.
+        secrets
+            .delete(SEAL_SECRET, &DeleteParams::default())
+            .await
+            .unwrap();
+        let mut garbled = Secret::default();
+        garbled.metadata.name = Some(SEAL_SECRET.into());
+        garbled.string_data = Some([("key".to_string(), "not-a-key\n".to_string())].into());
+        secrets
+            .create(&PostParams::default(), &garbled)
+            .await
+            .unwrap();
+        let old = pods.get("openbao-0").await.unwrap().metadata.uid;
+        pods.delete("openbao-0", &DeleteParams::default())
+            .await
+            .unwrap();
+        let crashing = wait_for(
+            &pods,
+            "openbao-0",
+            "pod openbao-0 CrashLoopBackOff",
+            |p: &Pod| {
+                p.metadata.uid != old
+                    && p.status
+                        .as_ref()
+                        .and_then(|s| s.container_statuses.as_ref())
+                        .and_then(|c| c[0].state.as_ref())
+                        .and_then(|s| s.waiting.as_ref())
+                        .and_then(|w| w.reason.as_deref())
+                        == Some("CrashLoopBackOff")
+            },
+        )
+        .await;
+        let log = pods
+            .logs(
+                crashing.metadata.name.as_deref().unwrap(),
+                &kube::api::LogParams::default(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            log.contains("Error configuring seal \"static\": unknown encoding for AES-256 key"),
+            "{log}"
+        );
+
         // The right key back, the pod restarted: it unseals itself.
         secrets
             .delete(SEAL_SECRET, &DeleteParams::default())

@@ -229,6 +229,30 @@ impl VaultBackend {
         }
     }
 
+    /// Starts the pod's process with the seal its mounted configuration names (once per pod
+    /// uid: a container start), recording why it cannot start, if it cannot.
+    fn start_for(&self, shared: &Shared, pod: &Value) {
+        let seal = super::static_seal::pod_seal(shared, pod);
+        let broken = match seal {
+            super::static_seal::PodSeal::Shamir => {
+                self.vault.start_with_seal(None);
+                None
+            }
+            super::static_seal::PodSeal::Static { key_id, key } => match key {
+                Ok(key) => {
+                    self.vault.start_with_seal(Some((key_id, Ok(key))));
+                    None
+                }
+                Err(why) => {
+                    tracing::warn!(error = %why, "the vault pod's server cannot start");
+                    self.vault.start_with_seal(Some((key_id, Err(()))));
+                    Some(why)
+                }
+            },
+        };
+        *self.broken.lock().unwrap_or_else(|p| p.into_inner()) = broken;
+    }
+
     /// Whether the process could not start with its pod's configuration.
     fn is_broken(&self) -> bool {
         self.broken
@@ -254,32 +278,31 @@ impl PodBackend for VaultBackend {
 
     fn pod_running(&self, shared: &Shared, pod: &Value) {
         let uid = kit::meta(pod, "uid").to_string();
-        {
+        let fresh = {
             let mut started = self.started_for.lock().unwrap_or_else(|p| p.into_inner());
-            if started.as_deref() == Some(uid.as_str()) {
-                return;
-            }
-            *started = Some(uid);
-        }
-        let seal = super::static_seal::pod_seal(shared, pod);
-        let broken = match seal {
-            super::static_seal::PodSeal::Shamir => {
-                self.vault.start_with_seal(None);
-                None
-            }
-            super::static_seal::PodSeal::Static { key_id, key } => match key {
-                Ok(key) => {
-                    self.vault.start_with_seal(Some((key_id, Ok(key))));
-                    None
-                }
-                Err(why) => {
-                    tracing::warn!(error = %why, "the vault pod's server cannot start");
-                    self.vault.start_with_seal(Some((key_id, Err(()))));
-                    Some(why)
-                }
-            },
+            let fresh = started.as_deref() != Some(uid.as_str());
+            *started = Some(uid.clone());
+            fresh
         };
-        *self.broken.lock().unwrap_or_else(|p| p.into_inner()) = broken;
+        if fresh {
+            self.start_for(shared, pod);
+        }
+        // A server that cannot start exits at once with its error, and the kubelet starts it
+        // again after its back-off: CrashLoopBackOff, `kubectl logs` saying why.
+        let broken = self
+            .broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(why) = broken {
+            let container = pod["spec"]["containers"][0]["name"]
+                .as_str()
+                .unwrap_or_default();
+            if shared.runtime.running(&uid, container).is_some() {
+                shared.runtime.log(&uid, container, &why);
+                shared.runtime.exit(&uid, container, 1);
+            }
+        }
     }
 
     fn ready(&self, namespace: &str, pod: &str) -> Option<bool> {
