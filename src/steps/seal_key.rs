@@ -76,6 +76,22 @@ impl StaticSeal {
     }
 }
 
+/// Whether `bytes` is a key file OpenBao's static seal reads (measured with 2.7.2): exactly
+/// [`KEY_LEN`] raw bytes, or their hex or standard base64 form with nothing around it.
+fn is_key(bytes: &[u8]) -> bool {
+    if bytes.len() == KEY_LEN {
+        return true;
+    }
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return false;
+    };
+    let decoded = hex::decode(text)
+        .ok()
+        .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
+        .map(zeroize::Zeroizing::new);
+    decoded.is_some_and(|d| d.len() == KEY_LEN)
+}
+
 /// Generates a fresh key: [`KEY_LEN`] random bytes, base64 (see [`StaticSeal::ENTRY`]).
 fn generate_key() -> SecretString {
     let bytes = zeroize::Zeroizing::new(rand::random::<[u8; KEY_LEN]>());
@@ -114,11 +130,19 @@ impl VaultSealKey {
 
     /// Whether `secret` holds a usable key; teaches the key to the redactor.
     fn check(&self, secret: &Secret) -> Verified {
-        let key = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(StaticSeal::ENTRY))
-            .map(|b| SecretString::from(String::from_utf8_lossy(&b.0).into_owned()));
+        let bytes = secret.data.as_ref().and_then(|d| d.get(StaticSeal::ENTRY));
+        if let Some(b) = bytes
+            && !is_key(&b.0)
+        {
+            return Verified::DoesNotHold {
+                reason: format!(
+                    "{} entry `{}` is not a {KEY_LEN}-byte key (raw, hex or base64 without a newline, as OpenBao reads it): restore the key the data was encrypted with",
+                    self.what(),
+                    StaticSeal::ENTRY
+                ),
+            };
+        }
+        let key = bytes.map(|b| SecretString::from(String::from_utf8_lossy(&b.0).into_owned()));
         let Some(key) = key else {
             return Verified::DoesNotHold {
                 reason: format!(
@@ -317,6 +341,23 @@ mod tests {
         );
     }
 
+    /// What OpenBao 2.7.2 accepted and refused as its key file.
+    #[test]
+    fn key_files_are_checked_as_openbao_reads_them() {
+        assert!(is_key(&[1u8; KEY_LEN]));
+        assert!(is_key(hex::encode([1u8; KEY_LEN]).as_bytes()));
+        assert!(!is_key(
+            format!("{}\n", hex::encode([1u8; KEY_LEN])).as_bytes()
+        ));
+        assert!(is_key(
+            base64::engine::general_purpose::STANDARD
+                .encode([1u8; KEY_LEN])
+                .as_bytes()
+        ));
+        assert!(!is_key(&[1u8; 16]));
+        assert!(!is_key(b"not-a-key"));
+    }
+
     #[test]
     fn keys_are_32_random_bytes_in_base64() {
         use secrecy::ExposeSecret;
@@ -326,6 +367,7 @@ mod tests {
             .decode(a.expose_secret())
             .expect("base64");
         assert_eq!(bytes.len(), KEY_LEN);
+        assert!(is_key(a.expose_secret().as_bytes()));
         assert!(!a.expose_secret().ends_with('\n'));
         assert_ne!(a.expose_secret(), b.expose_secret());
     }
