@@ -283,6 +283,24 @@ pub struct VaultRelease {
     pub repository: String,
     /// Pinned chart version from the playbook.
     pub chart_version: String,
+    /// OpenBao's static seal (`[vault] seal = "static"`): the key Secret to mount and the
+    /// seal stanza to add; `None` for the Shamir seal.
+    pub static_seal: Option<StaticSealMount>,
+}
+
+/// How the server pod gets OpenBao's static seal: the key Secret mounted read-only
+/// (`server.volumes` / `server.volumeMounts`, both charts' values) and the `seal "static"`
+/// stanza in the server configuration pointing at the mounted file.
+#[derive(Debug, Clone)]
+pub struct StaticSealMount {
+    /// The Secret holding the key.
+    pub secret: String,
+    /// The pod volume's name.
+    pub volume: String,
+    /// Where the volume is mounted.
+    pub mount_dir: String,
+    /// The `seal "static"` stanza appended to the server configuration.
+    pub stanza: String,
 }
 
 impl Manifest for VaultRelease {
@@ -308,10 +326,25 @@ impl Manifest for VaultRelease {
             return Ok(text);
         }
         rewrite_docs(&Self::TEMPLATE, &text, |value| {
-            if value["kind"] == "HelmRelease" {
-                value["spec"]["values"]["server"]["standalone"]["config"] =
-                    serde_json::Value::String(OPENBAO_STANDALONE_CONFIG.to_owned());
+            if value["kind"] != "HelmRelease" {
+                return;
             }
+            let server = &mut value["spec"]["values"]["server"];
+            let mut config = OPENBAO_STANDALONE_CONFIG.to_owned();
+            if let Some(seal) = &self.static_seal {
+                config.push('\n');
+                config.push_str(&seal.stanza);
+                server["volumes"] = serde_json::json!([{
+                    "name": seal.volume,
+                    "secret": {"secretName": seal.secret, "defaultMode": 0o440},
+                }]);
+                server["volumeMounts"] = serde_json::json!([{
+                    "name": seal.volume,
+                    "mountPath": seal.mount_dir,
+                    "readOnly": true,
+                }]);
+            }
+            server["standalone"]["config"] = serde_json::Value::String(config);
         })
     }
 }

@@ -464,3 +464,56 @@ fn openbao_flavor_with_the_hashicorp_repository_is_a_validation_error() {
         )
     );
 }
+
+/// Issue 10 (static seal): `[vault] seal = "static"` is read with flavor `openbao`, and
+/// leaving `seal` out (or writing the default `shamir`) keeps the playbook's fingerprint.
+#[test]
+fn vault_seal_static_is_read_and_the_default_keeps_the_fingerprint() {
+    use kubestrap::playbook::VaultSeal;
+    let dir = tempfile::tempdir().unwrap();
+    let bao = format!("{}\n[vault]\nflavor = \"openbao\"\n", common::MINIMAL);
+    let plain = playbook_in(dir.path(), &bao);
+    assert_eq!(plain.playbook.vault.seal, VaultSeal::Shamir);
+    let shamir = playbook_in(dir.path(), &format!("{bao}seal = \"shamir\"\n"));
+    assert_eq!(
+        shamir.fingerprint, plain.fingerprint,
+        "the default seal does not change the fingerprint"
+    );
+    let sealed = playbook_in(dir.path(), &format!("{bao}seal = \"static\"\n"));
+    assert_eq!(sealed.playbook.vault.seal, VaultSeal::Static);
+    assert_ne!(sealed.fingerprint, plain.fingerprint);
+}
+
+/// HashiCorp Vault has no static seal: a validation error at `seal`'s line naming the way out.
+#[test]
+fn vault_seal_static_with_flavor_vault_is_a_validation_error() {
+    let text = format!("{}\n[vault]\nseal = \"static\"\n", common::MINIMAL);
+    let found = problems(&text);
+    let seal = find(&found, "vault.seal");
+    assert!(
+        seal.message.contains("flavor = \"openbao\"")
+            && seal.message.contains("HashiCorp Vault has no static seal"),
+        "{seal:?}"
+    );
+    assert_eq!(
+        seal.line,
+        Some(text.lines().position(|l| l.starts_with("seal")).unwrap() + 1)
+    );
+}
+
+/// A misspelt seal is reported at its line with the nearest seal, like every enum.
+#[test]
+fn vault_seal_typo_names_its_key_line_and_nearest_seal() {
+    let text = format!(
+        "{}\n[vault]\nflavor = \"openbao\"\nseal = \"statc\"\n",
+        common::MINIMAL
+    );
+    let found = problems(&text);
+    let seal = find(&found, "vault.seal");
+    assert!(seal.message.contains("found `statc`"), "{seal:?}");
+    assert_eq!(seal.suggestion.as_deref(), Some("static"));
+    assert_eq!(
+        seal.line,
+        Some(text.lines().position(|l| l.starts_with("seal")).unwrap() + 1)
+    );
+}

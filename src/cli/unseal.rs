@@ -97,7 +97,9 @@ fn watch_line(event: &WatchEvent) -> String {
             unseal::Unsealed::Now { took, .. } => {
                 format!("sealed: {unsealed} in {} ms", took.as_millis())
             }
-            unseal::Unsealed::Already { .. } => format!("sealed: {unsealed}"),
+            unseal::Unsealed::Already { .. } | unseal::Unsealed::Itself { .. } => {
+                format!("sealed: {unsealed}")
+            }
         },
         WatchEvent::Problem(e) => format!("not unsealed: {e}"),
     }

@@ -23,7 +23,7 @@ pub fn nearest_name<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
 }
 pub use model::{
     Apps, Cluster, ExternalSecrets, Flux, GitAuth, Playbook, Provider, Sandbox, SecretDecl,
-    SshTarget, Terraform, TerraformBinary, Timeouts, Vault, VaultAccess, VaultFlavor, Verify,
-    env_pattern_matches, k3s_exec_secret_refs,
+    SshTarget, Terraform, TerraformBinary, Timeouts, Vault, VaultAccess, VaultFlavor, VaultSeal,
+    Verify, env_pattern_matches, k3s_exec_secret_refs,
 };
 pub use placeholders::PLACEHOLDER_PREFIX;

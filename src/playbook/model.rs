@@ -214,6 +214,11 @@ pub struct Vault {
     /// Left out of the serialised form when `vault`, so existing fingerprints stay the same.
     #[serde(skip_serializing_if = "VaultFlavor::is_vault")]
     pub flavor: VaultFlavor,
+    /// How the server seals its data: Shamir unseal keys (the default) or OpenBao's static
+    /// seal. Left out of the serialised form when `shamir`, so existing fingerprints stay the
+    /// same.
+    #[serde(skip_serializing_if = "VaultSeal::is_shamir")]
+    pub seal: VaultSeal,
     /// Helm chart version of `hashicorp/vault` (or `openbao/openbao`).
     pub chart_version: String,
     /// Helm repository URL.
@@ -256,6 +261,7 @@ pub struct Vault {
 #[serde(deny_unknown_fields, default)]
 struct VaultSection {
     flavor: VaultFlavor,
+    seal: VaultSeal,
     chart_version: Option<String>,
     chart_repo: Option<String>,
     namespace: Option<String>,
@@ -277,6 +283,7 @@ impl Default for VaultSection {
         let v = Vault::default();
         Self {
             flavor: v.flavor,
+            seal: v.seal,
             chart_version: None,
             chart_repo: None,
             namespace: None,
@@ -300,6 +307,7 @@ impl From<VaultSection> for Vault {
         let f = s.flavor;
         Self {
             flavor: f,
+            seal: s.seal,
             chart_version: s
                 .chart_version
                 .unwrap_or_else(|| f.default_chart_version().into()),
@@ -424,6 +432,44 @@ impl VaultFlavor {
         match self {
             Self::Vault => "VAULT_ADDR",
             Self::Openbao => "BAO_ADDR",
+        }
+    }
+}
+
+/// How the Vault-API server protects its root key (`[vault] seal`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VaultSeal {
+    /// Shamir: `sys/init` hands out unseal key shares; every restart needs `key_threshold` of
+    /// them (kubestrap's auto-unsealer submits them from the keys Secret).
+    #[default]
+    Shamir,
+    /// OpenBao's static seal (2.4+): the server unseals itself at every start from a 32-byte
+    /// key in a file, which kubestrap generates once and keeps in a Secret mounted into the
+    /// server pod. `sys/init` then hands out recovery keys instead of unseal keys, and no
+    /// unsealer runs. OpenBao only: HashiCorp Vault has no static seal.
+    Static,
+}
+
+impl VaultSeal {
+    /// For `skip_serializing_if`: the default seal is left out of serialised forms.
+    #[must_use]
+    pub const fn is_shamir(&self) -> bool {
+        matches!(self, Self::Shamir)
+    }
+
+    /// Whether the server unseals itself (no unseal shares, no unsealer).
+    #[must_use]
+    pub const fn is_static(self) -> bool {
+        matches!(self, Self::Static)
+    }
+
+    /// As written in the playbook.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Shamir => "shamir",
+            Self::Static => "static",
         }
     }
 }
@@ -658,6 +704,7 @@ impl Default for Vault {
         let flavor = VaultFlavor::Vault;
         Self {
             flavor,
+            seal: VaultSeal::Shamir,
             chart_version: flavor.default_chart_version().into(),
             chart_repo: flavor.default_chart_repo().into(),
             namespace: flavor.default_namespace().into(),

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use super::model::{Playbook, Provider, VaultAccess, VaultFlavor};
+use super::model::{Playbook, Provider, VaultAccess, VaultFlavor, VaultSeal};
 use super::schema::nearest;
 
 /// A failed check, located by key path; [`super::load`] turns it into a [`super::Problem`].
@@ -337,6 +337,12 @@ fn vault(pb: &Playbook, out: &mut Vec<Finding>) {
                 ),
             ));
         }
+    }
+    if v.seal == VaultSeal::Static && v.flavor == VaultFlavor::Vault {
+        out.push(finding(
+            "vault.seal",
+            "\"static\" needs flavor = \"openbao\": HashiCorp Vault has no static seal (OpenBao 2.4+ has); set flavor = \"openbao\", or remove seal to use Shamir unseal keys",
+        ));
     }
     if v.key_shares == 0 {
         out.push(finding("vault.key_shares", "must be at least 1"));

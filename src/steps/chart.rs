@@ -9,6 +9,7 @@
 use serde::Serialize;
 
 use super::obj;
+use super::seal_key::StaticSeal;
 use super::support::TemplateStep;
 use crate::engine::{Action, StepError};
 use crate::playbook::{LoadedPlaybook, VaultFlavor};
@@ -175,6 +176,10 @@ pub struct ChartInstall {
     pub chart_version: String,
     /// ESO's service account (`[external_secrets] service_account`); empty for Vault.
     pub service_account: String,
+    /// OpenBao's static seal (`[vault] seal = "static"`): the key Secret the server mounts.
+    /// Left out of the payload otherwise, so existing checkpoints keep their input hashes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_seal: Option<StaticSeal>,
 }
 
 impl ChartInstall {
@@ -190,6 +195,7 @@ impl ChartInstall {
             chart_repo: v.chart_repo.clone(),
             chart_version: v.chart_version.clone(),
             service_account: String::new(),
+            static_seal: v.seal.is_static().then(|| StaticSeal::new(&v.release)),
         }
     }
 
@@ -205,6 +211,7 @@ impl ChartInstall {
             chart_repo: e.chart_repo.clone(),
             chart_version: e.chart_version.clone(),
             service_account: e.service_account.clone(),
+            static_seal: None,
         }
     }
 }
@@ -233,6 +240,15 @@ impl TemplateStep for ChartInstall {
                 flux_namespace: self.flux_namespace.clone(),
                 repository,
                 chart_version,
+                static_seal: self
+                    .static_seal
+                    .as_ref()
+                    .map(|seal| templates::StaticSealMount {
+                        secret: seal.secret.clone(),
+                        volume: seal.volume().to_owned(),
+                        mount_dir: seal.mount_dir(),
+                        stanza: seal.stanza(),
+                    }),
             }
             .render(),
             Chart::ExternalSecrets => templates::EsoRelease {
@@ -259,10 +275,16 @@ impl TemplateStep for ChartInstall {
             .with_detail(self.chart_repo.clone()),
             Action::create(obj("HelmRelease", &self.namespace, &self.release)).with_detail(
                 format!(
-                    "chart {} {}{}",
+                    "chart {} {}{}{}",
                     self.chart.name(),
                     self.chart_version,
-                    self.chart.values_note()
+                    self.chart.values_note(),
+                    self.static_seal
+                        .as_ref()
+                        .map_or(String::new(), |seal| format!(
+                            "; static seal from Secret {}/{} mounted read-only",
+                            self.namespace, seal.secret
+                        ))
                 ),
             ),
         ]

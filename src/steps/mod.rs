@@ -14,6 +14,7 @@ mod eso;
 mod flux;
 mod gitauth;
 mod k3s;
+mod seal_key;
 pub mod support;
 #[cfg(feature = "test-hooks")]
 pub mod synthetic;
@@ -35,6 +36,7 @@ pub use eso::{EsoReady, EsoStore};
 pub use flux::{FluxInstall, FluxReady, FluxSource};
 pub use gitauth::{GitAuthCleanup, GitAuthExternalSecret, GitAuthSwitch};
 pub use k3s::{K3sInstall, K3sReady};
+pub use seal_key::{StaticSeal, VaultSealKey};
 pub use support::{Cluster, ClusterContext, TemplateStep};
 pub use terraform::{SecretsTerraform, SecretsVerify};
 pub use vault::{VaultAutoUnseal, VaultConfigure, VaultInit, VaultReady, VaultUnseal};
@@ -49,6 +51,15 @@ pub(crate) fn payload_of<T: serde::Serialize>(step: &T) -> serde_json::Value {
 pub fn register(engine: &mut Engine<Building>, pb: &LoadedPlaybook) {
     use Phase::{Apps, GitAuth, Infrastructure, Secrets, Verify};
     let p = pb;
+    // OpenBao's static seal: the server unseals itself from a key Secret that must exist before
+    // its pod starts (`vault.seal-key`), and no unsealer runs, so `vault.auto-unseal` is not
+    // in the DAG and the restart proof follows `vault.unseal`.
+    let static_seal = p.playbook.vault.seal.is_static();
+    let unsealed_by = if static_seal {
+        "vault.unseal"
+    } else {
+        "vault.auto-unseal"
+    };
     engine
         // Phase 1: infrastructure.
         .add(
@@ -80,11 +91,24 @@ pub fn register(engine: &mut Engine<Building>, pb: &LoadedPlaybook) {
             Infrastructure,
             &["flux.ready"],
             Arc::new(FluxSource::from_playbook(p)),
-        )
+        );
+    if static_seal {
+        engine.add(
+            "vault.seal-key",
+            Infrastructure,
+            &["k3s.ready"],
+            Arc::new(VaultSealKey::from_playbook(p)),
+        );
+    }
+    engine
         .add(
             "vault.install",
             Infrastructure,
-            &["flux.ready"],
+            if static_seal {
+                &["flux.ready", "vault.seal-key"]
+            } else {
+                &["flux.ready"]
+            },
             Arc::new(ChartInstall::vault(p)),
         )
         .add(
@@ -104,13 +128,16 @@ pub fn register(engine: &mut Engine<Building>, pb: &LoadedPlaybook) {
             Infrastructure,
             &["vault.init"],
             Arc::new(VaultUnseal::from_playbook(p)),
-        )
-        .add(
+        );
+    if !static_seal {
+        engine.add(
             "vault.auto-unseal",
             Infrastructure,
             &["vault.init"],
             Arc::new(VaultAutoUnseal::from_playbook(p)),
-        )
+        );
+    }
+    engine
         .add(
             "vault.configure",
             Infrastructure,
@@ -184,7 +211,7 @@ pub fn register(engine: &mut Engine<Building>, pb: &LoadedPlaybook) {
         .add(
             "verify.vault",
             Verify,
-            &["vault.auto-unseal"],
+            &[unsealed_by],
             Arc::new(VerifyVault::from_playbook(p)),
         )
         .add(

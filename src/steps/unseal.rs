@@ -45,6 +45,9 @@ pub struct UnsealTarget {
     pub keys_secret: String,
     /// The playbook file, named in the messages that say what to run next.
     pub playbook: PathBuf,
+    /// OpenBao's static seal (`[vault] seal = "static"`): Vault unseals itself from this key
+    /// Secret, so nothing is submitted.
+    pub static_seal: Option<super::seal_key::StaticSeal>,
 }
 
 impl UnsealTarget {
@@ -55,6 +58,12 @@ impl UnsealTarget {
             endpoint: VaultEndpoint::from_playbook(pb),
             keys_secret: pb.playbook.vault.keys_secret.clone(),
             playbook: path,
+            static_seal: pb
+                .playbook
+                .vault
+                .seal
+                .is_static()
+                .then(|| super::seal_key::StaticSeal::new(&pb.playbook.vault.release)),
         }
     }
 
@@ -92,6 +101,15 @@ pub enum Unsealed {
         /// The server's version, when it says.
         version: Option<String>,
     },
+    /// Vault uses the static seal and is unsealed: it unseals itself from its key Secret.
+    Itself {
+        /// The server's version, when it says.
+        version: Option<String>,
+        /// `namespace/name` of the key Secret.
+        secret: String,
+        /// Where the pod mounts the key.
+        key_path: String,
+    },
     /// Vault was sealed and is unsealed (and active) now.
     Now {
         /// Shares this command submitted.
@@ -110,6 +128,20 @@ impl fmt::Display for Unsealed {
         match self {
             Self::Already { version } => {
                 write!(f, "already unsealed")?;
+                if let Some(v) = version {
+                    write!(f, " (version {v})")?;
+                }
+                Ok(())
+            }
+            Self::Itself {
+                version,
+                secret,
+                key_path,
+            } => {
+                write!(
+                    f,
+                    "unsealed: it uses the static seal and unseals itself at every start from Secret {secret} (mounted at {key_path}); nothing to submit"
+                )?;
                 if let Some(v) = version {
                     write!(f, " (version {v})")?;
                 }
@@ -201,6 +233,14 @@ pub enum UnsealError {
         secret: String,
         /// The playbook.
         playbook: String,
+    },
+    /// Vault uses the static seal and is sealed: its key is missing, not mounted or wrong.
+    #[error("{vault} is sealed: {why}")]
+    StaticSealed {
+        /// Which Vault.
+        vault: String,
+        /// Where its key should be and what to check (never the key).
+        why: String,
     },
     /// Anything else (the Secret cannot be read, an answer that is not Vault's).
     #[error("{0}")]
@@ -325,6 +365,21 @@ async fn unseal_over(
             secret: target.secret(),
         });
     }
+    if let Some(seal) = &target.static_seal {
+        let ns = &target.endpoint.namespace;
+        return if status.sealed {
+            Err(UnsealError::StaticSealed {
+                vault: target.vault(),
+                why: super::vault::static_seal_sealed(ns, &target.endpoint.pod, seal),
+            })
+        } else {
+            Ok(Unsealed::Itself {
+                version: status.version,
+                secret: format!("{ns}/{}", seal.secret),
+                key_path: seal.key_path(),
+            })
+        };
+    }
     if !status.sealed {
         return Ok(Unsealed::Already {
             version: status.version,
@@ -425,7 +480,9 @@ pub async fn watch(ctx: &StepContext, target: &UnsealTarget, mut on_event: impl 
             r = attempt => r,
         };
         let event = match result {
-            Ok(Unsealed::Already { version }) => WatchEvent::Unsealed { version },
+            Ok(Unsealed::Already { version } | Unsealed::Itself { version, .. }) => {
+                WatchEvent::Unsealed { version }
+            }
             Ok(now @ Unsealed::Now { .. }) => WatchEvent::Resealed(now),
             Err(e) => WatchEvent::Problem(e),
         };
@@ -464,6 +521,7 @@ mod tests {
             endpoint: VaultEndpoint::default_port_forward(),
             keys_secret: "vault-init-keys".into(),
             playbook: PathBuf::from("kubestrap.toml"),
+            static_seal: None,
         }
     }
 

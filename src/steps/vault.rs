@@ -23,7 +23,7 @@ use super::vault_api::{
     root_token, share_key, state, verify_unsealed,
 };
 use crate::engine::{Action, Step, StepContext, StepError, StepOutcome, Verified};
-use crate::playbook::{HumanDuration, LoadedPlaybook, VaultAccess, VaultFlavor};
+use crate::playbook::{HumanDuration, LoadedPlaybook, VaultAccess, VaultFlavor, VaultSeal};
 use crate::templates::{self, Manifest};
 
 /// How a step reaches Vault's API, for plan text.
@@ -193,6 +193,10 @@ pub struct VaultInit {
     pub key_threshold: u8,
     /// Secret that receives the keys and root token.
     pub keys_secret: String,
+    /// The seal: under the static seal, `key_shares`/`key_threshold` are recovery shares.
+    /// Left out of the payload for Shamir, so existing checkpoints keep their input hashes.
+    #[serde(skip_serializing_if = "VaultSeal::is_shamir")]
+    pub seal: VaultSeal,
 }
 
 impl VaultInit {
@@ -205,20 +209,41 @@ impl VaultInit {
             key_shares: v.key_shares,
             key_threshold: v.key_threshold,
             keys_secret: v.keys_secret.clone(),
+            seal: v.seal,
         }
     }
 
     fn actions(&self) -> Vec<Action> {
         let secret = obj("Secret", &self.endpoint.namespace, &self.keys_secret);
+        let (init, keys) = if self.seal.is_static() {
+            (
+                format!(
+                    "POST /v1/sys/init (recovery_shares {}, recovery_threshold {}; static seal: no unseal keys)",
+                    self.key_shares, self.key_threshold
+                ),
+                format!(
+                    "{} recovery keys and the root token, written right after init",
+                    self.key_shares
+                ),
+            )
+        } else {
+            (
+                format!(
+                    "POST /v1/sys/init (secret_shares {}, secret_threshold {})",
+                    self.key_shares, self.key_threshold
+                ),
+                format!(
+                    "{} unseal keys and the root token, written right after init",
+                    self.key_shares
+                ),
+            )
+        };
         vec![
             self.endpoint.action(),
             Action::run("GET /v1/sys/init"),
-            Action::run(format!(
-                "POST /v1/sys/init (secret_shares {}, secret_threshold {})",
-                self.key_shares, self.key_threshold
-            ))
+            Action::run(init)
             .with_detail(format!("only when not initialised; initialised without {secret} is an error with a documented recovery")),
-            Action::create(secret).with_detail(format!("{} unseal keys and the root token, written right after init", self.key_shares)),
+            Action::create(secret).with_detail(keys),
         ]
     }
 }
@@ -263,7 +288,12 @@ impl VaultInit {
         replace: bool,
     ) -> Result<(), StepError> {
         let client = ctx.kube().await?;
-        let names: Vec<String> = (0..keys.len()).map(share_key).collect();
+        let name_of = if self.seal.is_static() {
+            super::vault_api::recovery_key
+        } else {
+            share_key
+        };
+        let names: Vec<String> = (0..keys.len()).map(name_of).collect();
         let mut entries: Vec<(&str, &SecretString)> =
             names.iter().map(String::as_str).zip(keys.iter()).collect();
         entries.push((ROOT_TOKEN_KEY, root));
@@ -366,18 +396,28 @@ impl Step for VaultInit {
                         self.endpoint.namespace, self.keys_secret
                     ));
                 }
-                let resp = vaultrs::sys::start_initialization(
-                    &session.client,
-                    u64::from(self.key_shares),
-                    u64::from(self.key_threshold),
-                    None,
-                )
-                .await
-                .map_err(|e| StepError::classify("initialise Vault (POST /v1/sys/init)", e))?;
-                let keys: Vec<SecretString> =
-                    resp.keys.into_iter().map(SecretString::from).collect();
-                let root = SecretString::from(resp.root_token);
-                drop(resp.keys_base64);
+                let (keys, root) = if self.seal.is_static() {
+                    let init = super::seal_key::init_with_recovery(
+                        &session,
+                        self.key_shares,
+                        self.key_threshold,
+                    )
+                    .await?;
+                    (init.recovery, init.root)
+                } else {
+                    let resp = vaultrs::sys::start_initialization(
+                        &session.client,
+                        u64::from(self.key_shares),
+                        u64::from(self.key_threshold),
+                        None,
+                    )
+                    .await
+                    .map_err(|e| StepError::classify("initialise Vault (POST /v1/sys/init)", e))?;
+                    let keys: Vec<SecretString> =
+                        resp.keys.into_iter().map(SecretString::from).collect();
+                    drop(resp.keys_base64);
+                    (keys, SecretString::from(resp.root_token))
+                };
                 // Secrets born in this run: the redactor must know them before anything can
                 // print them (issue 5).
                 super::vault_api::mask_vault_secrets(&root, &keys);
@@ -439,6 +479,10 @@ pub struct VaultUnseal {
     pub keys_secret: String,
     /// Keys needed.
     pub key_threshold: u8,
+    /// OpenBao's static seal: the server unseals itself from this key Secret, so the step
+    /// only waits for it. `None` for Shamir (and left out of the payload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_seal: Option<super::seal_key::StaticSeal>,
 }
 
 impl VaultUnseal {
@@ -450,10 +494,23 @@ impl VaultUnseal {
             endpoint: VaultEndpoint::from_playbook(pb),
             keys_secret: v.keys_secret.clone(),
             key_threshold: v.key_threshold,
+            static_seal: v
+                .seal
+                .is_static()
+                .then(|| super::seal_key::StaticSeal::new(&v.release)),
         }
     }
 
     fn actions(&self) -> Vec<Action> {
+        if let Some(seal) = &self.static_seal {
+            return vec![
+                self.endpoint.action(),
+                Action::run("GET /v1/sys/seal-status until unsealed").with_detail(format!(
+                    "static seal: the server unseals itself from {}; no keys are submitted",
+                    obj("Secret", &self.endpoint.namespace, &seal.secret)
+                )),
+            ];
+        }
         vec![
             self.endpoint.action(),
             Action::run("GET /v1/sys/seal-status"),
@@ -552,6 +609,12 @@ impl Step for VaultUnseal {
 
     async fn apply(&self, ctx: &StepContext) -> Result<StepOutcome, StepError> {
         let ns = &self.endpoint.namespace;
+        if let Some(seal) = &self.static_seal {
+            let session = connect(ctx, &self.endpoint, None).await?;
+            wait_self_unsealed(&session, ns, &self.endpoint.pod, seal).await?;
+            super::vault_api::identify_vault(ctx, &super::vault_status::health(&session).await?)?;
+            return Ok(StepOutcome::new(false));
+        }
         let keys = read_keys(ctx, ns, &self.keys_secret).await?.ok_or_else(|| {
             StepError::permanent(format!(
                 "Secret {ns}/{} with the unseal keys is missing: run vault.init (`kubestrap apply --resume`)",
@@ -567,6 +630,57 @@ impl Step for VaultUnseal {
     async fn verify(&self, ctx: &StepContext) -> Result<Verified, StepError> {
         verify_unsealed(ctx, &self.endpoint).await
     }
+}
+
+/// How long a static-seal Vault may take to unseal itself once it answers (OpenBao 2.7.2
+/// unseals within milliseconds of starting; raft then takes leadership in about 0.2 s).
+const SELF_UNSEAL_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until a Vault under the static seal reports unsealed and active: it unseals itself
+/// from the mounted key at every start, so nothing is submitted.
+///
+/// # Errors
+/// Permanent when it is not initialised, or still sealed after [`SELF_UNSEAL_WAIT`] (its key
+/// Secret is missing, not mounted, or not the key its data is encrypted with).
+pub(crate) async fn wait_self_unsealed(
+    session: &VaultSession,
+    namespace: &str,
+    pod: &str,
+    seal: &super::seal_key::StaticSeal,
+) -> Result<(), StepError> {
+    let deadline = tokio::time::Instant::now() + SELF_UNSEAL_WAIT;
+    loop {
+        let status = super::vault_status::seal_status(session).await?;
+        if !status.initialized {
+            return Err(StepError::permanent(
+                "Vault is not initialised, so there is nothing to unseal: run vault.init (`kubestrap apply --resume`)",
+            ));
+        }
+        if !status.sealed {
+            super::vault_status::wait_active(session, ACTIVE_WAIT).await?;
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(StepError::permanent(static_seal_sealed(
+                namespace, pod, seal,
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What to do about a static-seal Vault that stays sealed.
+pub(crate) fn static_seal_sealed(
+    namespace: &str,
+    pod: &str,
+    seal: &super::seal_key::StaticSeal,
+) -> String {
+    format!(
+        "Vault uses the static seal and unseals itself at start from Secret {namespace}/{} (entry `{}`, mounted at {}), yet it is sealed: check that the Secret exists with the key the data was encrypted with and that Pod {namespace}/{pod} mounts it (`kubectl -n {namespace} describe pod {pod}`), then restart the pod",
+        seal.secret,
+        super::seal_key::StaticSeal::ENTRY,
+        seal.key_path()
+    )
 }
 
 /// `vault.auto-unseal`: a small workload that unseals Vault from the keys Secret after restarts.

@@ -196,6 +196,12 @@ pub(crate) fn share_key(n: usize) -> String {
     format!("unseal-key-{n}")
 }
 
+/// Key of recovery share `n` in the keys Secret of a Vault under the static seal, which hands
+/// out recovery keys (they authorise `generate-root` and the like, and cannot unseal).
+pub(crate) fn recovery_key(n: usize) -> String {
+    format!("recovery-key-{n}")
+}
+
 /// Key of the root token in the keys Secret.
 pub(crate) const ROOT_TOKEN_KEY: &str = "root-token";
 
@@ -231,8 +237,13 @@ pub(crate) async fn read_keys(
         ))
     })?;
     let unseal: Vec<SecretString> = (0..).map_while(|n| text(&share_key(n))).collect();
+    let recovery: Vec<SecretString> = (0..).map_while(|n| text(&recovery_key(n))).collect();
     mask_vault_secrets(&root, &unseal);
-    if unseal.is_empty() {
+    for key in &recovery {
+        crate::secrets::redact::mask_also("VAULT_RECOVERY_KEY", key);
+    }
+    // A static-seal Vault's Secret holds recovery keys instead of unseal keys.
+    if unseal.is_empty() && recovery.is_empty() {
         return Err(StepError::permanent(format!(
             "Secret {namespace}/{name} holds no unseal-key-<n> entries: see the recovery section of the README"
         )));

@@ -113,6 +113,14 @@ pub struct VerifyVault {
     pub timeout: HumanDuration,
     /// How to reach Vault.
     pub endpoint: VaultEndpoint,
+    /// OpenBao's static seal: Vault unseals itself from this key Secret, so the restart
+    /// proves that instead of the unsealer. `None` for Shamir (and left out of the payload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_seal: Option<super::seal_key::StaticSeal>,
+    /// Under the static seal, the keys Secret `vault.init` wrote: a pod created after it,
+    /// and unsealed, unsealed itself (nothing submits keys). `None` for Shamir.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys_secret: Option<String>,
 }
 
 impl VerifyVault {
@@ -126,7 +134,49 @@ impl VerifyVault {
             restart: p.verify.restart_vault,
             timeout: p.timeouts.vault_ready,
             endpoint: VaultEndpoint::from_playbook(pb),
+            static_seal: p
+                .vault
+                .seal
+                .is_static()
+                .then(|| super::seal_key::StaticSeal::new(&p.vault.release)),
+            keys_secret: p
+                .vault
+                .seal
+                .is_static()
+                .then(|| p.vault.keys_secret.clone()),
         }
+    }
+
+    /// Who unseals a restarted Vault, for messages.
+    fn unsealer(&self) -> String {
+        match &self.static_seal {
+            Some(seal) => format!(
+                "itself (static seal, Secret {}/{})",
+                self.namespace, seal.secret
+            ),
+            None => "the auto-unsealer".to_owned(),
+        }
+    }
+
+    /// The object whose creation the restart proof must follow: under the static seal the
+    /// keys Secret (written at init: the pod the chart first started predates it), else the
+    /// unsealer Deployment.
+    async fn anchor_created(&self, ctx: &StepContext) -> Result<Option<i64>, StepError> {
+        let client = ctx.kube().await?;
+        Ok(match &self.keys_secret {
+            Some(keys) => Api::<Secret>::namespaced(client, &self.namespace)
+                .get_metadata_opt(keys)
+                .await
+                .map_err(|e| StepError::classify("read the keys Secret", e))?
+                .and_then(|u| u.creation_timestamp())
+                .map(|t| t.0.as_second()),
+            None => Api::<Deployment>::namespaced(client, &self.namespace)
+                .get_opt(UNSEALER_NAME)
+                .await
+                .map_err(|e| StepError::classify("read the unsealer Deployment", e))?
+                .and_then(|u| u.creation_timestamp())
+                .map(|t| t.0.as_second()),
+        })
     }
 
     fn actions(&self) -> Vec<Action> {
@@ -140,7 +190,8 @@ impl VerifyVault {
                     .with_detail("restart to prove auto-unseal ([verify] restart_vault = true)"),
             );
             actions.push(Action::run(format!(
-                "wait for Vault unsealed again by the auto-unsealer (timeout {})",
+                "wait for Vault unsealed again by {} (timeout {})",
+                self.unsealer(),
                 self.timeout
             )));
         }
@@ -156,21 +207,17 @@ impl VerifyVault {
     /// Whether auto-unseal is already proven: the running Vault pod was created after the
     /// unsealer and is unsealed, so the unsealer (not kubestrap) unsealed it. Then a second
     /// run does not restart Vault again (no write on a finished cluster).
+    /// Under the static seal the anchor is the keys Secret: a pod created after init, and
+    /// unsealed, unsealed itself (kubestrap submits nothing).
     async fn auto_unseal_proven(&self, ctx: &StepContext) -> Result<bool, StepError> {
         let client = ctx.kube().await?;
-        let pod = Api::<Pod>::namespaced(client.clone(), &self.namespace)
+        let pod = Api::<Pod>::namespaced(client, &self.namespace)
             .get_opt(&self.pod_name())
             .await
             .map_err(|e| StepError::classify("read the Vault pod", e))?;
-        let unsealer = Api::<Deployment>::namespaced(client, &self.namespace)
-            .get_opt(UNSEALER_NAME)
-            .await
-            .map_err(|e| StepError::classify("read the unsealer Deployment", e))?;
-        Ok(match (pod, unsealer) {
-            (Some(p), Some(u)) => match (p.creation_timestamp(), u.creation_timestamp()) {
-                (Some(pt), Some(ut)) => pt.0 > ut.0,
-                _ => false,
-            },
+        let anchor = self.anchor_created(ctx).await?;
+        Ok(match (pod.and_then(|p| p.creation_timestamp()), anchor) {
+            (Some(pt), Some(at)) => pt.0.as_second() > at,
             _ => false,
         })
     }
@@ -190,11 +237,19 @@ impl VerifyVault {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(StepError::permanent(format!(
-                    "timed out after {}s waiting for Vault (Pod {}/{}) to be unsealed by the auto-unsealer; last observed: {last}; check Deployment {}/{UNSEALER_NAME}",
+                    "timed out after {}s waiting for Vault (Pod {}/{}) to be unsealed by {}; last observed: {last}; {}",
                     self.timeout.get().as_secs(),
                     self.namespace,
                     self.pod_name(),
-                    self.namespace
+                    self.unsealer(),
+                    match &self.static_seal {
+                        Some(seal) => super::vault::static_seal_sealed(
+                            &self.namespace,
+                            &self.pod_name(),
+                            seal
+                        ),
+                        None => format!("check Deployment {}/{UNSEALER_NAME}", self.namespace),
+                    }
                 )));
             }
             ctx.progress(format!("waiting for Vault unsealed: {last}"));
@@ -221,10 +276,16 @@ impl Step for VerifyVault {
         let now = state(&session).await?;
         drop(session);
         if now != VaultState::Unsealed {
-            return Err(StepError::permanent(format!(
-                "Vault is {now:?}: run `kubestrap unseal -p {}` or check the auto-unsealer",
-                ctx.playbook().path.display()
-            )));
+            return Err(StepError::permanent(match &self.static_seal {
+                Some(seal) => format!(
+                    "Vault is {now:?}: {}",
+                    super::vault::static_seal_sealed(&self.namespace, &self.pod_name(), seal)
+                ),
+                None => format!(
+                    "Vault is {now:?}: run `kubestrap unseal -p {}` or check the auto-unsealer",
+                    ctx.playbook().path.display()
+                ),
+            }));
         }
         if !self.restart || self.auto_unseal_proven(ctx).await? {
             return Ok(StepOutcome::ready());
@@ -237,12 +298,7 @@ impl Step for VerifyVault {
             .and_then(|p| p.uid());
         // Timestamps have second precision: restart in a later second than the unsealer was
         // created, so the proof check above recognises the new pod on the next run.
-        let unsealer_second = Api::<Deployment>::namespaced(ctx.kube().await?, &self.namespace)
-            .get_opt(UNSEALER_NAME)
-            .await
-            .map_err(|e| StepError::classify("read the unsealer Deployment", e))?
-            .and_then(|u| u.creation_timestamp())
-            .map(|t| t.0.as_second());
+        let unsealer_second = self.anchor_created(ctx).await?;
         while unsealer_second.is_some_and(|s| jiff::Timestamp::now().as_second() <= s) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

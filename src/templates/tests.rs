@@ -65,6 +65,7 @@ fn rendered() -> Vec<(&'static str, Vec<Value>)> {
                 flux_namespace: "flux-system".to_owned(),
                 repository: crate::playbook::Vault::default().chart_repo,
                 chart_version: "0.28.1".to_owned(),
+                static_seal: None,
             }
             .render(),
         ),
@@ -386,6 +387,7 @@ fn templates_honour_every_playbook_name() {
         flux_namespace: "gitops".to_owned(),
         repository: "https://example.test".to_owned(),
         chart_version: "0.30.0".to_owned(),
+        static_seal: None,
     }
     .render()
     .unwrap();
@@ -451,6 +453,7 @@ fn openbao_flavor_renders_the_openbao_chart_and_the_bao_cli() {
         flux_namespace: "flux-system".to_owned(),
         repository: VaultFlavor::Openbao.default_chart_repo().to_owned(),
         chart_version: VaultFlavor::Openbao.default_chart_version().to_owned(),
+        static_seal: None,
     }
     .render()
     .unwrap();
@@ -462,6 +465,7 @@ fn openbao_flavor_renders_the_openbao_chart_and_the_bao_cli() {
         flux_namespace: "flux-system".to_owned(),
         repository: VaultFlavor::Vault.default_chart_repo().to_owned(),
         chart_version: "0.30.0".to_owned(),
+        static_seal: None,
     }
     .render()
     .unwrap();
@@ -532,5 +536,49 @@ fn openbao_flavor_renders_the_openbao_chart_and_the_bao_cli() {
     assert!(
         script.contains("\"$UNSEAL_CLI\" write sys/unseal") && !script.contains("vault write"),
         "{script}"
+    );
+}
+
+/// `[vault] seal = "static"`: the key Secret mounted read-only into the server pod through
+/// the chart's `server.volumes`/`server.volumeMounts`, and the seal stanza in the server's
+/// configuration reading the mounted file.
+#[test]
+fn static_seal_mounts_the_key_secret_and_adds_the_seal_stanza() {
+    use crate::playbook::VaultFlavor;
+    let text = VaultRelease {
+        flavor: VaultFlavor::Openbao,
+        namespace: "openbao".to_owned(),
+        release: "openbao".to_owned(),
+        flux_namespace: "flux-system".to_owned(),
+        repository: VaultFlavor::Openbao.default_chart_repo().to_owned(),
+        chart_version: VaultFlavor::Openbao.default_chart_version().to_owned(),
+        static_seal: Some(super::StaticSealMount {
+            secret: "openbao-static-seal".to_owned(),
+            volume: "static-seal-key".to_owned(),
+            mount_dir: "/openbao/userconfig/openbao-static-seal".to_owned(),
+            stanza: "seal \"static\" {\n  current_key_id = \"k\"\n  current_key = \"file:///openbao/userconfig/openbao-static-seal/key\"\n}\n".to_owned(),
+        }),
+    }
+    .render()
+    .unwrap();
+    let objects: Vec<Value> = values_of(&text);
+    let server = &find(&objects, "HelmRelease")["spec"]["values"]["server"];
+    assert_eq!(server["volumes"][0]["name"], "static-seal-key");
+    assert_eq!(
+        server["volumes"][0]["secret"]["secretName"],
+        "openbao-static-seal"
+    );
+    assert_eq!(server["volumeMounts"][0]["name"], "static-seal-key");
+    assert_eq!(
+        server["volumeMounts"][0]["mountPath"],
+        "/openbao/userconfig/openbao-static-seal"
+    );
+    assert_eq!(server["volumeMounts"][0]["readOnly"], true);
+    let config = server["standalone"]["config"].as_str().unwrap();
+    assert!(
+        config.contains("storage \"raft\"")
+            && config.contains("seal \"static\"")
+            && config.contains("file:///openbao/userconfig/openbao-static-seal/key"),
+        "{config}"
     );
 }

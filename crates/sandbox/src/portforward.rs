@@ -48,6 +48,11 @@ pub trait PodBackend: Send + Sync + 'static {
     /// first: it must be quick and must not call back into the sandbox's store or API
     /// (that would deadlock). Flip a flag or send on a channel.
     fn pod_deleted(&self, _namespace: &str, _pod: &str) {}
+
+    /// Called by the kubelet each time it looks at the running pod `pod` (its volumes are
+    /// mounted): the backend may set up its process for this pod (e.g. read its mounted
+    /// configuration once per pod uid). Synchronous and quick, like [`Self::pod_deleted`].
+    fn pod_running(&self, _shared: &crate::server::Shared, _pod: &serde_json::Value) {}
 }
 
 /// Namespace, pod-name prefix, backend.

@@ -1115,3 +1115,108 @@ async fn sealing_a_sealed_vault_is_204_not_503() {
     let (code, _) = vault.raw("GET", "/v1/sys/seal", None).await;
     assert_ne!(code, 204);
 }
+
+/// `PUT`s `body` to `/v1/<path>`; the status code and the JSON answer.
+async fn put_json(addr: &str, path: &str, body: Value) -> (u16, Value) {
+    let resp = t(reqwest::Client::new()
+        .put(format!("{addr}/v1/{path}"))
+        .json(&body)
+        .send())
+    .await
+    .unwrap();
+    let code = resp.status().as_u16();
+    (code, t(resp.json()).await.unwrap_or(Value::Null))
+}
+
+async fn get_json(addr: &str, path: &str) -> Value {
+    t(t(reqwest::get(format!("{addr}/v1/{path}")))
+        .await
+        .unwrap()
+        .json())
+    .await
+    .unwrap()
+}
+
+/// OpenBao's static seal as OpenBao 2.7.2 answered it (measured by hand against `bao server`
+/// with `seal "static"`): seal-status says `type: static` with a Shamir recovery seal;
+/// `secret_shares` is refused with 400; init with recovery shares answers 200 with empty `keys`
+/// and the recovery keys, and leaves the server unsealed; `{}` hands out no recovery keys; a
+/// restart comes back unsealed by itself, and a server given another key stays sealed.
+#[tokio::test]
+async fn static_seal_init_hands_out_recovery_keys_and_a_restart_unseals_itself() {
+    let sb = start().await;
+    let key = zeroize::Zeroizing::new([9u8; 32]);
+    sb.server.start_with_seal(Some(key.clone()));
+    let status = get_json(&sb.addr, "sys/seal-status").await;
+    assert_eq!(status["type"], "static", "{status}");
+    assert_eq!(status["recovery_seal"], true, "{status}");
+    assert_eq!(status["recovery_seal_type"], "shamir", "{status}");
+    assert_eq!(
+        (status["t"].clone(), status["n"].clone()),
+        (0.into(), 0.into())
+    );
+
+    let (code, body) = put_json(
+        &sb.addr,
+        "sys/init",
+        json!({"secret_shares": 3, "secret_threshold": 2}),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(
+        body["errors"][0],
+        "parameters secret_shares,secret_threshold not applicable to seal type static"
+    );
+    let (code, body) = put_json(
+        &sb.addr,
+        "sys/init",
+        json!({"recovery_shares": 3, "recovery_threshold": 2}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["keys"], json!([]));
+    assert_eq!(body["keys_base64"], json!([]));
+    let recovery = body["recovery_keys"].as_array().unwrap();
+    assert_eq!(recovery.len(), 3);
+    assert_eq!(
+        recovery[0].as_str().unwrap().len(),
+        66,
+        "hex of 33 bytes, as OpenBao's"
+    );
+    assert_eq!(body["recovery_keys_base64"].as_array().unwrap().len(), 3);
+    let root = body["root_token"].as_str().unwrap().to_owned();
+    let status = get_json(&sb.addr, "sys/seal-status").await;
+    assert_eq!(status["sealed"], false, "unsealed by init: {status}");
+    assert_eq!(
+        (status["t"].clone(), status["n"].clone()),
+        (2.into(), 3.into())
+    );
+
+    // A restart: unsealed again with the stored key, data (the root token) kept.
+    sb.server.restart();
+    assert_eq!(
+        sb.server.status(),
+        VaultStatus {
+            initialized: true,
+            sealed: false
+        }
+    );
+    let (code, _) = sb.raw("GET", "/v1/sys/mounts", Some(&root)).await;
+    assert_eq!(code, 200);
+    // The same storage under another key cannot be opened.
+    sb.server
+        .start_with_seal(Some(zeroize::Zeroizing::new([1u8; 32])));
+    assert!(sb.server.status().sealed);
+    sb.server.start_with_seal(Some(key));
+    assert!(!sb.server.status().sealed);
+
+    // `{}`: no recovery keys at all.
+    let fresh = start().await;
+    fresh
+        .server
+        .start_with_seal(Some(zeroize::Zeroizing::new([2u8; 32])));
+    let (code, body) = put_json(&fresh.addr, "sys/init", json!({})).await;
+    assert_eq!(code, 200, "{body}");
+    let fields: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert_eq!(fields, ["keys", "keys_base64", "root_token"]);
+}

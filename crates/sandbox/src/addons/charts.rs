@@ -126,6 +126,16 @@ impl Chart {
             {
                 d["data"]["extraconfig-from-values.hcl"] = json!(config);
             }
+            // `server.volumes` / `server.volumeMounts`: extra pod volumes and the server
+            // container's mounts of them, appended as the charts' templates append them.
+            if self.is_vault_server() && d["kind"] == "StatefulSet" {
+                let spec = &mut d["spec"]["template"]["spec"];
+                append(&mut spec["volumes"], &values["server"]["volumes"]);
+                append(
+                    &mut spec["containers"][0]["volumeMounts"],
+                    &values["server"]["volumeMounts"],
+                );
+            }
             if self.is_vault_server()
                 && d["kind"] == "StatefulSet"
                 && let Some(path) = values["server"]["readinessProbe"]["path"].as_str()
@@ -136,6 +146,19 @@ impl Chart {
             }
         }
         Ok(docs)
+    }
+}
+
+/// Appends the items of the list `extra` (a chart value) to the list at `target`.
+fn append(target: &mut Value, extra: &Value) {
+    let Some(items) = extra.as_array().filter(|a| !a.is_empty()) else {
+        return;
+    };
+    if !target.is_array() {
+        *target = json!([]);
+    }
+    if let Some(list) = target.as_array_mut() {
+        list.extend(items.iter().cloned());
     }
 }
 

@@ -11,6 +11,7 @@ mod flux_kustomize;
 mod flux_source;
 mod git;
 pub mod kit;
+mod static_seal;
 mod unsealer;
 mod vault;
 

@@ -190,9 +190,15 @@ impl TokenReviewer for ClusterReviewer {
     }
 }
 
-/// The Vault pod's behaviour: serves port 8200, probes, restarts on delete.
+/// The Vault pod's behaviour: serves port 8200, probes, restarts on delete, and starts its
+/// process with the seal its mounted configuration names ([`super::static_seal`]).
 pub struct VaultBackend {
     vault: VaultPod,
+    /// The uid of the pod whose configuration the process was last started with.
+    started_for: Mutex<Option<String>>,
+    /// Why the process does not run (its start error, e.g. an unreadable static seal key):
+    /// connections are refused and the probe fails, as for a crashing container.
+    broken: Mutex<Option<String>>,
     /// Pods (`ns/name`) whose readiness probe treats a sealed or uninitialised Vault as
     /// ready (`sealedcode=204&uninitcode=204`, vault-helm #954).
     sealed_ok: Mutex<HashSet<String>>,
@@ -205,6 +211,8 @@ impl VaultBackend {
     pub fn new(vault: VaultPod) -> Arc<Self> {
         Arc::new(Self {
             vault,
+            started_for: Mutex::default(),
+            broken: Mutex::default(),
             sealed_ok: Mutex::new(HashSet::new()),
             registered: AtomicBool::new(false),
         })
@@ -221,6 +229,38 @@ impl VaultBackend {
         }
     }
 
+    /// Starts the pod's process with the seal its mounted configuration names (once per pod
+    /// uid: a container start), recording why it cannot start, if it cannot.
+    fn start_for(&self, shared: &Shared, pod: &Value) {
+        let seal = super::static_seal::pod_seal(shared, pod);
+        let broken = match seal {
+            super::static_seal::PodSeal::Shamir => {
+                self.vault.start_with_seal(None);
+                None
+            }
+            super::static_seal::PodSeal::Static { key_id, key } => match key {
+                Ok(key) => {
+                    self.vault.start_with_seal(Some((key_id, Ok(key))));
+                    None
+                }
+                Err(why) => {
+                    tracing::warn!(error = %why, "the vault pod's server cannot start");
+                    self.vault.start_with_seal(Some((key_id, Err(()))));
+                    Some(why)
+                }
+            },
+        };
+        *self.broken.lock().unwrap_or_else(|p| p.into_inner()) = broken;
+    }
+
+    /// Whether the process could not start with its pod's configuration.
+    fn is_broken(&self) -> bool {
+        self.broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// Marks that a pod is served (first registration is logged).
     pub fn mark_registered(&self) -> bool {
         !self.registered.swap(true, Ordering::SeqCst)
@@ -230,13 +270,45 @@ impl VaultBackend {
 #[async_trait]
 impl PodBackend for VaultBackend {
     async fn connect(&self, _namespace: &str, _pod: &str, port: u16) -> Option<PodStream> {
-        if port != VAULT_PORT {
+        if port != VAULT_PORT || self.is_broken() {
             return None;
         }
         self.vault.connect().await
     }
 
+    fn pod_running(&self, shared: &Shared, pod: &Value) {
+        let uid = kit::meta(pod, "uid").to_string();
+        let fresh = {
+            let mut started = self.started_for.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = started.as_deref() != Some(uid.as_str());
+            *started = Some(uid.clone());
+            fresh
+        };
+        if fresh {
+            self.start_for(shared, pod);
+        }
+        // A server that cannot start exits at once with its error, and the kubelet starts it
+        // again after its back-off: CrashLoopBackOff, `kubectl logs` saying why.
+        let broken = self
+            .broken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(why) = broken {
+            let container = pod["spec"]["containers"][0]["name"]
+                .as_str()
+                .unwrap_or_default();
+            if shared.runtime.running(&uid, container).is_some() {
+                shared.runtime.log(&uid, container, &why);
+                shared.runtime.exit(&uid, container, 1);
+            }
+        }
+    }
+
     fn ready(&self, namespace: &str, pod: &str) -> Option<bool> {
+        if self.is_broken() {
+            return Some(false);
+        }
         // A server that does not answer fails every probe, `sealedcode=204` or not.
         let Some(st) = self.vault.status() else {
             return Some(false);

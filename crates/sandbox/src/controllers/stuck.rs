@@ -111,6 +111,87 @@ fn event(
     }
 }
 
+/// The first Secret volume of `pod` the kubelet cannot set up: `(volume, secret)` of a
+/// non-optional `secret` volume whose Secret does not exist.
+pub(crate) fn missing_secret_volume(c: &Cluster, pod: &Value) -> Option<(String, String)> {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+    pod["spec"]["volumes"].as_array()?.iter().find_map(|v| {
+        let secret = v["secret"]["secretName"].as_str()?;
+        if v["secret"]["optional"] == true {
+            return None;
+        }
+        let exists = c
+            .store
+            .get(&crate::store::ObjectKey::new("/secrets", ns, secret))
+            .is_some();
+        (!exists).then(|| {
+            (
+                v["name"].as_str().unwrap_or("").to_string(),
+                secret.to_string(),
+            )
+        })
+    })
+}
+
+/// How often the kubelet retries a failed volume mount here (it backs off up to about two
+/// minutes; the sandbox retries quickly so a Secret created late starts the pod at once).
+const MOUNT_RETRY: Duration = Duration::from_millis(500);
+
+/// Holds `pod` in `ContainerCreating` because its Secret volume `volume` names the missing
+/// Secret `secret`, with the kubelet's `FailedMount` Event (`pkg/volume/secret`:
+/// `MountVolume.SetUp failed for volume "…" : secret "…" not found`); returns when to retry.
+pub(crate) fn hold_failed_mount(c: &Cluster, pod: &Value, volume: &str, secret: &str) -> Duration {
+    let Some(rt) = c.registry.lookup("", "v1", "pods") else {
+        return MOUNT_RETRY;
+    };
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let containers = pod["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<&str> = containers
+        .iter()
+        .filter_map(|ct| ct["name"].as_str())
+        .collect();
+    let unready = format!("containers with unready status: [{}]", names.join(" "));
+    let started = pod["status"]["startTime"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(now);
+    let _ = c.modify(&rt, ns, name, true, "kubelet", |p| {
+        let old = p.clone();
+        let statuses: Vec<Value> = containers
+            .iter()
+            .map(|ct| {
+                json!({
+                    "name": ct["name"], "image": ct["image"], "imageID": "",
+                    "ready": false, "started": false, "restartCount": 0,
+                    "state": {"waiting": {"reason": "ContainerCreating"}},
+                })
+            })
+            .collect();
+        p["status"] = json!({
+            "phase": "Pending",
+            "conditions": [
+                condition("PodReadyToStartContainers", false, "", "", &old),
+                condition("Initialized", true, "", "", &old),
+                condition("Ready", false, "ContainersNotReady", &unready, &old),
+                condition("ContainersReady", false, "ContainersNotReady", &unready, &old),
+                condition("PodScheduled", true, "", "", &old),
+            ],
+            "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+            "startTime": started,
+            "containerStatuses": statuses,
+            "qosClass": "BestEffort",
+        });
+    });
+    let message =
+        format!("MountVolume.SetUp failed for volume \"{volume}\" : secret \"{secret}\" not found");
+    event(c, pod, "kubelet", 1, (true, "FailedMount", &message));
+    MOUNT_RETRY
+}
+
 /// Writes the held-back status of `pod` and its Events; returns when to look again (the
 /// kubelet and the scheduler keep retrying, and counting).
 pub(crate) fn hold(

@@ -169,6 +169,14 @@ impl ContainerState {
     }
 }
 
+/// Whether `pod` is the server pod of a vault or openbao chart's StatefulSet, whose process
+/// the sandbox's Vault add-on provides once it serves the pod (`addons::VaultPods`).
+fn awaits_vault_backend(pod: &Value) -> bool {
+    let name = &pod["metadata"]["labels"]["app.kubernetes.io/name"];
+    (name == "vault" || name == "openbao")
+        && controller_owner(pod).is_some_and(|(kind, _)| kind == "StatefulSet")
+}
+
 /// A condition of `kind` for an object whose previous state is `old`: `lastTransitionTime`
 /// moves only when the status changes, as the real controllers keep it.
 pub(crate) fn condition(kind: &str, ok: bool, reason: &str, message: &str, old: &Value) -> Value {
@@ -617,9 +625,21 @@ impl WorkloadController {
         ) {
             return Action::Done;
         }
+        // The kubelet mounts every volume before it starts any container: a Secret volume
+        // whose Secret does not exist keeps the pod in ContainerCreating (FailedMount).
+        if let Some((volume, secret)) = stuck::missing_secret_volume(c, &pod) {
+            return Action::RequeueAfter(stuck::hold_failed_mount(c, &pod, &volume, &secret));
+        }
         // Job pods run to completion; every other pod keeps running.
         let completes = controller_owner(&pod).is_some_and(|(kind, _)| kind == "Job");
         let backend = shared.backends.find(&key.namespace, &key.name);
+        if let Some(b) = &backend {
+            b.pod_running(shared, &pod);
+        } else if awaits_vault_backend(&pod) {
+            // The Vault pod's process is the add-on's server, which starts with the pod's
+            // mounted configuration (its seal): not Running before the add-on serves it.
+            return Action::RequeueAfter(Duration::from_millis(20));
+        }
         let probe = backend
             .as_ref()
             .and_then(|b| b.ready(&key.namespace, &key.name));

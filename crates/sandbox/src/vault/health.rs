@@ -27,6 +27,8 @@ pub struct SealView<'a> {
     pub nonce: &'a str,
     /// Cluster name and id, reported only while unsealed.
     pub cluster: Option<(&'a str, &'a str)>,
+    /// The server runs OpenBao's static seal (`seal "static"` in its configuration).
+    pub static_seal: bool,
 }
 
 /// The `sys/seal-status` body (`SealStatusResponse`).
@@ -48,6 +50,13 @@ pub fn seal_status(view: SealView<'_>) -> Value {
         "recovery_seal": false,
         "storage_type": "file",
     });
+    if view.static_seal {
+        // OpenBao 2.7.2 under `seal "static"`: type static, a Shamir recovery seal whose
+        // shares are `t`/`n` (0/0 before init).
+        body["type"] = json!("static");
+        body["recovery_seal"] = json!(true);
+        body["recovery_seal_type"] = json!("shamir");
+    }
     if let Some((name, id)) = view.cluster {
         body["cluster_name"] = json!(name);
         body["cluster_id"] = json!(id);
@@ -126,12 +135,14 @@ mod tests {
             progress: 0,
             nonce: "",
             cluster: (!sealed).then_some(("vault-cluster-x", "id")),
+            static_seal: false,
         }
     }
 
     const CONFIG: SealConfig = SealConfig {
         secret_shares: 1,
         secret_threshold: 1,
+        recovery: false,
     };
 
     #[test]

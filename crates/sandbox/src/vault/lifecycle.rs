@@ -27,6 +27,10 @@ enum Seal {
 pub struct Core {
     storage: Storage,
     seal: Seal,
+    /// OpenBao's static seal: the key read from the file its `seal "static"` stanza names
+    /// (the mounted Secret). With it, the server unseals itself at start and `sys/init` hands
+    /// out recovery keys.
+    static_key: Option<RootKey>,
 }
 
 impl Core {
@@ -35,7 +39,41 @@ impl Core {
         Ok(Self {
             storage: Storage::open(path)?,
             seal: Seal::Sealed(UnsealProgress::default()),
+            static_key: None,
         })
+    }
+
+    /// Configures the seal as the server's configuration file does at start: the static
+    /// seal's key, or `None` for Shamir.
+    pub fn set_static_key(&mut self, key: Option<RootKey>) {
+        self.static_key = key;
+    }
+
+    /// Whether the static seal is configured.
+    pub fn has_static_key(&self) -> bool {
+        self.static_key.is_some()
+    }
+
+    /// What a starting server under the static seal does: unwraps its stored root key with
+    /// the seal's key and unseals (`core: unsealed with stored key`). Nothing happens under
+    /// Shamir, before init, or when the key does not open the stored one (it stays sealed,
+    /// as OpenBao logs `failed to unseal core`).
+    pub fn unseal_with_stored_key(&mut self) {
+        let Some(seal_key) = &self.static_key else {
+            return;
+        };
+        if !matches!(self.seal, Seal::Sealed(_)) {
+            return;
+        }
+        let Some(Ok(key)) = self.storage.stored_key(seal_key) else {
+            return;
+        };
+        if let Ok(state) = self.storage.unlock::<State>(&key) {
+            self.seal = Seal::Unsealed {
+                key,
+                state: Box::new(state),
+            };
+        }
     }
 
     /// Initialised and sealed flags.
@@ -55,6 +93,7 @@ impl Core {
                 progress: progress.progress(),
                 nonce: progress.nonce(),
                 cluster: None,
+                static_seal: self.static_key.is_some(),
             },
             Seal::Unsealed { state, .. } => SealView {
                 config,
@@ -62,6 +101,7 @@ impl Core {
                 progress: 0,
                 nonce: "",
                 cluster: Some((&state.cluster_name, &state.cluster_id)),
+                static_seal: self.static_key.is_some(),
             },
         }
     }
@@ -130,6 +170,9 @@ impl Core {
         if self.status().initialized {
             return Err(ApiError::bad("Vault is already initialized"));
         }
+        if self.static_key.is_some() {
+            return self.init_static(req);
+        }
         let recovery = ["recovery_shares", "recovery_threshold"]
             .iter()
             .any(|k| req.u64_field(k).is_some_and(|n| n > 0))
@@ -163,6 +206,7 @@ impl Core {
             SealConfig {
                 secret_shares: shares,
                 secret_threshold: threshold,
+                recovery: false,
             },
             &key,
             &state,
@@ -177,6 +221,67 @@ impl Core {
             hyper::StatusCode::OK,
             json!({ "keys": keys, "keys_base64": keys_base64, "root_token": root_token }),
         ))
+    }
+
+    /// `sys/init` under the static seal, as OpenBao 2.7.2 answers it: `secret_shares` and
+    /// `secret_threshold` are refused (400); `recovery_shares`/`recovery_threshold` (0 by
+    /// default: no recovery keys) split a recovery key; the root key is stored wrapped by the
+    /// seal's key, and the server is unsealed when init returns.
+    fn init_static(&mut self, req: &ApiRequest) -> Result<Reply, ApiError> {
+        if ["secret_shares", "secret_threshold"]
+            .iter()
+            .any(|k| req.u64_field(k).is_some_and(|n| n > 0))
+        {
+            return Err(ApiError::bad(
+                "parameters secret_shares,secret_threshold not applicable to seal type static",
+            ));
+        }
+        let Some(seal_key) = self.static_key.clone() else {
+            return Err(ApiError::Internal("no static seal key".into()));
+        };
+        let recovery_shares = req.u64_field("recovery_shares").unwrap_or(0);
+        let recovery_threshold = req.u64_field("recovery_threshold").unwrap_or(0);
+        let recovery = if recovery_shares == 0 {
+            None
+        } else {
+            Some(seal::validate_config(recovery_shares, recovery_threshold)?)
+        };
+        let (shares, threshold) = recovery.unwrap_or((0, 0));
+        let (key, _) = seal::generate(1, 1);
+        let (state, root_token) = State::initial(tokens::now());
+        self.storage.initialize_stored(
+            SealConfig {
+                secret_shares: shares,
+                secret_threshold: threshold,
+                recovery: true,
+            },
+            &seal_key,
+            &key,
+            &state,
+        )?;
+        self.seal = Seal::Unsealed {
+            key,
+            state: Box::new(state),
+        };
+        let mut body = json!({ "keys": [], "keys_base64": [], "root_token": root_token });
+        if let Some((shares, threshold)) = recovery {
+            // The recovery key authorises operations such as generate-root; the emulator
+            // implements none of them, so only its shares are handed out.
+            let (_, parts) = seal::generate(shares, threshold);
+            body["recovery_keys"] = json!(
+                parts
+                    .iter()
+                    .map(|p| hex::encode(p.as_slice()))
+                    .collect::<Vec<_>>()
+            );
+            body["recovery_keys_base64"] = json!(
+                parts
+                    .iter()
+                    .map(|p| base64::engine::general_purpose::STANDARD.encode(p.as_slice()))
+                    .collect::<Vec<_>>()
+            );
+        }
+        Ok(Reply::Raw(hyper::StatusCode::OK, body))
     }
 
     fn unseal(&mut self, req: &ApiRequest) -> Result<Reply, ApiError> {

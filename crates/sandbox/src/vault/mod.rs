@@ -213,10 +213,34 @@ impl VaultServer {
         http::serve_tcp(Arc::clone(self), listener)
     }
 
-    /// A pod restart: forget the in-memory root key (sealed again), keep storage.
+    /// A pod restart: forget the in-memory root key (sealed again), keep storage. Under the
+    /// static seal the new process unseals itself with its stored key at once.
     pub fn restart(&self) {
-        self.lock().seal();
+        {
+            let mut core = self.lock();
+            core.seal();
+            core.unseal_with_stored_key();
+        }
         self.publish();
+    }
+
+    /// The server (re)starts with this seal configuration: OpenBao's static seal with its
+    /// key (32 bytes from the file the `seal "static"` stanza names), or `None` for Shamir.
+    /// Like a starting process, it forgets its root key and, under the static seal, unseals
+    /// itself with its stored key.
+    pub fn start_with_seal(&self, static_key: Option<zeroize::Zeroizing<[u8; 32]>>) {
+        {
+            let mut core = self.lock();
+            core.seal();
+            core.set_static_key(static_key);
+            core.unseal_with_stored_key();
+        }
+        self.publish();
+    }
+
+    /// Whether the server runs with OpenBao's static seal.
+    pub fn has_static_seal(&self) -> bool {
+        self.lock().has_static_key()
     }
 
     /// Initialised and sealed flags now.

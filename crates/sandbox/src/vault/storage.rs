@@ -31,9 +31,20 @@ pub struct SealConfig {
     pub secret_shares: u8,
     /// Number of shares needed to unseal.
     pub secret_threshold: u8,
+    /// Initialised under an auto-unseal (static) seal: the shares are recovery shares, and
+    /// the root key is stored wrapped by the seal's key.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub recovery: bool,
 }
 
-#[derive(Serialize, Deserialize)]
+const fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Binds a wrapped root key to its use.
+const KEY_AAD: &[u8] = b"kubestrap-sandbox-vault-stored-key/1";
+
+#[derive(Clone, Serialize, Deserialize)]
 struct SealedBarrier {
     nonce: String,
     ciphertext: String,
@@ -44,6 +55,9 @@ struct StorageFile {
     format: u32,
     seal: Option<SealConfig>,
     barrier: Option<SealedBarrier>,
+    /// The root key, encrypted with the static seal's key (auto-unseal's "stored keys").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stored_key: Option<SealedBarrier>,
 }
 
 /// Why the barrier could not be opened.
@@ -89,6 +103,7 @@ impl Storage {
                 format: FORMAT,
                 seal: None,
                 barrier: None,
+                stored_key: None,
             },
             Err(source) => return Err(VaultError::Io { path, source }),
         };
@@ -109,6 +124,59 @@ impl Storage {
     ) -> Result<(), VaultError> {
         self.file.seal = Some(seal);
         self.persist(key, state)
+    }
+
+    /// Records the seal configuration, the root key wrapped by the static seal's key, and the
+    /// first barrier content (init under the static seal).
+    pub fn initialize_stored<T: Serialize>(
+        &mut self,
+        seal: SealConfig,
+        seal_key: &RootKey,
+        key: &RootKey,
+        state: &T,
+    ) -> Result<(), VaultError> {
+        let mut data = Zeroizing::new(key.to_vec());
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        aead_key(seal_key)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(KEY_AAD),
+                &mut *data,
+            )
+            .map_err(|_| VaultError::Crypto)?;
+        self.file.stored_key = Some(SealedBarrier {
+            nonce: B64.encode(nonce),
+            ciphertext: B64.encode(data.as_slice()),
+        });
+        self.initialize(seal, key, state)
+    }
+
+    /// The root key unwrapped with the static seal's key; `None` when none is stored.
+    pub fn stored_key(&self, seal_key: &RootKey) -> Option<Result<RootKey, UnlockError>> {
+        let wrapped = self.file.stored_key.as_ref()?;
+        let nonce: Option<[u8; NONCE_LEN]> = B64
+            .decode(&wrapped.nonce)
+            .ok()
+            .and_then(|n| n.try_into().ok());
+        let Some(nonce) = nonce else {
+            return Some(Err(UnlockError::Corrupt("bad stored key nonce".into())));
+        };
+        let Ok(data) = B64.decode(&wrapped.ciphertext) else {
+            return Some(Err(UnlockError::Corrupt("bad stored key encoding".into())));
+        };
+        let mut data = Zeroizing::new(data);
+        let Ok(plain) = aead_key(seal_key).open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(KEY_AAD),
+            &mut data,
+        ) else {
+            return Some(Err(UnlockError::WrongKey));
+        };
+        let key: Option<[u8; super::seal::ROOT_KEY_LEN]> = plain.try_into().ok();
+        Some(
+            key.map(Zeroizing::new)
+                .ok_or_else(|| UnlockError::Corrupt("stored key has the wrong length".into())),
+        )
     }
 
     /// Decrypts the barrier with a candidate key.
@@ -172,6 +240,7 @@ impl Storage {
                 nonce: B64.encode(nonce),
                 ciphertext: B64.encode(data.as_slice()),
             }),
+            stored_key: self.file.stored_key.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&next).map_err(|e| VaultError::Corrupt {
             path: self.path.clone(),
@@ -238,6 +307,7 @@ mod tests {
         let config = SealConfig {
             secret_shares: 3,
             secret_threshold: 2,
+            recovery: false,
         };
         storage
             .initialize(config, &key, &serde_json::json!({"hello": "s3cr3t"}))
@@ -266,6 +336,7 @@ mod tests {
         let config = SealConfig {
             secret_shares: 1,
             secret_threshold: 1,
+            recovery: false,
         };
         storage
             .initialize(config, &key, &serde_json::json!({"v": 1}))

@@ -74,6 +74,12 @@ impl Layout {
         self.root.join("server.log")
     }
 
+    /// The static seal's key file: what the pod's mounted Secret holds, as its container
+    /// would see it (0600, rewritten at each pod start, removed when the pod has none).
+    pub fn static_seal_key(&self) -> PathBuf {
+        self.root.join("static-seal.key")
+    }
+
     /// The running server's pid (for operators and tests).
     pub fn pid(&self) -> PathBuf {
         self.root.join("server.pid")
@@ -183,19 +189,29 @@ fn hcl_string(s: &str) -> String {
 ///   listener does (`tls_disable = 1`).
 /// - No `disable_mlock` for OpenBao: it removed mlock in 2.0 and warns about the key; Vault
 ///   still wants it off when the process may not lock memory.
-pub fn render(flavor: Flavor, layout: &Layout, ports: Ports) -> String {
+///
+/// With `static_seal` (the pod's `current_key_id`), a `seal "static"` stanza reads the key
+/// from [`Layout::static_seal_key`], the file the pod's Secret volume presents.
+pub fn render(flavor: Flavor, layout: &Layout, ports: Ports, static_seal: Option<&str>) -> String {
     let data = hcl_string(&layout.data().display().to_string());
     let mlock = match flavor {
         Flavor::Vault => "disable_mlock = true\n",
         Flavor::OpenBao => "",
     };
+    let seal = static_seal.map_or(String::new(), |key_id| {
+        format!(
+            "\nseal \"static\" {{\n  current_key_id = {}\n  current_key    = {}\n}}\n",
+            hcl_string(key_id),
+            hcl_string(&format!("file://{}", layout.static_seal_key().display()))
+        )
+    });
     format!(
         "# Written by the kubestrap sandbox at every start: the Vault pod's server.\n\
          storage \"raft\" {{\n  path                   = {data}\n  node_id                = \"vault-0\"\n  performance_multiplier = 1\n}}\n\n\
          listener \"tcp\" {{\n  address         = \"127.0.0.1:{api}\"\n  cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable     = true\n}}\n\n\
          api_addr     = \"http://127.0.0.1:{api}\"\n\
          cluster_addr = \"https://127.0.0.1:{cluster}\"\n\
-         ui           = false\n{mlock}",
+         ui           = false\n{mlock}{seal}",
         api = ports.api,
         cluster = ports.cluster,
     )
@@ -230,7 +246,7 @@ mod tests {
             api: 41000,
             cluster: 41001,
         };
-        let hcl = render(Flavor::OpenBao, &layout, ports);
+        let hcl = render(Flavor::OpenBao, &layout, ports, None);
         assert!(
             hcl.contains(r#"path                   = "/tmp/a \"b\"/$${x}/$y/vault-server/data""#),
             "{hcl}"
@@ -246,7 +262,14 @@ mod tests {
             value["storage"]["raft"]["path"], "/tmp/a \"b\"/${x}/$y/vault-server/data",
             "the path survives HCL's escapes"
         );
-        assert!(render(Flavor::Vault, &layout, ports).contains("disable_mlock = true"));
+        assert!(render(Flavor::Vault, &layout, ports, None).contains("disable_mlock = true"));
+        let sealed = render(Flavor::OpenBao, &layout, ports, Some("k1"));
+        let value: serde_json::Value = hcl::from_str(&sealed).expect("evaluates");
+        assert_eq!(value["seal"]["static"]["current_key_id"], "k1");
+        assert_eq!(
+            value["seal"]["static"]["current_key"],
+            "file:///tmp/a \"b\"/${x}/$y/vault-server/static-seal.key"
+        );
     }
 
     #[test]

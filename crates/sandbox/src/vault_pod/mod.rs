@@ -86,6 +86,10 @@ pub enum ServerError {
     },
 }
 
+/// The static seal a pod's process starts with: its `current_key_id` and the key its Secret
+/// volume presents (`Err` when the container cannot read one).
+pub type StaticSealStart = (String, Result<zeroize::Zeroizing<[u8; 32]>, ()>);
+
 /// What backs the Vault pod. Cheap to clone.
 #[derive(Debug, Clone)]
 pub enum VaultPod {
@@ -123,6 +127,23 @@ impl VaultPod {
         match self {
             Self::Emulated(vault) => vault.restart(),
             Self::Server(server) => server.restart(),
+        }
+    }
+
+    /// The pod's process starts with this seal (its mounted configuration): `None` for
+    /// Shamir, else the static seal's key id and its key (`Err` when the container cannot
+    /// read it). The emulator only changes when the seal does; the real server restarts only
+    /// when its configuration or key file changes.
+    pub fn start_with_seal(&self, seal: Option<StaticSealStart>) {
+        match self {
+            Self::Emulated(vault) => match seal {
+                None if vault.has_static_seal() => vault.start_with_seal(None),
+                None => {}
+                Some((_, Ok(key))) => vault.start_with_seal(Some(key)),
+                // The process does not start at all (the backend refuses connections).
+                Some((_, Err(()))) => {}
+            },
+            Self::Server(server) => server.configure_seal(seal),
         }
     }
 

@@ -134,11 +134,22 @@ impl ServerProcess {
         layout.create()?;
         let ports = Ports::load_or_pick(&layout)?;
         let config_path = layout.config();
-        std::fs::write(&config_path, config::render(flavor, &layout, ports)).map_err(|source| {
-            ServerError::Io {
-                path: config_path.clone(),
-                source,
-            }
+        // A server whose data is sealed by the static seal refuses to start without it
+        // ("cannot seal migrate from \"static\" to Shamir", measured with OpenBao 2.7.2), so a
+        // restarted sandbox keeps the seal its pod last started with until the pod says again.
+        let previous_seal = std::fs::read_to_string(&config_path)
+            .ok()
+            .and_then(|t| hcl::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| {
+                v["seal"]["static"]["current_key_id"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .filter(|_| layout.static_seal_key().exists());
+        let text = config::render(flavor, &layout, ports, previous_seal.as_deref());
+        std::fs::write(&config_path, text).map_err(|source| ServerError::Io {
+            path: config_path.clone(),
+            source,
         })?;
         let proxy = super::proxy::bind()
             .await
@@ -249,6 +260,54 @@ impl ServerProcess {
         self.wanted.fetch_add(1, Ordering::SeqCst);
         self.probe.send_replace(None);
         let _ = self.restarts.send(());
+    }
+
+    /// Starts the server with the seal of its pod's configuration: `None` for Shamir, or the
+    /// static seal's key id and the key its Secret volume presents (`Err` when the container
+    /// cannot read one: the server is then started without the file and fails, as it would).
+    /// Restarts the process only when the configuration or the key file changes.
+    pub fn configure_seal(&self, seal: Option<super::StaticSealStart>) {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let key_path = self.layout.static_seal_key();
+        let text = config::render(
+            self.flavor,
+            &self.layout,
+            self.ports,
+            seal.as_ref().map(|(id, _)| id.as_str()),
+        );
+        let config_path = self.layout.config();
+        let mut changed = std::fs::read_to_string(&config_path).ok().as_deref() != Some(&text);
+        if changed && let Err(e) = std::fs::write(&config_path, &text) {
+            tracing::error!(error = %e, path = %config_path.display(), "cannot write the vault server configuration");
+        }
+        let old = std::fs::read(&key_path).ok().map(zeroize::Zeroizing::new);
+        match seal.as_ref().map(|(_, key)| key) {
+            Some(Ok(key)) if old.as_ref().is_some_and(|o| o.as_slice() == key.as_slice()) => {}
+            Some(Ok(key)) => {
+                changed = true;
+                let _ = std::fs::remove_file(&key_path);
+                let written = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&key_path)
+                    .and_then(|mut f| f.write_all(key.as_slice()));
+                if let Err(e) = written {
+                    tracing::error!(error = %e, path = %key_path.display(), "cannot write the static seal key file");
+                }
+            }
+            Some(Err(())) | None => {
+                if old.is_some() {
+                    changed = true;
+                    let _ = std::fs::remove_file(&key_path);
+                }
+            }
+        }
+        if changed {
+            tracing::info!("the vault pod's seal configuration changed: restarting its server");
+            self.restart();
+        }
     }
 
     /// Waits (at most `limit`) until the server answers; whether it does.
