@@ -264,15 +264,7 @@ pub(crate) async fn init_with_recovery(
     threshold: u8,
 ) -> Result<RecoveryInit, StepError> {
     const ACTION: &str = "initialise Vault (POST /v1/sys/init with recovery shares)";
-    let url = format!(
-        "{}/v1/sys/init",
-        session
-            .client
-            .settings
-            .address
-            .as_str()
-            .trim_end_matches('/')
-    );
+    let url = session.api_url("sys/init");
     let body = serde_json::json!({
         "recovery_shares": shares,
         "recovery_threshold": threshold,

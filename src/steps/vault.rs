@@ -559,6 +559,13 @@ async fn wait_kv_ready(session: &VaultSession, mount: &str) -> Result<(), StepEr
     }
 }
 
+/// An uninitialised Vault has no seal to open: `vault.init` comes first.
+fn nothing_to_unseal() -> StepError {
+    StepError::permanent(
+        "Vault is not initialised, so there is nothing to unseal: run vault.init (`kubestrap apply --resume`)",
+    )
+}
+
 /// How long an unsealed Vault may take to become the active node (a raft node: about 0.2 s).
 const ACTIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -573,9 +580,7 @@ pub(crate) async fn unseal_with(
 ) -> Result<bool, StepError> {
     let status = super::vault_status::seal_status(session).await?;
     if !status.initialized {
-        return Err(StepError::permanent(
-            "Vault is not initialised, so there is nothing to unseal: run vault.init (`kubestrap apply --resume`)",
-        ));
+        return Err(nothing_to_unseal());
     }
     if !status.sealed {
         super::vault_status::wait_active(session, ACTIVE_WAIT).await?;
@@ -652,9 +657,7 @@ pub(crate) async fn wait_self_unsealed(
     loop {
         let status = super::vault_status::seal_status(session).await?;
         if !status.initialized {
-            return Err(StepError::permanent(
-                "Vault is not initialised, so there is nothing to unseal: run vault.init (`kubestrap apply --resume`)",
-            ));
+            return Err(nothing_to_unseal());
         }
         if !status.sealed {
             super::vault_status::wait_active(session, ACTIVE_WAIT).await?;

@@ -42,6 +42,15 @@ impl std::fmt::Debug for VaultSession {
 }
 
 impl VaultSession {
+    /// The URL of `path` under `/v1/` on the address the client uses, for the calls kubestrap
+    /// makes itself (the ones vaultrs's types do not fit).
+    pub(crate) fn api_url(&self, path: &str) -> String {
+        format!(
+            "{}/v1/{path}",
+            self.client.settings.address.as_str().trim_end_matches('/')
+        )
+    }
+
     /// The last failure of the port-forward under this session, if it goes through one: why a
     /// request that did not reach Vault failed (the pod went away, the API refused the tunnel).
     pub(crate) fn tunnel_error(&self) -> Option<String> {

@@ -189,15 +189,7 @@ async fn get(
     path: &str,
     action: &str,
 ) -> Result<(u16, Vec<u8>), StepError> {
-    let url = format!(
-        "{}/v1/{path}",
-        session
-            .client
-            .settings
-            .address
-            .as_str()
-            .trim_end_matches('/')
-    );
+    let url = session.api_url(path);
     let unreachable = |e: reqwest::Error| {
         let tunnel = session
             .tunnel_error()

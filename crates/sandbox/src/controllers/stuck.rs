@@ -137,15 +137,9 @@ pub(crate) fn missing_secret_volume(c: &Cluster, pod: &Value) -> Option<(String,
 /// minutes; the sandbox retries quickly so a Secret created late starts the pod at once).
 const MOUNT_RETRY: Duration = Duration::from_millis(500);
 
-/// Holds `pod` in `ContainerCreating` because its Secret volume `volume` names the missing
-/// Secret `secret`, with the kubelet's `FailedMount` Event (`pkg/volume/secret`:
-/// `MountVolume.SetUp failed for volume "…" : secret "…" not found`); returns when to retry.
-pub(crate) fn hold_failed_mount(c: &Cluster, pod: &Value, volume: &str, secret: &str) -> Duration {
-    let Some(rt) = c.registry.lookup("", "v1", "pods") else {
-        return MOUNT_RETRY;
-    };
-    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
-    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+/// The pod's containers and the kubelet's message for all of them not ready (`Ready` and
+/// `ContainersReady` say it while the pod is held back).
+fn containers_unready(pod: &Value) -> (Vec<Value>, String) {
     let containers = pod["spec"]["containers"]
         .as_array()
         .cloned()
@@ -155,6 +149,19 @@ pub(crate) fn hold_failed_mount(c: &Cluster, pod: &Value, volume: &str, secret: 
         .filter_map(|ct| ct["name"].as_str())
         .collect();
     let unready = format!("containers with unready status: [{}]", names.join(" "));
+    (containers, unready)
+}
+
+/// Holds `pod` in `ContainerCreating` because its Secret volume `volume` names the missing
+/// Secret `secret`, with the kubelet's `FailedMount` Event (`pkg/volume/secret`:
+/// `MountVolume.SetUp failed for volume "…" : secret "…" not found`); returns when to retry.
+pub(crate) fn hold_failed_mount(c: &Cluster, pod: &Value, volume: &str, secret: &str) -> Duration {
+    let Some(rt) = c.registry.lookup("", "v1", "pods") else {
+        return MOUNT_RETRY;
+    };
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let (containers, unready) = containers_unready(pod);
     let started = pod["status"]["startTime"]
         .as_str()
         .map(str::to_string)
@@ -204,15 +211,7 @@ pub(crate) fn hold(
     let rt = c.registry.lookup("", "v1", "pods")?;
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
     let name = pod["metadata"]["name"].as_str().unwrap_or("");
-    let containers = pod["spec"]["containers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let names: Vec<&str> = containers
-        .iter()
-        .filter_map(|ct| ct["name"].as_str())
-        .collect();
-    let unready = format!("containers with unready status: [{}]", names.join(" "));
+    let (containers, unready) = containers_unready(pod);
     let created = c.store.created_ms(pod).unwrap_or(0);
     let elapsed = Duration::from_millis(
         u64::try_from(jiff::Timestamp::now().as_millisecond() - created).unwrap_or(0),
