@@ -18,7 +18,7 @@ use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
 use kubestrap_test_support::{
     Bootstrap, Options, assert_all_done, assert_vault_restarted, finished, kubestrap_bin, runtime,
-    sandbox_playbook_copy, text, workspace_root,
+    sandbox_playbook_copy, workspace_root,
 };
 use serde_json::Value;
 
@@ -185,16 +185,7 @@ fn bootstrap_openbao(vault_server: Option<PathBuf>) -> (Bootstrap, Value) {
     });
 
     // A second run changes nothing.
-    let again = fx.run(&["apply", "--fresh", "--output", "json"], false);
-    assert!(again.status.success(), "{}", text(&again));
-    let changed: Vec<Value> = finished(&again)
-        .into_iter()
-        .filter(|s| s["changed"] == true)
-        .collect();
-    assert!(
-        changed.is_empty(),
-        "changed on the second run: {changed:#?}"
-    );
+    let _ = fx.assert_second_apply_unchanged(false);
     (fx, status)
 }
 
@@ -212,12 +203,7 @@ fn five_phases_with_flavor_openbao_on_a_real_bao_server_with_the_restart_proof()
     };
     let (_fx, status) = bootstrap_openbao(Some(server));
     // The real server answered through the pod's port-forward.
-    assert_eq!(
-        status["version"],
-        kubestrap_test_support::OPENBAO_VERSION,
-        "{status}"
-    );
-    assert_eq!(status["storage_type"], "raft", "{status}");
+    kubestrap_test_support::assert_real_openbao(&status);
 }
 
 /// Stops the sandbox an `apply` of a shipped playbook left running, pass or fail.

@@ -149,17 +149,8 @@ fn bootstrap_static(vault_server: Option<PathBuf>) -> (Bootstrap, Value) {
     }
 
     // A second run changes nothing: the key Secret keeps its bytes, Vault its data.
-    let again = fx.run(&["apply", "--fresh", "--output", "json"], true);
-    assert!(again.status.success(), "{}", text(&again));
+    let again = fx.assert_second_apply_unchanged(true);
     assert!(!text(&again).contains(&key_text));
-    let changed: Vec<Value> = finished(&again)
-        .into_iter()
-        .filter(|s| s["changed"] == true)
-        .collect();
-    assert!(
-        changed.is_empty(),
-        "changed on the second run: {changed:#?}"
-    );
     runtime().block_on(async {
         let client = fx.client().await;
         assert_eq!(seal_key(&client).await, key, "the seal key was kept");
@@ -353,12 +344,7 @@ fn five_phases_with_the_static_seal_on_a_real_bao_server_with_the_restart_proof(
     };
     let (_fx, status) = bootstrap_static(Some(server));
     // The real server answered through the pod's port-forward, under its static seal.
-    assert_eq!(
-        status["version"],
-        kubestrap_test_support::OPENBAO_VERSION,
-        "{status}"
-    );
-    assert_eq!(status["storage_type"], "raft", "{status}");
+    kubestrap_test_support::assert_real_openbao(&status);
     assert_eq!(status["recovery_seal_type"], "shamir", "{status}");
 }
 

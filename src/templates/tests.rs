@@ -440,23 +440,27 @@ fn templates_honour_every_playbook_name() {
     assert_eq!(text.matches("namespace: secrets-mgmt").count(), 5, "{text}");
 }
 
-/// `[vault] flavor = "openbao"`: the OpenBao chart from its own repository, the same values
-/// (openbao-helm keeps vault-helm's keys), and an unsealer running the image's `bao` CLI with
-/// `BAO_ADDR`, the variable that CLI reads.
-#[test]
-fn openbao_flavor_renders_the_openbao_chart_and_the_bao_cli() {
+/// The OpenBao release with the flavor's defaults (namespace and release `openbao`).
+fn openbao_release(static_seal: Option<super::StaticSealMount>) -> VaultRelease {
     use crate::playbook::VaultFlavor;
-    let text = VaultRelease {
+    VaultRelease {
         flavor: VaultFlavor::Openbao,
         namespace: "openbao".to_owned(),
         release: "openbao".to_owned(),
         flux_namespace: "flux-system".to_owned(),
         repository: VaultFlavor::Openbao.default_chart_repo().to_owned(),
         chart_version: VaultFlavor::Openbao.default_chart_version().to_owned(),
-        static_seal: None,
+        static_seal,
     }
-    .render()
-    .unwrap();
+}
+
+/// `[vault] flavor = "openbao"`: the OpenBao chart from its own repository, the same values
+/// (openbao-helm keeps vault-helm's keys), and an unsealer running the image's `bao` CLI with
+/// `BAO_ADDR`, the variable that CLI reads.
+#[test]
+fn openbao_flavor_renders_the_openbao_chart_and_the_bao_cli() {
+    use crate::playbook::VaultFlavor;
+    let text = openbao_release(None).render().unwrap();
     assert!(!text.contains("hashicorp"), "{text}");
     let vault_text = VaultRelease {
         flavor: VaultFlavor::Vault,
@@ -544,21 +548,12 @@ fn openbao_flavor_renders_the_openbao_chart_and_the_bao_cli() {
 /// configuration reading the mounted file.
 #[test]
 fn static_seal_mounts_the_key_secret_and_adds_the_seal_stanza() {
-    use crate::playbook::VaultFlavor;
-    let text = VaultRelease {
-        flavor: VaultFlavor::Openbao,
-        namespace: "openbao".to_owned(),
-        release: "openbao".to_owned(),
-        flux_namespace: "flux-system".to_owned(),
-        repository: VaultFlavor::Openbao.default_chart_repo().to_owned(),
-        chart_version: VaultFlavor::Openbao.default_chart_version().to_owned(),
-        static_seal: Some(super::StaticSealMount {
+    let text = openbao_release(Some(super::StaticSealMount {
             secret: "openbao-static-seal".to_owned(),
             volume: "static-seal-key".to_owned(),
             mount_dir: "/openbao/userconfig/openbao-static-seal".to_owned(),
             stanza: "seal \"static\" {\n  current_key_id = \"k\"\n  current_key = \"file:///openbao/userconfig/openbao-static-seal/key\"\n}\n".to_owned(),
-        }),
-    }
+    }))
     .render()
     .unwrap();
     let objects: Vec<Value> = values_of(&text);

@@ -366,6 +366,25 @@ terraform = "120s"
         serde_json::from_str(&text).unwrap()
     }
 
+    /// `apply --fresh --output json` over the finished cluster (with the canaries exported when
+    /// `with_secrets`): it succeeds and no step reports a change. Returns its output.
+    ///
+    /// # Panics
+    /// When the run fails or a step changed.
+    pub fn assert_second_apply_unchanged(&self, with_secrets: bool) -> Output {
+        let again = self.run(&["apply", "--fresh", "--output", "json"], with_secrets);
+        assert!(again.status.success(), "{}", text(&again));
+        let changed: Vec<Value> = finished(&again)
+            .into_iter()
+            .filter(|s| s["changed"] == true)
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "changed on the second run: {changed:#?}"
+        );
+        again
+    }
+
     /// `apply --fresh` over the finished cluster, without the environment variables (Vault
     /// holds every value): all `steps` report unchanged and nothing is written but the run's
     /// own Lease.
@@ -374,18 +393,8 @@ terraform = "120s"
     /// When the run fails, a step changed or a write happened.
     pub fn assert_fresh_apply_changes_nothing(&self, rt: &tokio::runtime::Runtime, steps: usize) {
         let before = rt.block_on(self.client_writes_except_lease()).len();
-        let again = self.run(&["apply", "--fresh", "--output", "json"], false);
-        assert!(again.status.success(), "{}", text(&again));
-        let finished_steps = finished(&again);
-        assert_eq!(finished_steps.len(), steps);
-        let changed: Vec<&Value> = finished_steps
-            .iter()
-            .filter(|s| s["changed"] == true)
-            .collect();
-        assert!(
-            changed.is_empty(),
-            "changed on the second run: {changed:#?}"
-        );
+        let again = self.assert_second_apply_unchanged(false);
+        assert_eq!(finished(&again).len(), steps);
         let after = rt.block_on(self.client_writes_except_lease());
         assert_eq!(
             after.len(),

