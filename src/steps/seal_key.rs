@@ -264,45 +264,23 @@ pub(crate) async fn init_with_recovery(
     threshold: u8,
 ) -> Result<RecoveryInit, StepError> {
     const ACTION: &str = "initialise Vault (POST /v1/sys/init with recovery shares)";
-    let url = session.api_url("sys/init");
     let body = serde_json::json!({
         "recovery_shares": shares,
         "recovery_threshold": threshold,
     });
-    let resp = session
-        .client
-        .http
-        .http
-        .put(url)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| StepError::transient_from(format!("{ACTION}: Vault did not answer"), e))?;
-    let code = resp.status().as_u16();
-    let bytes = zeroize::Zeroizing::new(
-        resp.bytes()
-            .await
-            .map_err(|e| StepError::transient_from(format!("{ACTION}: Vault did not answer"), e))?
-            .to_vec(),
-    );
+    let (code, bytes) = super::vault_status::call(
+        session,
+        reqwest::Method::POST,
+        "sys/init",
+        Some(&body),
+        ACTION,
+    )
+    .await?;
+    let bytes = zeroize::Zeroizing::new(bytes);
     if code != 200 {
         // An error answer carries Vault's `errors`, never keys.
-        let errors = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v["errors"].as_array().cloned())
-            .map(|e| {
-                e.iter()
-                    .filter_map(|x| x.as_str().map(str::to_owned))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .unwrap_or_default();
-        let message = format!("{ACTION}: Vault answered {code}: {errors}");
-        return Err(if crate::http::is_transient_status(code) {
-            StepError::transient(message)
-        } else {
-            StepError::permanent(message)
-        });
+        let error = super::vault_status::server_error(code, &bytes, "a sys/init answer");
+        return Err(StepError::classify(ACTION, error));
     }
     let parsed: RecoveryInitBody = serde_json::from_slice(&bytes).map_err(|_| {
         StepError::permanent(format!(

@@ -136,7 +136,7 @@ fn excerpt(body: &[u8]) -> String {
 }
 
 /// An error answer's `errors`, or an [`StatusError::Undecodable`].
-fn server_error(code: u16, body: &[u8], what: &'static str) -> StatusError {
+pub(crate) fn server_error(code: u16, body: &[u8], what: &'static str) -> StatusError {
     match serde_json::from_slice::<Errors>(body) {
         Ok(e) => StatusError::Server {
             code,
@@ -189,6 +189,22 @@ async fn get(
     path: &str,
     action: &str,
 ) -> Result<(u16, Vec<u8>), StepError> {
+    call(session, reqwest::Method::GET, path, None, action).await
+}
+
+/// `METHOD <addr>/v1/<path>` (with `body` as JSON) with the session's HTTP client; the status
+/// and the body. Not reaching Vault is transient and says so, with the port-forward's own
+/// failure when it went through one.
+///
+/// # Errors
+/// A transient [`StepError`] when Vault does not answer.
+pub(crate) async fn call(
+    session: &VaultSession,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    action: &str,
+) -> Result<(u16, Vec<u8>), StepError> {
     let url = session.api_url(path);
     let unreachable = |e: reqwest::Error| {
         let tunnel = session
@@ -200,14 +216,11 @@ async fn get(
             e,
         )
     };
-    let resp = session
-        .client
-        .http
-        .http
-        .get(url)
-        .send()
-        .await
-        .map_err(unreachable)?;
+    let mut request = session.client.http.http.request(method, url);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let resp = request.send().await.map_err(unreachable)?;
     let code = resp.status().as_u16();
     let body = resp.bytes().await.map_err(unreachable)?;
     Ok((code, body.to_vec()))
